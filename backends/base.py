@@ -1,0 +1,644 @@
+"""A mounted storage: the narrow contract the core relies on, over one fsspec
+filesystem.
+
+Every method takes backend paths (made by :meth:`Backend.join`), raises only
+``gateway.errors`` (translated in ``backends.errors``) and documents whether it
+is idempotent. Optional powers are announced in ``capabilities``; callers
+read them instead of probing.
+
+Remote mounts add three things here, the same for every protocol: listings
+come from a :class:`~backends.cache.ListingCache` that every mutating method
+invalidates; an idempotent read that fails with BackendUnavailable is tried
+again ``retries`` times; and a connection that broke (``connect`` given) is
+rebuilt on the next call instead of failing forever. Protocol quirks live in
+small subclasses (``backends.s3``, ``backends.sftp``, ``backends.ftp``,
+``backends.webdav``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import os
+import posixpath
+import secrets
+import shutil
+import stat as _stat
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
+
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
+
+from backends.cache import ListingCache
+from backends.capabilities import Capabilities
+from backends.errors import translated
+from gateway import errors as E
+from gateway.namespace import RESERVED_PREFIX
+from gateway.types import Entry
+
+__all__ = ["Backend", "Writer", "CHUNK"]
+
+#: Block size for streamed copies and hashing.
+CHUNK = 1 << 20
+
+T = TypeVar("T")
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "LastModified", "modified", "last_modified", "created", "modify"):
+        v = info.get(key)
+        if v is None:
+            continue
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, _dt.datetime):
+            if v.tzinfo is None:
+                v = v.replace(tzinfo=_dt.timezone.utc)
+            return v.timestamp()
+        if isinstance(v, str):
+            if len(v) >= 14 and v[:14].isdigit():  # FTP MLSD "modify": YYYYMMDDHHMMSS[.sss], UTC
+                return _dt.datetime.strptime(v[:14], "%Y%m%d%H%M%S").replace(
+                    tzinfo=_dt.timezone.utc).timestamp()
+            try:
+                return _dt.datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                try:
+                    from email.utils import parsedate_to_datetime
+
+                    return parsedate_to_datetime(v).timestamp()
+                except (TypeError, ValueError):
+                    continue
+    return None
+
+
+IO = Callable[[], Any]  # a context-manager factory: translated(), or a backend's _io
+
+
+class Writer:
+    """A file being uploaded. Nothing is visible at the path until
+    :meth:`commit`; :meth:`abort` leaves the path as it was."""
+
+    def __init__(self, f: BinaryIO, on_commit=None, on_abort=None, io: IO = translated) -> None:
+        self._f = f
+        self._on_commit = on_commit
+        self._on_abort = on_abort
+        self._io = io
+        self.bytes_written = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        with self._io():
+            n = self._f.write(data)
+        self.bytes_written += len(data)
+        return n if n is not None else len(data)
+
+    def commit(self) -> None:
+        """Make the written bytes the content of the path. Raises the
+        storage's error (translated) if it refuses; the path is then unchanged."""
+        if self.closed:
+            return
+        self.closed = True
+        with self._io():
+            if self._on_commit:
+                self._on_commit(self._f)
+            else:
+                self._f.close()
+
+    def abort(self) -> None:
+        """Forget what was written. Never raises."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self._on_abort:
+                self._on_abort(self._f)
+            elif hasattr(self._f, "discard"):
+                self._f.discard()
+            else:
+                self._f.close()
+        except Exception:  # noqa: BLE001 - abort is best effort by contract
+            pass
+
+
+class _Reader:
+    """A remote file whose failures arrive as gateway errors (and mark a
+    broken connection), like every other call on the backend."""
+
+    def __init__(self, f: Any, io: IO) -> None:
+        self._f = f
+        self._io = io
+
+    def read(self, n: int = -1) -> bytes:
+        with self._io():
+            return self._f.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with self._io():
+            return self._f.seek(offset, whence)
+
+    def close(self) -> None:
+        try:
+            self._f.close()
+        except Exception:  # noqa: BLE001 - closing a read handle cannot lose data
+            pass
+
+    def __enter__(self) -> "_Reader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+class Backend:
+    """One fsspec filesystem rooted at ``root``.
+
+    ``connect`` rebuilds the filesystem after its connection broke (SFTP,
+    FTP); ``retries`` is how often an idempotent read is tried again when the
+    storage is unavailable, ``retry_backoff_s`` the first pause between
+    tries; ``cache_ttl_s`` > 0 keeps folder listings that long."""
+
+    def __init__(self, fs, root: str, protocol: str, capabilities: Capabilities, url: str = "",
+                 cache_ttl_s: float = 0.0, *, connect: Callable[[], Any] | None = None, retries: int = 0,
+                 retry_backoff_s: float = 0.2) -> None:
+        self._fs = fs
+        self._connect = connect
+        self._broken: Any = None
+        self.root = root.rstrip("/") if root not in ("", "/") else root
+        self.protocol = protocol
+        self.capabilities = capabilities
+        self.url = url
+        self.local = isinstance(fs, LocalFileSystem)
+        self.cache_ttl_s = cache_ttl_s
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.cache: ListingCache[Entry] | None = (
+            ListingCache(cache_ttl_s) if cache_ttl_s > 0 and not self.local else None)
+        self._lock = threading.Lock()
+
+    # -- the connection ------------------------------------------------------
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem; connected here on first use (when the mount
+        was unreachable at start) and again when its connection broke."""
+        if (self._fs is None or self._fs is self._broken) and self._connect is not None:
+            with self._lock:
+                if self._fs is None or self._fs is self._broken:
+                    with translated():
+                        self._fs = self._connect()
+                    self._broken = None
+        return self._fs
+
+    @property
+    def inner(self) -> Any:
+        """The filesystem under any ``slow::`` wrapper, to pick write strategies."""
+        fs = self._fs
+        return getattr(fs, "fs", fs) if getattr(fs, "protocol", None) == "slow" else fs
+
+    @contextmanager
+    def _io(self, path: str | None = None) -> Iterator[None]:
+        """Run storage calls: failures become gateway errors, and an
+        unavailable storage marks the connection for a rebuild."""
+        try:
+            with translated(path):
+                yield
+        except E.BackendUnavailable:
+            self._broken = self._fs
+            raise
+
+    def _idempotent(self, call: Callable[[], T]) -> T:
+        """``call()`` (which must only read), tried again with backoff while
+        the storage is unavailable, up to ``retries`` more times."""
+        attempt = 0
+        while True:
+            try:
+                with self._io():
+                    return call()
+            except E.BackendUnavailable:
+                if attempt >= self.retries:
+                    raise
+                time.sleep(self.retry_backoff_s * (2 ** attempt))
+                attempt += 1
+
+    # -- paths -------------------------------------------------------------
+
+    def join(self, rel: str) -> str:
+        """The backend path of a path relative to this mount's root."""
+        if not rel:
+            return self.root or "/"
+        if self.root in ("", "/"):
+            return ("/" if self.root == "/" else "") + rel
+        return self.root + "/" + rel
+
+    def _entry(self, info: dict[str, Any], path: str | None = None) -> Entry:
+        name = posixpath.basename((path or info["name"]).rstrip("/"))
+        is_dir = info.get("type") == "directory"
+        etag = info.get("ETag") or info.get("etag")
+        if isinstance(etag, str):
+            etag = etag.strip('"')
+        return Entry(
+            name=name,
+            path=path or info["name"],
+            is_dir=is_dir,
+            size=0 if is_dir else int(info.get("size") or 0),
+            mtime=_mtime(info),
+            etag=etag,
+            mode=info.get("mode"),
+        )
+
+    # -- reads -------------------------------------------------------------
+
+    def info(self, path: str) -> Entry:
+        """Metadata of ``path``. Raises NotFound. Idempotent."""
+        if self.local:
+            with translated():
+                st = os.stat(path)
+            is_dir = _stat.S_ISDIR(st.st_mode)
+            return Entry(posixpath.basename(path), path, is_dir, 0 if is_dir else st.st_size,
+                         st.st_mtime, None, st.st_mode)
+        cached = self._cached_entry(path)
+        if cached is not None:
+            return cached
+        return self._idempotent(lambda: self._info(path))
+
+    def _info(self, path: str) -> Entry:
+        """Uncached metadata (inside ``_io``); subclasses adjust."""
+        return self._entry(self.fs.info(path), path)
+
+    def _cached_entry(self, path: str) -> Entry | None:
+        """``path``'s entry from its parent's cached listing; raises NotFound
+        when that listing lacks it; None when no listing is cached."""
+        if self.cache is None or path.rstrip("/") == self.root.rstrip("/"):
+            return None
+        parent, name = posixpath.split(path.rstrip("/"))
+        if name.startswith(RESERVED_PREFIX):  # never listed, so never answered from a listing
+            return None
+        listing = self.cache.get(parent or "/")
+        if listing is None:
+            return None
+        for e in listing:
+            if e.name == name:
+                return e
+        raise E.NotFound("no such file or folder")
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.info(path)
+            return True
+        except E.NotFound:
+            return False
+
+    def iterdir(self, path: str) -> Iterator[Entry]:
+        """Entries of folder ``path``, without the gateway's reserved names.
+        Raises NotFound, NotADirectory."""
+        if self.local:
+            with translated():
+                it = os.scandir(path)
+            with it:
+                for d in it:
+                    if d.name.startswith(RESERVED_PREFIX):
+                        continue
+                    try:
+                        st = d.stat()
+                    except FileNotFoundError:
+                        continue
+                    is_dir = d.is_dir()
+                    yield Entry(d.name, d.path, is_dir, 0 if is_dir else st.st_size, st.st_mtime,
+                                None, st.st_mode)
+            return
+        yield from self.listing(path)
+
+    def listing(self, path: str) -> list[Entry]:
+        """The entries of folder ``path`` as one list (from the cache when
+        fresh). Raises NotFound, NotADirectory. Idempotent."""
+        if self.cache is not None:
+            hit = self.cache.get(path)
+            if hit is not None:
+                return hit
+            generation = self.cache.generation()
+        entries = self._idempotent(lambda: self._list(path))
+        if self.cache is not None:
+            self.cache.put(path, entries, generation)
+        return entries
+
+    def _list(self, path: str) -> list[Entry]:
+        """Uncached listing (inside ``_io``), reserved names left out."""
+        info = self.fs.info(path)
+        if info.get("type") != "directory":
+            raise E.NotADirectory("not a folder")
+        return self._entries(path, self.fs.ls(path, detail=True))
+
+    def _entries(self, path: str, listing: list[dict[str, Any]]) -> list[Entry]:
+        base = path.rstrip("/")
+        out = []
+        for item in listing:
+            name = posixpath.basename(item["name"].rstrip("/"))
+            if not name or name.startswith(RESERVED_PREFIX) or item["name"].rstrip("/") == base:
+                continue
+            out.append(self._entry(item, f"{base}/{name}"))
+        return out
+
+    def walk(self, path: str) -> Iterator[tuple[str, Entry]]:
+        """(relative path, entry) for everything below folder ``path``, each
+        folder before its contents; memory grows with depth, not tree size."""
+        stack = [""]
+        while stack:
+            rel = stack.pop()
+            for e in self.iterdir(path.rstrip("/") + ("/" + rel if rel else "") or "/"):
+                child = f"{rel}/{e.name}" if rel else e.name
+                yield child, e
+                if e.is_dir:
+                    stack.append(child)
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        """A binary file positioned at ``offset``. Raises NotFound, IsADirectory."""
+        if self.local:
+            with translated():
+                f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+                if offset:
+                    f.seek(offset)
+            return f
+        if self.info(path).is_dir:
+            raise E.IsADirectory("is a folder")
+
+        def call() -> Any:
+            f = self.fs.open(path, "rb", block_size=CHUNK)
+            if offset:
+                f.seek(offset)
+            return f
+
+        return _Reader(self._idempotent(call), self._io)  # type: ignore[return-value]
+
+    def checksum(self, path: str, algorithm: str) -> str | None:
+        """The storage's own hash of the file, or None when it keeps none for
+        ``algorithm`` (the caller then hashes the content)."""
+        if algorithm not in self.capabilities.checksums:
+            return None
+        e = self.info(path)
+        if algorithm == "md5" and e.etag and "-" not in e.etag and len(e.etag) == 32:
+            return e.etag.lower()
+        return None
+
+    def hash(self, path: str, algorithm: str) -> str:
+        """Hex digest of the file: the storage's own when it has one, else
+        computed by streaming the content."""
+        native = self.checksum(path, algorithm)
+        if native:
+            return native
+        h = hashlib.new(algorithm)
+        with self.open_read(path) as f:
+            while True:
+                with translated():
+                    block = f.read(CHUNK)
+                if not block:
+                    break
+                h.update(block)
+        return h.hexdigest()
+
+    # -- writes ------------------------------------------------------------
+
+    def _temp_name(self, path: str, key: str | None) -> str:
+        d, n = posixpath.split(path)
+        return f"{d}/{RESERVED_PREFIX}up-{key or secrets.token_hex(6)}-{n}"[:4000]
+
+    def open_write(self, path: str, offset: int = 0, temp_key: str | None = None) -> Writer:
+        """A :class:`Writer` for ``path``: a new content from ``offset`` 0, or
+        continuing the existing file at ``offset`` (its current size, or any
+        offset where ``random_write``). Raises Unsupported for an offset the
+        storage cannot honour.
+
+        Where the content goes to a temporary name first, ``temp_key`` makes
+        that name deterministic, so a retried write (a resumed job) reuses the
+        same temporary instead of leaving one behind per attempt."""
+        if offset:
+            return self._open_continue(path, offset)
+        if self.local or (self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem)):
+            tmp = self._temp_name(path, temp_key)
+            with self._io():
+                f = open(tmp, "wb") if self.local else self.fs.open(tmp, "wb")  # noqa: SIM115
+
+            def commit(fh, tmp=tmp):
+                fh.close()
+                if self.local:
+                    os.replace(tmp, path)
+                else:
+                    self._replace(tmp, path)
+                self.invalidate(path)
+
+            def abort(fh, tmp=tmp):
+                try:
+                    fh.close()
+                finally:
+                    self.fs.rm_file(tmp) if not self.local else os.unlink(tmp)
+
+            return Writer(f, commit, abort, self._io)
+        if isinstance(self.inner, MemoryFileSystem):
+            buf = io.BytesIO()
+
+            def commit_mem(fh):
+                self.fs.pipe_file(path, fh.getvalue())
+                self.invalidate(path)
+
+            return Writer(buf, commit_mem, lambda fh: None)
+        with self._io():
+            f = self.fs.open(path, "wb", block_size=5 * CHUNK)
+
+        def commit_obj(fh):
+            fh.close()
+            self.invalidate(path)
+
+        return Writer(f, commit_obj, None, self._io)
+
+    def _replace(self, tmp: str, path: str) -> None:
+        """Put the finished temporary ``tmp`` at ``path`` (inside ``_io``)."""
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+        self.fs.mv(tmp, path)
+
+    def _open_continue(self, path: str, offset: int) -> Writer:
+        size = self.info(path).size
+        if self.local and (offset == size or self.capabilities.random_write):
+            with translated():
+                f = open(path, "r+b")  # noqa: SIM115
+                f.seek(offset)
+            return Writer(f, lambda fh: fh.close(), lambda fh: fh.close())
+        if offset != size:
+            raise E.Unsupported(f"this storage can only continue a file at its end ({size} bytes), not at {offset}")
+        # No in-place append: rewrite the existing bytes, then continue.
+        w = self.open_write(path)
+        with self.open_read(path) as src:
+            while True:
+                block = src.read(CHUNK)
+                if not block:
+                    break
+                w.write(block)
+        return w
+
+    def mkdir(self, path: str, exist_ok: bool = False) -> None:
+        """Create folder ``path`` (its parent must exist). Raises AlreadyExists
+        unless ``exist_ok``."""
+        if self.local:
+            with translated():
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    if not (exist_ok and os.path.isdir(path)):
+                        raise
+            return
+        try:
+            existing = self.info(path)
+        except E.NotFound:
+            existing = None
+        if existing is not None:
+            if exist_ok and existing.is_dir:
+                return
+            raise E.AlreadyExists("already exists")
+        with self._io():
+            self._mkdir(path)
+        self.invalidate(path)
+
+    def _mkdir(self, path: str) -> None:
+        """Make the (absent) folder ``path`` (inside ``_io``)."""
+        if self.capabilities.directories:
+            self.fs.mkdir(path, create_parents=False)
+        else:
+            self.fs.mkdir(path, create_parents=True)
+
+    def remove(self, path: str, missing_ok: bool = False) -> None:
+        """Delete file ``path``. Raises NotFound unless ``missing_ok``, IsADirectory."""
+        try:
+            with self._io():
+                if self.local:
+                    os.unlink(path)
+                else:
+                    self.fs.rm_file(path)
+        except E.NotFound:
+            if not missing_ok:
+                raise
+        finally:
+            self.invalidate(path)
+
+    def rmdir(self, path: str, missing_ok: bool = False) -> None:
+        """Delete empty folder ``path``. Raises DirectoryNotEmpty, NotFound."""
+        try:
+            if self.local:
+                with translated():
+                    os.rmdir(path)
+            else:
+                self._rmdir(path)
+        except E.NotFound:
+            if not missing_ok:
+                raise
+        finally:
+            self.invalidate(path)
+
+    def _rmdir(self, path: str) -> None:
+        if self.capabilities.directories:
+            with self._io():
+                self.fs.rmdir(path)
+            return
+        if self.listing(path):
+            raise E.DirectoryNotEmpty("folder is not empty")
+        try:
+            with self._io():
+                self.fs.rmdir(path)
+        except (E.NotFound, E.BackendError):
+            pass
+
+    def rm_tree(self, path: str) -> None:
+        """Delete ``path`` and everything below it; missing is fine. Idempotent."""
+        try:
+            if self.local:
+                with translated():
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=False)
+                    elif os.path.lexists(path):
+                        os.unlink(path)
+            elif self.exists(path):
+                with self._io():
+                    self.fs.rm(path, recursive=True)
+        finally:
+            self.invalidate(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Native rename; only meaningful where ``atomic_rename`` (else it is
+        copy + delete inside the storage library). ``dst`` must not exist."""
+        try:
+            with self._io():
+                if self.local:
+                    os.rename(src, dst)
+                else:
+                    self._rename(src, dst)
+        finally:
+            self.invalidate(src)
+            self.invalidate(dst)
+
+    def _rename(self, src: str, dst: str) -> None:
+        self.fs.mv(src, dst, recursive=True)
+
+    def copy_file(self, src: str, dst: str) -> int:
+        """Copy one file inside this storage (server-side where
+        ``server_copy``); returns its size. Overwrites ``dst``."""
+        try:
+            with self._io():
+                if self.local:
+                    shutil.copyfile(src, dst)
+                    return os.stat(dst).st_size
+                if not self.capabilities.server_copy:
+                    raise E.Unsupported("no server-side copy")
+                size = self._server_copy(src, dst)
+        finally:
+            self.invalidate(dst)
+        return size if size is not None else self.info(dst).size
+
+    def _server_copy(self, src: str, dst: str) -> int | None:
+        """Copy inside the storage (inside ``_io``); the size when known."""
+        self.fs.cp_file(src, dst)
+        return None
+
+    def set_mtime(self, path: str, mtime: float) -> bool:
+        """Set the modification time where the storage keeps one; returns
+        whether it did."""
+        if not self.local:
+            return False
+        with translated():
+            os.utime(path, (mtime, mtime))
+        return True
+
+    def invalidate(self, path: str | None = None) -> None:
+        """Drop cached listings that may hold ``path`` (all when None): its
+        parent's, its own, and those below it. Every mutating method calls it."""
+        if self.local:
+            return
+        if self.cache is not None:
+            self.cache.invalidate(path)
+        try:
+            fs = self._fs
+            fs.invalidate_cache(path)
+            if path:
+                fs.invalidate_cache(posixpath.dirname(path))
+        except Exception:  # noqa: BLE001 - a cache miss is harmless
+            pass
+
+    def disk_usage(self) -> tuple[int, int] | None:
+        """(total, free) bytes where the storage tells, else None."""
+        if self.local:
+            try:
+                u = shutil.disk_usage(self.root or "/")
+                return u.total, u.free
+            except OSError:
+                return None
+        return None
+
+    def close(self) -> None:
+        """Let go of connections. Idempotent."""
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.protocol} {self.root!r}>"

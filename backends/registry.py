@@ -1,0 +1,200 @@
+"""Build a :class:`Backend` from a mount's URL and options.
+
+Mount URLs and what they need (options are the storage library's own):
+
+- ``file://path``, ``memory://name``, ``slow::<url>`` (tests and demos)
+- ``s3://bucket/prefix`` — s3fs: ``key``, ``secret``, ``endpoint_url``...
+  (see backends.s3)
+- ``sftp://user@host:port/path`` — sshfs/asyncssh: ``password``,
+  ``client_keys``, ``known_hosts``... (see backends.sftp)
+- ``ftp://user@host:port/path`` — ``username``, ``password``, ``tls``
+  (see backends.ftp)
+- ``webdav://host:port/path``, ``webdavs://...`` — ``auth`` or
+  ``username``/``password`` (see backends.webdav)
+
+**Credentials** may be written as ``${NAME}`` in the URL or in any option
+string; the value comes from the environment variable NAME when the mount
+opens, so secrets stay out of the config file (an unset variable is a
+configuration error naming the variable). The storage libraries' own
+environment conventions also apply (S3: ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, profiles). Secrets are never
+put in log lines or error messages: a backend keeps its URL with the
+password removed.
+
+Per remote mount (``[[mounts]]`` ``timeout_s``, ``retries``,
+``cache_ttl_s``): every network call is bounded by ``timeout_s``; an
+idempotent read that finds the storage unavailable is tried ``retries`` more
+times (with backoff, reconnecting first); folder listings are cached for
+``cache_ttl_s`` seconds and dropped on the gateway's own changes. Local,
+memory and ``slow::`` mounts neither cache nor retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import fsspec
+
+import backends.slow  # noqa: F401 - registers the slow:: protocol
+from backends.base import Backend
+from backends.capabilities import for_protocol
+from backends.errors import translated
+from gateway import errors as E
+
+__all__ = ["open_backend", "expand_env", "redact_url"]
+
+log = logging.getLogger("gateway.backends")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LOCAL = ("file", "local", "memory")
+
+
+def expand_env(value: Any) -> Any:
+    """``value`` with every ``${NAME}`` in its strings (recursively through
+    lists and dicts) replaced by the environment variable NAME. Raises
+    BadRequest naming an unset variable (never a value)."""
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                raise E.BadRequest(f"mount option refers to ${{{name}}}, but the environment variable "
+                                   f"{name} is not set")
+            return os.environ[name]
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(expand_env(v) for v in value)
+    return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password in its user part (for messages and logs)."""
+    out = []
+    for part in url.split("::"):
+        try:
+            p = urlsplit(part)
+        except ValueError:
+            out.append(part)
+            continue
+        if p.password is not None:
+            netloc = f"{p.username}:***@" + p.netloc.rsplit("@", 1)[1]
+            part = urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+        out.append(part)
+    return "::".join(out)
+
+
+def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s: float = 0.0,
+                 timeout_s: float = 30.0, retries: int = 3) -> Backend:
+    """Connect a mount. ``options`` are fsspec storage options (for chained
+    URLs keyed by protocol, e.g. ``{"slow": {...}}``); ``${NAME}`` in the URL
+    or an option string is the environment variable NAME.
+
+    Raises BadRequest for an unknown protocol or an unset variable,
+    BackendUnavailable when the storage cannot be reached, PermissionDenied
+    when it refuses the credentials; creates a missing local root folder.
+    """
+    shown = redact_url(url)
+    url = expand_env(url)
+    options = expand_env(dict(options or {}))
+    protocols = [p.split("://", 1)[0] if "://" in p else p for p in url.split("::")]
+    target = protocols[-1] or "file"
+    slow = "slow" in protocols[:-1]
+    caps = for_protocol(target, slow=slow)
+    remote = target not in _LOCAL and not slow  # slow:: is a test wrapper: faults it injects must show
+    settings: dict[str, Any] = {"url": shown, "retries": retries if remote else 0,
+                                "cache_ttl_s": cache_ttl_s if remote else 0.0}
+    builder = None if slow else _BUILDERS.get(target)
+    if builder is not None:
+        return builder(url, options, caps, timeout_s, settings)
+    try:
+        fsspec.get_filesystem_class(target)
+    except (ValueError, ImportError) as exc:
+        raise E.BadRequest(f"mount url {shown!r}: unknown storage protocol {target!r} ({exc})") from None
+    with translated():
+        fs, root = fsspec.core.url_to_fs(url, **options)
+    backend = Backend(fs, root, target, caps, **settings)
+    if target in _LOCAL:
+        backend.mkdir(backend.join(""), exist_ok=True) if not backend.exists(backend.join("")) else None
+    return backend
+
+
+def _connected(make: Callable[[], Any]) -> Any:
+    with translated():
+        return make()
+
+
+def _first_connection(connect: Callable[[], Any], shown: str) -> Any:
+    """The mount's first connection, or None when the server cannot be
+    reached now: the gateway starts anyway and the mount connects on first
+    use (refused credentials are still an error at start)."""
+    try:
+        return _connected(connect)
+    except E.BackendUnavailable as exc:
+        log.warning("mount %s is unreachable (%s); it will connect on first use", shown, exc)
+        return None
+
+
+def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
+    from dataclasses import replace
+
+    from backends.s3 import S3Backend, s3_options
+
+    options = dict(options)
+    if not options.pop("etag_is_md5", True):  # e.g. SSE-KMS buckets: ETags are not MD5s
+        caps = replace(caps, checksums=())
+    fs, root = _connected(lambda: fsspec.core.url_to_fs(url, **s3_options(options, timeout_s)))
+    fs.retries = 1  # a class attribute in s3fs, not an option
+    return S3Backend(fs, root, "s3", caps, **settings)
+
+
+def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
+    from dataclasses import replace
+
+    from backends.sftp import SFTPBackend, sftp_options, supports_copy_data
+
+    opts = sftp_options(options, timeout_s)
+
+    def connect() -> Any:
+        return fsspec.core.url_to_fs(url, **opts)[0]
+
+    fs = _first_connection(connect, settings["url"])
+    if fs is not None:
+        caps = replace(caps, server_copy=_connected(lambda: supports_copy_data(fs)))
+    return SFTPBackend(fs, urlsplit(url).path or "/", "sftp", caps, connect=connect, **settings)
+
+
+def _ftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
+    from backends.ftp import FTPBackend, GatewayFTPFileSystem
+
+    parts = urlsplit(url)
+    opts = dict(options)
+    if parts.username and "username" not in opts:
+        opts["username"], opts["password"] = parts.username, parts.password
+    opts.setdefault("timeout", timeout_s)
+
+    def connect() -> Any:
+        return GatewayFTPFileSystem(parts.hostname or "localhost", port=parts.port or 21, **opts)
+
+    fs = _first_connection(connect, settings["url"])
+    return FTPBackend(fs, parts.path.rstrip("/") or "/", "ftp", caps, connect=connect, **settings)
+
+
+def _webdav(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
+    from webdav4.fsspec import WebdavFileSystem
+
+    from backends.webdav import WebDAVBackend, webdav_target
+
+    opts, root = webdav_target(url, options, timeout_s)
+    fs = _connected(lambda: WebdavFileSystem(**opts))
+    return WebDAVBackend(fs, root, "webdav", caps, **settings)
+
+
+_BUILDERS: dict[str, Callable[..., Backend]] = {
+    "s3": _s3, "s3a": _s3, "sftp": _sftp, "ssh": _sftp, "ftp": _ftp,
+    "webdav": _webdav, "webdavs": _webdav, "dav": _webdav, "davs": _webdav,
+}

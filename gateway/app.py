@@ -1,0 +1,98 @@
+"""The composition root: mounts, job store, dispatcher, view and operations
+wired together once, for ``gateway serve`` and for tests."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from backends import open_backend
+from gateway.jobs.dispatcher import EmbeddedDispatcher
+from gateway.jobs.runner import JobRunner, RunnerSettings
+from gateway.jobs.store import JobStore
+from gateway.namespace import Mount, Namespace, normalise
+from gateway.ops import Operations, Policy
+from gateway.view import View
+
+__all__ = ["Gateway"]
+
+DEFAULT_QUEUES = {"copy": 4, "move": 4, "delete": 4}
+
+
+class Gateway:
+    """Everything a front end needs: ``ops`` (the operations core) and ``auth``."""
+
+    def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
+                 auth: Any = None, config: Any = None, state_dir: Path | None = None) -> None:
+        self.namespace = namespace
+        self.store = store
+        self.dispatcher = dispatcher
+        self.ops = ops
+        self.auth = auth
+        self.config = config
+        self.state_dir = state_dir
+
+    @classmethod
+    def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
+              store_url: str | None = None, budget_s: float = 2.0, per_protocol: dict[str, float] | None = None,
+              queues: dict[str, int] | None = None, node: str | None = None, heartbeat_s: float = 0.25,
+              stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
+              retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
+              policy: Any = None, auth: Any = None, config: Any = None) -> "Gateway":
+        """A gateway over ``mounts`` ({virtual path: url or (url, options)});
+        the job store lives in ``state_dir`` unless ``store_url`` says
+        otherwise. Not started: call :meth:`start`."""
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        table = []
+        for path, spec in mounts.items():
+            # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})
+            url, options, settings = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
+            table.append(Mount(normalise(path), open_backend(url, options, **settings)))
+        namespace = Namespace(table)
+        store = JobStore(store_url or f"sqlite:///{state_dir / 'jobs.db'}")
+        runner = JobRunner(store, namespace, RunnerSettings(heartbeat_s=heartbeat_s, step_retries=step_retries,
+                                                            retry_backoff_s=retry_backoff_s,
+                                                            max_attempts=max_attempts))
+        dispatcher = EmbeddedDispatcher(store, runner, queues or dict(DEFAULT_QUEUES), node or socket.gethostname(),
+                                        stall_after_s=stall_after_s, max_attempts=max_attempts,
+                                        retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
+        ops = Operations(namespace, store, dispatcher, View(store),
+                         policy or Policy(budget_s, per_protocol), monitor_ttl_s)
+        return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Gateway":
+        """The gateway a validated config describes (see gateway.config)."""
+        from gateway.auth import Authenticator
+
+        state_dir = Path(cfg.server.state_dir)
+        mounts: dict[str, str | tuple] = {
+            m.path: (m.url, dict(m.options), {"timeout_s": m.timeout_s, "retries": m.retries,
+                                              "cache_ttl_s": m.cache_ttl_s})
+            for m in cfg.mounts}
+        j = cfg.jobs
+        gw = cls.build(
+            mounts, state_dir, store_url=j.url(state_dir), policy=cfg.policy,
+            queues={q.name: q.workers for q in j.queues}, node=cfg.server.node_id,
+            heartbeat_s=j.heartbeat_s, stall_after_s=j.stall_after_s, max_attempts=j.max_attempts,
+            step_retries=j.step_retries, retry_backoff_s=j.retry_backoff_ms / 1000.0,
+            monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
+        )
+        gw.auth = Authenticator.from_config(cfg)
+        return gw
+
+    def start(self) -> "Gateway":
+        self.dispatcher.start()
+        return self
+
+    def close(self) -> None:
+        self.dispatcher.close()
+        self.store.close()
+
+    def __enter__(self) -> "Gateway":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

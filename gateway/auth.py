@@ -1,0 +1,401 @@
+"""Who may log in: argon2id passwords, SSH public keys, and bans.
+
+Users come from two places: ``[[users]]`` in the config file, and
+``state_dir/users.toml``, which the gateway itself writes (``gateway user
+add``, the first-start ``admin``). On a name clash the config file wins.
+The users file is re-read when it changes, so a user added from the CLI can
+log in without a restart.
+
+Failed logins are counted per source address (not per user, so guessing many
+names from one address is caught too) in a sliding window; ``max_failures``
+within ``window_s`` bans the address for ``ban_s``. A success resets nothing:
+an attacker who owns one account cannot use it to clear their count.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import logging
+import math
+import os
+import secrets
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from gateway.config import UserConfig, load_users_file, split_public_key
+from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned
+from gateway.users import PERMISSIONS, User
+
+if TYPE_CHECKING:
+    from gateway.config import Auth, Config
+
+__all__ = ["hash_password", "Authenticator", "CachedLogins", "http_session_id", "USERS_FILE"]
+
+log = logging.getLogger("gateway.auth")
+
+#: Name of the users file inside ``server.state_dir``.
+USERS_FILE = "users.toml"
+
+_hasher = PasswordHasher()  # argon2id, argon2-cffi's current recommended parameters
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash (``$argon2id$v=19$...``) of ``password``, salted."""
+    return _hasher.hash(password)
+
+
+class Authenticator:
+    """Checks logins and keeps the ban list. Thread-safe.
+
+    ``users`` are the config's users; those in ``state_dir/users.toml`` are
+    merged in. ``clock`` is a monotonic clock in seconds (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        users: list[User],
+        auth_cfg: "Auth",
+        state_dir: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._config_users = {u.name: u for u in users}
+        self._cfg = auth_cfg
+        self._state_dir = Path(state_dir)
+        self._path = self._state_dir / USERS_FILE
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._stored: dict[str, User] = {}
+        self._stored_stamp: tuple[int, int] | None = None
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._banned_until: dict[str, float] = {}
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self._reload()
+
+    @classmethod
+    def from_config(cls, cfg: "Config", clock: Callable[[], float] = time.monotonic) -> "Authenticator":
+        """The authenticator for ``cfg``'s users, ``[auth]`` and state_dir.
+
+        Raises ConfigError when ``state_dir/users.toml`` is invalid.
+        """
+        return cls(cfg.user_objects(), cfg.auth, cfg.server.state_dir, clock=clock)
+
+    # ------------------------------------------------------------ lookups
+
+    def get(self, name: str) -> User | None:
+        """The user called ``name``, or None."""
+        with self._lock:
+            self._reload()
+            return self._config_users.get(name) or self._stored.get(name)
+
+    def all(self) -> list[User]:
+        """Every user, config ones first, each name once."""
+        with self._lock:
+            self._reload()
+            merged = dict(self._config_users)
+            for name, user in self._stored.items():
+                merged.setdefault(name, user)
+            return list(merged.values())
+
+    # ------------------------------------------------------------- logins
+
+    def login_password(self, name: str, password: str, remote: str) -> User:
+        """The user ``name`` if ``password`` is theirs.
+
+        Raises LoginBanned when ``remote``'s address is banned (checked first,
+        the password is not tried), else AuthenticationFailed("login incorrect")
+        for an unknown user, a user without a password, or a wrong password.
+        """
+        addr = _address(remote)
+        self._check_ban(addr)
+        user = self.get(name)
+        stored_hash = user.password_hash if user is not None else None
+        try:
+            # An unknown user costs the same time as a known one.
+            _hasher.verify(stored_hash or self._dummy_hash, password)
+            ok = stored_hash is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            ok = False
+        if not ok or user is None or stored_hash is None:
+            self._failed(name, addr, "password")
+        if _hasher.check_needs_rehash(stored_hash):
+            self._rehash(user, password)
+        log.info("login ok: user %r from %s (password)", name, addr)
+        return user
+
+    def login_key(self, name: str, key: str | bytes, remote: str, *, count_failure: bool = True) -> User:
+        """The user ``name`` if ``key`` is one of their authorized keys.
+
+        ``key`` is an OpenSSH public key line, or its bytes, or the raw SSH
+        wire-format key blob; keys match by type and blob, comments ignored.
+        Raises LoginBanned / AuthenticationFailed as :meth:`login_password`.
+        SSH clients offer each key they hold in turn; pass ``count_failure``
+        False for such probes and call :meth:`record_failure` once when the
+        connection ends without logging in.
+        """
+        addr = _address(remote)
+        self._check_ban(addr)
+        user = self.get(name)
+        try:
+            wanted = split_public_key(key)
+        except ValueError:
+            wanted = None
+        if user is not None and wanted is not None:
+            for line in user.authorized_keys:
+                try:
+                    if split_public_key(line) == wanted:
+                        log.info("login ok: user %r from %s (key %s)", name, addr, wanted[0])
+                        return user
+                except ValueError:
+                    continue
+        if not count_failure:
+            raise AuthenticationFailed("login incorrect")
+        self._failed(name, addr, "key")
+
+    def record_failure(self, name: str, remote: str, method: str) -> None:
+        """Count one failed login from ``remote`` (e.g. an SSH connection
+        that offered only unknown keys); may start a ban. Never raises."""
+        try:
+            self._failed(name, _address(remote), method)
+        except AuthenticationFailed:
+            pass
+
+    def is_banned(self, remote: str) -> bool:
+        """Whether ``remote``'s address is banned right now."""
+        addr = _address(remote)
+        with self._lock:
+            return self._banned_until.get(addr, -math.inf) > self._clock()
+
+    def _check_ban(self, addr: str) -> None:
+        with self._lock:
+            until = self._banned_until.get(addr)
+            if until is None:
+                return
+            left = until - self._clock()
+            if left <= 0:
+                del self._banned_until[addr]
+                return
+        raise LoginBanned(f"too many failed logins from {addr}; try again in {math.ceil(left)} s")
+
+    def _failed(self, name: str, addr: str, method: str) -> NoReturn:
+        """Count a failure from ``addr``; always raises."""
+        now = self._clock()
+        with self._lock:
+            window = self._failures.setdefault(addr, collections.deque())
+            window.append(now)
+            while window and window[0] <= now - self._cfg.window_s:
+                window.popleft()
+            count = len(window)
+            banned = count >= self._cfg.max_failures
+            if banned:
+                self._banned_until[addr] = now + self._cfg.ban_s
+                del self._failures[addr]
+        log.warning(
+            "login failed: user %r from %s (%s; %d/%d in %g s)",
+            name, addr, method, count, self._cfg.max_failures, self._cfg.window_s,
+        )
+        if banned:
+            log.warning(
+                "banning %s for %g s after %d failed logins (last user %r)",
+                addr, self._cfg.ban_s, count, name,
+            )
+        raise AuthenticationFailed("login incorrect")
+
+    def _rehash(self, user: User, password: str) -> None:
+        new_hash = hash_password(password)
+        with self._lock:
+            user.password_hash = new_hash
+            if user.name not in self._config_users:
+                with self._file_lock():
+                    self._reload()
+                    stored = self._stored.get(user.name)
+                    if stored is not None:
+                        stored.password_hash = new_hash
+                        self._write_stored()
+        log.info("rehashed the password of user %r with current argon2 parameters", user.name)
+
+    # ------------------------------------------------------- stored users
+
+    def add_user(self, user: UserConfig) -> User:
+        """Store ``user`` in ``state_dir/users.toml`` (hashes only, never a
+        plaintext password) and return it.
+
+        Raises AlreadyExists when a user of that name exists in the config or
+        the users file.
+        """
+        with self._lock, self._file_lock():
+            self._reload()
+            if user.name in self._config_users or user.name in self._stored:
+                raise AlreadyExists(f"user {user.name!r} already exists")
+            new = user.to_user()
+            self._stored[user.name] = new
+            try:
+                self._write_stored()
+            except BaseException:
+                del self._stored[user.name]
+                raise
+        log.info("added user %r (admin=%s) to %s", user.name, user.admin, self._path)
+        return new
+
+    def ensure_admin(self) -> str | None:
+        """First start: when there are no users at all, create ``admin``
+        (admin, home "/", every permission) with a random password, store only
+        its hash, and return the password for the caller to show once.
+        Otherwise return None. Idempotent."""
+        with self._lock:
+            if self.all():
+                return None
+            password = secrets.token_urlsafe(12)
+            self.add_user(
+                UserConfig(name="admin", password_hash=hash_password(password), admin=True, home="/", permissions=["*"])
+            )
+        return password
+
+    def _reload(self) -> None:
+        """Re-read the users file when it changed (size or mtime)."""
+        with self._lock:
+            try:
+                st = self._path.stat()
+                stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                stamp = None
+            if stamp == self._stored_stamp:
+                return
+            self._stored = {u.name: u.to_user() for u in load_users_file(self._path)} if stamp else {}
+            self._stored_stamp = stamp
+            for name in self._stored.keys() & self._config_users.keys():
+                log.warning("user %r is in both the config and %s; the config's entry wins", name, self._path)
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialise read-modify-write of the users file across processes
+        (the server rehashing while `gateway user add` runs)."""
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._state_dir / (USERS_FILE + ".lock"), "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _write_stored(self) -> None:
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        text = _users_toml(list(self._stored.values()))
+        fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".toml", dir=self._state_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self._path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        st = self._path.stat()
+        self._stored_stamp = (st.st_mtime_ns, st.st_size)
+
+
+def _address(remote: str) -> str:
+    """The host part of ``remote`` ("1.2.3.4:5678", "[::1]:22", "::1", "h")."""
+    remote = (remote or "").strip()
+    if remote.startswith("[") and "]" in remote:
+        return remote[1 : remote.index("]")]
+    try:
+        return str(ipaddress.ip_address(remote))
+    except ValueError:
+        pass
+    host, sep, port = remote.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host
+    return remote or "unknown"
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes; DEL is the one
+    # control character JSON leaves raw and TOML forbids.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _toml_list(values: list[str]) -> str:
+    return "[" + ", ".join(_toml_str(v) for v in values) + "]"
+
+
+def _permissions(perms: frozenset[str]) -> list[str]:
+    return ["*"] if perms >= set(PERMISSIONS) else [p for p in PERMISSIONS if p in perms]
+
+
+def _users_toml(users: list[User]) -> str:
+    out = ["# Users added by `gateway user add` and the first start. Written by the",
+           "# gateway; passwords are stored as argon2id hashes only.", ""]
+    for u in users:
+        out.append("[[users]]")
+        out.append(f"name = {_toml_str(u.name)}")
+        if u.password_hash is not None:
+            out.append(f"password_hash = {_toml_str(u.password_hash)}")
+        out.append(f"authorized_keys = {_toml_list(u.authorized_keys)}")
+        out.append(f"home = {_toml_str(u.home)}")
+        out.append(f"permissions = {_toml_list(_permissions(u.permissions))}")
+        pp = ", ".join(f"{_toml_str(k)} = {_toml_list(_permissions(v))}" for k, v in u.path_permissions.items())
+        out.append(f"path_permissions = {{{(' ' + pp + ' ') if pp else ''}}}")
+        out.append(f"admin = {'true' if u.admin else 'false'}")
+        out.append(f"require_tls = {'true' if u.require_tls else 'false'}")
+        out.append("")
+    return "\n".join(out)
+
+
+class CachedLogins:
+    """Password logins for protocols that send the password on every request
+    (HTTP Basic). An argon2 check costs a noticeable fraction of a second, so
+    a success is remembered for ``ttl_s`` — keyed by a salted digest of name
+    and password, never the password — and dropped as soon as the user's
+    stored hash changes. Bans are checked on every call, cached or not."""
+
+    def __init__(self, auth: Authenticator, ttl_s: float = 60.0, max_entries: int = 4096) -> None:
+        self.auth = auth
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._salt = secrets.token_bytes(16)
+        self._cache: dict[bytes, tuple[str | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def login(self, name: str, password: str, remote: str) -> User:
+        """As :meth:`Authenticator.login_password` (raises LoginBanned,
+        AuthenticationFailed)."""
+        key = hashlib.sha256(self._salt + name.encode() + b"\0" + password.encode()).digest()
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[1] >= now:
+            self.auth._check_ban(_address(remote))
+            user = self.auth.get(name)
+            if user is not None and user.password_hash == hit[0]:
+                return user
+        user = self.auth.login_password(name, password, remote)
+        with self._lock:
+            if len(self._cache) >= self.max_entries:
+                self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
+                if len(self._cache) >= self.max_entries:
+                    self._cache.clear()
+            self._cache[key] = (user.password_hash, now + self.ttl_s)
+        return user
+
+
+def http_session_id(user: str, tag: str | None) -> str:
+    """The session of an HTTP client (WebDAV, REST, portal): the user plus
+    its ``Gateway-Session`` header or cookie; one per user without one."""
+    tag = "".join(ch for ch in (tag or "").strip() if ch.isprintable())[:64]
+    return f"http:{user}" + (f":{tag}" if tag else "")

@@ -1,0 +1,242 @@
+"""The ``gateway`` command.
+
+    gateway --version
+    gateway check-config [--config F]
+    gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--admin]
+                          [--permissions list,download,...] [--config F]
+    gateway serve [--config F]
+
+Exit codes: 0 success, 1 the command failed (e.g. the user exists), 2 bad
+usage or an invalid config (one line on stderr naming file, key and what was
+expected).
+
+More commands plug in through :data:`COMMANDS`: each entry is a
+``register(subparsers)`` callable that adds a subparser and sets
+``func=handler`` on it, where ``handler(args) -> int``. The remote commands
+(``cp``, ``mv``, ``rm``, ``jobs``, ``token``) live in ``gateway.cli_remote``,
+whose ``register`` is added when that module exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway import __version__
+from gateway.config import DEFAULT_CONFIG, Config, ConfigError, load_config, load_users_file, split_public_key
+
+__all__ = ["main", "build_parser", "COMMANDS", "add_config_option", "load_config_for"]
+
+Register = Callable[[Any], None]
+
+#: Exit code for bad usage or an invalid config.
+EXIT_CONFIG = 2
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """Add the shared ``--config FILE`` option (default etc/gateway.toml)."""
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", type=Path, default=DEFAULT_CONFIG,
+        help=f"config file (default: {DEFAULT_CONFIG})",
+    )
+
+
+def load_config_for(args: argparse.Namespace) -> Config | None:
+    """The config named by ``args.config``, or None after printing the
+    one-line error to stderr (the caller then exits with 2)."""
+    try:
+        return load_config(args.config)
+    except ConfigError as e:
+        print(e.message, file=sys.stderr)
+        return None
+
+
+# ------------------------------------------------------------- check-config
+
+
+def _register_check_config(sub: Any) -> None:
+    p = sub.add_parser("check-config", help="validate a config file and exit")
+    add_config_option(p)
+    p.set_defaults(func=_check_config)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = load_config_for(args)
+    if cfg is None:
+        return EXIT_CONFIG
+    try:
+        # The users file the gateway writes is part of what it will load.
+        load_users_file(cfg.server.state_dir / "users.toml")
+    except ConfigError as e:
+        print(e.message, file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"ok: {args.config}")
+    return 0
+
+
+# --------------------------------------------------------------------- user
+
+
+def _register_user(sub: Any) -> None:
+    p = sub.add_parser("user", help="manage the users kept in state_dir/users.toml")
+    users = p.add_subparsers(dest="user_command", metavar="ACTION")
+    users.required = True
+    add = users.add_parser("add", help="add a user (argon2id hash; the password is never stored)")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add.add_argument("--key", metavar="FILE", type=Path, action="append", default=[],
+                     help="file of OpenSSH public keys (authorized_keys format); repeatable")
+    add.add_argument("--home", default="/", help="the user's root in the gateway's tree (default /)")
+    add.add_argument("--admin", action="store_true", help="may see and control every user's jobs")
+    add.add_argument("--permissions", default="*", metavar="LIST",
+                     help="comma-separated: list,download,upload,overwrite,rename,delete,mkdir,copy or * (default)")
+    add_config_option(add)
+    add.set_defaults(func=_user_add)
+
+
+def _read_keys(files: list[Path]) -> list[str] | None:
+    keys = []
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+            return None
+        for n, line in enumerate(lines, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                split_public_key(line)
+            except ValueError as e:
+                print(f"{path}: line {n}: expected an OpenSSH public key '<type> <base64> [comment]' ({e})",
+                      file=sys.stderr)
+                return None
+            keys.append(line.strip())
+    return keys
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    """The new password ("" for none); None after printing why not."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        print("gateway: the passwords do not match", file=sys.stderr)
+        return None
+    return first
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from gateway.auth import Authenticator, hash_password
+    from gateway.config import validate_user
+    from gateway.errors import AlreadyExists
+
+    cfg = load_config_for(args)
+    if cfg is None:
+        return EXIT_CONFIG
+    keys = _read_keys(args.key)
+    if keys is None:
+        return EXIT_CONFIG
+    perms = [p.strip() for p in args.permissions.split(",") if p.strip()]
+    try:
+        user = validate_user(
+            {"name": args.name, "home": args.home, "permissions": perms, "admin": args.admin, "authorized_keys": keys},
+            source="gateway user add",
+        )
+        auth = Authenticator.from_config(cfg)
+    except ConfigError as e:
+        print(e.message, file=sys.stderr)
+        return EXIT_CONFIG
+    if auth.get(user.name) is not None:
+        print(f"gateway: user {user.name!r} already exists", file=sys.stderr)
+        return 1
+    password = _read_password(args.password_stdin)
+    if password is None:
+        return 1
+    if not password and not keys:
+        print("gateway: give a password or at least one --key", file=sys.stderr)
+        return EXIT_CONFIG
+    if password:
+        user = user.model_copy(update={"password_hash": hash_password(password)})
+    try:
+        auth.add_user(user)
+    except AlreadyExists as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 1
+    print(f"added user {user.name}{' (admin)' if user.admin else ''} to {cfg.server.state_dir / 'users.toml'}")
+    return 0
+
+
+# -------------------------------------------------------------------- serve
+
+
+def _register_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run every enabled front end (FTP, SFTP, HTTP) until SIGINT/SIGTERM")
+    add_config_option(p)
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway import server
+    from gateway.logs import setup_logging
+
+    cfg = load_config_for(args)
+    if cfg is None:
+        return EXIT_CONFIG
+    setup_logging(cfg.logging)
+    return server.run(cfg)
+
+
+# --------------------------------------------------------------------- main
+
+#: The built-in commands; :func:`build_parser` appends ``gateway.cli_remote.register``.
+COMMANDS: list[Register] = [_register_serve, _register_check_config, _register_user]
+
+
+def _registrars() -> list[Register]:
+    registrars = list(COMMANDS)
+    try:
+        remote = importlib.import_module("gateway.cli_remote")
+    except ModuleNotFoundError as e:
+        if e.name != "gateway.cli_remote":
+            print(f"gateway: remote commands unavailable: {e}", file=sys.stderr)
+        return registrars
+    registrars.append(remote.register)
+    return registrars
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every registered command."""
+    parser = argparse.ArgumentParser(prog="gateway", description="A multi-protocol file gateway.")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``gateway`` command with ``argv`` (default: sys.argv[1:]) and
+    return its exit code. Never raises SystemExit itself (argparse's exits
+    become return codes)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_CONFIG)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,597 @@
+"""The operations core: every read and mutation of every front end.
+
+Synchronous and thread-safe. Paths are user paths as clients send them; each
+is normalised once here, checked against the user's permissions and home,
+and seen through the consistency view. Mutations are planned from the mount's
+capabilities: a native O(1) call or a small single file runs inline; anything
+else becomes a job, and the caller waits for it up to the protocol's sync
+budget before the reply says "backgrounded".
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+from backends.base import Writer
+from gateway import errors as E
+from gateway import metrics
+from gateway.jobs.dispatcher import Dispatcher
+from gateway.jobs.model import Job
+from gateway.jobs.store import JobStore
+from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise,
+                               parent_of, to_global, to_user)
+from gateway.transfer import copy_file
+from gateway.types import Entry, Session
+from gateway.view import HIDDEN, View
+
+__all__ = ["Operations", "Outcome", "Upload", "Policy"]
+
+log = logging.getLogger("gateway.ops")
+
+#: A single file up to this size is copied inline rather than as a job.
+INLINE_COPY_BYTES = 4 << 20
+#: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing.
+REORDER_LIMIT = 64 << 20
+
+
+@dataclass
+class Policy:
+    """Sync budget per protocol (seconds); ``budget_s(protocol)``."""
+
+    default_s: float = 2.0
+    per_protocol: dict[str, float] | None = None
+
+    def budget_s(self, protocol: str) -> float:
+        return (self.per_protocol or {}).get(protocol, self.default_s)
+
+
+@dataclass
+class Outcome:
+    """The result of a mutation. ``job`` is set when it ran as a job;
+    ``backgrounded`` when that job was still running at reply time."""
+
+    entry: Entry | None = None
+    job: Job | None = None
+    backgrounded: bool = False
+
+    @property
+    def job_id(self) -> str | None:
+        return self.job.id if self.job else None
+
+
+class Upload:
+    """A file being written. Nothing shows at the path until :meth:`commit`;
+    :meth:`abort` (or a failed commit) leaves the path as it was.
+
+    :meth:`write_at` accepts pipelined writes that arrive out of order."""
+
+    def __init__(self, ops: "Operations", session: Session, user_path: str, writer: Writer, offset: int) -> None:
+        self._ops = ops
+        self._session = session
+        self.path = user_path
+        self._writer = writer
+        self._next = offset
+        self._held: dict[int, bytes] = {}
+        self._held_bytes = 0
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+
+    @property
+    def size(self) -> int:
+        return self._next
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            self._writer.write(data)
+            self._next += len(data)
+        return len(data)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset``; blocks ahead of the end are held until
+        the gap before them is filled. Raises Unsupported for a rewrite of
+        bytes already written."""
+        with self._lock:
+            if offset == self._next:
+                self._writer.write(data)
+                self._next += len(data)
+                while self._next in self._held:
+                    block = self._held.pop(self._next)
+                    self._held_bytes -= len(block)
+                    self._writer.write(block)
+                    self._next += len(block)
+            elif offset > self._next:
+                if self._held_bytes + len(data) > REORDER_LIMIT:
+                    raise E.Unsupported(f"{self.path}: writes too far out of order")
+                self._held[offset] = data
+                self._held_bytes += len(data)
+            elif offset + len(data) <= self._next:
+                return  # a retransmitted block already written
+            else:
+                raise E.Unsupported(f"{self.path}: overlapping rewrite at offset {offset} is not supported")
+
+    def commit(self) -> Entry:
+        """Make the upload the file's content; returns its entry. Raises
+        BadRequest when held blocks left a gap, or the storage's error."""
+        try:
+            if self._held:
+                raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved")
+            self._writer.commit()
+        except E.GatewayError as exc:
+            self._writer.abort()
+            self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
+            raise self._ops._at(exc, self.path) from None
+        self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
+        return self._ops.stat(self._session, self.path)
+
+    def abort(self) -> None:
+        self._writer.abort()
+
+
+class Operations:
+    def __init__(self, namespace: Namespace, store: JobStore, dispatcher: Dispatcher, view: View,
+                 policy: Policy, monitor_ttl_s: float = 3600.0) -> None:
+        self.namespace = namespace
+        self.store = store
+        self.dispatcher = dispatcher
+        self.view = view
+        self.policy = policy
+        self.monitor_ttl_s = monitor_ttl_s
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _paths(self, session: Session, path: str, cwd: str = "/") -> tuple[str, str]:
+        u = normalise(path, cwd)
+        return u, to_global(session.user.home, u)
+
+    def _user(self, session: Session, g: str) -> str:
+        return to_user(session.user.home, g)
+
+    def _require(self, session: Session, permission: str, u: str) -> None:
+        if not session.user.allowed(permission, u):
+            raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed)", u)
+
+    @staticmethod
+    def _at(exc: E.GatewayError, u: str) -> E.GatewayError:
+        """The same error, naming the user's path when the storage did not."""
+        if exc.path is None:
+            new = type(exc)(f"{u}: {exc.message}", u)
+            new.__cause__ = exc.__cause__
+            return new
+        return exc
+
+    def _log(self, session: Session, op: str, paths: builtins.list[str], result: str, started: float,
+             **extra) -> None:
+        """One log line and one metrics sample per operation."""
+        seconds = time.monotonic() - started
+        metrics.record_op(session.protocol, op, not result.startswith("error"), seconds, extra.get("bytes", 0))
+        log.info("%s %s %s", op, " -> ".join(paths), result, extra={"op": {
+            "user": session.user.name, "session": session.id, "protocol": session.protocol, "op": op,
+            "paths": paths, "result": result, "duration_ms": round(seconds * 1000, 1), **extra}})
+
+    def _busy(self, write: builtins.list[str], read: builtins.list[str] | tuple[()] = (),
+              session: Session | None = None) -> None:
+        job = self.view.conflict(write, read)
+        if job is not None:
+            shown = self._user(session, write[0]) if session else write[0]
+            raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation}); try again when it is done",
+                         shown)
+
+    def _physical(self, g: str) -> Entry:
+        """Stat a global path on its storage (no overlay). Raises NotFound."""
+        if self.namespace.is_virtual_dir(g) or (self.namespace.is_mount_point(g)):
+            mount, bp = self.namespace.resolve(g) if self.namespace.mount_for(g) else (None, "")
+            if mount is not None:
+                try:
+                    e = mount.backend.info(bp)
+                    return Entry(name_of(g) or "/", g, True, 0, e.mtime)
+                except E.NotFound:
+                    pass
+            return Entry(name_of(g) or "/", g, True)
+        mount, bp = self.namespace.resolve(g)
+        return mount.backend.info(bp).renamed(g)
+
+    def _stat_g(self, session: Session, g: str) -> Entry:
+        sources = self.view.sources(session.id, g)
+        if sources is HIDDEN:
+            raise E.NotFound(f"{g}: no such file or folder", g)
+        err: E.GatewayError | None = None
+        for s in sources:
+            try:
+                return self._physical(s).renamed(g)
+            except E.NotFound as exc:
+                err = exc
+        raise err or E.NotFound(f"{g}: no such file or folder", g)
+
+    def _exists(self, session: Session, g: str) -> Entry | None:
+        try:
+            return self._stat_g(session, g)
+        except E.NotFound:
+            return None
+
+    def _parent_dir(self, session: Session, g: str, u: str) -> None:
+        if g == "/":
+            raise E.BadRequest("/: cannot replace the root folder", u)
+        try:
+            parent = self._stat_g(session, parent_of(g))
+        except E.NotFound:
+            raise E.MissingParent(f"{u}: parent folder {parent_of(u)} does not exist", u) from None
+        if not parent.is_dir:
+            raise E.NotADirectory(f"{u}: {parent_of(u)} is not a folder", u)
+
+    def _protect_mounts(self, g: str, u: str) -> None:
+        if self.namespace.contains_mount_point(g):
+            raise E.PermissionDenied(f"{u}: is or contains a mount point and cannot be changed", u)
+
+    def _resolve_one(self, session: Session, g: str) -> tuple[Mount, str]:
+        sources = self.view.sources(session.id, g)
+        if sources is HIDDEN:
+            raise E.NotFound(f"{self._user(session, g)}: no such file or folder")
+        for s in sources[:-1]:
+            m, bp = self.namespace.resolve(s)
+            if m.backend.exists(bp):
+                return m, bp
+        return self.namespace.resolve(sources[-1])
+
+    def _file(self, session: Session, u: str, g: str) -> tuple[Entry, Mount, str]:
+        """A file the user may download: (entry, mount, backend path) of where
+        this session reads it. Raises PermissionDenied, NotFound, IsADirectory."""
+        self._require(session, "download", u)
+        entry = self._stat_g(session, g)
+        if entry.is_dir:
+            raise E.IsADirectory(f"{u}: is a folder", u)
+        mount, bp = self._resolve_one(session, g)
+        return entry, mount, bp
+
+    # -- reads ----------------------------------------------------------------------
+
+    def stat(self, session: Session, path: str, cwd: str = "/") -> Entry:
+        """Metadata of a file or folder. Raises BadRequest, PermissionDenied,
+        NotFound. Idempotent."""
+        u, g = self._paths(session, path, cwd)
+        try:
+            return self._stat_g(session, g).renamed(u)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
+    def exists(self, session: Session, path: str, cwd: str = "/") -> bool:
+        try:
+            self.stat(session, path, cwd)
+            return True
+        except E.NotFound:
+            return False
+
+    def list(self, session: Session, path: str, cwd: str = "/") -> Iterator[Entry]:
+        """The entries of a folder, streamed. Raises (on first use of the
+        iterator's caller: eagerly, before the first entry) BadRequest,
+        PermissionDenied, NotFound, NotADirectory."""
+        u, g = self._paths(session, path, cwd)
+        self._require(session, "list", u)
+        try:
+            folder = self._stat_g(session, g)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+        if not folder.is_dir:
+            raise E.NotADirectory(f"{u}: not a folder", u)
+        return self._list_g(session, g, u)
+
+    def _list_g(self, session: Session, g: str, u: str) -> Iterator[Entry]:
+        hide, add = self.view.adjustments(session.id, g)
+        mounts = self.namespace.child_mount_names(g)
+        seen: set[str] = set()
+        sources = self.view.sources(session.id, g) or []
+        many = len(sources) > 1
+        for s in sources:
+            if self.namespace.mount_for(s) is None:
+                continue
+            mount, bp = self.namespace.resolve(s)
+            try:
+                entries = mount.backend.iterdir(bp)
+                for e in entries:
+                    if e.name in hide or e.name in add or e.name in mounts:
+                        continue
+                    if many:
+                        if e.name in seen:
+                            continue
+                        seen.add(e.name)
+                    yield e.renamed(join(u, e.name) if u != "/" else "/" + e.name)
+            except E.NotFound:
+                if not many:
+                    raise
+        for name in mounts:
+            if name not in hide:
+                yield Entry(name, join(u, name) if u != "/" else "/" + name, True)
+        for name, target in add.items():
+            try:
+                e = self._stat_g(session, target)
+            except E.NotFound:
+                continue
+            yield e.renamed(join(u, name) if u != "/" else "/" + name)
+
+    def open_read(self, session: Session, path: str, offset: int = 0, cwd: str = "/") -> tuple[BinaryIO, Entry]:
+        """(binary file positioned at ``offset``, its entry). Raises
+        PermissionDenied, NotFound, IsADirectory, Unsupported (offset where the
+        storage has no ranges)."""
+        u, g = self._paths(session, path, cwd)
+        try:
+            entry, mount, bp = self._file(session, u, g)
+            if offset and not mount.backend.capabilities.ranges:
+                raise E.Unsupported(f"{u}: this storage cannot read from an offset", u)
+            return mount.backend.open_read(bp, offset), entry.renamed(u)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
+    def hash(self, session: Session, path: str, algorithm: str, cwd: str = "/") -> str:
+        """Hex digest (md5, sha1, sha256, sha512) of a file, from the storage's
+        own checksum where it has one. Raises BadRequest for other algorithms."""
+        algorithm = algorithm.lower().replace("-", "")
+        if algorithm not in ("md5", "sha1", "sha256", "sha512", "sha224", "sha384"):
+            raise E.BadRequest(f"unsupported hash algorithm {algorithm!r}")
+        u, g = self._paths(session, path, cwd)
+        try:
+            _, mount, bp = self._file(session, u, g)
+            return mount.backend.hash(bp, algorithm)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
+    def disk_usage(self, session: Session, path: str = "/") -> tuple[int, int] | None:
+        """(total, free) bytes of the storage holding ``path``, when it tells."""
+        _, g = self._paths(session, path)
+        m = self.namespace.mount_for(g)
+        return m.backend.disk_usage() if m else None
+
+    # -- writes ---------------------------------------------------------------------
+
+    def open_write(self, session: Session, path: str, offset: int = 0, cwd: str = "/") -> Upload:
+        """Start an upload (``offset`` > 0 continues the existing file: resume).
+        Raises PermissionDenied, MissingParent, NotADirectory, IsADirectory,
+        Busy, Unsupported."""
+        started = time.monotonic()
+        u, g = self._paths(session, path, cwd)
+        try:
+            self._require(session, "upload", u)
+            self._busy([g], session=session)
+            self._parent_dir(session, g, u)
+            existing = self._exists(session, g)
+            if existing is not None:
+                if existing.is_dir:
+                    raise E.IsADirectory(f"{u}: is a folder", u)
+                if offset == 0:
+                    self._require(session, "overwrite", u)
+            elif offset:
+                raise E.NotFound(f"{u}: cannot resume, no such file", u)
+            if self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
+                raise E.IsADirectory(f"{u}: is a folder", u)
+            mount, bp = self.namespace.resolve(g)
+            writer = mount.backend.open_write(bp, offset)
+        except E.GatewayError as exc:
+            self._log(session, "upload", [u], f"error: {exc}", started)
+            raise self._at(exc, u) from None
+        return Upload(self, session, u, writer, offset)
+
+    def mkdir(self, session: Session, path: str, cwd: str = "/") -> Entry:
+        """Create a folder. Raises AlreadyExists, MissingParent, Busy,
+        PermissionDenied."""
+        started = time.monotonic()
+        u, g = self._paths(session, path, cwd)
+        try:
+            self._require(session, "mkdir", u)
+            self._busy([g], session=session)
+            self._parent_dir(session, g, u)
+            if self._exists(session, g) is not None:
+                raise E.AlreadyExists(f"{u}: already exists", u)
+            mount, bp = self.namespace.resolve(g)
+            mount.backend.mkdir(bp)
+            entry = self._stat_g(session, g).renamed(u)
+        except E.GatewayError as exc:
+            self._log(session, "mkdir", [u], f"error: {exc}", started)
+            raise self._at(exc, u) from None
+        self._log(session, "mkdir", [u], "ok", started)
+        return entry
+
+    def set_mtime(self, session: Session, path: str, mtime: float, cwd: str = "/") -> bool:
+        """Set a file's modification time where the storage keeps one; returns
+        whether it did. Raises NotFound, PermissionDenied, Busy."""
+        u, g = self._paths(session, path, cwd)
+        self._require(session, "overwrite", u)
+        try:
+            self._busy([g], session=session)
+            self._stat_g(session, g)
+            mount, bp = self.namespace.resolve(g)
+            return mount.backend.set_mtime(bp, mtime)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
+    def delete(self, session: Session, path: str, *, recursive: bool = False, folder: bool | None = None,
+               budget_s: float | None = None, cwd: str = "/") -> Outcome:
+        """Delete a file, or a folder (``recursive`` for a non-empty one: a job
+        when not trivially cheap). ``folder`` True/False insists on the kind
+        (RMD/rmdir vs DELE/remove). Raises NotFound, DirectoryNotEmpty,
+        NotADirectory, IsADirectory, Busy, PermissionDenied."""
+        started = time.monotonic()
+        u, g = self._paths(session, path, cwd)
+        try:
+            self._require(session, "delete", u)
+            if g == "/" or g == session.user.home:
+                raise E.PermissionDenied(f"{u}: the home folder cannot be deleted", u)
+            self._protect_mounts(g, u)
+            self._busy([g], session=session)
+            entry = self._stat_g(session, g)
+            if folder is True and not entry.is_dir:
+                raise E.NotADirectory(f"{u}: not a folder", u)
+            if folder is False and entry.is_dir:
+                raise E.IsADirectory(f"{u}: is a folder", u)
+            mount, bp = self.namespace.resolve(g)
+            if not entry.is_dir:
+                mount.backend.remove(bp)
+                outcome = Outcome(entry.renamed(u))
+            else:
+                empty = not any(True for _ in self._list_g(session, g, u))
+                if empty:
+                    mount.backend.rmdir(bp)
+                    outcome = Outcome(entry.renamed(u))
+                elif not recursive:
+                    raise E.DirectoryNotEmpty(f"{u}: folder is not empty", u)
+                else:
+                    outcome = self._submit(session, "delete", g, None, budget_s=budget_s)
+        except E.GatewayError as exc:
+            self._log(session, "delete", [u], f"error: {exc}", started)
+            raise self._at(exc, u) from None
+        self._log(session, "delete", [u], self._result(outcome), started, job=outcome.job_id)
+        return outcome
+
+    def copy(self, session: Session, src: str, dst: str, *, overwrite: bool = False,
+             budget_s: float | None = None, cwd: str = "/") -> Outcome:
+        """Copy a file or folder tree (server-side where the storage can).
+        Raises NotFound, AlreadyExists (``overwrite`` False), MissingParent,
+        BadRequest (into itself), Busy, PermissionDenied."""
+        return self._transfer(session, "copy", src, dst, overwrite, budget_s, cwd)
+
+    def move(self, session: Session, src: str, dst: str, *, overwrite: bool = False,
+             budget_s: float | None = None, cwd: str = "/") -> Outcome:
+        """Move/rename. One native call where the storage renames atomically;
+        otherwise copy + delete as a job. Raises like :meth:`copy`."""
+        return self._transfer(session, "move", src, dst, overwrite, budget_s, cwd)
+
+    def _transfer(self, session: Session, op: str, src: str, dst: str, overwrite: bool,
+                  budget_s: float | None, cwd: str) -> Outcome:
+        started = time.monotonic()
+        su, sg = self._paths(session, src, cwd)
+        du, dg = self._paths(session, dst, cwd)
+        try:
+            perm = "rename" if op == "move" else "copy"
+            self._require(session, perm, su)
+            self._require(session, perm, du)
+            if op == "copy":
+                self._require(session, "download", su)
+            self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [], session=session)
+            entry = self._stat_g(session, sg)
+            if sg == dg:
+                if op == "move":
+                    return Outcome(entry.renamed(du))
+                raise E.BadRequest(f"{su}: cannot copy onto itself", su)
+            if is_under(dg, sg):
+                raise E.BadRequest(f"{du}: cannot {op} a folder into itself", du)
+            if op == "move":
+                self._protect_mounts(sg, su)
+            self._protect_mounts(dg, du)
+            self._parent_dir(session, dg, du)
+            existing = self._exists(session, dg)
+            if existing is not None:
+                if not overwrite:
+                    raise E.AlreadyExists(f"{du}: already exists", du)
+                self._require(session, "overwrite", du)
+            smount, sbp = self._resolve_one(session, sg)
+            dmount, dbp = self.namespace.resolve(dg)
+            outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s)
+        except E.GatewayError as exc:
+            self._log(session, op, [su, du], f"error: {exc}", started)
+            raise self._at(exc, su) from None
+        self._log(session, op, [su, du], self._result(outcome), started, job=outcome.job_id)
+        return outcome
+
+    def _plan(self, session: Session, op: str, entry: Entry, sg: str, dg: str, smount: Mount, sbp: str,
+              dmount: Mount, dbp: str, existing: Entry | None, budget_s: float | None) -> Outcome:
+        """Inline when native and O(1), or a single small file; else a job."""
+        sb, db = smount.backend, dmount.backend
+        native_rename = op == "move" and smount is dmount and sb.capabilities.atomic_rename
+        small_file = not entry.is_dir and (entry.size <= INLINE_COPY_BYTES or
+                                           (sb is db and sb.capabilities.server_copy))
+        if native_rename or small_file:
+            if existing is not None and existing.is_dir:
+                db.rm_tree(dbp)
+            if native_rename:
+                if existing is not None and not existing.is_dir:
+                    db.remove(dbp, missing_ok=True)
+                sb.rename(sbp, dbp)
+            else:
+                copy_file(sb, sbp, db, dbp, expected_size=entry.size)
+                if op == "move":
+                    sb.remove(sbp)
+            return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
+        return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s)
+
+    @staticmethod
+    def _result(outcome: Outcome) -> str:
+        if outcome.backgrounded:
+            return f"backgrounded as job {outcome.job_id}"
+        return "ok" + (f" (job {outcome.job_id})" if outcome.job_id else "")
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def _submit(self, session: Session, op: str, src: str, dst: str | None, *, dst_existed: bool = False,
+                budget_s: float | None = None) -> Outcome:
+        """Journal a job, hand it to the dispatcher and wait up to the budget."""
+        job_id = secrets.token_urlsafe(12)
+        stage = dst
+        if dst and dst_existed:
+            stage = join(parent_of(dst), f"{RESERVED_PREFIX}stage-{job_id}-{name_of(dst)}"[:250])
+        job = Job(id=job_id, queue=self.dispatcher.queue_for(op), operation=op, src=src, dst=dst,
+                  stage=stage, dst_existed=dst_existed, overwrite=dst_existed, owner=session.user.name,
+                  session_id=session.id, protocol=session.protocol)
+        self.store.create(job)
+        self.dispatcher.enqueue(job)
+        budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
+        job = self.dispatcher.wait(job_id, budget) if budget > 0 else job
+        if job.state == "completed":
+            return Outcome(self._exists(session, dst or src), job, False)
+        if job.state == "failed":
+            raise E.by_name(job.error_type or "BackendError")(job.error or "job failed")
+        if job.state in ("stopped", "cancelled"):
+            raise E.Conflict(f"job {job.id} was {job.state}")
+        return Outcome(None, job, True)
+
+    def _visible_job(self, session: Session, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if not session.user.admin and job.owner != session.user.name:
+            raise E.NotFound(f"no job {job_id!r}")
+        return job
+
+    def get_job(self, session: Session, job_id: str) -> Job:
+        """A job the user may see (own, or any for admins). Raises NotFound."""
+        return self._visible_job(session, job_id)
+
+    def list_jobs(self, session: Session, *, queue: str | None = None, state: str | None = None,
+                  owner: str | None = None, limit: int = 500) -> builtins.list[Job]:
+        """Jobs the user may see, newest first."""
+        if not session.user.admin:
+            owner = session.user.name
+        return self.store.list(queue=queue, state=state, owner=owner, limit=limit)
+
+    def cancel_job(self, session: Session, job_id: str) -> Job:
+        """Cancel a queued job. Raises NotFound, InvalidState."""
+        self._visible_job(session, job_id)
+        return self.dispatcher.cancel(job_id)
+
+    def stop_job(self, session: Session, job_id: str) -> Job:
+        """Stop a running job before it commits; it removes what it wrote.
+        Raises NotFound, InvalidState."""
+        self._visible_job(session, job_id)
+        return self.dispatcher.stop(job_id)
+
+    def wait_job(self, session: Session, job_id: str, timeout: float) -> Job:
+        self._visible_job(session, job_id)
+        return self.dispatcher.wait(job_id, timeout)
+
+    def monitor_token(self, job: Job) -> str:
+        """A short-lived unguessable token that shows ``job``'s status without auth."""
+        return self.store.create_monitor_token(job.id, self.monitor_ttl_s)
+
+    def job_for_token(self, token: str) -> Job | None:
+        return self.store.job_for_token(token)
+
+    def public_job(self, session: Session, job: Job) -> dict:
+        """``job.public()`` with paths in the asking user's tree."""
+        d = job.public()
+        home = session.user.home
+        for key in ("from", "to"):
+            if d.get(key) and is_under(d[key], home):
+                d[key] = to_user(home, d[key])
+        if d.get("resourceId") and is_under(d["resourceId"], home):
+            d["resourceId"] = to_user(home, d["resourceId"])
+        return d

@@ -1,0 +1,130 @@
+"""``gateway serve``: one process running the core and every enabled front end.
+
+Each front end is a module ``protocols.<name>`` exposing
+``serve(gw, cfg) -> handle`` (the handle has ``close()`` and may have
+``address``, a ``(host, port)`` it listens on). The core is built by
+``gateway.app.Gateway.from_config``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import threading
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+__all__ = ["run", "FRONT_ENDS"]
+
+log = logging.getLogger("gateway.server")
+
+#: (config section, module) of each front end, in start order.
+FRONT_ENDS = (("ftp", "protocols.ftp"), ("sftp", "protocols.sftp"), ("http", "protocols.http"))
+
+
+def run(cfg: "Config", stop: threading.Event | None = None) -> int:
+    """Build the gateway, start the enabled front ends and block until
+    SIGINT/SIGTERM (or until ``stop`` is set, for callers in a thread), then
+    close the front ends and the core. Returns the exit code: 0 after a clean
+    stop, 1 when the core or a front end could not start, 2 when state the
+    config points to is invalid (the reason is logged). Never raises.
+    """
+    from gateway.app import Gateway
+    from gateway.config import ConfigError
+
+    stop = stop or threading.Event()
+    try:
+        gw = Gateway.from_config(cfg)
+    except ConfigError as e:  # e.g. a hand-edited state_dir/users.toml
+        log.error("%s", e)
+        return 2
+    except Exception:
+        log.exception("the gateway could not be built from the config")
+        return 1
+    handles: list[tuple[str, Any]] = []
+    restore = _install_signal_handlers(stop)
+    try:
+        gw.start()
+        password = gw.auth.ensure_admin()
+        if password:
+            print(f"created user admin with password: {password}", flush=True)
+        for section, module_name in FRONT_ENDS:
+            if not getattr(cfg, section).enabled:
+                continue
+            module = _import_front_end(module_name)
+            if module is None:
+                continue
+            try:
+                handle = module.serve(gw, cfg)
+            except Exception:
+                log.exception("%s front end failed to start", section)
+                return 1
+            handles.append((section, handle))
+            host, port = getattr(handle, "address", None) or (cfg.server.host, getattr(cfg, section).port)
+            log.info("%s listening on %s", section, _hostport(host, port))
+        if not handles:
+            log.warning("no front end is running; check the enabled flags in the config")
+        log.info("gateway ready (node %s, state in %s)", cfg.server.node_id, cfg.server.state_dir)
+        while not stop.wait(1.0):
+            pass
+        log.info("stopping")
+        return 0
+    except Exception:
+        log.exception("gateway failed")
+        return 1
+    finally:
+        for section, handle in reversed(handles):
+            try:
+                handle.close()
+            except Exception:
+                log.exception("closing the %s front end failed", section)
+        try:
+            gw.close()
+        except Exception:
+            log.exception("closing the gateway failed")
+        restore()
+
+
+def _import_front_end(name: str) -> ModuleType | None:
+    """The front end module, or None (with a warning) when it does not exist
+    yet or has no ``serve``. Errors inside an existing module propagate."""
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name in (name, name.rpartition(".")[0]):
+            log.warning("front end %s is not available; skipping it", name)
+            return None
+        raise
+    if not callable(getattr(module, "serve", None)):
+        log.warning("front end %s has no serve(gw, cfg); skipping it", name)
+        return None
+    return module
+
+
+def _install_signal_handlers(stop: threading.Event) -> Any:
+    """Make SIGINT/SIGTERM set ``stop``; returns a function restoring the old
+    handlers. Outside the main thread signals cannot be caught: no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -1,0 +1,56 @@
+"""Plain values passed between the core, the backends and the adapters."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.users import User
+
+__all__ = ["Entry", "Session"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file or folder as a client sees it.
+
+    ``path`` is the path in the asking user's tree; ``mtime`` is POSIX seconds
+    (None when the backend keeps none); ``etag`` is a backend-provided version
+    tag when there is one.
+    """
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int = 0
+    mtime: float | None = None
+    etag: str | None = None
+    mode: int | None = None
+
+    def renamed(self, path: str) -> "Entry":
+        return replace(self, path=path, name=path.rstrip("/").rsplit("/", 1)[-1] or "/")
+
+
+_counter = itertools.count(1)
+
+
+@dataclass
+class Session:
+    """One client conversation: an FTP control connection, an SSH connection,
+    or an HTTP user + ``Gateway-Session`` value.
+
+    The id is what the view overlay keys the initiator's projected outcome on,
+    so it must be unique per conversation and stable for its lifetime.
+    """
+
+    user: "User"
+    protocol: str
+    remote: str = ""
+    id: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = f"{self.protocol}:{next(_counter)}:{secrets.token_hex(4)}"

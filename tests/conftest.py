@@ -1,0 +1,170 @@
+"""Shared harness: a real gateway built from a real config file, with the
+front ends a test asks for listening on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.auth import hash_password
+from gateway.types import Session
+
+PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw", "admin": "admin-secret-pw"}
+_HASHES: dict[str, str] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _hash(name: str) -> str:
+    if name not in _HASHES:
+        _HASHES[name] = hash_password(PASSWORDS[name])
+    return _HASHES[name]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def unique_memory(prefix: str = "t") -> str:
+    """A memory:// root no other test shares (fsspec's memory store is global)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Running:
+    gw: Any
+    cfg: Any
+    tmp: Path
+    handles: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ops(self):
+        return self.gw.ops
+
+    def port(self, protocol: str) -> int:
+        return getattr(self.cfg, protocol).port
+
+    def session(self, user: str = "alice", protocol: str = "test") -> Session:
+        return Session(self.gw.auth.get(user), protocol)
+
+    @property
+    def data(self) -> Path:
+        """The local folder mounted at /."""
+        return self.tmp / "data"
+
+    def close(self) -> None:
+        for h in reversed(list(self.handles.values())):
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
+        self.gw.close()
+
+
+def write_config(tmp: Path, *, mounts: dict[str, Any] | None = None, budget_ms: int = 2000,
+                 sections: dict[str, dict] | None = None, users: dict[str, dict] | None = None) -> Path:
+    """Write a complete gateway.toml for a test and return its path.
+
+    ``mounts``: {virtual path: url, (url, options) or (url, options, mount
+    fields such as cache_ttl_s)}; default: local disk at
+    ``/`` and a 20 ms ``slow::memory`` mount at ``/slow``. ``users``: name →
+    extra user fields (alice, bob and admin always exist)."""
+    lo = random.randrange(40000, 59000)
+    base: dict[str, dict] = {
+        "server": {"host": "127.0.0.1", "state_dir": str(tmp / "var")},
+        "ftp": {"port": free_port(), "passive_ports": f"{lo}-{lo + 60}"},
+        "sftp": {"port": free_port()},
+        "http": {"port": free_port()},
+        "policy": {"sync_budget_ms": budget_ms},
+        "jobs": {"heartbeat_s": 0.25, "retry_backoff_ms": 50},
+    }
+    for name, values in (sections or {}).items():
+        base.setdefault(name, {}).update(values)
+    if mounts is None:
+        mounts = {"/": f"file://{tmp / 'data'}",
+                  "/slow": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 20}})}
+    lines = []
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in values.items() if not isinstance(v, dict)]
+        for k, v in values.items():
+            if isinstance(v, dict):
+                lines.append(f"[{name}.{k}]")
+                lines += [f"{kk} = {_toml(vv)}" for kk, vv in v.items()]
+    for path, spec in mounts.items():
+        # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})
+        url, options, fields = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
+        lines += ["[[mounts]]", f"path = {_toml(path)}", f"url = {_toml(url)}"]
+        lines += [f"{k} = {_toml(v)}" for k, v in fields.items()]
+        if options:
+            lines.append(f"options = {_toml(options)}")
+    all_users = {"alice": {}, "bob": {}, "admin": {"admin": True}}
+    for name, extra in (users or {}).items():
+        all_users.setdefault(name, {}).update(extra)
+    for name, extra in all_users.items():
+        lines += ["[[users]]", f"name = {_toml(name)}"]
+        if name in PASSWORDS and "password_hash" not in extra:
+            lines.append(f"password_hash = {_toml(_hash(name))}")
+        lines += [f"{k} = {_toml(v)}" for k, v in extra.items()]
+    (tmp / "data").mkdir(exist_ok=True)
+    path = tmp / "gateway.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def start_gateway(tmp: Path, protocols: tuple[str, ...] = (), **config) -> Running:
+    """Build the gateway from a written config and start ``protocols``
+    (any of "ftp", "sftp", "http")."""
+    from gateway.app import Gateway
+    from gateway.config import load_config
+
+    cfg = load_config(write_config(tmp, **config))
+    gw = Gateway.from_config(cfg).start()
+    running = Running(gw, cfg, tmp)
+    try:
+        for name in protocols:
+            module = __import__(f"protocols.{name}", fromlist=["serve"])
+            running.handles[name] = module.serve(gw, cfg)
+    except BaseException:
+        running.close()
+        raise
+    return running
+
+
+@pytest.fixture
+def gateway_factory(tmp_path):
+    """``start(protocols=(...), mounts=..., budget_ms=..., sections=..., users=...)``
+    → :class:`Running`; everything started is stopped after the test."""
+    started: list[Running] = []
+
+    def start(protocols: tuple[str, ...] = (), **config) -> Running:
+        sub = tmp_path / f"gw{len(started)}"
+        sub.mkdir()
+        r = start_gateway(sub, tuple(protocols), **config)
+        started.append(r)
+        return r
+
+    yield start
+    for r in started:
+        r.close()

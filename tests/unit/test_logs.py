@@ -1,0 +1,55 @@
+"""gateway.logs: one line per operation, text and JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from gateway.config import Logging
+from gateway.logs import log_op, setup_logging
+from gateway.types import Session
+from gateway.users import User
+
+
+@pytest.fixture
+def stream():
+    buf = io.StringIO()
+    yield buf
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_gateway_handler", False):
+            root.removeHandler(h)
+
+
+def test_text_op_line(stream):
+    setup_logging(Logging(), stream)
+    session = Session(User("alice"), "ftp", id="ftp:1:ab")
+    log_op(session, "rename", ["/a b", "/c\nd"], "error NotFound", 0.01234)
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith(
+        'INFO gateway.ops: user=alice session=ftp:1:ab protocol=ftp op=rename '
+        'paths="/a b","/c\\nd" result="error NotFound" duration_ms=12.3'
+    )
+
+
+def test_json_op_line_and_idempotent_setup(stream):
+    setup_logging(Logging(format="json", level="debug"), stream)
+    setup_logging(Logging(format="json"), stream)  # replaces, does not duplicate
+    log_op(Session(User("bob"), "sftp", id="s1"), "copy", ["/x", "/y"], "background job j1", 2.5)
+    logging.getLogger("gateway.other").debug("hidden at INFO")
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "gateway.ops" and record["level"] == "INFO"
+    assert {k: record[k] for k in ("user", "session", "protocol", "op", "paths", "result", "duration_ms")} == {
+        "user": "bob", "session": "s1", "protocol": "sftp", "op": "copy", "paths": ["/x", "/y"],
+        "result": "background job j1", "duration_ms": 2500.0,
+    }
+
+
+def test_any_record_with_op_extra_renders_as_an_op_line(stream):
+    setup_logging(Logging(), stream)
+    logging.getLogger("gateway.x").warning("ignored %s", 1, extra={"op": {"op": "mkdir", "paths": ["/n"]}})
+    assert stream.getvalue().rstrip().endswith("WARNING gateway.x: op=mkdir paths=/n")

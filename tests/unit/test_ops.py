@@ -1,0 +1,250 @@
+"""Every operation of the core, and every error it promises, on memory://
+and file:// mounts."""
+
+import io
+
+import pytest
+
+from gateway import errors as E
+from gateway.app import Gateway
+from gateway.types import Session
+from gateway.users import User
+
+from conftest import unique_memory
+
+
+@pytest.fixture(params=["memory", "file"])
+def gw(request, tmp_path):
+    url = f"memory://{unique_memory()}" if request.param == "memory" else f"file://{tmp_path / 'data'}"
+    g = Gateway.build({"/": url, "/m2": f"memory://{unique_memory()}"}, tmp_path / "var", budget_s=5).start()
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def s():
+    return Session(User("alice"), "test")
+
+
+def put(ops, s, path, data=b"x"):
+    up = ops.open_write(s, path)
+    up.write(data)
+    return up.commit()
+
+
+def names(ops, s, path="/"):
+    return sorted(e.name for e in ops.list(s, path))
+
+
+def read(ops, s, path, offset=0):
+    f, _ = ops.open_read(s, path, offset)
+    with f:
+        return f.read()
+
+
+def test_upload_stat_list_read(gw, s):
+    ops = gw.ops
+    ops.mkdir(s, "/d")
+    e = put(ops, s, "/d/a.txt", b"hello world")
+    assert (e.name, e.size, e.is_dir, e.path) == ("a.txt", 11, False, "/d/a.txt")
+    assert names(ops, s) == ["d", "m2"]
+    assert names(ops, s, "/d") == ["a.txt"]
+    assert read(ops, s, "/d/a.txt") == b"hello world"
+    assert read(ops, s, "/d/a.txt", 6) == b"world"
+    assert ops.stat(s, "a.txt", cwd="/d").size == 11
+    assert ops.stat(s, "/").is_dir
+
+
+def test_hash(gw, s):
+    put(gw.ops, s, "/f", b"abc")
+    assert gw.ops.hash(s, "/f", "sha256") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert gw.ops.hash(s, "/f", "MD5") == "900150983cd24fb0d6963f7d28e17f72"
+    with pytest.raises(E.BadRequest):
+        gw.ops.hash(s, "/f", "crc99")
+
+
+def test_upload_is_invisible_until_commit_and_abort_leaves_nothing(gw, s):
+    ops = gw.ops
+    put(ops, s, "/keep", b"old")
+    up = ops.open_write(s, "/keep")
+    up.write(b"new content")
+    assert read(ops, s, "/keep") == b"old"
+    up.abort()
+    assert read(ops, s, "/keep") == b"old"
+    up = ops.open_write(s, "/fresh")
+    up.write(b"partial")
+    assert "fresh" not in names(ops, s)
+    up.abort()
+    assert names(ops, s) == ["keep", "m2"]
+
+
+def test_out_of_order_writes_are_reassembled(gw, s):
+    up = gw.ops.open_write(s, "/ooo")
+    up.write_at(4, b"5678")
+    up.write_at(0, b"1234")
+    up.write_at(0, b"1234")  # a retransmission is harmless
+    up.write_at(8, b"9")
+    up.commit()
+    assert read(gw.ops, s, "/ooo") == b"123456789"
+    up = gw.ops.open_write(s, "/gap")
+    up.write_at(10, b"x")
+    with pytest.raises(E.BadRequest):
+        up.commit()
+    assert not gw.ops.exists(s, "/gap")
+
+
+def test_resume_continues_a_file(gw, s):
+    put(gw.ops, s, "/r", b"abc")
+    up = gw.ops.open_write(s, "/r", offset=3)
+    up.write(b"def")
+    up.commit()
+    assert read(gw.ops, s, "/r") == b"abcdef"
+    with pytest.raises(E.NotFound):
+        gw.ops.open_write(s, "/nope", offset=3)
+
+
+def test_mkdir_errors(gw, s):
+    ops = gw.ops
+    ops.mkdir(s, "/d")
+    with pytest.raises(E.AlreadyExists):
+        ops.mkdir(s, "/d")
+    with pytest.raises(E.MissingParent):
+        ops.mkdir(s, "/no/such")
+    put(ops, s, "/file")
+    with pytest.raises(E.NotADirectory):
+        ops.mkdir(s, "/file/sub")
+
+
+def test_read_errors(gw, s):
+    ops = gw.ops
+    ops.mkdir(s, "/d")
+    with pytest.raises(E.NotFound) as ei:
+        ops.stat(s, "/missing")
+    assert "/missing" in str(ei.value)
+    with pytest.raises(E.IsADirectory):
+        ops.open_read(s, "/d")
+    put(ops, s, "/f")
+    with pytest.raises(E.NotADirectory):
+        list(ops.list(s, "/f"))
+    with pytest.raises(E.BadRequest):
+        ops.stat(s, "/a\x00b")
+    with pytest.raises(E.IsADirectory):
+        ops.open_write(s, "/d")
+
+
+def test_delete(gw, s):
+    ops = gw.ops
+    ops.mkdir(s, "/d")
+    put(ops, s, "/d/f")
+    with pytest.raises(E.DirectoryNotEmpty):
+        ops.delete(s, "/d")
+    with pytest.raises(E.IsADirectory):
+        ops.delete(s, "/d", folder=False)
+    with pytest.raises(E.NotADirectory):
+        ops.delete(s, "/d/f", folder=True)
+    ops.delete(s, "/d/f")
+    ops.delete(s, "/d")
+    with pytest.raises(E.NotFound):
+        ops.delete(s, "/d")
+    ops.mkdir(s, "/t")
+    ops.mkdir(s, "/t/u")
+    put(ops, s, "/t/u/f")
+    out = ops.delete(s, "/t", recursive=True)
+    assert not out.backgrounded and names(ops, s) == ["m2"]
+    with pytest.raises(E.PermissionDenied):
+        ops.delete(s, "/m2", recursive=True)  # a mount point
+    with pytest.raises(E.PermissionDenied):
+        ops.delete(s, "/", recursive=True)
+
+
+def test_copy_and_move_files_and_trees(gw, s):
+    ops = gw.ops
+    ops.mkdir(s, "/src")
+    ops.mkdir(s, "/src/sub")
+    put(ops, s, "/src/a", b"A" * 1000)
+    put(ops, s, "/src/sub/b", b"B")
+    ops.copy(s, "/src", "/cp")
+    assert read(ops, s, "/cp/sub/b") == b"B" and read(ops, s, "/src/a") == b"A" * 1000
+    ops.move(s, "/cp", "/mv")
+    assert "cp" not in names(ops, s) and read(ops, s, "/mv/a") == b"A" * 1000
+    ops.copy(s, "/src/a", "/a2")
+    ops.move(s, "/a2", "/a3")
+    assert read(ops, s, "/a3") == b"A" * 1000 and not ops.exists(s, "/a2")
+    # across mounts: a move is copy + delete
+    ops.move(s, "/mv", "/m2/moved")
+    assert names(ops, s, "/m2/moved") == ["a", "sub"] and not ops.exists(s, "/mv")
+    assert read(ops, s, "/m2/moved/sub/b") == b"B"
+    ops.copy(s, "/m2/moved/a", "/back")
+    assert read(ops, s, "/back") == b"A" * 1000
+
+
+def test_copy_move_errors_and_overwrite(gw, s):
+    ops = gw.ops
+    ops.mkdir(s, "/d")
+    put(ops, s, "/d/x", b"1")
+    put(ops, s, "/y", b"2")
+    with pytest.raises(E.NotFound):
+        ops.copy(s, "/nope", "/z")
+    with pytest.raises(E.AlreadyExists):
+        ops.copy(s, "/d/x", "/y")
+    with pytest.raises(E.AlreadyExists):
+        ops.move(s, "/d/x", "/y")
+    with pytest.raises(E.MissingParent):
+        ops.move(s, "/y", "/no/where")
+    with pytest.raises(E.BadRequest):
+        ops.move(s, "/d", "/d/inside")
+    with pytest.raises(E.BadRequest):
+        ops.copy(s, "/y", "/y")
+    with pytest.raises(E.PermissionDenied):
+        ops.move(s, "/m2", "/elsewhere")
+    assert ops.move(s, "/y", "/y").entry.name == "y"  # a no-op rename
+    ops.copy(s, "/d/x", "/y", overwrite=True)
+    assert read(ops, s, "/y") == b"1"
+    ops.mkdir(s, "/e")
+    put(ops, s, "/e/old", b"old")
+    ops.move(s, "/d", "/e", overwrite=True)
+    assert names(ops, s, "/e") == ["x"] and not ops.exists(s, "/d")
+
+
+def test_permissions_and_home(tmp_path):
+    g = Gateway.build({"/": f"memory://{unique_memory()}"}, tmp_path / "var").start()
+    try:
+        root = Session(User("root", admin=True), "test")
+        g.ops.mkdir(root, "/home")
+        g.ops.mkdir(root, "/home/carol")
+        g.ops.mkdir(root, "/home/carol/ro")
+        put(g.ops, root, "/home/carol/ro/f", b"r")
+        put(g.ops, root, "/secret", b"s")
+        carol = Session(User("carol", home="/home/carol", permissions=frozenset({"*"}),
+                             path_permissions={"/ro": frozenset({"list", "download"})}), "test")
+        assert names(g.ops, carol) == ["ro"]
+        assert names(g.ops, carol, "/../..") == ["ro"]
+        with pytest.raises(E.NotFound):
+            g.ops.stat(carol, "/secret")
+        assert read(g.ops, carol, "/ro/f") == b"r"
+        for call in (lambda: put(g.ops, carol, "/ro/new"), lambda: g.ops.delete(carol, "/ro/f"),
+                     lambda: g.ops.mkdir(carol, "/ro/sub"), lambda: g.ops.move(carol, "/ro/f", "/f2")):
+            with pytest.raises(E.PermissionDenied):
+                call()
+        put(g.ops, carol, "/mine", b"m")
+        assert g.ops.stat(root, "/home/carol/mine").size == 1
+        nolist = Session(User("dave", permissions=frozenset({"download"})), "test")
+        with pytest.raises(E.PermissionDenied):
+            list(g.ops.list(nolist, "/"))
+    finally:
+        g.close()
+
+
+def test_mount_points_listed_in_virtual_root(tmp_path):
+    g = Gateway.build({"/a/b": f"memory://{unique_memory()}", "/c": f"memory://{unique_memory()}"},
+                      tmp_path / "var").start()
+    try:
+        s = Session(User("u"), "test")
+        assert names(g.ops, s) == ["a", "c"]
+        assert names(g.ops, s, "/a") == ["b"]
+        put(g.ops, s, "/a/b/f")
+        assert names(g.ops, s, "/a/b") == ["f"]
+        with pytest.raises(E.NotFound):
+            put(g.ops, s, "/nomount")
+    finally:
+        g.close()

@@ -1,0 +1,82 @@
+"""gateway serve: first-start admin, front ends up, clean stop on signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.auth import Authenticator
+from gateway.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def serve(config: Path, sig: signal.Signals) -> tuple[int, str, str]:
+    port = load_config(config).http.port
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+        cwd=config.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+    try:
+        wait_for_port(port, proc)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def test_serve_bootstraps_admin_once_and_stops_cleanly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths in the config are relative to the working directory
+    (tmp_path / "data").mkdir()
+    config = tmp_path / "gateway.toml"
+    port = free_port()
+    config.write_text(
+        "[server]\nstate_dir = 'var'\n"
+        "[ftp]\nenabled = false\n[sftp]\nenabled = false\n"
+        f"[http]\nport = {port}\n"
+        f"[[mounts]]\npath = '/'\nurl = 'file://{tmp_path / 'data'}'\n"
+    )
+
+    code, out, err = serve(config, signal.SIGTERM)
+    assert code == 0, err
+    match = re.fullmatch(r"created user admin with password: (\S+)\n", out)
+    assert match, out
+    assert f"http listening on 127.0.0.1:{port}" in err
+    password = match[1]
+    users_file = (tmp_path / "var" / "users.toml").read_text()
+    assert password not in users_file
+
+    code, out, err = serve(config, signal.SIGINT)
+    assert code == 0, err
+    assert out == ""  # printed once, on the first start only
+
+    cfg = load_config(config)
+    assert cfg.server.state_dir == tmp_path / "var"
+    assert Authenticator.from_config(cfg).login_password("admin", password, "127.0.0.1").admin
