@@ -1,0 +1,142 @@
+"""Who runs jobs. The operations core talks to a :class:`Dispatcher` only:
+enqueue, wait, cancel, stop. The embedded one runs bounded worker threads per
+named queue in this process, picking jobs from the store in order; a
+distributed one (several nodes on one PostgreSQL store) implements the same
+four calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from gateway.jobs.model import Job
+from gateway.jobs.runner import JobRunner
+from gateway.jobs.store import JobStore
+
+__all__ = ["Dispatcher", "EmbeddedDispatcher"]
+
+log = logging.getLogger("gateway.jobs")
+
+
+class Dispatcher(Protocol):
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+    def queue_for(self, operation: str) -> str: ...
+    def enqueue(self, job: Job) -> None: ...
+    def wait(self, job_id: str, timeout: float) -> Job: ...
+    def cancel(self, job_id: str) -> Job: ...
+    def stop(self, job_id: str) -> Job: ...
+
+
+class EmbeddedDispatcher:
+    """Worker threads per queue + a watchdog thread, all in this process.
+
+    On start, jobs this node left running (a crash or a restart) go back to
+    the queue and resume from their journal.
+    """
+
+    def __init__(self, store: JobStore, runner: JobRunner, queues: dict[str, int], node: str, *,
+                 stall_after_s: float = 30.0, max_attempts: int = 5, retry_backoff_s: float = 0.2,
+                 keep_finished_s: float = 86400.0, poll_s: float = 1.0) -> None:
+        self.store = store
+        self.runner = runner
+        self.queues = queues
+        self.node = node
+        self.stall_after_s = stall_after_s
+        self.max_attempts = max_attempts
+        self.retry_backoff_s = retry_backoff_s
+        self.keep_finished_s = keep_finished_s
+        self.poll_s = poll_s
+        self._wake = threading.Condition()
+        self._enqueued = 0  # bumped under _wake so a worker never sleeps through an enqueue
+        self._closing = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.busy = 0
+        runner.closing = self._closing.is_set
+
+    def queue_for(self, operation: str) -> str:
+        return operation if operation in self.queues else next(iter(self.queues))
+
+    def start(self) -> None:
+        resumed = self.store.requeue_stalled(time.time() + 1e9, max_attempts=10**9, backoff_s=0.0, node=self.node)
+        for job, _ in resumed:
+            log.warning("job %s was interrupted (restart); resuming from its journal", job.id)
+        for name, workers in self.queues.items():
+            for i in range(workers):
+                t = threading.Thread(target=self._worker, args=(name,), name=f"job-{name}-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        t = threading.Thread(target=self._watchdog, name="job-watchdog", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking jobs; running ones pause at their next step and stay
+        journaled as running, to resume on the next start."""
+        self._closing.set()
+        with self._wake:
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def enqueue(self, job: Job) -> None:
+        with self._wake:
+            self._enqueued += 1
+            self._wake.notify_all()
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once terminal, or as it is when ``timeout`` runs out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.store.get(job_id)
+            left = deadline - time.monotonic()
+            if job.terminal or left <= 0:
+                return job
+            with self.store.changed:
+                self.store.changed.wait(min(left, 0.25))
+
+    def cancel(self, job_id: str) -> Job:
+        return self.store.cancel(job_id)
+
+    def stop(self, job_id: str) -> Job:
+        return self.store.request_stop(job_id)
+
+    def _worker(self, queue: str) -> None:
+        while not self._closing.is_set():
+            with self._wake:
+                seen = self._enqueued
+            try:
+                job = self.store.claim([queue], self.node)
+            except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker
+                log.exception("claiming a job from queue %s failed", queue)
+                job = None
+            if job is None:
+                with self._wake:
+                    if self._enqueued == seen:
+                        self._wake.wait(self.poll_s)
+                continue
+            self.busy += 1
+            try:
+                self.runner.run(job)
+            except Exception:  # noqa: BLE001
+                log.exception("job %s: runner crashed", job.id)
+            finally:
+                self.busy -= 1
+
+    def _watchdog(self) -> None:
+        while not self._closing.wait(max(0.5, self.stall_after_s / 4)):
+            try:
+                now = time.time()
+                for job, state in self.store.requeue_stalled(now - self.stall_after_s, self.max_attempts,
+                                                             self.retry_backoff_s):
+                    log.error("job %s stuck (no heartbeat for %.0fs): %s", job.id, self.stall_after_s,
+                              "retrying" if state == "queued" else "failed")
+                self.runner.retry_rollbacks()
+                self.store.purge_finished(now - self.keep_finished_s)
+                with self._wake:
+                    self._wake.notify_all()
+            except Exception:  # noqa: BLE001
+                log.exception("watchdog pass failed")

@@ -1,0 +1,382 @@
+"""Runs one claimed job through prepare → commit → cleanup as idempotent,
+journaled steps, so a restart continues where the last attempt stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from gateway import errors as E
+from gateway.jobs.model import Job
+from gateway.jobs.store import JobStore
+from gateway.namespace import Namespace, join
+from gateway.transfer import copy_file
+
+__all__ = ["JobRunner", "RunnerSettings"]
+
+log = logging.getLogger("gateway.jobs")
+_BATCH = 256
+
+
+class _Stopped(Exception):
+    """A user asked the job to stop before commit."""
+
+
+class _Lost(Exception):
+    """The attempt is no longer ours (stalled and re-queued, or shutting down)."""
+
+
+class _Abandoned(Exception):
+    """A parallel step gave up because its batch is being abandoned."""
+
+
+@dataclass
+class RunnerSettings:
+    heartbeat_s: float = 1.0
+    step_retries: int = 3
+    retry_backoff_s: float = 0.2
+    max_attempts: int = 5
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, namespace: Namespace, settings: RunnerSettings,
+                 closing: Callable[[], bool] = lambda: False) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.settings = settings
+        self.closing = closing
+
+    def run(self, job: Job) -> None:
+        """Drive ``job`` (already claimed, state running) to a terminal state,
+        or leave it running for the next attempt when the process closes."""
+        r = _Run(self, job)
+        try:
+            if job.phase == "prepare":
+                r.prepare()
+                if not self.store.commit(job):
+                    ours, stop = self.store.refresh_control(job)
+                    if ours and stop:
+                        raise _Stopped()
+                    raise _Lost()
+                log.info("job %s committed (%s %s -> %s)", job.id, job.operation, job.src, job.dst)
+            r.cleanup()
+            self.store.finish(job, "completed", phase="done", resource_id=job.dst or job.src)
+            log.info("job %s completed: %d items, %d bytes", job.id, job.items_done, job.bytes_done)
+        except _Lost:
+            log.info("job %s left for a later attempt", job.id)
+        except _Stopped:
+            phase = None if r.rollback() else "rollback"
+            self.store.finish(job, "stopped", error="stopped on request; nothing was changed",
+                              error_type="InvalidState", phase=phase)
+            log.info("job %s stopped; destination removed", job.id)
+        except Exception as exc:  # noqa: BLE001 - any failure must end in a journaled state
+            err = exc if isinstance(exc, E.GatewayError) else E.BackendError(f"{type(exc).__name__}: {exc}")
+            self._fail_or_retry(job, r, err)
+
+    def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
+        if err.retryable and job.attempts < self.settings.max_attempts:
+            delay = self.settings.retry_backoff_s * (2 ** job.attempts)
+            if self.store.update(job, state="queued", not_before=time.time() + delay, error=str(err),
+                                 error_type=type(err).__name__):
+                self.store._bump()
+            log.warning("job %s attempt %d failed (%s); retrying in %.1fs", job.id, job.attempts, err, delay)
+            return
+        phase = None
+        if job.phase == "prepare" and not r.rollback():
+            phase = "rollback"
+        self.store.finish(job, "failed", error=str(err), error_type=type(err).__name__, phase=phase)
+        log.error("job %s failed: %s", job.id, err)
+
+    def retry_rollbacks(self) -> None:
+        """Finish the rollbacks that could not reach their storage: until one
+        succeeds, the job's overlay keeps its partial destination hidden."""
+        for job in self.store.overlays():
+            if job.phase != "rollback":
+                continue
+            try:
+                done = _Run(self, job).rollback()
+            except E.GatewayError:
+                done = False
+            if done and self.store.end_rollback(job):
+                log.info("job %s: partial destination removed after all", job.id)
+
+
+class _Run:
+    """The state of one attempt at one job."""
+
+    def __init__(self, runner: JobRunner, job: Job) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.job = job
+        self.src_mount, self.src_root = runner.namespace.resolve(job.src)
+        if job.dst:
+            self.dst_mount, self.dst_root = runner.namespace.resolve(job.stage or job.dst)
+        self._last_flush = time.monotonic()
+        self._pending_ids: list[int] = []
+        self._pending_state = ""
+        self._cursor = 0  # last journaled item handed to transfer in this attempt
+        self._bytes_lock = threading.Lock()
+
+    # -- control -------------------------------------------------------------
+
+    def check(self) -> None:
+        """Between steps: raise _Stopped/_Lost when asked; flush progress."""
+        if self.runner.closing():
+            self.flush()
+            raise _Lost()
+        if time.monotonic() - self._last_flush >= self.runner.settings.heartbeat_s:
+            self.flush()
+            ours, stop = self.store.refresh_control(self.job)
+            if not ours:
+                raise _Lost()
+            if stop and self.job.phase == "prepare":
+                raise _Stopped()
+
+    def flush(self) -> None:
+        j = self.job
+        with self._bytes_lock:  # mark_items writes bytes_done back: no parallel step may add meanwhile
+            if not self.store.mark_items(j, self._pending_ids, self._pending_state or "pending", j.items_done,
+                                         j.bytes_done):
+                raise _Lost()
+        self._pending_ids = []
+        self._last_flush = time.monotonic()
+
+    def done(self, item_id: int, state: str, items: int = 1) -> None:
+        if self._pending_state and self._pending_state != state:
+            self.flush()
+        self._pending_state = state
+        self._pending_ids.append(item_id)
+        self.job.items_done += items
+        if len(self._pending_ids) >= _BATCH:
+            self.flush()
+
+    def retry(self, step: Callable[[], object], what: str, check: Callable[[], None] | None = None):
+        """Run one step, retrying retryable failures with backoff; ``check``
+        (default :meth:`check`) runs before each retry."""
+        s = self.runner.settings
+        for attempt in range(s.step_retries + 1):
+            try:
+                return step()
+            except E.GatewayError as exc:
+                if not exc.retryable or attempt == s.step_retries:
+                    raise
+                log.warning("job %s: %s failed (%s); retry %d", self.job.id, what, exc, attempt + 1)
+                time.sleep(s.retry_backoff_s * (2 ** attempt))
+                (check or self.check)()
+        return None
+
+    def each(self, items: list, run: Callable[[str, bool, int, Callable[[], None]], None], state: str,
+             items_each: int, width: int, folders_wait: bool) -> None:
+        """Run ``run(rel, is_dir, size, check)`` for each journaled item and
+        mark it ``state`` once it succeeded. Folders run here, in journal
+        order; files run ``width`` at a time on a small pool (remote stores
+        hide their latency that way), and with ``folders_wait`` a folder
+        waits for every running step first (it is removed after its content).
+        Journal, progress and control stay on this thread; a failure, stop or
+        loss abandons the batch and leaves unfinished items pending for the
+        next attempt."""
+        if width <= 1:
+            for item_id, rel, is_dir, size in items:
+                self.check()
+                run(rel, is_dir, size, self.check)
+                self.done(item_id, state, items_each)
+            return
+        abandon = threading.Event()
+
+        def abandoned() -> None:
+            if abandon.is_set():
+                raise _Abandoned()
+
+        running: dict[Future, int] = {}
+        failures: list[BaseException] = []
+
+        def settle(everything: bool) -> None:
+            while running and not failures:
+                finished, _ = wait(running, timeout=self.runner.settings.heartbeat_s, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    item_id = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        self.done(item_id, state, items_each)
+                    else:
+                        failures.append(exc)
+                self.check()
+                if finished and not everything:
+                    return
+
+        with ThreadPoolExecutor(width, thread_name_prefix=f"job-{self.job.id[:6]}") as pool:
+            try:
+                for item_id, rel, is_dir, size in items:
+                    self.check()
+                    if is_dir:
+                        if folders_wait:
+                            settle(True)
+                        if failures:
+                            break
+                        run(rel, True, size, self.check)
+                        self.done(item_id, state, items_each)
+                        continue
+                    while len(running) >= width and not failures:
+                        settle(False)
+                    if failures:
+                        break
+                    running[pool.submit(run, rel, False, size, abandoned)] = item_id
+                settle(True)
+            finally:
+                if failures or running:
+                    abandon.set()
+        if failures:
+            raise failures[0]
+
+    # -- prepare -------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Enumerate the source (streamed into the journal) and, for copy and
+        move, copy each journaled item to the stage; totals grow as the walk
+        goes on, memory stays flat."""
+        j, b = self.job, self.src_mount.backend
+        if not j.enumerated:
+            root = self.retry(lambda: b.info(self.src_root), "stat source")
+            self.store.add_items(j, [("", root.is_dir, root.size)])
+            self.transfer_pending()
+            if root.is_dir:
+                batch: list[tuple[str, bool, int]] = []
+                for rel, e in b.walk(self.src_root):
+                    batch.append((rel, e.is_dir, e.size))
+                    if len(batch) >= _BATCH:
+                        self.store.add_items(j, batch)
+                        batch = []
+                        self.transfer_pending()
+                self.store.add_items(j, batch)
+            self.flush()
+            self.store.update(j, enumerated=True)
+        self.transfer_pending()
+        self.flush()
+
+    def transfer_pending(self) -> None:
+        j = self.job
+        if j.operation == "delete":
+            self.check()
+            return
+        src_b, dst_b = self.src_mount.backend, self.dst_mount.backend
+        width = _width(src_b, dst_b)
+        while True:
+            items = self.store.items(j.id, "pending", after_id=self._cursor, limit=_BATCH)
+            if not items:
+                return
+            self._cursor = items[-1][0]
+            self.each(items, partial(self._copy_item, src_b, dst_b), "copied", 1, width, folders_wait=False)
+
+    def _copy_item(self, src_b, dst_b, rel: str, is_dir: bool, size: int, check: Callable[[], None]) -> None:
+        j = self.job
+        sp, dp = join(self.src_root, rel), join(self.dst_root, rel)
+        if is_dir:
+            self.retry(partial(dst_b.mkdir, dp, exist_ok=True), f"mkdir {rel}", check)
+            return
+
+        def step() -> None:
+            counted = 0
+
+            def on_bytes(n: int) -> None:
+                nonlocal counted
+                counted += n
+                self._add_bytes(n)
+
+            try:
+                copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size, temp_key=j.id)
+            except BaseException:
+                self._add_bytes(-counted)  # a retry counts this file's bytes again
+                raise
+
+        self.retry(step, f"copy {rel or j.src}", check)
+
+    def _add_bytes(self, n: int) -> None:
+        with self._bytes_lock:
+            self.job.bytes_done += n
+
+    # -- cleanup -------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """After commit: remove moved/deleted sources deepest first, then swap a
+        staged destination into place. Every step is idempotent."""
+        j = self.job
+        if j.operation in ("move", "delete"):
+            state = "copied" if j.operation == "move" else "pending"
+            b = self.src_mount.backend
+            if j.operation == "delete":
+                j.items_done = self.store.count_items(j.id, "removed")[0]
+            while True:
+                items = self.store.items(j.id, state, limit=_BATCH, descending=True)
+                if not items:
+                    break
+                self.each(items, partial(self._remove_item, b), "removed", 1 if j.operation == "delete" else 0,
+                          b.capabilities.fan_out, folders_wait=True)
+                self.flush()
+        if j.dst and j.stage and j.stage != j.dst:
+            self._swap_stage()
+        self.flush()
+
+    def _remove_item(self, b, rel: str, is_dir: bool, _size: int, check: Callable[[], None]) -> None:
+        p = join(self.src_root, rel)
+        if is_dir:
+            self.retry(partial(_rmdir_quiet, b, p), f"remove folder {rel}", check)
+        else:
+            self.retry(partial(b.remove, p, missing_ok=True), f"remove {rel}", check)
+
+    def _swap_stage(self) -> None:
+        j = self.job
+        assert j.dst is not None
+        dst_mount, dst_path = self.runner.namespace.resolve(j.dst)
+        b = dst_mount.backend
+        if not j.old_dst_purged:
+            self.retry(lambda: b.rm_tree(dst_path), "remove the replaced destination")
+            self.store.update(j, old_dst_purged=True)
+            self.store._bump()
+        if b.exists(self.dst_root):
+            if b.capabilities.atomic_rename:
+                self.retry(lambda: b.rename(self.dst_root, dst_path), "rename staged destination")
+            else:
+                for rel, e in list(b.walk(self.dst_root)) if b.info(self.dst_root).is_dir else [("", None)]:
+                    self.check()
+                    sp, dp = join(self.dst_root, rel), join(dst_path, rel)
+                    if e is not None and e.is_dir:
+                        b.mkdir(dp, exist_ok=True)
+                    else:
+                        self.retry(partial(copy_file, b, sp, b, dp), f"place {rel}")
+                b.rm_tree(self.dst_root)
+
+    # -- rollback --------------------------------------------------------------
+
+    def rollback(self) -> bool:
+        """Before commit: remove everything this job wrote (the stage is
+        entirely ours: a reserved name, or a destination that did not exist).
+        False when the storage refused; the caller keeps the job in phase
+        ``rollback`` (its overlay still hides the stage) and retries later."""
+        j = self.job
+        if j.operation == "delete" or not j.dst:
+            return True
+        if j.stage and (j.stage != j.dst or not j.dst_existed):
+            try:
+                self.dst_mount.backend.rm_tree(self.dst_root)
+            except E.GatewayError as exc:
+                log.error("job %s: could not remove partial destination %s yet: %s", j.id, j.stage, exc)
+                return False
+        return True
+
+
+def _width(a, b) -> int:
+    """How many per-object steps run at once between two mounts: the
+    smallest fan-out of the remote side(s) (1 between local ones)."""
+    return min((w for w in (a.capabilities.fan_out, b.capabilities.fan_out) if w > 1), default=1)
+
+
+def _rmdir_quiet(b, path: str) -> None:
+    try:
+        b.rmdir(path, missing_ok=True)
+    except E.DirectoryNotEmpty:
+        log.warning("folder %s got new content during the job; kept", path)

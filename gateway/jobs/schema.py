@@ -1,0 +1,93 @@
+"""Tables of the job store (SQLAlchemy Core). Changes go through a new
+Alembic migration in ``migrations/versions``, never by editing an old one."""
+
+from __future__ import annotations
+
+from sqlalchemy import (Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, BigInteger)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("queue", String(64), nullable=False),
+    Column("operation", String(16), nullable=False),       # copy | move | delete
+    Column("src", Text, nullable=False),                   # global virtual paths
+    Column("dst", Text),
+    Column("stage", Text),                                 # where dst content is written
+    Column("dst_existed", Boolean, nullable=False, default=False),
+    Column("overwrite", Boolean, nullable=False, default=False),
+    Column("owner", String(128), nullable=False),
+    Column("session_id", String(128), nullable=False),
+    Column("protocol", String(16), nullable=False),
+    Column("state", String(16), nullable=False),           # queued running completed failed stopped cancelled
+    Column("phase", String(16), nullable=False),           # prepare cleanup done
+    Column("enumerated", Boolean, nullable=False, default=False),
+    Column("old_dst_purged", Boolean, nullable=False, default=False),
+    Column("stop_requested", Boolean, nullable=False, default=False),
+    Column("items_total", BigInteger, nullable=False, default=0),
+    Column("items_done", BigInteger, nullable=False, default=0),
+    Column("bytes_total", BigInteger, nullable=False, default=0),
+    Column("bytes_done", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("committed_at", Float),
+    Column("finished_at", Float),
+    Column("heartbeat_at", Float),
+    Column("not_before", Float, nullable=False, default=0.0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("stuck", Boolean, nullable=False, default=False),
+    Column("node", String(128)),
+    Column("error", Text),
+    Column("error_type", String(64)),
+    Column("resource_id", Text),
+)
+Index("ix_jobs_state_queue", jobs.c.state, jobs.c.queue, jobs.c.created_at)
+Index("ix_jobs_phase", jobs.c.phase)
+
+job_items = Table(
+    "job_items", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), nullable=False),
+    Column("rel", Text, nullable=False),                   # '' is the job's root itself
+    Column("is_dir", Boolean, nullable=False),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("state", String(16), nullable=False),           # pending copied removed
+    UniqueConstraint("job_id", "rel", name="uq_job_items_rel"),
+)
+Index("ix_job_items_job", job_items.c.job_id, job_items.c.state, job_items.c.id)
+
+monitor_tokens = Table(
+    "monitor_tokens", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("job_id", String(32), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user", String(128), nullable=False),
+    Column("name", String(128), nullable=False, default=""),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+dav_locks = Table(
+    "dav_locks", metadata,
+    Column("token", String(128), primary_key=True),
+    Column("root", Text, nullable=False),
+    Column("data", Text, nullable=False),                  # JSON of wsgidav's lock dict
+    Column("expires_at", Float, nullable=False),
+)
+Index("ix_dav_locks_root", dav_locks.c.root)
+
+dav_props = Table(
+    "dav_props", metadata,
+    Column("path", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,406 @@
+"""The job store: system of record for jobs, their journaled items, overlays
+(active jobs are the overlays) and monitor tokens. SQLite (WAL) embedded,
+PostgreSQL for several nodes; same schema, migrated by Alembic at open."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import secrets
+import threading
+import time
+from pathlib import Path
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event
+
+from gateway.errors import InvalidState, NotFound
+from gateway.jobs.model import Job
+from gateway.jobs.schema import job_items, jobs, monitor_tokens
+
+__all__ = ["JobStore", "hash_token", "write_transaction"]
+
+_MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction on a store engine (SQLite: BEGIN IMMEDIATE, so two
+    writers wait for each other instead of failing to upgrade a read lock)."""
+    with engine.connect() as c:
+        c.info["immediate"] = True
+        try:
+            with c.begin():
+                yield c
+        finally:
+            c.info["immediate"] = False
+
+
+def _insert_ignore(conn, table, rows):
+    """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns the
+    number of rows really inserted."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
+    return max(0, result.rowcount or 0)
+
+
+class JobStore:
+    """Thread-safe. ``generation`` grows on every change that can alter the
+    view (create, commit, finish, cancel); ``changed`` is notified then."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+        kwargs: dict = {}
+        if self.sqlite:
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
+                from sqlalchemy.pool import StaticPool
+
+                kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_size"] = 10
+            kwargs["pool_pre_ping"] = True
+        self.engine = sa.create_engine(url, future=True, **kwargs)
+        if self.sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self._write_lock = threading.Lock() if self.sqlite else None
+        self.generation = 0
+        self.changed = threading.Condition()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _tx(self):
+        return write_transaction(self.engine)
+
+    def _bump(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+    # -- jobs ----------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        job.created_at = job.created_at or time.time()
+        with self._tx() as c:
+            c.execute(jobs.insert().values(**job.row()))
+        self._bump()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """Raises NotFound."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return Job.from_row(row)
+
+    def list(self, queue: str | None = None, state: str | None = None, owner: str | None = None,
+             limit: int = 500, offset: int = 0) -> builtins.list[Job]:
+        q = sa.select(jobs)
+        if queue:
+            q = q.where(sa.func.lower(jobs.c.queue) == queue.lower())
+        if state:
+            q = q.where(jobs.c.state == state)
+        if owner:
+            q = q.where(jobs.c.owner == owner)
+        q = q.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
+        with self.engine.connect() as c:
+            return [Job.from_row(r) for r in c.execute(q)]
+
+    def overlays(self) -> builtins.list[Job]:
+        """Jobs whose view overlay applies: not yet committed and still queued
+        or running, committed and not yet cleaned up, or ended before commit
+        with a partial destination still to remove (whatever their state)."""
+        q = sa.select(jobs).where(
+            sa.or_(
+                sa.and_(jobs.c.phase == "prepare", jobs.c.state.in_(("queued", "running"))),
+                jobs.c.phase.in_(("cleanup", "rollback")),
+            )
+        )
+        with self.engine.connect() as c:
+            return [Job.from_row(r) for r in c.execute(q)]
+
+    def claim(self, queues: Iterable[str], node: str) -> Job | None:
+        """Take the oldest runnable queued job of ``queues``: it becomes
+        running, owned by ``node``, with a new attempt number."""
+        now = time.time()
+        with self._tx() as c:
+            row = c.execute(
+                sa.select(jobs.c.id).where(
+                    jobs.c.state == "queued", jobs.c.queue.in_(list(queues)), jobs.c.not_before <= now
+                ).order_by(jobs.c.created_at, jobs.c.id).limit(1)
+                .with_for_update(skip_locked=True) if not self.sqlite else
+                sa.select(jobs.c.id).where(
+                    jobs.c.state == "queued", jobs.c.queue.in_(list(queues)), jobs.c.not_before <= now
+                ).order_by(jobs.c.created_at, jobs.c.id).limit(1)
+            ).first()
+            if row is None:
+                return None
+            res = c.execute(
+                jobs.update().where(jobs.c.id == row.id, jobs.c.state == "queued").values(
+                    state="running", node=node, attempts=jobs.c.attempts + 1, heartbeat_at=now,
+                    started_at=sa.func.coalesce(jobs.c.started_at, now),
+                )
+            )
+            if res.rowcount != 1:
+                return None
+            job = Job.from_row(c.execute(sa.select(jobs).where(jobs.c.id == row.id)).first())
+        self._bump()
+        return job
+
+    def update(self, job: Job, **values) -> bool:
+        """Write ``values`` for a running attempt; False when the job was taken
+        from this attempt (stalled and given to another worker) — the caller
+        must stop working on it."""
+        values["heartbeat_at"] = time.time()
+        with self._tx() as c:
+            res = c.execute(
+                jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
+                                    jobs.c.state == "running").values(**values)
+            )
+        for k, v in values.items():
+            setattr(job, k, v)
+        return res.rowcount == 1
+
+    def refresh_control(self, job: Job) -> tuple[bool, bool]:
+        """(still ours, stop requested) for a running attempt."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(jobs.c.attempts, jobs.c.state, jobs.c.stop_requested)
+                            .where(jobs.c.id == job.id)).first()
+        if row is None:
+            return False, False
+        return (row.attempts == job.attempts and row.state == "running"), bool(row.stop_requested)
+
+    def commit(self, job: Job) -> bool:
+        """The moment the operation happens for everyone: one atomic update
+        flips the view. False when a stop came first (or the attempt is stale)."""
+        now = time.time()
+        with self._tx() as c:
+            res = c.execute(
+                jobs.update().where(
+                    jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running",
+                    jobs.c.phase == "prepare", jobs.c.stop_requested == sa.false(),
+                ).values(phase="cleanup", committed_at=now, heartbeat_at=now)
+            )
+        ok = res.rowcount == 1
+        if ok:
+            job.phase, job.committed_at = "cleanup", now
+            self._bump()
+        return ok
+
+    def finish(self, job: Job, state: str, *, error: str | None = None, error_type: str | None = None,
+               resource_id: str | None = None, phase: str | None = None) -> bool:
+        now = time.time()
+        values = dict(state=state, finished_at=now, heartbeat_at=now, error=error, error_type=error_type,
+                      resource_id=resource_id)
+        if phase:
+            values["phase"] = phase
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
+                                                jobs.c.state == "running").values(**values))
+        for k, v in values.items():
+            setattr(job, k, v)
+        self._bump()
+        return res.rowcount == 1
+
+    def end_rollback(self, job: Job) -> bool:
+        """A job's late rollback succeeded: its overlay can go."""
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.phase == "rollback")
+                            .values(phase="prepare"))
+        self._bump()
+        return res.rowcount == 1
+
+    def cancel(self, job_id: str) -> Job:
+        """queued → cancelled. Raises NotFound, InvalidState (naming the state)."""
+        now = time.time()
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state == "queued")
+                            .values(state="cancelled", finished_at=now))
+        job = self.get(job_id)
+        if res.rowcount != 1:
+            raise InvalidState(f"job {job_id} is {job.state}; only a queued job can be cancelled"
+                               + ("; use stop" if job.state == "running" else ""))
+        self._bump()
+        return job
+
+    def request_stop(self, job_id: str) -> Job:
+        """Ask a running job to stop before it commits. Raises NotFound,
+        InvalidState (not running, or committed and finishing cleanup)."""
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state == "running",
+                                                jobs.c.phase == "prepare").values(stop_requested=True))
+        job = self.get(job_id)
+        if res.rowcount != 1:
+            if job.state == "running":
+                raise InvalidState(f"job {job_id} is committed, finishing cleanup; it can no longer be stopped")
+            raise InvalidState(f"job {job_id} is {job.state}; only a running job can be stopped"
+                               + ("; use cancel" if job.state == "queued" else ""))
+        self._bump()
+        return job
+
+    def requeue_stalled(self, stalled_before: float, max_attempts: int, backoff_s: float,
+                        node: str | None = None) -> builtins.list[tuple[Job, str]]:
+        """Running jobs whose heartbeat is older than ``stalled_before`` (or, with
+        ``node``, every running job of that node: it restarted) go back to the
+        queue with a backoff, or fail once they used ``max_attempts``. Returns
+        (job, new state) pairs."""
+        q = sa.select(jobs).where(jobs.c.state == "running")
+        if node is not None:
+            q = q.where(sa.or_(jobs.c.node == node, jobs.c.heartbeat_at < stalled_before))
+        else:
+            q = q.where(jobs.c.heartbeat_at < stalled_before)
+        out: builtins.list[tuple[Job, str]] = []
+        with self._tx() as c:
+            for row in c.execute(q).fetchall():
+                job = Job.from_row(row)
+                guard = (jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running")
+                values: dict[str, object]
+                if job.attempts >= max_attempts:
+                    values = dict(state="failed", stuck=True, finished_at=time.time(), error_type="BackendError",
+                                  error=f"job stalled {job.attempts} times (no heartbeat); gave up")
+                else:
+                    delay = backoff_s * (2 ** max(0, job.attempts - 1))
+                    values = dict(state="queued", stuck=node is None, not_before=time.time() + delay)
+                if c.execute(jobs.update().where(*guard).values(**values)).rowcount:
+                    out.append((job, str(values["state"])))
+        if out:
+            self._bump()
+        return out
+
+    def purge_finished(self, older_than: float) -> int:
+        """Forget terminal jobs (and their journals) finished before ``older_than``."""
+        with self._tx() as c:
+            ids = [r.id for r in c.execute(sa.select(jobs.c.id).where(
+                jobs.c.finished_at < older_than, jobs.c.phase.notin_(("cleanup", "rollback")),
+                jobs.c.state.in_(("completed", "failed", "stopped", "cancelled"))))]
+            if ids:
+                c.execute(job_items.delete().where(job_items.c.job_id.in_(ids)))
+                c.execute(monitor_tokens.delete().where(monitor_tokens.c.job_id.in_(ids)))
+                c.execute(jobs.delete().where(jobs.c.id.in_(ids)))
+        return len(ids)
+
+    # -- journaled items -------------------------------------------------------
+
+    def add_items(self, job: Job, items: builtins.list[tuple[str, bool, int]]) -> tuple[int, int]:
+        """Journal enumerated (rel, is_dir, size) items once each; bump the
+        job's totals by what was new. Returns (items added, bytes added)."""
+        if not items:
+            return 0, 0
+        added = bytes_added = 0
+        with self._tx() as c:
+            existing: set[str] = set()
+            rels = [i[0] for i in items]
+            for chunk in range(0, len(rels), 500):
+                existing.update(r.rel for r in c.execute(sa.select(job_items.c.rel).where(
+                    job_items.c.job_id == job.id, job_items.c.rel.in_(rels[chunk:chunk + 500]))))
+            new = [(r, d, s) for r, d, s in items if r not in existing]
+            rows = [dict(job_id=job.id, rel=r, is_dir=d, size=s, state="pending") for r, d, s in new]
+            added = _insert_ignore(c, job_items, rows)
+            bytes_added = sum(s for _, _, s in new) if added == len(rows) else 0
+            c.execute(jobs.update().where(jobs.c.id == job.id).values(
+                items_total=jobs.c.items_total + added, bytes_total=jobs.c.bytes_total + bytes_added,
+                heartbeat_at=time.time()))
+        job.items_total += added
+        job.bytes_total += bytes_added
+        return added, bytes_added
+
+    def items(self, job_id: str, state: str, after_id: int = 0, limit: int = 256,
+              descending: bool = False) -> builtins.list[tuple[int, str, bool, int]]:
+        """Journaled items in ``state`` as (id, rel, is_dir, size), in
+        enumeration order (or reverse: children before their folders)."""
+        q = sa.select(job_items.c.id, job_items.c.rel, job_items.c.is_dir, job_items.c.size).where(
+            job_items.c.job_id == job_id, job_items.c.state == state)
+        if descending:
+            if after_id:
+                q = q.where(job_items.c.id < after_id)
+            q = q.order_by(job_items.c.id.desc())
+        else:
+            q = q.where(job_items.c.id > after_id).order_by(job_items.c.id)
+        with self.engine.connect() as c:
+            return [tuple(r) for r in c.execute(q.limit(limit))]
+
+    def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_done: int, bytes_done: int) -> bool:
+        """Journal a batch of finished steps together with the job's progress,
+        in one transaction. False when the attempt is no longer ours."""
+        now = time.time()
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
+                                                jobs.c.state == "running")
+                            .values(items_done=items_done, bytes_done=bytes_done, heartbeat_at=now))
+            if res.rowcount != 1:
+                return False
+            if ids:
+                c.execute(job_items.update().where(job_items.c.id.in_(ids)).values(state=state))
+        job.items_done, job.bytes_done, job.heartbeat_at = items_done, bytes_done, now
+        return True
+
+    def count_items(self, job_id: str, state: str | None = None) -> tuple[int, int]:
+        q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(job_items.c.size), 0)).where(
+            job_items.c.job_id == job_id)
+        if state:
+            q = q.where(job_items.c.state == state)
+        with self.engine.connect() as c:
+            n, b = c.execute(q).one()
+        return int(n), int(b)
+
+    # -- monitor tokens ----------------------------------------------------------
+
+    def create_monitor_token(self, job_id: str, ttl_s: float) -> str:
+        """A new unguessable (256-bit) token bound to ``job_id`` for ``ttl_s``."""
+        token = secrets.token_urlsafe(32)
+        with self._tx() as c:
+            c.execute(monitor_tokens.insert().values(token_hash=hash_token(token), job_id=job_id,
+                                                     expires_at=time.time() + ttl_s))
+        return token
+
+    def job_for_token(self, token: str) -> Job | None:
+        """The job of a live monitor token; None when unknown or expired."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(monitor_tokens).where(
+                monitor_tokens.c.token_hash == hash_token(token))).first()
+        if row is None or row.expires_at < time.time():
+            return None
+        try:
+            return self.get(row.job_id)
+        except NotFound:
+            return None
+
+
+def _sqlite_begin(conn) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("immediate") else "BEGIN")
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()

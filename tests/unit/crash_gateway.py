@@ -1,0 +1,28 @@
+"""A gateway process for the crash test: mounts two slow:: local folders,
+optionally submits a move of /a/tree to /b/tree, and runs until no job is
+left. The test SIGKILLs it at random points and starts it again."""
+
+import sys
+import time
+
+from gateway.app import Gateway
+from gateway.types import Session
+from gateway.users import User
+
+
+def main(state: str, a: str, b: str, submit: bool) -> int:
+    opts = {"slow": {"latency_ms": 2}}
+    gw = Gateway.build({"/a": (f"slow::file://{a}", opts), "/b": (f"slow::file://{b}", opts)}, state,
+                       node="crash-node", heartbeat_s=0.05).start()
+    if submit:
+        out = gw.ops.move(Session(User("alice"), "ftp"), "/a/tree", "/b/tree", budget_s=0)
+        print("SUBMITTED", out.job_id, flush=True)
+    while gw.store.list(state="queued") or gw.store.list(state="running"):
+        time.sleep(0.05)
+    print("DONE", flush=True)
+    gw.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], "--submit" in sys.argv))

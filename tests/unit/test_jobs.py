@@ -1,0 +1,343 @@
+"""The consistency contract and the job lifecycle, proved with two sessions
+on slow:: mounts (real storage made distant, no mocks)."""
+
+import threading
+import time
+
+import pytest
+
+from gateway import errors as E
+from gateway.app import Gateway
+from gateway.jobs.model import Job
+from gateway.types import Session
+from gateway.users import User
+
+from conftest import unique_memory
+
+N = 60
+
+
+def slow(latency_ms=20, **extra):
+    return (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": latency_ms, **extra}})
+
+
+def build(tmp_path, mounts=None, **kw):
+    kw.setdefault("budget_s", 0.3)
+    return Gateway.build(mounts or {"/": slow()}, tmp_path / "var", **kw).start()
+
+
+@pytest.fixture
+def gw(tmp_path):
+    g = build(tmp_path)
+    yield g
+    g.close()
+
+
+ALICE = User("alice")
+
+
+def sessions():
+    return Session(ALICE, "ftp"), Session(ALICE, "sftp")
+
+
+def names(ops, s, path="/"):
+    return sorted(e.name for e in ops.list(s, path))
+
+
+def make_tree(ops, s, root="/tree", n=N, size=10):
+    ops.mkdir(s, root)
+    ops.mkdir(s, root + "/sub")
+    for i in range(n - 1):
+        up = ops.open_write(s, f"{root}/f{i:03}" if i % 5 else f"{root}/sub/f{i:03}")
+        up.write(bytes([65 + i % 26]) * size)
+        up.commit()
+
+
+def count(ops, s, root):
+    total = 0
+    for e in ops.list(s, root):
+        total += 1
+        if e.is_dir:
+            total += count(ops, s, e.path)
+    return total
+
+
+def wait(gw, job_id, timeout=60):
+    job = gw.dispatcher.wait(job_id, timeout)
+    assert job.terminal, job
+    return job
+
+
+def test_backgrounded_move_consistency(gw):
+    a, b = sessions()
+    ops = gw.ops
+    make_tree(ops, a)
+    before = count(ops, b, "/tree")
+    t = time.monotonic()
+    out = ops.move(a, "/tree", "/moved")
+    assert time.monotonic() - t < 0.3 + 0.5
+    assert out.backgrounded and out.job.operation == "move"
+    # the initiator sees the outcome at once; reads come from the source
+    assert names(ops, a) == ["moved"]
+    assert count(ops, a, "/moved") == before
+    f, _ = ops.open_read(a, "/moved/f001")
+    assert f.read() == b"B" * 10
+    with pytest.raises(E.NotFound):
+        ops.stat(a, "/tree")
+
+    samples = []
+
+    def watch():
+        while True:
+            top = names(ops, b)
+            assert top in (["tree"], ["moved"]), top
+            try:
+                n = count(ops, b, "/" + top[0])
+            except E.NotFound:
+                assert top == ["tree"]  # the commit happened between the two listings
+                continue
+            assert n == before, f"other session saw {n} of {before} entries under /{top[0]}"
+            samples.append(top[0])
+            job = gw.store.get(out.job_id)
+            if job.terminal:
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    job = wait(gw, out.job_id)
+    watcher.join(30)
+    assert job.state == "completed" and job.percentage == 100.0
+    assert samples.count("tree") >= 3, "the other session should have seen the old tree for a while"
+    assert names(ops, b) == ["moved"] and count(ops, b, "/moved") == before
+    assert job.items_total == before + 1 and job.items_done == before + 1
+
+
+def test_backgrounded_delete_and_copy(gw):
+    a, b = sessions()
+    ops = gw.ops
+    make_tree(ops, a, n=30)
+    out = ops.copy(a, "/tree", "/copy")
+    assert out.backgrounded
+    assert names(ops, a) == ["copy", "tree"] and names(ops, b) == ["tree"]
+    with pytest.raises(E.NotFound):
+        ops.stat(b, "/copy/f001")
+    wait(gw, out.job_id)
+    assert names(ops, b) == ["copy", "tree"] and count(ops, b, "/copy") == count(ops, b, "/tree")
+    full = count(ops, b, "/copy")
+    out = ops.delete(a, "/copy", recursive=True)
+    assert out.backgrounded
+    assert names(ops, a) == ["tree"]
+    while not gw.store.get(out.job_id).terminal:  # others: all of /copy, or none of it
+        try:
+            assert count(ops, b, "/copy") == full
+        except E.NotFound:
+            assert gw.store.get(out.job_id).committed
+        time.sleep(0.02)
+    assert names(ops, b) == ["tree"]
+
+
+def test_busy_on_paths_a_job_owns(gw):
+    a, b = sessions()
+    ops = gw.ops
+    make_tree(ops, a)
+    out = ops.move(a, "/tree", "/moved")
+    assert out.backgrounded
+    attempts = [
+        lambda s: ops.open_write(s, "/tree/new"),
+        lambda s: ops.open_write(s, "/moved/new"),
+        lambda s: ops.mkdir(s, "/tree/x"),
+        lambda s: ops.delete(s, "/tree/f001"),
+        lambda s: ops.move(s, "/tree/f001", "/elsewhere"),
+        lambda s: ops.copy(s, "/tree", "/c2"),
+    ]
+    for s in (a, b):
+        for call in attempts:
+            with pytest.raises(E.Busy) as ei:
+                call(s)
+            assert out.job_id in str(ei.value)
+    ops.mkdir(b, "/unrelated")  # elsewhere is fine
+    wait(gw, out.job_id)
+    ops.open_write(b, "/moved/new").commit()
+
+
+def test_progress_totals_grow_and_percentage_rises(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a, n=80)
+    out = gw.ops.copy(a, "/tree", "/c")
+    seen = []
+    while True:
+        j = gw.store.get(out.job_id)
+        seen.append((j.items_total, j.items_done, j.percentage))
+        if j.terminal:
+            break
+        time.sleep(0.05)
+    pcts = [p for _, _, p in seen]
+    assert pcts == sorted(pcts) and pcts[-1] == 100.0
+    assert any(0 < p < 100 for p in pcts)
+    assert seen[-1][0] == 81
+    public = gw.ops.public_job(a, j)
+    assert public["operation"] == "ItemCopy" and public["percentageComplete"] == 100.0
+
+
+def test_cancel_queued_and_stop_running(tmp_path):
+    g = build(tmp_path, queues={"copy": 1, "move": 1, "delete": 1})
+    try:
+        a, b = sessions()
+        ops = g.ops
+        make_tree(ops, a)
+        running = ops.move(a, "/tree", "/m1")
+        ops.mkdir(a, "/other")
+        ops.open_write(a, "/other/f").commit()
+        ops.mkdir(a, "/other/d")
+        queued = ops.move(a, "/other", "/m2")
+        assert g.store.get(queued.job_id).state == "queued"
+        with pytest.raises(E.InvalidState, match="queued"):
+            ops.stop_job(a, queued.job_id)
+        ops.cancel_job(a, queued.job_id)
+        assert g.store.get(queued.job_id).state == "cancelled"
+        assert names(ops, a) == ["m1", "other"] and names(ops, b) == ["other", "tree"]
+        with pytest.raises(E.InvalidState, match="running"):
+            ops.cancel_job(a, running.job_id)
+        t = time.monotonic()
+        ops.stop_job(a, running.job_id)
+        job = wait(g, running.job_id, 10)
+        assert time.monotonic() - t < 2.0
+        assert job.state == "stopped"
+        with pytest.raises(E.InvalidState):
+            ops.stop_job(a, running.job_id)
+        with pytest.raises(E.InvalidState):
+            ops.cancel_job(a, running.job_id)
+        for s in (a, b):  # the tree is exactly as it was, for everyone
+            assert names(ops, s) == ["other", "tree"]
+            assert count(ops, s, "/tree") == N
+        assert not g.namespace.resolve("/m1")[0].backend.exists(g.namespace.resolve("/m1")[1])
+    finally:
+        g.close()
+
+
+def test_stop_after_commit_is_refused(tmp_path):
+    g = build(tmp_path, mounts={"/": slow(40)})
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, n=40)
+        out = g.ops.delete(a, "/tree", recursive=True)
+        while g.store.get(out.job_id).phase == "prepare":
+            time.sleep(0.01)
+        with pytest.raises(E.InvalidState, match="committed"):
+            g.ops.stop_job(a, out.job_id)
+        assert wait(g, out.job_id).state == "completed"
+    finally:
+        g.close()
+
+
+def test_users_see_only_their_jobs(gw):
+    a, _ = sessions()
+    bob = Session(User("bob"), "ftp")
+    admin = Session(User("root", admin=True), "ftp")
+    make_tree(gw.ops, a, n=10)
+    out = gw.ops.copy(a, "/tree", "/c")
+    assert [j.id for j in gw.ops.list_jobs(a)] == [out.job_id]
+    assert gw.ops.list_jobs(bob) == []
+    with pytest.raises(E.NotFound):
+        gw.ops.get_job(bob, out.job_id)
+    with pytest.raises(E.NotFound):
+        gw.ops.stop_job(bob, out.job_id)
+    assert gw.ops.get_job(admin, out.job_id).owner == "alice"
+    wait(gw, out.job_id)
+
+
+def test_failing_step_retries_then_fails_cleanly(tmp_path):
+    src = slow(1)
+    dst = slow(1, fail_glob="*/f007")
+    g = build(tmp_path, mounts={"/a": src, "/b": dst}, max_attempts=2, step_retries=1, retry_backoff_s=0.05)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=20)
+        out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
+        job = wait(g, out.job_id)
+        assert job.state == "failed" and job.attempts == 2
+        assert "f007" in job.error and job.error_type == "BackendUnavailable"
+        for s in (a, b):  # the view is back on the committed state: source complete, no destination
+            assert count(g.ops, s, "/a/tree") == 20
+            assert names(g.ops, s, "/b") == []
+    finally:
+        g.close()
+
+
+def test_failure_within_budget_is_a_synchronous_error(tmp_path):
+    g = build(tmp_path, mounts={"/a": slow(0), "/b": slow(0, fail_glob="*/f003")}, budget_s=10,
+              max_attempts=1, step_retries=0)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/a/t", n=6)
+        with pytest.raises(E.BackendUnavailable, match="f003"):
+            g.ops.copy(a, "/a/t", "/b/t")
+        assert names(g.ops, a, "/b") == []
+    finally:
+        g.close()
+
+
+def test_watchdog_requeues_a_stalled_job_then_it_completes(tmp_path):
+    g = build(tmp_path, stall_after_s=0.5)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, n=5)
+        job = Job(id="stalled1", queue="copy", operation="copy", src="/tree", dst="/c", stage="/c",
+                  owner="alice", session_id=a.id, protocol="ftp", state="running", node="dead-node",
+                  attempts=1, heartbeat_at=time.time() - 60, started_at=time.time() - 60)
+        g.store.create(job)
+        done = wait(g, "stalled1", 30)
+        assert done.state == "completed" and done.stuck and done.attempts == 2
+        assert count(g.ops, b, "/c") == 5
+        g.store.create(Job(id="stalled2", queue="copy", operation="copy", src="/tree", dst="/c2", stage="/c2",
+                           owner="alice", session_id=a.id, protocol="ftp", state="running", node="dead-node",
+                           attempts=5, heartbeat_at=time.time() - 60))
+        dead = wait(g, "stalled2", 30)
+        assert dead.state == "failed" and dead.stuck and "stalled" in dead.error
+    finally:
+        g.close()
+
+
+def test_overwrite_of_an_existing_folder_is_staged(gw):
+    a, b = sessions()
+    ops = gw.ops
+    make_tree(ops, a, n=20)
+    ops.mkdir(a, "/dst")
+    ops.open_write(a, "/dst/old").commit()
+    out = ops.copy(a, "/tree", "/dst", overwrite=True)
+    assert out.backgrounded
+    assert names(ops, b, "/dst") == ["old"]  # others keep the old destination
+    assert "old" not in names(ops, a, "/dst")  # the initiator sees the copy
+    wait(gw, out.job_id)
+    assert names(ops, b, "/dst") == names(ops, b, "/tree")
+    assert names(ops, b) == ["dst", "tree"]
+
+
+def test_a_rollback_that_cannot_reach_storage_keeps_the_partial_copy_hidden(tmp_path):
+    g = build(tmp_path, mounts={"/a": slow(5), "/b": slow(5)}, max_attempts=1, step_retries=0,
+              stall_after_s=1.0)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=40)
+        out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
+        while g.store.get(out.job_id).items_done < 5:
+            time.sleep(0.01)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*"  # the destination storage goes away
+        job = wait(g, out.job_id)
+        assert job.state == "failed" and job.phase == "rollback"
+        with pytest.raises(E.Busy):  # the half-copied destination stays reserved by the job
+            g.ops.mkdir(a, "/b/tree")
+        dst.fs.fail_glob = None  # ... and comes back with the partial copy on it
+        for s in (a, b):
+            assert names(g.ops, s, "/b") == []
+            assert count(g.ops, s, "/a/tree") == 40
+        deadline = time.monotonic() + 20
+        while g.store.get(out.job_id).phase == "rollback":
+            assert time.monotonic() < deadline, "the watchdog should finish the rollback"
+            time.sleep(0.1)
+        assert not dst.exists(dst.join("tree"))
+        g.ops.mkdir(a, "/b/tree")
+    finally:
+        g.close()

@@ -1,0 +1,49 @@
+"""The same job store schema and job lifecycle on PostgreSQL (the store of
+the distributed mode), against the server this machine kind runs on
+127.0.0.1:5432."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.app import Gateway
+from gateway.types import Session
+from gateway.users import User
+
+from conftest import unique_memory
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_url():
+    name = f"gw_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def test_backgrounded_move_on_postgresql_store(tmp_path, pg_url):
+    slow = (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 10}})
+    g = Gateway.build({"/": slow}, tmp_path / "var", store_url=pg_url, budget_s=0.2).start()
+    try:
+        a, b = Session(User("alice"), "ftp"), Session(User("alice"), "sftp")
+        g.ops.mkdir(a, "/t")
+        for i in range(30):
+            g.ops.open_write(a, f"/t/f{i}").commit()
+        out = g.ops.move(a, "/t", "/u")
+        assert out.backgrounded
+        assert [e.name for e in g.ops.list(a, "/")] == ["u"]
+        assert [e.name for e in g.ops.list(b, "/")] == ["t"]
+        job = g.dispatcher.wait(out.job_id, 60)
+        assert job.state == "completed" and job.items_done == 31
+        assert [e.name for e in g.ops.list(b, "/")] == ["u"]
+        with sa.create_engine(pg_url).connect() as c:
+            assert c.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
+    finally:
+        g.close()
