@@ -1,0 +1,78 @@
+"""The REST app: routes, auth, error translation, /metrics and the OpenAPI
+document, as one falcon WSGI application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from gateway import __version__, metrics
+from gateway.api.auth import Authentication
+from gateway.api.errors import handle_gateway_error
+from gateway.api.fs import (ContentResource, DeleteResource, ListResource, MkdirResource, StatResource,
+                            TransferResource)
+from gateway.api.jobs import (EventsResource, JobActionResource, JobResource, JobsResource, MonitorResource,
+                              QueueInfoResource)
+from gateway.api.openapi import build_document
+from gateway.api.portal import Portal, register as register_portal
+from gateway.errors import GatewayError
+
+__all__ = ["make_wsgi_app"]
+
+
+class _OpenAPI:
+    public = True
+
+    def __init__(self, document: dict) -> None:
+        self.document = document
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = self.document
+
+
+class _Metrics:
+    public = True
+
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        resp.text = metrics.render(self.gw.store.engine)
+
+
+def routes(gw: Any, cfg: Any = None) -> list[tuple[str, Any]]:
+    v1 = "/api/v1"
+    return [
+        (f"{v1}/fs/list", ListResource(gw)),
+        (f"{v1}/fs/stat", StatResource(gw)),
+        (f"{v1}/fs/content", ContentResource(gw)),
+        (f"{v1}/fs/copy", TransferResource(gw, "copy")),
+        (f"{v1}/fs/move", TransferResource(gw, "move")),
+        (f"{v1}/fs/delete", DeleteResource(gw)),
+        (f"{v1}/fs/mkdir", MkdirResource(gw)),
+        (f"{v1}/jobs", JobsResource(gw)),
+        (f"{v1}/jobs/{{job_id}}", JobResource(gw)),
+        (f"{v1}/jobs/{{job_id}}/cancel", JobActionResource(gw, "cancel")),
+        (f"{v1}/jobs/{{job_id}}/stop", JobActionResource(gw, "stop")),
+        (f"{v1}/monitor/{{token}}", MonitorResource(gw)),
+        (f"{v1}/queueinfo", QueueInfoResource(gw)),
+        (f"{v1}/events", EventsResource(gw, cfg.http.events_window_s if cfg else 60.0)),
+    ]
+
+
+def make_wsgi_app(gw: Any, cfg: Any = None) -> falcon.App:
+    """Everything on the HTTP port that is not WebDAV: /api/v1, /metrics
+    (and the portal under /ui when it is installed)."""
+    portal = Portal(gw)
+    app = falcon.App(middleware=[Authentication(gw, portal)])
+    app.req_options.auto_parse_qs_csv = False
+    app.add_error_handler(GatewayError, handle_gateway_error)
+    table = routes(gw, cfg)
+    for path, resource in table:
+        app.add_route(path, resource)
+    app.add_route("/api/v1/openapi.json", _OpenAPI(build_document(table, __version__)))
+    app.add_route("/metrics", _Metrics(gw))
+    register_portal(app, portal)
+    return app

@@ -1,0 +1,302 @@
+"""The web portal: its static files under ``/ui`` and the browser session.
+
+A browser logs in once (``POST /ui/login``, form or JSON ``user`` /
+``password``) and gets a session cookie: an opaque random token, HttpOnly,
+``SameSite=Strict``, ``Secure`` over TLS, mapped server-side to the user (this
+process's memory: a restart or another node asks the user to log in again).
+The login reply also carries a per-session CSRF token; every state-changing
+request made with the cookie must repeat it in ``X-CSRF-Token``. Requests
+that authenticate with Basic or bearer credentials never use the cookie and
+are exempt.
+
+The REST layer calls :meth:`Portal.authenticate` for requests without
+credentials of their own; everything the portal page does goes through the
+REST API like any other client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.resources
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import falcon
+
+from gateway import errors as E
+from gateway.api.errors import status_for
+from gateway.auth import http_session_id
+from gateway.namespace import is_under, to_user
+from gateway.users import User
+
+__all__ = ["Portal", "COOKIE", "CSRF_HEADER", "register"]
+
+#: The session cookie's name.
+COOKIE = "gw_portal"
+#: The header a cookie-authenticated state-changing request must carry.
+CSRF_HEADER = "X-CSRF-Token"
+#: A session ends after this long without a request, or this long after login.
+IDLE_S = 2 * 3600.0
+MAX_AGE_S = 12 * 3600.0
+#: Sessions kept at most (each needs a good password, so this only bounds memory).
+MAX_SESSIONS = 10000
+
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".css": "text/css; charset=utf-8"}
+# Everything the page needs comes from this origin; no inline script or style.
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+@dataclass
+class _BrowserSession:
+    """One logged-in browser; ``password_hash`` as at login, so a password
+    change ends the session; ``session_id`` keys the view's overlay."""
+
+    user: str
+    password_hash: str | None
+    csrf: str
+    session_id: str
+    created: float
+    seen: float
+
+
+class Portal:
+    """Browser sessions for one gateway. Thread-safe.
+
+    ``clock`` is a monotonic clock in seconds (tests may pass a fake).
+    """
+
+    def __init__(self, gw: Any, clock: Callable[[], float] = time.monotonic) -> None:
+        self.gw = gw
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._logins: dict[bytes, _BrowserSession] = {}
+
+    # ----------------------------------------------------------- sessions
+
+    def login(self, name: str, password: str, remote: str, tls: bool) -> tuple[str, User, _BrowserSession]:
+        """A new browser session for ``name``: (cookie token, user, session).
+
+        Raises LoginBanned, AuthenticationFailed (as ``gw.auth.login_password``)
+        and PermissionDenied for a user who must use TLS on plain HTTP.
+        """
+        user = self.gw.auth.login_password(name, password, remote)
+        if user.require_tls and not tls:
+            raise E.PermissionDenied(f"user {name!r} must connect over TLS (https)")
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        # Each login is its own conversation for the view's overlay.
+        login = _BrowserSession(user.name, user.password_hash, secrets.token_urlsafe(32),
+                                http_session_id(user.name, "ui-" + secrets.token_hex(8)), now, now)
+        with self._lock:
+            if len(self._logins) >= MAX_SESSIONS:
+                self._purge(now)
+                if len(self._logins) >= MAX_SESSIONS:  # drop the oldest
+                    del self._logins[min(self._logins, key=lambda k: self._logins[k].seen)]
+            self._logins[_key(token)] = login
+        return token, user, login
+
+    def logout(self, token: str | None) -> None:
+        """End the session of ``token``; idempotent."""
+        if not token:
+            return
+        with self._lock:
+            self._logins.pop(_key(token), None)
+
+    def lookup(self, token: str | None) -> tuple[User, _BrowserSession] | None:
+        """The user and login of a live session token, or None (unknown,
+        expired, or the user was removed or changed their password)."""
+        if not token:
+            return None
+        now = self._clock()
+        with self._lock:
+            login = self._logins.get(_key(token))
+            if login is None:
+                return None
+            if now - login.seen > IDLE_S or now - login.created > MAX_AGE_S:
+                del self._logins[_key(token)]
+                return None
+            login.seen = now
+        user = self.gw.auth.get(login.user)
+        if user is None or user.password_hash != login.password_hash:
+            self.logout(token)
+            return None
+        return user, login
+
+    def authenticate(self, req: falcon.Request) -> tuple[User, str] | None:
+        """For the REST layer, on a request that has no Authorization header:
+        (user, HTTP session id) from the portal cookie, or None when there is
+        no live session.
+
+        Raises PermissionDenied when a state-changing request (anything but
+        GET/HEAD/OPTIONS) lacks the session's CSRF token in ``X-CSRF-Token``.
+        """
+        found = self.lookup(req.cookies.get(COOKIE))
+        if found is None:
+            return None
+        user, login = found
+        if req.method not in _SAFE_METHODS:
+            sent = req.get_header(CSRF_HEADER) or ""
+            if not hmac.compare_digest(sent.encode(), login.csrf.encode()):
+                raise E.PermissionDenied("missing or wrong X-CSRF-Token header for a portal session")
+        return user, login.session_id
+
+    def _purge(self, now: float) -> None:
+        for k in [k for k, v in self._logins.items() if now - v.seen > IDLE_S or now - v.created > MAX_AGE_S]:
+            del self._logins[k]
+
+    def describe(self, user: User, login: _BrowserSession) -> dict:
+        """What the page needs to know about its session."""
+        home = user.home
+        mounts = sorted({to_user(home, m.path) for m in self.gw.namespace.mounts if is_under(m.path, home)} | {"/"})
+        return {"user": user.name, "admin": user.admin, "csrf": login.csrf, "mounts": mounts}
+
+
+def _key(token: str) -> bytes:
+    # Keyed by a digest so the dict never holds a usable token.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _tls(req: falcon.Request) -> bool:
+    return req.scheme == "https"
+
+
+def _json_error(resp: falcon.Response, status: int, message: str) -> None:
+    resp.status = status
+    resp.media = {"error": message}
+    resp.cache_control = ["no-store"]
+
+
+# ------------------------------------------------------------------ resources
+
+
+class _LoginResource:
+    public = True
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        form = (req.content_type or "").startswith("application/x-www-form-urlencoded")
+        try:
+            body = req.get_media(default_when_empty={})
+        except falcon.MediaMalformedError:
+            body = None
+        name, password = (body.get("user"), body.get("password")) if isinstance(body, dict) else (None, None)
+        if not isinstance(name, str) or not isinstance(password, str) or not name:
+            return _json_error(resp, 400, "expected 'user' and 'password'")
+        origin = req.get_header("Origin")
+        if origin is not None and urlsplit(origin).netloc != (req.get_header("Host") or ""):
+            # Another site posting a login form (login CSRF) gets no session.
+            return _json_error(resp, 403, "login from another site refused")
+        try:
+            token, user, login = self.portal.login(name, password, req.remote_addr or "", _tls(req))
+        except E.PermissionDenied as exc:  # also AuthenticationFailed 401, LoginBanned 429
+            # Not the REST error handler: its Basic challenge would open the
+            # browser's own password dialog.
+            return _json_error(resp, status_for(exc), str(exc))
+        self.portal.logout(req.cookies.get(COOKIE))  # a new login replaces the old session
+        resp.set_cookie(COOKIE, token, path="/", secure=_tls(req), http_only=True, same_site="Strict",
+                        max_age=int(MAX_AGE_S))
+        resp.cache_control = ["no-store"]
+        if form:  # a plain HTML form: back to the page, which asks /ui/session
+            resp.status = falcon.HTTP_303
+            resp.location = "/ui/"
+            return
+        resp.media = self.portal.describe(user, login)
+
+
+class _LogoutResource:
+    public = True
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        token = req.cookies.get(COOKIE)
+        if self.portal.lookup(token) is not None:
+            try:
+                self.portal.authenticate(req)  # the CSRF check
+            except E.PermissionDenied as exc:
+                return _json_error(resp, 403, str(exc))
+            self.portal.logout(token)
+        resp.unset_cookie(COOKIE, path="/", same_site="Strict")
+        resp.status = falcon.HTTP_204
+
+
+class _SessionResource:
+    public = True
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.cache_control = ["no-store"]
+        found = self.portal.lookup(req.cookies.get(COOKIE))
+        if found is None:
+            return _json_error(resp, 401, "not logged in")
+        resp.media = self.portal.describe(*found)
+
+
+class _StaticResource:
+    """The page and its files, read from the installed package."""
+
+    public = True
+
+    def __init__(self) -> None:
+        self.root = importlib.resources.files("gateway.api") / "static" / "ui"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str = "index.html") -> None:
+        suffix = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+        if "/" in name or name.startswith(".") or suffix not in _TYPES:
+            raise falcon.HTTPNotFound()
+        item = self.root / name
+        if not item.is_file():
+            raise falcon.HTTPNotFound()
+        resp.data = item.read_bytes()
+        resp.content_type = _TYPES[suffix]
+        resp.cache_control = ["no-cache"]
+        resp.set_header("Content-Security-Policy", _CSP)
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("Referrer-Policy", "no-referrer")
+        resp.set_header("X-Frame-Options", "DENY")
+
+    on_head = on_get
+
+
+class _RedirectResource:
+    public = True
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise falcon.HTTPMovedPermanently("/ui/")
+
+
+class _NoChallenge:
+    """A browser holding the portal cookie gets no Basic challenge with a 401
+    (an expired session): it would pop the browser's own password dialog up
+    over the page, which logs in again by itself."""
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        if COOKIE in req.cookies:
+            resp.delete_header("WWW-Authenticate")
+
+
+def register(app: falcon.App, portal: Portal) -> None:
+    """Add the portal's routes (``/ui``, ``/ui/``, ``/ui/<file>``, ``/ui/login``,
+    ``/ui/logout``, ``/ui/session``) to the REST app; they are ``public`` (no
+    REST credentials needed). Call before the app serves its first request."""
+    app.add_middleware(_NoChallenge())
+    static = _StaticResource()
+    app.add_route("/ui", _RedirectResource())
+    app.add_route("/ui/", static)
+    app.add_route("/ui/login", _LoginResource(portal))
+    app.add_route("/ui/logout", _LogoutResource(portal))
+    app.add_route("/ui/session", _SessionResource(portal))
+    app.add_route("/ui/{name}", static)

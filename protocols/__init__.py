@@ -1,0 +1,1 @@
+"""Protocol front ends (ftp, sftp, http): wire commands in, gateway.ops calls out."""

@@ -1,0 +1,224 @@
+"""The REST API driven over HTTP (httpx) against a running gateway."""
+
+import time
+
+import httpx
+import pytest
+
+from conftest import PASSWORDS, unique_memory
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def api(gateway_factory):
+    r = gateway_factory(protocols=("http",), budget_ms=300)
+    base = f"http://127.0.0.1:{r.port('http')}"
+    clients = []
+
+    def client(user="alice", **kw):
+        c = httpx.Client(base_url=base, auth=(user, PASSWORDS[user]) if user else None, timeout=30, **kw)
+        clients.append(c)
+        return c
+
+    r.client = client
+    r.base = base
+    yield r
+    for c in clients:
+        c.close()
+
+
+def slow_tree(r, root="/slow/tree", n=60):
+    s = r.session("alice")
+    r.ops.mkdir(s, root)
+    for i in range(n):
+        r.ops.open_write(s, f"{root}/f{i:03}").commit()
+
+
+def follow(c, url, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = httpx.get(c.base_url.join(url), follow_redirects=False)
+        if m.status_code != 202:
+            return m
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_files_round_trip(api):
+    c = api.client()
+    assert c.post("/api/v1/fs/mkdir", json={"path": "/d"}).status_code == 201
+    r = c.put("/api/v1/fs/content", params={"path": "/d/a.bin"}, content=bytes(range(256)) * 100)
+    assert r.status_code == 201 and r.json()["size"] == 25600
+    assert c.put("/api/v1/fs/content", params={"path": "/d/a.bin"}, content=b"xy" * 50).status_code == 200
+    assert c.get("/api/v1/fs/content", params={"path": "/d/a.bin"}).content == b"xy" * 50
+    r = c.get("/api/v1/fs/content", params={"path": "/d/a.bin"}, headers={"Range": "bytes=2-5"})
+    assert r.status_code == 206 and r.content == b"xyxy" and r.headers["content-range"] == "bytes 2-5/100"
+    assert c.get("/api/v1/fs/content", params={"path": "/d/a.bin"},
+                 headers={"Range": "bytes=500-"}).status_code == 416
+    assert c.get("/api/v1/fs/stat", params={"path": "/d"}).json()["type"] == "folder"
+    for i in range(5):
+        c.put("/api/v1/fs/content", params={"path": f"/d/p{i}"}, content=b"p")
+    page = c.get("/api/v1/fs/list", params={"path": "/d", "limit": 4}).json()
+    rest = c.get("/api/v1/fs/list", params={"path": "/d", "limit": 4, "cursor": page["next_cursor"]}).json()
+    assert len(page["items"]) == 4 and len(rest["items"]) == 2 and rest["next_cursor"] is None
+    assert {i["name"] for i in page["items"] + rest["items"]} == {"a.bin", "p0", "p1", "p2", "p3", "p4"}
+    r = c.post("/api/v1/fs/copy", json={"from": "/d/a.bin", "to": "/d/b.bin"})
+    assert r.status_code == 201 and r.json()["path"] == "/d/b.bin"
+    assert c.post("/api/v1/fs/move", json={"from": "/d/b.bin", "to": "/c.bin"}).status_code == 201
+    assert c.post("/api/v1/fs/delete", json={"path": "/c.bin"}).json()["status"] == "deleted"
+
+
+@pytest.mark.parametrize("call,status", [
+    (lambda c: c.post("/api/v1/fs/copy", json={"from": "/missing", "to": "/x"}), 404),
+    (lambda c: c.post("/api/v1/fs/copy", json={"from": "/exists", "to": "/exists2"}), 409),
+    (lambda c: c.post("/api/v1/fs/move", json={"from": "/exists", "to": "/no/parent/x"}), 409),
+    (lambda c: c.post("/api/v1/fs/mkdir", json={"path": "/.gw-bad"}), 400),
+    (lambda c: c.post("/api/v1/fs/copy", json={"from": "/exists"}), 400),
+    (lambda c: c.post("/api/v1/fs/copy", content=b"{not json", headers={"content-type": "application/json"}), 400),
+    (lambda c: c.get("/api/v1/fs/stat"), 400),
+    (lambda c: c.get("/api/v1/jobs/nope"), 404),
+])
+def test_doomed_requests_get_their_4xx_at_once_never_202(api, call, status):
+    c = api.client()
+    c.post("/api/v1/fs/mkdir", json={"path": "/exists"})
+    c.post("/api/v1/fs/mkdir", json={"path": "/exists2"})
+    r = call(c.__class__(base_url=c.base_url, auth=c.auth, headers={"Prefer": "respond-async"}))
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+
+
+def test_auth_basic_bearer_and_ban(api):
+    assert api.client(None).get("/api/v1/jobs").status_code == 401
+    bad = httpx.Client(base_url=api.base, auth=("alice", "wrong"))
+    assert bad.get("/api/v1/jobs").status_code == 401
+    from gateway.tokens import TokenStore
+    tokens = TokenStore(api.gw.store)
+    token_id, token = tokens.create("alice", "ci")
+    hdr = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(api.base + "/api/v1/fs/list?path=/", headers=hdr).status_code == 200
+    tokens.revoke(token_id)
+    assert httpx.get(api.base + "/api/v1/fs/list?path=/", headers=hdr).status_code == 401
+    for _ in range(6):
+        bad.get("/api/v1/jobs")
+    r = bad.get("/api/v1/jobs")
+    assert r.status_code == 429 and "too many failed logins" in r.json()["error"]
+    bad.close()
+
+
+def test_backgrounded_move_monitor_202_then_303(api):
+    slow_tree(api)
+    c, other = api.client(), api.client(headers={"Gateway-Session": "another-tab"})
+    t = time.monotonic()
+    r = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"})
+    assert time.monotonic() - t < 0.3 + 1.0
+    assert r.status_code == 202, r.text
+    job_id, monitor = r.json()["id"], r.headers["location"]
+    assert monitor.startswith("/api/v1/monitor/") and len(monitor.rsplit("/", 1)[1]) >= 22
+    names = lambda cl: [i["name"] for i in cl.get("/api/v1/fs/list", params={"path": "/slow"}).json()["items"]]
+    assert names(c) == ["moved"] and names(other) == ["tree"]
+    m = httpx.get(api.base + monitor)
+    assert m.status_code == 202 and m.json()["status"] == "inProgress" and m.json()["operation"] == "ItemMove"
+    assert 0 <= m.json()["percentageComplete"] < 100
+    done = follow(c, monitor)
+    assert done.status_code == 303
+    assert done.json() == {"id": job_id, "operation": "ItemMove", "percentageComplete": 100.0,
+                           "resourceId": "/slow/moved", "status": "completed"}
+    assert httpx.get(api.base + done.headers["location"], auth=("alice", PASSWORDS["alice"])).json()["name"] == "moved"
+    assert names(other) == ["moved"]
+
+
+def test_monitor_tokens_expire(gateway_factory):
+    r = gateway_factory(protocols=("http",), sections={"jobs": {"monitor_token_ttl_s": 1}})
+    base = f"http://127.0.0.1:{r.port('http')}"
+    s = r.session("alice")
+    r.ops.mkdir(s, "/d")
+    out = r.ops.copy(s, "/d", "/d2", budget_s=0)
+    r.gw.dispatcher.wait(out.job_id, 30)
+    token = r.ops.monitor_token(out.job)
+    assert httpx.get(f"{base}/api/v1/monitor/{token}").status_code == 303
+    assert httpx.get(f"{base}/api/v1/monitor/{token}x").status_code == 404
+    time.sleep(1.2)
+    assert httpx.get(f"{base}/api/v1/monitor/{token}").status_code == 404
+
+
+def test_jobs_cancel_stop_409_and_visibility(api):
+    slow_tree(api, "/slow/a", 80)
+    slow_tree(api, "/slow/b", 5)
+    c = api.client()
+    r = c.post("/api/v1/fs/copy", json={"from": "/slow/a", "to": "/slow/a2"}, headers={"Prefer": "respond-async"})
+    job_id = r.json()["id"]
+    while c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "queued":
+        time.sleep(0.02)
+    r = c.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 409 and r.json()["state"] == "running"
+    assert c.post(f"/api/v1/jobs/{job_id}/stop").status_code == 200
+    m = follow(c, f"/api/v1/monitor/{api.ops.monitor_token(api.gw.store.get(job_id))}")
+    assert m.status_code == 200 and m.json()["status"] == "stopped" and m.json()["error"]
+    assert c.post(f"/api/v1/jobs/{job_id}/stop").status_code == 409
+    # bob cannot see alice's job; admin can
+    bob, admin = api.client("bob"), api.client("admin")
+    assert bob.get(f"/api/v1/jobs/{job_id}").status_code == 404
+    assert bob.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 404
+    assert job_id not in [j["id"] for j in bob.get("/api/v1/jobs").json()["jobs"]]
+    assert admin.get(f"/api/v1/jobs/{job_id}").json()["owner"] == "alice"
+    listed = c.get("/api/v1/jobs", params={"state": "stopped", "queue": "copy"}).json()["jobs"]
+    assert [j["id"] for j in listed] == [job_id]
+
+
+def test_queueinfo_compatibility(api):
+    slow_tree(api, "/slow/q", 40)
+    c = api.client()
+    job_id = c.post("/api/v1/fs/copy", json={"from": "/slow/q", "to": "/slow/q2"},
+                    headers={"Prefer": "respond-async"}).json()["id"]
+    r = c.get("/api/v1/queueinfo", params={"queuename": "COPY", "queueaction": "getstatus"})
+    assert r.status_code == 200 and job_id in [j["id"] for j in r.json()["jobs"]]
+    r = c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "GetStatus", "Token": job_id})
+    assert [j["id"] for j in r.json()["jobs"]] == [job_id]
+    assert c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel"}).status_code == 400
+    while c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "queued":
+        time.sleep(0.02)
+    r = c.get("/api/v1/queueinfo", params={"QUEUENAME": "copy", "QUEUEACTION": "STOP", "TOKEN": job_id})
+    assert r.status_code == 200
+    assert api.gw.dispatcher.wait(job_id, 30).state == "stopped"
+    r = c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel", "Token": job_id})
+    assert r.status_code == 409 and r.json()["state"] == "stopped"
+
+
+def test_events_stream_job_changes(api):
+    slow_tree(api, "/slow/e", 40)
+    c = api.client()
+    events = []
+    with c.stream("GET", "/api/v1/events") as stream:
+        job_id = api.client().post("/api/v1/fs/copy", json={"from": "/slow/e", "to": "/slow/e2"},
+                                   headers={"Prefer": "respond-async"}).json()["id"]
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and job_id in line:
+                events.append(kind)
+                if '"state": "completed"' in line:
+                    break
+    assert events[0] == "created" and events[-1] == "state" and "progress" in events
+    bob_events = []
+    with api.client("bob").stream("GET", "/api/v1/events") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                bob_events.append(line)
+            if line == "retry: 1000":
+                continue
+            if len(bob_events) or line == "":
+                break
+    assert not any(job_id in e for e in bob_events)
+
+
+def test_metrics_and_openapi(api):
+    c = api.client()
+    c.post("/api/v1/fs/mkdir", json={"path": "/m"})
+    text = httpx.get(api.base + "/metrics").text
+    assert 'gateway_operations_total{op="mkdir",result="ok"}' in text
+    assert "gateway_jobs" in text
+    doc = httpx.get(api.base + "/api/v1/openapi.json").json()
+    assert doc["openapi"] == "3.1.0"
+    assert {"/api/v1/fs/copy", "/api/v1/monitor/{token}", "/api/v1/queueinfo", "/api/v1/events"} <= set(doc["paths"])
