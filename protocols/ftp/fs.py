@@ -1,0 +1,206 @@
+"""pyftpdlib's filesystem interface over the operations core.
+
+Each method makes one core call. Gateway errors leave as pyftpdlib's
+FilesystemError (which it answers with 550) after noting the right reply
+code on the handler, which rewrites the code in :meth:`respond`."""
+
+from __future__ import annotations
+
+import posixpath
+import stat as _stat
+import time
+from typing import Any
+
+from pyftpdlib.filesystems import AbstractedFS, FilesystemError
+
+from gateway import errors as E
+from gateway.types import Entry
+from protocols.ftp.errors import reply_code
+
+__all__ = ["GatewayFS"]
+
+
+def _stat_of(e: Entry) -> Any:
+    import os
+
+    mode = (_stat.S_IFDIR | 0o755) if e.is_dir else (_stat.S_IFREG | 0o644)
+    mtime = int(e.mtime or 0)
+    return os.stat_result((mode, 0, 0, 1, 0, 0, e.size, mtime, mtime, mtime))
+
+
+class _ReadFile:
+    """A download: the core's file under the client's path name."""
+
+    def __init__(self, f: Any, name: str) -> None:
+        self._f = f
+        self.name = name
+
+    @property
+    def closed(self) -> bool:
+        return getattr(self._f, "closed", False)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._f, attr)
+
+
+class _UploadFile:
+    """An upload: committed when the data connection ends a complete
+    transfer, aborted otherwise (nothing half-written becomes visible).
+    With REST, the first ``seek`` names the offset to continue at."""
+
+    def __init__(self, fs: "GatewayFS", path: str, offset: int | None) -> None:
+        self._fs = fs
+        self.name = path
+        self.closed = False
+        self._upload = None if offset is None else fs._call(fs.ops.open_write, fs.session, path, offset)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if self._upload is None:
+            self._upload = self._fs._call(self._fs.ops.open_write, self._fs.session, self.name, offset)
+        return offset
+
+    def write(self, data: bytes) -> int:
+        if self._upload is None:
+            self._upload = self._fs._call(self._fs.ops.open_write, self._fs.session, self.name, 0)
+        return self._upload.write(data)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        handler = self._fs.cmd_channel
+        dc = getattr(handler, "data_channel", None)
+        if self._upload is None:
+            return
+        if dc is not None and not dc.transfer_finished:
+            self._upload.abort()
+            return
+        try:
+            self._upload.commit()
+        except E.GatewayError as exc:
+            if dc is not None and dc._resp:
+                dc._resp = (f"{reply_code(exc)} {exc}.", dc._resp[1])
+
+
+class GatewayFS(AbstractedFS):
+    """The client's view: virtual paths from ``/``; the core normalises them
+    again and applies the user's home and permissions."""
+
+    def __init__(self, root: str, cmd_channel: Any) -> None:
+        super().__init__("/", cmd_channel)
+        self.ops = cmd_channel.gw.ops
+        self.session = cmd_channel.session
+        self._listed: dict[str, Entry] = {}
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except E.GatewayError as exc:
+            self.cmd_channel.pending_code = reply_code(exc)
+            raise FilesystemError(str(exc)) from None
+
+    # -- paths: virtual, checked by the core ------------------------------
+    def ftp2fs(self, ftppath: str) -> str:
+        return posixpath.normpath(posixpath.join(self.cwd, ftppath)) if ftppath else self.cwd
+
+    def fs2ftp(self, fspath: str) -> str:
+        return fspath
+
+    def validpath(self, path: str) -> bool:
+        return True
+
+    def realpath(self, path: str) -> str:
+        return path
+
+    # -- reads ----------------------------------------------------------------
+    def _entry(self, path: str) -> Entry:
+        cached = self._listed.get(path)
+        return cached if cached is not None else self._call(self.ops.stat, self.session, path)
+
+    def stat(self, path: str) -> Any:
+        return _stat_of(self._entry(path))
+
+    lstat = stat
+
+    def isdir(self, path: str) -> bool:
+        try:
+            return self._entry(path).is_dir
+        except FilesystemError:
+            return False
+
+    def isfile(self, path: str) -> bool:
+        try:
+            return not self._entry(path).is_dir
+        except FilesystemError:
+            return False
+
+    def lexists(self, path: str) -> bool:
+        return self._call(self.ops.exists, self.session, path)
+
+    def islink(self, path: str) -> bool:
+        return False
+
+    def getsize(self, path: str) -> int:
+        return self._entry(path).size
+
+    def getmtime(self, path: str) -> float:
+        return self._entry(path).mtime or time.time()
+
+    def listdir(self, path: str) -> list[str]:
+        entries = list(self._call(lambda: list(self.ops.list(self.session, path))))
+        base = path.rstrip("/")
+        self._listed = {f"{base}/{e.name}": e for e in entries}
+        return [e.name for e in entries]
+
+    def listdirinfo(self, path: str) -> list[str]:
+        return self.listdir(path)
+
+    def chdir(self, path: str) -> None:
+        if not self._call(self.ops.stat, self.session, path).is_dir:
+            self.cmd_channel.pending_code = 550
+            raise FilesystemError(f"{path}: not a folder")
+        self.cwd = path
+
+    def get_user_by_uid(self, uid: int) -> str:
+        return "owner"
+
+    def get_group_by_gid(self, gid: int) -> str:
+        return "group"
+
+    def open(self, filename: str, mode: str) -> Any:
+        if "r" in mode and "+" not in mode:
+            f, _ = self._call(self.ops.open_read, self.session, filename)
+            return _ReadFile(f, filename)
+        if "a" in mode:
+            size = self._entry(filename).size if self.lexists(filename) else 0
+            return _UploadFile(self, filename, size)
+        return _UploadFile(self, filename, None if "+" in mode else 0)
+
+    def mkstemp(self, suffix: str = "", prefix: str = "", dir: str | None = None, mode: str = "wb") -> Any:
+        import secrets
+
+        name = posixpath.join(dir or self.cwd, f"{prefix or 'stou'}-{secrets.token_hex(4)}{suffix}")
+        return _UploadFile(self, name, 0)
+
+    # -- writes ----------------------------------------------------------------
+    def mkdir(self, path: str) -> None:
+        self._call(self.ops.mkdir, self.session, path)
+
+    def utime(self, path: str, timeval: float) -> None:
+        self._call(self.ops.set_mtime, self.session, path, timeval)
+
+    def chmod(self, path: str, mode: int) -> None:
+        self.cmd_channel.pending_code = 504
+        raise FilesystemError("permissions are not kept by this server")
+
+    def rename(self, src: str, dst: str) -> Any:
+        return self._call(self.ops.move, self.session, src, dst)
+
+    def remove(self, path: str) -> Any:
+        return self._call(self.ops.delete, self.session, path, folder=False)
+
+    def rmdir(self, path: str) -> Any:
+        return self._call(self.ops.delete, self.session, path, recursive=True, folder=True)
+
+    def copy(self, src: str, dst: str) -> Any:
+        return self._call(self.ops.copy, self.session, src, dst)

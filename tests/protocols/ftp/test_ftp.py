@@ -1,0 +1,264 @@
+"""The FTP front end driven by real clients: lftp and Python's ftplib."""
+
+import filecmp
+import hashlib
+import ftplib
+import io
+import os
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+from conftest import PASSWORDS, unique_memory
+from gateway.errors import ALL_ERRORS
+from protocols.ftp.errors import REPLY, reply_code
+
+pytestmark = pytest.mark.timeout(180)
+PW = PASSWORDS["alice"]
+
+
+def connect(r, user="alice", password=None, cls=ftplib.FTP):
+    ftp = cls()
+    ftp.encoding = "utf-8"
+    ftp.connect("127.0.0.1", r.port("ftp"), timeout=30)
+    ftp.login(user, password or PASSWORDS[user])
+    return ftp
+
+
+def lftp(r, script, extra=""):
+    cmd = ["lftp", "-u", f"alice,{PW}", "-p", str(r.port("ftp")), "-e",
+           f"set net:max-retries 1; set net:timeout 20; {extra} {script}; quit", "127.0.0.1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=150)
+
+
+@pytest.fixture
+def ftp_gw(gateway_factory):
+    return gateway_factory(protocols=("ftp",))
+
+
+def test_lftp_mirror_500_files_up_and_down(ftp_gw, tmp_path):
+    src = tmp_path / "src"
+    for i in range(500):
+        p = src / f"d{i % 10}" / f"f{i:03}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(i * 37 % 9000))
+    p = lftp(ftp_gw, f"mirror -R --parallel=4 {src} /tree")
+    assert p.returncode == 0, p.stderr
+    back = tmp_path / "back"
+    p = lftp(ftp_gw, f"mirror --parallel=4 /tree {back}")
+    assert p.returncode == 0, p.stderr
+    cmp = filecmp.dircmp(src, back)
+    assert not cmp.left_only and not cmp.right_only
+    for sub in cmp.subdirs.values():
+        assert not sub.left_only and not sub.right_only and not sub.diff_files
+        _, mismatch, errors = filecmp.cmpfiles(sub.left, sub.right, sub.common_files, shallow=False)
+        assert not mismatch and not errors
+
+
+def test_every_command(ftp_gw):
+    ftp = connect(ftp_gw)
+    assert "UTF8" in ftp.sendcmd("FEAT") and "HASH SHA-256*" in ftp.sendcmd("FEAT")
+    assert ftp.sendcmd("OPTS UTF8 ON").startswith("200")
+    assert ftp.mkd("d").endswith("d")
+    ftp.cwd("d")
+    assert ftp.pwd() == "/d"
+    ftp.storbinary("STOR a.txt", io.BytesIO(b"hello"))
+    ftp.storbinary("APPE a.txt", io.BytesIO(b" world"))
+    assert ftp.size("a.txt") == 11
+    assert ftp.sendcmd("MDTM a.txt").startswith("213 ")
+    out = io.BytesIO()
+    ftp.retrbinary("RETR a.txt", out.write, rest=6)
+    assert out.getvalue() == b"world"
+    resp = ftp.storbinary("STOU", io.BytesIO(b"u"))
+    assert resp.startswith("226")
+    assert len(ftp.nlst()) == 2
+    lines = []
+    ftp.retrlines("LIST", lines.append)
+    assert any(line.endswith(" a.txt") and " 11 " in line for line in lines)
+    facts = dict(ftp.mlsd())
+    assert facts["a.txt"]["type"] == "file" and facts["a.txt"]["size"] == "11"
+    assert "type=file" in ftp.sendcmd("MLST a.txt")
+    ftp.cwd("..")
+    ftp.sendcmd("CDUP")
+    ftp.rename("/d/a.txt", "/d/b.txt")
+    assert ftp.sendcmd("SITE CPFR /d/b.txt").startswith("350")
+    assert ftp.sendcmd("SITE CPTO /d/c.txt").startswith("250")
+    assert ftp.sendcmd("XMD5 /d/c.txt") == "250 5eb63bbbe01eeed093cb22bb8f5acdc3"
+    assert ftp.sendcmd("XSHA1 /d/c.txt") == "250 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed"
+    sha = hashlib.sha256(b"hello world").hexdigest()
+    assert ftp.sendcmd("HASH /d/c.txt") == f"213 SHA-256 0-11 {sha} /d/c.txt"
+    assert ftp.sendcmd("OPTS HASH MD5") == "200 MD5"
+    assert ftp.sendcmd("HASH /d/c.txt").startswith("213 MD5 0-11 5eb63bbbe01eeed0")
+    ftp.delete("/d/b.txt")
+    ftp.rmd("/d")  # non-empty: recursive through the core
+    assert ftp.nlst("/") == ["slow"]  # only the mount point is left
+    ftp.sendcmd("TYPE I")
+    ftp.voidcmd("NOOP")
+    ftp.quit()
+
+
+def test_resume_an_interrupted_upload(ftp_gw, tmp_path):
+    data = os.urandom(3_000_000)
+    ftp = connect(ftp_gw)
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("STOR big.bin")
+    conn.sendall(data[:1_000_000])
+    conn.close()
+    ftp.voidresp()
+    assert ftp.size("big.bin") == 1_000_000
+    ftp.storbinary("STOR big.bin", io.BytesIO(data[1_000_000:]), rest=1_000_000)
+    assert ftp.size("big.bin") == 3_000_000
+    local = tmp_path / "big.bin"
+    local.write_bytes(data)
+    # lftp's own resume: a cut short copy, then put -c
+    ftp.storbinary("STOR l.bin", io.BytesIO(data[:500_000]))
+    p = lftp(ftp_gw, f"put -c {local} -o /l.bin")
+    assert p.returncode == 0, p.stderr
+    out = io.BytesIO()
+    ftp.retrbinary("RETR l.bin", out.write)
+    assert out.getvalue() == data
+    ftp.quit()
+    assert (ftp_gw.data / "big.bin").read_bytes() == data
+
+
+def test_an_aborted_upload_leaves_nothing(ftp_gw):
+    ftp = connect(ftp_gw)
+    ftp.storbinary("STOR keep.txt", io.BytesIO(b"old"))
+    ftp.voidcmd("TYPE I")
+    conn = ftp.transfercmd("STOR keep.txt")
+    conn.sendall(b"new partial")
+    ftp.abort()
+    conn.close()
+    try:
+        ftp.voidresp()
+    except ftplib.Error:
+        pass
+    out = io.BytesIO()
+    ftp.retrbinary("RETR keep.txt", out.write)
+    assert out.getvalue() in (b"old", b"new partial")  # whole old or whole new, never mixed
+    ftp.quit()
+
+
+def test_error_codes(ftp_gw):
+    ftp = connect(ftp_gw)
+    for cmd, code in (("RETR /missing", "550"), ("SIZE /missing", "550"), ("CWD /missing", "550"),
+                      ("DELE /missing", "550"), ("MKD /no/parent/x", "550"), ("MKD /.gw-x", "553")):
+        with pytest.raises(ftplib.Error) as ei:
+            ftp.sendcmd(cmd) if not cmd.startswith("RETR") else ftp.retrbinary(cmd, lambda b: None)
+        assert str(ei.value).startswith(code), (cmd, ei.value)
+    with pytest.raises(ftplib.error_perm) as ei:
+        ftp.sendcmd("SITE JOB nope")
+    assert "no job" in str(ei.value)
+    ftp.quit()
+
+
+def test_error_table_covers_every_gateway_error():
+    for cls in ALL_ERRORS:
+        code = reply_code(cls("x"))
+        assert 400 <= code < 600
+    assert REPLY[type(ALL_ERRORS[0]("x"))] == 451
+
+
+def test_bad_password_then_ban(gateway_factory):
+    r = gateway_factory(protocols=("ftp",), sections={"auth": {"max_failures": 3}})
+    for _ in range(3):
+        with pytest.raises(ftplib.error_perm) as ei:
+            connect(r, password="wrong")
+        assert str(ei.value).startswith("530")
+    with pytest.raises(ftplib.error_perm) as ei:
+        connect(r)  # even the right password, from this address
+    assert "too many failed logins" in str(ei.value).lower()
+
+
+def _slow_gateway(gateway_factory, n=200):
+    r = gateway_factory(protocols=("ftp",), budget_ms=300,
+                        mounts={"/slow": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})})
+    s = r.session("alice")
+    for name in ("tree", "other"):
+        r.ops.mkdir(s, f"/slow/{name}")
+        for i in range(n):
+            r.ops.open_write(s, f"/slow/{name}/f{i:03}").commit()
+    return r
+
+
+def test_backgrounded_rename_and_site_stop(gateway_factory):
+    r = _slow_gateway(gateway_factory)
+    me, other = connect(r), connect(r)
+    t = time.monotonic()
+    reply = me.sendcmd("RNFR /slow/tree") and me.sendcmd("RNTO /slow/moved")
+    assert time.monotonic() - t < 0.3 + 1.0
+    assert reply.startswith("250") and "running in background as job" in reply
+    job_id = reply.rsplit(" ", 1)[1]
+    assert sorted(n.rsplit("/", 1)[-1] for n in me.nlst("/slow")) == ["moved", "other"]
+    seen_old = 0
+    while r.gw.store.get(job_id).state != "completed":
+        names = [n.rsplit("/", 1)[-1] for n in other.nlst("/slow")]
+        assert sorted(names) in (["other", "tree"], ["moved", "other"])
+        seen_old += names.count("tree")
+        time.sleep(0.05)
+    assert seen_old >= 2
+    assert sorted(n.rsplit("/", 1)[-1] for n in other.nlst("/slow")) == ["moved", "other"]
+    assert len(other.nlst("/slow/moved")) == 200
+    assert job_id in me.sendcmd("SITE JOB " + job_id) and "completed" in me.sendcmd("SITE JOB " + job_id)
+    # a second job, stopped: the source stays whole, no destination
+    reply = me.sendcmd("RNFR /slow/other") and me.sendcmd("RNTO /slow/gone")
+    job_id = reply.rsplit(" ", 1)[1]
+    listing = me.sendcmd("SITE JOBS")
+    assert job_id in listing and "ItemMove /slow/other -> /slow/gone" in listing
+    with pytest.raises(ftplib.error_temp) as ei:
+        other.storbinary("STOR /slow/other/new", io.BytesIO(b"x"))
+    assert str(ei.value).startswith("450") and job_id in str(ei.value)
+    assert me.sendcmd(f"SITE STOP {job_id}").startswith("200")
+    assert r.gw.dispatcher.wait(job_id, 30).state == "stopped"
+    assert sorted(n.rsplit("/", 1)[-1] for n in other.nlst("/slow")) == ["moved", "other"]
+    assert len(other.nlst("/slow/other")) == 200
+
+
+def test_ftps_explicit_with_lftp_and_ftplib_and_implicit(gateway_factory, tmp_path):
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}})
+    local = tmp_path / "x.bin"
+    local.write_bytes(os.urandom(100_000))
+    p = lftp(r, f"put {local} -o /x.bin; get /x.bin -o {tmp_path}/y.bin",
+             extra="set ssl:verify-certificate no; set ftp:ssl-force yes; set ftp:ssl-protect-data yes;")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "y.bin").read_bytes() == local.read_bytes()
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ftps = ftplib.FTP_TLS(context=ctx)
+    ftps.connect("127.0.0.1", r.port("ftp"), timeout=30)
+    ftps.login("alice", PW)
+    ftps.prot_p()
+    out = io.BytesIO()
+    ftps.retrbinary("RETR /x.bin", out.write)
+    assert out.getvalue() == local.read_bytes()
+    ftps.quit()
+
+    implicit = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "implicit"}})
+
+    class ImplicitFTPS(ftplib.FTP_TLS):
+        def connect(self, host, port, timeout):
+            self.host, self.port, self.timeout = host, port, timeout
+            self.sock = self.context.wrap_socket(socket.create_connection((host, port), timeout))
+            self.af = self.sock.family
+            self.file = self.sock.makefile("r", encoding=self.encoding)
+            self.welcome = self.getresp()
+            return self.welcome
+
+    c = ImplicitFTPS(context=ctx)
+    c.connect("127.0.0.1", implicit.port("ftp"), 30)
+    c.login("alice", PW)
+    c.prot_p()
+    c.storbinary("STOR /i.txt", io.BytesIO(b"implicit"))
+    assert c.size("/i.txt") == 8
+    c.quit()
+
+
+def test_user_required_to_use_tls_is_refused_in_clear(gateway_factory):
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}},
+                        users={"alice": {"require_tls": True}})
+    with pytest.raises(ftplib.error_perm) as ei:
+        connect(r)
+    assert "must use tls" in str(ei.value).lower()
