@@ -1,0 +1,383 @@
+"""The SFTP hooks (asyncssh ``SFTPServer``) over the operations core.
+
+Each hook reads its arguments, makes one core call in the server's bounded
+worker pool (never on the event loop) and renders the result; gateway errors
+become SFTP statuses through :mod:`protocols.sftp.errors`. scp (both the SFTP
+based and the legacy protocol) runs through these same hooks.
+
+Opening for writing, as SFTP v3 clients do it:
+
+- ``TRUNC`` / ``EXCL`` / a new file: an upload from offset 0 (nothing shows at
+  the path until close commits it).
+- ``APPEND`` (OpenSSH ``reput``): an upload continuing the file at its size.
+- ``WRITE`` alone on an existing file (lftp ``put -c``, sshfs): the first write
+  decides: offset 0 replaces the file, offset == size continues it (resume).
+  Closed without a write, the file is left as it was.
+
+A connection that drops mid-upload commits what arrived when it has no gap,
+as OpenSSH's sftp-server leaves a partial file behind: that is what ``reput``
+resumes from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import stat as st
+import threading
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Iterator
+
+import asyncssh
+from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName
+
+from gateway import errors as E
+from gateway.namespace import normalise
+from gateway.ops import Upload
+from gateway.types import Entry, Session
+from protocols.sftp.errors import to_sftp_error
+
+__all__ = ["Context", "GatewaySFTPServer", "HASH_ALGORITHMS"]
+
+log = logging.getLogger("gateway.sftp")
+
+#: check-file algorithms, in the names the SFTP extension drafts use.
+HASH_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+#: Entries fetched from the core per worker call while listing a folder.
+_LIST_BATCH = 256
+#: Block size of a copy-data range copied through read and write.
+_COPY_BLOCK = 256 << 10
+
+
+@dataclass
+class Context:
+    """What every connection of one listener shares."""
+
+    gw: Any
+    pool: Executor
+    budget_s: float
+
+
+async def call(ctx: Context, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """Run a core call in the worker pool; gateway errors become SFTP errors."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(ctx.pool, functools.partial(fn, *args, **kwargs))
+    except E.GatewayError as exc:
+        raise to_sftp_error(exc) from None
+    except Exception:
+        # Not a gateway error: a bug or an untranslated storage failure. The
+        # client gets asyncssh's generic failure; the log gets the traceback.
+        log.warning("sftp: %s failed unexpectedly", getattr(fn, "__qualname__", fn), exc_info=True)
+        raise
+
+
+def attrs_of(entry: Entry) -> SFTPAttrs:
+    """The SFTP attributes of a core entry (type bits included: OpenSSH's
+    ``cp`` refuses a source whose permissions do not say "regular file")."""
+    kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
+    mode = st.S_IMODE(entry.mode) if entry.mode is not None else (0o755 if entry.is_dir else 0o644)
+    mtime = int(entry.mtime) if entry.mtime is not None else None
+    return SFTPAttrs(type=asyncssh.FILEXFER_TYPE_DIRECTORY if entry.is_dir else asyncssh.FILEXFER_TYPE_REGULAR,
+                     size=entry.size, permissions=kind | mode, atime=mtime, mtime=mtime, nlink=1)
+
+
+def _mtime(attrs: SFTPAttrs) -> float:
+    return attrs.mtime + (attrs.mtime_ns or 0) / 1e9
+
+
+@dataclass(eq=False)
+class _File:
+    """One open file handle."""
+
+    path: str
+    writable: bool
+    entry: Entry | None = None          # at open time (fstat of a handle not written)
+    reader: BinaryIO | None = None
+    pos: int = 0
+    upload: Upload | None = None
+    opening: asyncio.Future | None = None  # the upload a non-truncating open starts on its first write
+    mtime: float | None = None          # set through the handle; applied once the upload is committed
+    copied: bool = False                # content replaced by a server-side copy (copy-data)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Listing:
+    """A folder listing streamed from the core in batches (one worker call
+    each), so a huge folder is never held in memory."""
+
+    def __init__(self, ctx: Context, session: Session, path: str) -> None:
+        self._ctx, self._session, self._path = ctx, session, path
+        self._entries: Iterator[Entry] | None = None
+        self._batch: list[Entry] = []
+
+    async def open(self) -> None:
+        """List the folder; raises its error (no such folder...) now."""
+        if self._entries is None:
+            self._entries = await call(self._ctx, self._ctx.gw.ops.list, self._session, self._path)
+
+    def _next_batch(self) -> list[Entry]:
+        assert self._entries is not None
+        return [e for _, e in zip(range(_LIST_BATCH), self._entries)]
+
+    def __aiter__(self) -> "_Listing":
+        return self
+
+    async def __anext__(self) -> SFTPName:
+        await self.open()
+        if not self._batch:
+            self._batch = list(reversed(await call(self._ctx, self._next_batch)))
+            if not self._batch:
+                raise StopAsyncIteration
+        entry = self._batch.pop()
+        return SFTPName(entry.name.encode("utf-8"), attrs=attrs_of(entry))
+
+
+class GatewaySFTPServer(asyncssh.SFTPServer):
+    """The SFTP server of one SSH connection's session."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, ctx: Context, session: Session) -> None:
+        super().__init__(chan)
+        self.ctx = ctx
+        self.session = session
+        self.ops = ctx.gw.ops
+
+    async def _run(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        return await call(self.ctx, fn, *args, **kwargs)
+
+    @staticmethod
+    def _path(raw: bytes) -> str:
+        try:
+            return normalise(raw)
+        except E.GatewayError as exc:
+            raise to_sftp_error(exc) from None
+
+    # asyncssh's defaults map paths onto the local disk; nothing here may.
+    def map_path(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPOpUnsupported("not available on this server")
+
+    def format_user(self, uid: int | None) -> str:
+        return self.session.user.name
+
+    def format_group(self, gid: int | None) -> str:
+        return self.session.user.name
+
+    # -- files ----------------------------------------------------------------
+
+    async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> _File:
+        p = self._path(path)
+        s = self.session
+        if not pflags & FXF_WRITE:
+            reader, entry = await self._run(self.ops.open_read, s, p, 0)
+            return _File(p, False, entry=entry, reader=reader)
+        if pflags & (FXF_TRUNC | FXF_EXCL):
+            if pflags & FXF_EXCL and await self._run(self.ops.exists, s, p):
+                raise to_sftp_error(E.AlreadyExists(f"{p}: already exists", p))
+            return _File(p, True, upload=await self._run(self.ops.open_write, s, p, 0))
+        try:
+            entry = await self._run(self.ops.stat, s, p)
+        except asyncssh.SFTPNoSuchFile:
+            if not pflags & FXF_CREAT:
+                raise
+            return _File(p, True, upload=await self._run(self.ops.open_write, s, p, 0))
+        if pflags & FXF_APPEND:
+            return _File(p, True, entry=entry, upload=await self._run(self.ops.open_write, s, p, entry.size))
+        return _File(p, True, entry=entry)
+
+    def _read(self, f: _File, offset: int, size: int) -> bytes:
+        with f.lock:
+            if f.upload is not None or f.opening is not None:
+                raise E.Unsupported(f"{f.path}: cannot read a file through a handle that is writing it", f.path)
+            if f.reader is None or offset != f.pos:
+                if f.reader is not None and f.reader.seekable():
+                    f.reader.seek(offset)
+                else:
+                    if f.reader is not None:
+                        f.reader.close()
+                    f.reader, _ = self.ops.open_read(self.session, f.path, offset)
+                f.pos = offset
+            data = f.reader.read(size)
+            f.pos += len(data)
+            return data
+
+    async def read(self, f: _File, offset: int, size: int) -> bytes:
+        return await self._run(self._read, f, offset, size)
+
+    async def _upload(self, f: _File, offset: int) -> Upload:
+        if f.copied:
+            raise to_sftp_error(E.Unsupported(f"{f.path}: already written by a server-side copy", f.path))
+        if f.upload is None:
+            if f.opening is None:
+                # Requests start in the order they arrived, so this is the
+                # first write the client sent: it says where the upload starts.
+                f.opening = asyncio.ensure_future(self._run(self.ops.open_write, self.session, f.path, offset))
+            f.upload = await asyncio.shield(f.opening)
+        return f.upload
+
+    async def write(self, f: _File, offset: int, data: bytes) -> int:
+        if not f.writable:
+            raise to_sftp_error(E.BadRequest(f"{f.path}: not opened for writing", f.path))
+        upload = await self._upload(f, offset)
+        await self._run(upload.write_at, offset, data)
+        return len(data)
+
+    async def close(self, f: _File) -> None:
+        if f.reader is not None:
+            await self._run(f.reader.close)
+        if f.opening is not None and f.upload is None:
+            try:
+                f.upload = await f.opening
+            except asyncssh.SFTPError:
+                return  # the writes already reported why
+        if f.upload is not None and not f.copied:
+            await self._run(f.upload.commit)
+        if f.mtime is not None:
+            await self._run(self.ops.set_mtime, self.session, f.path, f.mtime)
+
+    async def fstat(self, f: _File) -> SFTPAttrs:
+        if f.upload is not None and not f.copied:
+            return attrs_of(Entry(f.path.rsplit("/", 1)[-1], f.path, False, f.upload.size, time.time()))
+        if f.entry is None or f.copied:
+            f.entry = await self._run(self.ops.stat, self.session, f.path)
+        return attrs_of(f.entry)
+
+    async def fsetstat(self, f: _File, attrs: SFTPAttrs) -> None:
+        if attrs.size is not None:
+            size = f.upload.size if f.upload is not None else (await self.fstat(f)).size
+            if attrs.size != size:
+                raise to_sftp_error(E.Unsupported(f"{f.path}: cannot change a file's size; upload it again", f.path))
+        if attrs.mtime is not None:
+            if f.writable:
+                f.mtime = _mtime(attrs)  # set after close, or the commit would replace it
+            else:
+                await self._run(self.ops.set_mtime, self.session, f.path, _mtime(attrs))
+
+    async def fsync(self, f: _File) -> None:
+        """Uploads become durable when closed (the commit); nothing to do."""
+
+    async def fstatvfs(self, f: _File) -> asyncssh.SFTPVFSAttrs:
+        return await self._statvfs(f.path)
+
+    # -- paths ------------------------------------------------------------------
+
+    async def stat(self, path: bytes) -> SFTPAttrs:
+        return attrs_of(await self._run(self.ops.stat, self.session, self._path(path)))
+
+    lstat = stat
+
+    async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
+        p = self._path(path)
+        if attrs.size is not None and attrs.size != (await self._run(self.ops.stat, self.session, p)).size:
+            raise to_sftp_error(E.Unsupported(f"{p}: cannot change a file's size; upload it again", p))
+        if attrs.mtime is not None:
+            await self._run(self.ops.set_mtime, self.session, p, _mtime(attrs))
+        else:  # permissions and owners are not kept: accept them for an existing path
+            await self._run(self.ops.stat, self.session, p)
+
+    lsetstat = setstat
+
+    def scandir(self, path: bytes) -> _Listing:
+        return _Listing(self.ctx, self.session, self._path(path))
+
+    async def remove(self, path: bytes) -> None:
+        await self._run(self.ops.delete, self.session, self._path(path), folder=False, budget_s=self.ctx.budget_s)
+
+    async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
+        await self._run(self.ops.mkdir, self.session, self._path(path))
+
+    async def rmdir(self, path: bytes) -> None:
+        await self._run(self.ops.delete, self.session, self._path(path), recursive=True, folder=True,
+                        budget_s=self.ctx.budget_s)
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        await self._run(self.ops.move, self.session, self._path(oldpath), self._path(newpath), overwrite=False,
+                        budget_s=self.ctx.budget_s)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        # rename(2) replaces a file, never a folder tree: refuse rather than
+        # let the overwrite delete a whole folder.
+        old, new = self._path(oldpath), self._path(newpath)
+        try:
+            target = await self._run(self.ops.stat, self.session, new)
+        except asyncssh.SFTPNoSuchFile:
+            target = None
+        if target is not None and target.is_dir and new != old:
+            raise to_sftp_error(E.IsADirectory(f"{new}: is a folder; remove it first", new))
+        await self._run(self.ops.move, self.session, old, new, overwrite=True, budget_s=self.ctx.budget_s)
+
+    def realpath(self, path: bytes) -> bytes:
+        return self._path(path or b".").encode("utf-8")
+
+    async def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
+        return await self._statvfs(self._path(path))
+
+    async def _statvfs(self, p: str) -> asyncssh.SFTPVFSAttrs:
+        usage = await self._run(self.ops.disk_usage, self.session, p)
+        if usage is None:
+            raise asyncssh.SFTPOpUnsupported(f"{p}: this storage does not report its size")
+        total, free = usage
+        block = 4096
+        return asyncssh.SFTPVFSAttrs(bsize=block, frsize=block, blocks=total // block, bfree=free // block,
+                                     bavail=free // block, namemax=255)
+
+    def exit(self) -> None:
+        # The session's files are closed: report success, as OpenSSH's
+        # sftp-server does; scp in SFTP mode fails without an exit status.
+        # (Legacy scp has sent its own by now; this is then a no-op.)
+        self.channel.exit(0)
+
+    def readlink(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPOpUnsupported("symbolic links are not supported")
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPOpUnsupported("symbolic links are not supported")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPOpUnsupported("hard links are not supported")
+
+    # -- extensions (called by protocols.sftp.packets) ----------------------------
+
+    async def hash(self, f_or_path: _File | bytes, algorithms: list[str], offset: int, length: int,
+                   block_size: int) -> tuple[str, bytes]:
+        """(algorithm used, digest) of a whole file for check-file. Raises
+        OpUnsupported for ranges and per-block hashes."""
+        p = f_or_path.path if isinstance(f_or_path, _File) else self._path(f_or_path)
+        algorithm = next((a for a in algorithms if a in HASH_ALGORITHMS), None)
+        if algorithm is None:
+            raise asyncssh.SFTPOpUnsupported(f"no supported hash among {','.join(algorithms)}; "
+                                             f"this server has {','.join(HASH_ALGORITHMS)}")
+        if offset or length or block_size:
+            size = (await self._run(self.ops.stat, self.session, p)).size
+            if offset or 0 < length < size or 0 < block_size < size:
+                raise asyncssh.SFTPOpUnsupported("only whole-file hashes are supported "
+                                                 "(offset 0, length 0, block size 0)")
+        digest = await self._run(self.ops.hash, self.session, p, algorithm)
+        return algorithm, bytes.fromhex(digest)
+
+    async def copy_data(self, src: _File, src_offset: int, length: int, dst: _File, dst_offset: int) -> None:
+        """copy-data: a whole-file copy into a freshly truncated file is the
+        core's server-side copy (a job when large; OK once accepted); any
+        other range is copied through read and write."""
+        whole = (src_offset == 0 and dst_offset == 0 and not src.writable and dst.upload is not None
+                 and dst.upload.size == 0 and dst.entry is None
+                 and (length == 0 or length >= (await self.fstat(src)).size))
+        if whole:
+            upload, dst.upload, dst.copied = dst.upload, None, True
+            await self._run(upload.abort)
+            await self._run(self.ops.copy, self.session, src.path, dst.path, overwrite=True,
+                            budget_s=self.ctx.budget_s)
+            return
+        to_end = length == 0
+        while to_end or length > 0:
+            size = _COPY_BLOCK if to_end else min(_COPY_BLOCK, length)
+            data = await self.read(src, src_offset, size)
+            if data:
+                await self.write(dst, dst_offset, data)
+            if len(data) < size:
+                return
+            src_offset += size
+            dst_offset += size
+            length -= size
+

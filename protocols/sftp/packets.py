@@ -1,0 +1,179 @@
+"""The SFTP packet loop: asyncssh's server handler with three changes.
+
+1. **Requests run concurrently.** asyncssh awaits each request before it
+   reads the next, so one slow storage call would stall a pipelined transfer.
+   Here READ and WRITE requests run side by side (out-of-order writes land in
+   ``Upload.write_at``); every other request waits for all requests received
+   before it, and READ/WRITE wait for the other requests before them. So a
+   client observes its requests in the order it sent them, as with a
+   sequential server. At most ``MAX_IN_FLIGHT`` requests run per session;
+   beyond that the loop stops reading and SSH flow control holds the client.
+2. **opendir lists at once**, so "no such folder" answers the opendir rather
+   than the first readdir.
+3. **Extensions**: ``check-file-name`` / ``check-file-handle`` (and the
+   handle form under paramiko's name ``check-file``) answer whole-file hashes;
+   ``copy-data`` goes to :meth:`GatewaySFTPServer.copy_data` (a server-side
+   copy for whole files); ``limits@openssh.com`` offers 256 KiB reads and
+   writes, bounding a session's memory; ``hardlink@openssh.com`` and
+   ``ranges@asyncssh.com`` are not offered.
+
+This subclasses ``asyncssh.sftp.SFTPServerHandler``, which asyncssh does not
+export; checked against asyncssh 2.24.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncssh
+from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_OPENDIR, FXP_READ, FXP_WRITE
+from asyncssh.packet import PacketDecodeError, SSHPacket, String
+from asyncssh.sftp import SFTPServerHandler
+
+from protocols.sftp.handler import HASH_ALGORITHMS, GatewaySFTPServer
+
+__all__ = ["PacketHandler", "MAX_IN_FLIGHT"]
+
+MAX_IN_FLIGHT = 64
+#: Read and write sizes offered by limits@openssh.com (OpenSSH's sftp-server
+#: offers the same): with MAX_IN_FLIGHT, what one session may hold in memory.
+MAX_IO_LEN = 256 << 10
+
+_NOT_OFFERED = {b"hardlink@openssh.com", b"ranges@asyncssh.com"}
+_CHECK_FILE = (b"check-file-name", b"check-file-handle", b"check-file")
+
+
+class _CheckFileReply:
+    """The check-file extended reply: "check-file", the algorithm used, the
+    raw digest (draft-ietf-secsh-filexfer-09 §9.1.2, as paramiko and
+    ProFTPD read it)."""
+
+    def __init__(self, algorithm: str, digest: bytes) -> None:
+        self.algorithm, self.digest = algorithm, digest
+
+    def encode(self, version: int) -> bytes:
+        return String(b"check-file") + String(self.algorithm.encode("ascii")) + self.digest
+
+    def __str__(self) -> str:
+        return f"check-file {self.algorithm} {self.digest.hex()}"
+
+
+class PacketHandler(SFTPServerHandler):
+    """One SFTP session over a :class:`GatewaySFTPServer`, SFTP v3."""
+
+    _extensions = [(name, data) for name, data in SFTPServerHandler._extensions if name not in _NOT_OFFERED] + [
+        (b"check-file-name", ",".join(HASH_ALGORITHMS).encode()),
+        (b"check-file-handle", ",".join(HASH_ALGORITHMS).encode()),
+    ]
+    _return_types = {**SFTPServerHandler._return_types, **{name: FXP_EXTENDED_REPLY for name in _CHECK_FILE}}
+
+    _server: GatewaySFTPServer
+
+    def __init__(self, server: GatewaySFTPServer, reader: Any, writer: Any) -> None:
+        super().__init__(server, reader, writer, 3)
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._last_other: asyncio.Future | None = None
+        self._io: set[asyncio.Future] = set()
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def recv_packets(self) -> None:
+        exc: Exception | None = None
+        try:
+            while self._reader:
+                packet = await self.recv_packet()
+                pkttype = packet.get_byte()
+                pktid = packet.get_uint32()
+                self.log_received_packet(pkttype, pktid, packet)
+                await self._slots.acquire()
+                self._dispatch(pkttype, pktid, packet)
+        except PacketDecodeError as e:
+            exc = asyncssh.SFTPBadMessage(str(e))
+        except EOFError:
+            pass
+        except (OSError, asyncssh.Error) as e:
+            exc = e
+        # Finish what was received (a sequential server would have), so
+        # cleanup's closes see every write.
+        pending = self._pending()
+        if pending:
+            await asyncio.wait(pending)
+        await self._cleanup(exc)
+
+    def _pending(self) -> list[asyncio.Future]:
+        return [t for t in (self._last_other, *self._io) if t is not None and not t.done()]
+
+    def _dispatch(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        if pkttype in (FXP_READ, FXP_WRITE):
+            before = [self._last_other] if self._last_other is not None else []
+            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+            self._io.add(task)
+            task.add_done_callback(self._io.discard)
+        else:
+            before = self._pending()
+            self._io = set()
+            self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+
+    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket) -> None:
+        try:
+            pending = [t for t in before if not t.done()]
+            if pending:
+                await asyncio.wait(pending)
+            await self._process_packet(pkttype, pktid, packet)
+        finally:
+            self._slots.release()
+
+    # -- requests handled differently --------------------------------------------------
+
+    async def _process_opendir(self, packet: SSHPacket) -> bytes:
+        path = packet.get_string()
+        packet.check_end()
+        listing = self._server.scandir(path)
+        await listing.open()
+        handle = self._get_next_handle()
+        self._dir_handles[handle] = listing
+        return handle
+
+    async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
+        packet.check_end()
+        return asyncssh.SFTPLimits(MAX_IO_LEN + 1024, MAX_IO_LEN, MAX_IO_LEN, 0)
+
+    async def _process_copy_data(self, packet: SSHPacket) -> None:
+        src_handle = packet.get_string()
+        src_offset = packet.get_uint64()
+        length = packet.get_uint64()
+        dst_handle = packet.get_string()
+        dst_offset = packet.get_uint64()
+        packet.check_end()
+        src, dst = self._file_handles.get(src_handle), self._file_handles.get(dst_handle)
+        if src is None or dst is None:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        await self._server.copy_data(src, src_offset, length, dst, dst_offset)
+
+    async def _process_check_file_name(self, packet: SSHPacket) -> _CheckFileReply:
+        return await self._check_file(packet.get_string(), packet)
+
+    async def _process_check_file_handle(self, packet: SSHPacket) -> _CheckFileReply:
+        f = self._file_handles.get(packet.get_string())
+        if f is None:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        return await self._check_file(f, packet)
+
+    async def _check_file(self, target: Any, packet: SSHPacket) -> _CheckFileReply:
+        algorithms = packet.get_string().decode("ascii", "replace").lower().split(",")
+        offset = packet.get_uint64()
+        length = packet.get_uint64()
+        block_size = packet.get_uint32()
+        packet.check_end()
+        return _CheckFileReply(*await self._server.hash(target, algorithms, offset, length, block_size))
+
+    _packet_handlers = {
+        **{k: v for k, v in SFTPServerHandler._packet_handlers.items() if k not in _NOT_OFFERED},
+        FXP_OPENDIR: _process_opendir,
+        b"limits@openssh.com": _process_limits,
+        b"copy-data": _process_copy_data,
+        b"check-file-name": _process_check_file_name,
+        b"check-file-handle": _process_check_file_handle,
+        b"check-file": _process_check_file_handle,
+    }

@@ -1,0 +1,250 @@
+"""The SFTP/scp listener: asyncssh on an event loop of its own thread.
+
+One gateway :class:`Session` per SSH connection (protocol ``sftp``): every
+channel of the connection (the SFTP subsystem, scp, the job commands) shares
+it, so the initiator of a backgrounded rename sees its outcome on any of them.
+Core calls (logins included: argon2 takes tens of milliseconds) run in one
+bounded worker pool per listener, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import asyncssh
+from asyncssh.stream import SSHServerStreamSession
+
+from gateway import errors as E
+from gateway.types import Session
+from protocols.sftp.commands import run_command
+from protocols.sftp.handler import Context, GatewaySFTPServer
+from protocols.sftp.packets import PacketHandler
+
+__all__ = ["serve", "SftpHandle", "host_keys", "WORKERS", "HOST_KEY_FILE"]
+
+log = logging.getLogger("gateway.sftp")
+
+#: Worker threads running core calls for all connections of one listener.
+WORKERS = 32
+#: The host key made in ``state_dir`` when ``sftp.host_keys`` is empty.
+HOST_KEY_FILE = "ssh_host_ed25519_key"
+
+_key_lock = threading.Lock()
+
+
+def host_keys(cfg: Any) -> list[asyncssh.SSHKey]:
+    """The configured host keys, or the one kept in ``state_dir`` (an ed25519
+    key generated on first use). Raises ValueError naming an unreadable key."""
+    paths = list(cfg.sftp.host_keys) or [_ensure_host_key(Path(cfg.server.state_dir))]
+    keys = []
+    for path in paths:
+        try:
+            keys.append(asyncssh.read_private_key(path))
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise ValueError(f"sftp.host_keys: cannot read {path}: {exc}") from None
+    return keys
+
+
+def _ensure_host_key(state_dir: Path) -> Path:
+    path = state_dir / HOST_KEY_FILE
+    with _key_lock:
+        if path.exists():
+            return path
+        state_dir.mkdir(parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=state_dir)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key.export_private_key())
+            try:
+                os.link(tmp, path)  # another process may have made one first: keep that
+            except FileExistsError:
+                return path
+        finally:
+            os.unlink(tmp)
+        path.with_name(HOST_KEY_FILE + ".pub").write_bytes(key.export_public_key())
+        log.info("generated SSH host key %s (%s)", path, key.get_fingerprint())
+    return path
+
+
+class _Connection(asyncssh.SSHServer):
+    """One SSH connection: its logins and its gateway session."""
+
+    def __init__(self, handle: "SftpHandle") -> None:
+        self._handle = handle
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self.remote = ""
+        self.session: Session | None = None
+        self._users: dict[str, Any] = {}
+        self._keys: dict[tuple[str, bytes], bool] = {}
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        host, port = conn.get_extra_info("peername")[:2]
+        self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        conns = self._handle.connections
+        if len(conns) >= self._handle.max_connections:
+            log.warning("sftp: refusing %s: %d connections already", self.remote, len(conns))
+            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections; try again later")
+            return
+        conns.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handle.connections.discard(self._conn)
+        rejected = [name for (name, _), ok in self._keys.items() if not ok]
+        if self.session is None and rejected:
+            self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    async def _login(self, login: Callable, username: str, secret: Any) -> bool:
+        try:
+            user = await self._handle.run(login, username, secret, self.remote)
+        except E.AuthenticationFailed:
+            return False
+        self._users[username] = user
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        return await self._login(self._handle.gw.auth.login_password, username, password)
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        # asyncssh asks once when the client offers a key and again to check
+        # its signature: count one login (or failure) per key.
+        k = (username, key.public_data)
+        if k not in self._keys:
+            login = partial(self._handle.gw.auth.login_key, count_failure=False)
+            self._keys[k] = await self._login(login, username, key.public_data)
+        return self._keys[k]
+
+    def kbdint_auth_supported(self) -> bool:
+        return self._handle.cfg.sftp.keyboard_interactive
+
+    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> tuple:
+        return "", "", "", [("Password: ", False)]
+
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
+        return len(responses) == 1 and await self.validate_password(username, responses[0])
+
+    def auth_completed(self) -> None:
+        assert self._conn is not None
+        user = self._users[self._conn.get_extra_info("username")]
+        self.session = Session(user, "sftp", self.remote)
+
+    def session_requested(self) -> "_Channel":
+        return _Channel(self._handle, self)
+
+
+class _Channel(SSHServerStreamSession):
+    """A session channel: the SFTP subsystem, scp, or a job command."""
+
+    def __init__(self, handle: "SftpHandle", owner: _Connection) -> None:
+        super().__init__(self._command, sftp_factory=self._sftp_server, allow_scp=True)
+        self._handle = handle
+        self._owner = owner
+
+    def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> GatewaySFTPServer:
+        assert self._owner.session is not None
+        return GatewaySFTPServer(chan, self._handle.ctx, self._owner.session)
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return subsystem == "sftp"
+
+    def session_started(self) -> None:
+        if self._chan.get_subsystem() != "sftp":
+            super().session_started()  # scp (asyncssh's server over our SFTP hooks) or _command
+            return
+        reader = asyncssh.SSHReader(self, self._chan)
+        writer = asyncssh.SSHWriter(self, self._chan)
+        handler = PacketHandler(self._sftp_server(self._chan), reader, writer)
+        self._conn.create_task(handler.run(), reader.logger)
+
+    async def _command(self, stdin: Any, stdout: Any, stderr: Any) -> None:
+        status, out, err = await self._handle.run(run_command, self._handle.gw.ops, self._owner.session,
+                                                  self._chan.get_command())
+        stdout.write(out.encode("utf-8"))
+        stderr.write(err.encode("utf-8"))
+        self._chan.exit(status)
+
+
+class SftpHandle:
+    """A running listener; :meth:`close` stops it and its connections."""
+
+    def __init__(self, gw: Any, cfg: Any) -> None:
+        self.gw = gw
+        self.cfg = cfg
+        self.max_connections = cfg.sftp.max_connections
+        self.connections: set[asyncssh.SSHServerConnection] = set()
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
+        self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sftp", daemon=True)
+        self._closed = False
+        keys = host_keys(cfg)
+        self._thread.start()
+        try:
+            self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(keys), self._loop).result(timeout=30)
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.address = (cfg.server.host, self._acceptor.get_port())
+
+    async def _listen(self, keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
+        return await asyncssh.listen(self.cfg.server.host, self.cfg.sftp.port, server_factory=lambda: _Connection(self),
+                                     server_host_keys=keys, encoding=None)
+
+    async def run(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` in the worker pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        """Stop listening, close every connection (open uploads are settled
+        as on a dropped connection) and stop the loop. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
+        finally:
+            self._stop_loop()
+
+    async def _shutdown(self) -> None:
+        self._acceptor.close()
+        conns = list(self.connections)
+        for conn in conns:
+            conn.close()
+        if conns:
+            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=10)
+        await self._acceptor.wait_closed()
+        # Sessions finish their last requests and closes after the transport has gone.
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            await asyncio.wait(others, timeout=10)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def serve(gw: Any, cfg: Any) -> SftpHandle:
+    """Start the SFTP/scp listener (``cfg.sftp``) and return once it listens;
+    port 0 picks a free one (see ``handle.address``)."""
+    return SftpHandle(gw, cfg)

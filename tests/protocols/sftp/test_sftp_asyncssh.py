@@ -1,0 +1,155 @@
+"""The SFTP front end through asyncssh as a client: extensions, concurrent
+(pipelined, out-of-order) transfers, attributes and the error statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import asyncssh
+import pytest
+from asyncssh.constants import FXP_EXTENDED_REPLY
+from asyncssh.packet import String, UInt32, UInt64
+
+from gateway import errors as E
+from protocols.sftp.errors import STATUS, to_sftp_error
+from sftp_support import connect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def test_every_gateway_error_has_a_status_and_keeps_its_message():
+    for cls in E.ALL_ERRORS:
+        assert cls in STATUS, f"{cls.__name__} has no row in the SFTP status table"
+        exc = to_sftp_error(cls("what happened", "/p"))
+        assert isinstance(exc, asyncssh.SFTPError) and exc.reason == "what happened"
+    assert to_sftp_error(E.NotFound("x")).code == asyncssh.FX_NO_SUCH_FILE
+    assert to_sftp_error(E.MissingParent("x")).code == asyncssh.FX_NO_SUCH_FILE
+    assert to_sftp_error(E.PermissionDenied("x")).code == asyncssh.FX_PERMISSION_DENIED
+    assert to_sftp_error(E.AlreadyExists("x")).code == asyncssh.FX_FILE_ALREADY_EXISTS
+    for cls in (E.Busy, E.QuotaExceeded, E.BackendUnavailable, E.BackendError, E.BadRequest, E.Conflict):
+        # v3 clients see anything past FX_OP_UNSUPPORTED as FX_FAILURE
+        assert to_sftp_error(cls("x")).encode(3)[:4] == UInt32(asyncssh.FX_FAILURE)
+
+
+@pytest.fixture
+def gw(gateway_factory):
+    return gateway_factory(protocols=("sftp",), users={"bob": {"permissions": ["list", "download"]}})
+
+
+async def _check_file(sftp: asyncssh.SFTPClient, request: bytes, target: bytes, algorithms: bytes) -> tuple:
+    """A raw check-file request (asyncssh's client has no API for it)."""
+    waiter = asyncio.get_running_loop().create_future()
+    sftp._handler._send_request(request, [String(target), String(algorithms), UInt64(0), UInt64(0), UInt32(0)],
+                                waiter)
+    resptype, packet = await waiter
+    if resptype != FXP_EXTENDED_REPLY:
+        sftp._handler._process_status(packet)  # raises the error it carries
+    return packet.get_string(), packet.get_string(), packet.get_remaining_payload()
+
+
+def test_extensions(gw, tmp_path):
+    data = os.urandom(700_000)
+    (gw.data / "f.bin").write_bytes(data)
+    (gw.data / "g.txt").write_bytes(b"old")
+
+    async def go():
+        async with connect(gw.port("sftp")) as (_, sftp):
+            # copy-data: OpenSSH's cp and asyncssh's remote-only copy
+            await sftp.copy("/f.bin", "/copy.bin", remote_only=True)
+            assert (gw.data / "copy.bin").read_bytes() == data
+            # posix-rename replaces the target; plain rename refuses to
+            await sftp.posix_rename("/copy.bin", "/g.txt")
+            assert (gw.data / "g.txt").read_bytes() == data and not (gw.data / "copy.bin").exists()
+            vfs = await sftp.statvfs("/")
+            assert vfs.blocks > 0 and vfs.bsize > 0 and vfs.bavail <= vfs.blocks
+            assert sftp.limits.max_read_len > 0
+            # check-file by name and by handle, whole-file hashes
+            kind, algo, digest = await _check_file(sftp, b"check-file-name", b"/f.bin", b"foo,sha256,md5")
+            assert (kind, algo, digest) == (b"check-file", b"sha256", hashlib.sha256(data).digest())
+            async with sftp.open("/f.bin", "rb") as f:
+                kind, algo, digest = await _check_file(sftp, b"check-file-handle", f.handle, b"md5")
+            assert (algo, digest) == (b"md5", hashlib.md5(data).digest())
+            with pytest.raises(asyncssh.SFTPOpUnsupported):
+                await _check_file(sftp, b"check-file-name", b"/f.bin", b"crc32")
+            # fsync is accepted; the upload is committed on close
+            async with sftp.open("/synced", "wb") as f:
+                await f.write(b"abc")
+                await f.fsync()
+            assert (gw.data / "synced").read_bytes() == b"abc"
+            # times through setstat; permissions are accepted and not kept
+            await sftp.utime("/synced", (1_600_000_000, 1_600_000_000))
+            await sftp.chmod("/synced", 0o600)
+            attrs = await sftp.stat("/synced")
+            assert attrs.mtime == 1_600_000_000 and attrs.size == 3 and attrs.type == asyncssh.FILEXFER_TYPE_REGULAR
+            assert (await sftp.stat("/")).type == asyncssh.FILEXFER_TYPE_DIRECTORY
+            assert await sftp.realpath("/a/../b/./c") == "/b/c"
+            assert await sftp.realpath(".") == "/"
+
+    asyncio.run(go())
+
+
+def test_pipelined_and_out_of_order_transfers(gw, tmp_path):
+    data = os.urandom(5_000_000)
+    (tmp_path / "src.bin").write_bytes(data)
+
+    async def go():
+        async with connect(gw.port("sftp")) as (_, sftp):
+            # many small requests in flight each way
+            await sftp.put(str(tmp_path / "src.bin"), "/p.bin", block_size=16384, max_requests=128)
+            assert (gw.data / "p.bin").read_bytes() == data
+            await sftp.get("/p.bin", str(tmp_path / "back.bin"), block_size=16384, max_requests=128)
+            assert (tmp_path / "back.bin").read_bytes() == data
+            # writes sent out of order land in place
+            async with sftp.open("/ooo.bin", "wb") as f:
+                await asyncio.gather(f.write(b"CCCC", 8), f.write(b"BBBB", 4), f.write(b"AAAA", 0))
+            assert (gw.data / "ooo.bin").read_bytes() == b"AAAABBBBCCCC"
+            # random-offset reads
+            async with sftp.open("/p.bin", "rb") as f:
+                parts = await asyncio.gather(*(f.read(1000, off) for off in (4_000_000, 10, 2_500_000)))
+            assert parts == [data[4_000_000:4_001_000], data[10:1010], data[2_500_000:2_501_000]]
+
+    asyncio.run(go())
+
+
+def test_error_statuses(gw):
+    (gw.data / "exists.txt").write_bytes(b"x")
+    (gw.data / "dir").mkdir()
+
+    async def go():
+        async with connect(gw.port("sftp")) as (_, sftp):
+            with pytest.raises(asyncssh.SFTPNoSuchFile, match="no such file"):
+                await sftp.stat("/nope")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.open("/nope", "rb")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.listdir("/nope")
+            with pytest.raises(asyncssh.SFTPNoSuchFile):
+                await sftp.open("/missing/parent.txt", "wb")
+            # AlreadyExists: FX_FAILURE for a v3 client, with the message
+            with pytest.raises(asyncssh.SFTPFailure, match="already exists"):
+                await sftp.mkdir("/dir")
+            with pytest.raises(asyncssh.SFTPFailure, match="already exists"):
+                await sftp.rename("/exists.txt", "/dir")
+            with pytest.raises(asyncssh.SFTPFailure, match="is a folder"):  # never replaces a folder tree
+                await sftp.posix_rename("/exists.txt", "/dir")
+            with pytest.raises(asyncssh.SFTPFailure, match="already exists"):
+                await sftp.open("/exists.txt", asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_EXCL)
+            with pytest.raises(asyncssh.SFTPFailure, match="is a folder"):
+                await sftp.open("/dir", "rb")
+            with pytest.raises(asyncssh.SFTPOpUnsupported):
+                await sftp.symlink("/exists.txt", "/link")
+        async with connect(gw.port("sftp"), "bob") as (_, sftp):
+            assert "exists.txt" in await sftp.listdir("/")
+            async with sftp.open("/exists.txt", "rb") as f:
+                assert await f.read() == b"x"
+            for attempt in (sftp.open("/new.txt", "wb"), sftp.remove("/exists.txt"), sftp.mkdir("/bobdir"),
+                            sftp.rename("/exists.txt", "/moved.txt"), sftp.rmdir("/dir")):
+                with pytest.raises(asyncssh.SFTPPermissionDenied, match="permission denied"):
+                    await attempt
+        with pytest.raises(asyncssh.PermissionDenied):
+            async with connect(gw.port("sftp"), "alice", password="wrong"):
+                pass
+
+    asyncio.run(go())

@@ -1,0 +1,123 @@
+"""The SFTP front end driven by OpenSSH's own clients: sftp in batch mode
+(password and key auth), scp both ways (SFTP and legacy protocol), and the
+ssh job commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sftp_support import scp, sftp_batch, ssh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def payload() -> bytes:
+    return os.urandom(3_000_000 + 123)
+
+
+def test_batch_put_get_rename_rm_mkdir_rmdir_ls_cp(gateway_factory, tmp_path, payload):
+    r = gateway_factory(protocols=("sftp",))
+    (tmp_path / "big.bin").write_bytes(payload)
+    (tmp_path / "small.txt").write_bytes(b"hello\n")
+    p = sftp_batch(r.port("sftp"), "alice", [
+        "mkdir /d",
+        "put big.bin /d/big.bin",
+        "put small.txt /d/small.txt",
+        "ls -l /d",
+        "cp /d/big.bin /d/copy.bin",
+        "rename /d/small.txt /d/renamed.txt",
+        "get /d/copy.bin copy.bin",
+        "get /d/renamed.txt renamed.txt",
+        "mkdir /d/sub",
+        "put small.txt /d/sub/x",
+        "rm /d/big.bin",
+        "mkdir /empty",
+        "rmdir /empty",
+        "df /",
+        "ls /d",
+    ], tmp_path)
+    assert "big.bin" in p.stdout and "3000123" in p.stdout  # ls -l before the rm
+    assert (tmp_path / "copy.bin").read_bytes() == payload
+    assert (tmp_path / "renamed.txt").read_bytes() == b"hello\n"
+    d = r.data / "d"
+    assert sorted(x.name for x in d.iterdir()) == ["copy.bin", "renamed.txt", "sub"]
+    assert (d / "copy.bin").read_bytes() == payload
+    assert not (r.data / "empty").exists()
+    # rmdir of a folder with content removes the tree (the gateway's recursive delete).
+    sftp_batch(r.port("sftp"), "alice", ["rmdir /d/sub", "ls /d"], tmp_path)
+    assert not (d / "sub").exists()
+
+
+def test_reput_and_reget_resume(gateway_factory, tmp_path, payload):
+    r = gateway_factory(protocols=("sftp",))
+    (tmp_path / "full.bin").write_bytes(payload)
+    (tmp_path / "part.bin").write_bytes(payload[:1_000_000])
+    sftp_batch(r.port("sftp"), "alice", ["put part.bin /f.bin"], tmp_path)
+    assert (r.data / "f.bin").stat().st_size == 1_000_000
+    sftp_batch(r.port("sftp"), "alice", ["reput full.bin /f.bin"], tmp_path)
+    assert (r.data / "f.bin").read_bytes() == payload
+    (tmp_path / "got.bin").write_bytes(payload[:777_777])
+    sftp_batch(r.port("sftp"), "alice", ["reget /f.bin got.bin"], tmp_path)
+    assert (tmp_path / "got.bin").read_bytes() == payload
+
+
+def test_key_auth(gateway_factory, tmp_path):
+    key = tmp_path / "id_carol"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    other = tmp_path / "id_other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    pub = (tmp_path / "id_carol.pub").read_text().strip()
+    r = gateway_factory(protocols=("sftp",), users={"carol": {"authorized_keys": [pub]}})
+    (tmp_path / "k.txt").write_bytes(b"by key\n")
+    sftp_batch(r.port("sftp"), "carol", ["put k.txt /k.txt", "get /k.txt back.txt"], tmp_path, key=key)
+    assert (r.data / "k.txt").read_bytes() == b"by key\n"
+    assert (tmp_path / "back.txt").read_bytes() == b"by key\n"
+    refused = sftp_batch(r.port("sftp"), "carol", ["ls /"], tmp_path, key=other, check=False)
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+
+def _tree(root):
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"a" * 1000)
+    (root / "sub" / "b.bin").write_bytes(os.urandom(200_000))
+    (root / "sub" / "deeper" / "c").write_bytes(b"")
+    os.utime(root / "a.txt", (1_500_000_000, 1_500_000_000))
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["scp-sftp", "scp-legacy"])
+def test_scp_both_ways_recursive_with_times(gateway_factory, tmp_path, legacy):
+    r = gateway_factory(protocols=("sftp",))
+    mode = ["-O"] if legacy else []
+    want = _tree(tmp_path / "tree")
+    scp(r.port("sftp"), "alice", *mode, "-r", "-p", "tree", "@:/up", cwd=tmp_path)
+    assert _files(r.data / "up") == want
+    assert int((r.data / "up" / "a.txt").stat().st_mtime) == 1_500_000_000
+    scp(r.port("sftp"), "alice", *mode, "-r", "-p", "@:/up", "down", cwd=tmp_path)
+    assert _files(tmp_path / "down") == want
+    assert int((tmp_path / "down" / "a.txt").stat().st_mtime) == 1_500_000_000
+    scp(r.port("sftp"), "alice", *mode, "tree/a.txt", "@:/single.txt", cwd=tmp_path)
+    assert (r.data / "single.txt").read_bytes() == want[Path("a.txt")]
+    missing = scp(r.port("sftp"), "alice", *mode, "@:/nope.txt", "x", cwd=tmp_path, check=False)
+    # asyncssh's legacy scp server globs the source: "No matches found".
+    assert missing.returncode != 0 and ("no such file" in missing.stderr.lower() or "No matches" in missing.stderr)
+
+
+def test_exec_job_commands_and_refusal(gateway_factory, tmp_path):
+    r = gateway_factory(protocols=("sftp",))
+    port = r.port("sftp")
+    assert ssh(port, "alice", "jobs", tmp_path).stdout == "no jobs\n"
+    refused = ssh(port, "alice", "ls -la /", tmp_path)
+    assert refused.returncode == 1
+    assert "only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id> are available" in refused.stderr
+    unknown = ssh(port, "alice", "job nope", tmp_path)
+    assert unknown.returncode == 1 and "no job 'nope'" in unknown.stderr

@@ -1,0 +1,111 @@
+"""The SFTP listener itself: host keys, login methods, connection limits, a
+dropped connection's upload, and shutdown with clients connected."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+import subprocess
+import time
+
+import asyncssh
+import pytest
+
+from conftest import PASSWORDS
+from protocols.sftp.server import HOST_KEY_FILE, host_keys
+from sftp_support import connect
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
+
+
+async def _server_key(port: int) -> asyncssh.SSHKey:
+    async with connect(port) as (conn, _):
+        return conn.get_server_host_key()
+
+
+def test_generated_host_key_is_made_once_and_served(gateway_factory):
+    r = gateway_factory(protocols=("sftp",))
+    path = r.cfg.server.state_dir / HOST_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = host_keys(r.cfg)[0]
+    assert host_keys(r.cfg)[0].public_data == key.public_data  # not regenerated
+    assert asyncio.run(_server_key(r.port("sftp"))).public_data == key.public_data
+
+
+def test_configured_host_key_is_served(gateway_factory, tmp_path):
+    path = tmp_path / "my_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(path)], check=True)
+    r = gateway_factory(protocols=("sftp",), sections={"sftp": {"host_keys": [str(path)]}})
+    assert asyncio.run(_server_key(r.port("sftp"))).public_data == asyncssh.read_private_key(path).public_data
+    assert not (r.cfg.server.state_dir / HOST_KEY_FILE).exists()
+
+
+async def _kbdint_login(port: int) -> None:
+    async with asyncssh.connect("127.0.0.1", port, username="alice", password=PASSWORDS["alice"], known_hosts=None,
+                                client_keys=None, agent_path=None, preferred_auth="keyboard-interactive"):
+        pass
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_keyboard_interactive_only_when_configured(gateway_factory, enabled):
+    r = gateway_factory(protocols=("sftp",), sections={"sftp": {"keyboard_interactive": enabled}})
+    if enabled:
+        asyncio.run(_kbdint_login(r.port("sftp")))
+    else:
+        with pytest.raises(asyncssh.PermissionDenied):
+            asyncio.run(_kbdint_login(r.port("sftp")))
+
+
+def test_connection_limit(gateway_factory):
+    r = gateway_factory(protocols=("sftp",), sections={"sftp": {"max_connections": 2}})
+
+    async def go():
+        async with connect(r.port("sftp")), connect(r.port("sftp")):
+            with pytest.raises((asyncssh.Error, OSError)):
+                async with connect(r.port("sftp")):
+                    pass
+        for _ in range(50):  # the server notices the others are gone a moment later
+            try:
+                async with connect(r.port("sftp")) as (_, sftp):
+                    assert await sftp.listdir("/") is not None
+                return
+            except (asyncssh.Error, OSError):
+                await asyncio.sleep(0.1)
+        pytest.fail("no room again after the other connections closed")
+
+    asyncio.run(go())
+
+
+def test_dropped_connection_keeps_the_partial_upload_for_resume(gateway_factory):
+    r = gateway_factory(protocols=("sftp",))
+
+    async def go():
+        async with connect(r.port("sftp")) as (conn, sftp):
+            f = await sftp.open("/partial.bin", "wb")
+            await f.write(b"a" * 100_000)
+            conn.abort()
+        deadline = time.monotonic() + 10
+        while not (r.data / "partial.bin").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert (r.data / "partial.bin").read_bytes() == b"a" * 100_000
+
+    asyncio.run(go())
+
+
+def test_close_with_connected_clients_is_prompt(gateway_factory):
+    r = gateway_factory(protocols=("sftp",))
+
+    async def go():
+        async with connect(r.port("sftp")) as (_, sftp):
+            f = await sftp.open("/open.bin", "wb")
+            await f.write(b"z" * 10)
+            t0 = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(None, r.handles["sftp"].close)
+            assert time.monotonic() - t0 < 5
+        with pytest.raises(OSError):
+            async with connect(r.port("sftp")):
+                pass
+
+    asyncio.run(go())
+    assert (r.data / "open.bin").read_bytes() == b"z" * 10
+    r.handles["sftp"].close()  # idempotent
