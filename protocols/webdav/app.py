@@ -1,0 +1,94 @@
+"""``make_dav_app(gw, cfg)``: the WSGI app ``protocols.http`` mounts at /dav."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from wsgidav.dir_browser import WsgiDavDirBrowser
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.http_authenticator import HTTPAuthenticator
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from gateway.davstate import DavState
+from protocols.webdav.auth import GatewayDomainController
+from protocols.webdav.errors import TextErrors, reason
+from protocols.webdav.locks import LockStorage
+from protocols.webdav.props import PropertyManager
+from protocols.webdav.provider import GatewayProvider
+
+__all__ = ["make_dav_app", "MOUNT_PATH"]
+
+#: Where protocols.http mounts this app (hrefs and Destination headers carry it).
+MOUNT_PATH = "/dav"
+
+
+def make_dav_app(gw: Any, cfg: Any) -> Callable:
+    """WebDAV class 1 and 2 over ``gw.ops``; locks and dead properties live
+    in the job store's database (see gateway.davstate)."""
+    state = DavState(gw.store.engine)
+    provider = GatewayProvider(gw.ops, state, propfind_infinity=cfg.http.propfind_infinity)
+    app = WsgiDAVApp({
+        "provider_mapping": {"/": provider},
+        "mount_path": MOUNT_PATH,
+        "lock_storage": LockStorage(state),
+        "property_manager": PropertyManager(state),
+        "gateway_auth": gw.auth,
+        "middleware_stack": [ErrorPrinter, TextErrors, HTTPAuthenticator, _FolderBrowser, RequestResolver],
+        "http_authenticator": {
+            "domain_controller": GatewayDomainController,
+            "accept_basic": True,
+            "accept_digest": False,
+            "default_to_digest": False,
+        },
+        # ownCloud/Nextcloud clients and rclone (vendor owncloud/nextcloud)
+        # send the file's time in X-OC-Mtime.
+        "honor_mtime_header": True,
+        "hotfixes": {
+            # Windows Explorer sets times with PROPPATCH Win32LastModifiedTime.
+            "emulate_win32_lastmod": True,
+            # Clients send UTF-8 paths; WSGI hands them over as latin-1.
+            "re_encode_path_info": True,
+        },
+        "dir_browser": {
+            "enable": True,
+            "ms_sharepoint_support": False,
+            "libre_office_support": False,
+            "response_trailer": False,
+            "davmount": True,
+        },
+        "suppress_version_info": True,
+        "verbose": 1,
+        "logging": {"enable": False},
+    })
+    return _fix_status_lines(app)
+
+
+class _FolderBrowser(WsgiDavDirBrowser):
+    """wsgidav's HTML folder listing, asked only for GET and HEAD: it looks
+    the path up first, which would cost every other request one more stat."""
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            return super().__call__(environ, start_response)
+        return self.next_app(environ, start_response)
+
+
+def _fix_status_lines(app: Callable) -> Callable:
+    """Two slips of wsgidav's replies: statuses it has no text for read
+    '202 Status' (give them their standard reason phrase), and the folder
+    browser's trailing-slash redirect forgets the mount path."""
+
+    def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            code, _, text = status.partition(" ")
+            if text == "Status" and code.isdigit():
+                status = reason(int(code))
+            if code == "301":  # only the folder browser redirects, to a path below the mount
+                headers = [(k, MOUNT_PATH + v if k.lower() == "location" and v.startswith("/") else v)
+                           for k, v in headers]
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return wrapped

@@ -1,0 +1,94 @@
+"""The one table from gateway errors to HTTP statuses, and the DAVError that
+carries them to wsgidav with a short text body."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from http import HTTPStatus
+from typing import Any, Iterator
+
+from wsgidav.dav_error import ERROR_RESPONSES, DAVError
+from wsgidav.mw.base_mw import BaseMiddleware
+
+from gateway import errors as E
+
+__all__ = ["STATUS", "GatewayDAVError", "TextErrors", "status_for", "dav_error", "translated", "reason"]
+
+#: Gateway error → HTTP status; a dict value picks by request method (None:
+#: any other method). Looked up along the MRO (``gateway.errors.lookup``).
+STATUS: dict[type[E.GatewayError], int | dict[str | None, int]] = {
+    E.GatewayError: 500,
+    E.NotFound: 404,
+    E.MissingParent: 409,
+    # Overwrite: F on an existing destination; MKCOL on an existing path is 405 (RFC 4918 9.3.1).
+    E.AlreadyExists: {"MKCOL": 405, None: 412},
+    E.NotADirectory: 409,
+    E.IsADirectory: {"PUT": 405, None: 409},
+    E.DirectoryNotEmpty: 409,
+    E.PermissionDenied: 403,
+    E.AuthenticationFailed: 401,
+    E.LoginBanned: 429,
+    E.Conflict: 409,
+    E.Busy: 423,
+    E.InvalidState: 409,
+    E.QuotaExceeded: 507,
+    E.ReadOnly: 403,
+    E.Unsupported: 501,
+    E.BadRequest: 400,
+    E.BackendError: 502,
+    E.BackendUnavailable: 503,
+}
+
+
+def reason(status: int) -> str:
+    """'423 Locked': the status line wsgidav would spell '423 Status'."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Status"
+
+
+class GatewayDAVError(DAVError):
+    """A DAVError whose response page is one line of plain text."""
+
+    def __init__(self, status: int, message: str, *, add_headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(status, message, add_headers=add_headers)
+        self.message = message
+
+    def get_response_page(self) -> tuple[str, bytes]:
+        return "text/plain; charset=utf-8", f"{reason(self.value)}: {self.message}\n".encode()
+
+
+def status_for(exc: E.GatewayError, method: str | None = None) -> int:
+    entry = E.lookup(STATUS, exc)
+    if isinstance(entry, dict):
+        return entry[method] if method in entry else entry[None]
+    return entry
+
+
+def dav_error(exc: E.GatewayError, method: str | None = None) -> GatewayDAVError:
+    return GatewayDAVError(status_for(exc, method), exc.message)
+
+
+@contextmanager
+def translated(environ: dict) -> Iterator[None]:
+    """Re-raise a gateway error as the DAVError its table row names."""
+    try:
+        yield
+    except E.GatewayError as exc:
+        raise dav_error(exc, environ.get("REQUEST_METHOD")) from None
+
+
+class TextErrors(BaseMiddleware):
+    """Between wsgidav's ErrorPrinter and the rest: wsgidav's own errors
+    (HTML pages) become the same one line of text as ours. Errors with an
+    XML precondition body (lock conflicts, ...) pass unchanged."""
+
+    def __call__(self, environ: dict, start_response: Any) -> Iterator[bytes]:
+        try:
+            yield from self.next_app(environ, start_response)
+        except DAVError as e:
+            if isinstance(e, GatewayDAVError) or e.err_condition is not None:
+                raise
+            message = e.context_info or ERROR_RESPONSES.get(e.value) or HTTPStatus(e.value).phrase
+            raise GatewayDAVError(e.value, str(message), add_headers=e.add_headers) from None

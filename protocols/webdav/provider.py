@@ -1,0 +1,365 @@
+"""The wsgidav DAV provider: resources whose every action is one call on
+``gw.ops``, seen through the asking session.
+
+COPY, MOVE and DELETE take wsgidav's native fast path (``handle_copy``,
+``handle_move``, ``handle_delete``): wsgidav has checked syntax, If headers and
+locks by then, the core checks the rest (source, permissions, names,
+Overwrite, busy paths) before it accepts anything, so a doomed request gets its
+4xx and never a 202. The reply is 201/204 (the initiating session's view
+already shows the outcome) unless the client asked for asynchronous replies
+(``Prefer: respond-async`` or ``OC-LazyOps: true``) and the core backgrounded
+the operation: 202 with the job's monitor URL.
+
+Locks and dead properties are keyed by *global* path (``get_ref_url``), so
+they follow the resource whichever user's home it is reached through.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, BinaryIO, Callable
+from urllib.parse import quote
+
+from wsgidav import util
+from wsgidav.dav_error import (HTTP_FORBIDDEN, HTTP_LOCKED, DAVError, DAVErrorCondition,
+                               PRECONDITION_CODE_LockConflict, PRECONDITION_CODE_PropfindFiniteDepth)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from gateway import errors as E
+from gateway.davstate import DavState
+from gateway.ops import Operations, Outcome, Upload
+from gateway.types import Entry, Session
+from protocols.webdav.auth import SESSION_KEY
+from protocols.webdav.errors import GatewayDAVError, translated
+from protocols.webdav.props import key_of
+
+__all__ = ["GatewayProvider", "MONITOR_PATH"]
+
+#: Where the REST API serves a job's monitor (DESIGN.md, REST API).
+MONITOR_PATH = "/api/v1/monitor/"
+
+
+def _wants_async(environ: dict) -> bool:
+    return ("respond-async" in environ.get("HTTP_PREFER", "").lower()
+            or environ.get("HTTP_OC_LAZYOPS", "").strip().lower() in ("true", "1"))
+
+
+def _member(folder: str, name: str) -> str:
+    return folder.rstrip("/") + "/" + name
+
+
+def _etag(entry: Entry | None) -> str | None:
+    """A strong ETag without quotes (wsgidav adds them): the storage's own
+    when it has one, else one derived from modification time and size."""
+    if entry is None or entry.is_dir:
+        return None
+    if entry.etag:
+        tag = entry.etag.removeprefix("W/").replace('"', "").strip()
+        if tag:
+            return tag
+    mtime_us = int((entry.mtime or 0) * 1_000_000)
+    return f"{mtime_us:x}-{entry.size:x}"
+
+
+class GatewayProvider(DAVProvider):
+    """One provider for every user: the session in the request's environ says
+    who asks (see ``auth.GatewayDomainController``)."""
+
+    def __init__(self, ops: Operations, state: DavState, *, propfind_infinity: bool = False) -> None:
+        super().__init__()
+        self.ops = ops
+        self.state = state
+        self.propfind_infinity = propfind_infinity
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return "GatewayProvider()"
+
+    def is_readonly(self) -> bool:
+        return False
+
+    def get_resource_inst(self, path: str, environ: dict) -> "_Resource | None":
+        """The resource at ``path`` as the asking session sees it; None when
+        it does not exist."""
+        session: Session = environ[SESSION_KEY]
+        self._local.session = session
+        with translated(environ):
+            try:
+                entry = self.ops.stat(session, path)
+            except (E.NotFound, E.NotADirectory):
+                return None
+        return _resource(self, path, entry, environ)
+
+    def ref_url_to_path(self, ref_url: str) -> str:
+        """The asking user's path of a lock root (a global path; see
+        ``_Resource.get_ref_url``). wsgidav calls this only after
+        ``get_resource_inst`` in the same request thread."""
+        session = getattr(self._local, "session", None)
+        path = self.state.user_path(session, key_of(ref_url)) if session else None
+        return path or "/"
+
+    def custom_request_handler(self, environ: dict, start_response: Any, default_handler: Any) -> Any:
+        if (environ["REQUEST_METHOD"] == "PROPFIND" and not self.propfind_infinity
+                and environ.get("HTTP_DEPTH", "infinity") == "infinity"):
+            raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
+                           err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
+        return default_handler(environ, start_response)
+
+
+def _resource(provider: GatewayProvider, path: str, entry: Entry, environ: dict) -> "_Resource":
+    cls = _Folder if entry.is_dir else _File
+    return cls(provider, path, entry, environ)
+
+
+class _Resource:
+    """What files and folders share: identity, times and the fast paths."""
+
+    provider: GatewayProvider
+    environ: dict
+    path: str
+    is_collection: bool
+    get_href: Callable[[], str]  # from wsgidav's _DAVResource
+
+    def _init(self, provider: GatewayProvider, entry: Entry | None) -> None:
+        self.provider = provider
+        self.ops = provider.ops
+        self.entry = entry
+
+    @property
+    def session(self) -> Session:
+        return self.environ[SESSION_KEY]
+
+    def _key(self, path: str | None = None) -> str:
+        with translated(self.environ):
+            return self.provider.state.key(self.session, self.path if path is None else path)
+
+    def get_ref_url(self) -> str:
+        key = self._key()
+        return quote(key + "/" if self.is_collection and key != "/" else key)
+
+    def get_last_modified(self) -> float | None:
+        return self.entry.mtime if self.entry else None
+
+    def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
+        """Win32LastModifiedTime (PROPPATCH) and X-OC-Mtime (PUT, MKCOL)."""
+        seconds = util.parse_time_string(time_stamp) if isinstance(time_stamp, str) else time_stamp
+        if seconds is None:
+            raise GatewayDAVError(400, f"not a time: {time_stamp!r}")
+        if not dry_run:
+            with translated(self.environ):
+                self.ops.set_mtime(self.session, dest_path, float(seconds))
+        return True
+
+    # -- COPY / MOVE / DELETE -----------------------------------------------------------
+
+    def handle_delete(self) -> bool | list:
+        self._check_locks_below()
+        with translated(self.environ):
+            outcome = self.ops.delete(self.session, self.path, recursive=True, budget_s=self._budget())
+        self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
+        self.provider.state.remove_props(self._key())
+        return self._reply(outcome, replaced=True)
+
+    def handle_move(self, dest_path: str) -> bool | list:
+        replaced = self._exists(dest_path)
+        with translated(self.environ):
+            outcome = self.ops.move(self.session, self.path, dest_path, overwrite=self._overwrite(),
+                                    budget_s=self._budget())
+        # RFC 4918 7.5: a moved resource leaves its locks behind.
+        self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
+        self.provider.state.move_props(self._key(), self._key(dest_path))
+        return self._reply(outcome, replaced)
+
+    def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool | list:
+        replaced = self._exists(dest_path)
+        with translated(self.environ):
+            if self.is_collection and not depth_infinity:
+                # Depth: 0 copies the folder itself, without its members.
+                if replaced:
+                    self.ops.delete(self.session, dest_path, recursive=True)
+                self.ops.mkdir(self.session, dest_path)
+                outcome = Outcome()
+            else:
+                outcome = self.ops.copy(self.session, self.path, dest_path, overwrite=self._overwrite(),
+                                        budget_s=self._budget())
+        self.provider.state.copy_props(self._key(), self._key(dest_path), recursive=depth_infinity)
+        return self._reply(outcome, replaced)
+
+    def _overwrite(self) -> bool:
+        return self.environ.get("HTTP_OVERWRITE", "T") == "T"
+
+    def _budget(self) -> float | None:
+        """0 for clients that take a 202; else the core's webdav budget."""
+        return 0 if _wants_async(self.environ) else None
+
+    def _exists(self, path: str) -> bool:
+        with translated(self.environ):
+            return self.ops.exists(self.session, path)
+
+    def _reply(self, outcome: Outcome, replaced: bool) -> bool | list:
+        """True → 204; a one-item error list on this resource → that status."""
+        if outcome.backgrounded and _wants_async(self.environ):
+            assert outcome.job is not None
+            url = MONITOR_PATH + self.ops.monitor_token(outcome.job)
+            raise GatewayDAVError(202, f"accepted; running in background as job {outcome.job_id}",
+                                  add_headers=[("Location", url), ("OC-JobStatus-Location", url)])
+        if replaced:
+            return True
+        return [(self.get_href(), GatewayDAVError(201, "created"))]
+
+    def _check_locks_below(self) -> None:
+        """wsgidav's DELETE checks the parent's locks only; a lock on this
+        resource or below it also forbids the delete unless its owner sent
+        the token."""
+        env = self.environ
+        util.parse_if_header_dict(env)
+        tokens, principal = env["wsgidav.ifLockTokenList"], env["wsgidav.user_name"]
+        cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+        for lock in self.provider.lock_manager.get_url_lock_list(self.get_ref_url(), recursive=True):
+            if not (lock["principal"] == principal and lock["token"] in tokens):
+                cond.add_href(lock["root"])
+        if cond.hrefs:
+            raise DAVError(HTTP_LOCKED, err_condition=cond)
+
+
+class _File(_Resource, DAVNonCollection):
+    """A file; ``entry`` is None for a file a PUT is about to create."""
+
+    def __init__(self, provider: GatewayProvider, path: str, entry: Entry | None, environ: dict) -> None:
+        DAVNonCollection.__init__(self, path, environ)
+        self._init(provider, entry)
+        self._upload: Upload | None = None
+
+    def get_content_length(self) -> int:
+        return self.entry.size if self.entry else 0
+
+    def get_content_type(self) -> str:
+        return util.guess_mime_type(self.path)
+
+    def get_etag(self) -> str | None:
+        return _etag(self.entry)
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> "_Reader":
+        return _Reader(self)
+
+    def begin_write(self, *, content_type: str | None = None) -> "_Writer":
+        with translated(self.environ):
+            self._upload = self.ops.open_write(self.session, self.path)
+        return _Writer(self, self._upload)
+
+    def end_write(self, *, with_errors: bool) -> None:
+        if self._upload is not None:  # not committed: the body never arrived whole
+            self._upload.abort()
+            self._upload = None
+
+
+class _Folder(_Resource, DAVCollection):
+    def __init__(self, provider: GatewayProvider, path: str, entry: Entry, environ: dict) -> None:
+        DAVCollection.__init__(self, path, environ)
+        self._init(provider, entry)
+        self._usage: tuple[int, int] | None | bool = False
+
+    def _entries(self) -> list[Entry]:
+        with translated(self.environ):
+            return list(self.ops.list(self.session, self.path))
+
+    def get_member_names(self) -> list[str]:
+        return [e.name for e in self._entries()]
+
+    def get_member_list(self) -> list[_Resource]:
+        return [_resource(self.provider, _member(self.path, e.name), e, self.environ) for e in self._entries()]
+
+    def get_member(self, name: str) -> _Resource | None:
+        return self.provider.get_resource_inst(_member(self.path, name), self.environ)
+
+    def create_empty_resource(self, name: str) -> _File:
+        """For PUT, a file that exists once the upload commits; for LOCK on an
+        unmapped URL, an empty file now (RFC 4918 7.3)."""
+        path = _member(self.path, name)
+        if self.environ["REQUEST_METHOD"] == "PUT":
+            return _File(self.provider, path, None, self.environ)
+        with translated(self.environ):
+            entry = self.ops.open_write(self.session, path).commit()
+        return _File(self.provider, path, entry, self.environ)
+
+    def create_collection(self, name: str) -> None:
+        with translated(self.environ):
+            self.ops.mkdir(self.session, _member(self.path, name))
+
+    def _disk_usage(self) -> tuple[int, int] | None:
+        if self._usage is False:
+            with translated(self.environ):
+                self._usage = self.ops.disk_usage(self.session, self.path)
+        return self._usage  # type: ignore[return-value]
+
+    def get_used_bytes(self) -> int | None:
+        du = self._disk_usage()
+        return du[0] - du[1] if du else None
+
+    def get_available_bytes(self) -> int | None:
+        du = self._disk_usage()
+        return du[1] if du else None
+
+
+class _Writer:
+    """The file object wsgidav's PUT writes the body into; ``close`` commits."""
+
+    def __init__(self, res: _File, upload: Upload) -> None:
+        self._res = res
+        self._upload = upload
+
+    def write(self, data: bytes) -> int:
+        with translated(self._res.environ):
+            return self._upload.write(data)
+
+    def close(self) -> None:
+        self._res._upload = None  # committed or, on failure, aborted by the core
+        with translated(self._res.environ):
+            self._res.entry = self._upload.commit()
+
+
+class _Reader:
+    """A lazily opened download: wsgidav seeks to the range start first."""
+
+    def __init__(self, res: _File) -> None:
+        self._res = res
+        self._offset = 0
+        self._file: BinaryIO | None = None
+
+    def seek(self, offset: int) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._offset = offset
+
+    def read(self, size: int = -1) -> bytes:
+        if self._file is None:
+            self._file = self._open()
+        return self._file.read(size)
+
+    def _open(self) -> BinaryIO:
+        res = self._res
+        with translated(res.environ):
+            try:
+                return res.ops.open_read(res.session, res.path, self._offset)[0]
+            except E.Unsupported:
+                if not self._offset:
+                    raise
+            f = res.ops.open_read(res.session, res.path)[0]  # storage without ranges: skip ahead
+            left = self._offset
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            return f
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()

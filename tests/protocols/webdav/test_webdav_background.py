@@ -1,0 +1,149 @@
+"""Backgrounded COPY/MOVE/DELETE over WebDAV: 202 + monitor URL for clients
+that ask for it, 201/204 for the rest, and the consistency view between
+sessions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from conftest import unique_memory
+from webdav_helpers import client, exists, listing
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+LAZY = {"OC-LazyOps": "true"}
+LOCKINFO = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>test</D:owner></D:lockinfo>')
+
+
+@pytest.fixture
+def slow_dav(gateway_factory, tmp_path):
+    def start(budget_ms: int = 2000, latency_ms: int = 5):
+        data = tmp_path / f"data-{time.monotonic_ns()}"
+        data.mkdir()
+        return gateway_factory(protocols=("http",), budget_ms=budget_ms, mounts={
+            "/": f"file://{data}",
+            "/slow": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": latency_ms}}),
+        })
+    return start
+
+
+def _tree(r, folder: str, n: int) -> None:
+    s = r.session("alice")
+    r.ops.mkdir(s, folder)
+    for i in range(n):
+        up = r.ops.open_write(s, f"{folder}/f{i:03d}.txt")
+        up.write(b"x" * 64)
+        up.commit()
+
+
+def _job(r, location: str):
+    assert location.startswith("/api/v1/monitor/")
+    job = r.ops.job_for_token(location.rsplit("/", 1)[-1])
+    assert job is not None
+    return job
+
+
+def test_lazy_move_of_200_files_is_202_and_other_sessions_see_the_old_tree_until_commit(slow_dav):
+    r = slow_dav()
+    _tree(r, "/slow/src", 200)
+    with client(r, session="mover") as mover, client(r, session="watcher") as watcher:
+        t0 = time.monotonic()
+        resp = mover.request("MOVE", "/slow/src", headers={"Destination": "/dav/slow/dst", **LAZY})
+        assert resp.status_code == 202, resp.text
+        assert time.monotonic() - t0 < 3  # answered without waiting for the job
+        location = resp.headers["Location"]
+        assert resp.headers["OC-JobStatus-Location"] == location
+        job = _job(r, location)
+        assert job.operation == "move"
+
+        # The initiating session sees the outcome at once.
+        assert "dst" in listing(mover, "/slow") and "src" not in listing(mover, "/slow")
+        assert len(listing(mover, "/slow/dst")) == 200
+        # Another session sees the old tree while the job has not committed.
+        seen_old = False
+        while not r.ops.store.get(job.id).committed:
+            names = listing(watcher, "/slow")
+            if not r.ops.store.get(job.id).committed:  # still before commit after the listing
+                assert names == {"src"}, names
+                seen_old = True
+            time.sleep(0.05)
+        assert seen_old, "the job committed before another session could look"
+
+        done = r.gw.dispatcher.wait(job.id, 60)
+        assert done.state == "completed", done
+        assert listing(watcher, "/slow") == {"dst"}
+        assert len(listing(watcher, "/slow/dst")) == 200
+
+
+def test_plain_client_gets_201_while_the_job_runs_on(slow_dav):
+    r = slow_dav(budget_ms=50)
+    _tree(r, "/slow/a", 40)
+    with client(r, session="plain") as c, client(r, session="other") as other:
+        resp = c.request("MOVE", "/slow/a", headers={"Destination": "/dav/slow/b"})
+        assert resp.status_code == 201, resp.text
+        assert "Location" not in resp.headers
+        assert listing(c, "/slow") == {"b"}
+        job = r.ops.list_jobs(r.session("alice"))[0]
+        assert job.operation == "move"
+        if r.ops.store.get(job.id).committed_at is None:
+            assert "a" in listing(other, "/slow")
+        assert r.gw.dispatcher.wait(job.id, 60).state == "completed"
+        assert listing(other, "/slow") == {"b"}
+
+
+def test_lazy_copy_and_delete_answer_202_and_a_write_into_the_job_is_423(slow_dav):
+    r = slow_dav(latency_ms=10)
+    _tree(r, "/slow/t", 60)
+    with client(r) as c:
+        resp = c.request("COPY", "/slow/t", headers={"Destination": "/dav/slow/t2", "Prefer": "respond-async"})
+        assert resp.status_code == 202, resp.text
+        job = _job(r, resp.headers["Location"])
+        busy = c.put("/slow/t2/new.txt", content=b"no")
+        assert busy.status_code == 423, busy.text
+        assert busy.headers["Content-Type"].startswith("text/plain")
+        assert "busy" in busy.text
+        assert r.gw.dispatcher.wait(job.id, 60).state == "completed"
+        assert len(listing(c, "/slow/t2")) == 60
+
+        resp = c.request("DELETE", "/slow/t2", headers=LAZY)
+        assert resp.status_code == 202, resp.text
+        job = _job(r, resp.headers["OC-JobStatus-Location"])
+        assert not exists(c, "/slow/t2")
+        assert r.gw.dispatcher.wait(job.id, 60).state == "completed"
+        assert listing(c, "/slow") == {"t"}
+
+
+def test_doomed_requests_get_their_4xx_never_a_202(slow_dav, gateway_factory):
+    r = slow_dav()
+    _tree(r, "/slow/src", 3)
+    _tree(r, "/slow/taken", 1)
+    with client(r) as c:
+        cases = [
+            ("MOVE", "/slow/missing", {"Destination": "/dav/slow/x"}, 404),
+            ("MOVE", "/slow/src", {"Destination": "/dav/slow/taken", "Overwrite": "F"}, 412),
+            ("COPY", "/slow/src", {"Destination": "/dav/slow/nowhere/x"}, 409),
+            ("MOVE", "/slow/src", {"Destination": "/dav/slow/src/inside"}, 403),
+            ("DELETE", "/slow/missing", {}, 404),
+            ("MOVE", "/slow/src", {"Destination": "/dav/slow/.gw-reserved"}, 400),
+        ]
+        for method, path, headers, status in cases:
+            resp = c.request(method, path, headers={**headers, **LAZY})
+            assert resp.status_code == status, (method, path, headers, resp.status_code, resp.text)
+        lock = c.request("LOCK", "/slow/src", content=LOCKINFO)
+        assert lock.status_code == 200, lock.text
+        with client(r, session="no-token") as other:
+            resp = other.request("MOVE", "/slow/src", headers={"Destination": "/dav/slow/y", **LAZY})
+            assert resp.status_code == 423, resp.text
+    assert r.ops.list_jobs(r.session("admin")) == []
+
+    ro = gateway_factory(protocols=("http",), users={"alice": {"permissions": ["list", "download"]}})
+    (ro.data / "d").mkdir()
+    (ro.data / "d" / "f").write_bytes(b"1")
+    with client(ro) as c:
+        for method in ("MOVE", "COPY"):
+            resp = c.request(method, "/d", headers={"Destination": "/dav/e", **LAZY})
+            assert resp.status_code == 403, resp.text
+        assert c.request("DELETE", "/d", headers=LAZY).status_code == 403

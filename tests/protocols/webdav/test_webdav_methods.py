@@ -1,0 +1,337 @@
+"""Each WebDAV method and the statuses it answers, driven with httpx against a
+running gateway."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from email.utils import formatdate
+
+import httpx
+import pytest
+
+from gateway import errors as E
+from gateway.auth import hash_password
+from protocols.webdav.errors import STATUS, reason, status_for
+from webdav_helpers import client, listing
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+LOCKINFO = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+            b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>tests</D:owner></D:lockinfo>')
+PROPPATCH = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:test">'
+             b'<D:set><D:prop><Z:colour>blue</Z:colour></D:prop></D:set></D:propertyupdate>')
+PROPGET = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:test">'
+           b'<D:prop><Z:colour/></D:prop></D:propfind>')
+
+
+@pytest.fixture
+def dav(gateway_factory):
+    return gateway_factory(protocols=("http",), users={
+        "carol": {"password_hash": hash_password("carol-pw"), "permissions": ["list", "download"]},
+        "dave": {"password_hash": hash_password("dave-pw"), "home": "/homes/dave"},
+    })
+
+
+def _colour(c: httpx.Client, path: str) -> str | None:
+    r = c.request("PROPFIND", path, headers={"Depth": "0"}, content=PROPGET)
+    assert r.status_code == 207, r.text
+    el = ET.fromstring(r.content).find(".//{urn:test}colour")
+    return None if el is None else el.text
+
+
+def test_error_table_maps_every_gateway_error():
+    for cls in E.ALL_ERRORS:
+        status = status_for(cls("x"))
+        assert 400 <= status < 600, cls
+        assert not reason(status).endswith("Status"), status
+    assert set(STATUS) <= set(E.ALL_ERRORS)
+    expected = {E.NotFound: 404, E.MissingParent: 409, E.PermissionDenied: 403, E.AlreadyExists: 412,
+                E.DirectoryNotEmpty: 409, E.Busy: 423, E.QuotaExceeded: 507, E.BackendUnavailable: 503,
+                E.BackendError: 502, E.BadRequest: 400, E.Unsupported: 501, E.LoginBanned: 429}
+    for cls, status in expected.items():
+        assert status_for(cls("x")) == status, cls
+    assert status_for(E.AlreadyExists("x"), "MKCOL") == 405
+
+
+def test_options_put_get_head_delete(dav):
+    with client(dav) as c:
+        r = c.options("/")
+        assert r.status_code == 200 and r.headers["DAV"] == "1,2"
+        r = c.put("/a.txt", content=b"hello world")
+        assert r.status_code == 201, r.text
+        etag = r.headers["ETag"]
+        assert (dav.data / "a.txt").read_bytes() == b"hello world"
+        r = c.put("/a.txt", content=b"HELLO WORLD!")
+        assert r.status_code == 204
+        assert r.headers["ETag"] != etag
+        etag = r.headers["ETag"]
+
+        r = c.get("/a.txt")
+        assert r.status_code == 200 and r.content == b"HELLO WORLD!"
+        assert r.headers["ETag"] == etag and r.headers["Last-Modified"]
+        assert r.headers["Content-Type"] == "text/plain"
+        r = c.head("/a.txt")
+        assert r.status_code == 200 and r.headers["Content-Length"] == "12" and r.content == b""
+        r = c.get("/a.txt", headers={"Range": "bytes=6-10"})
+        assert r.status_code == 206 and r.content == b"WORLD"
+        assert r.headers["Content-Range"] == "bytes 6-10/12"
+        r = c.get("/a.txt", headers={"Range": "bytes=-3"})
+        assert r.status_code == 206 and r.content == b"LD!"
+
+        r = c.get("/missing.txt")
+        assert r.status_code == 404 and r.headers["Content-Type"].startswith("text/plain")
+        assert r.text == "404 Not Found: /missing.txt\n"
+        assert c.put("/no/such/dir.txt", content=b"x").status_code == 409
+        assert c.delete("/a.txt").status_code == 204
+        assert c.delete("/a.txt").status_code == 404
+        assert not (dav.data / "a.txt").exists()
+
+
+def test_chunked_put_streams_the_body(dav):
+    blob = bytes(range(256)) * 4096  # 1 MiB
+
+    def body():
+        for i in range(0, len(blob), 65536):
+            yield blob[i:i + 65536]
+
+    with client(dav) as c:
+        r = c.put("/big.bin", content=body())
+        assert r.status_code == 201, r.text
+        assert (dav.data / "big.bin").read_bytes() == blob
+        assert c.get("/big.bin").content == blob
+
+
+def test_conditional_requests(dav):
+    with client(dav) as c:
+        etag = c.put("/c.txt", content=b"v1").headers["ETag"]
+        assert c.get("/c.txt", headers={"If-None-Match": etag}).status_code == 304
+        assert c.get("/c.txt", headers={"If-None-Match": '"other"'}).status_code == 200
+        assert c.get("/c.txt", headers={"If-Match": '"other"'}).status_code == 412
+        later = formatdate(2_000_000_000, usegmt=True)
+        assert c.get("/c.txt", headers={"If-Modified-Since": later}).status_code == 304
+        assert c.get("/c.txt", headers={"If-Modified-Since": formatdate(0, usegmt=True)}).status_code == 200
+        assert c.put("/c.txt", content=b"v2", headers={"If-Match": '"stale"'}).status_code == 412
+        assert c.put("/c.txt", content=b"v2", headers={"If-Match": etag}).status_code == 204
+        assert c.put("/c.txt", content=b"v3", headers={"If-None-Match": "*"}).status_code == 412
+        assert c.put("/new.txt", content=b"n", headers={"If-None-Match": "*"}).status_code == 201
+        # The WebDAV If header: an ETag that no longer matches fails the request.
+        assert c.put("/c.txt", content=b"v4", headers={"If": f"([{etag}])"}).status_code == 412
+        assert (dav.data / "c.txt").read_bytes() == b"v2"
+
+
+def test_mkcol_copy_move(dav):
+    with client(dav) as c:
+        assert c.request("MKCOL", "/d").status_code == 201
+        assert c.request("MKCOL", "/d").status_code == 405
+        assert c.request("MKCOL", "/x/y").status_code == 409
+        c.put("/d/f.txt", content=b"f")
+        c.request("MKCOL", "/d/sub")
+        c.put("/d/sub/g.txt", content=b"g")
+
+        r = c.request("COPY", "/d", headers={"Destination": "/dav/d2"})
+        assert r.status_code == 201, r.text
+        assert (dav.data / "d2" / "sub" / "g.txt").read_bytes() == b"g"
+        r = c.request("COPY", "/d/f.txt", headers={"Destination": "/dav/d2/f.txt", "Overwrite": "F"})
+        assert r.status_code == 412
+        r = c.request("COPY", "/d/f.txt", headers={"Destination": "/dav/d2/f.txt"})
+        assert r.status_code == 204
+        r = c.request("COPY", "/d", headers={"Destination": "/dav/shallow", "Depth": "0"})
+        assert r.status_code == 201
+        assert listing(c, "/shallow") == set()
+        assert c.request("COPY", "/d", headers={"Destination": "/dav/no/where"}).status_code == 409
+        assert c.request("COPY", "/nothing", headers={"Destination": "/dav/x"}).status_code == 404
+
+        r = c.request("MOVE", "/d2", headers={"Destination": "/dav/d3"})
+        assert r.status_code == 201
+        assert listing(c, "/") >= {"d", "d3", "shallow"} and "d2" not in listing(c, "/")
+        r = c.request("MOVE", "/d3", headers={"Destination": "/dav/d", "Overwrite": "F"})
+        assert r.status_code == 412
+        r = c.request("MOVE", "/d3", headers={"Destination": "/dav/d"})
+        assert r.status_code == 204
+        assert listing(c, "/d") == {"f.txt", "sub"}
+        assert c.request("MOVE", "/d", headers={"Destination": "/dav/d/inner"}).status_code == 403
+
+
+def test_propfind_depths(dav, gateway_factory):
+    with client(dav) as c:
+        c.request("MKCOL", "/p")
+        c.put("/p/one.txt", content=b"1")
+        r = c.request("PROPFIND", "/p", headers={"Depth": "0"})
+        assert r.status_code == 207
+        assert len(ET.fromstring(r.content).findall("{DAV:}response")) == 1
+        assert listing(c, "/p") == {"one.txt"}
+        assert c.request("PROPFIND", "/p", headers={"Depth": "infinity"}).status_code == 403
+        assert c.request("PROPFIND", "/p").status_code == 403  # no Depth means infinity
+        assert c.request("PROPFIND", "/nope", headers={"Depth": "0"}).status_code == 404
+
+    deep = gateway_factory(protocols=("http",), sections={"http": {"propfind_infinity": True}})
+    with client(deep) as c:
+        c.request("MKCOL", "/p")
+        c.request("MKCOL", "/p/q")
+        c.put("/p/q/two.txt", content=b"2")
+        r = c.request("PROPFIND", "/p", headers={"Depth": "infinity"})
+        assert r.status_code == 207
+        assert len(ET.fromstring(r.content).findall("{DAV:}response")) == 3
+
+
+def test_dead_properties_follow_the_resource_and_survive_a_restart(dav):
+    from conftest import start_gateway
+
+    with client(dav) as c:
+        c.put("/p.txt", content=b"p")
+        r = c.request("PROPPATCH", "/p.txt", content=PROPPATCH)
+        assert r.status_code == 207 and "200 OK" in r.text
+        assert _colour(c, "/p.txt") == "blue"
+        assert c.request("COPY", "/p.txt", headers={"Destination": "/dav/q.txt"}).status_code == 201
+        assert c.request("MOVE", "/p.txt", headers={"Destination": "/dav/r.txt"}).status_code == 201
+        assert _colour(c, "/q.txt") == "blue" and _colour(c, "/r.txt") == "blue"
+        c.put("/p.txt", content=b"again")
+        assert _colour(c, "/p.txt") is None
+        c.request("MKCOL", "/tree")
+        c.put("/tree/leaf.txt", content=b"l")
+        c.request("PROPPATCH", "/tree/leaf.txt", content=PROPPATCH)
+        c.request("MOVE", "/tree", headers={"Destination": "/dav/tree2"})
+        assert _colour(c, "/tree2/leaf.txt") == "blue"
+        c.delete("/q.txt")
+        c.put("/q.txt", content=b"new")
+        assert _colour(c, "/q.txt") is None
+
+    tmp = dav.tmp
+    dav.close()
+    again = start_gateway(tmp, ("http",))
+    try:
+        with client(again) as c:
+            assert _colour(c, "/r.txt") == "blue"
+            assert _colour(c, "/tree2/leaf.txt") == "blue"
+    finally:
+        again.close()
+
+
+def test_locks_refuse_other_writers_and_survive_a_restart(dav):
+    from conftest import start_gateway
+
+    with client(dav) as c:
+        c.put("/l.txt", content=b"l")
+        r = c.request("LOCK", "/l.txt", content=LOCKINFO, headers={"Timeout": "Second-600"})
+        assert r.status_code == 200, r.text
+        token = r.headers["Lock-Token"].strip("<>")
+        assert c.put("/l.txt", content=b"x").status_code == 423
+        assert c.delete("/l.txt").status_code == 423
+        assert c.request("MOVE", "/l.txt", headers={"Destination": "/dav/m.txt"}).status_code == 423
+        assert c.put("/l.txt", content=b"mine", headers={"If": f"(<{token}>)"}).status_code == 204
+        # Locking an unmapped URL creates an empty file (RFC 4918 7.3).
+        r = c.request("LOCK", "/fresh.txt", content=LOCKINFO)
+        assert r.status_code == 201 and (dav.data / "fresh.txt").read_bytes() == b""
+        # A lock on a folder's member forbids deleting the folder.
+        c.request("MKCOL", "/f")
+        c.put("/f/in.txt", content=b"i")
+        inner = c.request("LOCK", "/f/in.txt", content=LOCKINFO).headers["Lock-Token"]
+        assert c.delete("/f").status_code == 423
+        assert (dav.data / "f" / "in.txt").exists()
+        assert c.request("UNLOCK", "/f/in.txt", headers={"Lock-Token": inner}).status_code == 204
+        assert c.delete("/f").status_code == 204
+
+    tmp = dav.tmp
+    dav.close()
+    again = start_gateway(tmp, ("http",))
+    try:
+        with client(again) as c:
+            assert c.put("/l.txt", content=b"x").status_code == 423
+            r = c.request("PROPFIND", "/l.txt", headers={"Depth": "0"})
+            assert token in r.text
+            assert c.request("UNLOCK", "/l.txt", headers={"Lock-Token": f"<{token}>"}).status_code == 204
+            assert c.put("/l.txt", content=b"free").status_code == 204
+    finally:
+        again.close()
+
+
+def test_locks_and_properties_are_keyed_by_the_resource_not_the_users_path(dav):
+    (dav.data / "homes" / "dave").mkdir(parents=True)
+    with client(dav) as alice, client(dav, "dave", password="dave-pw") as dave:
+        assert dave.put("/x.txt", content=b"dave's").status_code == 201
+        assert (dav.data / "homes" / "dave" / "x.txt").read_bytes() == b"dave's"
+        alice.put("/x.txt", content=b"alice's")
+        alice.request("PROPPATCH", "/homes/dave/x.txt", content=PROPPATCH)
+        assert _colour(dave, "/x.txt") == "blue"
+        assert _colour(alice, "/x.txt") is None
+        assert alice.request("LOCK", "/x.txt", content=LOCKINFO).status_code == 200
+        assert dave.put("/x.txt", content=b"still mine").status_code == 204
+        assert dave.request("LOCK", "/x.txt", content=LOCKINFO).status_code == 200
+        assert alice.put("/homes/dave/x.txt", content=b"no").status_code == 423
+
+
+def test_auth_permissions_and_bans(dav, gateway_factory):
+    base = f"http://127.0.0.1:{dav.port('http')}/dav"
+    assert httpx.request("PROPFIND", base + "/", headers={"Depth": "0"}).status_code == 401
+    with client(dav, password="wrong") as c:
+        assert c.request("PROPFIND", "/", headers={"Depth": "0"}).status_code == 401
+    with client(dav, "carol", password="carol-pw") as carol:
+        assert carol.request("PROPFIND", "/", headers={"Depth": "0"}).status_code == 207
+        r = carol.put("/nope.txt", content=b"x")
+        assert r.status_code == 403 and "permission denied" in r.text
+        assert carol.request("MKCOL", "/nope").status_code == 403
+
+    banned = gateway_factory(protocols=("http",), sections={"auth": {"max_failures": 2, "ban_s": 60}})
+    with client(banned, password="wrong") as bad, client(banned) as good:
+        assert good.request("PROPFIND", "/", headers={"Depth": "0"}).status_code == 207
+        assert bad.request("PROPFIND", "/", headers={"Depth": "0"}).status_code == 401
+        assert bad.request("PROPFIND", "/", headers={"Depth": "0"}).status_code == 401
+        r = bad.request("PROPFIND", "/", headers={"Depth": "0"})
+        assert r.status_code == 429 and "too many failed logins" in r.text
+        # A cached good login does not get round the ban either.
+        assert good.request("PROPFIND", "/", headers={"Depth": "0"}).status_code == 429
+
+
+def test_sessions_follow_the_gateway_session_header_or_cookie():
+    from protocols.webdav.auth import session_id
+
+    assert session_id("alice", {}) == "http:alice"
+    assert session_id("alice", {"HTTP_GATEWAY_SESSION": "tab-1"}) == "http:alice:tab-1"
+    assert session_id("alice", {"HTTP_COOKIE": "a=b; Gateway-Session=c7"}) == "http:alice:c7"
+    assert session_id("alice", {"HTTP_GATEWAY_SESSION": "x" * 500}) == "http:alice:" + "x" * 64
+
+
+def test_clients_can_set_modification_times(dav):
+    win32 = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" '
+             b'xmlns:Z="urn:schemas-microsoft-com:"><D:set><D:prop>'
+             b'<Z:Win32LastModifiedTime>Wed, 01 Jan 2020 00:00:00 GMT</Z:Win32LastModifiedTime>'
+             b'<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>'
+             b'</D:prop></D:set></D:propertyupdate>')
+    with client(dav) as c:
+        assert c.put("/oc.txt", content=b"o", headers={"X-OC-Mtime": "1500000000"}).status_code == 201
+        assert (dav.data / "oc.txt").stat().st_mtime == 1500000000
+        c.put("/win.txt", content=b"w")
+        r = c.request("PROPPATCH", "/win.txt", content=win32,
+                      headers={"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
+        assert r.status_code == 207 and "200 OK" in r.text and "403" not in r.text, r.text
+        assert (dav.data / "win.txt").stat().st_mtime == 1577836800
+        assert c.head("/win.txt").headers["Last-Modified"] == "Wed, 01 Jan 2020 00:00:00 GMT"
+
+
+def test_tls_and_users_that_require_it(gateway_factory):
+    r = gateway_factory(protocols=("http",), sections={"http": {"tls": True}},
+                        users={"erin": {"password_hash": hash_password("erin-pw"), "require_tls": True}})
+    base = f"https://127.0.0.1:{r.port('http')}/dav"
+    with httpx.Client(base_url=base, auth=("erin", "erin-pw"), verify=False, timeout=30) as c:
+        assert c.put("/t.txt", content=b"tls").status_code == 201
+        r2 = c.request("MOVE", "/t.txt", headers={"Destination": f"{base}/u.txt"})
+        assert r2.status_code == 201, r2.text
+        assert c.get("/u.txt").content == b"tls"
+
+    plain = gateway_factory(protocols=("http",),
+                            users={"erin": {"password_hash": hash_password("erin-pw"), "require_tls": True}})
+    with client(plain, "erin", password="erin-pw") as c:
+        r3 = c.request("PROPFIND", "/", headers={"Depth": "0"})
+        assert r3.status_code == 403 and "TLS" in r3.text
+
+
+def test_browsers_get_a_folder_listing(dav):
+    with client(dav) as c:
+        c.request("MKCOL", "/dav")  # a folder named like the mount point must not confuse redirects
+        c.put("/dav/page.txt", content=b"p")
+        r = c.get("/dav")
+        assert r.status_code == 301 and r.headers["Location"] == "/dav/dav/"
+        r = c.get("/dav/")
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+        assert "page.txt" in r.text
+        assert c.head("/dav/").status_code == 200

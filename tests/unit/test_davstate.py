@@ -1,0 +1,123 @@
+"""gateway.davstate: WebDAV locks and dead properties in the job store's database."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from gateway import errors as E
+from gateway.davstate import DavState
+from gateway.jobs.store import JobStore
+from gateway.types import Session
+from gateway.users import User
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+        yield s
+        s.close()
+        return
+    name = f"gw_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError:
+        admin.dispose()
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    s = JobStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    yield s
+    s.close()
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def state(store, clock):
+    return DavState(store.engine, clock)
+
+
+def test_keys_are_global_paths():
+    alice, dave = Session(User("alice"), "t"), Session(User("dave", home="/homes/dave"), "t")
+    assert DavState.key(alice, "/x/../y/") == "/y"
+    assert DavState.key(dave, "/x") == "/homes/dave/x"
+    assert DavState.key(dave, "/") == "/homes/dave"
+    assert DavState.user_path(dave, "/homes/dave/x") == "/x"
+    assert DavState.user_path(dave, "/homes/dave") == "/"
+    assert DavState.user_path(dave, "/elsewhere") is None
+    with pytest.raises(E.BadRequest):
+        DavState.key(alice, "/.gw-stage")
+
+
+def test_locks_expire_and_list_by_subtree(state, clock):
+    state.put_lock("t1", "/a", {"token": "t1", "n": 1}, clock.now + 10)
+    state.put_lock("t2", "/a/b/c", {"token": "t2"}, clock.now + 100)
+    state.put_lock("t3", "/ab", {"token": "t3"}, clock.now + 100)
+    state.put_lock("t4", "/a%_", {"token": "t4"}, clock.now + 100)
+    state.put_lock("t6", "/A/b", {"token": "t6"}, clock.now + 100)
+    assert state.get_lock("t1") == {"token": "t1", "n": 1}
+    assert [d["token"] for d in state.locks("/a")] == ["t1"]
+    assert [d["token"] for d in state.locks("/a", include_root=False, include_children=True)] == ["t2"]
+    assert [d["token"] for d in state.locks("/a", include_children=True)] == ["t1", "t2"]
+    assert {d["token"] for d in state.locks("/", include_children=True)} == {"t1", "t2", "t3", "t4", "t6"}
+    state.put_lock("t1", "/a", {"token": "t1", "n": 2}, clock.now + 10)
+    assert state.get_lock("t1")["n"] == 2
+    clock.now += 50
+    assert state.locks("/a") == []
+    assert state.get_lock("t1") is None
+    assert state.delete_lock("t1") is False  # purged by the get above
+    assert state.purge_expired_locks() == 0
+    clock.now += 100
+    assert state.purge_expired_locks() == 4
+    state.put_lock("t5", "/z", {}, clock.now + 1)
+    state.clear_locks()
+    assert state.get_lock("t5") is None
+
+
+def test_properties_copy_move_and_remove_by_subtree(state):
+    state.set_prop("/a", "{urn:x}p", "<p>1</p>")
+    state.set_prop("/a", "{urn:x}p", "<p>2</p>")
+    state.set_prop("/a/f", "{urn:x}q", "<q/>")
+    state.set_prop("/ab", "{urn:x}r", "<r/>")
+    assert state.props("/a") == {"{urn:x}p": "<p>2</p>"}
+    assert state.prop("/a/f", "{urn:x}q") == "<q/>"
+    assert state.prop("/a/f", "{urn:x}nope") is None
+
+    state.set_prop("/b/old", "{urn:x}gone", "<g/>")
+    state.copy_props("/a", "/b")
+    assert state.props("/b") == {"{urn:x}p": "<p>2</p>"}
+    assert state.props("/b/f") == {"{urn:x}q": "<q/>"}
+    assert state.props("/b/old") == {}  # the destination's own properties went with it
+    assert state.props("/a/f") == {"{urn:x}q": "<q/>"}
+
+    state.move_props("/b", "/c")
+    assert state.props("/b") == {} and state.props("/b/f") == {}
+    assert state.props("/c/f") == {"{urn:x}q": "<q/>"}
+
+    state.copy_props("/a", "/d", recursive=False)
+    assert state.props("/d") == {"{urn:x}p": "<p>2</p>"} and state.props("/d/f") == {}
+
+    state.remove_prop("/a", "{urn:x}p")
+    assert state.props("/a") == {}
+    state.remove_props("/a")
+    assert state.props("/a/f") == {}
+    assert state.props("/ab") == {"{urn:x}r": "<r/>"}
