@@ -1,0 +1,257 @@
+"""FTP mounts (fsspec's ftp over ftplib): ``ftp://[user@]host[:port]/path``.
+
+ftplib connections are not thread-safe, so the mount's metadata calls (MLST,
+MLSD, DELE, MKD, RMD, RNFR/RNTO) take turns on one control connection, and
+every open file gets a connection of its own that streams one RETR/STOR/APPE
+data transfer in bounded blocks (fsspec's own FTP files issue one STOR per
+64 KiB block). An idle control connection is probed with NOOP and a broken
+one is rebuilt (Backend ``connect``).
+
+Options: ``username``, ``password``, ``acct``, ``tls`` (True: explicit FTPS),
+``encoding``; the mount's ``timeout_s`` is the socket timeout.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from ftplib import FTP, error_perm
+from typing import Any
+
+from fsspec.implementations.ftp import FTPFileSystem
+
+from backends.base import Backend, Writer
+from gateway import errors as E
+
+__all__ = ["FTPBackend", "GatewayFTPFileSystem"]
+
+#: Probe the control connection with NOOP after this long unused.
+_IDLE_S = 20.0
+
+
+def _locked(method):
+    def call(self, *args, **kwargs):
+        with self.lock:
+            if time.monotonic() - self._last_used > _IDLE_S:
+                self._revive()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._last_used = time.monotonic()
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
+class GatewayFTPFileSystem(FTPFileSystem):
+    """fsspec's FTP filesystem, safe to share between threads."""
+
+    protocol = "ftp"
+    ftp: FTP
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.lock = threading.RLock()
+        self._last_used = time.monotonic()
+        kwargs["use_listings_cache"] = False
+        super().__init__(*args, **kwargs)
+
+    def _revive(self) -> None:
+        try:
+            self.ftp.voidcmd("NOOP")
+        except Exception:  # noqa: BLE001 - the server closed an idle connection: open another
+            self.ftp.close()
+            self._connect()
+
+    def new_connection(self) -> FTP:
+        """A fresh logged-in control connection, for one file transfer."""
+        with self.lock:
+            shared = self.ftp
+            try:
+                self._connect()
+                conn = self.ftp
+            finally:
+                self.ftp = shared
+        if self.tls is True:
+            conn.prot_p()  # type: ignore[attr-defined]
+        conn.voidcmd("TYPE I")
+        return conn
+
+    @_locked
+    def info(self, path, **kwargs):
+        path = self._strip_protocol(path)
+        if path == "/":
+            return {"name": "/", "size": 0, "type": "directory"}
+        try:
+            reply = self.ftp.sendcmd(f"MLST {path}")
+        except error_perm as exc:
+            code = str(exc)[:3]
+            if code in ("500", "501", "502", "504"):  # no MLST: fsspec lists the parent
+                return super().info(path, **kwargs)
+            if code == "550":
+                raise FileNotFoundError(path) from exc
+            raise
+        facts_line = next((ln for ln in reply.splitlines()[1:] if ln.startswith(" ")), "")
+        facts = dict(f.split("=", 1) for f in facts_line.strip().split(" ", 1)[0].split(";") if "=" in f)
+        kind = facts.get("type", "file").lower()
+        return {"name": path, "type": "directory" if kind in ("dir", "cdir", "pdir") else "file",
+                "size": int(facts.get("size", 0)) if kind == "file" else 0, "modify": facts.get("modify")}
+
+    def _open(self, path, mode="rb", block_size=None, **kwargs):
+        return _FTPTransfer(self, self._strip_protocol(path), mode)
+
+    def __del__(self) -> None:
+        try:
+            self.ftp.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+for _name in ("ls", "_rm", "rm", "mkdir", "makedirs", "rmdir", "mv", "cat_file", "get_file"):
+    setattr(GatewayFTPFileSystem, _name, _locked(getattr(FTPFileSystem, _name)))
+
+
+class _FTPTransfer:
+    """One streamed transfer on its own connection: reading (RETR, from any
+    offset with REST) or writing (STOR; APPE with ``mode`` "ab")."""
+
+    def __init__(self, fs: GatewayFTPFileSystem, path: str, mode: str, offset: int = 0) -> None:
+        self.fs = fs
+        self.path = path
+        self.mode = mode
+        self.pos = offset
+        self.conn = fs.new_connection()
+        self.sock: Any = None
+        self.eof = False
+        self.closed = False
+        if "r" not in mode:
+            try:
+                self.sock = self.conn.transfercmd(f"{'APPE' if 'a' in mode else 'STOR'} {path}")
+            except BaseException:
+                self.conn.close()
+                raise
+
+    # -- reading -----------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.sock = self.conn.transfercmd(f"RETR {self.path}", rest=self.pos or None)
+
+    def read(self, n: int = -1) -> bytes:
+        if self.eof:
+            return b""
+        if self.sock is None:
+            self._start()
+        parts, got = [], 0
+        while n < 0 or got < n:
+            block = self.sock.recv(1 << 16 if n < 0 else min(1 << 16, n - got))
+            if not block:
+                self._finish()  # a transfer cut short raises here, not as a short file
+                break
+            parts.append(block)
+            got += len(block)
+        self.pos += got
+        return b"".join(parts)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0:
+            raise ValueError("FTP transfers seek from the start only")
+        if offset != self.pos or self.sock is None:
+            self._drop_data()
+            self.eof = False
+            self.pos = offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    # -- writing -----------------------------------------------------------------
+
+    def write(self, data: bytes) -> int:
+        self.sock.sendall(data)
+        self.pos += len(data)
+        return len(data)
+
+    # -- the end -----------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """The data connection ended: the server's reply says whether that
+        was the whole file (226) or a failure (426, a lost connection...)."""
+        self.eof = True
+        if isinstance(self.sock, ssl.SSLSocket):
+            self.sock.unwrap()
+        self.sock.close()
+        self.sock = None
+        self.conn.voidresp()
+
+    def _drop_data(self) -> None:
+        """Abandon a data transfer half way: rather than untangle ABOR's
+        replies, both its connections are closed and a fresh one is opened."""
+        if self.sock is None:
+            return
+        self.sock.close()
+        self.sock = None
+        self.conn.close()
+        self.conn = self.fs.new_connection()
+
+    def close(self) -> None:
+        """Finish the transfer; for a write this is when the server says
+        whether it kept the file (raises its refusal)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self.sock is not None and "r" not in self.mode:
+                self._finish()
+        finally:
+            if self.sock is not None:
+                self.sock.close()
+            try:
+                self.conn.close()
+            except Exception:  # noqa: BLE001 - only the socket is left to drop
+                pass
+
+    def discard(self) -> None:
+        self.closed = True
+        for thing in (self.sock, self.conn):
+            try:
+                if thing is not None:
+                    thing.close()
+            except Exception:  # noqa: BLE001 - discarding is best effort
+                pass
+
+    def __enter__(self) -> "_FTPTransfer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class FTPBackend(Backend):
+    def set_mtime(self, path: str, mtime: float) -> bool:
+        """MFMT where the server has it (pyftpdlib, ProFTPD, vsftpd do)."""
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
+        try:
+            with self._io():
+                with self.fs.lock:
+                    self.fs.ftp.sendcmd(f"MFMT {stamp} {path}")
+        except E.BackendError as exc:
+            if exc.retryable:
+                raise
+            return False  # 500/502: the server keeps no settable mtime
+        finally:
+            self.invalidate(path)
+        return True
+
+    def _open_continue(self, path: str, offset: int) -> Writer:
+        size = self.info(path).size
+        if offset != size:
+            return super()._open_continue(path, offset)  # refuses with the reason
+        with self._io():
+            f = self.fs.open(path, "ab")
+
+        def commit(fh: Any) -> None:
+            fh.close()
+            self.invalidate(path)
+
+        return Writer(f, commit, lambda fh: fh.close(), self._io)

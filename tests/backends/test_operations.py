@@ -1,0 +1,170 @@
+"""The scenarios every mount passes: memory, local disk, S3 (moto), SFTP
+(OpenSSH sshd), FTP (pyftpdlib) and WebDAV (wsgidav), each a real server on
+127.0.0.1. Every core operation goes through ``gw.ops`` and its effect is
+checked on the server itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+from servers import ALL_KINDS, REMOTE_KINDS, mount_spec, servers  # noqa: F401 - servers is a fixture
+
+from gateway import errors as E
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+@pytest.fixture(params=ALL_KINDS)
+def mounted(request, servers, gateway_factory, tmp_path):
+    """(running gateway, the mounted area at /m) for each kind of mount."""
+    area = servers(request.param).area()
+    (tmp_path / "local").mkdir()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path / 'local'}", "/m": mount_spec(area)})
+    return r, area, request.param
+
+
+def _done(r, s, outcome):
+    """Wait for an outcome's job, if any; it must complete."""
+    if outcome.job is not None and outcome.backgrounded:
+        job = r.ops.wait_job(s, outcome.job_id, 60)
+        assert job.state == "completed", (job.state, job.error)
+    return outcome
+
+
+def _upload(r, s, path, data, offset=0):
+    up = r.ops.open_write(s, path, offset)
+    for i in range(0, len(data), 100_000):
+        up.write(data[i:i + 100_000])
+    return up.commit()
+
+
+def _names(r, s, path):
+    return sorted(e.name for e in r.ops.list(s, path))
+
+
+def test_every_core_operation(mounted):
+    r, area, kind = mounted
+    ops, s = r.ops, r.session("alice")
+    data = os.urandom(300_000)
+
+    # mkdir, and the empty folder lists at once (on S3 too)
+    ops.mkdir(s, "/m/docs")
+    assert _names(r, s, "/m") == ["docs"]
+    assert ops.stat(s, "/m/docs").is_dir
+    assert "docs" in area.dirs()
+
+    # upload, stat, list
+    entry = _upload(r, s, "/m/docs/a.bin", data)
+    assert (entry.name, entry.size, entry.is_dir) == ("a.bin", len(data), False)
+    assert area.read("docs/a.bin") == data
+    assert [(e.name, e.size) for e in ops.list(s, "/m/docs")] == [("a.bin", len(data))]
+
+    # read, whole and from an offset
+    f, e = ops.open_read(s, "/m/docs/a.bin")
+    with f:
+        assert f.read() == data
+    f, e = ops.open_read(s, "/m/docs/a.bin", offset=123_456)
+    with f:
+        assert f.read(1000) == data[123_456:124_456]
+        assert f.read() == data[124_456:]
+
+    # hashes: native where the storage keeps one (S3 md5), streamed otherwise
+    assert ops.hash(s, "/m/docs/a.bin", "md5") == hashlib.md5(data).hexdigest()
+    assert ops.hash(s, "/m/docs/a.bin", "sha256") == hashlib.sha256(data).hexdigest()
+
+    # replace an existing file, and continue one (resume at its end)
+    _upload(r, s, "/m/docs/a.bin", data[:1000])
+    assert area.read("docs/a.bin") == data[:1000]
+    _upload(r, s, "/m/docs/a.bin", data[1000:2000], offset=1000)
+    assert area.read("docs/a.bin") == data[:2000]
+    _upload(r, s, "/m/docs/a.bin", data)
+
+    # modification times and free space, where the storage has them
+    if kind in ("file", "sftp", "ftp"):
+        assert ops.set_mtime(s, "/m/docs/a.bin", 1_600_000_000)
+        assert ops.stat(s, "/m/docs/a.bin").mtime == 1_600_000_000
+    if kind in ("file", "sftp"):
+        total, free = ops.disk_usage(s, "/m")
+        assert total >= free > 0
+
+    # copy and move a file (server-side on S3 and WebDAV, and on SFTP with
+    # OpenSSH's copy-data)
+    if kind in ("s3", "sftp", "webdav"):
+        assert r.gw.namespace.mount_for("/m").backend.capabilities.server_copy
+    _done(r, s, ops.copy(s, "/m/docs/a.bin", "/m/docs/b.bin"))
+    _done(r, s, ops.move(s, "/m/docs/b.bin", "/m/c.bin"))
+    assert area.files() == {"docs/a.bin": len(data), "c.bin": len(data)}
+    assert area.read("c.bin") == data
+
+    # copy and move a tree
+    ops.mkdir(s, "/m/docs/sub")
+    _upload(r, s, "/m/docs/sub/d.txt", b"deep")
+    _done(r, s, ops.copy(s, "/m/docs", "/m/docs2"))
+    _done(r, s, ops.move(s, "/m/docs2", "/m/moved"))
+    assert _names(r, s, "/m") == ["c.bin", "docs", "moved"]
+    assert _names(r, s, "/m/moved/sub") == ["d.txt"]
+    assert area.files() == {"docs/a.bin": len(data), "docs/sub/d.txt": 4, "c.bin": len(data),
+                            "moved/a.bin": len(data), "moved/sub/d.txt": 4}
+
+    # delete a file, an empty folder and a tree
+    ops.delete(s, "/m/c.bin")
+    ops.mkdir(s, "/m/empty")
+    ops.delete(s, "/m/empty", folder=True)
+    _done(r, s, ops.delete(s, "/m/moved", recursive=True))
+    assert _names(r, s, "/m") == ["docs"]
+    assert area.files() == {"docs/a.bin": len(data), "docs/sub/d.txt": 4}
+    assert not {"empty", "moved"} & area.dirs()
+
+    # the errors every storage reports alike
+    with pytest.raises(E.NotFound):
+        ops.stat(s, "/m/nothing")
+    with pytest.raises(E.NotFound):
+        ops.open_read(s, "/m/nothing")
+    with pytest.raises(E.NotADirectory):
+        list(ops.list(s, "/m/docs/a.bin"))
+    with pytest.raises(E.IsADirectory):
+        ops.open_read(s, "/m/docs")
+    with pytest.raises(E.AlreadyExists):
+        ops.mkdir(s, "/m/docs")
+    with pytest.raises(E.DirectoryNotEmpty):
+        ops.delete(s, "/m/docs")
+    with pytest.raises(E.MissingParent):
+        ops.mkdir(s, "/m/no/such")
+
+
+@pytest.mark.parametrize("kind", REMOTE_KINDS)
+def test_listings_are_cached_and_never_stale_for_the_gateways_changes(kind, servers, gateway_factory, tmp_path):
+    area = servers(kind).area()
+    for i in range(20):
+        area.put(f"big/f{i:02}", b"x")
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area, cache_ttl_s=1.5)})
+    ops, s = r.ops, r.session("alice")
+    cache = r.gw.namespace.mount_for("/m").backend.cache
+
+    assert len(_names(r, s, "/m/big")) == 20
+    hits = cache.hits
+    started = time.monotonic()
+    for _ in range(20):
+        assert len(_names(r, s, "/m/big")) == 20
+    assert cache.hits >= hits + 20  # served from the cache...
+    assert time.monotonic() - started < 1.0  # ...so repeated listings are fast
+
+    # a change behind the gateway's back shows after the TTL, not before
+    area.put("big/outside", b"o")
+    assert "outside" not in _names(r, s, "/m/big")
+    # a change through the gateway shows at once, whatever the TTL
+    _upload(r, s, "/m/big/inside", b"i")
+    assert {"inside", "outside"} <= set(_names(r, s, "/m/big"))
+    ops.delete(s, "/m/big/inside")
+    assert "inside" not in _names(r, s, "/m/big")
+    _done(r, s, ops.move(s, "/m/big/f00", "/m/f00"))
+    assert "f00" not in _names(r, s, "/m/big") and "f00" in _names(r, s, "/m")
+    ops.mkdir(s, "/m/big/new")
+    assert ops.stat(s, "/m/big/new").is_dir
+
+    area.put("big/later", b"l")
+    time.sleep(1.6)
+    assert "later" in _names(r, s, "/m/big")

@@ -1,0 +1,158 @@
+"""What remote storage changes about the plan: a folder rename is one native
+call on SFTP, FTP and WebDAV but a backgrounded job of server-side copies and
+deletes on S3; a move between two mounts streams object by object and checks
+sizes and checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+
+import pytest
+from conftest import PASSWORDS
+from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
+
+from gateway import errors as E
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+SSH_OPTS = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR", "-o", "IdentityAgent=none", "-o", "BatchMode=no",
+            "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no"]
+
+
+def sftp_client(port: int, user: str, commands: list[str]) -> None:
+    """OpenSSH's sftp client, logged in to the gateway, running ``commands``."""
+    cmd = ["sshpass", "-p", PASSWORDS[user], "sftp", *SSH_OPTS, "-P", str(port), "-b", "-", f"{user}@127.0.0.1"]
+    p = subprocess.run(cmd, input="\n".join(commands) + "\n", capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _names(ops, session, path):
+    return sorted(e.name for e in ops.list(session, path))
+
+
+@pytest.mark.parametrize("kind", ["s3", "sftp", "ftp", "webdav"])
+def test_folder_of_300_renamed_through_the_sftp_front_end(kind, servers, gateway_factory, tmp_path):
+    server = servers(kind)
+    area = server.area()
+    for i in range(300):
+        area.put(f"src/f{i:03}.txt", b"%03d" % i)
+    r = gateway_factory(protocols=("sftp",), budget_ms=100,
+                        mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    admin, other = r.session("admin"), r.session("bob")
+    assert len(_names(r.ops, other, "/m/src")) == 300
+    if kind == "s3":
+        server.latency_s = 0.02  # a distant region: each copy takes a while, so the job is seen running
+    try:
+        sftp_client(r.port("sftp"), "alice", ["rename /m/src /m/dst"])
+        jobs = r.ops.list_jobs(admin)
+        if kind != "s3":
+            # one native, atomic rename: done before the reply, no job at all
+            assert jobs == []
+            assert _names(r.ops, other, "/m") == ["dst"]
+        else:
+            # N server-side copies + N deletes: backgrounded; the other session
+            # keeps seeing the committed tree until the job commits
+            [job] = jobs
+            assert job.operation == "move"
+            seen_running = 0
+            while True:
+                before = r.ops.get_job(admin, job.id)
+                if before.committed or before.state not in ("queued", "running"):
+                    break
+                try:
+                    seen = (_names(r.ops, other, "/m"), len(_names(r.ops, other, "/m/src")),
+                            r.ops.exists(other, "/m/dst"))
+                except E.NotFound:
+                    seen = None
+                if not r.ops.get_job(admin, job.id).committed:  # what was seen predates the commit
+                    assert seen == (["src"], 300, False)
+                    seen_running += 1
+                time.sleep(0.1)
+            assert seen_running >= 1
+            done = r.ops.wait_job(admin, job.id, 60)
+            assert done.state == "completed", done.error
+            assert done.items_done == 301
+            assert _names(r.ops, other, "/m") == ["dst"]
+    finally:
+        server.latency_s = 0.0
+    # ...and on the server itself
+    assert area.files() == {f"dst/f{i:03}.txt": 3 for i in range(300)}
+    assert area.read("dst/f123.txt") == b"123"
+
+
+def test_move_s3_tree_to_sftp_streams_and_checks_checksums(servers, gateway_factory, tmp_path):
+    s3, sftp = servers("s3").area(), servers("sftp").area()
+    contents = {f"tree/d{i % 3}/f{i:02}.bin": os.urandom(10_000 + i) for i in range(24)}
+    contents["tree/big.bin"] = os.urandom(6 << 20)  # several streamed blocks
+    for rel, data in contents.items():
+        s3.put(rel, data)
+    etags = {rel: s3.server.etag(f"{s3.name}/{rel}") for rel in contents}
+    assert all(etags[rel] == hashlib.md5(d).hexdigest() for rel, d in contents.items())
+    r = gateway_factory(budget_ms=100, mounts={"/": f"file://{tmp_path}", "/s3": mount_spec(s3),
+                                               "/sftp": mount_spec(sftp)})
+    s = r.session("alice")
+
+    out = r.ops.move(s, "/s3/tree", "/sftp/tree")
+    assert out.job is not None
+    job = r.ops.wait_job(s, out.job_id, 60)
+    assert job.state == "completed", job.error
+    assert job.bytes_done == sum(len(d) for d in contents.values())
+
+    assert sftp.files() == {rel: len(d) for rel, d in contents.items()}
+    for rel, data in contents.items():
+        assert hashlib.md5(sftp.read(rel)).hexdigest() == etags[rel]
+    assert s3.files() == {} and s3.dirs() == set()
+    assert r.ops.hash(s, "/sftp/tree/big.bin", "md5") == etags["tree/big.bin"]
+    assert not any(".gw-" in p for p in sftp.files())
+
+
+def test_a_copy_that_fails_its_checksum_is_never_kept(servers, gateway_factory, tmp_path):
+    s3, sftp = servers("s3").area(), servers("sftp").area()
+    s3.put("rot/ok.txt", b"fine")
+    s3.put("rot/bad.txt", b"rotten bytes")
+    s3.server.corrupt(f"{s3.name}/rot/bad.txt")  # S3 still reports the old ETag
+    r = gateway_factory(budget_ms=100, sections={"jobs": {"step_retries": 1, "max_attempts": 1}},
+                        mounts={"/": f"file://{tmp_path}", "/s3": mount_spec(s3), "/sftp": mount_spec(sftp)})
+    s = r.session("alice")
+
+    out = r.ops.move(s, "/s3/rot", "/sftp/rot")
+    job = r.ops.wait_job(s, out.job_id, 60)
+    assert job.state == "failed"
+    assert "md5 check" in job.error
+    # the view stays on the committed state: nothing moved, nothing half there
+    assert _names(r.ops, s, "/s3/rot") == ["bad.txt", "ok.txt"]
+    with pytest.raises(E.NotFound):
+        r.ops.stat(s, "/sftp/rot")
+    assert sftp.files() == {}
+    assert s3.files() == {"rot/ok.txt": 4, "rot/bad.txt": 12}
+
+
+def test_a_single_object_moves_inline_server_side_on_s3(servers, gateway_factory, tmp_path):
+    area = servers("s3").area()
+    area.put("a/big.bin", os.urandom(6 << 20))
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    s = r.session("alice")
+    started = time.monotonic()
+    out = r.ops.move(s, "/m/a/big.bin", "/m/b.bin")
+    assert out.job is None and not out.backgrounded  # CopyObject + DeleteObject, no bytes through us
+    assert time.monotonic() - started < 2
+    assert area.files() == {"b.bin": 6 << 20}
+
+
+def test_a_large_upload_to_s3_goes_multipart(servers, gateway_factory, tmp_path):
+    area = servers("s3").area()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    s = r.session("alice")
+    data = os.urandom((10 << 20) + 4096)
+    up = r.ops.open_write(s, "/m/large.bin")
+    for i in range(0, len(data), 1 << 20):
+        up.write(data[i:i + (1 << 20)])
+    assert up.commit().size == len(data)
+    assert area.server.etag(f"{area.name}/large.bin").endswith("-3")  # parts of 5 MiB at most
+    assert area.read("large.bin") == data
+    # no native MD5 for a multipart object: the hash is streamed, and right
+    assert r.ops.hash(s, "/m/large.bin", "md5") == hashlib.md5(data).hexdigest()
