@@ -9,13 +9,23 @@ never see each other's ``/x`` as the same resource, and one resource reached
 through two homes is one resource.
 
 Every method is thread-safe and idempotent unless it says otherwise.
+
+Within :meth:`DavState.request` reads come from a snapshot taken by the
+first lookup of the request (all unexpired locks; the dead properties of a
+folder's members at once), so a PROPFIND of 20,000 members makes two queries,
+not 40,000. A write through this object drops the snapshot, so the request
+reads its own writes; another request's write becomes visible at the next
+request, as it would in a transaction.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
+import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 
@@ -39,6 +49,24 @@ def _subtree(column: sa.Column, path: str, *, include_root: bool = True,
     return column == path if include_root else below
 
 
+def _children(column: sa.Column, path: str) -> sa.ColumnElement[bool]:
+    """``column`` names a direct member of folder ``path``: below it with no
+    further '/' (replace() and substr() mean the same on SQLite and PostgreSQL)."""
+    prefix = path.rstrip("/") + "/"
+    rest = sa.func.substr(column, len(prefix) + 1)
+    return sa.and_(_subtree(column, path, include_root=False), sa.func.replace(rest, "/", "") == rest)
+
+
+class _Snapshot:
+    """What one request has read: every unexpired lock (None until asked)
+    and the properties of whole folders' members."""
+
+    def __init__(self) -> None:
+        self.locks: list[tuple[str, str]] | None = None  # (root, data json), ordered by root
+        self.props: dict[str, dict[str, str]] = {}
+        self.folders: set[str] = set()
+
+
 def _moved(path: str, src: str, dst: str) -> str:
     return dst if path == src else (dst.rstrip("/") + path[len(src.rstrip("/")):])
 
@@ -49,9 +77,27 @@ class DavState:
     def __init__(self, engine: sa.Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
+        self._local = threading.local()
 
-    def _tx(self):
-        return write_transaction(self.engine)
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        """Serve this thread's reads from a per-request snapshot (see the
+        module docstring) until the block ends."""
+        self._local.snapshot = _Snapshot()
+        try:
+            yield
+        finally:
+            self._local.snapshot = None
+
+    def _snapshot(self) -> _Snapshot | None:
+        return getattr(self._local, "snapshot", None)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        if self._snapshot() is not None:
+            self._local.snapshot = _Snapshot()
+        with write_transaction(self.engine) as c:
+            yield c
 
     # -- paths ----------------------------------------------------------------------
 
@@ -95,6 +141,17 @@ class DavState:
 
     def locks(self, root: str, *, include_root: bool = True, include_children: bool = False) -> list[dict[str, Any]]:
         """Data of the unexpired locks whose root is ``root`` and/or below it."""
+        snap = self._snapshot()
+        if snap is not None:
+            if snap.locks is None:
+                with self.engine.connect() as c:
+                    snap.locks = [(r.root, r.data) for r in c.execute(
+                        sa.select(dav_locks.c.root, dav_locks.c.data)
+                        .where(dav_locks.c.expires_at >= self.clock()).order_by(dav_locks.c.root))]
+            prefix = root.rstrip("/") + "/"
+            return [json.loads(data) for key, data in snap.locks
+                    if (include_root and key == root)
+                    or (include_children and key != root and key.startswith(prefix))]
         with self.engine.connect() as c:
             rows = c.execute(sa.select(dav_locks.c.data).where(
                 _subtree(dav_locks.c.root, root, include_root=include_root, include_children=include_children),
@@ -113,12 +170,34 @@ class DavState:
 
     def props(self, path: str) -> dict[str, str]:
         """{name: value} of the properties of global path ``path``."""
+        snap = self._snapshot()
+        if snap is not None:
+            return dict(self._snapshot_props(snap, path))
+        return self._read_props(dav_props.c.path == path).get(path, {})
+
+    def _snapshot_props(self, snap: _Snapshot, path: str) -> dict[str, str]:
+        """From the snapshot; the first lookup in a folder reads all its
+        members' properties (a PROPFIND asks for each member next)."""
+        folder = posixpath.dirname(path) if path != "/" else ""
+        if folder not in snap.folders:
+            snap.props.update(self._read_props(_children(dav_props.c.path, folder) if folder
+                                               else dav_props.c.path == "/"))
+            snap.folders.add(folder)
+        return snap.props.get(path, {})
+
+    def _read_props(self, where: sa.ColumnElement[bool]) -> dict[str, dict[str, str]]:
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(dav_props.c.name, dav_props.c.value)
-                             .where(dav_props.c.path == path).order_by(dav_props.c.name)).all()
-        return {r.name: r.value for r in rows}
+            rows = c.execute(sa.select(dav_props.c.path, dav_props.c.name, dav_props.c.value)
+                             .where(where).order_by(dav_props.c.name)).all()
+        found: dict[str, dict[str, str]] = {}
+        for r in rows:
+            found.setdefault(r.path, {})[r.name] = r.value
+        return found
 
     def prop(self, path: str, name: str) -> str | None:
+        snap = self._snapshot()
+        if snap is not None:
+            return self._snapshot_props(snap, path).get(name)
         with self.engine.connect() as c:
             return c.execute(sa.select(dav_props.c.value)
                              .where(dav_props.c.path == path, dav_props.c.name == name)).scalar()

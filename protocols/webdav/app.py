@@ -61,7 +61,7 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "verbose": 1,
         "logging": {"enable": False},
     })
-    return _fix_status_lines(app)
+    return _fix_status_lines(app, state)
 
 
 class _FolderBrowser(WsgiDavDirBrowser):
@@ -74,10 +74,11 @@ class _FolderBrowser(WsgiDavDirBrowser):
         return self.next_app(environ, start_response)
 
 
-def _fix_status_lines(app: Callable) -> Callable:
+def _fix_status_lines(app: Callable, state: DavState) -> Callable:
     """Two slips of wsgidav's replies: statuses it has no text for read
     '202 Status' (give them their standard reason phrase), and the folder
-    browser's trailing-slash redirect forgets the mount path."""
+    browser's trailing-slash redirect forgets the mount path. Each request
+    reads locks and properties from one snapshot (DavState.request)."""
 
     def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
@@ -89,6 +90,7 @@ def _fix_status_lines(app: Callable) -> Callable:
                            for k, v in headers]
             return start_response(status, headers, exc_info)
 
-        return app(environ, start)
+        with state.request():  # wsgidav does its work while its reply is iterated
+            yield from app(environ, start)
 
     return wrapped

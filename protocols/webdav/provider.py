@@ -124,6 +124,7 @@ class _Resource:
         self.provider = provider
         self.ops = provider.ops
         self.entry = entry
+        self._ref_url: str | None = None
 
     @property
     def session(self) -> Session:
@@ -134,8 +135,11 @@ class _Resource:
             return self.provider.state.key(self.session, self.path if path is None else path)
 
     def get_ref_url(self) -> str:
-        key = self._key()
-        return quote(key + "/" if self.is_collection and key != "/" else key)
+        """Asked several times per resource in a PROPFIND; worked out once."""
+        if self._ref_url is None:
+            key = self._key()
+            self._ref_url = quote(key + "/" if self.is_collection and key != "/" else key)
+        return self._ref_url
 
     def get_last_modified(self) -> float | None:
         return self.entry.mtime if self.entry else None

@@ -51,9 +51,16 @@ def clock():
     return Clock()
 
 
-@pytest.fixture
-def state(store, clock):
-    return DavState(store.engine, clock)
+@pytest.fixture(params=["direct", "per-request"])
+def state(request, store, clock):
+    """Every behaviour holds the same inside DavState.request(): reads come
+    from the snapshot and every write drops it."""
+    s = DavState(store.engine, clock)
+    if request.param == "direct":
+        yield s
+        return
+    with s.request():
+        yield s
 
 
 def test_keys_are_global_paths():
@@ -121,3 +128,26 @@ def test_properties_copy_move_and_remove_by_subtree(state):
     state.remove_props("/a")
     assert state.props("/a/f") == {}
     assert state.props("/ab") == {"{urn:x}r": "<r/>"}
+
+
+def test_a_request_reads_a_folder_listing_in_two_queries(store, clock):
+    state = DavState(store.engine, clock)
+    for i in range(50):
+        state.set_prop(f"/big/f{i}", "{urn:x}p", f"<p>{i}</p>")
+    state.set_prop("/big/f1/deeper", "{urn:x}p", "<deep/>")
+    state.put_lock("t1", "/big/f7", {"token": "t1"}, clock.now + 10)
+    queries = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: a[2].startswith("SELECT") and queries.append(a[2]))
+    with state.request():
+        for i in range(50):  # what a Depth 1 PROPFIND asks per member
+            assert state.props(f"/big/f{i}") == {"{urn:x}p": f"<p>{i}</p>"}
+            assert [d["token"] for d in state.locks(f"/big/f{i}")] == (["t1"] if i == 7 else [])
+        assert state.props("/big/none") == {}
+        assert len(queries) == 2
+        state.set_prop("/big/f3", "{urn:x}p", "<new/>")  # a write in the request is read back
+        assert state.prop("/big/f3", "{urn:x}p") == "<new/>"
+        assert state.props("/big/f1/deeper") == {"{urn:x}p": "<deep/>"}
+        assert state.props("/") == {}
+    state.set_prop("/big/f4", "{urn:x}p", "<later/>")  # the next request sees other writes
+    with state.request():
+        assert state.prop("/big/f4", "{urn:x}p") == "<later/>"
