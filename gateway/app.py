@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import open_backend
+from gateway.auth import CachedLogins
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
@@ -30,6 +31,10 @@ class Gateway:
         self.dispatcher = dispatcher
         self.ops = ops
         self.auth = auth
+        #: Password logins for every protocol: a success is remembered for a
+        #: minute, so clients that log in per connection or per request
+        #: (lftp's parallel transfers, HTTP Basic) skip the argon2 check.
+        self.logins = CachedLogins(auth) if auth is not None else None
         self.config = config
         self.state_dir = state_dir
 
@@ -81,6 +86,7 @@ class Gateway:
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
         )
         gw.auth = Authenticator.from_config(cfg)
+        gw.logins = CachedLogins(gw.auth)
         return gw
 
     def start(self) -> "Gateway":

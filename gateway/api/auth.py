@@ -10,7 +10,7 @@ from typing import Any
 import falcon
 
 from gateway import errors as E
-from gateway.auth import CachedLogins, http_session_id
+from gateway.auth import http_session_id
 from gateway.tokens import TokenStore
 from gateway.types import Session
 
@@ -25,7 +25,7 @@ class Authentication:
 
     def __init__(self, gw: Any, portal: Any = None) -> None:
         self.gw = gw
-        self.logins = CachedLogins(gw.auth)
+        self.logins = gw.logins
         self.tokens = TokenStore(gw.store)
         self.portal = portal  # gateway.api.portal.Portal: the browser's cookie session
 

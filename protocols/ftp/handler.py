@@ -46,7 +46,7 @@ class _Authorizer:
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
         remote = f"{handler.remote_ip}:{handler.remote_port}"
         try:
-            user = self.gw.auth.login_password(username, password, remote)
+            user = self.gw.logins.login(username, password, remote)
         except E.AuthenticationFailed as exc:
             raise AuthenticationFailed(str(exc)) from None
         if user.require_tls and not handler.secure:

@@ -118,7 +118,7 @@ class _Connection(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
-        return await self._login(self._handle.gw.auth.login_password, username, password)
+        return await self._login(self._handle.gw.logins.login, username, password)
 
     def public_key_auth_supported(self) -> bool:
         return True

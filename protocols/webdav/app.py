@@ -33,7 +33,7 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "mount_path": MOUNT_PATH,
         "lock_storage": LockStorage(state),
         "property_manager": PropertyManager(state),
-        "gateway_auth": gw.auth,
+        "gateway_logins": gw.logins,
         "middleware_stack": [ErrorPrinter, TextErrors, HTTPAuthenticator, _FolderBrowser, RequestResolver],
         "http_authenticator": {
             "domain_controller": GatewayDomainController,

@@ -9,7 +9,7 @@ from typing import Any
 from wsgidav.dc.base_dc import BaseDomainController
 
 from gateway import errors as E
-from gateway.auth import CachedLogins, http_session_id
+from gateway.auth import http_session_id
 from gateway.types import Session
 from protocols.webdav.errors import dav_error, GatewayDAVError
 
@@ -37,11 +37,11 @@ def _cookie(header: str, name: str) -> str | None:
 
 class GatewayDomainController(BaseDomainController):
     """Basic auth only (the gateway keeps argon2 hashes, not digest HA1s).
-    ``config["gateway_auth"]`` is the gateway's Authenticator."""
+    ``config["gateway_logins"]`` is the gateway's CachedLogins."""
 
     def __init__(self, wsgidav_app: Any, config: dict) -> None:
         super().__init__(wsgidav_app, config)
-        self.logins = CachedLogins(config["gateway_auth"])
+        self.logins = config["gateway_logins"]
 
     def __str__(self) -> str:
         return "GatewayDomainController()"
