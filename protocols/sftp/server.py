@@ -23,6 +23,7 @@ import asyncssh
 from asyncssh.stream import SSHServerStreamSession
 
 from gateway import errors as E
+from gateway import metrics
 from gateway.types import Session
 from protocols.sftp.commands import run_command
 from protocols.sftp.handler import Context, GatewaySFTPServer
@@ -75,6 +76,14 @@ def _ensure_host_key(state_dir: Path) -> Path:
     return path
 
 
+#: The ciphers offered: AES-GCM and AES-CTR, which OpenSSL runs with AES-NI.
+#: chacha20-poly1305 is left out on purpose: OpenSSH prefers it, but asyncssh
+#: builds a cipher object per packet for it, so a 300 MB download took 4.5 s
+#: with it and 2.6-3.0 s with aes128-ctr or aes128-gcm on the bench machine.
+#: Every SSH client in use speaks AES-CTR or AES-GCM.
+CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+
+
 class _Connection(asyncssh.SSHServer):
     """One SSH connection: its logins and its gateway session."""
 
@@ -99,6 +108,8 @@ class _Connection(asyncssh.SSHServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._handle.connections.discard(self._conn)
+        if self.session is not None:
+            metrics.session_closed("sftp")
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
         if self.session is None and rejected:
             self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
@@ -145,6 +156,7 @@ class _Connection(asyncssh.SSHServer):
         assert self._conn is not None
         user = self._users[self._conn.get_extra_info("username")]
         self.session = Session(user, "sftp", self.remote)
+        metrics.session_opened("sftp")
 
     def session_requested(self) -> "_Channel":
         return _Channel(self._handle, self)
@@ -206,7 +218,7 @@ class SftpHandle:
 
     async def _listen(self, keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(self.cfg.server.host, self.cfg.sftp.port, server_factory=lambda: _Connection(self),
-                                     server_host_keys=keys, encoding=None)
+                                     server_host_keys=keys, encoding=None, encryption_algs=CIPHERS)
 
     async def run(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` in the worker pool."""

@@ -34,10 +34,10 @@ def _run(cmd: list[str], cwd: Path, stdin: str | None, check: bool) -> subproces
 
 
 def sftp_batch(port: int, user: str, commands: list[str], cwd: Path, *, key: Path | None = None,
-               check: bool = True) -> subprocess.CompletedProcess:
+               check: bool = True, verbose: bool = False) -> subprocess.CompletedProcess:
     """OpenSSH ``sftp -b -`` running ``commands`` (it stops at the first failure)."""
     prefix, opts = _auth(user, key)
-    cmd = [*prefix, "sftp", *SSH_OPTS, *opts, "-P", str(port), "-b", "-", f"{user}@127.0.0.1"]
+    cmd = [*prefix, "sftp", *SSH_OPTS, *opts, *(["-v"] if verbose else []), "-P", str(port), "-b", "-", f"{user}@127.0.0.1"]
     return _run(cmd, cwd, "\n".join(commands) + "\n", check)
 
 

@@ -5,6 +5,7 @@ ssh job commands."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -121,3 +122,12 @@ def test_exec_job_commands_and_refusal(gateway_factory, tmp_path):
     assert "only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id> are available" in refused.stderr
     unknown = ssh(port, "alice", "job nope", tmp_path)
     assert unknown.returncode == 1 and "no job 'nope'" in unknown.stderr
+
+
+def test_openssh_negotiates_aes(gateway_factory, tmp_path):
+    """The server leaves chacha20-poly1305 (slow in asyncssh) out, so
+    OpenSSH's default preference lands on an AES cipher."""
+    r = gateway_factory(protocols=("sftp",))
+    p = sftp_batch(r.port("sftp"), "alice", ["ls /"], tmp_path, verbose=True)
+    negotiated = re.findall(r"kex: \S+ cipher: (\S+)", p.stderr)
+    assert len(negotiated) == 2 and all(c.startswith("aes") for c in negotiated), negotiated
