@@ -3,6 +3,7 @@ document, as one falcon WSGI application."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import falcon
@@ -42,8 +43,11 @@ class _Metrics:
         resp.text = metrics.render(self.gw.store.engine)
 
 
-def routes(gw: Any, cfg: Any = None) -> list[tuple[str, Any]]:
+def routes(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> list[tuple[str, Any]]:
+    """``closing``, once set, ends the long-lived event streams."""
     v1 = "/api/v1"
+    events = (EventsResource(gw, cfg.http.events_window_s, max(1, cfg.http.threads // 2), closing) if cfg
+              else EventsResource(gw, closing=closing))
     return [
         (f"{v1}/fs/list", ListResource(gw)),
         (f"{v1}/fs/stat", StatResource(gw)),
@@ -58,18 +62,18 @@ def routes(gw: Any, cfg: Any = None) -> list[tuple[str, Any]]:
         (f"{v1}/jobs/{{job_id}}/stop", JobActionResource(gw, "stop")),
         (f"{v1}/monitor/{{token}}", MonitorResource(gw)),
         (f"{v1}/queueinfo", QueueInfoResource(gw)),
-        (f"{v1}/events", EventsResource(gw, cfg.http.events_window_s if cfg else 60.0)),
+        (f"{v1}/events", events),
     ]
 
 
-def make_wsgi_app(gw: Any, cfg: Any = None) -> falcon.App:
+def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> falcon.App:
     """Everything on the HTTP port that is not WebDAV: /api/v1, /metrics
     (and the portal under /ui when it is installed)."""
     portal = Portal(gw)
     app = falcon.App(middleware=[Authentication(gw, portal)])
     app.req_options.auto_parse_qs_csv = False
     app.add_error_handler(GatewayError, handle_gateway_error)
-    table = routes(gw, cfg)
+    table = routes(gw, cfg, closing)
     for path, resource in table:
         app.add_route(path, resource)
     app.add_route("/api/v1/openapi.json", _OpenAPI(build_document(table, __version__)))

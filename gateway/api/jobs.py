@@ -4,6 +4,7 @@ the QueueInfo compatibility endpoint and Server-Sent Events."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Iterator
 
@@ -149,15 +150,40 @@ class EventsResource:
     spec = {"get": {"summary": "Server-Sent Events of job changes (created, progress, state)", "tags": ["jobs"],
                     "responses": {200: "event-stream"}}}
 
-    def __init__(self, gw: Any, window_s: float = 60.0) -> None:
+    def __init__(self, gw: Any, window_s: float = 60.0, max_streams: int = 16,
+                 closing: threading.Event | None = None) -> None:
+        """Each open stream holds one HTTP worker thread, so at most
+        ``max_streams`` run at once (more get 503 and the browser retries);
+        every stream ends once ``closing`` is set, so shutdown is prompt."""
         self.gw = gw
         self.window_s = window_s  # one stream's life; EventSource reconnects after it
+        self.max_streams = max_streams
+        self.closing = closing or threading.Event()
+        self._open = 0
+        self._lock = threading.Lock()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        with self._lock:
+            full = self._open >= self.max_streams
+            if not full:
+                self._open += 1
+        if full:
+            resp.status = 503
+            resp.set_header("Retry-After", "5")
+            resp.media = {"error": f"{self.max_streams} event streams are open already; retry later",
+                          "type": "TooManyStreams"}
+            return
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = self._events(req.context.session)
+        resp.stream = self._counted(self._events(req.context.session))
+
+    def _counted(self, stream: Iterator[bytes]) -> Iterator[bytes]:
+        try:
+            yield from stream
+        finally:
+            with self._lock:
+                self._open -= 1
 
     def _snapshot(self, s: Any) -> dict[str, dict]:
         jobs = self.gw.ops.list_jobs(s, limit=200)
@@ -170,7 +196,7 @@ class EventsResource:
         last_sent = time.monotonic()
         yield b"retry: 1000\n\n"
         first = True
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.closing.is_set():
             generation = store.generation
             current = self._snapshot(s)
             for job_id, view in current.items():
@@ -193,5 +219,5 @@ class EventsResource:
                 last_sent = time.monotonic()
             active = any(v["state"] not in TERMINAL for v in current.values())
             with store.changed:
-                if store.generation == generation:
+                if store.generation == generation and not self.closing.is_set():
                     store.changed.wait(0.5 if active else 2.0)

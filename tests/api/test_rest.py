@@ -222,3 +222,23 @@ def test_metrics_and_openapi(api):
     doc = httpx.get(api.base + "/api/v1/openapi.json").json()
     assert doc["openapi"] == "3.1.0"
     assert {"/api/v1/fs/copy", "/api/v1/monitor/{token}", "/api/v1/queueinfo", "/api/v1/events"} <= set(doc["paths"])
+
+
+def test_event_streams_are_bounded_and_end_at_shutdown(gateway_factory):
+    """Each stream holds an HTTP worker: beyond half the pool the API says
+    503 (the portal retries), and closing the port ends open streams."""
+    r = gateway_factory(protocols=("http",), sections={"http": {"threads": 4}})
+    base = f"http://127.0.0.1:{r.port('http')}"
+    with httpx.Client(base_url=base, auth=("alice", PASSWORDS["alice"]), timeout=30) as c:
+        streams = [c.stream("GET", "/api/v1/events") for _ in range(2)]
+        for s in streams:
+            assert s.__enter__().status_code == 200
+        refused = c.get("/api/v1/events")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert "event streams are open" in refused.json()["error"]
+        assert c.get("/api/v1/fs/stat", params={"path": "/"}).status_code == 200  # the rest still answers
+        t0 = time.monotonic()
+        r.handles.pop("http").close()
+        assert time.monotonic() - t0 < 5
+        for s in streams:
+            s.__exit__(None, None, None)
