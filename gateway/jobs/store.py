@@ -150,16 +150,14 @@ class JobStore:
         """Take the oldest runnable queued job of ``queues``: it becomes
         running, owned by ``node``, with a new attempt number."""
         now = time.time()
+        runnable = sa.select(jobs.c.id).where(
+            jobs.c.state == "queued", jobs.c.queue.in_(list(queues)), jobs.c.not_before <= now
+        ).order_by(jobs.c.created_at, jobs.c.id).limit(1)
+        with self.engine.connect() as c:  # idle workers ask often: a read, no write lock
+            if c.execute(runnable).first() is None:
+                return None
         with self._tx() as c:
-            row = c.execute(
-                sa.select(jobs.c.id).where(
-                    jobs.c.state == "queued", jobs.c.queue.in_(list(queues)), jobs.c.not_before <= now
-                ).order_by(jobs.c.created_at, jobs.c.id).limit(1)
-                .with_for_update(skip_locked=True) if not self.sqlite else
-                sa.select(jobs.c.id).where(
-                    jobs.c.state == "queued", jobs.c.queue.in_(list(queues)), jobs.c.not_before <= now
-                ).order_by(jobs.c.created_at, jobs.c.id).limit(1)
-            ).first()
+            row = c.execute(runnable if self.sqlite else runnable.with_for_update(skip_locked=True)).first()
             if row is None:
                 return None
             res = c.execute(
