@@ -15,7 +15,9 @@ first lookup of the request (all unexpired locks; the dead properties of a
 folder's members at once), so a PROPFIND of 20,000 members makes two queries,
 not 40,000. A write through this object drops the snapshot, so the request
 reads its own writes; another request's write becomes visible at the next
-request, as it would in a transaction.
+request, as it would in a transaction. On SQLite, the embedded store that
+only this process writes, the lock list is kept between requests too and
+dropped by every lock write.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class DavState:
         self.engine = engine
         self.clock = clock
         self._local = threading.local()
+        #: (root, data json, expires_at) of every lock, kept across requests
+        #: where this process is the only writer (SQLite); None = read again.
+        self._all_locks: list[tuple[str, str, float]] | None = None
+        self._shared = engine.dialect.name == "sqlite"
+        self._writes = 0  # bumped after each commit, so a read that overlapped one is not kept
+        self._cache_lock = threading.Lock()
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -96,8 +104,13 @@ class DavState:
     def _tx(self) -> Iterator[sa.Connection]:
         if self._snapshot() is not None:
             self._local.snapshot = _Snapshot()
-        with write_transaction(self.engine) as c:
-            yield c
+        try:
+            with write_transaction(self.engine) as c:
+                yield c
+        finally:
+            with self._cache_lock:
+                self._writes += 1
+                self._all_locks = None
 
     # -- paths ----------------------------------------------------------------------
 
@@ -144,10 +157,8 @@ class DavState:
         snap = self._snapshot()
         if snap is not None:
             if snap.locks is None:
-                with self.engine.connect() as c:
-                    snap.locks = [(r.root, r.data) for r in c.execute(
-                        sa.select(dav_locks.c.root, dav_locks.c.data)
-                        .where(dav_locks.c.expires_at >= self.clock()).order_by(dav_locks.c.root))]
+                now = self.clock()
+                snap.locks = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
             prefix = root.rstrip("/") + "/"
             return [json.loads(data) for key, data in snap.locks
                     if (include_root and key == root)
@@ -157,6 +168,19 @@ class DavState:
                 _subtree(dav_locks.c.root, root, include_root=include_root, include_children=include_children),
                 dav_locks.c.expires_at >= self.clock()).order_by(dav_locks.c.root)).all()
         return [json.loads(r.data) for r in rows]
+
+    def _every_lock(self) -> list[tuple[str, str, float]]:
+        cached, seen = self._all_locks, self._writes
+        if cached is not None:
+            return cached
+        with self.engine.connect() as c:
+            rows = [(r.root, r.data, r.expires_at) for r in c.execute(
+                sa.select(dav_locks.c.root, dav_locks.c.data, dav_locks.c.expires_at).order_by(dav_locks.c.root))]
+        if self._shared:
+            with self._cache_lock:
+                if self._writes == seen:
+                    self._all_locks = rows
+        return rows
 
     def purge_expired_locks(self) -> int:
         with self._tx() as c:

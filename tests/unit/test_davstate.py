@@ -151,3 +151,21 @@ def test_a_request_reads_a_folder_listing_in_two_queries(store, clock):
     state.set_prop("/big/f4", "{urn:x}p", "<later/>")  # the next request sees other writes
     with state.request():
         assert state.prop("/big/f4", "{urn:x}p") == "<later/>"
+
+
+def test_locks_are_read_once_across_requests_on_sqlite_until_one_is_written(store, clock):
+    state = DavState(store.engine, clock)
+    state.put_lock("t1", "/a", {"token": "t1"}, clock.now + 10)
+    queries = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda *a: "dav_locks" in a[2] and a[2].startswith("SELECT") and queries.append(a[2]))
+    for _ in range(3):
+        with state.request():
+            assert [d["token"] for d in state.locks("/a")] == ["t1"]
+    assert len(queries) == (1 if store.sqlite else 3)  # PostgreSQL may have other writers
+    state.put_lock("t2", "/a/b", {"token": "t2"}, clock.now + 10)
+    with state.request():
+        assert [d["token"] for d in state.locks("/a", include_children=True)] == ["t1", "t2"]
+    clock.now += 20  # expiry holds without a write
+    with state.request():
+        assert state.locks("/a", include_children=True) == []
