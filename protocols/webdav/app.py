@@ -19,6 +19,9 @@ from protocols.webdav.provider import GatewayProvider
 
 __all__ = ["make_dav_app", "MOUNT_PATH"]
 
+#: Bytes per read/write of a GET or PUT body (memory per transfer).
+BLOCK_SIZE = 1 << 20
+
 #: Where protocols.http mounts this app (hrefs and Destination headers carry it).
 MOUNT_PATH = "/dav"
 
@@ -57,6 +60,9 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
             "response_trailer": False,
             "davmount": True,
         },
+        # wsgidav reads and writes bodies in 8 KiB blocks by default: a
+        # Python round per 8 KiB capped a 1 GiB GET or PUT well below the disk.
+        "block_size": BLOCK_SIZE,
         "suppress_version_info": True,
         "verbose": 1,
         "logging": {"enable": False},
