@@ -480,7 +480,8 @@ class Operations:
             if op == "move":
                 self._protect_mounts(sg, su)
             self._protect_mounts(dg, du)
-            self._parent_dir(session, dg, du)
+            if dg == "/" or parent_of(dg) != parent_of(sg):  # else the source's stat showed the parent
+                self._parent_dir(session, dg, du)
             existing = self._exists(session, dg)
             if existing is not None:
                 if not overwrite:
