@@ -341,3 +341,30 @@ def test_a_rollback_that_cannot_reach_storage_keeps_the_partial_copy_hidden(tmp_
         g.ops.mkdir(a, "/b/tree")
     finally:
         g.close()
+
+
+def test_schema_head_matches_the_migrations_and_reopening_skips_alembic(tmp_path):
+    """The store knows its newest migration without loading Alembic, so a
+    restart on an up-to-date database keeps Alembic out of memory."""
+    import subprocess
+    import sys
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gateway.jobs.store import _MIGRATIONS, SCHEMA_HEAD, JobStore
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    store = JobStore(url)
+    assert store.schema_revision() == SCHEMA_HEAD
+    store.close()
+    probe = (
+        "import sys; from gateway.jobs.store import JobStore; "
+        f"JobStore({url!r}).close(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
