@@ -199,6 +199,20 @@ class DavState:
             return dict(self._snapshot_props(snap, path))
         return self._read_props(dav_props.c.path == path).get(path, {})
 
+    def any_props(self, folder: str) -> bool:
+        """Whether global path ``folder`` or one of its direct members has a
+        dead property (one query per request with a snapshot)."""
+        snap = self._snapshot()
+        if snap is None:
+            with self.engine.connect() as c:
+                where = sa.or_(dav_props.c.path == folder, _children(dav_props.c.path, folder))
+                return c.execute(sa.select(dav_props.c.path).where(where).limit(1)).first() is not None
+        prefix = folder.rstrip("/") + "/"
+        if self._snapshot_props(snap, folder):
+            return True
+        self._snapshot_props(snap, prefix + "x")  # loads the members' properties
+        return any(path.startswith(prefix) and "/" not in path[len(prefix):] for path in snap.props)
+
     def _snapshot_props(self, snap: _Snapshot, path: str) -> dict[str, str]:
         """From the snapshot; the first lookup in a folder reads all its
         members' properties (a PROPFIND asks for each member next)."""

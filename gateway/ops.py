@@ -299,7 +299,7 @@ class Operations:
                         if e.name in seen:
                             continue
                         seen.add(e.name)
-                    yield e.renamed(join(u, e.name) if u != "/" else "/" + e.name)
+                    yield e.renamed(join(u, e.name) if u != "/" else "/" + e.name, e.name)
             except E.NotFound:
                 if not many:
                     raise

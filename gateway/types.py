@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,8 +30,11 @@ class Entry:
     etag: str | None = None
     mode: int | None = None
 
-    def renamed(self, path: str) -> "Entry":
-        return replace(self, path=path, name=path.rstrip("/").rsplit("/", 1)[-1] or "/")
+    def renamed(self, path: str, name: str | None = None) -> "Entry":
+        """This entry at ``path`` (whose last segment is ``name``, when known)."""
+        if name is None:
+            name = path.rstrip("/").rsplit("/", 1)[-1] or "/"
+        return Entry(name, path, self.is_dir, self.size, self.mtime, self.etag, self.mode)
 
 
 _counter = itertools.count(1)

@@ -32,6 +32,7 @@ from gateway.types import Entry, Session
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
+from protocols.webdav.propfind import fast_propfind
 
 __all__ = ["GatewayProvider", "MONITOR_PATH"]
 
@@ -103,6 +104,11 @@ class GatewayProvider(DAVProvider):
                 and environ.get("HTTP_DEPTH", "infinity") == "infinity"):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
+        if environ["REQUEST_METHOD"] == "PROPFIND":
+            with translated(environ):
+                reply = fast_propfind(self, environ, start_response, _etag)
+            if reply is not None:
+                return reply
         return default_handler(environ, start_response)
 
 

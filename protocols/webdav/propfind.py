@@ -1,0 +1,233 @@
+"""PROPFIND of live properties, written straight to the wire.
+
+wsgidav answers a PROPFIND by building a resource object, a property list
+and an ElementTree node per member, then serialising the whole multistatus
+in memory: 20,000 members took ~4 s and ~100 MiB. Most PROPFINDs are a
+client listing a folder (empty body, ``allprop`` or a ``prop`` list), on
+resources with no locks and no dead properties; for those this module writes
+the same multistatus wsgidav would, member by member, from one listing, in
+chunks. Anything else (``propname``, Depth infinity, conditional headers, a
+lock anywhere, a dead property on a listed resource, a body that does not
+parse) goes to wsgidav unchanged.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from wsgidav import util
+
+from gateway.types import Entry
+
+__all__ = ["fast_propfind"]
+
+#: What wsgidav says for ``{DAV:}supportedlock`` (exclusive and shared write locks).
+_SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope>"
+                   "<D:locktype><D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope>"
+                   "<D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>"
+                   "</D:supportedlock>")
+
+_LOCK_PROPS = "<D:lockdiscovery/>" + _SUPPORTED_LOCK
+_OK = "<D:status>HTTP/1.1 200 OK</D:status>"
+
+#: The live properties answered here, in wsgidav's allprop order.
+_LIVE = tuple(("DAV:", name) for name in (
+    "resourcetype", "getcontentlength", "getcontenttype", "quota-used-bytes", "quota-available-bytes",
+    "getlastmodified", "displayname", "getetag", "lockdiscovery", "supportedlock"))
+
+_CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+               "HTTP_IF_UNMODIFIED_SINCE")
+
+#: Members per chunk of the streamed reply.
+_CHUNK = 256
+
+#: Href characters wsgidav leaves unquoted (Nautilus chokes on '%28').
+_SAFE = "!*'(),$-_|."
+
+
+def fast_propfind(provider: Any, environ: dict, start_response: Callable,
+                  etag_of: Callable[[Entry], str | None]) -> Iterator[bytes] | None:
+    """The reply to a folder-listing PROPFIND, or None when wsgidav must
+    answer (the request body is left for it to read again). Raises the core's
+    errors (for the caller to translate) before anything is sent."""
+    depth = environ.get("HTTP_DEPTH")
+    if depth not in ("0", "1") or any(h in environ for h in _CONDITIONS):
+        return None
+    names = _requested(environ)
+    if names is None:
+        return None
+    state = provider.state
+    if state.locks("/", include_root=True, include_children=True):
+        return None
+    res = provider.get_resource_inst(environ["PATH_INFO"], environ)
+    if res is None:
+        return None
+    key = res._key()
+    rows = [(res.path, res.entry, res.get_href())]
+    if depth == "1" and res.is_collection:
+        base = rows[0][2].rstrip("/") + "/"
+        folder = res.path.rstrip("/")
+        rows += [(f"{folder}/{e.name}", e, base + quote(e.name, safe=_SAFE) + ("/" if e.is_dir else ""))
+                 for e in res._entries()]
+    if state.props(key) if depth == "0" else state.any_props(key):
+        return None
+    usage: dict[str, tuple[int, int] | None] = {}
+    if {"quota-used-bytes", "quota-available-bytes"} & {local for ns, local in names if ns == "DAV:"}:
+        for path, entry, _ in rows:
+            if entry.is_dir:
+                du = provider.ops.disk_usage(res.session, path)
+                usage[path] = (du[0] - du[1], du[1]) if du else None
+    return _reply(rows, names, usage, etag_of, start_response)
+
+
+def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
+    """The (namespace, name) pairs asked for (:data:`_LIVE` for allprop), or
+    None when wsgidav must answer."""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
+    if not body.strip():
+        return _LIVE
+    try:
+        request = util.parse_xml_body(environ, allow_empty=True)
+    except Exception:  # noqa: BLE001 - wsgidav reports a bad body in its own words
+        request = None
+    environ["wsgi.input"] = io.BytesIO(body)
+    if request is None or request.tag != "{DAV:}propfind" or len(request) != 1:
+        return None
+    mode = request[0]
+    if mode.tag == "{DAV:}allprop":
+        return _LIVE
+    if mode.tag != "{DAV:}prop":
+        return None
+    names = []
+    for prop in mode:
+        if not isinstance(prop.tag, str) or not prop.tag.startswith("{"):
+            return None
+        ns, _, local = prop.tag[1:].partition("}")
+        names.append((ns, local))
+    return tuple(names)
+
+
+def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable,
+           start_response: Callable) -> Iterator[bytes]:
+    allprop = names is _LIVE
+    # Named properties outside DAV: are dead ones, and none of these resources
+    # has one: each is a 404, its namespace declared per response as wsgidav does.
+    prefixes: dict[str, str] = {}
+    for ns, _ in names:
+        if ns != "DAV:" and ns not in prefixes:
+            prefixes[ns] = f"NS{len(prefixes) + 1}"
+    declare = "".join(f' xmlns:{p}="{escape(ns, {chr(34): "&quot;"})}"' for ns, p in prefixes.items())
+    dead = [f"<{prefixes[ns]}:{local}/>" for ns, local in names if ns != "DAV:"]
+    live = [local for ns, local in names if ns == "DAV:"]
+    types: dict[str, str] = {}
+    dates: dict[int, str] = {}
+
+    def content_type(name: str) -> str:
+        suffix = ".".join(name.lower().rsplit(".", 2)[1:])
+        if suffix not in types:
+            types[suffix] = util.guess_mime_type(name)
+        return types[suffix]
+
+    def lastmod(entry: Entry) -> str | None:
+        if entry.mtime is None:
+            return None
+        second = int(entry.mtime)
+        text = dates.get(second)
+        if text is None:
+            text = dates[second] = util.get_rfc1123_time(second)
+        return text
+
+    def allprop_response(path: str, entry: Entry, href: str) -> str:
+        """allprop: wsgidav's live properties, in its order."""
+        modified = lastmod(entry)
+        modified = "" if modified is None else f"<D:getlastmodified>{modified}</D:getlastmodified>"
+        name = escape(path.rstrip("/").rsplit("/", 1)[-1])
+        if entry.is_dir:
+            du = usage.get(path)
+            quota = ("" if du is None else f"<D:quota-used-bytes>{du[0]}</D:quota-used-bytes>"
+                     f"<D:quota-available-bytes>{du[1]}</D:quota-available-bytes>")
+            return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop>"
+                    f"<D:resourcetype><D:collection/></D:resourcetype>{quota}{modified}"
+                    f"<D:displayname>{name}</D:displayname>{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
+        etag = etag_of(entry)
+        etag = "" if etag is None else f"<D:getetag>{escape(etag)}</D:getetag>"
+        return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/>"
+                f"<D:getcontentlength>{entry.size}</D:getcontentlength>"
+                f"<D:getcontenttype>{content_type(name)}</D:getcontenttype>{modified}"
+                f"<D:displayname>{name}</D:displayname>{etag}{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
+
+    def response(path: str, entry: Entry, href: str) -> str:
+        """A ``prop`` list: each name found (200) or not (404)."""
+        is_dir = entry.is_dir
+        found, missing = [], []
+        for name in live:
+            value: str | None
+            if name == "resourcetype":
+                found.append("<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else "<D:resourcetype/>")
+                continue
+            if name == "supportedlock":
+                found.append(_SUPPORTED_LOCK)
+                continue
+            if name == "lockdiscovery":
+                found.append("<D:lockdiscovery/>")
+                continue
+            if name == "getcontentlength":
+                value = None if is_dir else str(entry.size)
+            elif name == "getcontenttype":
+                value = None if is_dir else content_type(path.rsplit("/", 1)[-1])
+            elif name in ("quota-used-bytes", "quota-available-bytes"):
+                if not is_dir:  # wsgidav: an empty element when asked by name, absent from allprop
+                    if not allprop:
+                        found.append(f"<D:{name}/>")
+                    continue
+                du = usage.get(path)
+                value = None if du is None else str(du[0] if name == "quota-used-bytes" else du[1])
+            elif name == "getlastmodified":
+                value = lastmod(entry)
+            elif name == "displayname":
+                value = escape(path.rstrip("/").rsplit("/", 1)[-1])
+            elif name == "getetag":
+                value = None if is_dir else etag_of(entry)
+                value = None if value is None else escape(value)
+            else:
+                value = None
+            if value is not None:
+                found.append(f"<D:{name}>{value}</D:{name}>")
+            elif not allprop:
+                missing.append(f"<D:{name}/>")
+        out = [f"<D:response{declare}><D:href>{href}</D:href>"]
+        if found:
+            out.append(f"<D:propstat><D:prop>{''.join(found)}</D:prop>{_OK}</D:propstat>")
+        if missing or dead:
+            out.append(f"<D:propstat><D:prop>{''.join(missing)}{''.join(dead)}</D:prop>"
+                       "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
+        out.append("</D:response>")
+        return "".join(out)
+
+    head = b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
+    tail = b"</D:multistatus>"
+
+    one = allprop_response if allprop else response
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(rows), _CHUNK):
+            yield "".join(one(*row) for row in rows[i:i + _CHUNK]).encode()
+
+    # Written twice: once to count the bytes, once to send them, so the reply
+    # has a Content-Length (the connection stays open) without being held whole.
+    length = len(head) + len(tail) + sum(len(chunk) for chunk in chunks())
+    start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
+                                        ("Content-Length", str(length)), ("Date", util.get_rfc1123_time())])
+    yield head
+    yield from chunks()
+    yield tail
