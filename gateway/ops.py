@@ -438,7 +438,7 @@ class Operations:
                 elif not recursive:
                     raise E.DirectoryNotEmpty(f"{u}: folder is not empty", u)
                 else:
-                    outcome = self._submit(session, "delete", g, None, budget_s=budget_s)
+                    outcome = self._submit(session, "delete", g, None, budget_s=budget_s, started=started)
         except E.GatewayError as exc:
             self._log(session, "delete", [u], f"error: {exc}", started)
             raise self._at(exc, u) from None
@@ -489,7 +489,7 @@ class Operations:
                 self._require(session, "overwrite", du)
             smount, sbp = self._resolve_one(session, sg)
             dmount, dbp = self.namespace.resolve(dg)
-            outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s)
+            outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s, started)
         except E.GatewayError as exc:
             self._log(session, op, [su, du], f"error: {exc}", started)
             raise self._at(exc, su) from None
@@ -497,7 +497,8 @@ class Operations:
         return outcome
 
     def _plan(self, session: Session, op: str, entry: Entry, sg: str, dg: str, smount: Mount, sbp: str,
-              dmount: Mount, dbp: str, existing: Entry | None, budget_s: float | None) -> Outcome:
+              dmount: Mount, dbp: str, existing: Entry | None, budget_s: float | None,
+              started: float) -> Outcome:
         """Inline when native and O(1), or a single small file; else a job."""
         sb, db = smount.backend, dmount.backend
         native_rename = op == "move" and smount is dmount and sb.capabilities.atomic_rename
@@ -515,7 +516,8 @@ class Operations:
                 if op == "move":
                     sb.remove(sbp)
             return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
-        return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s)
+        return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s,
+                            started=started)
 
     @staticmethod
     def _result(outcome: Outcome) -> str:
@@ -526,8 +528,10 @@ class Operations:
     # -- jobs -------------------------------------------------------------------------
 
     def _submit(self, session: Session, op: str, src: str, dst: str | None, *, dst_existed: bool = False,
-                budget_s: float | None = None) -> Outcome:
-        """Journal a job, hand it to the dispatcher and wait up to the budget."""
+                budget_s: float | None = None, started: float | None = None) -> Outcome:
+        """Journal a job, hand it to the dispatcher and wait for it until the
+        budget is spent, counted from ``started`` (when the operation reached
+        the core: its checks on slow storage are part of the client's wait)."""
         job_id = secrets.token_urlsafe(12)
         stage = dst
         if dst and dst_existed:
@@ -538,6 +542,8 @@ class Operations:
         self.store.create(job)
         self.dispatcher.enqueue(job)
         budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
+        if started is not None:
+            budget -= time.monotonic() - started
         job = self.dispatcher.wait(job_id, budget) if budget > 0 else job
         if job.state == "completed":
             return Outcome(self._exists(session, dst or src), job, False)

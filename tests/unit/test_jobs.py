@@ -368,3 +368,24 @@ def test_schema_head_matches_the_migrations_and_reopening_skips_alembic(tmp_path
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_budget_counts_the_checks_on_slow_storage(tmp_path):
+    """The sync budget bounds the client's wait from the moment the operation
+    reaches the core: lookups on distant storage spend it, they do not add to it."""
+    g = build(tmp_path, mounts={"/": slow(0)}, budget_s=0.4)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/t", n=8)
+        g.namespace.resolve("/")[0].backend.fs.latency_s = 0.15  # each storage call now takes 150 ms
+        began = time.monotonic()
+        out = g.ops.move(a, "/t", "/u")
+        took = time.monotonic() - began
+        assert out.backgrounded
+        # The checks (the source's stat, the destination's) take ~0.3 s of the
+        # 0.4 s budget: the reply comes ~0.1 s after the job is journaled (0.4 s
+        # in all), not after another full budget (0.7 s).
+        assert took < 0.6, took
+        assert wait(g, out.job_id).state == "completed"
+    finally:
+        g.close()
