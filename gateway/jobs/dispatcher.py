@@ -83,9 +83,7 @@ class EmbeddedDispatcher:
             t.join(max(0.0, deadline - time.monotonic()))
 
     def enqueue(self, job: Job) -> None:
-        with self._wake:
-            self._enqueued += 1
-            self._wake.notify_all()
+        self._notify()
 
     def wait(self, job_id: str, timeout: float) -> Job:
         """The job once terminal, or as it is when ``timeout`` runs out."""
@@ -125,18 +123,28 @@ class EmbeddedDispatcher:
                 log.exception("job %s: runner crashed", job.id)
             finally:
                 self.busy -= 1
+            if job.state == "queued":  # to be retried after a backoff: wake a worker then
+                timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify)
+                timer.daemon = True
+                timer.start()
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._enqueued += 1
+            self._wake.notify_all()
 
     def _watchdog(self) -> None:
         while not self._closing.wait(max(0.5, self.stall_after_s / 4)):
             try:
                 now = time.time()
-                for job, state in self.store.requeue_stalled(now - self.stall_after_s, self.max_attempts,
-                                                             self.retry_backoff_s):
+                requeued = self.store.requeue_stalled(now - self.stall_after_s, self.max_attempts,
+                                                      self.retry_backoff_s)
+                for job, state in requeued:
                     log.error("job %s stuck (no heartbeat for %.0fs): %s", job.id, self.stall_after_s,
                               "retrying" if state == "queued" else "failed")
                 self.runner.retry_rollbacks()
                 self.store.purge_finished(now - self.keep_finished_s)
-                with self._wake:
-                    self._wake.notify_all()
+                if requeued:
+                    self._notify()
             except Exception:  # noqa: BLE001
                 log.exception("watchdog pass failed")

@@ -71,6 +71,11 @@ class JobStore:
                 from sqlalchemy.pool import StaticPool
 
                 kwargs["poolclass"] = StaticPool
+            else:
+                # Every job worker, front-end thread and the WebDAV state read
+                # at once; past the pool size SQLAlchemy opens and closes a
+                # connection (and its PRAGMAs) per use.
+                kwargs["pool_size"], kwargs["max_overflow"] = 32, 32
         else:
             kwargs["pool_size"] = 10
             kwargs["pool_pre_ping"] = True
