@@ -528,7 +528,7 @@ class Operations:
     # -- jobs -------------------------------------------------------------------------
 
     def _submit(self, session: Session, op: str, src: str, dst: str | None, *, dst_existed: bool = False,
-                budget_s: float | None = None, started: float | None = None) -> Outcome:
+                budget_s: float | None, started: float) -> Outcome:
         """Journal a job, hand it to the dispatcher and wait for it until the
         budget is spent, counted from ``started`` (when the operation reached
         the core: its checks on slow storage are part of the client's wait)."""
@@ -542,8 +542,7 @@ class Operations:
         self.store.create(job)
         self.dispatcher.enqueue(job)
         budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
-        if started is not None:
-            budget -= time.monotonic() - started
+        budget -= time.monotonic() - started
         job = self.dispatcher.wait(job_id, budget) if budget > 0 else job
         if job.state == "completed":
             return Outcome(self._exists(session, dst or src), job, False)

@@ -18,7 +18,7 @@ from sqlalchemy import event
 
 from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job
-from gateway.jobs.schema import job_items, jobs, monitor_tokens
+from gateway.jobs.schema import job_items, jobs, metadata, monitor_tokens
 
 __all__ = ["JobStore", "hash_token", "write_transaction"]
 
@@ -89,11 +89,23 @@ class JobStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Bring the schema to ``SCHEMA_HEAD`` with Alembic. A store already
-        there is not touched and Alembic is not even imported (it and Mako
-        cost ~12 MiB of resident memory for the life of the process)."""
-        if self.schema_revision() == SCHEMA_HEAD:
+        """Bring the schema to ``SCHEMA_HEAD``. A new database gets the
+        tables of ``schema.metadata`` stamped with the head revision; only an
+        older one runs Alembic's migrations. Alembic and Mako cost ~12 MiB of
+        resident memory for the life of the process, so they are imported
+        only then."""
+        revision = self.schema_revision()
+        if revision == SCHEMA_HEAD:
             return
+        if revision is None:
+            with self.engine.begin() as conn:
+                if not sa.inspect(conn).get_table_names():
+                    metadata.create_all(conn)
+                    version = sa.Table("alembic_version", sa.MetaData(),
+                                       sa.Column("version_num", sa.String(32), primary_key=True))
+                    version.create(conn)
+                    conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
+                    return
         from alembic import command
         from alembic.config import Config as AlembicConfig
 

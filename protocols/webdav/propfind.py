@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, quoteattr
 
 from wsgidav import util
 
@@ -119,14 +119,13 @@ def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
 
 def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable,
            start_response: Callable) -> Iterator[bytes]:
-    allprop = names is _LIVE
     # Named properties outside DAV: are dead ones, and none of these resources
     # has one: each is a 404, its namespace declared per response as wsgidav does.
     prefixes: dict[str, str] = {}
     for ns, _ in names:
         if ns != "DAV:" and ns not in prefixes:
             prefixes[ns] = f"NS{len(prefixes) + 1}"
-    declare = "".join(f' xmlns:{p}="{escape(ns, {chr(34): "&quot;"})}"' for ns, p in prefixes.items())
+    declare = "".join(f" xmlns:{p}={quoteattr(ns)}" for ns, p in prefixes.items())
     dead = [f"<{prefixes[ns]}:{local}/>" for ns, local in names if ns != "DAV:"]
     live = [local for ns, local in names if ns == "DAV:"]
     types: dict[str, str] = {}
@@ -151,7 +150,8 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
         """allprop: wsgidav's live properties, in its order."""
         modified = lastmod(entry)
         modified = "" if modified is None else f"<D:getlastmodified>{modified}</D:getlastmodified>"
-        name = escape(path.rstrip("/").rsplit("/", 1)[-1])
+        raw = path.rstrip("/").rsplit("/", 1)[-1]
+        name = escape(raw)
         if entry.is_dir:
             du = usage.get(path)
             quota = ("" if du is None else f"<D:quota-used-bytes>{du[0]}</D:quota-used-bytes>"
@@ -163,11 +163,12 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
         etag = "" if etag is None else f"<D:getetag>{escape(etag)}</D:getetag>"
         return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/>"
                 f"<D:getcontentlength>{entry.size}</D:getcontentlength>"
-                f"<D:getcontenttype>{content_type(name)}</D:getcontenttype>{modified}"
+                f"<D:getcontenttype>{content_type(raw)}</D:getcontenttype>{modified}"
                 f"<D:displayname>{name}</D:displayname>{etag}{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
 
     def response(path: str, entry: Entry, href: str) -> str:
-        """A ``prop`` list: each name found (200) or not (404)."""
+        """A ``prop`` list: each name found (200) or not (404), as wsgidav
+        answers them (quota of a file: an empty 200)."""
         is_dir = entry.is_dir
         found, missing = [], []
         for name in live:
@@ -186,9 +187,8 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
             elif name == "getcontenttype":
                 value = None if is_dir else content_type(path.rsplit("/", 1)[-1])
             elif name in ("quota-used-bytes", "quota-available-bytes"):
-                if not is_dir:  # wsgidav: an empty element when asked by name, absent from allprop
-                    if not allprop:
-                        found.append(f"<D:{name}/>")
+                if not is_dir:
+                    found.append(f"<D:{name}/>")
                     continue
                 du = usage.get(path)
                 value = None if du is None else str(du[0] if name == "quota-used-bytes" else du[1])
@@ -203,7 +203,7 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
                 value = None
             if value is not None:
                 found.append(f"<D:{name}>{value}</D:{name}>")
-            elif not allprop:
+            else:
                 missing.append(f"<D:{name}/>")
         out = [f"<D:response{declare}><D:href>{href}</D:href>"]
         if found:
@@ -217,7 +217,7 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
     head = b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
     tail = b"</D:multistatus>"
 
-    one = allprop_response if allprop else response
+    one = allprop_response if names is _LIVE else response
 
     def chunks() -> Iterator[bytes]:
         for i in range(0, len(rows), _CHUNK):

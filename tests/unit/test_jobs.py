@@ -343,12 +343,32 @@ def test_a_rollback_that_cannot_reach_storage_keeps_the_partial_copy_hidden(tmp_
         g.close()
 
 
-def test_schema_head_matches_the_migrations_and_reopening_skips_alembic(tmp_path):
-    """The store knows its newest migration without loading Alembic, so a
-    restart on an up-to-date database keeps Alembic out of memory."""
+def _schema(url: str) -> dict:
+    """Tables → columns (name, type, nullable, primary key), indexes, unique constraints."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    insp = sa.inspect(engine)
+    out = {}
+    for table in sorted(insp.get_table_names()):
+        out[table] = (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(table)],
+            insp.get_pk_constraint(table)["constrained_columns"],
+            sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in insp.get_indexes(table)),
+            sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
+        )
+    engine.dispose()
+    return out
+
+
+def test_a_new_store_has_the_migrations_schema_without_loading_alembic(tmp_path):
+    """A new database gets schema.metadata stamped at SCHEMA_HEAD, which must
+    be exactly what the Alembic migrations build; opening a store, new or
+    up to date, keeps Alembic (~12 MiB) out of memory."""
     import subprocess
     import sys
 
+    from alembic import command
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
@@ -358,16 +378,24 @@ def test_schema_head_matches_the_migrations_and_reopening_skips_alembic(tmp_path
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
 
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    store = JobStore(url)
-    assert store.schema_revision() == SCHEMA_HEAD
-    store.close()
-    probe = (
-        "import sys; from gateway.jobs.store import JobStore; "
-        f"JobStore({url!r}).close(); print('alembic' in sys.modules)"
-    )
+    migrated = f"sqlite:///{tmp_path / 'migrated.db'}"
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(migrated)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    engine.dispose()
+
+    created = f"sqlite:///{tmp_path / 'created.db'}"
+    probe = ("import sys; from gateway.jobs.store import JobStore; "
+             f"JobStore({created!r}).close(); JobStore({created!r}).close(); print('alembic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+    assert _schema(created) == _schema(migrated)
+    store = JobStore(created)
+    assert store.schema_revision() == SCHEMA_HEAD
+    store.close()
 
 
 def test_the_budget_counts_the_checks_on_slow_storage(tmp_path):
