@@ -80,3 +80,24 @@ def test_serve_bootstraps_admin_once_and_stops_cleanly(tmp_path, monkeypatch):
     cfg = load_config(config)
     assert cfg.server.state_dir == tmp_path / "var"
     assert Authenticator.from_config(cfg).login_password("admin", password, "127.0.0.1").admin
+
+
+def test_logins_on_many_threads_give_their_memory_back():
+    """Each argon2 check takes 19 MiB; once checked, the gateway's threads
+    must not keep it (glibc's floating mmap threshold made twelve threads
+    hold ~230 MiB)."""
+    probe = """
+import threading
+from gateway.server import tune_malloc
+assert tune_malloc()
+from gateway.auth import hash_password, _hasher
+rss = lambda: int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
+h = hash_password('pw')
+before = rss()
+threads = [threading.Thread(target=lambda: [_hasher.verify(h, 'pw') for _ in range(3)]) for _ in range(12)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(rss() - before)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert int(out.stdout) < 40, f"{out.stdout.strip()} MiB kept after 36 logins on 12 threads"
