@@ -54,11 +54,13 @@ class Policy:
 @dataclass
 class Outcome:
     """The result of a mutation. ``job`` is set when it ran as a job;
-    ``backgrounded`` when that job was still running at reply time."""
+    ``backgrounded`` when that job was still running at reply time;
+    ``replaced`` when a copy or move overwrote an existing destination."""
 
     entry: Entry | None = None
     job: Job | None = None
     backgrounded: bool = False
+    replaced: bool = False
 
     @property
     def job_id(self) -> str | None:
@@ -490,6 +492,7 @@ class Operations:
             smount, sbp = self._resolve_one(session, sg)
             dmount, dbp = self.namespace.resolve(dg)
             outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s, started)
+            outcome.replaced = existing is not None
         except E.GatewayError as exc:
             self._log(session, op, [su, du], f"error: {exc}", started)
             raise self._at(exc, su) from None

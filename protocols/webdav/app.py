@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Iterable
 
 from wsgidav.dir_browser import WsgiDavDirBrowser
@@ -11,6 +12,7 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.davstate import DavState
+from protocols.webdav.provider import STARTED_KEY
 from protocols.webdav.auth import GatewayDomainController
 from protocols.webdav.errors import TextErrors, reason
 from protocols.webdav.locks import LockStorage
@@ -84,9 +86,12 @@ def _fix_status_lines(app: Callable, state: DavState) -> Callable:
     """Two slips of wsgidav's replies: statuses it has no text for read
     '202 Status' (give them their standard reason phrase), and the folder
     browser's trailing-slash redirect forgets the mount path. Each request
-    reads locks and properties from one snapshot (DavState.request)."""
+    reads locks and properties from one snapshot (DavState.request) and
+    notes when it arrived (its sync budget counts from then)."""
 
     def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        environ[STARTED_KEY] = time.monotonic()
+
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
             code, _, text = status.partition(" ")
             if text == "Status" and code.isdigit():

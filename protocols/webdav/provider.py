@@ -17,6 +17,7 @@ they follow the resource whichever user's home it is reached through.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, BinaryIO, Callable
 from urllib.parse import quote
 
@@ -34,10 +35,13 @@ from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
 from protocols.webdav.propfind import fast_propfind
 
-__all__ = ["GatewayProvider", "MONITOR_PATH"]
+__all__ = ["GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
 
 #: Where the REST API serves a job's monitor (DESIGN.md, REST API).
 MONITOR_PATH = "/api/v1/monitor/"
+
+#: environ key: time.monotonic() when the request reached the gateway.
+STARTED_KEY = "gateway.started"
 
 
 def _wants_async(environ: dict) -> bool:
@@ -171,36 +175,40 @@ class _Resource:
         return self._reply(outcome, replaced=True)
 
     def handle_move(self, dest_path: str) -> bool | list:
-        replaced = self._exists(dest_path)
         with translated(self.environ):
             outcome = self.ops.move(self.session, self.path, dest_path, overwrite=self._overwrite(),
                                     budget_s=self._budget())
         # RFC 4918 7.5: a moved resource leaves its locks behind.
         self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
         self.provider.state.move_props(self._key(), self._key(dest_path))
-        return self._reply(outcome, replaced)
+        return self._reply(outcome, outcome.replaced)
 
     def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool | list:
-        replaced = self._exists(dest_path)
         with translated(self.environ):
             if self.is_collection and not depth_infinity:
                 # Depth: 0 copies the folder itself, without its members.
+                replaced = self._exists(dest_path)
                 if replaced:
                     self.ops.delete(self.session, dest_path, recursive=True)
                 self.ops.mkdir(self.session, dest_path)
-                outcome = Outcome()
+                outcome = Outcome(replaced=replaced)
             else:
                 outcome = self.ops.copy(self.session, self.path, dest_path, overwrite=self._overwrite(),
                                         budget_s=self._budget())
         self.provider.state.copy_props(self._key(), self._key(dest_path), recursive=depth_infinity)
-        return self._reply(outcome, replaced)
+        return self._reply(outcome, outcome.replaced)
 
     def _overwrite(self) -> bool:
         return self.environ.get("HTTP_OVERWRITE", "T") == "T"
 
-    def _budget(self) -> float | None:
-        """0 for clients that take a 202; else the core's webdav budget."""
-        return 0 if _wants_async(self.environ) else None
+    def _budget(self) -> float:
+        """0 for clients that take a 202; else what is left of the core's
+        webdav budget since the request arrived (wsgidav's own lookups of
+        source and destination spend it too)."""
+        if _wants_async(self.environ):
+            return 0
+        waited = time.monotonic() - self.environ.get(STARTED_KEY, time.monotonic())
+        return max(0.0, self.ops.policy.budget_s(self.session.protocol) - waited)
 
     def _exists(self, path: str) -> bool:
         with translated(self.environ):
