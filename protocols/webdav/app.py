@@ -12,12 +12,11 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.davstate import DavState
-from protocols.webdav.provider import STARTED_KEY
 from protocols.webdav.auth import GatewayDomainController
 from protocols.webdav.errors import TextErrors, reason
 from protocols.webdav.locks import LockStorage
 from protocols.webdav.props import PropertyManager
-from protocols.webdav.provider import GatewayProvider
+from protocols.webdav.provider import STARTED_KEY, GatewayProvider
 
 __all__ = ["make_dav_app", "MOUNT_PATH"]
 
