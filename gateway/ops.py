@@ -286,7 +286,9 @@ class Operations:
         hide, add = self.view.adjustments(session.id, g)
         mounts = self.namespace.child_mount_names(g)
         seen: set[str] = set()
-        sources = self.view.sources(session.id, g) or []
+        sources = self.view.sources(session.id, g)
+        if sources is HIDDEN:  # a job committed between the stat and the first entry
+            raise E.NotFound(f"{u}: no such file or folder", u)
         many = len(sources) > 1
         for s in sources:
             if self.namespace.mount_for(s) is None:

@@ -103,10 +103,19 @@ def test_backgrounded_move_consistency(gw):
                 return
             time.sleep(0.02)
 
-    watcher = threading.Thread(target=watch)
+    failures = []
+
+    def watched():
+        try:
+            watch()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test's thread
+            failures.append(exc)
+
+    watcher = threading.Thread(target=watched)
     watcher.start()
     job = wait(gw, out.job_id)
     watcher.join(30)
+    assert not failures, failures[0]
     assert job.state == "completed" and job.percentage == 100.0
     assert samples.count("tree") >= 3, "the other session should have seen the old tree for a while"
     assert names(ops, b) == ["moved"] and count(ops, b, "/moved") == before
