@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from backends.base import Writer
 from gateway import errors as E
 from gateway import metrics
 from gateway.jobs.dispatcher import Dispatcher
-from gateway.jobs.model import Job
+from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
 from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise,
                                parent_of, to_global, to_user)
@@ -537,10 +536,12 @@ class Operations:
         """Journal a job, hand it to the dispatcher and wait for it until the
         budget is spent, counted from ``started`` (when the operation reached
         the core: its checks on slow storage are part of the client's wait)."""
-        job_id = secrets.token_urlsafe(12)
+        job_id = new_job_id()
         stage = dst
         if dst and dst_existed:
             stage = join(parent_of(dst), f"{RESERVED_PREFIX}stage-{job_id}-{name_of(dst)}"[:250])
+        elif op == "delete" and self.namespace.resolve(src)[0].backend.capabilities.atomic_rename:
+            stage = join(parent_of(src), f"{RESERVED_PREFIX}trash-{job_id}")
         job = Job(id=job_id, queue=self.dispatcher.queue_for(op), operation=op, src=src, dst=dst,
                   stage=stage, dst_existed=dst_existed, overwrite=dst_existed, owner=session.user.name,
                   session_id=session.id, protocol=session.protocol)
@@ -548,8 +549,10 @@ class Operations:
         self.dispatcher.enqueue(job)
         budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
         budget -= time.monotonic() - started
-        job = self.dispatcher.wait(job_id, budget) if budget > 0 else job
-        if job.state == "completed":
+        # A delete via the trash is done for every client once committed;
+        # emptying the trash is not the client's wait.
+        job = self.dispatcher.wait(job_id, budget, committed=job.via_trash) if budget > 0 else job
+        if job.state == "completed" or (job.via_trash and job.committed and job.state == "running"):
             return Outcome(self._exists(session, dst or src), job, False)
         if job.state == "failed":
             raise E.by_name(job.error_type or "BackendError")(job.error or "job failed")

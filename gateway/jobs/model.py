@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["Job", "TERMINAL", "ACTIVE", "OPERATION_NAMES"]
+__all__ = ["Job", "new_job_id", "TERMINAL", "ACTIVE", "OPERATION_NAMES"]
 
 #: States after which nothing changes any more.
 TERMINAL = frozenset({"completed", "failed", "stopped", "cancelled"})
@@ -14,10 +15,21 @@ ACTIVE = frozenset({"queued", "running"})
 OPERATION_NAMES = {"copy": "ItemCopy", "move": "ItemMove", "delete": "ItemDelete"}
 
 
+def new_job_id() -> str:
+    """16 URL-safe random characters, never starting with '-' (a CLI would
+    take ``jobs show -abc`` for an option)."""
+    while True:
+        job_id = secrets.token_urlsafe(12)
+        if not job_id.startswith("-"):
+            return job_id
+
+
 @dataclass
 class Job:
     """One background operation. Paths are global virtual paths; ``stage`` is
-    where the destination's content is written (== dst unless dst existed)."""
+    where the destination's content is written (== dst unless dst existed),
+    or for a delete the reserved name its folder is renamed to (see
+    :attr:`via_trash`)."""
 
     id: str
     queue: str
@@ -63,6 +75,13 @@ class Job:
     @property
     def committed(self) -> bool:
         return self.phase in ("cleanup", "done")
+
+    @property
+    def via_trash(self) -> bool:
+        """A delete on storage that renames atomically: the folder is renamed
+        to ``stage`` (a reserved name, never listed) just before commit and
+        removed there during cleanup, so its path is free once committed."""
+        return self.operation == "delete" and self.stage is not None
 
     @property
     def terminal(self) -> bool:
