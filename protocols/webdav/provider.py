@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 from typing import Any, BinaryIO, Callable
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ from gateway.types import Entry, Session
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
+from protocols.webdav.move import fast_move
 from protocols.webdav.propfind import fast_propfind
 
 __all__ = ["GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
@@ -108,12 +110,42 @@ class GatewayProvider(DAVProvider):
                 and environ.get("HTTP_DEPTH", "infinity") == "infinity"):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
-        if environ["REQUEST_METHOD"] == "PROPFIND":
-            with translated(environ):
+        reply = None
+        with translated(environ):
+            if environ["REQUEST_METHOD"] == "PROPFIND":
                 reply = fast_propfind(self, environ, start_response, _etag)
-            if reply is not None:
-                return reply
-        return default_handler(environ, start_response)
+            elif environ["REQUEST_METHOD"] == "MOVE":
+                reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
+                                  partial(self._move, environ))
+        return default_handler(environ, start_response) if reply is None else reply
+
+    def _move(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
+        """Whether the move replaced an existing destination; raises the
+        core's errors, or the 202 of a move the client lets run on."""
+        session = environ[SESSION_KEY]
+        outcome = self.ops.move(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
+        _raise_accepted(self.ops, outcome, environ)
+        return outcome.replaced
+
+
+def _budget(ops: Operations, session: Session, environ: dict) -> float:
+    """0 for clients that take a 202; else what is left of the core's webdav
+    budget since the request arrived (wsgidav's own lookups of source and
+    destination spend it too)."""
+    if _wants_async(environ):
+        return 0
+    waited = time.monotonic() - environ.get(STARTED_KEY, time.monotonic())
+    return max(0.0, ops.policy.budget_s(session.protocol) - waited)
+
+
+def _raise_accepted(ops: Operations, outcome: Outcome, environ: dict) -> None:
+    """The 202 (with the job's monitor URL) of an operation still running
+    at reply time, for a client that asked for asynchronous replies."""
+    if outcome.backgrounded and _wants_async(environ):
+        assert outcome.job is not None
+        url = MONITOR_PATH + ops.monitor_token(outcome.job)
+        raise GatewayDAVError(202, f"accepted; running in background as job {outcome.job_id}",
+                              add_headers=[("Location", url), ("OC-JobStatus-Location", url)])
 
 
 def _resource(provider: GatewayProvider, path: str, entry: Entry, environ: dict) -> "_Resource":
@@ -202,13 +234,7 @@ class _Resource:
         return self.environ.get("HTTP_OVERWRITE", "T") == "T"
 
     def _budget(self) -> float:
-        """0 for clients that take a 202; else what is left of the core's
-        webdav budget since the request arrived (wsgidav's own lookups of
-        source and destination spend it too)."""
-        if _wants_async(self.environ):
-            return 0
-        waited = time.monotonic() - self.environ.get(STARTED_KEY, time.monotonic())
-        return max(0.0, self.ops.policy.budget_s(self.session.protocol) - waited)
+        return _budget(self.ops, self.session, self.environ)
 
     def _exists(self, path: str) -> bool:
         with translated(self.environ):
@@ -216,11 +242,7 @@ class _Resource:
 
     def _reply(self, outcome: Outcome, replaced: bool) -> bool | list:
         """True → 204; a one-item error list on this resource → that status."""
-        if outcome.backgrounded and _wants_async(self.environ):
-            assert outcome.job is not None
-            url = MONITOR_PATH + self.ops.monitor_token(outcome.job)
-            raise GatewayDAVError(202, f"accepted; running in background as job {outcome.job_id}",
-                                  add_headers=[("Location", url), ("OC-JobStatus-Location", url)])
+        _raise_accepted(self.ops, outcome, self.environ)
         if replaced:
             return True
         return [(self.get_href(), GatewayDAVError(201, "created"))]
