@@ -30,15 +30,23 @@ log = logging.getLogger("gateway.server")
 #: and reuse their memory while argon2's is handed back at once.
 MMAP_THRESHOLD = 4 << 20
 
+#: glibc malloc arenas (M_ARENA_MAX). By default each of the gateway's ~50
+#: threads may get its own, up to 8 per core, each keeping freed memory for
+#: itself; the GIL serialises most allocations anyway, so two arenas cost no
+#: speed and lowered the benchmark's peaks by ~10 MiB.
+ARENA_MAX = 2
+
 
 def tune_malloc() -> bool:
-    """Fix glibc's mmap threshold (see MMAP_THRESHOLD); False where the C
+    """Fix glibc's mmap threshold and arena count (see MMAP_THRESHOLD,
+    ARENA_MAX) before the front ends start their threads; False where the C
     library is not glibc."""
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
+        # -3: M_MMAP_THRESHOLD, -8: M_ARENA_MAX
+        return bool(libc.mallopt(-3, MMAP_THRESHOLD)) and bool(libc.mallopt(-8, ARENA_MAX))
     except (OSError, AttributeError):
         return False
 

@@ -101,3 +101,24 @@ print(rss() - before)
 """
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert int(out.stdout) < 40, f"{out.stdout.strip()} MiB kept after 36 logins on 12 threads"
+
+
+def test_busy_threads_share_two_malloc_arenas():
+    """glibc gives each thread its own arena (up to 8 per core), each keeping
+    what was freed in it; the gateway caps them at two."""
+    probe = """
+import ctypes, threading
+from gateway.server import ARENA_MAX, tune_malloc
+assert tune_malloc()
+def work():
+    for _ in range(200):
+        blocks = [bytearray(64 << 10) for _ in range(8)]
+        del blocks
+threads = [threading.Thread(target=work) for _ in range(16)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    arenas = [line for line in out.stderr.splitlines() if line.startswith("Arena ")]
+    assert 1 <= len(arenas) <= 2, out.stderr
