@@ -27,9 +27,7 @@ def new_job_id() -> str:
 @dataclass
 class Job:
     """One background operation. Paths are global virtual paths; ``stage`` is
-    where the destination's content is written (== dst unless dst existed),
-    or for a delete the reserved name its folder is renamed to (see
-    :attr:`via_trash`)."""
+    where the destination's content is written (== dst unless dst existed)."""
 
     id: str
     queue: str
@@ -75,13 +73,6 @@ class Job:
     @property
     def committed(self) -> bool:
         return self.phase in ("cleanup", "done")
-
-    @property
-    def via_trash(self) -> bool:
-        """A delete on storage that renames atomically: the folder is renamed
-        to ``stage`` (a reserved name, never listed) just before commit and
-        removed there during cleanup, so its path is free once committed."""
-        return self.operation == "delete" and self.stage is not None
 
     @property
     def terminal(self) -> bool:
