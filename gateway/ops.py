@@ -540,6 +540,9 @@ class Operations:
         stage = dst
         if dst and dst_existed:
             stage = join(parent_of(dst), f"{RESERVED_PREFIX}stage-{job_id}-{name_of(dst)}"[:250])
+        elif op == "delete" and (mount := self.namespace.resolve(src)[0]).backend.capabilities.atomic_rename:
+            # At the mount's root, never inside a folder someone may delete next.
+            stage = join(mount.path, f"{RESERVED_PREFIX}trash-{job_id}")
         job = Job(id=job_id, queue=self.dispatcher.queue_for(op), operation=op, src=src, dst=dst,
                   stage=stage, dst_existed=dst_existed, overwrite=dst_existed, owner=session.user.name,
                   session_id=session.id, protocol=session.protocol)
@@ -547,8 +550,10 @@ class Operations:
         self.dispatcher.enqueue(job)
         budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
         budget -= time.monotonic() - started
-        job = self.dispatcher.wait(job_id, budget) if budget > 0 else job
-        if job.state == "completed":
+        # A delete via the trash is done for every client once committed;
+        # emptying the trash is not the client's wait.
+        job = self.dispatcher.wait(job_id, budget, committed=job.via_trash) if budget > 0 else job
+        if job.state == "completed" or (job.via_trash and job.committed and job.state == "running"):
             return Outcome(self._exists(session, dst or src), job, False)
         if job.state == "failed":
             raise E.by_name(job.error_type or "BackendError")(job.error or "job failed")

@@ -58,6 +58,11 @@ class View:
         for this session."""
         for j in self.overlays():
             mine, committed = self._roles(j, session_id)
+            if j.via_trash and is_under(path, j.src):
+                if committed:  # the path is free again: whatever is there now is new
+                    continue
+                if not mine:  # the folder may already be in the trash: read it there
+                    return [join(j.stage, rel_of(path, j.src)), path]
             if j.operation in ("move", "delete") and is_under(path, j.src) and (committed or mine):
                 return HIDDEN
             if j.operation in ("move", "copy") and j.dst and is_under(path, j.dst):
@@ -77,8 +82,11 @@ class View:
         add: dict[str, str] = {}
         for j in self.overlays():
             mine, committed = self._roles(j, session_id)
-            if j.operation in ("move", "delete") and parent_of(j.src) == folder and j.src != "/" and (committed or mine):
-                hide.add(name_of(j.src))
+            if j.operation in ("move", "delete") and parent_of(j.src) == folder and j.src != "/":
+                if j.via_trash and not committed and not mine:
+                    add[name_of(j.src)] = j.src
+                elif (committed or mine) and not (j.via_trash and committed):
+                    hide.add(name_of(j.src))
             if j.operation in ("move", "copy") and j.dst and parent_of(j.dst) == folder:
                 if mine or committed:
                     add[name_of(j.dst)] = j.dst
@@ -94,10 +102,10 @@ class View:
         for j in self.overlays():
             owned_w = [p for p in (j.dst, j.stage) if p]
             owned_r: list[str] = []
-            if j.operation in ("move", "delete"):
-                owned_w.append(j.src)
-            else:
+            if j.operation == "copy":
                 owned_r.append(j.src)
+            elif not (j.via_trash and j.committed):  # a committed trash delete owns only its trash
+                owned_w.append(j.src)
             if any(overlaps(p, o) for p in write for o in owned_w + owned_r):
                 return j
             if any(overlaps(p, o) for p in read for o in owned_w):

@@ -25,7 +25,7 @@ class Dispatcher(Protocol):
     def close(self) -> None: ...
     def queue_for(self, operation: str) -> str: ...
     def enqueue(self, job: Job) -> None: ...
-    def wait(self, job_id: str, timeout: float) -> Job: ...
+    def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job: ...
     def cancel(self, job_id: str) -> Job: ...
     def stop(self, job_id: str) -> Job: ...
 
@@ -85,13 +85,14 @@ class EmbeddedDispatcher:
     def enqueue(self, job: Job) -> None:
         self._notify()
 
-    def wait(self, job_id: str, timeout: float) -> Job:
-        """The job once terminal, or as it is when ``timeout`` runs out."""
+    def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job:
+        """The job once terminal (or, with ``committed``, once committed), or
+        as it is when ``timeout`` runs out."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.store.get(job_id)
             left = deadline - time.monotonic()
-            if job.terminal or left <= 0:
+            if job.terminal or (committed and job.committed) or left <= 0:
                 return job
             with self.store.changed:
                 self.store.changed.wait(min(left, 0.25))

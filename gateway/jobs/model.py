@@ -27,7 +27,9 @@ def new_job_id() -> str:
 @dataclass
 class Job:
     """One background operation. Paths are global virtual paths; ``stage`` is
-    where the destination's content is written (== dst unless dst existed)."""
+    where the destination's content is written (== dst unless dst existed),
+    or for a delete the reserved name its folder is renamed to (see
+    :attr:`via_trash`)."""
 
     id: str
     queue: str
@@ -73,6 +75,15 @@ class Job:
     @property
     def committed(self) -> bool:
         return self.phase in ("cleanup", "done")
+
+    @property
+    def via_trash(self) -> bool:
+        """A delete on storage that renames atomically: the folder is renamed
+        to ``stage`` (a reserved name at the mount's root, never listed) just
+        before commit and removed there during cleanup, so its path is free
+        once committed. Where that rename fails, ``stage`` is cleared and the
+        delete enumerates and removes in place."""
+        return self.operation == "delete" and self.stage is not None
 
     @property
     def terminal(self) -> bool:

@@ -238,7 +238,18 @@ class _Run:
     def prepare(self) -> None:
         """Enumerate the source (streamed into the journal) and, for copy and
         move, copy each journaled item to the stage; totals grow as the walk
-        goes on, memory stays flat."""
+        goes on, memory stays flat. A delete via the trash only renames its
+        folder away here; the walk happens in the trash after commit."""
+        if self.job.via_trash:
+            self._to_trash()
+            return
+        self._enumerate()
+        self.transfer_pending()
+        self.flush()
+
+    def _enumerate(self) -> None:
+        """Journal the source tree once (a resumed attempt skips what is
+        journaled already)."""
         j, b = self.job, self.src_mount.backend
         if not j.enumerated:
             root = self.retry(lambda: b.info(self.src_root), "stat source")
@@ -255,8 +266,26 @@ class _Run:
                 self.store.add_items(j, batch)
             self.flush()
             self.store.update(j, enumerated=True)
-        self.transfer_pending()
-        self.flush()
+
+    def _to_trash(self) -> None:
+        """Rename the folder to its trash name (one atomic call; skipped when
+        an earlier attempt did it). Where the storage refuses (a folder on
+        another disk linked into a local tree cannot be renamed across),
+        the job becomes a delete in place."""
+        j, b, trash = self.job, self.src_mount.backend, self._trash_root()
+        try:
+            if not b.exists(trash):
+                self.retry(lambda: b.rename(self.src_root, trash), "move the folder to the trash")
+        except E.GatewayError as exc:
+            if exc.retryable:
+                raise
+            log.info("job %s: %s cannot go to the trash (%s); deleting it in place", j.id, j.src, exc)
+            self.store.update(j, stage=None)
+            self.store._bump()
+            self.prepare()
+
+    def _trash_root(self) -> str:
+        return self.runner.namespace.resolve(self.job.stage)[1]
 
     def transfer_pending(self) -> None:
         j = self.job
@@ -305,6 +334,9 @@ class _Run:
         """After commit: remove moved/deleted sources deepest first, then swap a
         staged destination into place. Every step is idempotent."""
         j = self.job
+        if j.via_trash:
+            self.src_root = self._trash_root()
+            self._enumerate()
         if j.operation in ("move", "delete"):
             state = "copied" if j.operation == "move" else "pending"
             b = self.src_mount.backend
@@ -358,6 +390,15 @@ class _Run:
         False when the storage refused; the caller keeps the job in phase
         ``rollback`` (its overlay still hides the stage) and retries later."""
         j = self.job
+        if j.via_trash:
+            b, trash = self.src_mount.backend, self._trash_root()
+            try:
+                if b.exists(trash):
+                    b.rename(trash, self.src_root)
+            except E.GatewayError as exc:
+                log.error("job %s: could not put %s back from the trash yet: %s", j.id, j.src, exc)
+                return False
+            return True
         if j.operation == "delete" or not j.dst:
             return True
         if j.stage and (j.stage != j.dst or not j.dst_existed):

@@ -1,8 +1,12 @@
 """The consistency contract and the job lifecycle, proved with two sessions
 on slow:: mounts (real storage made distant, no mocks)."""
 
+import os
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -428,8 +432,141 @@ def test_the_budget_counts_the_checks_on_slow_storage(tmp_path):
         g.close()
 
 
+def local_slow(tmp_path, latency_ms=20):
+    root = tmp_path / "data"
+    root.mkdir()
+    return root, (f"slow::file://{root}", {"slow": {"latency_ms": latency_ms}})
+
+
+def test_a_folder_delete_on_renaming_storage_goes_to_the_trash(tmp_path):
+    """Where storage renames atomically, a folder delete renames the folder to
+    a reserved name and commits: the client's reply comes then, the path is
+    free at once (a new folder may take it), and the trash is emptied after."""
+    root, mount = local_slow(tmp_path)
+    g = build(tmp_path, mounts={"/": mount}, budget_s=10)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a)
+        began = time.monotonic()
+        out = g.ops.delete(a, "/tree", recursive=True)
+        took = time.monotonic() - began
+        assert not out.backgrounded and out.entry is None
+        assert took < 1.0, took  # emptying 60 items at 20 ms a call takes longer
+        job = g.store.get(out.job_id)
+        assert job.committed and job.state == "running"
+        assert not (root / "tree").exists()
+        assert [p.name for p in root.iterdir()] == [f".gw-trash-{job.id}"]
+        for s in (a, b):
+            assert names(g.ops, s) == []
+        g.ops.mkdir(b, "/tree")  # not Busy: the job owns only its trash now
+        g.ops.open_write(b, "/tree/new").commit()
+        assert names(g.ops, a, "/tree") == ["new"]
+        job = wait(g, out.job_id)
+        assert job.state == "completed" and job.items_done == N + 1
+        assert sorted(p.name for p in root.iterdir()) == ["tree"]
+        assert [p.name for p in (root / "tree").iterdir()] == ["new"]
+    finally:
+        g.close()
+
+
+def test_a_trash_delete_stopped_before_commit_puts_the_folder_back(tmp_path):
+    root, mount = local_slow(tmp_path, latency_ms=0)
+    g = build(tmp_path, mounts={"/": mount})
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, n=10)
+        g.namespace.resolve("/")[0].backend.fs.latency_s = 0.15
+        out = g.ops.delete(a, "/tree", recursive=True, budget_s=0)
+        assert out.backgrounded
+        while g.store.get(out.job_id).state == "queued":
+            time.sleep(0.005)
+        g.ops.stop_job(a, out.job_id)  # while it checks the trash name and renames (150 ms a call)
+        job = wait(g, out.job_id)
+        assert job.state == "stopped"
+        assert sorted(p.name for p in root.iterdir()) == ["tree"]
+        g.namespace.resolve("/")[0].backend.fs.latency_s = 0
+        for s in (a, b):
+            assert count(g.ops, s, "/tree") == 10
+    finally:
+        g.close()
+
+
+def test_before_a_trash_delete_commits_others_read_the_folder_in_the_trash(tmp_path):
+    """Between the rename and the commit (a moment, unless the process dies
+    there) other sessions still see the folder and read its files."""
+    root, mount = local_slow(tmp_path, latency_ms=0)
+    g = build(tmp_path, mounts={"/": mount})
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, n=10)
+        job = Job(id="j1", queue="delete", operation="delete", src="/tree", dst=None, stage="/.gw-trash-j1",
+                  owner=a.user.name, session_id=a.id, protocol=a.protocol, state="running",
+                  heartbeat_at=time.time())
+        g.store.create(job)
+        (root / "tree").rename(root / ".gw-trash-j1")
+        assert names(g.ops, a) == [] and names(g.ops, b) == ["tree"]
+        assert count(g.ops, b, "/tree") == 10
+        f, _ = g.ops.open_read(b, "/tree/f001")
+        assert f.read() == b"B" * 10
+        f.close()
+        with pytest.raises(E.Busy):
+            g.ops.mkdir(b, "/tree/x")
+    finally:
+        g.close()
+
+
 def test_job_ids_never_look_like_a_command_line_option():
     from gateway.jobs.model import new_job_id
 
     ids = {new_job_id() for _ in range(3000)}  # a token starts with '-' one time in 64
     assert len(ids) == 3000 and not any(i.startswith("-") for i in ids)
+
+
+def test_a_folder_whose_subfolder_is_being_emptied_can_be_deleted_and_made_again(tmp_path):
+    """litmus' pattern: delete /a/b, then at once delete /a and make /a anew.
+    The trash lives at the mount's root, so emptying it never makes /a busy."""
+    root, mount = local_slow(tmp_path, latency_ms=0)
+    g = build(tmp_path, mounts={"/": mount}, budget_s=10)
+    try:
+        a, _ = sessions()
+        g.ops.mkdir(a, "/a")
+        make_tree(g.ops, a, "/a/b")
+        make_tree(g.ops, a, "/a/c", n=5)
+        g.namespace.resolve("/")[0].backend.fs.latency_s = 0.02
+        inner = g.ops.delete(a, "/a/b", recursive=True)
+        assert g.store.get(inner.job_id).state == "running"  # still emptying its trash
+        outer = g.ops.delete(a, "/a", recursive=True)
+        assert not outer.backgrounded
+        g.ops.mkdir(a, "/a")
+        for out in (inner, outer):
+            assert wait(g, out.job_id).state == "completed"
+        assert sorted(p.name for p in root.iterdir()) == ["a"] and not any((root / "a").iterdir())
+    finally:
+        g.close()
+
+
+def test_a_folder_that_cannot_be_renamed_to_the_trash_is_deleted_in_place(tmp_path):
+    """A folder on another disk linked into a local tree cannot be renamed to
+    the mount's root (EXDEV): the delete then removes it where it is."""
+    other = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        root = tmp_path / "data"
+        root.mkdir()
+        mount = f"file://{root}"
+        assert os.stat(other).st_dev != os.stat(root).st_dev
+        (other / "sub").mkdir()
+        for i in range(5):
+            (other / "sub" / f"f{i}").write_bytes(b"x")
+        (root / "linked").symlink_to(other)
+        g = build(tmp_path, mounts={"/": mount})
+        try:
+            a, b = sessions()
+            out = g.ops.delete(a, "/linked/sub", recursive=True)
+            job = wait(g, out.job_id)
+            assert job.state == "completed" and job.stage is None and job.items_done == 6
+            assert not (other / "sub").exists() and [p.name for p in root.iterdir()] == ["linked"]
+            assert names(g.ops, b, "/linked") == []
+        finally:
+            g.close()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
