@@ -262,3 +262,38 @@ def test_user_required_to_use_tls_is_refused_in_clear(gateway_factory):
     with pytest.raises(ftplib.error_perm) as ei:
         connect(r)
     assert "must use tls" in str(ei.value).lower()
+
+
+def test_list_lines_are_pyftpdlibs_own(ftp_gw):
+    """LIST is written from the listing's entries; every line must be the
+    bytes pyftpdlib's format_list makes (dates recent and old, folders,
+    sizes, spaces and non-ASCII names)."""
+    from types import SimpleNamespace
+
+    from pyftpdlib.filesystems import AbstractedFS
+
+    from protocols.ftp.fs import GatewayFS
+
+    r, s = ftp_gw, ftp_gw.session("alice")
+    r.ops.mkdir(s, "/lst")
+    r.ops.mkdir(s, "/lst/sub dir")
+    now = time.time()
+    for i, (name, age) in enumerate([("a.txt", 0), ("b b.bin", 3600), ("ünï.txt", 86400 * 400),
+                                     ("big", 86400 * 179), ("old", 86400 * 181)]):
+        up = r.ops.open_write(s, f"/lst/{name}")
+        up.write(b"x" * (i * 123457))
+        up.commit()
+        r.ops.set_mtime(s, f"/lst/{name}", now - age)
+    channel = SimpleNamespace(gw=r.gw, session=s, use_gmt_times=True, encoding="utf-8", unicode_errors="replace")
+    fs = GatewayFS("/", channel)
+    names = fs.listdir("/lst")
+    ours = b"".join(fs.format_list("/lst", names))
+    assert ours == b"".join(AbstractedFS.format_list(fs, "/lst", names))
+    assert len(ours.splitlines()) == 6
+    with ftplib.FTP() as f:
+        f.encoding = "utf-8"
+        f.connect("127.0.0.1", r.port("ftp"))
+        f.login("alice", PW)
+        wire: list[str] = []
+        f.retrlines("LIST /lst", wire.append)
+    assert sorted(wire) == sorted(ours.decode().splitlines())

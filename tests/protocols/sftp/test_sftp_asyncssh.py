@@ -153,3 +153,34 @@ def test_error_statuses(gw):
                 pass
 
     asyncio.run(go())
+
+
+def test_listing_long_names_are_asyncssh_own():
+    """format_longname caches its mode and date parts; every line must be
+    the bytes asyncssh's own makes (recent and old dates, folders, missing
+    attributes, a future time, a time before 1900)."""
+    import copy
+    import stat as st
+    import time
+
+    from asyncssh import SFTPAttrs, SFTPName
+
+    from gateway.types import Session
+    from gateway.users import User
+    from protocols.sftp.handler import GatewaySFTPServer
+
+    server = object.__new__(GatewaySFTPServer)  # only its formatting is used: no channel needed
+    server.session, server._dates = Session(User("alice"), "sftp"), {}
+    now = int(time.time())
+    names = []
+    for i, (mode, age) in enumerate([(st.S_IFREG | 0o644, 0), (st.S_IFDIR | 0o755, 60), (st.S_IFREG | 0o600, 86400 * 200),
+                                     (st.S_IFREG | 0o644, -3600), (st.S_IFREG | 0o644, 86400 * 181),
+                                     (st.S_IFREG | 0o644, now + 86400 * 365 * 80)]):
+        names.append(SFTPName(f"n{i} ü".encode(), attrs=SFTPAttrs(permissions=mode, size=i * 1000, nlink=1,
+                                                                   mtime=now - age)))
+    names.append(SFTPName(b"bare", attrs=SFTPAttrs()))
+    for name in names * 2:  # the second round answers from the caches
+        theirs = copy.deepcopy(name)
+        asyncssh.SFTPServer.format_longname(server, theirs)
+        server.format_longname(name)
+        assert name.longname == theirs.longname
