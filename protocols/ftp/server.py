@@ -13,6 +13,30 @@ from protocols.ftp.handler import make_handler
 __all__ = ["serve", "FtpHandle"]
 
 
+class _Server(ThreadedFTPServer):
+    """pyftpdlib's threaded server counts the running control connections
+    without the one being accepted, so it let ``max_cons + 1`` in. The same
+    check guards PASV/PORT, where the count (control connections only) may
+    reach the limit."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._accepting = threading.local()
+
+    def handle_accepted(self, sock: Any, addr: Any) -> Any:
+        self._accepting.now = True
+        try:
+            return super().handle_accepted(sock, addr)
+        finally:
+            self._accepting.now = False
+
+    def _accept_new_cons(self) -> bool:
+        if not self.max_cons:
+            return True
+        count = self._map_len()
+        return count < self.max_cons if getattr(self._accepting, "now", False) else count <= self.max_cons
+
+
 class FtpHandle:
     def __init__(self, server: ThreadedFTPServer, thread: threading.Thread) -> None:
         self.server = server
@@ -26,7 +50,7 @@ class FtpHandle:
 
 def serve(gw: Any, cfg: Any) -> FtpHandle:
     """Start the FTP port (``cfg.ftp``) in a thread."""
-    server = ThreadedFTPServer((cfg.server.host, cfg.ftp.port), make_handler(gw, cfg))
+    server = _Server((cfg.server.host, cfg.ftp.port), make_handler(gw, cfg))
     server.max_cons = cfg.ftp.max_connections
     server.max_cons_per_ip = cfg.ftp.max_connections_per_ip
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.5, "handle_exit": False},

@@ -297,3 +297,36 @@ def test_list_lines_are_pyftpdlibs_own(ftp_gw):
         wire: list[str] = []
         f.retrlines("LIST /lst", wire.append)
     assert sorted(wire) == sorted(ours.decode().splitlines())
+
+
+def test_connection_limits_idle_timeout_and_masquerade_address(gateway_factory):
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {
+        "max_connections": 3, "max_connections_per_ip": 2, "idle_timeout_s": 1,
+        "masquerade_address": "203.0.113.7"}})
+
+    def connect(source: str = "127.0.0.1") -> ftplib.FTP:
+        f = ftplib.FTP()
+        f.connect("127.0.0.1", r.port("ftp"), timeout=10, source_address=(source, 0))
+        return f
+
+    first, second = connect(), connect()
+    other = connect("127.0.0.2")
+    try:
+        first.login("alice", PW)
+        # a third connection from the same address is refused at once ...
+        with pytest.raises(ftplib.error_temp, match="421"):
+            connect().login("alice", PW)
+        # ... and a fourth from anywhere once three are open
+        other.login("alice", PW)
+        with pytest.raises(ftplib.error_temp, match="421"):
+            connect("127.0.0.3").login("alice", PW)
+        # passive replies name the public address, not the one connected to
+        assert "(203,0,113,7," in first.sendcmd("PASV")
+        # a control connection idle for longer than idle_timeout_s is closed
+        second.login("alice", PW)
+        time.sleep(2.5)
+        with pytest.raises((ftplib.error_temp, EOFError, ConnectionError)):
+            second.voidcmd("NOOP")
+    finally:
+        for f in (first, second, other):
+            f.close()
