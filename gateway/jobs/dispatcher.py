@@ -90,12 +90,14 @@ class EmbeddedDispatcher:
         as it is when ``timeout`` runs out."""
         deadline = time.monotonic() + timeout
         while True:
+            seen = self.store.generation
             job = self.store.get(job_id)
             left = deadline - time.monotonic()
             if job.terminal or (committed and job.committed) or left <= 0:
                 return job
             with self.store.changed:
-                self.store.changed.wait(min(left, 0.25))
+                if self.store.generation == seen:  # a change after the read must not be slept through
+                    self.store.changed.wait(min(left, 0.25))
 
     def cancel(self, job_id: str) -> Job:
         return self.store.cancel(job_id)
