@@ -49,8 +49,10 @@ class EmbeddedDispatcher:
         self.retry_backoff_s = retry_backoff_s
         self.keep_finished_s = keep_finished_s
         self.poll_s = poll_s
-        self._wake = threading.Condition()
-        self._enqueued = 0  # bumped under _wake so a worker never sleeps through an enqueue
+        # One condition per queue: an enqueue wakes one of that queue's idle
+        # workers (waking all twelve made them race for SQLite's write lock).
+        self._wake = {name: threading.Condition() for name in queues}
+        self._enqueued = dict.fromkeys(queues, 0)  # bumped under _wake so a worker never sleeps through an enqueue
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self.busy = 0
@@ -76,14 +78,14 @@ class EmbeddedDispatcher:
         """Stop taking jobs; running ones pause at their next step and stay
         journaled as running, to resume on the next start."""
         self._closing.set()
-        with self._wake:
-            self._wake.notify_all()
+        for name in self.queues:
+            self._notify(name, everyone=True)
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
     def enqueue(self, job: Job) -> None:
-        self._notify()
+        self._notify(job.queue)
 
     def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job:
         """The job once terminal (or, with ``committed``, once committed), or
@@ -106,18 +108,19 @@ class EmbeddedDispatcher:
         return self.store.request_stop(job_id)
 
     def _worker(self, queue: str) -> None:
+        wake = self._wake[queue]
         while not self._closing.is_set():
-            with self._wake:
-                seen = self._enqueued
+            with wake:
+                seen = self._enqueued[queue]
             try:
                 job = self.store.claim([queue], self.node)
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker
                 log.exception("claiming a job from queue %s failed", queue)
                 job = None
             if job is None:
-                with self._wake:
-                    if self._enqueued == seen:
-                        self._wake.wait(self.poll_s)
+                with wake:
+                    if self._enqueued[queue] == seen:
+                        wake.wait(self.poll_s)
                 continue
             self.busy += 1
             try:
@@ -127,14 +130,20 @@ class EmbeddedDispatcher:
             finally:
                 self.busy -= 1
             if job.state == "queued":  # to be retried after a backoff: wake a worker then
-                timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify)
+                timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify, args=(queue,))
                 timer.daemon = True
                 timer.start()
 
-    def _notify(self) -> None:
-        with self._wake:
-            self._enqueued += 1
-            self._wake.notify_all()
+    def _notify(self, queue: str, everyone: bool = False) -> None:
+        wake = self._wake.get(queue)
+        if wake is None:  # a queue this node does not serve
+            return
+        with wake:
+            self._enqueued[queue] += 1
+            if everyone:
+                wake.notify_all()
+            else:
+                wake.notify()
 
     def _watchdog(self) -> None:
         while not self._closing.wait(max(0.5, self.stall_after_s / 4)):
@@ -147,7 +156,8 @@ class EmbeddedDispatcher:
                               "retrying" if state == "queued" else "failed")
                 self.runner.retry_rollbacks()
                 self.store.purge_finished(now - self.keep_finished_s)
-                if requeued:
-                    self._notify()
+                for job, state in requeued:
+                    if state == "queued":
+                        self._notify(job.queue)
             except Exception:  # noqa: BLE001
                 log.exception("watchdog pass failed")

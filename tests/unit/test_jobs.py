@@ -570,3 +570,25 @@ def test_a_folder_that_cannot_be_renamed_to_the_trash_is_deleted_in_place(tmp_pa
             g.close()
     finally:
         shutil.rmtree(other, ignore_errors=True)
+
+
+def test_an_enqueued_job_wakes_one_worker_of_its_queue(tmp_path):
+    """Twelve idle workers racing for SQLite's write lock on every enqueue
+    doubled a small job's reply time; one worker of the job's queue wakes."""
+    g = build(tmp_path, mounts={"/": f"file://{tmp_path}"}, queues={"copy": 4, "move": 4, "delete": 4})
+    try:
+        a, _ = sessions()
+        g.dispatcher.poll_s = 60
+        time.sleep(1.5)  # every worker has polled once more and now sleeps for a minute
+        claims = []
+        claim = g.store.claim
+        g.store.claim = lambda queues, node: claims.append(list(queues)) or claim(queues, node)
+        (tmp_path / "d").mkdir()
+        for i in range(3):
+            (tmp_path / "d" / f"f{i}").touch()
+        out = g.ops.delete(a, "/d", recursive=True, budget_s=0)
+        assert wait(g, out.job_id).state == "completed"
+        # the woken worker's claim, and its claim for more once done
+        assert claims == [["delete"], ["delete"]], claims
+    finally:
+        g.close()
