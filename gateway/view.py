@@ -58,11 +58,12 @@ class View:
         for this session."""
         for j in self.overlays():
             mine, committed = self._roles(j, session_id)
-            if j.via_trash and is_under(path, j.src):
+            trash = j.stage if j.via_trash else None
+            if trash and is_under(path, j.src):
                 if committed:  # the path is free again: whatever is there now is new
                     continue
                 if not mine:  # the folder may already be in the trash: read it there
-                    return [join(j.stage, rel_of(path, j.src)), path]
+                    return [join(trash, rel_of(path, j.src)), path]
             if j.operation in ("move", "delete") and is_under(path, j.src) and (committed or mine):
                 return HIDDEN
             if j.operation in ("move", "copy") and j.dst and is_under(path, j.dst):

@@ -285,6 +285,7 @@ class _Run:
             self.prepare()
 
     def _trash_root(self) -> str:
+        assert self.job.stage is not None  # via_trash
         return self.runner.namespace.resolve(self.job.stage)[1]
 
     def transfer_pending(self) -> None:

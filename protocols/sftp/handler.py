@@ -185,9 +185,9 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         compares), with its mode and date parts cached: asyncssh spends a
         filemode and four strftime calls on every entry."""
         a = name.attrs
-        mode = _MODES.get(a.permissions) if a.permissions is not None else ""
-        if mode is None:
-            mode = _MODES[a.permissions] = st.filemode(a.permissions)
+        mode = ""
+        if a.permissions is not None:
+            mode = _MODES.get(a.permissions) or _MODES.setdefault(a.permissions, st.filemode(a.permissions))
         modtime = ""
         if a.mtime is not None:
             now = time.time()
@@ -202,7 +202,8 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         nlink = str(a.nlink) if a.nlink else ""
         size = str(a.size) if a.size is not None else ""
         detail = f"{mode:10s} {nlink:>4s} {user:8s} {user:8s} {size:>8s} {modtime:12s} "
-        name.longname = detail.encode("utf-8") + name.filename
+        filename = name.filename if isinstance(name.filename, bytes) else name.filename.encode("utf-8")
+        name.longname = detail.encode("utf-8") + filename
 
     # -- files ----------------------------------------------------------------
 
