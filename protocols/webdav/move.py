@@ -2,11 +2,11 @@
 
 wsgidav resolves the source, the destination and its parent before it calls
 the provider, and the core then checks the same paths again: on distant
-storage (S3) those lookups alone spent the client's sync budget. When no
-lock exists anywhere and the request is plain (no If headers, no body, a
-Destination on this server, Depth infinity), the core's checks are the only
-ones that matter; this module hands the MOVE to it directly. Anything else
-goes to wsgidav unchanged.
+storage (S3) those lookups alone spent the client's sync budget. When the
+request is plain (the provider has found no lock and no conditional header;
+no body, a Destination on this server, Depth infinity), the core's checks
+are the only ones that matter; this module hands the MOVE to it directly.
+Anything else goes to wsgidav unchanged.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from urllib.parse import unquote, urlsplit
 from protocols.webdav.auth import SESSION_KEY
 
 __all__ = ["fast_move"]
-
-_CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
-               "HTTP_IF_UNMODIFIED_SINCE")
 
 
 def fast_move(provider: Any, environ: dict, start_response: Callable, mount_path: str,
@@ -32,13 +29,11 @@ def fast_move(provider: Any, environ: dict, start_response: Callable, mount_path
     overwrite = environ.get("HTTP_OVERWRITE", "T")
     src = environ["PATH_INFO"].rstrip("/") or "/"
     if (dst is None or overwrite not in ("T", "F") or environ.get("HTTP_DEPTH", "infinity") != "infinity"
-            or any(h in environ for h in _CONDITIONS) or environ.get("CONTENT_LENGTH", "0") not in ("", "0")
+            or environ.get("CONTENT_LENGTH", "0") not in ("", "0")
             or "HTTP_TRANSFER_ENCODING" in environ or src == "/" or dst == "/"
             or dst == src or dst.startswith(src + "/")):
         return None
     state = provider.state
-    if state.locks("/", include_root=True, include_children=True):
-        return None
     session = environ[SESSION_KEY]
     src_key, dst_key = state.key(session, src), state.key(session, dst)
     replaced = move(src, dst, overwrite == "T")

@@ -45,6 +45,10 @@ MONITOR_PATH = "/api/v1/monitor/"
 #: environ key: time.monotonic() when the request reached the gateway.
 STARTED_KEY = "gateway.started"
 
+#: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
+_CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+               "HTTP_IF_UNMODIFIED_SINCE")
+
 
 def _wants_async(environ: dict) -> bool:
     return ("respond-async" in environ.get("HTTP_PREFER", "").lower()
@@ -110,14 +114,23 @@ class GatewayProvider(DAVProvider):
                 and environ.get("HTTP_DEPTH", "infinity") == "infinity"):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
-        reply = None
-        with translated(environ):
-            if environ["REQUEST_METHOD"] == "PROPFIND":
-                reply = fast_propfind(self, environ, start_response, _etag)
-            elif environ["REQUEST_METHOD"] == "MOVE":
-                reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
-                                  partial(self._move, environ))
-        return default_handler(environ, start_response) if reply is None else reply
+        method = environ["REQUEST_METHOD"]
+        if method in ("PROPFIND", "MOVE") and self._plain(environ):
+            with translated(environ):
+                if method == "PROPFIND":
+                    reply = fast_propfind(self, environ, start_response, _etag)
+                else:
+                    reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
+                                      partial(self._move, environ))
+            if reply is not None:
+                return reply
+        return default_handler(environ, start_response)
+
+    def _plain(self, environ: dict) -> bool:
+        """No lock anywhere and no conditional header: wsgidav's lock and If
+        checks cannot change the answer, so the gateway's fast paths may give it."""
+        return (not any(h in environ for h in _CONDITIONS)
+                and not self.state.locks("/", include_root=True, include_children=True))
 
     def _move(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
         """Whether the move replaced an existing destination; raises the

@@ -111,6 +111,29 @@ def test_a_move_on_slow_storage_replies_when_the_budget_is_spent(slow_dav):
         assert r.gw.dispatcher.wait(_job(r, resp.headers["Location"]).id, 60).state == "completed"
 
 
+def test_a_folder_delete_replies_before_its_trash_is_emptied(gateway_factory, tmp_path):
+    """On a disk that renames atomically a DELETE of a folder answers 204 as
+    soon as the folder is renamed to the trash: the folder is gone for every
+    client and its name can be taken again (litmus: DELETE then MKCOL) while
+    a job still empties the trash."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = gateway_factory(protocols=("http",), budget_ms=10_000,
+                        mounts={"/": (f"slow::file://{disk}", {"slow": {"latency_ms": 0}})})
+    _tree(r, "/t", 40)
+    r.gw.namespace.resolve("/")[0].backend.fs.latency_s = 0.02  # emptying takes ~1 s
+    with client(r, session="deleter") as c, client(r, session="other") as other:
+        resp = c.delete("/t")
+        assert resp.status_code == 204, resp.text
+        job = r.ops.list_jobs(r.session("alice"))[0]
+        assert job.operation == "delete" and r.ops.store.get(job.id).state == "running"
+        assert "t" not in listing(other, "/")
+        assert other.request("MKCOL", "/t").status_code == 201
+        assert r.gw.dispatcher.wait(job.id, 60).state == "completed"
+        assert listing(c, "/t") == set()
+    assert sorted(p.name for p in disk.iterdir()) == ["t"]
+
+
 def test_lazy_copy_and_delete_answer_202_and_a_write_into_the_job_is_423(slow_dav):
     r = slow_dav(latency_ms=10)
     _tree(r, "/slow/t", 60)
