@@ -90,7 +90,7 @@ class Writer:
         self.bytes_written = 0
         self.closed = False
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         with self._io():
             n = self._f.write(data)
         self.bytes_written += len(data)

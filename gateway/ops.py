@@ -70,12 +70,17 @@ class Upload:
     """A file being written. Nothing shows at the path until :meth:`commit`;
     :meth:`abort` (or a failed commit) leaves the path as it was.
 
-    :meth:`write_at` accepts pipelined writes that arrive out of order."""
+    :meth:`write_at` accepts pipelined writes that arrive out of order;
+    :meth:`write` may be given a view of a buffer the caller reuses (it is
+    written or copied before the call returns). ``replaced``: whether a
+    file was at the path when the upload opened."""
 
-    def __init__(self, ops: "Operations", session: Session, user_path: str, writer: Writer, offset: int) -> None:
+    def __init__(self, ops: "Operations", session: Session, user_path: str, writer: Writer, offset: int,
+                 replaced: bool = False) -> None:
         self._ops = ops
         self._session = session
         self.path = user_path
+        self.replaced = replaced
         self._writer = writer
         self._next = offset
         self._held: dict[int, bytes] = {}
@@ -87,7 +92,7 @@ class Upload:
     def size(self) -> int:
         return self._next
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         with self._lock:
             self._writer.write(data)
             self._next += len(data)
@@ -375,7 +380,7 @@ class Operations:
         except E.GatewayError as exc:
             self._log(session, "upload", [u], f"error: {exc}", started)
             raise self._at(exc, u) from None
-        return Upload(self, session, u, writer, offset)
+        return Upload(self, session, u, writer, offset, replaced=existing is not None)
 
     def mkdir(self, session: Session, path: str, cwd: str = "/") -> Entry:
         """Create a folder. Raises AlreadyExists, MissingParent, Busy,

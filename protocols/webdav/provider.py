@@ -36,6 +36,7 @@ from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
 from protocols.webdav.move import fast_move
 from protocols.webdav.propfind import fast_propfind
+from protocols.webdav.put import fast_put
 
 __all__ = ["GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
 
@@ -115,10 +116,12 @@ class GatewayProvider(DAVProvider):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
         method = environ["REQUEST_METHOD"]
-        if method in ("PROPFIND", "MOVE") and self._plain(environ):
+        if method in ("PROPFIND", "MOVE", "PUT") and self._plain(environ):
             with translated(environ):
                 if method == "PROPFIND":
                     reply = fast_propfind(self, environ, start_response, _etag)
+                elif method == "PUT":
+                    reply = fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"], _etag)
                 else:
                     reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
                                       partial(self._move, environ))

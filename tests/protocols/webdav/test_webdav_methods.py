@@ -3,6 +3,10 @@ running gateway."""
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
+import time
 import xml.etree.ElementTree as ET
 from email.utils import formatdate
 
@@ -12,6 +16,7 @@ import pytest
 from gateway import errors as E
 from gateway.auth import hash_password
 from protocols.webdav.errors import STATUS, reason, status_for
+from conftest import PASSWORDS
 from webdav_helpers import client, listing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -99,6 +104,72 @@ def test_chunked_put_streams_the_body(dav):
         assert r.status_code == 201, r.text
         assert (dav.data / "big.bin").read_bytes() == blob
         assert c.get("/big.bin").content == blob
+
+
+def _raw_put(dav, path: str, length: int, user: str = "alice", extra: str = "") -> socket.socket:
+    """A connection that has sent a PUT's headers declaring ``length`` bytes."""
+    auth = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
+    sock = socket.create_connection(("127.0.0.1", dav.port("http")), timeout=30)
+    sock.sendall((f"PUT /dav{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+                  f"Content-Length: {length}\r\n{extra}\r\n").encode())
+    return sock
+
+
+def _replies(sock: socket.socket, count: int) -> list[bytes]:
+    """The status lines of the next ``count`` replies (bodies are empty)."""
+    data = b""
+    while data.count(b"\r\n\r\n") < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return [head.split(b"\r\n", 1)[0] for head in data.split(b"\r\n\r\n")[:count]]
+
+
+def test_an_upload_cut_short_leaves_the_file_as_it_was(dav):
+    with client(dav) as c:
+        c.put("/keep.txt", content=b"original")
+        for path in ("/keep.txt", "/new.txt"):
+            sock = _raw_put(dav, path, 1 << 20)
+            sock.sendall(b"x" * 1000)
+            sock.close()
+            time.sleep(0.3)
+        assert c.get("/keep.txt").content == b"original"
+        assert c.get("/new.txt").status_code == 404
+        assert sorted(p.name for p in dav.data.iterdir()) == ["keep.txt"]  # no temporary left behind
+
+
+def test_uploads_arrive_whole_however_the_body_is_sent(dav):
+    """Bodies that come with their headers, after a 100 Continue, and pipelined
+    with the next request on one connection; large ones over TLS too."""
+    blob = os.urandom(3 << 20) + b"end"
+    with client(dav) as c:
+        r = c.put("/big.bin", content=blob, headers={"Expect": "100-continue"})
+        assert r.status_code == 201 and r.headers["ETag"] == c.head("/big.bin").headers["ETag"]
+        assert (dav.data / "big.bin").read_bytes() == blob
+    sock = _raw_put(dav, "/one.txt", 3)
+    auth = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+    sock.sendall(b"one" + (f"PUT /dav/two.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n"
+                           f"Content-Length: 3\r\n\r\ntwo").encode())
+    assert _replies(sock, 2) == [b"HTTP/1.1 201 Created"] * 2
+    sock.close()
+    assert (dav.data / "one.txt").read_bytes() == b"one" and (dav.data / "two.txt").read_bytes() == b"two"
+
+
+def test_a_file_being_uploaded_cannot_be_locked_until_its_body_is_in(dav):
+    sock = _raw_put(dav, "/up.txt", 6)
+    sock.sendall(b"abc")
+    with client(dav, "bob") as other:
+        deadline = time.monotonic() + 10
+        while (dav.data / "up.txt").exists() or not any(p.name.startswith(".") for p in dav.data.iterdir()):
+            assert time.monotonic() < deadline, "the upload never opened"
+            time.sleep(0.02)
+        assert other.request("LOCK", "/up.txt", content=LOCKINFO).status_code == 423
+        sock.sendall(b"def")
+        assert _replies(sock, 1) == [b"HTTP/1.1 201 Created"]
+        sock.close()
+        assert other.get("/up.txt").content == b"abcdef"
+        assert other.request("LOCK", "/up.txt", content=LOCKINFO).status_code == 200
 
 
 def test_conditional_requests(dav):
@@ -298,8 +369,11 @@ def test_clients_can_set_modification_times(dav):
              b'<Z:Win32FileAttributes>00000020</Z:Win32FileAttributes>'
              b'</D:prop></D:set></D:propertyupdate>')
     with client(dav) as c:
-        assert c.put("/oc.txt", content=b"o", headers={"X-OC-Mtime": "1500000000"}).status_code == 201
+        r = c.put("/oc.txt", content=b"o", headers={"X-OC-Mtime": "1500000000"})
+        assert r.status_code == 201 and r.headers["X-OC-Mtime"] == "accepted"
         assert (dav.data / "oc.txt").stat().st_mtime == 1500000000
+        assert r.headers["ETag"] == c.head("/oc.txt").headers["ETag"]
+        assert c.put("/oc.txt", content=b"o", headers={"X-OC-Mtime": "yesterday"}).status_code == 400
         c.put("/win.txt", content=b"w")
         r = c.request("PROPPATCH", "/win.txt", content=win32,
                       headers={"User-Agent": "Microsoft-WebDAV-MiniRedir/10.0.19045"})
