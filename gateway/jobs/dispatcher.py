@@ -53,6 +53,10 @@ class EmbeddedDispatcher:
         # workers (waking all twelve made them race for SQLite's write lock).
         self._wake = {name: threading.Condition() for name in queues}
         self._enqueued = dict.fromkeys(queues, 0)  # bumped under _wake so a worker never sleeps through an enqueue
+        # One idle worker per queue polls the store (for what no enqueue here
+        # announced: another node's jobs); the others sleep until woken.
+        self._polling = dict.fromkeys(queues, False)
+        self._shared = not store.sqlite
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self.busy = 0
@@ -120,8 +124,10 @@ class EmbeddedDispatcher:
             if job is None:
                 with wake:
                     if self._enqueued[queue] == seen:
-                        wake.wait(self.poll_s)
+                        self._idle(queue)
                 continue
+            if self._shared:  # other nodes may have queued more: the next idle worker looks too
+                self._notify(queue)
             self.busy += 1
             try:
                 self.runner.run(job)
@@ -133,6 +139,18 @@ class EmbeddedDispatcher:
                 timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify, args=(queue,))
                 timer.daemon = True
                 timer.start()
+
+    def _idle(self, queue: str) -> None:
+        """Sleep until woken (under ``_wake[queue]``); the first idle worker
+        of the queue also wakes every ``poll_s`` to look in the store."""
+        poller = not self._polling[queue]
+        if poller:
+            self._polling[queue] = True
+        try:
+            self._wake[queue].wait(self.poll_s if poller else None)
+        finally:
+            if poller:
+                self._polling[queue] = False
 
     def _notify(self, queue: str, everyone: bool = False) -> None:
         wake = self._wake.get(queue)

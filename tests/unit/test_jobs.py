@@ -572,6 +572,23 @@ def test_a_folder_that_cannot_be_renamed_to_the_trash_is_deleted_in_place(tmp_pa
         shutil.rmtree(other, ignore_errors=True)
 
 
+def test_one_idle_worker_per_queue_polls_the_store(tmp_path):
+    """Every idle worker polling once a second cost twelve SQLite writes a
+    second on an idle gateway; one per queue looks, the others sleep."""
+    g = build(tmp_path, mounts={"/": f"file://{tmp_path}"}, queues={"copy": 4, "move": 4, "delete": 4})
+    try:
+        g.dispatcher.poll_s = 0.05
+        time.sleep(1.2)  # the workers' first one-second sleeps are over
+        claims: list[str] = []
+        claim = g.store.claim
+        g.store.claim = lambda queues, node: claims.extend(queues) or claim(queues, node)
+        time.sleep(1.0)
+        counts = {q: claims.count(q) for q in ("copy", "move", "delete")}
+        assert all(5 <= n <= 30 for n in counts.values()), counts  # ~20 each; 80 if all four polled
+    finally:
+        g.close()
+
+
 def test_an_enqueued_job_wakes_one_worker_of_its_queue(tmp_path):
     """Twelve idle workers racing for SQLite's write lock on every enqueue
     doubled a small job's reply time; one worker of the job's queue wakes."""

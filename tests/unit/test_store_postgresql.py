@@ -47,3 +47,27 @@ def test_backgrounded_move_on_postgresql_store(tmp_path, pg_url):
             assert c.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
     finally:
         g.close()
+
+
+def test_jobs_queued_by_another_node_run_side_by_side(tmp_path, pg_url):
+    """Node b queues four moves and runs no workers; node a's polling worker
+    finds the first and wakes another to look for more, so all four run at
+    once rather than one after another."""
+    slow = (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 10}})
+    a = Gateway.build({"/": slow}, tmp_path / "a", store_url=pg_url, node="a", budget_s=0)
+    a.dispatcher.poll_s = 0.2
+    a.start()
+    b = Gateway.build({"/": slow}, tmp_path / "b", store_url=pg_url, node="b", budget_s=0)
+    try:
+        s = Session(User("alice"), "ftp")
+        for d in range(4):
+            b.ops.mkdir(s, f"/d{d}")
+            for i in range(15):
+                b.ops.open_write(s, f"/d{d}/f{i}").commit()
+        ids = [b.ops.move(s, f"/d{d}", f"/e{d}").job_id for d in range(4)]  # a's workers are all idle by now
+        jobs = [a.dispatcher.wait(job_id, 60) for job_id in ids]
+        assert [(j.state, j.node) for j in jobs] == [("completed", "a")] * 4
+        assert max(j.started_at for j in jobs) < min(j.finished_at for j in jobs), jobs
+    finally:
+        a.close()
+        b.close()
