@@ -525,6 +525,13 @@ class Backend:
         finally:
             self.invalidate(path)
 
+    def remove_many(self, paths: list[str]) -> None:
+        """Delete the files ``paths`` (ones already gone are fine), in calls of
+        up to ``capabilities.batch_remove``. Raises the storage's error; the
+        files removed before it stay removed."""
+        for path in paths:
+            self.remove(path, missing_ok=True)
+
     def rmdir(self, path: str, missing_ok: bool = False) -> None:
         """Delete empty folder ``path``. Raises DirectoryNotEmpty, NotFound."""
         try:

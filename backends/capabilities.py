@@ -20,6 +20,8 @@ class Capabilities:
     prefixes; the S3 mount keeps a zero-byte ``folder/`` marker instead).
     ``fan_out``: how many per-object calls a job may run at once on it (1:
     one after another; remote stores hide their latency behind parallel calls).
+    ``batch_remove``: how many files one call can delete (S3's DeleteObjects
+    takes 1,000; 1: one call per file).
     """
 
     atomic_rename: bool = False
@@ -31,6 +33,7 @@ class Capabilities:
     checksums: tuple[str, ...] = ()
     directories: bool = True
     fan_out: int = 1
+    batch_remove: int = 1
 
 
 _TABLE: dict[str, Capabilities] = {
@@ -39,7 +42,8 @@ _TABLE: dict[str, Capabilities] = {
     # CopyObject server-side (multipart UploadPartCopy past 5 GiB); no rename: a
     # folder "rename" is N copies + N deletes; ETag is the MD5 of a
     # single-part object.
-    "s3": Capabilities(server_copy=True, cheap_list=False, checksums=("md5",), directories=False, fan_out=8),
+    "s3": Capabilities(server_copy=True, cheap_list=False, checksums=("md5",), directories=False, fan_out=8,
+                       batch_remove=1000),
     # posix-rename@openssh.com; server_copy only where the server offers
     # copy-data (found out when the mount connects; OpenSSH >= 9.0 does).
     "sftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, random_write=True, fan_out=8),

@@ -27,6 +27,14 @@ from gateway.types import Entry
 
 __all__ = ["S3Backend", "s3_options"]
 
+#: DeleteObjects' per-key error codes that are not a plain storage error.
+_DELETE_ERRORS: dict[str, type[E.GatewayError]] = {
+    "AccessDenied": E.PermissionDenied,
+    "InternalError": E.BackendUnavailable,
+    "SlowDown": E.BackendUnavailable,
+    "ServiceUnavailable": E.BackendUnavailable,
+}
+
 
 def s3_options(options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """s3fs options with the mount's timeout. Retries belong to the mount
@@ -81,6 +89,31 @@ class S3Backend(Backend):
         else:
             sync(self.fs.loop, self.fs._copy_basic, src, dst)
         return size
+
+    def remove_many(self, paths: list[str]) -> None:
+        """DeleteObjects, 1,000 keys a call (missing keys count as deleted).
+        Raises the first refusal it reports: a batch that comes back with
+        errors is not done."""
+        step = self.capabilities.batch_remove
+        for i in range(0, len(paths), step):
+            part = paths[i:i + step]
+            bucket = self.fs.split_path(part[0])[0]
+            objects = [{"Key": self.fs.split_path(p)[1]} for p in part]
+            try:
+                with self._io():
+                    out = sync(self.fs.loop, self.fs._call_s3, "delete_objects", Bucket=bucket,
+                               Delete={"Objects": objects, "Quiet": True})
+            finally:
+                for p in part:
+                    self.invalidate(p)
+            errors = out.get("Errors") or []
+            if errors:
+                first = errors[0]
+                key = f"{bucket}/{first.get('Key', '')}"
+                where = key[len(self.root):].lstrip("/") if key.startswith(self.root) else key
+                cls = _DELETE_ERRORS.get(first.get("Code", ""), E.BackendError)
+                raise cls(f"{len(errors)} of {len(part)} objects not deleted (first {where}: "
+                          f"{first.get('Code')} {first.get('Message', '')}".rstrip() + ")", where)
 
     def _mkdir(self, path: str) -> None:
         self.fs.pipe_file(self._marker(path), b"")

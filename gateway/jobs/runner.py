@@ -89,6 +89,12 @@ class JobRunner:
         phase = None
         if job.phase == "prepare" and not r.rollback():
             phase = "rollback"
+        elif job.phase == "cleanup" and not (job.dst and job.stage and job.stage != job.dst):
+            # Committed, but what cleanup could not remove is still there: it
+            # shows again and its paths take writes (a failed job's overlay
+            # would hide them, and keep them Busy, for good). A staged
+            # destination not yet in place keeps the overlay that points at it.
+            phase = "done"
         self.store.finish(job, "failed", error=str(err), error_type=type(err).__name__, phase=phase)
         log.error("job %s failed: %s", job.id, err)
 
@@ -347,12 +353,33 @@ class _Run:
                 items = self.store.items(j.id, state, limit=_BATCH, descending=True)
                 if not items:
                     break
-                self.each(items, partial(self._remove_item, b), "removed", 1 if j.operation == "delete" else 0,
-                          b.capabilities.fan_out, folders_wait=True)
+                counts = 1 if j.operation == "delete" else 0
+                if b.capabilities.batch_remove > 1:
+                    self._remove_batched(b, items, counts)
+                else:
+                    self.each(items, partial(self._remove_item, b), "removed", counts, b.capabilities.fan_out,
+                              folders_wait=True)
                 self.flush()
         if j.dst and j.stage and j.stage != j.dst:
             self._swap_stage()
         self.flush()
+
+    def _remove_batched(self, b, items: list, counts: int) -> None:
+        """Remove a journal batch with one call for its files, then its
+        folders in journal order (deepest first: a folder's content sorts
+        before it, so it is gone by then)."""
+        files = [(item_id, rel) for item_id, rel, is_dir, _ in items if not is_dir]
+        self.check()
+        if files:
+            self.retry(partial(b.remove_many, [join(self.src_root, rel) for _, rel in files]),
+                       f"remove {len(files)} files", self.check)
+        for item_id, _ in files:
+            self.done(item_id, "removed", counts)
+        for item_id, rel, is_dir, size in items:
+            if is_dir:
+                self.check()
+                self._remove_item(b, rel, True, size, self.check)
+                self.done(item_id, "removed", counts)
 
     def _remove_item(self, b, rel: str, is_dir: bool, _size: int, check: Callable[[], None]) -> None:
         p = join(self.src_root, rel)

@@ -12,6 +12,7 @@ cheroot.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,10 +190,24 @@ class Memory(Server):
         self.fs.pipe_file(f"{self.base}/{rel}", data)
 
 
+def _refused_delete(environ: dict, start_response) -> list[bytes]:
+    """A DeleteObjects reply refusing every key of the request."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    keys = re.findall(rb"<Key>(.*?)</Key>", body)
+    errors = b"".join(b"<Error><Key>%s</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>" % k
+                      for k in keys)
+    reply = (b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+             + errors + b"</DeleteResult>")
+    start_response("200 OK", [("Content-Type", "application/xml"), ("Content-Length", str(len(reply)))])
+    return [reply]
+
+
 class S3(Server):
     """moto's S3 in this process (objects under ``bucket/mnt/``). ``stop()``
     also cuts open keep-alive connections, so the gateway really loses the
-    server; ``latency_s`` delays every request, as a distant region would."""
+    server; ``latency_s`` delays every request, as a distant region would;
+    ``requests`` records (method, query) of each; with ``refuse_deletes`` a
+    DeleteObjects answers AccessDenied for every key and deletes none."""
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
@@ -205,6 +220,8 @@ class S3(Server):
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
         self.latency_s = 0.0
+        self.requests: list[tuple[str, str]] = []
+        self.refuse_deletes = False
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
     @property
@@ -246,6 +263,10 @@ class S3(Server):
         def app(environ, start_response):
             if self.latency_s:
                 time.sleep(self.latency_s)
+            method, query = environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")
+            self.requests.append((method, query))
+            if self.refuse_deletes and method == "POST" and query.split("&")[0] in ("delete", "delete="):
+                return _refused_delete(environ, start_response)
             return moto_app(environ, start_response)
 
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)

@@ -156,3 +156,37 @@ def test_a_large_upload_to_s3_goes_multipart(servers, gateway_factory, tmp_path)
     assert area.read("large.bin") == data
     # no native MD5 for a multipart object: the hash is streamed, and right
     assert r.ops.hash(s, "/m/large.bin", "md5") == hashlib.md5(data).hexdigest()
+
+
+def test_an_s3_folder_is_deleted_in_batches_and_a_refusal_says_which_object(servers, gateway_factory, tmp_path):
+    """DeleteObjects removes up to a journal batch of objects per request
+    instead of one DELETE each; a batch S3 refuses fails the delete naming a
+    refused object, and nothing is lost."""
+    server = servers("s3")
+    area = server.area()
+    for i in range(600):
+        area.put(f"big/d{i % 2}/f{i:03}.txt", b"x")
+    area.put("kept/a.txt", b"a")
+    area.put("kept/b.txt", b"b")
+    r = gateway_factory(budget_ms=100, mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    admin, s = r.session("admin"), r.session("alice")
+    server.requests.clear()
+    out = r.ops.delete(s, "/m/big", recursive=True)
+    job = r.ops.wait_job(admin, out.job_id, 60) if out.job else None
+    assert job is None or job.state == "completed", job
+    assert set(area.files()) == {"kept/a.txt", "kept/b.txt"}
+    deletes = [q for m, q in server.requests if m == "DELETE"]
+    batches = [q for m, q in server.requests if m == "POST" and q.startswith("delete")]
+    assert len(batches) == 3 and len(deletes) <= 3, (len(batches), deletes)  # 600 files; markers one by one
+
+    server.refuse_deletes = True
+    try:
+        with pytest.raises(E.PermissionDenied) as refused:  # small: it ends within the budget
+            r.ops.delete(s, "/m/kept", recursive=True)
+    finally:
+        server.refuse_deletes = False
+    assert str(refused.value) == ("/m/kept: 2 of 2 objects not deleted (first kept/b.txt: "
+                                  "AccessDenied Access Denied)"), refused.value
+    assert area.files() == {"kept/a.txt": 1, "kept/b.txt": 1}
+    assert _names(r.ops, s, "/m/kept") == ["a.txt", "b.txt"]  # shown again, and not Busy:
+    r.ops.open_write(s, "/m/kept/c.txt").commit()
