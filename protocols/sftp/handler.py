@@ -23,16 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import stat as st
+import struct
 import threading
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, AsyncIterator, BinaryIO, Callable, Iterator
 
 import asyncssh
 from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_TRUNC, FXF_WRITE, SFTPAttrs, SFTPName
+from asyncssh.constants import FILEXFER_ATTR_ACMODTIME, FILEXFER_ATTR_PERMISSIONS, FILEXFER_ATTR_SIZE
 
 from gateway import errors as E
 from gateway.namespace import normalise
@@ -46,8 +49,6 @@ log = logging.getLogger("gateway.sftp")
 
 #: check-file algorithms, in the names the SFTP extension drafts use.
 HASH_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
-#: Entries fetched from the core per worker call while listing a folder.
-_LIST_BATCH = 256
 #: Block size of a copy-data range copied through read and write.
 _COPY_BLOCK = 256 << 10
 
@@ -77,20 +78,34 @@ async def call(ctx: Context, fn: Callable, *args: Any, **kwargs: Any) -> Any:
 def attrs_of(entry: Entry) -> SFTPAttrs:
     """The SFTP attributes of a core entry (type bits included: OpenSSH's
     ``cp`` refuses a source whose permissions do not say "regular file")."""
-    kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
-    mode = st.S_IMODE(entry.mode) if entry.mode is not None else (0o755 if entry.is_dir else 0o644)
-    mtime = int(entry.mtime) if entry.mtime is not None else None
+    mtime = _seconds(entry)
     return SFTPAttrs(type=asyncssh.FILEXFER_TYPE_DIRECTORY if entry.is_dir else asyncssh.FILEXFER_TYPE_REGULAR,
-                     size=entry.size, permissions=kind | mode, atime=mtime, mtime=mtime, nlink=1)
+                     size=entry.size, permissions=_permissions(entry), atime=mtime, mtime=mtime, nlink=1)
 
 
-#: filemode() of each permission value seen (see format_longname).
+def _permissions(entry: Entry) -> int:
+    kind = st.S_IFDIR if entry.is_dir else st.S_IFREG
+    return kind | (st.S_IMODE(entry.mode) if entry.mode is not None else (0o755 if entry.is_dir else 0o644))
+
+
+def _seconds(entry: Entry) -> int | None:
+    """The entry's time as SFTP v3 carries it, unsigned 32-bit: a file from
+    before 1970 or after 2106 shows the nearest time rather than failing."""
+    return min(max(int(entry.mtime), 0), 0xFFFFFFFF) if entry.mtime is not None else None
+
+
+#: filemode() of each permission value seen (see wire_name).
 _MODES: dict[int, str] = {}
 _HALF_YEAR = 365 * 24 * 60 * 60 / 2
+#: SFTP v3 wire parts of a name: string lengths, and attributes (flags,
+#: size, permissions; then atime and mtime when the entry has a time).
+_LEN = struct.Struct(">I")
+_ATTRS = struct.Struct(">IQI")
+_ATTRS_TIMES = struct.Struct(">IQIII")
 
 
 def _modtime(mtime: float, recent: bool) -> str:
-    """The date column of asyncssh's format_longname."""
+    """The date column of asyncssh's format_longname (see wire_name)."""
     t = time.localtime(mtime)
     try:
         day = time.strftime("%e", t)
@@ -119,35 +134,71 @@ class _File:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class _Listing:
-    """A folder listing streamed from the core in batches (one worker call
-    each), so a huge folder is never held in memory."""
+class Names:
+    """Names already in their SFTP v3 wire form, as asyncssh's FXP_NAME reply
+    takes them: its length is the name count, and it iterates as one item
+    whose ``encode`` gives every name's bytes."""
 
-    def __init__(self, ctx: Context, session: Session, path: str) -> None:
+    def __init__(self, count: int, wire: bytes) -> None:
+        self._count, self._wire = count, wire
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator["Names"]:
+        yield self
+
+    def encode(self, sftp_version: int) -> bytes:
+        return self._wire
+
+    def __str__(self) -> str:
+        return f"{self._count} names, {len(self._wire)} bytes"
+
+
+class _Listing:
+    """A folder listing streamed from the core, a reply's worth of names per
+    worker call, so a huge folder is never held in memory."""
+
+    def __init__(self, ctx: Context, session: Session, path: str, wire: Callable[[Entry], bytes]) -> None:
         self._ctx, self._session, self._path = ctx, session, path
+        self._wire = wire
         self._entries: Iterator[Entry] | None = None
-        self._batch: list[Entry] = []
 
     async def open(self) -> None:
         """List the folder; raises its error (no such folder...) now."""
         if self._entries is None:
             self._entries = await call(self._ctx, self._ctx.gw.ops.list, self._session, self._path)
 
-    def _next_batch(self) -> list[Entry]:
-        assert self._entries is not None
-        return [e for _, e in zip(range(_LIST_BATCH), self._entries)]
-
-    def __aiter__(self) -> "_Listing":
-        return self
-
-    async def __anext__(self) -> SFTPName:
+    async def names(self, count: int, max_bytes: int) -> Names:
+        """The next names: at most ``count``, and ``max_bytes`` give or take
+        one name; none at the end."""
         await self.open()
-        if not self._batch:
-            self._batch = list(reversed(await call(self._ctx, self._next_batch)))
-            if not self._batch:
-                raise StopAsyncIteration
-        entry = self._batch.pop()
-        return SFTPName(entry.name.encode("utf-8"), attrs=attrs_of(entry))
+        return await call(self._ctx, self._next_names, count, max_bytes)
+
+    async def __aiter__(self) -> AsyncIterator[SFTPName]:
+        """Name by name, with attributes (asyncssh's scp walks folders so)."""
+        await self.open()
+        while True:
+            batch = await call(self._ctx, self._take, 256)
+            if not batch:
+                return
+            for entry in batch:
+                yield SFTPName(entry.name.encode("utf-8"), attrs=attrs_of(entry))
+
+    def _take(self, count: int) -> list[Entry]:
+        assert self._entries is not None
+        return list(itertools.islice(self._entries, count))
+
+    def _next_names(self, count: int, max_bytes: int) -> Names:
+        assert self._entries is not None
+        out: list[bytes] = []
+        size = 0
+        for entry in self._entries:
+            out.append(self._wire(entry))
+            size += len(out[-1])
+            if len(out) >= count or size >= max_bytes:
+                break
+        return Names(len(out), b"".join(out))
 
 
 class GatewaySFTPServer(asyncssh.SFTPServer):
@@ -158,7 +209,7 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         self.ctx = ctx
         self.session = session
         self.ops = ctx.gw.ops
-        self._dates: dict[tuple[int, bool], str] = {}  # see format_longname
+        self._dates: dict[tuple[int, bool], str] = {}  # see wire_name
 
     async def _run(self, fn: Callable, *args: Any, **kwargs: Any) -> Any:
         return await call(self.ctx, fn, *args, **kwargs)
@@ -180,30 +231,33 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
     def format_group(self, gid: int | None) -> str:
         return self.session.user.name
 
-    def format_longname(self, name: SFTPName) -> None:
-        """asyncssh's ``ls -l`` line of a listed entry, byte for byte (a test
-        compares), with its mode and date parts cached: asyncssh spends a
-        filemode and four strftime calls on every entry."""
-        a = name.attrs
-        mode = ""
-        if a.permissions is not None:
-            mode = _MODES.get(a.permissions) or _MODES.setdefault(a.permissions, st.filemode(a.permissions))
+    def wire_name(self, entry: Entry) -> bytes:
+        """``entry`` as an SFTP v3 name: the bytes asyncssh encodes for
+        ``SFTPName(name, longname, attrs_of(entry))`` with the ``ls -l`` line
+        its ``format_longname`` makes (a test compares). Written directly,
+        with mode and date parts cached: asyncssh spends a filemode, four
+        strftime calls and two record objects on every entry."""
+        name = entry.name.encode("utf-8")
+        perms, mtime, size = _permissions(entry), _seconds(entry), entry.size
+        mode = _MODES.get(perms) or _MODES.setdefault(perms, st.filemode(perms))
         modtime = ""
-        if a.mtime is not None:
+        if mtime is not None:
             now = time.time()
-            recent = now - _HALF_YEAR < a.mtime <= now
-            key = (int(a.mtime) // 60, recent)
+            recent = now - _HALF_YEAR < mtime <= now
+            key = (mtime // 60, recent)
             modtime = self._dates.get(key, "")
             if not modtime:
                 if len(self._dates) > 10_000:
                     self._dates.clear()
-                modtime = self._dates[key] = _modtime(a.mtime, recent)
+                modtime = self._dates[key] = _modtime(mtime, recent)
         user = self.session.user.name
-        nlink = str(a.nlink) if a.nlink else ""
-        size = str(a.size) if a.size is not None else ""
-        detail = f"{mode:10s} {nlink:>4s} {user:8s} {user:8s} {size:>8s} {modtime:12s} "
-        filename = name.filename if isinstance(name.filename, bytes) else name.filename.encode("utf-8")
-        name.longname = detail.encode("utf-8") + filename
+        longname = f"{mode:10s}    1 {user:8s} {user:8s} {size:>8d} {modtime:12s} ".encode() + name
+        if mtime is None:
+            attrs = _ATTRS.pack(FILEXFER_ATTR_SIZE | FILEXFER_ATTR_PERMISSIONS, size, perms)
+        else:
+            attrs = _ATTRS_TIMES.pack(FILEXFER_ATTR_SIZE | FILEXFER_ATTR_PERMISSIONS | FILEXFER_ATTR_ACMODTIME,
+                                      size, perms, mtime, mtime)
+        return _LEN.pack(len(name)) + name + _LEN.pack(len(longname)) + longname + attrs
 
     # -- files ----------------------------------------------------------------
 
@@ -320,7 +374,7 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
     lsetstat = setstat
 
     def scandir(self, path: bytes) -> _Listing:
-        return _Listing(self.ctx, self.session, self._path(path))
+        return _Listing(self.ctx, self.session, self._path(path), self.wire_name)
 
     async def remove(self, path: bytes) -> None:
         await self._run(self.ops.delete, self.session, self._path(path), folder=False, budget_s=self.ctx.budget_s)

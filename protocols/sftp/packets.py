@@ -9,7 +9,10 @@
    sequential server. At most ``MAX_IN_FLIGHT`` requests run per session;
    beyond that the loop stops reading and SSH flow control holds the client.
 2. **opendir lists at once**, so "no such folder" answers the opendir rather
-   than the first readdir.
+   than the first readdir; **a readdir answers up to 1,000 names** written
+   straight to their wire form (asyncssh sends 128, one awaited step and
+   three record objects each), within what OpenSSH's client accepts in one
+   message (256 KiB).
 3. **Extensions**: ``check-file-name`` / ``check-file-handle`` (and the
    handle form under paramiko's name ``check-file``) answer whole-file hashes;
    ``copy-data`` goes to :meth:`GatewaySFTPServer.copy_data` (a server-side
@@ -27,11 +30,11 @@ import asyncio
 from typing import Any
 
 import asyncssh
-from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_OPENDIR, FXP_READ, FXP_WRITE
+from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_OPENDIR, FXP_READ, FXP_READDIR, FXP_WRITE
 from asyncssh.packet import PacketDecodeError, SSHPacket, String
 from asyncssh.sftp import SFTPServerHandler
 
-from protocols.sftp.handler import HASH_ALGORITHMS, GatewaySFTPServer
+from protocols.sftp.handler import HASH_ALGORITHMS, GatewaySFTPServer, Names
 
 __all__ = ["PacketHandler", "MAX_IN_FLIGHT"]
 
@@ -39,6 +42,11 @@ MAX_IN_FLIGHT = 64
 #: Read and write sizes offered by limits@openssh.com (OpenSSH's sftp-server
 #: offers the same): with MAX_IN_FLIGHT, what one session may hold in memory.
 MAX_IO_LEN = 256 << 10
+
+#: Names per readdir reply, and about how many bytes they may take (OpenSSH's
+#: client refuses messages over 256 KiB).
+READDIR_NAMES = 1000
+READDIR_BYTES = 192 << 10
 
 _NOT_OFFERED = {b"hardlink@openssh.com", b"ranges@asyncssh.com"}
 _CHECK_FILE = (b"check-file-name", b"check-file-handle", b"check-file")
@@ -135,6 +143,17 @@ class PacketHandler(SFTPServerHandler):
         self._dir_handles[handle] = listing
         return handle
 
+    async def _process_readdir(self, packet: SSHPacket) -> tuple[Names, bool]:
+        handle = packet.get_string()
+        packet.check_end()
+        listing = self._dir_handles.get(handle)
+        if listing is None:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        names = await listing.names(READDIR_NAMES, READDIR_BYTES)
+        if not names:
+            raise asyncssh.SFTPEOFError
+        return names, False
+
     async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
         packet.check_end()
         return asyncssh.SFTPLimits(MAX_IO_LEN + 1024, MAX_IO_LEN, MAX_IO_LEN, 0)
@@ -171,6 +190,7 @@ class PacketHandler(SFTPServerHandler):
     _packet_handlers = {
         **{k: v for k, v in SFTPServerHandler._packet_handlers.items() if k not in _NOT_OFFERED},
         FXP_OPENDIR: _process_opendir,
+        FXP_READDIR: _process_readdir,
         b"limits@openssh.com": _process_limits,
         b"copy-data": _process_copy_data,
         b"check-file-name": _process_check_file_name,

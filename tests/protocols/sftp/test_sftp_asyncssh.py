@@ -155,32 +155,29 @@ def test_error_statuses(gw):
     asyncio.run(go())
 
 
-def test_listing_long_names_are_asyncssh_own():
-    """format_longname caches its mode and date parts; every line must be
-    the bytes asyncssh's own makes (recent and old dates, folders, missing
-    attributes, a future time, a time before 1900)."""
-    import copy
+def test_listed_names_are_the_bytes_asyncssh_would_send():
+    """wire_name writes each listed name (its ``ls -l`` line with cached mode
+    and date parts, and its attributes) itself; every name must be the bytes
+    asyncssh encodes with its own long name (recent and old dates, folders,
+    a file without a time, times past 2106 and before 1970, non-ASCII names)."""
     import stat as st
     import time
 
-    from asyncssh import SFTPAttrs, SFTPName
+    from asyncssh import SFTPName
 
-    from gateway.types import Session
+    from gateway.types import Entry, Session
     from gateway.users import User
-    from protocols.sftp.handler import GatewaySFTPServer
+    from protocols.sftp.handler import GatewaySFTPServer, attrs_of
 
     server = object.__new__(GatewaySFTPServer)  # only its formatting is used: no channel needed
     server.session, server._dates = Session(User("alice"), "sftp"), {}
     now = int(time.time())
-    names = []
-    for i, (mode, age) in enumerate([(st.S_IFREG | 0o644, 0), (st.S_IFDIR | 0o755, 60), (st.S_IFREG | 0o600, 86400 * 200),
-                                     (st.S_IFREG | 0o644, -3600), (st.S_IFREG | 0o644, 86400 * 181),
-                                     (st.S_IFREG | 0o644, now + 86400 * 365 * 80)]):
-        names.append(SFTPName(f"n{i} ü".encode(), attrs=SFTPAttrs(permissions=mode, size=i * 1000, nlink=1,
-                                                                   mtime=now - age)))
-    names.append(SFTPName(b"bare", attrs=SFTPAttrs()))
-    for name in names * 2:  # the second round answers from the caches
-        theirs = copy.deepcopy(name)
+    entries = [Entry(f"n{i} ü", f"/n{i}", is_dir, i * 1000, now - age, None, mode)
+               for i, (is_dir, mode, age) in enumerate([(False, 0o644, 0), (True, 0o755, 60), (False, 0o600, 86400 * 200),
+                                                        (False, 0o644, -3600), (False, None, 86400 * 181),
+                                                        (False, 0o644, -86400 * 365 * 90), (False, 0o644, now + 1)])]
+    entries.append(Entry("bare", "/bare", False))
+    for entry in entries * 2:  # the second round answers from the caches
+        theirs = SFTPName(entry.name.encode(), attrs=attrs_of(entry))
         asyncssh.SFTPServer.format_longname(server, theirs)
-        server.format_longname(name)
-        assert name.longname == theirs.longname
+        assert server.wire_name(entry) == theirs.encode(3), entry

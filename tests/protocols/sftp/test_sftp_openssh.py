@@ -54,6 +54,21 @@ def test_batch_put_get_rename_rm_mkdir_rmdir_ls_cp(gateway_factory, tmp_path, pa
     assert not (d / "sub").exists()
 
 
+def test_a_folder_larger_than_one_reply_lists_whole(gateway_factory, tmp_path):
+    """A readdir reply holds up to 1,000 names within the 256 KiB OpenSSH's
+    client accepts: 2,500 long names take several replies, none lost."""
+    r = gateway_factory(protocols=("sftp",))
+    big = r.data / "big"
+    big.mkdir()
+    names = {f"{i:04d}-" + "n" * 240 for i in range(2500)} | {f"short{i}" for i in range(10)}
+    for name in names:
+        (big / name).write_bytes(b"x")
+    p = sftp_batch(r.port("sftp"), "alice", ["ls -l /big"], tmp_path)
+    lines = [line for line in p.stdout.splitlines() if line.startswith("-rw")]
+    assert {line.rsplit(" ", 1)[-1].rsplit("/", 1)[-1] for line in lines} == names
+    assert all(" alice " in line and "   1 " in line for line in lines)
+
+
 def test_reput_and_reget_resume(gateway_factory, tmp_path, payload):
     r = gateway_factory(protocols=("sftp",))
     (tmp_path / "full.bin").write_bytes(payload)
