@@ -295,25 +295,32 @@ class Backend:
         except E.NotFound:
             return False
 
-    def iterdir(self, path: str) -> Iterator[Entry]:
-        """Entries of folder ``path``, without the gateway's reserved names.
-        Raises NotFound, NotADirectory."""
+    def iterdir(self, path: str, shown_as: str | None = None) -> Iterator[Entry]:
+        """Entries of folder ``path``, without the gateway's reserved names;
+        their paths lie under ``shown_as`` (the caller's name for the folder)
+        when given. Raises NotFound, NotADirectory."""
+        prefix = (path if shown_as is None else shown_as).rstrip("/") + "/"
         if self.local:
             with translated():
                 it = os.scandir(path)
             with it:
                 for d in it:
-                    if d.name.startswith(RESERVED_PREFIX):
+                    name = d.name
+                    if name.startswith(RESERVED_PREFIX):
                         continue
                     try:
                         st = d.stat()
                     except FileNotFoundError:
                         continue
                     is_dir = d.is_dir()
-                    yield Entry(d.name, d.path, is_dir, 0 if is_dir else st.st_size, st.st_mtime,
+                    yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime,
                                 None, st.st_mode)
             return
-        yield from self.listing(path)
+        if shown_as is None:
+            yield from self.listing(path)
+        else:
+            for e in self.listing(path):
+                yield e.renamed(prefix + e.name, e.name)
 
     def listing(self, path: str) -> list[Entry]:
         """The entries of folder ``path`` as one list (from the cache when

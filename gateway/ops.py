@@ -299,15 +299,14 @@ class Operations:
                 continue
             mount, bp = self.namespace.resolve(s)
             try:
-                entries = mount.backend.iterdir(bp)
-                for e in entries:
+                for e in mount.backend.iterdir(bp, shown_as=u):
                     if e.name in hide or e.name in add or e.name in mounts:
                         continue
                     if many:
                         if e.name in seen:
                             continue
                         seen.add(e.name)
-                    yield e.renamed(join(u, e.name) if u != "/" else "/" + e.name, e.name)
+                    yield e
             except E.NotFound:
                 if not many:
                     raise

@@ -14,6 +14,8 @@ does any request the provider finds locks or conditional headers on.
 from __future__ import annotations
 
 import io
+import re
+import tempfile
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
@@ -43,6 +45,11 @@ _CHUNK = 256
 
 #: Href characters wsgidav leaves unquoted (Nautilus chokes on '%28').
 _SAFE = "!*'(),$-_|."
+#: Names that quote() and escape() leave as they are (most of them): skipped.
+_PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
+
+#: Bytes of a reply held in memory before the rest goes to a temporary file.
+_SPOOL = 1 << 20
 
 
 def fast_propfind(provider: Any, environ: dict, start_response: Callable,
@@ -65,7 +72,8 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
     if depth == "1" and res.is_collection:
         base = rows[0][2].rstrip("/") + "/"
         folder = res.path.rstrip("/")
-        rows += [(f"{folder}/{e.name}", e, base + quote(e.name, safe=_SAFE) + ("/" if e.is_dir else ""))
+        rows += [(f"{folder}/{e.name}", e,
+                  base + (e.name if _PLAIN(e.name) else quote(e.name, safe=_SAFE)) + ("/" if e.is_dir else ""))
                  for e in res._entries()]
     if state.props(key) if depth == "0" else state.any_props(key):
         return None
@@ -146,7 +154,7 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
         modified = lastmod(entry)
         modified = "" if modified is None else f"<D:getlastmodified>{modified}</D:getlastmodified>"
         raw = path.rstrip("/").rsplit("/", 1)[-1]
-        name = escape(raw)
+        name = raw if _PLAIN(raw) else escape(raw)
         if entry.is_dir:
             du = usage.get(path)
             quota = ("" if du is None else f"<D:quota-used-bytes>{du[0]}</D:quota-used-bytes>"
@@ -214,15 +222,26 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
 
     one = allprop_response if names is _LIVE else response
 
-    def chunks() -> Iterator[bytes]:
+    # Written once to a spooled file (memory up to _SPOOL, then disk) so the
+    # reply has a Content-Length (the connection stays open) without being
+    # held whole in memory.
+    body = tempfile.SpooledTemporaryFile(_SPOOL)  # noqa: SIM115 - closed by the reply's last step
+    try:
+        body.write(head)
         for i in range(0, len(rows), _CHUNK):
-            yield "".join(one(*row) for row in rows[i:i + _CHUNK]).encode()
-
-    # Written twice: once to count the bytes, once to send them, so the reply
-    # has a Content-Length (the connection stays open) without being held whole.
-    length = len(head) + len(tail) + sum(len(chunk) for chunk in chunks())
+            body.write("".join(one(*row) for row in rows[i:i + _CHUNK]).encode())
+        body.write(tail)
+        length = body.tell()
+        body.seek(0)
+    except BaseException:
+        body.close()
+        raise
     start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
                                         ("Content-Length", str(length)), ("Date", util.get_rfc1123_time())])
-    yield head
-    yield from chunks()
-    yield tail
+    return _sent(body)
+
+
+def _sent(body: Any) -> Iterator[bytes]:
+    with body:
+        while block := body.read(_SPOOL):
+            yield block

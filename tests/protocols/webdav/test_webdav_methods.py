@@ -425,6 +425,20 @@ def _propstats(body: bytes) -> dict[str, dict[str, dict[str, str | None]]]:
     return out
 
 
+def test_a_listing_larger_than_memory_holds_arrives_whole(dav):
+    """Past 1 MiB the reply is spooled to disk, still with its Content-Length."""
+    folder = dav.data / "many"
+    folder.mkdir()
+    for i in range(2500):
+        (folder / f"file-{i:04d}.txt").write_bytes(b"x" * i)
+    with client(dav) as c:
+        r = c.request("PROPFIND", "/many/", headers={"Depth": "1"})
+        assert r.status_code == 207 and int(r.headers["content-length"]) == len(r.content) > 1 << 20
+        props = _propstats(r.content)
+        assert len(props) == 2501
+        assert props["/dav/many/file-2499.txt"]["HTTP/1.1 200 OK"]["{DAV:}getcontentlength"] == "2499"
+
+
 @pytest.mark.parametrize("body", [
     b"",
     b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>',
@@ -437,7 +451,7 @@ def _propstats(body: bytes) -> dict[str, dict[str, dict[str, str | None]]]:
 def test_folder_listings_answer_as_wsgidav_would(dav, body):
     """Folder listings are written by the gateway, not wsgidav's property
     machinery; while a lock exists anywhere, wsgidav answers. Both say the same."""
-    names = ["plain.txt", "a b & c.pdf", "ünï (1).tar.gz", "NOEXT"]
+    names = ["plain.txt", "a b & c.pdf", "ünï (1).tar.gz", "NOEXT", "it's~v2.txt"]
     dav.data.joinpath("docs", "sub").mkdir(parents=True)
     for i, name in enumerate(names):
         dav.data.joinpath("docs", name).write_bytes(b"x" * i)
@@ -457,7 +471,7 @@ def test_folder_listings_answer_as_wsgidav_would(dav, body):
         written = answers(c, True)
         assert set(written[0]) == {"/dav/docs/", "/dav/docs/sub/", "/dav/docs/plain.txt",
                                    "/dav/docs/a%20b%20%26%20c.pdf", "/dav/docs/%C3%BCn%C3%AF%20(1).tar.gz",
-                                   "/dav/docs/NOEXT"}
+                                   "/dav/docs/NOEXT", "/dav/docs/it's~v2.txt"}
         lock = c.request("LOCK", "/elsewhere.txt", content=LOCKINFO, headers={"Timeout": "Second-60"})
         assert lock.status_code == 200, lock.text
         assert answers(c, False) == written
