@@ -20,6 +20,11 @@ from protocols.ftp.errors import reply_code
 __all__ = ["GatewayFS"]
 
 
+#: How long a listing's entries answer stat, SIZE and MDTM for its members
+#: (clients send those right after a LIST); this session's own changes drop
+#: them at once.
+_LISTED_TTL_S = 2.0
+
 #: As pyftpdlib's format_list: older entries show the year instead of the time.
 _SIX_MONTHS = 180 * 24 * 60 * 60
 _MONTHS = {1: "Jan", 2: "Feb", 3: "Mar", 4: "Apr", 5: "May", 6: "Jun", 7: "Jul", 8: "Aug", 9: "Sep",
@@ -67,16 +72,16 @@ class _UploadFile:
         self._fs = fs
         self.name = path
         self.closed = False
-        self._upload = None if offset is None else fs._call(fs.ops.open_write, fs.session, path, offset)
+        self._upload = None if offset is None else fs._changed(fs.ops.open_write, fs.session, path, offset)
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if self._upload is None:
-            self._upload = self._fs._call(self._fs.ops.open_write, self._fs.session, self.name, offset)
+            self._upload = self._fs._changed(self._fs.ops.open_write, self._fs.session, self.name, offset)
         return offset
 
     def write(self, data: bytes) -> int:
         if self._upload is None:
-            self._upload = self._fs._call(self._fs.ops.open_write, self._fs.session, self.name, 0)
+            self._upload = self._fs._changed(self._fs.ops.open_write, self._fs.session, self.name, 0)
         return self._upload.write(data)
 
     def close(self) -> None:
@@ -106,6 +111,7 @@ class GatewayFS(AbstractedFS):
         self.ops = cmd_channel.gw.ops
         self.session = cmd_channel.session
         self._listed: dict[str, Entry] = {}
+        self._listed_at = 0.0
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -130,7 +136,15 @@ class GatewayFS(AbstractedFS):
     # -- reads ----------------------------------------------------------------
     def _entry(self, path: str) -> Entry:
         cached = self._listed.get(path)
-        return cached if cached is not None else self._call(self.ops.stat, self.session, path)
+        if cached is not None and time.monotonic() - self._listed_at < _LISTED_TTL_S:
+            return cached
+        return self._call(self.ops.stat, self.session, path)
+
+    def _changed(self, fn, *args, **kwargs):
+        """A core call that changes the tree: the last listing's entries
+        no longer answer for it."""
+        self._listed = {}
+        return self._call(fn, *args, **kwargs)
 
     def stat(self, path: str) -> Any:
         return _stat_of(self._entry(path))
@@ -165,6 +179,7 @@ class GatewayFS(AbstractedFS):
         entries = list(self._call(lambda: list(self.ops.list(self.session, path))))
         base = path.rstrip("/")
         self._listed = {f"{base}/{e.name}": e for e in entries}
+        self._listed_at = time.monotonic()
         return [e.name for e in entries]
 
     def listdirinfo(self, path: str) -> list[str]:
@@ -217,8 +232,8 @@ class GatewayFS(AbstractedFS):
         if "r" in mode and "+" not in mode:
             f, _ = self._call(self.ops.open_read, self.session, filename)
             return _ReadFile(f, filename)
-        if "a" in mode:
-            size = self._entry(filename).size if self.lexists(filename) else 0
+        if "a" in mode:  # APPE continues the file as it is now, never as last listed
+            size = self._call(self.ops.stat, self.session, filename).size if self.lexists(filename) else 0
             return _UploadFile(self, filename, size)
         return _UploadFile(self, filename, None if "+" in mode else 0)
 
@@ -230,23 +245,23 @@ class GatewayFS(AbstractedFS):
 
     # -- writes ----------------------------------------------------------------
     def mkdir(self, path: str) -> None:
-        self._call(self.ops.mkdir, self.session, path)
+        self._changed(self.ops.mkdir, self.session, path)
 
     def utime(self, path: str, timeval: float) -> None:
-        self._call(self.ops.set_mtime, self.session, path, timeval)
+        self._changed(self.ops.set_mtime, self.session, path, timeval)
 
     def chmod(self, path: str, mode: int) -> None:
         self.cmd_channel.pending_code = 504
         raise FilesystemError("permissions are not kept by this server")
 
     def rename(self, src: str, dst: str) -> Any:
-        return self._call(self.ops.move, self.session, src, dst)
+        return self._changed(self.ops.move, self.session, src, dst)
 
     def remove(self, path: str) -> Any:
-        return self._call(self.ops.delete, self.session, path, folder=False)
+        return self._changed(self.ops.delete, self.session, path, folder=False)
 
     def rmdir(self, path: str) -> Any:
-        return self._call(self.ops.delete, self.session, path, recursive=True, folder=True)
+        return self._changed(self.ops.delete, self.session, path, recursive=True, folder=True)
 
     def copy(self, src: str, dst: str) -> Any:
-        return self._call(self.ops.copy, self.session, src, dst)
+        return self._changed(self.ops.copy, self.session, src, dst)

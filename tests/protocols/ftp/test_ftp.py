@@ -264,6 +264,30 @@ def test_user_required_to_use_tls_is_refused_in_clear(gateway_factory):
     assert "must use tls" in str(ei.value).lower()
 
 
+def test_sizes_after_a_listing_follow_later_changes(ftp_gw):
+    """A LIST's entries answer the SIZE/MDTM that clients send right after
+    it, but not once this session (or, after a moment, another) changed the
+    file: APPE must continue the file as it is now."""
+    ftp, other = connect(ftp_gw), connect(ftp_gw)
+    ftp.storbinary("STOR a.txt", io.BytesIO(b"hello"))
+    ftp.retrlines("LIST", lambda line: None)
+    ftp.voidcmd("TYPE I")  # retrlines left ASCII mode, where SIZE is refused
+    assert ftp.size("a.txt") == 5
+    ftp.storbinary("STOR a.txt", io.BytesIO(b"hello world!"))
+    assert ftp.size("a.txt") == 12
+    ftp.storbinary("APPE a.txt", io.BytesIO(b"++"))
+    assert (ftp_gw.data / "a.txt").read_bytes() == b"hello world!++"
+    ftp.retrlines("LIST", lambda line: None)
+    ftp.voidcmd("TYPE I")
+    other.storbinary("STOR a.txt", io.BytesIO(b"x"))
+    time.sleep(2.5)
+    assert ftp.size("a.txt") == 1
+    ftp.storbinary("APPE a.txt", io.BytesIO(b"y"))
+    assert (ftp_gw.data / "a.txt").read_bytes() == b"xy"
+    ftp.quit()
+    other.quit()
+
+
 def test_list_lines_are_pyftpdlibs_own(ftp_gw):
     """LIST is written from the listing's entries; every line must be the
     bytes pyftpdlib's format_list makes (dates recent and old, folders,
