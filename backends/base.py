@@ -162,11 +162,13 @@ class Backend:
     ``connect`` rebuilds the filesystem after its connection broke (SFTP,
     FTP); ``retries`` is how often an idempotent read is tried again when the
     storage is unavailable, ``retry_backoff_s`` the first pause between
-    tries; ``cache_ttl_s`` > 0 keeps folder listings that long."""
+    tries; ``cache_ttl_s`` > 0 keeps folder listings that long;
+    ``follow_links`` lets a local mount follow symbolic links that lead
+    outside its folder (refused by default)."""
 
     def __init__(self, fs, root: str, protocol: str, capabilities: Capabilities, url: str = "",
                  cache_ttl_s: float = 0.0, *, connect: Callable[[], Any] | None = None, retries: int = 0,
-                 retry_backoff_s: float = 0.2) -> None:
+                 retry_backoff_s: float = 0.2, follow_links: bool = False) -> None:
         self._fs = fs
         self._connect = connect
         self._broken: Any = None
@@ -181,6 +183,8 @@ class Backend:
         self.cache: ListingCache[Entry] | None = (
             ListingCache(cache_ttl_s) if cache_ttl_s > 0 and not self.local else None)
         self._lock = threading.Lock()
+        self.follow_links = follow_links
+        self._real_root: str | None = None
 
     # -- the connection ------------------------------------------------------
 
@@ -237,6 +241,22 @@ class Backend:
             return ("/" if self.root == "/" else "") + rel
         return self.root + "/" + rel
 
+    def _confined(self, *paths: str) -> None:
+        """Local mounts: refuse a path that leads outside the mount's folder
+        through a symbolic link (users cannot make links, but anyone who can
+        write to the folder on the host can). The path itself is followed
+        when it exists, else the folder it would be made in. Raises
+        PermissionDenied."""
+        if not self.local or self.follow_links:
+            return
+        if self._real_root is None:
+            self._real_root = _resolved(self.root or "/")
+        root = self._real_root
+        for path in paths:
+            real = _resolved(path)
+            if real != root and not real.startswith(root.rstrip("/") + "/"):
+                raise E.PermissionDenied("leads outside the mount through a symbolic link")
+
     def _entry(self, info: dict[str, Any], path: str | None = None) -> Entry:
         name = posixpath.basename((path or info["name"]).rstrip("/"))
         is_dir = info.get("type") == "directory"
@@ -259,6 +279,7 @@ class Backend:
         """Metadata of ``path``. Raises NotFound. Idempotent."""
         if self.local:
             with translated():
+                self._confined(path)
                 st = os.stat(path)
             is_dir = _stat.S_ISDIR(st.st_mode)
             return Entry(posixpath.basename(path), path, is_dir, 0 if is_dir else st.st_size,
@@ -302,6 +323,7 @@ class Backend:
         prefix = (path if shown_as is None else shown_as).rstrip("/") + "/"
         if self.local:
             with translated():
+                self._confined(path)
                 it = os.scandir(path)
             with it:
                 for d in it:
@@ -309,8 +331,10 @@ class Backend:
                     if name.startswith(RESERVED_PREFIX):
                         continue
                     try:
+                        if d.is_symlink():
+                            self._confined(d.path)
                         st = d.stat()
-                    except FileNotFoundError:
+                    except (FileNotFoundError, E.PermissionDenied):
                         continue
                     is_dir = d.is_dir()
                     yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime,
@@ -368,6 +392,7 @@ class Backend:
         """A binary file positioned at ``offset``. Raises NotFound, IsADirectory."""
         if self.local:
             with translated():
+                self._confined(path)
                 f = open(path, "rb")  # noqa: SIM115 - the caller closes it
                 if offset:
                     f.seek(offset)
@@ -424,6 +449,7 @@ class Backend:
         Where the content goes to a temporary name first, ``temp_key`` makes
         that name deterministic, so a retried write (a resumed job) reuses the
         same temporary instead of leaving one behind per attempt."""
+        self._confined(path)
         if offset:
             return self._open_continue(path, offset)
         if self.local or (self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem)):
@@ -493,6 +519,7 @@ class Backend:
         unless ``exist_ok``."""
         if self.local:
             with translated():
+                self._confined(path)
                 try:
                     os.mkdir(path)
                 except FileExistsError:
@@ -523,6 +550,7 @@ class Backend:
         try:
             with self._io():
                 if self.local:
+                    self._confined(path)
                     os.unlink(path)
                 else:
                     self.fs.rm_file(path)
@@ -544,6 +572,7 @@ class Backend:
         try:
             if self.local:
                 with translated():
+                    self._confined(path)
                     os.rmdir(path)
             else:
                 self._rmdir(path)
@@ -571,6 +600,7 @@ class Backend:
         try:
             if self.local:
                 with translated():
+                    self._confined(path)
                     if os.path.isdir(path) and not os.path.islink(path):
                         shutil.rmtree(path, ignore_errors=False)
                     elif os.path.lexists(path):
@@ -587,6 +617,7 @@ class Backend:
         try:
             with self._io():
                 if self.local:
+                    self._confined(src, dst)
                     os.rename(src, dst)
                 else:
                     self._rename(src, dst)
@@ -603,6 +634,7 @@ class Backend:
         try:
             with self._io():
                 if self.local:
+                    self._confined(src, dst)
                     shutil.copyfile(src, dst)
                     return os.stat(dst).st_size
                 if not self.capabilities.server_copy:
@@ -623,6 +655,7 @@ class Backend:
         if not self.local:
             return False
         with translated():
+            self._confined(path)
             os.utime(path, (mtime, mtime))
         return True
 
@@ -656,3 +689,17 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<Backend {self.protocol} {self.root!r}>"
+
+
+def _resolved(path: str) -> str:
+    """``path`` with every symbolic link on it followed, as the kernel
+    resolves it (a missing last part is kept as it is written)."""
+    try:
+        fd = os.open(path, os.O_PATH)
+    except (FileNotFoundError, NotADirectoryError):
+        parent, name = os.path.split(path.rstrip("/"))
+        return os.path.join(_resolved(parent), name) if parent and parent != path else path
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)

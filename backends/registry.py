@@ -108,6 +108,8 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     remote = target not in _LOCAL and not slow  # slow:: is a test wrapper: faults it injects must show
     settings: dict[str, Any] = {"url": shown, "retries": retries if remote else 0,
                                 "cache_ttl_s": cache_ttl_s if remote else 0.0}
+    if target in ("file", "local"):
+        settings["follow_links"] = bool(options.pop("follow_links", False))
     builder = None if slow else _BUILDERS.get(target)
     if builder is not None:
         return builder(url, options, caps, timeout_s, settings)

@@ -546,13 +546,14 @@ def test_a_folder_whose_subfolder_is_being_emptied_can_be_deleted_and_made_again
 
 
 def test_a_folder_that_cannot_be_renamed_to_the_trash_is_deleted_in_place(tmp_path):
-    """A folder on another disk linked into a local tree cannot be renamed to
-    the mount's root (EXDEV): the delete then removes it where it is."""
+    """A folder on another disk linked into a local tree (a mount that
+    follows links) cannot be renamed to the mount's root (EXDEV): the delete
+    then removes it where it is."""
     other = Path(tempfile.mkdtemp(dir="/dev/shm"))
     try:
         root = tmp_path / "data"
         root.mkdir()
-        mount = f"file://{root}"
+        mount = (f"file://{root}", {"follow_links": True})
         assert os.stat(other).st_dev != os.stat(root).st_dev
         (other / "sub").mkdir()
         for i in range(5):

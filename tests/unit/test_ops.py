@@ -248,3 +248,40 @@ def test_mount_points_listed_in_virtual_root(tmp_path):
             put(g.ops, s, "/nomount")
     finally:
         g.close()
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
+    """Anyone who can write to a local mount's folder on the host could link
+    to anything the gateway can read: links that lead outside are refused and
+    not listed, unless the mount follows links; links inside work as the
+    folder they name."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "in").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (data / "in" / "f.txt").write_bytes(b"ok")
+    (data / "out").symlink_to(outside)
+    (data / "secret.txt").symlink_to(outside / "secret.txt")
+    (data / "alias").symlink_to("in")
+    g = Gateway.build({"/": (f"file://{data}", {"follow_links": follow})}, tmp_path / "var").start()
+    try:
+        ops = g.ops
+        assert read(ops, s, "/alias/f.txt") == b"ok" and names(ops, s, "/alias") == ["f.txt"]
+        if follow:
+            assert names(ops, s) == ["alias", "in", "out", "secret.txt"]
+            assert read(ops, s, "/out/secret.txt") == b"secret"
+            return
+        assert names(ops, s) == ["alias", "in"]
+        refusals = [lambda: ops.stat(s, "/out"), lambda: list(ops.list(s, "/out")),
+                    lambda: read(ops, s, "/secret.txt"), lambda: read(ops, s, "/out/secret.txt"),
+                    lambda: ops.mkdir(s, "/out/made"), lambda: put(ops, s, "/out/new.txt"),
+                    lambda: ops.move(s, "/in/f.txt", "/out/f.txt"), lambda: ops.copy(s, "/in/f.txt", "/out/c.txt"),
+                    lambda: ops.set_mtime(s, "/secret.txt", 0)]
+        for refused in refusals:
+            with pytest.raises(E.PermissionDenied, match="outside the mount through a symbolic link"):
+                refused()
+        assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+        assert (outside / "secret.txt").stat().st_mtime > 0 and (data / "in" / "f.txt").exists()
+    finally:
+        g.close()
