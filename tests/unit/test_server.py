@@ -83,7 +83,7 @@ def test_serve_bootstraps_admin_once_and_stops_cleanly(tmp_path, monkeypatch):
 
 
 def test_logins_on_many_threads_give_their_memory_back():
-    """Each argon2 check takes 19 MiB; once checked, the gateway's threads
+    """Each argon2 check maps its memory cost (7 MiB; 19 MiB before); the gateway's threads
     must not keep it (glibc's floating mmap threshold made twelve threads
     hold ~230 MiB)."""
     probe = """
