@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -85,6 +86,8 @@ _NAMED: dict[str, type[E.GatewayError]] = {
     "botocore.NoCredentialsError": E.PermissionDenied,
     "botocore.FlexibleChecksumError": E.BackendUnavailable,  # corrupted on the way: worth another try
     "aiohttp.ClientConnectionError": E.BackendUnavailable,
+    # a server whose TLS certificate is not trusted is refused, not retried
+    "ssl.SSLCertVerificationError": E.PermissionDenied,
     # webdav4's client (used directly for COPY/MOVE)
     "webdav4.ResourceNotFound": E.NotFound,
     "webdav4.ResourceConflict": E.MissingParent,
@@ -184,6 +187,8 @@ def translate(exc: BaseException, path: str | None = None) -> E.GatewayError:
         cls = E.BackendUnavailable if retry else E.BackendError
     where = f"{path}: " if path else ""
     detail = _WORDS.get(cls) or f"storage error: {type(exc).__name__}: {exc}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = f"the server's TLS certificate is not trusted ({exc.verify_message})"
     return cls(f"{where}{detail}", path)
 
 

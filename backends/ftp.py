@@ -8,7 +8,10 @@ data transfer in bounded blocks (fsspec's own FTP files issue one STOR per
 one is rebuilt (Backend ``connect``).
 
 Options: ``username``, ``password``, ``acct``, ``tls`` (True: explicit FTPS),
-``encoding``; the mount's ``timeout_s`` is the socket timeout.
+``tls_ca_file`` (PEM certificates to trust besides the system's, e.g. a
+server's self-signed one), ``tls_verify`` (default True: the server's
+certificate must be valid for its host name; ftplib's own default checks
+nothing), ``encoding``; the mount's ``timeout_s`` is the socket timeout.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from ftplib import FTP, error_perm
+from ftplib import FTP, FTP_TLS, error_perm
 from typing import Any
 
-from fsspec.implementations.ftp import FTPFileSystem
+from fsspec.implementations.ftp import FTPFileSystem, ImplicitFTPTLS
 
 from backends.base import Backend, Writer
 from gateway import errors as E
@@ -51,11 +54,27 @@ class GatewayFTPFileSystem(FTPFileSystem):
     protocol = "ftp"
     ftp: FTP
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tls_ca_file: str | None = None, tls_verify: bool = True, **kwargs: Any) -> None:
         self.lock = threading.RLock()
         self._last_used = time.monotonic()
+        self._context = ssl.create_default_context(cafile=tls_ca_file)
+        if not tls_verify:
+            self._context.check_hostname = False
+            self._context.verify_mode = ssl.CERT_NONE
         kwargs["use_listings_cache"] = False
         super().__init__(*args, **kwargs)
+
+    def _connect(self) -> None:
+        """fsspec's, with FTPS checking the server's certificate (ftplib's
+        default context verifies nothing: anyone in the middle would get the
+        mount's password)."""
+        if not self.tls:
+            super()._connect()
+            return
+        cls = ImplicitFTPTLS if isinstance(self.tls, str) else FTP_TLS
+        self.ftp = cls(timeout=self.timeout, encoding=self.encoding, context=self._context)
+        self.ftp.connect(self.host, self.port)
+        self.ftp.login(*self.cred)
 
     def _revive(self) -> None:
         try:

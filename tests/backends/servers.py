@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "WebDAV", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
+__all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "FTPS", "WebDAV", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
            "servers", "fresh_server", "mount_spec", "free_port", "wait_port"]
 
 USER = "gwtest"
@@ -464,19 +464,24 @@ class FTP(Server):
 
     def start(self) -> "FTP":
         from pyftpdlib.authorizers import DummyAuthorizer
-        from pyftpdlib.handlers import FTPHandler
         from pyftpdlib.servers import ThreadedFTPServer
 
         auth = DummyAuthorizer()
         auth.add_user(USER, PASSWORD, str(self.root), perm="elradfmwMT")
-        handler = type("Handler", (FTPHandler,), {"authorizer": auth, "banner": "test ftpd",
-                                                  "permit_foreign_addresses": False, "auth_failed_timeout": 0.1})
+        handler = type("Handler", (self._handler_class(),), {"authorizer": auth, "banner": "test ftpd",
+                                                             "permit_foreign_addresses": False,
+                                                             "auth_failed_timeout": 0.1})
         self._server = ThreadedFTPServer(("127.0.0.1", self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                          kwargs={"handle_exit": False}, daemon=True)
         self._thread.start()
         wait_port(self.port)
         return self
+
+    def _handler_class(self) -> type:
+        from pyftpdlib.handlers import FTPHandler
+
+        return FTPHandler
 
     def stop(self) -> None:
         if self._server is None:
@@ -485,6 +490,33 @@ class FTP(Server):
         self._thread.join(10)
         self._server = None
         wait_port(self.port, up=False)
+
+
+class FTPS(FTP):
+    """pyftpdlib with explicit TLS required, on a self-signed certificate
+    for 127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
+
+    kind = "ftps"
+
+    @property
+    def certfile(self) -> Path:
+        return self._tls()[0]
+
+    def _tls(self) -> tuple[Path, Path]:
+        from gateway.tls import ensure_certificate
+
+        return ensure_certificate(self.tmp / "tls")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "tls": True, "tls_ca_file": str(self.certfile)}
+
+    def _handler_class(self) -> type:
+        from pyftpdlib.handlers import TLS_FTPHandler
+
+        cert, key = self._tls()
+        return type("TLSHandler", (TLS_FTPHandler,), {"certfile": str(cert), "keyfile": str(key),
+                                                       "tls_control_required": True, "tls_data_required": True})
 
 
 class WebDAV(Server):
@@ -540,6 +572,7 @@ class WebDAV(Server):
 KINDS: dict[str, type[Server]] = {c.kind: c for c in (Memory, Local, S3, SFTP, FTP, WebDAV)}
 ALL_KINDS = list(KINDS)
 REMOTE_KINDS = ["s3", "sftp", "ftp", "webdav"]
+KINDS["ftps"] = FTPS  # by name only: the suites over every kind leave it out
 
 
 # Fixtures: a test module imports the ones it uses (a conftest.py here would

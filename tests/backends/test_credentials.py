@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from servers import USER, servers  # noqa: F401 - servers is a fixture
+from servers import USER, mount_spec, servers  # noqa: F401 - servers is a fixture
 
 from backends import open_backend
 from backends.registry import redact_url
@@ -73,6 +73,25 @@ def test_refused_credentials_are_an_error_without_the_secret(servers, monkeypatc
 
     with pytest.raises(E.BadRequest, match=r"GW_T_UNSET_VARIABLE is not set"):
         open_backend("s3://bucket/x", {"secret": "${GW_T_UNSET_VARIABLE}"})
+
+
+def test_ftps_mounts_trust_only_certificates_they_can_check(servers, gateway_factory, tmp_path):
+    """ftplib's default TLS context checks nothing (anyone in the middle
+    would get the mount's password): an FTPS mount trusts the system's CAs
+    and tls_ca_file, and refuses the rest unless told tls_verify = false."""
+    ftps = servers("ftps")
+    area = ftps.area()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/ftps": mount_spec(area)})
+    s = r.session("alice")
+    up = r.ops.open_write(s, "/ftps/f.txt")
+    up.write(b"over tls")
+    up.commit()
+    assert [e.name for e in r.ops.list(s, "/ftps")] == ["f.txt"] and ftps.read(f"{area.name}/f.txt") == b"over tls"
+    untrusted = {k: v for k, v in ftps.options.items() if k != "tls_ca_file"}
+    with pytest.raises(E.PermissionDenied, match=r"TLS certificate is not trusted \(self.signed certificate\)"):
+        open_backend(area.url, untrusted, retries=0)
+    unchecked = open_backend(area.url, {**untrusted, "tls_verify": False}, retries=0)
+    assert [e.name for e in unchecked.iterdir(unchecked.join(""))] == ["f.txt"]
 
 
 def test_redact_url():
