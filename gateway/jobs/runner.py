@@ -360,6 +360,8 @@ class _Run:
                     self.each(items, partial(self._remove_item, b), "removed", counts, b.capabilities.fan_out,
                               folders_wait=True)
                 self.flush()
+            if j.via_trash:  # what listings do not show (links out of the mount, reserved names) goes too
+                self.retry(lambda: b.rm_tree(self.src_root), "empty the trash")
         if j.dst and j.stage and j.stage != j.dst:
             self._swap_stage()
         self.flush()

@@ -264,15 +264,17 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
     (data / "out").symlink_to(outside)
     (data / "secret.txt").symlink_to(outside / "secret.txt")
     (data / "alias").symlink_to("in")
+    (data / "box" / "sub").mkdir(parents=True)
+    (data / "box" / "sub" / "out").symlink_to(outside)
     g = Gateway.build({"/": (f"file://{data}", {"follow_links": follow})}, tmp_path / "var").start()
     try:
         ops = g.ops
         assert read(ops, s, "/alias/f.txt") == b"ok" and names(ops, s, "/alias") == ["f.txt"]
         if follow:
-            assert names(ops, s) == ["alias", "in", "out", "secret.txt"]
+            assert names(ops, s) == ["alias", "box", "in", "out", "secret.txt"]
             assert read(ops, s, "/out/secret.txt") == b"secret"
             return
-        assert names(ops, s) == ["alias", "in"]
+        assert names(ops, s) == ["alias", "box", "in"] and names(ops, s, "/box/sub") == []
         refusals = [lambda: ops.stat(s, "/out"), lambda: list(ops.list(s, "/out")),
                     lambda: read(ops, s, "/secret.txt"), lambda: read(ops, s, "/out/secret.txt"),
                     lambda: ops.mkdir(s, "/out/made"), lambda: put(ops, s, "/out/new.txt"),
@@ -283,5 +285,10 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
                 refused()
         assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
         assert (outside / "secret.txt").stat().st_mtime > 0 and (data / "in" / "f.txt").exists()
+        # a folder holding such a link is deleted whole: the link goes, not what it leads to
+        out = ops.delete(s, "/box", recursive=True)
+        assert out.job is None or g.dispatcher.wait(out.job.id, 30).state == "completed"
+        assert sorted(p.name for p in data.iterdir()) == ["alias", "in", "out", "secret.txt"]
+        assert (outside / "secret.txt").read_bytes() == b"secret"
     finally:
         g.close()
