@@ -10,6 +10,11 @@ already shows the outcome) unless the client asked for asynchronous replies
 (``Prefer: respond-async`` or ``OC-LazyOps: true``) and the core backgrounded
 the operation: 202 with the job's monitor URL.
 
+While no lock exists anywhere and the request has no conditional header, a
+PROPFIND, a MOVE and a PUT are answered without wsgidav's resource lookups
+(``propfind``, ``move`` and ``put`` modules); anything they do not take goes
+to wsgidav unchanged.
+
 Locks and dead properties are keyed by *global* path (``get_ref_url``), so
 they follow the resource whichever user's home it is reached through.
 """
