@@ -44,29 +44,30 @@ ARENA_MAX = 2
 TRIM_EVERY_S = 5.0
 
 
-def malloc_trimmer() -> Callable[[], object]:
-    """glibc's ``malloc_trim(0)``, or a no-op where the C library is not glibc."""
+def _libc() -> Any:
+    """glibc, or None where the C library is something else."""
     try:
         import ctypes
 
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0)
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def malloc_trimmer() -> Callable[[], object]:
+    """glibc's ``malloc_trim(0)``, or a no-op where the C library is not glibc."""
+    libc = _libc()
+    return (lambda: libc.malloc_trim(0)) if libc is not None else (lambda: None)
 
 
 def tune_malloc() -> bool:
     """Fix glibc's mmap threshold and arena count (see MMAP_THRESHOLD,
     ARENA_MAX) before the front ends start their threads; False where the C
     library is not glibc."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        # -3: M_MMAP_THRESHOLD, -8: M_ARENA_MAX
-        return bool(libc.mallopt(-3, MMAP_THRESHOLD)) and bool(libc.mallopt(-8, ARENA_MAX))
-    except (OSError, AttributeError):
-        return False
+    libc = _libc()
+    # -3: M_MMAP_THRESHOLD, -8: M_ARENA_MAX
+    return libc is not None and bool(libc.mallopt(-3, MMAP_THRESHOLD)) and bool(libc.mallopt(-8, ARENA_MAX))
 
 
 #: (config section, module) of each front end, in start order.

@@ -86,6 +86,12 @@ class Job:
         return self.operation == "delete" and self.stage is not None
 
     @property
+    def staged(self) -> bool:
+        """The destination existed, so the content goes to ``stage`` and is
+        put in its place during cleanup."""
+        return self.dst is not None and self.stage is not None and self.stage != self.dst
+
+    @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
 

@@ -89,7 +89,7 @@ class JobRunner:
         phase = None
         if job.phase == "prepare" and not r.rollback():
             phase = "rollback"
-        elif job.phase == "cleanup" and not (job.dst and job.stage and job.stage != job.dst):
+        elif job.phase == "cleanup" and not job.staged:
             # Committed, but what cleanup could not remove is still there: it
             # shows again and its paths take writes (a failed job's overlay
             # would hide them, and keep them Busy, for good). A staged
@@ -362,7 +362,7 @@ class _Run:
                 self.flush()
             if j.via_trash:  # what listings do not show (links out of the mount, reserved names) goes too
                 self.retry(lambda: b.rm_tree(self.src_root), "empty the trash")
-        if j.dst and j.stage and j.stage != j.dst:
+        if j.staged:
             self._swap_stage()
         self.flush()
 

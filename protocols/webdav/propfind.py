@@ -40,7 +40,7 @@ _LIVE = tuple(("DAV:", name) for name in (
     "resourcetype", "getcontentlength", "getcontenttype", "quota-used-bytes", "quota-available-bytes",
     "getlastmodified", "displayname", "getetag", "lockdiscovery", "supportedlock"))
 
-#: Members per chunk of the streamed reply.
+#: Members formatted per write to the spooled reply.
 _CHUNK = 256
 
 #: Href characters wsgidav leaves unquoted (Nautilus chokes on '%28').
