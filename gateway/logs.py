@@ -9,11 +9,11 @@ Any record logged with ``extra={"op": {...}}`` is rendered the same way.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import re
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,19 +34,23 @@ _SAFE = re.compile(r"[^\s\"',=\\\x00-\x1f\x7f]+")
 
 
 def _text_value(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return ",".join(_text_value(v) for v in value)
-    if isinstance(value, float):
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (list, tuple)):
+        return ",".join(map(_text_value, value))
+    elif isinstance(value, float):
         return f"{value:.1f}"
-    text = "" if value is None else str(value)
+    else:
+        text = "" if value is None else str(value)
     return text if _SAFE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
 def render_op(op: dict[str, Any]) -> str:
     """``op``'s fields as one ``key=value`` line (values with spaces, commas,
     quotes or control characters JSON-quoted, so the line never breaks)."""
-    keys = [k for k in OP_FIELDS if k in op] + [k for k in op if k not in OP_FIELDS]
-    return " ".join(f"{k}={_text_value(op[k])}" for k in keys)
+    parts = [f"{k}={_text_value(op[k])}" for k in OP_FIELDS if k in op]
+    parts += [f"{k}={_text_value(v)}" for k, v in op.items() if k not in OP_FIELDS]
+    return " ".join(parts)
 
 
 class OpLogFilter(logging.Filter):
@@ -94,9 +98,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+#: The last second _iso formatted, and its text up to the milliseconds.
+_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
-    t = datetime.datetime.fromtimestamp(created, tz=datetime.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    global _second
+    whole = int(created)
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole))
+        _second = (whole, text)
+    return f"{text}{int((created - whole) * 1000):03d}Z"
 
 
 def setup_logging(cfg: "Logging", stream: Any = None) -> logging.Handler:
@@ -114,20 +127,26 @@ def setup_logging(cfg: "Logging", stream: Any = None) -> logging.Handler:
     root.addHandler(handler)
     level = logging.getLevelName(cfg.level)
     root.setLevel(level)
+    # Neither format shows the thread or process: leaving them off every
+    # record saves a quarter of an operation line's cost.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     for name in _CHATTY:
         logging.getLogger(name).setLevel(level if level <= logging.DEBUG else max(level, logging.WARNING))
     logging.captureWarnings(True)
     return handler
 
 
-def log_op(session: "Session", op: str, paths: list[str], result: str, duration_s: float) -> None:
+def log_op(session: "Session", op: str, paths: list[str], result: str, duration_s: float,
+           **extra: Any) -> None:
     """Log one finished operation (INFO on ``gateway.ops``): who, in which
     session and protocol, what on which paths, the result (``ok``,
-    ``background job <id>`` or an error name) and how long it took. Never raises
-    on odd input: a session without a user logs ``user=-``."""
-    user = getattr(getattr(session, "user", None), "name", None) or "-"
+    ``background job <id>`` or an error) and how long it took, then any
+    ``extra`` field that is not None (``bytes``, ``job``). Never raises on odd
+    input: a session without a user logs ``user=-``."""
+    if not ops_log.isEnabledFor(logging.INFO):
+        return
     fields = {
-        "user": user,
+        "user": getattr(getattr(session, "user", None), "name", None) or "-",
         "session": getattr(session, "id", "") or "-",
         "protocol": getattr(session, "protocol", "") or "-",
         "op": op,
@@ -135,4 +154,6 @@ def log_op(session: "Session", op: str, paths: list[str], result: str, duration_
         "result": result,
         "duration_ms": round(duration_s * 1000.0, 1),
     }
-    ops_log.info(render_op(fields), extra={"op": fields})
+    fields.update((k, v) for k, v in extra.items() if v is not None)
+    # The message is what a handler without OpLogFilter shows.
+    ops_log.info("%s %s %s", op, " -> ".join(paths), result, extra={"op": fields})

@@ -11,11 +11,10 @@ budget before the reply says "backgrounded".
 from __future__ import annotations
 
 import builtins
-import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from backends.base import Writer
 from gateway import errors as E
@@ -23,6 +22,7 @@ from gateway import metrics
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
+from gateway.logs import log_op
 from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise,
                                parent_of, to_global, to_user)
 from gateway.transfer import copy_file
@@ -31,7 +31,6 @@ from gateway.view import HIDDEN, View
 
 __all__ = ["Operations", "Outcome", "Upload", "Policy"]
 
-log = logging.getLogger("gateway.ops")
 
 #: A single file up to this size is copied inline rather than as a job.
 INLINE_COPY_BYTES = 4 << 20
@@ -172,13 +171,11 @@ class Operations:
         return exc
 
     def _log(self, session: Session, op: str, paths: builtins.list[str], result: str, started: float,
-             **extra) -> None:
+             **extra: Any) -> None:
         """One log line and one metrics sample per operation."""
         seconds = time.monotonic() - started
         metrics.record_op(session.protocol, op, not result.startswith("error"), seconds, extra.get("bytes", 0))
-        log.info("%s %s %s", op, " -> ".join(paths), result, extra={"op": {
-            "user": session.user.name, "session": session.id, "protocol": session.protocol, "op": op,
-            "paths": paths, "result": result, "duration_ms": round(seconds * 1000, 1), **extra}})
+        log_op(session, op, paths, result, seconds, **extra)
 
     def _busy(self, write: builtins.list[str], read: builtins.list[str] | tuple[()] = (),
               session: Session | None = None) -> None:

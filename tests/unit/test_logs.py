@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
+import re
+import time
 
 import pytest
 
@@ -53,3 +56,17 @@ def test_any_record_with_op_extra_renders_as_an_op_line(stream):
     setup_logging(Logging(), stream)
     logging.getLogger("gateway.x").warning("ignored %s", 1, extra={"op": {"op": "mkdir", "paths": ["/n"]}})
     assert stream.getvalue().rstrip().endswith("WARNING gateway.x: op=mkdir paths=/n")
+
+
+def test_op_line_time_and_extra_fields(stream):
+    setup_logging(Logging(), stream)
+    session = Session(User("alice"), "sftp", id="s2")
+    before = time.time()
+    log_op(session, "delete", ["/d"], "background job j9", 0.5, job="j9", bytes=None)
+    log_op(session, "delete", ["/f"], "ok", 0.001, job=None)
+    first, second = stream.getvalue().splitlines()
+    stamp = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z INFO ", first).group(1)
+    logged = datetime.datetime.fromisoformat(stamp).replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert before - 0.001 <= logged <= time.time()
+    assert first.endswith("op=delete paths=/d result=\"background job j9\" duration_ms=500.0 job=j9")
+    assert second.endswith("op=delete paths=/f result=ok duration_ms=1.0")  # no empty job field
