@@ -251,6 +251,18 @@ class Operations:
         mount, bp = self._resolve_one(session, g)
         return entry, mount, bp
 
+    def on_local_disk(self, session: Session, path: str) -> bool:
+        """Whether ``path`` lies on a mount of this machine's own disk, where
+        a stat, open, unlink or mkdir returns in microseconds: a front end on
+        an event loop may make such calls there rather than in a worker
+        thread. False for what does not resolve to one mount. Never raises."""
+        try:
+            _, g = self._paths(session, path)
+            mount, _ = self.namespace.resolve(g)
+        except E.GatewayError:
+            return False
+        return mount.backend.local
+
     # -- reads ----------------------------------------------------------------------
 
     def stat(self, session: Session, path: str, cwd: str = "/") -> Entry:

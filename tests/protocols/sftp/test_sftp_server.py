@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import stat
 import subprocess
+import threading
 import time
 
 import asyncssh
@@ -109,3 +110,46 @@ def test_close_with_connected_clients_is_prompt(gateway_factory):
     asyncio.run(go())
     assert (r.data / "open.bin").read_bytes() == b"z" * 10
     r.handles["sftp"].close()  # idempotent
+
+
+def test_local_disk_calls_skip_the_thread_hop_until_the_disk_stalls(gateway_factory, monkeypatch, caplog):
+    """Metadata calls on the local disk run on the listener's event loop (a
+    hop to a worker thread costs more than the call); on another storage they
+    go to the worker pool. One local call that stalls sends every call to the
+    pool, so a stalled disk holds up no other session."""
+    r = gateway_factory(protocols=("sftp",))
+    (r.data / "a.txt").write_bytes(b"a")
+    (r.data / "stalled.txt").write_bytes(b"s")
+    ops, real_stat = r.gw.ops, r.gw.ops.stat
+    threads: list[tuple[str, str]] = []
+
+    def stat(session, path, *args, **kwargs):
+        threads.append((path, threading.current_thread().name))
+        if path == "/stalled.txt":
+            time.sleep(0.5)  # the disk does not answer for half a second
+        return real_stat(session, path, *args, **kwargs)
+
+    monkeypatch.setattr(ops, "stat", stat)
+
+    async def timed(sftp: asyncssh.SFTPClient, path: str) -> float:
+        started = time.monotonic()
+        await sftp.stat(path)
+        return time.monotonic() - started
+
+    async def go():
+        async with connect(r.port("sftp")) as (_, sftp), connect(r.port("sftp"), "bob") as (_, other):
+            await sftp.mkdir("/slow/d")
+            await sftp.stat("/a.txt")
+            await sftp.stat("/slow/d")
+            assert threads == [("/a.txt", "sftp"), ("/slow/d", threads[1][1])]
+            assert threads[1][1].startswith("sftp-core")
+            with caplog.at_level("WARNING", logger="gateway.sftp"):
+                await sftp.stat("/stalled.txt")  # on the event loop: the one stall the gateway waits out
+            assert "stalled.txt took" in caplog.text
+            stalled = asyncio.ensure_future(timed(sftp, "/stalled.txt"))
+            await asyncio.sleep(0.05)
+            assert await timed(other, "/a.txt") < 0.3  # not behind the stalled call
+            assert await stalled >= 0.5
+            assert threads[-1][1].startswith("sftp-core")
+
+    asyncio.run(go())
