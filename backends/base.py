@@ -12,7 +12,7 @@ invalidates; an idempotent read that fails with BackendUnavailable is tried
 again ``retries`` times; and a connection that broke (``connect`` given) is
 rebuilt on the next call instead of failing forever. Protocol quirks live in
 small subclasses (``backends.s3``, ``backends.sftp``, ``backends.ftp``,
-``backends.webdav``).
+``backends.webdav``); a folder of this machine's disk is ``backends.local``.
 """
 
 from __future__ import annotations
@@ -20,17 +20,13 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
-import os
 import posixpath
 import secrets
-import shutil
-import stat as _stat
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
-from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from backends.cache import ListingCache
@@ -162,13 +158,15 @@ class Backend:
     ``connect`` rebuilds the filesystem after its connection broke (SFTP,
     FTP); ``retries`` is how often an idempotent read is tried again when the
     storage is unavailable, ``retry_backoff_s`` the first pause between
-    tries; ``cache_ttl_s`` > 0 keeps folder listings that long;
-    ``follow_links`` lets a local mount follow symbolic links that lead
-    outside its folder (refused by default)."""
+    tries; ``cache_ttl_s`` > 0 keeps folder listings that long."""
+
+    #: Whether this is a folder of this machine's disk (backends.local), where
+    #: metadata calls return in microseconds.
+    local = False
 
     def __init__(self, fs, root: str, protocol: str, capabilities: Capabilities, url: str = "",
                  cache_ttl_s: float = 0.0, *, connect: Callable[[], Any] | None = None, retries: int = 0,
-                 retry_backoff_s: float = 0.2, follow_links: bool = False) -> None:
+                 retry_backoff_s: float = 0.2) -> None:
         self._fs = fs
         self._connect = connect
         self._broken: Any = None
@@ -176,15 +174,12 @@ class Backend:
         self.protocol = protocol
         self.capabilities = capabilities
         self.url = url
-        self.local = isinstance(fs, LocalFileSystem)
         self.cache_ttl_s = cache_ttl_s
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.cache: ListingCache[Entry] | None = (
-            ListingCache(cache_ttl_s) if cache_ttl_s > 0 and not self.local else None)
+            ListingCache(cache_ttl_s) if cache_ttl_s > 0 else None)
         self._lock = threading.Lock()
-        self.follow_links = follow_links
-        self._real_root: str | None = None
 
     # -- the connection ------------------------------------------------------
 
@@ -241,22 +236,6 @@ class Backend:
             return ("/" if self.root == "/" else "") + rel
         return self.root + "/" + rel
 
-    def _confined(self, *paths: str) -> None:
-        """Local mounts: refuse a path that leads outside the mount's folder
-        through a symbolic link (users cannot make links, but anyone who can
-        write to the folder on the host can). The path itself is followed
-        when it exists, else the folder it would be made in. Raises
-        PermissionDenied."""
-        if not self.local or self.follow_links:
-            return
-        if self._real_root is None:
-            self._real_root = _resolved(self.root or "/")
-        root = self._real_root
-        for path in paths:
-            real = _resolved(path)
-            if real != root and not real.startswith(root.rstrip("/") + "/"):
-                raise E.PermissionDenied("leads outside the mount through a symbolic link")
-
     def _entry(self, info: dict[str, Any], path: str | None = None) -> Entry:
         name = posixpath.basename((path or info["name"]).rstrip("/"))
         is_dir = info.get("type") == "directory"
@@ -277,13 +256,6 @@ class Backend:
 
     def info(self, path: str) -> Entry:
         """Metadata of ``path``. Raises NotFound. Idempotent."""
-        if self.local:
-            with translated():
-                self._confined(path)
-                st = os.stat(path)
-            is_dir = _stat.S_ISDIR(st.st_mode)
-            return Entry(posixpath.basename(path), path, is_dir, 0 if is_dir else st.st_size,
-                         st.st_mtime, None, st.st_mode)
         cached = self._cached_entry(path)
         if cached is not None:
             return cached
@@ -320,29 +292,10 @@ class Backend:
         """Entries of folder ``path``, without the gateway's reserved names;
         their paths lie under ``shown_as`` (the caller's name for the folder)
         when given. Raises NotFound, NotADirectory."""
-        prefix = (path if shown_as is None else shown_as).rstrip("/") + "/"
-        if self.local:
-            with translated():
-                self._confined(path)
-                it = os.scandir(path)
-            with it:
-                for d in it:
-                    name = d.name
-                    if name.startswith(RESERVED_PREFIX):
-                        continue
-                    try:
-                        if d.is_symlink():
-                            self._confined(d.path)
-                        st = d.stat()
-                    except (FileNotFoundError, E.PermissionDenied):
-                        continue
-                    is_dir = d.is_dir()
-                    yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime,
-                                None, st.st_mode)
-            return
         if shown_as is None:
             yield from self.listing(path)
         else:
+            prefix = shown_as.rstrip("/") + "/"
             for e in self.listing(path):
                 yield e.renamed(prefix + e.name, e.name)
 
@@ -390,13 +343,6 @@ class Backend:
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
         """A binary file positioned at ``offset``. Raises NotFound, IsADirectory."""
-        if self.local:
-            with translated():
-                self._confined(path)
-                f = open(path, "rb")  # noqa: SIM115 - the caller closes it
-                if offset:
-                    f.seek(offset)
-            return f
         if self.info(path).is_dir:
             raise E.IsADirectory("is a folder")
 
@@ -449,27 +395,23 @@ class Backend:
         Where the content goes to a temporary name first, ``temp_key`` makes
         that name deterministic, so a retried write (a resumed job) reuses the
         same temporary instead of leaving one behind per attempt."""
-        self._confined(path)
         if offset:
             return self._open_continue(path, offset)
-        if self.local or (self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem)):
+        if self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem):
             tmp = self._temp_name(path, temp_key)
             with self._io():
-                f = open(tmp, "wb") if self.local else self.fs.open(tmp, "wb")  # noqa: SIM115
+                f = self.fs.open(tmp, "wb")
 
             def commit(fh, tmp=tmp):
                 fh.close()
-                if self.local:
-                    os.replace(tmp, path)
-                else:
-                    self._replace(tmp, path)
+                self._replace(tmp, path)
                 self.invalidate(path)
 
             def abort(fh, tmp=tmp):
                 try:
                     fh.close()
                 finally:
-                    self.fs.rm_file(tmp) if not self.local else os.unlink(tmp)
+                    self.fs.rm_file(tmp)
 
             return Writer(f, commit, abort, self._io)
         if isinstance(self.inner, MemoryFileSystem):
@@ -497,11 +439,6 @@ class Backend:
 
     def _open_continue(self, path: str, offset: int) -> Writer:
         size = self.info(path).size
-        if self.local and (offset == size or self.capabilities.random_write):
-            with translated():
-                f = open(path, "r+b")  # noqa: SIM115
-                f.seek(offset)
-            return Writer(f, lambda fh: fh.close(), lambda fh: fh.close())
         if offset != size:
             raise E.Unsupported(f"this storage can only continue a file at its end ({size} bytes), not at {offset}")
         # No in-place append: rewrite the existing bytes, then continue.
@@ -517,15 +454,6 @@ class Backend:
     def mkdir(self, path: str, exist_ok: bool = False) -> None:
         """Create folder ``path`` (its parent must exist). Raises AlreadyExists
         unless ``exist_ok``."""
-        if self.local:
-            with translated():
-                self._confined(path)
-                try:
-                    os.mkdir(path)
-                except FileExistsError:
-                    if not (exist_ok and os.path.isdir(path)):
-                        raise
-            return
         try:
             existing = self.info(path)
         except E.NotFound:
@@ -549,11 +477,7 @@ class Backend:
         """Delete file ``path``. Raises NotFound unless ``missing_ok``, IsADirectory."""
         try:
             with self._io():
-                if self.local:
-                    self._confined(path)
-                    os.unlink(path)
-                else:
-                    self.fs.rm_file(path)
+                self.fs.rm_file(path)
         except E.NotFound:
             if not missing_ok:
                 raise
@@ -570,12 +494,7 @@ class Backend:
     def rmdir(self, path: str, missing_ok: bool = False) -> None:
         """Delete empty folder ``path``. Raises DirectoryNotEmpty, NotFound."""
         try:
-            if self.local:
-                with translated():
-                    self._confined(path)
-                    os.rmdir(path)
-            else:
-                self._rmdir(path)
+            self._rmdir(path)
         except E.NotFound:
             if not missing_ok:
                 raise
@@ -598,14 +517,7 @@ class Backend:
     def rm_tree(self, path: str) -> None:
         """Delete ``path`` and everything below it; missing is fine. Idempotent."""
         try:
-            if self.local:
-                with translated():
-                    self._confined(path)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=False)
-                    elif os.path.lexists(path):
-                        os.unlink(path)
-            elif self.exists(path):
+            if self.exists(path):
                 with self._io():
                     self.fs.rm(path, recursive=True)
         finally:
@@ -616,11 +528,7 @@ class Backend:
         copy + delete inside the storage library). ``dst`` must not exist."""
         try:
             with self._io():
-                if self.local:
-                    self._confined(src, dst)
-                    os.rename(src, dst)
-                else:
-                    self._rename(src, dst)
+                self._rename(src, dst)
         finally:
             self.invalidate(src)
             self.invalidate(dst)
@@ -633,10 +541,6 @@ class Backend:
         ``server_copy``); returns its size. Overwrites ``dst``."""
         try:
             with self._io():
-                if self.local:
-                    self._confined(src, dst)
-                    shutil.copyfile(src, dst)
-                    return os.stat(dst).st_size
                 if not self.capabilities.server_copy:
                     raise E.Unsupported("no server-side copy")
                 size = self._server_copy(src, dst)
@@ -652,18 +556,11 @@ class Backend:
     def set_mtime(self, path: str, mtime: float) -> bool:
         """Set the modification time where the storage keeps one; returns
         whether it did."""
-        if not self.local:
-            return False
-        with translated():
-            self._confined(path)
-            os.utime(path, (mtime, mtime))
-        return True
+        return False
 
     def invalidate(self, path: str | None = None) -> None:
         """Drop cached listings that may hold ``path`` (all when None): its
         parent's, its own, and those below it. Every mutating method calls it."""
-        if self.local:
-            return
         if self.cache is not None:
             self.cache.invalidate(path)
         try:
@@ -676,12 +573,6 @@ class Backend:
 
     def disk_usage(self) -> tuple[int, int] | None:
         """(total, free) bytes where the storage tells, else None."""
-        if self.local:
-            try:
-                u = shutil.disk_usage(self.root or "/")
-                return u.total, u.free
-            except OSError:
-                return None
         return None
 
     def close(self) -> None:
@@ -690,16 +581,3 @@ class Backend:
     def __repr__(self) -> str:
         return f"<Backend {self.protocol} {self.root!r}>"
 
-
-def _resolved(path: str) -> str:
-    """``path`` with every symbolic link on it followed, as the kernel
-    resolves it (a missing last part is kept as it is written)."""
-    try:
-        fd = os.open(path, os.O_PATH)
-    except (FileNotFoundError, NotADirectoryError):
-        parent, name = os.path.split(path.rstrip("/"))
-        return os.path.join(_resolved(parent), name) if parent and parent != path else path
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)

@@ -43,6 +43,7 @@ import backends.slow  # noqa: F401 - registers the slow:: protocol
 from backends.base import Backend
 from backends.capabilities import for_protocol
 from backends.errors import translated
+from backends.local import LocalBackend
 from gateway import errors as E
 
 __all__ = ["open_backend", "expand_env", "redact_url"]
@@ -108,8 +109,7 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     remote = target not in _LOCAL and not slow  # slow:: is a test wrapper: faults it injects must show
     settings: dict[str, Any] = {"url": shown, "retries": retries if remote else 0,
                                 "cache_ttl_s": cache_ttl_s if remote else 0.0}
-    if target in ("file", "local"):
-        settings["follow_links"] = bool(options.pop("follow_links", False))
+    follow_links = bool(options.pop("follow_links", False)) if target in ("file", "local") else False
     builder = None if slow else _BUILDERS.get(target)
     if builder is not None:
         return builder(url, options, caps, timeout_s, settings)
@@ -119,7 +119,10 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
         raise E.BadRequest(f"mount url {shown!r}: unknown storage protocol {target!r} ({exc})") from None
     with translated():
         fs, root = fsspec.core.url_to_fs(url, **options)
-    backend = Backend(fs, root, target, caps, **settings)
+    if target in ("file", "local") and not slow:
+        backend: Backend = LocalBackend(fs, root, target, caps, follow_links=follow_links, **settings)
+    else:
+        backend = Backend(fs, root, target, caps, **settings)
     if target in _LOCAL:
         backend.mkdir(backend.join(""), exist_ok=True) if not backend.exists(backend.join("")) else None
     return backend

@@ -1,0 +1,201 @@
+"""The local-disk backend: a folder of this machine, reached through the os
+module directly (fsspec's LocalFileSystem builds a dict per entry and
+rewrites the path on every call), and confined to that folder.
+
+Confinement: users cannot make symbolic links, but anyone who can write to
+the folder on the host can, so a path that leads outside the mount's folder
+through a link is refused (PermissionDenied) and such links are left out of
+listings, unless the mount sets ``follow_links``. The check resolves the
+path through the kernel before the call (one ``open(O_PATH)`` and a
+``readlink`` of it): a link swapped in between the check and the call is
+not caught (``openat2`` with ``RESOLVE_BENEATH`` is not in the os module).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat as _stat
+from typing import Any, BinaryIO, Iterator
+
+from backends.base import Backend, Writer
+from backends.errors import translated
+from gateway import errors as E
+from gateway.namespace import RESERVED_PREFIX
+from gateway.types import Entry
+
+__all__ = ["LocalBackend"]
+
+
+class LocalBackend(Backend):
+    """A folder on this machine's disk. ``follow_links`` lets paths follow
+    symbolic links that lead outside the folder (refused by default)."""
+
+    local = True
+
+    def __init__(self, *args: Any, follow_links: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.follow_links = follow_links
+        self._real_root: str | None = None
+
+    def _confined(self, *paths: str) -> None:
+        """Refuse a path that leads outside the mount's folder through a
+        symbolic link: the path itself is followed when it exists, else the
+        folder it would be made in. Raises PermissionDenied."""
+        if self.follow_links:
+            return
+        if self._real_root is None:
+            self._real_root = _resolved(self.root or "/")
+        root = self._real_root
+        for path in paths:
+            real = _resolved(path)
+            if real != root and not real.startswith(root.rstrip("/") + "/"):
+                raise E.PermissionDenied("leads outside the mount through a symbolic link")
+
+    # -- reads -------------------------------------------------------------
+
+    def info(self, path: str) -> Entry:
+        with translated():
+            self._confined(path)
+            st = os.stat(path)
+        is_dir = _stat.S_ISDIR(st.st_mode)
+        return Entry(os.path.basename(path), path, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None, st.st_mode)
+
+    def iterdir(self, path: str, shown_as: str | None = None) -> Iterator[Entry]:
+        prefix = (path if shown_as is None else shown_as).rstrip("/") + "/"
+        with translated():
+            self._confined(path)
+            it = os.scandir(path)
+        with it:
+            for d in it:
+                name = d.name
+                if name.startswith(RESERVED_PREFIX):
+                    continue
+                try:
+                    if d.is_symlink():
+                        self._confined(d.path)
+                    st = d.stat()
+                except (FileNotFoundError, E.PermissionDenied):
+                    continue
+                is_dir = d.is_dir()
+                yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None, st.st_mode)
+
+    def listing(self, path: str) -> list[Entry]:
+        return list(self.iterdir(path))
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        with translated():
+            self._confined(path)
+            f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+            if offset:
+                f.seek(offset)
+        return f
+
+    # -- writes ------------------------------------------------------------
+
+    def open_write(self, path: str, offset: int = 0, temp_key: str | None = None) -> Writer:
+        self._confined(path)
+        if offset:
+            return self._open_continue(path, offset)
+        tmp = self._temp_name(path, temp_key)
+        with translated():
+            f = open(tmp, "wb")  # noqa: SIM115 - the Writer closes it
+
+        def commit(fh: BinaryIO) -> None:
+            fh.close()
+            os.replace(tmp, path)
+
+        def abort(fh: BinaryIO) -> None:
+            try:
+                fh.close()
+            finally:
+                os.unlink(tmp)
+
+        return Writer(f, commit, abort)
+
+    def _open_continue(self, path: str, offset: int) -> Writer:
+        size = self.info(path).size
+        if offset != size and not self.capabilities.random_write:
+            return super()._open_continue(path, offset)
+        with translated():
+            f = open(path, "r+b")  # noqa: SIM115 - the Writer closes it
+            f.seek(offset)
+        return Writer(f, lambda fh: fh.close(), lambda fh: fh.close())
+
+    def mkdir(self, path: str, exist_ok: bool = False) -> None:
+        with translated():
+            self._confined(path)
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                if not (exist_ok and os.path.isdir(path)):
+                    raise
+
+    def remove(self, path: str, missing_ok: bool = False) -> None:
+        try:
+            with translated():
+                self._confined(path)
+                os.unlink(path)
+        except E.NotFound:
+            if not missing_ok:
+                raise
+
+    def rmdir(self, path: str, missing_ok: bool = False) -> None:
+        try:
+            with translated():
+                self._confined(path)
+                os.rmdir(path)
+        except E.NotFound:
+            if not missing_ok:
+                raise
+
+    def rm_tree(self, path: str) -> None:
+        """Delete ``path`` and everything below it; missing is fine. Links
+        inside are unlinked, never followed. Idempotent."""
+        with translated():
+            self._confined(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=False)
+            elif os.path.lexists(path):
+                os.unlink(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        with translated():
+            self._confined(src, dst)
+            os.rename(src, dst)
+
+    def copy_file(self, src: str, dst: str) -> int:
+        with translated():
+            self._confined(src, dst)
+            shutil.copyfile(src, dst)
+            return os.stat(dst).st_size
+
+    def set_mtime(self, path: str, mtime: float) -> bool:
+        with translated():
+            self._confined(path)
+            os.utime(path, (mtime, mtime))
+        return True
+
+    def invalidate(self, path: str | None = None) -> None:
+        """Nothing is cached."""
+
+    def disk_usage(self) -> tuple[int, int] | None:
+        try:
+            u = shutil.disk_usage(self.root or "/")
+        except OSError:
+            return None
+        return u.total, u.free
+
+
+def _resolved(path: str) -> str:
+    """``path`` with every symbolic link on it followed, as the kernel
+    resolves it (a missing last part is kept as it is written)."""
+    try:
+        fd = os.open(path, os.O_PATH)
+    except (FileNotFoundError, NotADirectoryError):
+        parent, name = os.path.split(path.rstrip("/"))
+        return os.path.join(_resolved(parent), name) if parent and parent != path else path
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
