@@ -224,6 +224,8 @@ class Operations:
             parent = self._stat_g(session, parent_of(g))
         except E.NotFound:
             raise E.MissingParent(f"{u}: parent folder {parent_of(u)} does not exist", u) from None
+        except E.GatewayError as exc:  # a refused parent: name the path asked for
+            raise self._at(exc, u) from None
         if not parent.is_dir:
             raise E.NotADirectory(f"{u}: {parent_of(u)} is not a folder", u)
 
@@ -498,7 +500,10 @@ class Operations:
             self._protect_mounts(dg, du)
             if dg == "/" or parent_of(dg) != parent_of(sg):  # else the source's stat showed the parent
                 self._parent_dir(session, dg, du)
-            existing = self._exists(session, dg)
+            try:
+                existing = self._exists(session, dg)
+            except E.GatewayError as exc:  # the destination is refused, not the source
+                raise self._at(exc, du) from None
             if existing is not None:
                 if not overwrite:
                     raise E.AlreadyExists(f"{du}: already exists", du)

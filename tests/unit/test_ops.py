@@ -283,6 +283,11 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
         for refused in refusals:
             with pytest.raises(E.PermissionDenied, match="outside the mount through a symbolic link"):
                 refused()
+        # a refused destination is the one named
+        for dst in ("/out/f.txt", "/secret.txt"):
+            with pytest.raises(E.PermissionDenied, match=f"^{dst}: leads outside") as refused:
+                ops.move(s, "/in/f.txt", dst, overwrite=True)
+            assert refused.value.path == dst
         assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
         assert (outside / "secret.txt").stat().st_mtime > 0 and (data / "in" / "f.txt").exists()
         # a folder holding such a link is deleted whole: the link goes, not what it leads to
