@@ -172,6 +172,11 @@ def translate(exc: BaseException, path: str | None = None) -> E.GatewayError:
     """The gateway error for a storage exception (GatewayErrors pass through)."""
     if isinstance(exc, E.GatewayError):
         return exc
+    where = f"{path}: " if path else ""
+    refused = _certificate_error(exc)
+    if refused is not None:
+        return E.PermissionDenied(f"{where}the server's TLS certificate is not trusted ({refused.verify_message})",
+                                  path)
     cls: type[E.GatewayError] | None = _named(exc)
     code = getattr(exc, "errno", None)
     if cls is None and code in _ERRNO:
@@ -185,11 +190,21 @@ def translate(exc: BaseException, path: str | None = None) -> E.GatewayError:
         name = type(exc).__name__.lower()
         retry = any(w in name for w in ("timeout", "connect", "disconnect", "channel", "endpoint", "unavailable"))
         cls = E.BackendUnavailable if retry else E.BackendError
-    where = f"{path}: " if path else ""
     detail = _WORDS.get(cls) or f"storage error: {type(exc).__name__}: {exc}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = f"the server's TLS certificate is not trusted ({exc.verify_message})"
     return cls(f"{where}{detail}", path)
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate check that failed, if one did: raised as it is
+    (ftplib) or as the cause of a connection error (httpx, aiohttp)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 @contextmanager

@@ -553,11 +553,16 @@ class WebDAV(Server):
         })
         logging.getLogger("wsgidav").setLevel(logging.ERROR)
         self._server = wsgi.Server(("127.0.0.1", self.port), app, numthreads=16)
+        self._server.ssl_adapter = self._ssl_adapter()
         self._server.prepare()
         self._thread = threading.Thread(target=self._server.serve, daemon=True)
         self._thread.start()
         wait_port(self.port)
         return self
+
+    def _ssl_adapter(self) -> Any:
+        """None: plain HTTP."""
+        return None
 
     def stop(self) -> None:
         if self._server is None:
@@ -568,11 +573,41 @@ class WebDAV(Server):
         wait_port(self.port, up=False)
 
 
+class WebDAVS(WebDAV):
+    """The WebDAV server over HTTPS, on a self-signed certificate for
+    127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
+
+    kind = "webdavs"
+
+    @property
+    def certfile(self) -> Path:
+        return self._tls()[0]
+
+    def _tls(self) -> tuple[Path, Path]:
+        from gateway.tls import ensure_certificate
+
+        return ensure_certificate(self.tmp / "tls")
+
+    def url_for(self, sub: str) -> str:
+        return f"webdavs://127.0.0.1:{self.port}/dav/{sub}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "tls_ca_file": str(self.certfile)}
+
+    def _ssl_adapter(self) -> Any:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        cert, key = self._tls()
+        return BuiltinSSLAdapter(str(cert), str(key))
+
+
 #: Every kind of mount the suite runs against, by URL scheme.
 KINDS: dict[str, type[Server]] = {c.kind: c for c in (Memory, Local, S3, SFTP, FTP, WebDAV)}
 ALL_KINDS = list(KINDS)
 REMOTE_KINDS = ["s3", "sftp", "ftp", "webdav"]
-KINDS["ftps"] = FTPS  # by name only: the suites over every kind leave it out
+KINDS["ftps"] = FTPS  # by name only: the suites over every kind leave them out
+KINDS["webdavs"] = WebDAVS
 
 
 # Fixtures: a test module imports the ones it uses (a conftest.py here would

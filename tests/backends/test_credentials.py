@@ -94,6 +94,25 @@ def test_ftps_mounts_trust_only_certificates_they_can_check(servers, gateway_fac
     assert [e.name for e in unchecked.iterdir(unchecked.join(""))] == ["f.txt"]
 
 
+def test_webdavs_mounts_trust_what_they_are_told_and_say_why_not(servers, gateway_factory, tmp_path):
+    """A WebDAV server on a self-signed certificate (a home Nextcloud) is
+    mounted by trusting its certificate with tls_ca_file; without it the
+    mount is refused with the reason, not reported as unreachable."""
+    dav = servers("webdavs")
+    area = dav.area()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/dav": mount_spec(area)})
+    s = r.session("alice")
+    up = r.ops.open_write(s, "/dav/f.txt")
+    up.write(b"over https")
+    up.commit()
+    assert [e.name for e in r.ops.list(s, "/dav")] == ["f.txt"] and dav.read(f"{area.name}/f.txt") == b"over https"
+    untrusted = open_backend(area.url, {k: v for k, v in dav.options.items() if k != "tls_ca_file"}, retries=0)
+    with pytest.raises(E.PermissionDenied, match=r"TLS certificate is not trusted \(self.signed certificate\)"):
+        untrusted.listing(untrusted.join(""))
+    unchecked = open_backend(area.url, {**dav.options, "tls_ca_file": None, "tls_verify": False}, retries=0)
+    assert [e.name for e in unchecked.listing(unchecked.join(""))] == ["f.txt"]
+
+
 def test_redact_url():
     assert redact_url("ftp://u:pw@h:21/x") == "ftp://u:***@h:21/x"
     assert redact_url("slow::webdavs://u:p%40ss@host/dav") == "slow::webdavs://u:***@host/dav"
