@@ -5,7 +5,9 @@ MLSD, DELE, MKD, RMD, RNFR/RNTO) take turns on one control connection, and
 every open file gets a connection of its own that streams one RETR/STOR/APPE
 data transfer in bounded blocks (fsspec's own FTP files issue one STOR per
 64 KiB block). An idle control connection is probed with NOOP and a broken
-one is rebuilt (Backend ``connect``).
+one is rebuilt (Backend ``connect``). Servers without MLSD/MLST (vsftpd)
+are listed with ``LIST -a`` (plain LIST hides names starting with a dot)
+and stat'ed with MDTM/SIZE (a file) or CWD (a folder).
 
 Options: ``username``, ``password``, ``acct``, ``tls`` (True: explicit FTPS),
 ``tls_ca_file`` (PEM certificates to trust besides the system's, e.g. a
@@ -16,6 +18,7 @@ nothing), ``encoding``; the mount's ``timeout_s`` is the socket timeout.
 
 from __future__ import annotations
 
+import datetime
 import ssl
 import threading
 import time
@@ -106,8 +109,8 @@ class GatewayFTPFileSystem(FTPFileSystem):
             reply = self.ftp.sendcmd(f"MLST {path}")
         except error_perm as exc:
             code = str(exc)[:3]
-            if code in ("500", "501", "502", "504"):  # no MLST: fsspec lists the parent
-                return super().info(path, **kwargs)
+            if code in ("500", "501", "502", "504"):
+                return self._info_without_mlst(path)
             if code == "550":
                 raise FileNotFoundError(path) from exc
             raise
@@ -116,6 +119,45 @@ class GatewayFTPFileSystem(FTPFileSystem):
         kind = facts.get("type", "file").lower()
         return {"name": path, "type": "directory" if kind in ("dir", "cdir", "pdir") else "file",
                 "size": int(facts.get("size", 0)) if kind == "file" else 0, "modify": facts.get("modify")}
+
+    def _info_without_mlst(self, path: str) -> dict[str, Any]:
+        """A file by MDTM and SIZE, a folder by CWD, on servers without MLST
+        (vsftpd). fsspec would list the parent instead: slow for a large
+        folder, and wrong for a name starting with a dot, which vsftpd's
+        LIST leaves out (the gateway's own .gw- names among them)."""
+        try:
+            modify = self.ftp.sendcmd(f"MDTM {path}")[4:].strip()
+            size = self.ftp.size(path)
+        except error_perm:
+            pass
+        else:
+            return {"name": path, "type": "file", "size": size or 0, "modify": modify}
+        try:
+            self.ftp.cwd(path)
+        except error_perm as exc:
+            raise FileNotFoundError(path) from exc
+        self.ftp.cwd("/")
+        return {"name": path, "type": "directory", "size": 0}
+
+    @_locked
+    def ls(self, path, detail=True, **kwargs):
+        """fsspec's, except that a server without MLSD (vsftpd) is listed with
+        ``LIST -a``: a plain LIST leaves out names starting with a dot, so a
+        user's ``.env`` would never show. Dates come from the LIST lines."""
+        path = self._strip_protocol(path)
+        try:
+            rows = [(name, facts) for name, facts in self.ftp.mlsd(path)
+                    if name not in (".", "..") and facts["type"] not in ("pdir", "cdir")]
+        except error_perm as exc:
+            if str(exc)[:3] not in ("500", "501", "502", "504"):
+                raise FileNotFoundError(path) from exc
+            rows = _listed(self.ftp, path)
+        out = []
+        for name, facts in rows:
+            kind = "directory" if facts["type"] == "dir" else facts["type"]
+            out.append({**facts, "name": ("" if path == "/" else path) + "/" + name.lstrip("/"), "type": kind,
+                        "size": int(facts.get("size") or 0) if kind == "file" else 0})
+        return out if detail else sorted(e["name"] for e in out)
 
     def _open(self, path, mode="rb", block_size=None, **kwargs):
         return _FTPTransfer(self, self._strip_protocol(path), mode)
@@ -127,8 +169,54 @@ class GatewayFTPFileSystem(FTPFileSystem):
             pass
 
 
-for _name in ("ls", "_rm", "rm", "mkdir", "makedirs", "rmdir", "mv", "cat_file", "get_file"):
+for _name in ("_rm", "rm", "mkdir", "makedirs", "rmdir", "mv", "cat_file", "get_file"):
     setattr(GatewayFTPFileSystem, _name, _locked(getattr(FTPFileSystem, _name)))
+
+
+def _listed(ftp: FTP, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """(name, facts) of folder ``path`` from ``ls -l`` style LIST lines, dot
+    names included (``LIST -a``; plain LIST where the server refuses the
+    option or answers nothing, as for an option it took for a path)."""
+    lines: list[str] = []
+    try:
+        ftp.dir("-a", path, lines.append)
+    except error_perm:
+        lines.clear()
+    if not lines:
+        ftp.dir(path, lines.append)
+    now = time.time()
+    rows = []
+    for line in lines:
+        parts = line.split(maxsplit=8)
+        if len(parts) < 9:
+            continue
+        mode, name = parts[0], parts[8]
+        if mode.startswith("l") and " -> " in name:
+            name = name.split(" -> ", 1)[0]
+        if name in (".", ".."):
+            continue
+        rows.append((name, {"type": "dir" if mode.startswith("d") else "file", "size": parts[4],
+                            "mtime": _listed_time(parts[5], parts[6], parts[7], now), "unix.mode": mode}))
+    return rows
+
+
+def _listed_time(month: str, day: str, time_or_year: str, now: float) -> float | None:
+    """The UTC time of an ``ls -l`` date: ``Dec 01 06:27`` (within the last
+    half year: this year, or last year when that would be in the future) or
+    ``Dec 01 2025``. None when it does not parse."""
+    try:
+        if ":" in time_or_year:
+            year = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).year
+            when = datetime.datetime.strptime(f"{year} {month} {day} {time_or_year}", "%Y %b %d %H:%M")
+            when = when.replace(tzinfo=datetime.timezone.utc)
+            if when.timestamp() > now + 86400:
+                when = when.replace(year=year - 1)
+        else:
+            when = datetime.datetime.strptime(f"{month} {day} {time_or_year}", "%b %d %Y").replace(
+                tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    return when.timestamp()
 
 
 class _FTPTransfer:
@@ -248,19 +336,22 @@ class _FTPTransfer:
 
 class FTPBackend(Backend):
     def set_mtime(self, path: str, mtime: float) -> bool:
-        """MFMT where the server has it (pyftpdlib, ProFTPD, vsftpd do)."""
+        """MFMT where the server has it (pyftpdlib, ProFTPD), else MDTM with
+        a time (vsftpd); False where the server keeps no settable time."""
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
         try:
-            with self._io():
-                with self.fs.lock:
-                    self.fs.ftp.sendcmd(f"MFMT {stamp} {path}")
-        except E.BackendError as exc:
-            if exc.retryable:
-                raise
-            return False  # 500/502: the server keeps no settable mtime
+            for command in (f"MFMT {stamp} {path}", f"MDTM {stamp} {path}"):
+                try:
+                    with self._io():
+                        with self.fs.lock:
+                            self.fs.ftp.sendcmd(command)
+                    return True
+                except E.BackendError as exc:
+                    if exc.retryable:
+                        raise
+            return False
         finally:
             self.invalidate(path)
-        return True
 
     def _open_continue(self, path: str, offset: int) -> Writer:
         size = self.info(path).size

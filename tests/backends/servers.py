@@ -12,6 +12,7 @@ cheroot.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "FTPS", "WebDAV", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
+__all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "FTPS", "VSFTPD", "WebDAV", "WebDAVS", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
            "servers", "fresh_server", "mount_spec", "free_port", "wait_port"]
 
 USER = "gwtest"
@@ -519,6 +520,68 @@ class FTPS(FTP):
                                                        "tls_control_required": True, "tls_data_required": True})
 
 
+class VSFTPD(Server):
+    """vsftpd (the FTP server Debian ships): anonymous sessions may read and
+    write the ``served`` folder, so no system account is needed. It has no
+    MLSD/MLST, so the mount lists with LIST and stats with MDTM/SIZE."""
+
+    kind = "vsftpd"
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        # vsftpd chroots anonymous sessions into anon_root, which must not be
+        # writable by them; they write below it, as the system user "ftp".
+        self.anon_root = tmp / "anon"
+        self.anon_root.mkdir(mode=0o755)
+        self.root.rename(self.anon_root / "served")
+        self.root = self.anon_root / "served"
+        shutil.chown(self.root, "ftp", "ftp")
+        self._proc: subprocess.Popen | None = None
+
+    def url_for(self, sub: str) -> str:
+        return f"ftp://127.0.0.1:{self.port}/served/{sub}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"username": "anonymous", "password": "guest"}
+
+    def _make_area(self, name: str) -> None:
+        super()._make_area(name)
+        shutil.chown(self.root / name, "ftp", "ftp")
+
+    def put(self, rel: str, data: bytes) -> None:
+        super().put(rel, data)
+        for part in [*Path(rel).parents][:-1] + [Path(rel)]:  # what the anonymous user must be able to change
+            shutil.chown(self.root / part, "ftp", "ftp")
+
+    def start(self) -> "VSFTPD":
+        lo = random.randrange(30000, 39000)
+        conf = self.tmp / "vsftpd.conf"
+        empty = self.tmp / "vsftpd-empty"
+        empty.mkdir(exist_ok=True)
+        conf.write_text("\n".join([
+            "listen=YES", "listen_ipv6=NO", "listen_address=127.0.0.1", f"listen_port={self.port}",
+            "background=NO", "anonymous_enable=YES", "local_enable=NO", "write_enable=YES",
+            f"anon_root={self.anon_root}", "no_anon_password=YES", "anon_upload_enable=YES",
+            "anon_mkdir_write_enable=YES", "anon_other_write_enable=YES", "anon_world_readable_only=NO",
+            "anon_umask=022", f"secure_chroot_dir={empty}", "pasv_enable=YES", f"pasv_min_port={lo}",
+            f"pasv_max_port={lo + 100}", "pasv_address=127.0.0.1", "seccomp_sandbox=NO", "isolate=NO",
+            "isolate_network=NO", "xferlog_enable=NO", "utf8_filesystem=YES",
+        ]) + "\n")
+        self._proc = subprocess.Popen([shutil.which("vsftpd") or "/usr/sbin/vsftpd", str(conf)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._proc = None
+        wait_port(self.port, up=False)
+
+
 class WebDAV(Server):
     """wsgidav's FilesystemProvider on cheroot, basic auth."""
 
@@ -603,9 +666,9 @@ class WebDAVS(WebDAV):
 
 
 #: Every kind of mount the suite runs against, by URL scheme.
-KINDS: dict[str, type[Server]] = {c.kind: c for c in (Memory, Local, S3, SFTP, FTP, WebDAV)}
+KINDS: dict[str, type[Server]] = {c.kind: c for c in (Memory, Local, S3, SFTP, FTP, VSFTPD, WebDAV)}
 ALL_KINDS = list(KINDS)
-REMOTE_KINDS = ["s3", "sftp", "ftp", "webdav"]
+REMOTE_KINDS = ["s3", "sftp", "ftp", "webdav", "vsftpd"]
 KINDS["ftps"] = FTPS  # by name only: the suites over every kind leave them out
 KINDS["webdavs"] = WebDAVS
 

@@ -1,5 +1,5 @@
 """The scenarios every mount passes: memory, local disk, S3 (moto), SFTP
-(OpenSSH sshd), FTP (pyftpdlib) and WebDAV (wsgidav), each a real server on
+(OpenSSH sshd), FTP (pyftpdlib and vsftpd) and WebDAV (wsgidav), each a real server on
 127.0.0.1. Every core operation goes through ``gw.ops`` and its effect is
 checked on the server itself."""
 
@@ -169,3 +169,28 @@ def test_listings_are_cached_and_never_stale_for_the_gateways_changes(kind, serv
     area.put("big/later", b"l")
     time.sleep(1.6)
     assert "later" in _names(r, s, "/m/big")
+
+
+def test_an_ftp_server_without_mlsd_shows_dot_names_and_dates(servers, gateway_factory, tmp_path):
+    """vsftpd has no MLSD/MLST and its plain LIST leaves out names starting
+    with a dot: a user's .env must still be listed and statted (the gateway's
+    own trash of a folder delete is such a name), and entries carry the
+    dates LIST shows (exact ones from MDTM when one path is asked for)."""
+    vs = servers("vsftpd")
+    area = vs.area()
+    area.put("old.txt", b"old")
+    old = 1577934245  # 2020-01-02T03:04:05Z
+    os.utime(vs.root / area.name / "old.txt", (old, old))
+    (tmp_path / "local").mkdir()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path / 'local'}", "/v": mount_spec(area, cache_ttl_s=0.0)})
+    s = r.session("alice")
+    _upload(r, s, "/v/.env", b"SECRET=1")
+    listed = {e.name: e for e in r.ops.list(s, "/v")}
+    assert sorted(listed) == [".env", "old.txt"]
+    assert abs(listed[".env"].mtime - time.time()) < 120 and listed[".env"].size == 8
+    assert listed["old.txt"].mtime == 1577923200  # LIST shows "Jan 02 2020": the day
+    assert r.ops.stat(s, "/v/old.txt").mtime == old and r.ops.stat(s, "/v/.env").size == 8
+    assert r.ops.stat(s, "/v").is_dir
+    with pytest.raises(E.NotFound):
+        r.ops.stat(s, "/v/missing")
+    assert r.ops.set_mtime(s, "/v/.env", old) and r.ops.stat(s, "/v/.env").mtime == old  # MDTM with a time
