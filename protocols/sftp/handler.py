@@ -75,6 +75,7 @@ class Context:
     budget_s: float
     #: Until then (time.monotonic()), no core call is made on the event loop.
     pool_only_until: float = 0.0
+    disk_was_slow: bool = False
 
 
 @contextlib.contextmanager
@@ -255,8 +256,11 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             took = time.monotonic() - started
             if took > SLOW_INLINE_S:
                 ctx.pool_only_until = time.monotonic() + SLOW_DISK_PAUSE_S
-                log.warning("sftp: %s on %s took %.0f ms on the local disk; core calls go to worker threads "
-                            "for the next %.0f s", getattr(fn, "__name__", fn), path, took * 1000, SLOW_DISK_PAUSE_S)
+                # A warning the first time; a disk that stays slow says so at INFO once a minute.
+                log.log(logging.INFO if ctx.disk_was_slow else logging.WARNING,
+                        "sftp: %s on %s took %.0f ms on the local disk; core calls go to worker threads "
+                        "for the next %.0f s", getattr(fn, "__name__", fn), path, took * 1000, SLOW_DISK_PAUSE_S)
+                ctx.disk_was_slow = True
 
     @staticmethod
     def _path(raw: bytes) -> str:

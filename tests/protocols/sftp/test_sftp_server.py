@@ -151,5 +151,10 @@ def test_local_disk_calls_skip_the_thread_hop_until_the_disk_stalls(gateway_fact
             assert await timed(other, "/a.txt") < 0.3  # not behind the stalled call
             assert await stalled >= 0.5
             assert threads[-1][1].startswith("sftp-core")
+            caplog.clear()
+            r.handles["sftp"].ctx.pool_only_until = 0  # the pause is over; the disk is still slow
+            with caplog.at_level("INFO", logger="gateway.sftp"):
+                await sftp.stat("/stalled.txt")
+            assert [rec.levelname for rec in caplog.records if "took" in rec.getMessage()] == ["INFO"]
 
     asyncio.run(go())
