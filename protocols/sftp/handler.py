@@ -258,8 +258,9 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
                 ctx.pool_only_until = time.monotonic() + SLOW_DISK_PAUSE_S
                 # A warning the first time; a disk that stays slow says so at INFO once a minute.
                 log.log(logging.INFO if ctx.disk_was_slow else logging.WARNING,
-                        "sftp: %s on %s took %.0f ms on the local disk; core calls go to worker threads "
-                        "for the next %.0f s", getattr(fn, "__name__", fn), path, took * 1000, SLOW_DISK_PAUSE_S)
+                        "sftp: %s on %s took %.0f ms on the local disk (a slow disk, or a process too busy to "
+                        "run it); core calls go to worker threads for the next %.0f s",
+                        getattr(fn, "__name__", fn), path, took * 1000, SLOW_DISK_PAUSE_S)
                 ctx.disk_was_slow = True
 
     @staticmethod
