@@ -12,8 +12,9 @@ the operation: 202 with the job's monitor URL.
 
 While no lock exists anywhere and the request has no conditional header, a
 PROPFIND, a MOVE and a PUT are answered without wsgidav's resource lookups
-(``propfind``, ``move`` and ``put`` modules); anything they do not take goes
-to wsgidav unchanged.
+(``propfind``, ``move`` and ``put`` modules), and a GET of a file without
+conditional header or Range at any time (``get``: locks do not bar reads);
+anything they do not take goes to wsgidav unchanged.
 
 Locks and dead properties are keyed by *global* path (``get_ref_url``), so
 they follow the resource whichever user's home it is reached through.
@@ -39,6 +40,7 @@ from gateway.types import Entry, Session
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
+from protocols.webdav.get import fast_get
 from protocols.webdav.move import fast_move
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
@@ -121,7 +123,12 @@ class GatewayProvider(DAVProvider):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
         method = environ["REQUEST_METHOD"]
-        if method in ("PROPFIND", "MOVE", "PUT") and self._plain(environ):
+        if method == "GET" and not any(h in environ for h in _CONDITIONS):
+            with translated(environ):
+                reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"], _etag)
+            if reply is not None:
+                return reply
+        elif method in ("PROPFIND", "MOVE", "PUT") and self._plain(environ):
             with translated(environ):
                 if method == "PROPFIND":
                     reply = fast_propfind(self, environ, start_response, _etag)

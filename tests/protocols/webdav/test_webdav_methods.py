@@ -92,6 +92,31 @@ def test_options_put_get_head_delete(dav):
         assert not (dav.data / "a.txt").exists()
 
 
+def test_plain_get_answers_what_wsgidav_answers(dav):
+    """A GET without conditions or Range is answered by the gateway: the
+    same status, headers and body as wsgidav's own GET (asked for with a
+    condition that holds), whether or not the file is locked."""
+    body = os.urandom(300_000)
+    (dav.data / "data.bin").write_bytes(body)
+    (dav.data / "d").mkdir()
+    since = formatdate(0, usegmt=True)
+    with client(dav) as c, client(dav, "bob") as other:
+        fast, slow = c.get("/data.bin"), c.get("/data.bin", headers={"If-Modified-Since": since})
+        assert fast.status_code == slow.status_code == 200
+        assert fast.content == slow.content == body
+        shown = ("Content-Length", "Content-Type", "Last-Modified", "ETag", "Accept-Ranges")
+        assert {h: fast.headers.get(h) for h in shown} == {h: slow.headers.get(h) for h in shown}
+        assert c.request("LOCK", "/data.bin", content=LOCKINFO).status_code == 200
+        assert other.get("/data.bin").content == body  # a lock bars writes, not reads
+        folder = c.get("/d/")  # wsgidav's page
+        assert folder.status_code == 200 and "text/html" in folder.headers["Content-Type"]
+    with client(dav, "carol", password="carol-pw") as c:
+        assert c.get("/data.bin").content == body  # list + download
+    (dav.data / "homes" / "dave").mkdir(parents=True)
+    with client(dav, "dave", password="dave-pw") as c:
+        assert c.get("/data.bin").status_code == 404  # outside dave's home
+
+
 def test_chunked_put_streams_the_body(dav):
     blob = bytes(range(256)) * 4096  # 1 MiB
 

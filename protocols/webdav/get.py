@@ -1,0 +1,59 @@
+"""GET of a file answered without wsgidav's resource resolution.
+
+wsgidav's GET looks the resource up (a stat through the core), evaluates
+conditional headers and property support, then opens the file for a second
+look: a small GET spent more time there than in the read. A plain GET (no
+conditional header, no Range) of a file is answered here from the one core
+call that opens it, with the headers wsgidav gives. Anything else (a folder's
+page, ranges, conditions, HEAD) goes to wsgidav unchanged. Locks do not
+matter to a read, so no lock is looked up.
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO, Callable, Iterator
+
+from wsgidav import util
+
+from gateway import errors as E
+from gateway.types import Entry
+from protocols.webdav.auth import SESSION_KEY
+
+__all__ = ["fast_get"]
+
+
+def fast_get(provider: Any, environ: dict, start_response: Callable, block_size: int,
+             etag_of: Callable[[Entry], str | None]) -> Iterator[bytes] | None:
+    """The reply to a plain GET of a file, or None when wsgidav must answer.
+    Raises the core's errors (for the caller to translate) before anything
+    is sent."""
+    path = environ["PATH_INFO"]
+    if path.endswith("/") or "HTTP_RANGE" in environ:
+        return None
+    try:
+        reader, entry = provider.ops.open_read(environ[SESSION_KEY], path)
+    except (E.IsADirectory, E.NotFound):
+        return None  # wsgidav's folder page, or its 404
+    headers = [("Content-Length", str(entry.size))]
+    if entry.mtime is not None:
+        headers.append(("Last-Modified", util.get_rfc1123_time(entry.mtime)))
+    headers.append(("Content-Type", util.guess_mime_type(path)))
+    headers.append(("Date", util.get_rfc1123_time()))
+    etag = etag_of(entry)
+    if etag:
+        headers.append(("ETag", f'"{etag}"'))
+    headers.append(("Accept-Ranges", "bytes"))
+    start_response("200 OK", headers)
+    return _body(reader, entry.size, block_size)
+
+
+def _body(reader: BinaryIO, size: int, block_size: int) -> Iterator[bytes]:
+    """``size`` bytes of ``reader`` (never more than Content-Length said)."""
+    with reader:
+        left = size
+        while left > 0:
+            block = reader.read(min(block_size, left))
+            if not block:
+                return
+            left -= len(block)
+            yield block
