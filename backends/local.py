@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat as _stat
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from backends.base import Backend, Writer
 from backends.errors import translated
@@ -132,19 +132,16 @@ class LocalBackend(Backend):
                     raise
 
     def remove(self, path: str, missing_ok: bool = False) -> None:
-        try:
-            with translated():
-                self._confined(path)
-                os.unlink(path)
-        except E.NotFound:
-            if not missing_ok:
-                raise
+        self._delete(os.unlink, path, missing_ok)
 
     def rmdir(self, path: str, missing_ok: bool = False) -> None:
+        self._delete(os.rmdir, path, missing_ok)
+
+    def _delete(self, call: Callable[[str], None], path: str, missing_ok: bool) -> None:
         try:
             with translated():
                 self._confined(path)
-                os.rmdir(path)
+                call(path)
         except E.NotFound:
             if not missing_ok:
                 raise

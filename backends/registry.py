@@ -109,7 +109,8 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     remote = target not in _LOCAL and not slow  # slow:: is a test wrapper: faults it injects must show
     settings: dict[str, Any] = {"url": shown, "retries": retries if remote else 0,
                                 "cache_ttl_s": cache_ttl_s if remote else 0.0}
-    follow_links = bool(options.pop("follow_links", False)) if target in ("file", "local") else False
+    local = target in ("file", "local")
+    follow_links = bool(options.pop("follow_links", False)) if local else False
     builder = None if slow else _BUILDERS.get(target)
     if builder is not None:
         return builder(url, options, caps, timeout_s, settings)
@@ -119,7 +120,7 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
         raise E.BadRequest(f"mount url {shown!r}: unknown storage protocol {target!r} ({exc})") from None
     with translated():
         fs, root = fsspec.core.url_to_fs(url, **options)
-    if target in ("file", "local") and not slow:
+    if local and not slow:
         backend: Backend = LocalBackend(fs, root, target, caps, follow_links=follow_links, **settings)
     else:
         backend = Backend(fs, root, target, caps, **settings)

@@ -493,11 +493,11 @@ class FTP(Server):
         wait_port(self.port, up=False)
 
 
-class FTPS(FTP):
-    """pyftpdlib with explicit TLS required, on a self-signed certificate
-    for 127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
+class _SelfSigned:
+    """A server's self-signed certificate for 127.0.0.1 (made once in its
+    temporary folder); ``certfile`` is what the mount is told to trust."""
 
-    kind = "ftps"
+    tmp: Path
 
     @property
     def certfile(self) -> Path:
@@ -507,6 +507,13 @@ class FTPS(FTP):
         from gateway.tls import ensure_certificate
 
         return ensure_certificate(self.tmp / "tls")
+
+
+class FTPS(_SelfSigned, FTP):
+    """pyftpdlib with explicit TLS required, on a self-signed certificate
+    for 127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
+
+    kind = "ftps"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -636,20 +643,11 @@ class WebDAV(Server):
         wait_port(self.port, up=False)
 
 
-class WebDAVS(WebDAV):
+class WebDAVS(_SelfSigned, WebDAV):
     """The WebDAV server over HTTPS, on a self-signed certificate for
     127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
 
     kind = "webdavs"
-
-    @property
-    def certfile(self) -> Path:
-        return self._tls()[0]
-
-    def _tls(self) -> tuple[Path, Path]:
-        from gateway.tls import ensure_certificate
-
-        return ensure_certificate(self.tmp / "tls")
 
     def url_for(self, sub: str) -> str:
         return f"webdavs://127.0.0.1:{self.port}/dav/{sub}"
