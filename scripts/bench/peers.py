@@ -1,7 +1,9 @@
 """The servers under test, each started on 127.0.0.1 high ports with its own
 temporary config: the gateway (FTP, SFTP, WebDAV from one process), vsftpd,
 OpenSSH sshd + sftp-server, nginx WebDAV, ``rclone serve ftp|sftp|webdav``
-over local folders and over the moto S3 bucket, and moto itself."""
+over local folders and over the moto S3 bucket, moto itself, and the
+gateway's own libraries serving a folder bare (``bare.py``: pyftpdlib,
+asyncssh, wsgidav on cheroot), a floor rather than a peer."""
 
 from __future__ import annotations
 
@@ -382,6 +384,32 @@ def start_rclone(ctx: Context, protocol: str, s3: bool) -> Endpoint:
     return Endpoint(server, protocol, port, ctx.user, ctx.password, storage, note=note)
 
 
+#: What ``bare.py`` runs for each protocol (server name: the library).
+BARE = {"ftp": "pyftpdlib", "sftp": "asyncssh", "webdav": "wsgidav"}
+
+
+def start_bare(ctx: Context, protocol: str) -> Endpoint:
+    """The gateway's library for ``protocol`` serving a local folder on its
+    own (see ``bare.py``)."""
+    from importlib.metadata import version
+
+    name = BARE[protocol]
+    root = LocalStorage(ctx.tmp / "srv" / name)
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).with_name("bare.py")), protocol, "--port", str(port),
+            "--root", str(root.root), "--user", ctx.user, "--password", ctx.password]
+    if protocol == "ftp":
+        argv += ["--passive-ports", ctx.ports()]
+    if protocol == "sftp":
+        keys = ctx.tmp / "bare_authorized_keys"
+        keys.write_text(ctx.client_key.with_suffix(".pub").read_text())
+        argv += ["--host-key", str(ctx.host_key), "--authorized-keys", str(keys)]
+    proc = ctx.procs.spawn(name, argv)
+    server = Server(name, proc, version=version(name))
+    note = "" if wait_port(port, 20, proc) else "did not start: " + ctx.procs.log_tail(name)
+    return Endpoint(server, protocol, port, ctx.user, ctx.password, root, note=note)
+
+
 def start_moto(ctx: Context) -> None:
     """The S3 the remote-mount workloads use; sets ``ctx.moto_url``/``ctx.s3``."""
     import boto3
@@ -423,6 +451,7 @@ def start_all(ctx: Context) -> list[Endpoint]:
             else:
                 endpoints.append((start_vsftpd if proto == "ftp" else start_sshd)(ctx, owner))
             endpoints.append(start_rclone(ctx, proto, s3=False))
+            endpoints.append(start_bare(ctx, proto))
         if ctx.moto_url:
             endpoints.append(start_rclone(ctx, proto, s3=True))
     return endpoints

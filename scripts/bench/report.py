@@ -11,6 +11,9 @@ from typing import Any
 __all__ = ["Cell", "summarise", "markdown", "misses"]
 
 MEMORY_TARGET = 150 << 20
+#: The gateway's own libraries serving a folder bare (``bare.py``): shown with
+#: the ratio gateway/library, never the peer a target is measured against.
+BASELINES = frozenset({"pyftpdlib", "asyncssh", "wsgidav"})
 #: reply time a backgrounded operation must stay under
 REPLY_TARGET_S = 0.2
 
@@ -84,7 +87,7 @@ def _fmt_ratio(x: float) -> str:
 def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) -> list[list[str]]:
     gw = next((c for c in group if c.server == "gateway"), None)
     gw_s = gw.stat(key) if gw else None
-    peers = [c for c in group if c.server != "gateway" and c.stat(key)]
+    peers = [c for c in group if c.server != "gateway" and c.server not in BASELINES and c.stat(key)]
     best = min((c.stat(key)[0] for c in peers), default=None)
     rows = []
     for c in group:
@@ -94,7 +97,7 @@ def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) 
             if c.server == "gateway" and best:
                 ratio = f"{_fmt_ratio(gw_s[0] / best)} best"
             elif c.server != "gateway":
-                ratio = _fmt_ratio(gw_s[0] / s[0])
+                ratio = _fmt_ratio(gw_s[0] / s[0]) + (" library" if c.server in BASELINES else "")
         if c.server == "gateway" and s:
             verdict = _verdict(c, key, s[0], best, target)
         note = c.status()
