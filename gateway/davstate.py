@@ -18,11 +18,18 @@ reads its own writes; another request's write becomes visible at the next
 request, as it would in a transaction. On SQLite, the embedded store that
 only this process writes, the lock list is kept between requests too and
 dropped by every lock write.
+
+Dead properties follow the resource whoever changes the tree: the core calls
+:meth:`DavState.follow` after a move, copy or delete it made at once, and the
+job store calls :meth:`DavState.committed` inside the transaction that
+commits a job, so a backgrounded move takes them along when it happens for
+everyone, and a job that fails or is stopped leaves them where they were.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 import threading
 import time
@@ -31,12 +38,15 @@ from typing import Any, Callable, Iterator
 
 import sqlalchemy as sa
 
+from gateway.jobs.model import Job
 from gateway.jobs.schema import dav_locks, dav_props
 from gateway.jobs.store import write_transaction
 from gateway.namespace import is_under, normalise, to_global, to_user
 from gateway.types import Session
 
 __all__ = ["DavState"]
+
+log = logging.getLogger(__name__)
 
 
 def _subtree(column: sa.Column, path: str, *, include_root: bool = True,
@@ -86,6 +96,10 @@ class DavState:
         self._shared = engine.dialect.name == "sqlite"
         self._writes = 0  # bumped after each commit, so a read that overlapped one is not kept
         self._cache_lock = threading.Lock()
+        #: Whether the props table may hold a row (None: not asked yet); only
+        #: kept where this process is the only writer, so that a delete or move
+        #: of a server nobody PROPPATCHes costs no query.
+        self._props_seen: bool | None = None
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -241,6 +255,8 @@ class DavState:
                              .where(dav_props.c.path == path, dav_props.c.name == name)).scalar()
 
     def set_prop(self, path: str, name: str, value: str) -> None:
+        with self._cache_lock:
+            self._props_seen = True
         with self._tx() as c:
             where = (dav_props.c.path == path, dav_props.c.name == name)
             if c.execute(dav_props.update().where(*where).values(value=value)).rowcount == 0:
@@ -258,21 +274,69 @@ class DavState:
     def copy_props(self, src: str, dst: str, *, recursive: bool = True) -> None:
         """Give ``dst`` (and below) the properties ``src`` (and below) has;
         whatever ``dst`` had is dropped first."""
-        self._transfer(src, dst, recursive, move=False)
+        if src != dst:
+            with self._tx() as c:
+                _transfer(c, src, dst, recursive, move=False)
 
     def move_props(self, src: str, dst: str, *, recursive: bool = True) -> None:
         """As :meth:`copy_props`, and ``src`` keeps none."""
-        self._transfer(src, dst, recursive, move=True)
+        if src != dst:
+            with self._tx() as c:
+                _transfer(c, src, dst, recursive, move=True)
 
-    def _transfer(self, src: str, dst: str, recursive: bool, move: bool) -> None:
-        if src == dst:
+    def follow(self, operation: str, src: str, dst: str | None) -> None:
+        """After the core moved, copied or deleted global path ``src`` (to
+        ``dst``): the properties go along, are copied, or are dropped. The
+        operation is done whatever happens here: a database error is logged,
+        not raised."""
+        if src == dst or operation not in _FOLLOWS:
             return
-        with self._tx() as c:
-            where = _subtree(dav_props.c.path, src, include_children=recursive)
-            rows = c.execute(sa.select(dav_props.c.path, dav_props.c.name, dav_props.c.value).where(where)).all()
-            c.execute(dav_props.delete().where(_subtree(dav_props.c.path, dst, include_children=recursive)))
-            if move:
-                c.execute(dav_props.delete().where(where))
-            if rows:
-                c.execute(dav_props.insert(), [{"path": _moved(r.path, src, dst), "name": r.name, "value": r.value}
-                                               for r in rows])
+        try:
+            if self._may_have_props() and self._props_under(src, dst):
+                with self._tx() as c:
+                    _follow(c, operation, src, dst)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("dead properties of %s not updated after %s: %s", src, operation, exc)
+
+    def committed(self, c: sa.Connection, job: Job) -> None:
+        """The job store's commit hook: as :meth:`follow`, for ``job``,
+        within the commit's own transaction ``c``."""
+        if job.src != job.dst and job.operation in _FOLLOWS:
+            _follow(c, job.operation, job.src, job.dst)
+
+    def _props_under(self, *paths: str | None) -> bool:
+        """Whether a property lies on or below one of ``paths`` (a read, so
+        that an operation on a path without any takes no write lock)."""
+        where = sa.or_(*(_subtree(dav_props.c.path, p) for p in paths if p))
+        with self.engine.connect() as c:
+            return c.execute(sa.select(dav_props.c.path).where(where).limit(1)).first() is not None
+
+    def _may_have_props(self) -> bool:
+        if not self._shared:
+            return True
+        with self._cache_lock:
+            if self._props_seen is None:
+                with self.engine.connect() as c:
+                    self._props_seen = c.execute(sa.select(dav_props.c.path).limit(1)).first() is not None
+            return self._props_seen
+
+
+_FOLLOWS = ("move", "copy", "delete")
+
+
+def _follow(c: sa.Connection, operation: str, src: str, dst: str | None) -> None:
+    if operation == "delete" or dst is None:
+        c.execute(dav_props.delete().where(_subtree(dav_props.c.path, src)))
+    else:
+        _transfer(c, src, dst, True, move=operation == "move")
+
+
+def _transfer(c: sa.Connection, src: str, dst: str, recursive: bool, move: bool) -> None:
+    where = _subtree(dav_props.c.path, src, include_children=recursive)
+    rows = c.execute(sa.select(dav_props.c.path, dav_props.c.name, dav_props.c.value).where(where)).all()
+    c.execute(dav_props.delete().where(_subtree(dav_props.c.path, dst, include_children=recursive)))
+    if move:
+        c.execute(dav_props.delete().where(where))
+    if rows:
+        c.execute(dav_props.insert(), [{"path": _moved(r.path, src, dst), "name": r.name, "value": r.value}
+                                       for r in rows])

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, Iterator
 from backends.base import Writer
 from gateway import errors as E
 from gateway import metrics
+from gateway.davstate import DavState
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
@@ -142,6 +143,10 @@ class Operations:
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: Dispatcher, view: View,
                  policy: Policy, monitor_ttl_s: float = 3600.0) -> None:
         self.namespace = namespace
+        #: WebDAV locks and dead properties; the properties follow every
+        #: move, copy and delete made here (a job's at its commit).
+        self.davstate = DavState(store.engine)
+        store.on_commit = self.davstate.committed
         self.store = store
         self.dispatcher = dispatcher
         self.view = view
@@ -447,11 +452,13 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             if not entry.is_dir:
                 mount.backend.remove(bp)
+                self.davstate.follow("delete", g, None)
                 outcome = Outcome(entry.renamed(u))
             else:
                 empty = not any(True for _ in self._list_g(session, g, u))
                 if empty:
                     mount.backend.rmdir(bp)
+                    self.davstate.follow("delete", g, None)
                     outcome = Outcome(entry.renamed(u))
                 elif not recursive:
                     raise E.DirectoryNotEmpty(f"{u}: folder is not empty", u)
@@ -537,6 +544,7 @@ class Operations:
                 copy_file(sb, sbp, db, dbp, expected_size=entry.size)
                 if op == "move":
                     sb.remove(sbp)
+            self.davstate.follow(op, sg, dg)
             return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
         return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s,
                             started=started)

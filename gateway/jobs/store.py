@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -84,6 +84,9 @@ class JobStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._write_lock = threading.Lock() if self.sqlite else None
+        #: Called inside the transaction that commits a job, with its
+        #: connection: what must change in the same instant (dead properties).
+        self.on_commit: Callable[[sa.Connection, Job], None] | None = None
         self.generation = 0
         self.changed = threading.Condition()
         self._migrate()
@@ -238,7 +241,9 @@ class JobStore:
                     jobs.c.phase == "prepare", jobs.c.stop_requested == sa.false(),
                 ).values(phase="cleanup", committed_at=now, heartbeat_at=now)
             )
-        ok = res.rowcount == 1
+            ok = res.rowcount == 1
+            if ok and self.on_commit is not None:
+                self.on_commit(c, job)
         if ok:
             job.phase, job.committed_at = "cleanup", now
             self._bump()

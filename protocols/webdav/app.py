@@ -30,7 +30,7 @@ MOUNT_PATH = "/dav"
 def make_dav_app(gw: Any, cfg: Any) -> Callable:
     """WebDAV class 1 and 2 over ``gw.ops``; locks and dead properties live
     in the job store's database (see gateway.davstate)."""
-    state = DavState(gw.store.engine)
+    state = gw.ops.davstate
     provider = GatewayProvider(gw.ops, state, propfind_infinity=cfg.http.propfind_infinity)
     app = WsgiDAVApp({
         "provider_mapping": {"/": provider},

@@ -14,8 +14,6 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
-from protocols.webdav.auth import SESSION_KEY
-
 __all__ = ["fast_move"]
 
 
@@ -33,11 +31,7 @@ def fast_move(provider: Any, environ: dict, start_response: Callable, mount_path
             or "HTTP_TRANSFER_ENCODING" in environ or src == "/" or dst == "/"
             or dst == src or dst.startswith(src + "/")):
         return None
-    state = provider.state
-    session = environ[SESSION_KEY]
-    src_key, dst_key = state.key(session, src), state.key(session, dst)
     replaced = move(src, dst, overwrite == "T")
-    state.move_props(src_key, dst_key)
     start_response("204 No Content" if replaced else "201 Created", [("Content-Length", "0")])
     return iter(())
 

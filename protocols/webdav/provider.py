@@ -17,7 +17,10 @@ conditional header or Range at any time (``get``: locks do not bar reads);
 anything they do not take goes to wsgidav unchanged.
 
 Locks and dead properties are keyed by *global* path (``get_ref_url``), so
-they follow the resource whichever user's home it is reached through.
+they follow the resource whichever user's home it is reached through. The
+core moves, copies and drops dead properties with the resources (a job's at
+its commit, see gateway.davstate); only a Depth 0 copy of a folder, which
+the core sees as a new folder, copies the folder's own here.
 """
 
 from __future__ import annotations
@@ -231,7 +234,6 @@ class _Resource:
         with translated(self.environ):
             outcome = self.ops.delete(self.session, self.path, recursive=True, budget_s=self._budget())
         self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
-        self.provider.state.remove_props(self._key())
         return self._reply(outcome, replaced=True)
 
     def handle_move(self, dest_path: str) -> bool | list:
@@ -240,7 +242,6 @@ class _Resource:
                                     budget_s=self._budget())
         # RFC 4918 7.5: a moved resource leaves its locks behind.
         self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
-        self.provider.state.move_props(self._key(), self._key(dest_path))
         return self._reply(outcome, outcome.replaced)
 
     def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool | list:
@@ -251,11 +252,11 @@ class _Resource:
                 if replaced:
                     self.ops.delete(self.session, dest_path, recursive=True)
                 self.ops.mkdir(self.session, dest_path)
+                self.provider.state.copy_props(self._key(), self._key(dest_path), recursive=False)
                 outcome = Outcome(replaced=replaced)
             else:
                 outcome = self.ops.copy(self.session, self.path, dest_path, overwrite=self._overwrite(),
                                         budget_s=self._budget())
-        self.provider.state.copy_props(self._key(), self._key(dest_path), recursive=depth_infinity)
         return self._reply(outcome, outcome.replaced)
 
     def _overwrite(self) -> bool:

@@ -229,6 +229,29 @@ def test_cancel_queued_and_stop_running(tmp_path):
         g.close()
 
 
+def test_dead_properties_move_when_the_job_commits_and_stay_when_it_is_stopped(tmp_path):
+    g = build(tmp_path, queues={"copy": 1, "move": 1, "delete": 1})
+    try:
+        a, _ = sessions()
+        ops, dav = g.ops, g.ops.davstate
+        make_tree(ops, a)
+        dav.set_prop("/tree/f001", "{urn:t}c", "blue")
+        stopped = ops.move(a, "/tree", "/m1")
+        assert stopped.backgrounded
+        ops.stop_job(a, stopped.job_id)
+        assert wait(g, stopped.job_id, 10).state == "stopped"
+        assert dav.props("/tree/f001") == {"{urn:t}c": "blue"} and dav.props("/m1/f001") == {}
+
+        moved = ops.move(a, "/tree", "/m2")
+        assert moved.backgrounded
+        if not g.store.get(moved.job_id).committed:  # everyone else still sees /tree: so do its properties
+            assert dav.props("/tree/f001") == {"{urn:t}c": "blue"}
+        assert wait(g, moved.job_id, 60).state == "completed"
+        assert dav.props("/tree/f001") == {} and dav.props("/m2/f001") == {"{urn:t}c": "blue"}
+    finally:
+        g.close()
+
+
 def test_stop_after_commit_is_refused(tmp_path):
     g = build(tmp_path, mounts={"/": slow(40)})
     try:

@@ -297,3 +297,25 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
         assert (outside / "secret.txt").read_bytes() == b"secret"
     finally:
         g.close()
+
+
+def test_dead_properties_follow_whatever_protocol_moves_copies_or_deletes(gw, s):
+    """A file's WebDAV properties go with an FTP rename, are copied with an
+    SFTP copy, and go away with a delete, so a new file at the old name
+    never inherits them."""
+    dav = gw.ops.davstate
+    put(gw.ops, s, "/a.txt")
+    gw.ops.mkdir(s, "/d")
+    put(gw.ops, s, "/d/in.txt")
+    dav.set_prop("/a.txt", "{urn:t}c", "blue")
+    dav.set_prop("/d/in.txt", "{urn:t}c", "red")
+    gw.ops.move(s, "/a.txt", "/b.txt")
+    assert dav.props("/a.txt") == {} and dav.props("/b.txt") == {"{urn:t}c": "blue"}
+    gw.ops.copy(s, "/b.txt", "/m2/c.txt")  # across mounts
+    assert dav.props("/b.txt") == dav.props("/m2/c.txt") == {"{urn:t}c": "blue"}
+    gw.ops.move(s, "/d", "/e")
+    assert dav.props("/d/in.txt") == {} and dav.props("/e/in.txt") == {"{urn:t}c": "red"}
+    gw.ops.delete(s, "/b.txt")
+    gw.ops.delete(s, "/e", recursive=True)
+    put(gw.ops, s, "/b.txt")
+    assert dav.props("/b.txt") == {} and dav.props("/e/in.txt") == {}

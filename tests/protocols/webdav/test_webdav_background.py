@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import unique_memory
-from webdav_helpers import client, exists, listing
+from webdav_helpers import PROPPATCH, client, colour, exists, listing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -50,6 +50,7 @@ def test_lazy_move_of_200_files_is_202_and_other_sessions_see_the_old_tree_until
     r = slow_dav()
     _tree(r, "/slow/src", 200)
     with client(r, session="mover") as mover, client(r, session="watcher") as watcher:
+        assert mover.request("PROPPATCH", "/slow/src/f007.txt", content=PROPPATCH).status_code == 207
         t0 = time.monotonic()
         resp = mover.request("MOVE", "/slow/src", headers={"Destination": "/dav/slow/dst", **LAZY})
         assert resp.status_code == 202, resp.text
@@ -76,6 +77,8 @@ def test_lazy_move_of_200_files_is_202_and_other_sessions_see_the_old_tree_until
         assert done.state == "completed", done
         assert listing(watcher, "/slow") == {"dst"}
         assert len(listing(watcher, "/slow/dst")) == 200
+        # Its dead properties moved with it when it committed.
+        assert colour(watcher, "/slow/dst/f007.txt") == "blue"
 
 
 def test_plain_client_gets_201_while_the_job_runs_on(slow_dav):

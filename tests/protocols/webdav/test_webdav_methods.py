@@ -17,16 +17,12 @@ from gateway import errors as E
 from gateway.auth import hash_password
 from protocols.webdav.errors import STATUS, reason, status_for
 from conftest import PASSWORDS
-from webdav_helpers import client, listing
+from webdav_helpers import PROPGET, PROPPATCH, client, colour, listing
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 LOCKINFO = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
             b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>tests</D:owner></D:lockinfo>')
-PROPPATCH = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:test">'
-             b'<D:set><D:prop><Z:colour>blue</Z:colour></D:prop></D:set></D:propertyupdate>')
-PROPGET = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:test">'
-           b'<D:prop><Z:colour/></D:prop></D:propfind>')
 
 
 @pytest.fixture
@@ -35,13 +31,6 @@ def dav(gateway_factory):
         "carol": {"password_hash": hash_password("carol-pw"), "permissions": ["list", "download"]},
         "dave": {"password_hash": hash_password("dave-pw"), "home": "/homes/dave"},
     })
-
-
-def _colour(c: httpx.Client, path: str) -> str | None:
-    r = c.request("PROPFIND", path, headers={"Depth": "0"}, content=PROPGET)
-    assert r.status_code == 207, r.text
-    el = ET.fromstring(r.content).find(".//{urn:test}colour")
-    return None if el is None else el.text
 
 
 def test_error_table_maps_every_gateway_error():
@@ -277,28 +266,28 @@ def test_dead_properties_follow_the_resource_and_survive_a_restart(dav):
         c.put("/p.txt", content=b"p")
         r = c.request("PROPPATCH", "/p.txt", content=PROPPATCH)
         assert r.status_code == 207 and "200 OK" in r.text
-        assert _colour(c, "/p.txt") == "blue"
+        assert colour(c, "/p.txt") == "blue"
         assert c.request("COPY", "/p.txt", headers={"Destination": "/dav/q.txt"}).status_code == 201
         assert c.request("MOVE", "/p.txt", headers={"Destination": "/dav/r.txt"}).status_code == 201
-        assert _colour(c, "/q.txt") == "blue" and _colour(c, "/r.txt") == "blue"
+        assert colour(c, "/q.txt") == "blue" and colour(c, "/r.txt") == "blue"
         c.put("/p.txt", content=b"again")
-        assert _colour(c, "/p.txt") is None
+        assert colour(c, "/p.txt") is None
         c.request("MKCOL", "/tree")
         c.put("/tree/leaf.txt", content=b"l")
         c.request("PROPPATCH", "/tree/leaf.txt", content=PROPPATCH)
         c.request("MOVE", "/tree", headers={"Destination": "/dav/tree2"})
-        assert _colour(c, "/tree2/leaf.txt") == "blue"
+        assert colour(c, "/tree2/leaf.txt") == "blue"
         c.delete("/q.txt")
         c.put("/q.txt", content=b"new")
-        assert _colour(c, "/q.txt") is None
+        assert colour(c, "/q.txt") is None
 
     tmp = dav.tmp
     dav.close()
     again = start_gateway(tmp, ("http",))
     try:
         with client(again) as c:
-            assert _colour(c, "/r.txt") == "blue"
-            assert _colour(c, "/tree2/leaf.txt") == "blue"
+            assert colour(c, "/r.txt") == "blue"
+            assert colour(c, "/tree2/leaf.txt") == "blue"
     finally:
         again.close()
 
@@ -348,8 +337,8 @@ def test_locks_and_properties_are_keyed_by_the_resource_not_the_users_path(dav):
         assert (dav.data / "homes" / "dave" / "x.txt").read_bytes() == b"dave's"
         alice.put("/x.txt", content=b"alice's")
         alice.request("PROPPATCH", "/homes/dave/x.txt", content=PROPPATCH)
-        assert _colour(dave, "/x.txt") == "blue"
-        assert _colour(alice, "/x.txt") is None
+        assert colour(dave, "/x.txt") == "blue"
+        assert colour(alice, "/x.txt") is None
         assert alice.request("LOCK", "/x.txt", content=LOCKINFO).status_code == 200
         assert dave.put("/x.txt", content=b"still mine").status_code == 204
         assert dave.request("LOCK", "/x.txt", content=LOCKINFO).status_code == 200

@@ -1,5 +1,6 @@
 """Shared bits of the WebDAV tests: an httpx client on a running gateway's
-/dav and a PROPFIND that returns what a folder lists."""
+/dav, a PROPFIND that returns what a folder lists, and one dead property to
+set and read."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from conftest import PASSWORDS
 PROPFIND_NAMES = (b'<?xml version="1.0" encoding="utf-8"?>'
                   b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/>'
                   b'<D:getetag/></D:prop></D:propfind>')
+PROPPATCH = (b'<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:test">'
+             b'<D:set><D:prop><Z:colour>blue</Z:colour></D:prop></D:set></D:propertyupdate>')
+PROPGET = (b'<?xml version="1.0" encoding="utf-8"?><D:propfind xmlns:D="DAV:" xmlns:Z="urn:test">'
+           b'<D:prop><Z:colour/></D:prop></D:propfind>')
 
 
 def dav_base(running) -> str:
@@ -46,3 +51,11 @@ def exists(c: httpx.Client, path: str) -> bool:
     r = c.request("PROPFIND", path, headers={"Depth": "0"}, content=PROPFIND_NAMES)
     assert r.status_code in (207, 404), (r.status_code, r.text)
     return r.status_code == 207
+
+
+def colour(c: httpx.Client, path: str) -> str | None:
+    """The dead property PROPPATCH sets on ``path`` (None when unset)."""
+    r = c.request("PROPFIND", path, headers={"Depth": "0"}, content=PROPGET)
+    assert r.status_code == 207, r.text
+    el = ET.fromstring(r.content).find(".//{urn:test}colour")
+    return None if el is None else el.text
