@@ -19,6 +19,9 @@ import logging
 import signal
 import sys
 
+#: The library ``bare.py`` serves each protocol with (its server name in the table).
+LIBRARIES = {"ftp": "pyftpdlib", "sftp": "asyncssh", "webdav": "wsgidav"}
+
 
 def serve_ftp(args: argparse.Namespace) -> None:
     from pyftpdlib.authorizers import DummyAuthorizer

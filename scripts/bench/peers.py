@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bare import LIBRARIES
 from install import NGINX_DAV_MODULE, find_binary
 from procs import Procs, free_port, wait_port
 from storage import LocalStorage, S3Storage
@@ -384,16 +385,12 @@ def start_rclone(ctx: Context, protocol: str, s3: bool) -> Endpoint:
     return Endpoint(server, protocol, port, ctx.user, ctx.password, storage, note=note)
 
 
-#: What ``bare.py`` runs for each protocol (server name: the library).
-BARE = {"ftp": "pyftpdlib", "sftp": "asyncssh", "webdav": "wsgidav"}
-
-
 def start_bare(ctx: Context, protocol: str) -> Endpoint:
     """The gateway's library for ``protocol`` serving a local folder on its
     own (see ``bare.py``)."""
     from importlib.metadata import version
 
-    name = BARE[protocol]
+    name = LIBRARIES[protocol]
     root = LocalStorage(ctx.tmp / "srv" / name)
     port = free_port()
     argv = [sys.executable, str(Path(__file__).with_name("bare.py")), protocol, "--port", str(port),

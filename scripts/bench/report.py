@@ -8,12 +8,14 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from bare import LIBRARIES
+
 __all__ = ["Cell", "summarise", "markdown", "misses"]
 
 MEMORY_TARGET = 150 << 20
 #: The gateway's own libraries serving a folder bare (``bare.py``): shown with
 #: the ratio gateway/library, never the peer a target is measured against.
-BASELINES = frozenset({"pyftpdlib", "asyncssh", "wsgidav"})
+BASELINES = frozenset(LIBRARIES.values())
 #: reply time a backgrounded operation must stay under
 REPLY_TARGET_S = 0.2
 

@@ -47,9 +47,13 @@ def test_smoke_run_over_ftp(tmp_path):
             # A peer without server-side copy, or a front end not built yet: said, never silently empty.
             assert cell["status"].startswith(("not supported", "not available", "this rclone")), cell
     # The reference peer runs every workload but the copy FTP has no command for.
-    for workload in WORKLOADS - {"copy_big"}:
-        assert cells[(workload, "vsftpd")]["status"] == "ok", cells[(workload, "vsftpd")]
-    assert cells[("copy_big", "vsftpd")]["status"].startswith("not supported")
+    # The reference peer, and pyftpdlib serving a folder bare, run every
+    # workload but the copy FTP has no command for.
+    for server in ("vsftpd", "pyftpdlib"):
+        for workload in WORKLOADS - {"copy_big"}:
+            assert cells[(workload, server)]["status"] == "ok", cells[(workload, server)]
+        assert cells[("copy_big", server)]["status"].startswith("not supported")
+    assert any("| pyftpdlib |" in line and "× library |" in line for line in r.stdout.splitlines())
     # Nothing it started is left running.
-    left = subprocess.run(["pgrep", "-f", "gateway-bench-.*(vsftpd|gateway.toml)"], capture_output=True, text=True)
+    left = subprocess.run(["pgrep", "-f", "gateway-bench-.*(vsftpd|gateway.toml|pyftpdlib)"], capture_output=True, text=True)
     assert left.stdout.strip() == ""

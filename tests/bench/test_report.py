@@ -1,0 +1,24 @@
+"""scripts/bench/report.py: the gateway's ratio and verdict are taken
+against the fastest peer, never against its own library run bare."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+
+from report import Cell, markdown, misses  # noqa: E402
+
+
+def _cell(server: str, seconds: float) -> Cell:
+    return Cell("delete_folder", "delete a folder", "ftp", server, 1.5, "small",
+                runs=[{"done_s": seconds, "reply_s": seconds, "rss": 1 << 20}])
+
+
+def test_a_bare_library_faster_than_every_peer_is_not_the_best_peer():
+    cells = [_cell("gateway", 0.40), _cell("vsftpd", 0.20), _cell("pyftpdlib", 0.10)]
+    rows = {line.split(" | ")[2]: line for line in markdown(cells).splitlines()[2:]}
+    assert "| 2.00× best |" in rows["gateway"] and "✘ ≤ 1.5×" in rows["gateway"]
+    assert "| 4.00× library |" in rows["pyftpdlib"]
+    assert misses(cells) == ["delete a folder (ftp): 0.400 s, 2.00× best, 1 MiB — ✘ ≤ 1.5×, ✔ < 150 MiB"]
