@@ -15,6 +15,7 @@ from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
 from protocols.webdav.errors import TextErrors, reason
 from protocols.webdav.locks import LockStorage
+from protocols.webdav.propfind import CHUNKED_KEY
 from protocols.webdav.props import PropertyManager
 from protocols.webdav.provider import STARTED_KEY, GatewayProvider
 
@@ -84,7 +85,8 @@ class _FolderBrowser(WsgiDavDirBrowser):
 def _fix_status_lines(app: Callable, state: DavState) -> Callable:
     """Two slips of wsgidav's replies: statuses it has no text for read
     '202 Status' (give them their standard reason phrase), and the folder
-    browser's trailing-slash redirect forgets the mount path. Each request
+    browser's trailing-slash redirect forgets the mount path; and it would
+    close the connection after a reply sent chunked. Each request
     reads locks and properties from one snapshot (DavState.request) and
     notes when it arrived (its sync budget counts from then)."""
 
@@ -98,6 +100,8 @@ def _fix_status_lines(app: Callable, state: DavState) -> Callable:
             if code == "301":  # only the folder browser redirects, to a path below the mount
                 headers = [(k, MOUNT_PATH + v if k.lower() == "location" and v.startswith("/") else v)
                            for k, v in headers]
+            if environ.get(CHUNKED_KEY):
+                headers = [(k, v) for k, v in headers if k.lower() != "connection"]
             return start_response(status, headers, exc_info)
 
         with state.request():  # wsgidav does its work while its reply is iterated

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import re
-import tempfile
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
@@ -24,7 +23,12 @@ from wsgidav import util
 
 from gateway.types import Entry
 
-__all__ = ["fast_propfind"]
+__all__ = ["CHUNKED_KEY", "fast_propfind"]
+
+#: environ key set on a reply sent chunked, its request body read whole:
+#: wsgidav asks to close the connection after any reply without a
+#: Content-Length, and the app's outermost layer takes that back.
+CHUNKED_KEY = "gateway.chunked"
 
 #: What wsgidav says for ``{DAV:}supportedlock`` (exclusive and shared write locks).
 _SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope>"
@@ -48,8 +52,6 @@ _SAFE = "!*'(),$-_|."
 #: Names that quote() and escape() leave as they are (most of them): skipped.
 _PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
 
-#: Bytes of a reply held in memory before the rest goes to a temporary file.
-_SPOOL = 1 << 20
 
 
 def fast_propfind(provider: Any, environ: dict, start_response: Callable,
@@ -68,22 +70,20 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
     if res is None:
         return None
     key = res._key()
-    rows = [(res.path, res.entry, res.get_href())]
-    if depth == "1" and res.is_collection:
-        base = rows[0][2].rstrip("/") + "/"
-        folder = res.path.rstrip("/")
-        rows += [(f"{folder}/{e.name}", e,
-                  base + (e.name if _PLAIN(e.name) else quote(e.name, safe=_SAFE)) + ("/" if e.is_dir else ""))
-                 for e in res._entries()]
+    href = res.get_href()
+    members = res._entries() if depth == "1" and res.is_collection else []
     if state.props(key) if depth == "0" else state.any_props(key):
         return None
+    folder = res.path.rstrip("/")
     usage: dict[str, tuple[int, int] | None] = {}
     if {"quota-used-bytes", "quota-available-bytes"} & {local for ns, local in names if ns == "DAV:"}:
-        for path, entry, _ in rows:
-            if entry.is_dir:
-                du = provider.ops.disk_usage(res.session, path)
-                usage[path] = (du[0] - du[1], du[1]) if du else None
-    return _reply(rows, names, usage, etag_of, start_response)
+        paths = [res.path] if res.is_collection else []
+        paths += [f"{folder}/{e.name}" for e in members if e.is_dir]
+        for path in paths:
+            du = provider.ops.disk_usage(res.session, path)
+            usage[path] = (du[0] - du[1], du[1]) if du else None
+    return _reply((res.path, res.entry, href), folder, href.rstrip("/") + "/", members, names, usage, etag_of,
+                  environ, start_response)
 
 
 def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
@@ -120,7 +120,8 @@ def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
     return tuple(names)
 
 
-def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable,
+def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[Entry],
+           names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable, environ: dict,
            start_response: Callable) -> Iterator[bytes]:
     # Named properties outside DAV: are dead ones, and none of these resources
     # has one: each is a 404, its namespace declared per response as wsgidav does.
@@ -217,31 +218,24 @@ def _reply(rows: list, names: tuple[tuple[str, str], ...], usage: dict, etag_of:
         out.append("</D:response>")
         return "".join(out)
 
-    head = b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">'
-    tail = b"</D:multistatus>"
-
     one = allprop_response if names is _LIVE else response
 
-    # Written once to a spooled file (memory up to _SPOOL, then disk) so the
-    # reply has a Content-Length (the connection stays open) without being
-    # held whole in memory.
-    body = tempfile.SpooledTemporaryFile(_SPOOL)  # noqa: SIM115 - closed by the reply's last step
-    try:
-        body.write(head)
-        for i in range(0, len(rows), _CHUNK):
-            body.write("".join(one(*row) for row in rows[i:i + _CHUNK]).encode())
-        body.write(tail)
-        length = body.tell()
-        body.seek(0)
-    except BaseException:
-        body.close()
-        raise
+    def members_of(chunk: list[Entry]) -> Iterator[str]:
+        for e in chunk:
+            name = e.name
+            href = base + (name if _PLAIN(name) else quote(name, safe=_SAFE)) + ("/" if e.is_dir else "")
+            yield one(f"{folder}/{name}", e, href)
+
+    def body() -> Iterator[bytes]:
+        """Sent as it is written: the listing, the one part that can fail,
+        is done. Without a Content-Length the reply goes chunked and the
+        connection stays open."""
+        yield b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">' + one(*first).encode()
+        for i in range(0, len(members), _CHUNK):
+            yield "".join(members_of(members[i:i + _CHUNK])).encode()
+        yield b"</D:multistatus>"
+
+    environ[CHUNKED_KEY] = True
     start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
-                                        ("Content-Length", str(length)), ("Date", util.get_rfc1123_time())])
-    return _sent(body)
-
-
-def _sent(body: Any) -> Iterator[bytes]:
-    with body:
-        while block := body.read(_SPOOL):
-            yield block
+                                        ("Date", util.get_rfc1123_time())])
+    return body()

@@ -4,6 +4,7 @@ running gateway."""
 from __future__ import annotations
 
 import base64
+import http.client
 import os
 import socket
 import time
@@ -439,18 +440,33 @@ def _propstats(body: bytes) -> dict[str, dict[str, dict[str, str | None]]]:
     return out
 
 
-def test_a_listing_larger_than_memory_holds_arrives_whole(dav):
-    """Past 1 MiB the reply is spooled to disk, still with its Content-Length."""
+def test_a_large_listing_arrives_whole_and_keeps_the_connection(dav):
+    """A listing is sent as it is written (chunked, never held whole), and
+    the client's connection stays open for its next request."""
     folder = dav.data / "many"
     folder.mkdir()
     for i in range(2500):
         (folder / f"file-{i:04d}.txt").write_bytes(b"x" * i)
     with client(dav) as c:
         r = c.request("PROPFIND", "/many/", headers={"Depth": "1"})
-        assert r.status_code == 207 and int(r.headers["content-length"]) == len(r.content) > 1 << 20
+        assert r.status_code == 207 and len(r.content) > 1 << 20
+        assert r.headers["transfer-encoding"] == "chunked" and "connection" not in r.headers
         props = _propstats(r.content)
         assert len(props) == 2501
         assert props["/dav/many/file-2499.txt"]["HTTP/1.1 200 OK"]["{DAV:}getcontentlength"] == "2499"
+    auth = "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", dav.port("http"), timeout=30)
+    try:
+        for _ in range(2):
+            conn.request("PROPFIND", "/dav/many/", headers={"Depth": "1", "Authorization": auth})
+            reply = conn.getresponse()
+            assert reply.status == 207 and len(_propstats(reply.read())) == 2501
+            assert not reply.will_close
+        first = conn.sock
+        conn.request("PROPFIND", "/dav/many/", headers={"Depth": "0", "Authorization": auth})
+        assert conn.getresponse().status == 207 and conn.sock is first
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("body", [
@@ -476,7 +492,8 @@ def test_folder_listings_answer_as_wsgidav_would(dav, body):
         for path, depth in (("/docs/", "1"), ("/docs/", "0"), ("/docs/plain.txt", "0")):
             r = c.request("PROPFIND", path, headers={"Depth": depth}, content=body)
             assert r.status_code == 207, r.text
-            assert r.headers.get("connection", "").lower() != "close" and "content-length" in r.headers
+            framed = "content-length" in r.headers or r.headers.get("transfer-encoding") == "chunked"
+            assert r.headers.get("connection", "").lower() != "close" and framed
             assert (b"<D:multistatus" in r.content[:80]) == by_gateway  # wsgidav writes ns0:
             seen.append(_propstats(r.content))
         return seen
