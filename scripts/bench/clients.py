@@ -80,9 +80,12 @@ class Lftp(_Client):
     def get_tree(self, remote: str, local: Path) -> None:
         self._run([f"mirror --no-perms --no-umask {remote} {local}"])
 
-    def list(self, remote: str) -> int:
-        out = self._run([f"ls {remote}"])
-        return sum(1 for line in out.splitlines() if line.strip() and not line.startswith("total "))
+    def list(self, remote: str) -> str:
+        return self._run([f"ls {remote}"])
+
+    @staticmethod
+    def entries(listed: str) -> int:
+        return sum(1 for line in listed.splitlines() if line.strip() and not line.startswith("total "))
 
     def rename(self, src: str, dst: str) -> None:
         self._run([f"mv {src} {dst}"])
@@ -121,9 +124,12 @@ class Sftp(_Client):
     def get_tree(self, remote: str, local: Path) -> None:
         self._run([f"get -r {remote} {local}"])
 
-    def list(self, remote: str) -> int:
-        out = self._run([f"ls -l {remote}"])
-        return sum(1 for line in out.splitlines() if line.strip() and not line.startswith("sftp>"))
+    def list(self, remote: str) -> str:
+        return self._run([f"ls -l {remote}"])
+
+    @staticmethod
+    def entries(listed: str) -> int:
+        return sum(1 for line in listed.splitlines() if line.strip() and not line.startswith("sftp>"))
 
     def rename(self, src: str, dst: str) -> None:
         self._run([f"rename {src} {dst}"])
@@ -171,8 +177,14 @@ class CurlDav(_Client):
 
     def _propfind(self, folders: list[str]) -> list[tuple[str, bool]]:
         """(href, is folder) of every member of ``folders`` (Depth: 1)."""
-        out = self._curl(["-X", "PROPFIND", "-H", "Depth: 1", "-H", "Content-Type: application/xml"],
-                         [f'url = "{self.url(f, True)}"' for f in folders])
+        return self._members(self._propfind_reply(folders))
+
+    def _propfind_reply(self, folders: list[str]) -> str:
+        return self._curl(["-X", "PROPFIND", "-H", "Depth: 1", "-H", "Content-Type: application/xml"],
+                          [f'url = "{self.url(f, True)}"' for f in folders])
+
+    @staticmethod
+    def _members(out: str) -> list[tuple[str, bool]]:
         members = []
         for block in _RESPONSE.findall(out):
             href = _HREF.search(block)
@@ -191,8 +203,12 @@ class CurlDav(_Client):
             config += [f'url = "http://127.0.0.1:{self.ep.port}{href}"', f'output = "{local / rel}"']
         self._curl([], config)
 
-    def list(self, remote: str) -> int:
-        return len(self._propfind([remote])) - 1  # the folder itself is the first response
+    def list(self, remote: str) -> str:
+        return self._propfind_reply([remote])
+
+    @classmethod
+    def entries(cls, listed: str) -> int:
+        return len(cls._members(listed)) - 1  # the folder itself is the first response
 
     def rename(self, src: str, dst: str) -> None:
         self._curl(["-X", "MOVE", "-H", f"Destination: {self.url(dst, True)}", self.url(src, True)])
