@@ -53,7 +53,6 @@ _SAFE = "!*'(),$-_|."
 _PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
 
 
-
 def fast_propfind(provider: Any, environ: dict, start_response: Callable,
                   etag_of: Callable[[Entry], str | None]) -> Iterator[bytes] | None:
     """The reply to a folder-listing PROPFIND, or None when wsgidav must
