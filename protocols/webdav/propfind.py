@@ -44,7 +44,7 @@ _LIVE = tuple(("DAV:", name) for name in (
     "resourcetype", "getcontentlength", "getcontenttype", "quota-used-bytes", "quota-available-bytes",
     "getlastmodified", "displayname", "getetag", "lockdiscovery", "supportedlock"))
 
-#: Members formatted per write to the spooled reply.
+#: Members formatted per chunk of the reply.
 _CHUNK = 256
 
 #: Href characters wsgidav leaves unquoted (Nautilus chokes on '%28').
