@@ -46,7 +46,6 @@ def test_smoke_run_over_ftp(tmp_path):
         else:
             # A peer without server-side copy, or a front end not built yet: said, never silently empty.
             assert cell["status"].startswith(("not supported", "not available", "this rclone")), cell
-    # The reference peer runs every workload but the copy FTP has no command for.
     # The reference peer, and pyftpdlib serving a folder bare, run every
     # workload but the copy FTP has no command for.
     for server in ("vsftpd", "pyftpdlib"):

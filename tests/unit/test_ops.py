@@ -300,9 +300,9 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
 
 
 def test_dead_properties_follow_whatever_protocol_moves_copies_or_deletes(gw, s):
-    """A file's WebDAV properties go with an FTP rename, are copied with an
-    SFTP copy, and go away with a delete, so a new file at the old name
-    never inherits them."""
+    """A file's WebDAV properties go with a rename made through the core (as
+    FTP and SFTP make them), are copied with a copy, and go away with a
+    delete, so a new file at the old name never inherits them."""
     dav = gw.ops.davstate
     put(gw.ops, s, "/a.txt")
     gw.ops.mkdir(s, "/d")

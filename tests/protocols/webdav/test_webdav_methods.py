@@ -4,6 +4,7 @@ running gateway."""
 from __future__ import annotations
 
 import base64
+import ftplib
 import http.client
 import os
 import socket
@@ -329,6 +330,23 @@ def test_locks_refuse_other_writers_and_survive_a_restart(dav):
             assert c.put("/l.txt", content=b"free").status_code == 204
     finally:
         again.close()
+
+
+def test_dead_properties_follow_an_ftp_rename_and_go_with_an_ftp_delete(gateway_factory):
+    """Properties set over WebDAV move with a rename an FTP client makes, and
+    a file an FTP client deletes leaves none for the next file of its name."""
+    r = gateway_factory(protocols=("http", "ftp"))
+    with client(r) as c:
+        c.put("/a.txt", content=b"a")
+        assert c.request("PROPPATCH", "/a.txt", content=PROPPATCH).status_code == 207
+        with ftplib.FTP() as f:
+            f.connect("127.0.0.1", r.port("ftp"), timeout=30)
+            f.login("alice", PASSWORDS["alice"])
+            f.rename("a.txt", "b.txt")
+            assert colour(c, "/b.txt") == "blue"
+            f.delete("b.txt")
+        c.put("/b.txt", content=b"new")
+        assert colour(c, "/b.txt") is None
 
 
 def test_locks_and_properties_are_keyed_by_the_resource_not_the_users_path(dav):
