@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import select
 import threading
 from typing import Any
 
 from cheroot import wsgi
+from cheroot.server import HTTPConnection
 
 
 __all__ = ["serve", "make_app", "HttpHandle"]
+
+#: How long a worker thread waits for a kept-alive client's next request
+#: before it hands the connection back to cheroot's selector thread.
+LINGER_S = 0.002
 
 
 def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> wsgi.PathInfoDispatcher:
@@ -37,12 +43,32 @@ class HttpHandle:
         self.thread.join(10)
 
 
+class _LingeringConnection(HTTPConnection):
+    """A connection whose worker thread answers the client's next request
+    itself when it arrives within :data:`LINGER_S` and no other connection
+    waits for a worker. cheroot hands every kept-alive connection back to
+    its selector thread after each reply, and the selector then queues it
+    for a worker again: two thread hand-offs per request, a fifth of the
+    time of a small PUT (clients that upload or list file after file send
+    the next request at once)."""
+
+    def communicate(self) -> bool:
+        while True:
+            keep = super().communicate()
+            if not keep or self.rfile.has_data() or self.server.requests.qsize:
+                return keep
+            pending = getattr(self.socket, "pending", None)  # TLS: bytes already decrypted
+            if not (pending and pending()) and not select.select([self.socket], [], [], LINGER_S)[0]:
+                return keep
+
+
 def serve(gw: Any, cfg: Any) -> HttpHandle:
     """Start the HTTP port (``cfg.http``) in a thread; port 0 picks a free one
     (see ``handle.address``)."""
     closing = threading.Event()
     server = wsgi.Server((cfg.server.host, cfg.http.port), make_app(gw, cfg, closing), numthreads=cfg.http.threads,
                          server_name="gateway")
+    server.ConnectionClass = _LingeringConnection
     if cfg.http.tls:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -172,6 +172,22 @@ def test_uploads_arrive_whole_however_the_body_is_sent(dav):
     assert (dav.data / "one.txt").read_bytes() == b"one" and (dav.data / "two.txt").read_bytes() == b"two"
 
 
+def test_kept_alive_connections_share_one_worker(gateway_factory):
+    """A worker answers a kept-alive client's next request itself when it
+    comes at once, but never holds on to an idle connection: with a single
+    worker, two clients on open connections take turns, and one that pauses
+    is still answered."""
+    running = gateway_factory(protocols=("http",), sections={"http": {"threads": 1}})
+    with client(running) as a, client(running) as b:
+        for i in range(20):
+            assert a.put(f"/a{i}.txt", content=b"a").status_code == 201
+            assert b.put(f"/b{i}.txt", content=b"b").status_code == 201
+        time.sleep(0.2)
+        assert a.get("/a0.txt").content == b"a"
+        assert b.get("/b19.txt").content == b"b"
+        assert len({n for n in listing(a, "/") if n.endswith(".txt")}) == 40
+
+
 def test_a_file_being_uploaded_cannot_be_locked_until_its_body_is_in(dav):
     sock = _raw_put(dav, "/up.txt", 6)
     sock.sendall(b"abc")
