@@ -6,8 +6,10 @@
    ``Upload.write_at``); every other request waits for all requests received
    before it, and READ/WRITE wait for the other requests before them. So a
    client observes its requests in the order it sent them, as with a
-   sequential server. At most ``MAX_IN_FLIGHT`` requests run per session;
-   beyond that the loop stops reading and SSH flow control holds the client.
+   sequential server (a request that finds nothing running is answered in
+   the receive loop itself, as asyncssh does). At most ``MAX_IN_FLIGHT``
+   requests run per session; beyond that the loop stops reading and SSH flow
+   control holds the client.
 2. **opendir lists at once**, so "no such folder" answers the opendir rather
    than the first readdir; **a readdir answers up to 1,000 names** written
    straight to their wire form (asyncssh sends 128, one awaited step and
@@ -94,8 +96,12 @@ class PacketHandler(SFTPServerHandler):
                 pkttype = packet.get_byte()
                 pktid = packet.get_uint32()
                 self.log_received_packet(pkttype, pktid, packet)
-                await self._slots.acquire()
-                self._dispatch(pkttype, pktid, packet)
+                if pkttype in (FXP_READ, FXP_WRITE) or self._pending():
+                    await self._slots.acquire()
+                    self._dispatch(pkttype, pktid, packet)
+                else:  # nothing runs: answered here, as a sequential server would (no task to schedule)
+                    self._io, self._last_other = set(), None
+                    await self._process_packet(pkttype, pktid, packet)
         except PacketDecodeError as e:
             exc = asyncssh.SFTPBadMessage(str(e))
         except EOFError:
