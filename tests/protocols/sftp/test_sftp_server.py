@@ -4,6 +4,7 @@ dropped connection's upload, and shutdown with clients connected."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import stat
 import subprocess
 import threading
@@ -158,3 +159,34 @@ def test_local_disk_calls_skip_the_thread_hop_until_the_disk_stalls(gateway_fact
             assert [rec.levelname for rec in caplog.records if "took" in rec.getMessage()] == ["INFO"]
 
     asyncio.run(go())
+
+
+def test_asyncssh_debug_lines_are_written_only_when_asked_for(gateway_factory, caplog):
+    """With debug logging off, asyncssh's per-request debug lines cost no
+    formatting; with it on, an SFTP request is logged as asyncssh writes it."""
+    from asyncssh.logging import SSHLogger
+
+    class Arg:
+        shown = 0
+
+        def __str__(self) -> str:
+            Arg.shown += 1
+            return "arg"
+
+    logger = SSHLogger(context="test")
+    caplog.set_level(logging.INFO, logger="asyncssh")
+    logger.debug1("quiet %s", [Arg()])
+    assert Arg.shown == 0 and "quiet" not in caplog.text
+    caplog.set_level(logging.DEBUG, logger="asyncssh")
+    logger.debug1("loud %s", [Arg()])
+    assert Arg.shown == 1 and "[test] loud arg" in caplog.text
+
+    r = gateway_factory(protocols=("sftp",))
+    (r.data / "gone.txt").write_text("x")
+
+    async def remove() -> None:
+        async with connect(r.port("sftp")) as (_, sftp):
+            await sftp.remove("/gone.txt")
+
+    asyncio.run(remove())
+    assert "Received remove for /gone.txt" in caplog.text and not (r.data / "gone.txt").exists()
