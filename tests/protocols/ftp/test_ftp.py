@@ -120,6 +120,9 @@ def test_resume_an_interrupted_upload(ftp_gw, tmp_path):
     out = io.BytesIO()
     ftp.retrbinary("RETR l.bin", out.write)
     assert out.getvalue() == data
+    tail = io.BytesIO()  # a resumed download, several data blocks from an offset
+    ftp.retrbinary("RETR big.bin", tail.write, rest=500_001)
+    assert tail.getvalue() == data[500_001:]
     ftp.quit()
     assert (ftp_gw.data / "big.bin").read_bytes() == data
 
@@ -220,7 +223,7 @@ def test_backgrounded_rename_and_site_stop(gateway_factory):
 def test_ftps_explicit_with_lftp_and_ftplib_and_implicit(gateway_factory, tmp_path):
     r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}})
     local = tmp_path / "x.bin"
-    local.write_bytes(os.urandom(100_000))
+    local.write_bytes(os.urandom(3_000_000))  # several data blocks
     p = lftp(r, f"put {local} -o /x.bin; get /x.bin -o {tmp_path}/y.bin",
              extra="set ssl:verify-certificate no; set ftp:ssl-force yes; set ftp:ssl-protect-data yes;")
     assert p.returncode == 0, p.stderr
