@@ -6,9 +6,11 @@ Confinement: users cannot make symbolic links, but anyone who can write to
 the folder on the host can, so a path that leads outside the mount's folder
 through a link is refused (PermissionDenied) and such links are left out of
 listings, unless the mount sets ``follow_links``. The check resolves the
-path through the kernel before the call (one ``open(O_PATH)`` and a
-``readlink`` of it): a link swapped in between the check and the call is
-not caught (``openat2`` with ``RESOLVE_BENEATH`` is not in the os module).
+path through the kernel (one ``open(O_PATH)`` and a ``readlink`` of it).
+Reads, stats and listings then go through that descriptor, so they reach
+the object checked; a change (write, rename, delete) names the path again
+after its check, and a link swapped in between is not caught there
+(``openat2`` with ``RESOLVE_BENEATH`` is not in the os module).
 """
 
 from __future__ import annotations
@@ -42,22 +44,54 @@ class LocalBackend(Backend):
         """Refuse a path that leads outside the mount's folder through a
         symbolic link: the path itself is followed when it exists, else the
         folder it would be made in. Raises PermissionDenied."""
-        if self.follow_links:
-            return
+        if not self.follow_links:
+            for path in paths:
+                self._inside(_resolved(path))
+
+    def _inside(self, real: str) -> None:
+        """Raises PermissionDenied when resolved path ``real`` lies outside
+        the mount's folder."""
         if self._real_root is None:
             self._real_root = _resolved(self.root or "/")
         root = self._real_root
-        for path in paths:
-            real = _resolved(path)
-            if real != root and not real.startswith(root.rstrip("/") + "/"):
-                raise E.PermissionDenied("leads outside the mount through a symbolic link")
+        if real != root and not real.startswith(root.rstrip("/") + "/"):
+            raise E.PermissionDenied("leads outside the mount through a symbolic link")
+
+    def _open_checked(self, path: str) -> int:
+        """An ``O_PATH`` descriptor of ``path`` once it is found inside the
+        mount's folder: what is stat'ed, opened or listed through it is the
+        object checked. The caller closes it. Raises PermissionDenied, or the
+        OSError of a missing path (its folder checked first)."""
+        try:
+            fd = os.open(path, os.O_PATH)
+        except (FileNotFoundError, NotADirectoryError):
+            self._confined(path)
+            raise
+        if not self.follow_links:
+            try:
+                self._inside(os.readlink(f"/proc/self/fd/{fd}"))
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def _reopen(self, path: str, flags: int) -> int:
+        """``path`` opened with ``flags`` (as os.open), the object checked."""
+        checked = self._open_checked(path)
+        try:
+            return os.open(f"/proc/self/fd/{checked}", flags | os.O_CLOEXEC)
+        finally:
+            os.close(checked)
 
     # -- reads -------------------------------------------------------------
 
     def info(self, path: str) -> Entry:
         with translated():
-            self._confined(path)
-            st = os.stat(path)
+            fd = self._open_checked(path)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
         is_dir = _stat.S_ISDIR(st.st_mode)
         return Entry(os.path.basename(path), path, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None, st.st_mode)
 
@@ -67,8 +101,7 @@ class LocalBackend(Backend):
         # one lookup (fstatat) instead of a walk of the whole path, which
         # took a fifth of a 20,000-entry listing.
         with translated():
-            self._confined(path)
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+            fd = self._reopen(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             with os.scandir(fd) as it:
                 for d in it:
@@ -92,8 +125,12 @@ class LocalBackend(Backend):
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
         with translated():
-            self._confined(path)
-            f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+            fd = self._reopen(path, os.O_RDONLY)
+            try:
+                f = os.fdopen(fd, "rb")  # noqa: SIM115 - the caller closes it
+            except BaseException:  # a folder: fdopen refuses it and leaves the descriptor open
+                os.close(fd)
+                raise
             if offset:
                 f.seek(offset)
         return f

@@ -2,6 +2,7 @@
 and file:// mounts."""
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -295,6 +296,48 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
         assert out.job is None or g.dispatcher.wait(out.job.id, 30).state == "completed"
         assert sorted(p.name for p in data.iterdir()) == ["alias", "in", "out", "secret.txt"]
         assert (outside / "secret.txt").read_bytes() == b"secret"
+    finally:
+        g.close()
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, monkeypatch):
+    """Reads, stats and listings of a local mount go through the descriptor
+    the symbolic-link check resolved: a file or folder replaced by a link to
+    outside right after its check still answers with what was checked."""
+    import backends.local
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "d").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret, 20 bytes....")
+    (data / "d" / "own.txt").write_bytes(b"own")
+    swaps: dict = {}
+    inside = backends.local.LocalBackend._inside
+
+    def swap_after_check(self, real):
+        inside(self, real)
+        target = swaps.pop(real, None)
+        if target is not None:  # checked: now the path becomes a link to outside
+            path = Path(real)
+            path.rename(path.with_name(path.name + ".was"))
+            path.symlink_to(target)
+
+    def armed(path, target):
+        if path.is_symlink():
+            path.unlink()
+            path.with_name(path.name + ".was").rename(path)
+        swaps[str(path)] = target
+        return str(path)
+
+    g = Gateway.build({"/": f"file://{data}"}, tmp_path / "var").start()
+    try:
+        backend = g.namespace.resolve("/")[0].backend
+        monkeypatch.setattr(backends.local.LocalBackend, "_inside", swap_after_check)
+        (data / "f.txt").write_bytes(b"mine")
+        with backend.open_read(armed(data / "f.txt", outside / "secret.txt")) as f:
+            assert f.read() == b"mine"
+        assert backend.info(armed(data / "f.txt", outside / "secret.txt")).size == 4
+        assert [e.name for e in backend.iterdir(armed(data / "d", outside))] == ["own.txt"]
     finally:
         g.close()
 
