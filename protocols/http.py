@@ -48,9 +48,9 @@ class _LingeringConnection(HTTPConnection):
     itself when it arrives within :data:`LINGER_S` and no other connection
     waits for a worker. cheroot hands every kept-alive connection back to
     its selector thread after each reply, and the selector then queues it
-    for a worker again: two thread hand-offs per request, a fifth of the
-    time of a small PUT (clients that upload or list file after file send
-    the next request at once)."""
+    for a worker again: two thread hand-offs per request, about a tenth of
+    a small PUT's time (clients that upload or list file after file send the
+    next request at once)."""
 
     def communicate(self) -> bool:
         while True:
