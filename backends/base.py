@@ -85,6 +85,9 @@ class Writer:
         self._io = io
         self.bytes_written = 0
         self.closed = False
+        #: The file's entry once committed, where the storage knew it without
+        #: another call (``on_commit`` returned it); else None.
+        self.entry: Entry | None = None
 
     def write(self, data: bytes | memoryview) -> int:
         with self._io():
@@ -100,7 +103,7 @@ class Writer:
         self.closed = True
         with self._io():
             if self._on_commit:
-                self._on_commit(self._f)
+                self.entry = self._on_commit(self._f)
             else:
                 self._f.close()
 

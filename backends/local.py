@@ -145,9 +145,12 @@ class LocalBackend(Backend):
         with translated():
             f = open(tmp, "wb")  # noqa: SIM115 - the Writer closes it
 
-        def commit(fh: BinaryIO) -> None:
+        def commit(fh: BinaryIO) -> Entry:
+            fh.flush()
+            st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
             fh.close()
             os.replace(tmp, path)
+            return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
 
         def abort(fh: BinaryIO) -> None:
             try:

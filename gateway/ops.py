@@ -133,7 +133,8 @@ class Upload:
             self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
             raise self._ops._at(exc, self.path) from None
         self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
-        return self._ops.stat(self._session, self.path)
+        entry = self._writer.entry
+        return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 
     def abort(self) -> None:
         self._writer.abort()
