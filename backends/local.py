@@ -65,7 +65,8 @@ class LocalBackend(Backend):
         try:
             fd = os.open(path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
-            self._confined(path)
+            if not self.follow_links:
+                self._inside(_resolved_missing(path))
             raise
         if not self.follow_links:
             try:
@@ -237,9 +238,15 @@ def _resolved(path: str) -> str:
     try:
         fd = os.open(path, os.O_PATH)
     except (FileNotFoundError, NotADirectoryError):
-        parent, name = os.path.split(path.rstrip("/"))
-        return os.path.join(_resolved(parent), name) if parent and parent != path else path
+        return _resolved_missing(path)
     try:
         return os.readlink(f"/proc/self/fd/{fd}")
     finally:
         os.close(fd)
+
+
+def _resolved_missing(path: str) -> str:
+    """As :func:`_resolved`, for a ``path`` that does not exist: its folder
+    resolved, its last part as written."""
+    parent, name = os.path.split(path.rstrip("/"))
+    return os.path.join(_resolved(parent), name) if parent and parent != path else path
