@@ -6,18 +6,22 @@ Confinement: users cannot make symbolic links, but anyone who can write to
 the folder on the host can, so a path that leads outside the mount's folder
 through a link is refused (PermissionDenied) and such links are left out of
 listings, unless the mount sets ``follow_links``. The check resolves the
-path through the kernel (one ``open(O_PATH)`` and a ``readlink`` of it).
-Reads, stats and listings then go through that descriptor, so they reach
-the object checked; a change (write, rename, delete) names the path again
-after its check, and a link swapped in between is not caught there
-(``openat2`` with ``RESOLVE_BENEATH`` is not in the os module).
+path through the kernel (one ``open(O_PATH)`` and a ``readlink`` of it), and
+the call that follows goes through that descriptor: reads, stats and
+listings through the object's own, changes (create, write, rename, delete)
+through its folder's, naming only the last part, which these calls never
+follow. A link swapped in after the check is therefore never followed
+(``openat2`` with ``RESOLVE_BENEATH`` is not in the os module); a link
+itself can be deleted, renamed or replaced, its target is never touched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat as _stat
+from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, Callable, Iterator
 
 from backends.base import Backend, Writer
@@ -39,14 +43,6 @@ class LocalBackend(Backend):
         super().__init__(*args, **kwargs)
         self.follow_links = follow_links
         self._real_root: str | None = None
-
-    def _confined(self, *paths: str) -> None:
-        """Refuse a path that leads outside the mount's folder through a
-        symbolic link: the path itself is followed when it exists, else the
-        folder it would be made in. Raises PermissionDenied."""
-        if not self.follow_links:
-            for path in paths:
-                self._inside(_resolved(path))
 
     def _inside(self, real: str) -> None:
         """Raises PermissionDenied when resolved path ``real`` lies outside
@@ -76,6 +72,14 @@ class LocalBackend(Backend):
                 raise
         return fd
 
+    def _stat(self, path: str) -> os.stat_result:
+        """The stat of the object ``path`` leads to, once checked."""
+        fd = self._open_checked(path)
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
     def _reopen(self, path: str, flags: int) -> int:
         """``path`` opened with ``flags`` (as os.open), the object checked."""
         checked = self._open_checked(path)
@@ -88,11 +92,7 @@ class LocalBackend(Backend):
 
     def info(self, path: str) -> Entry:
         with translated():
-            fd = self._open_checked(path)
-            try:
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
+            st = self._stat(path)
         is_dir = _stat.S_ISDIR(st.st_mode)
         return Entry(os.path.basename(path), path, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None, st.st_mode)
 
@@ -110,12 +110,10 @@ class LocalBackend(Backend):
                     if name.startswith(RESERVED_PREFIX):
                         continue
                     try:
-                        if d.is_symlink():
-                            self._confined(os.path.join(path, name))
-                        st = d.stat()
+                        st = self._stat(os.path.join(path, name)) if d.is_symlink() else d.stat()
                     except (FileNotFoundError, E.PermissionDenied):
                         continue
-                    is_dir = d.is_dir()
+                    is_dir = _stat.S_ISDIR(st.st_mode)
                     yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None,
                                 st.st_mode)
         finally:
@@ -136,28 +134,66 @@ class LocalBackend(Backend):
                 f.seek(offset)
         return f
 
-    # -- writes ------------------------------------------------------------
+    @contextmanager
+    def _folder_of(self, path: str) -> Iterator[tuple[int, str]]:
+        """The checked descriptor of ``path``'s folder and ``path``'s last
+        part, for a call relative to it (``dir_fd``). The mount's own folder
+        is reached through its parent, which lies outside and is not checked.
+        Raises PermissionDenied, or the OSError of a missing folder."""
+        path = path.rstrip("/") or "/"
+        parent, name = os.path.split(path)
+        if not name:
+            raise E.PermissionDenied("the storage's root folder cannot be changed")
+        if path == (self.root or "/"):
+            fd = os.open(parent, os.O_PATH)
+        else:
+            fd = self._open_checked(parent)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    def _create_temp(self, path: str, temp_key: str | None) -> tuple[int, str]:
+        """A new descriptor open for writing a temporary beside ``path``, and
+        the temporary's name in that folder (see :meth:`_place`)."""
+        tmp = os.path.basename(self._temp_name(path, temp_key))
+        with self._folder_of(path) as (folder, _):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(tmp, flags, 0o666, dir_fd=folder), tmp
+
+    def _place(self, tmp: str, path: str) -> None:
+        """Make temporary ``tmp`` (made by :meth:`_create_temp`) the file at ``path``."""
+        with self._folder_of(path) as (folder, name):
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+
+    def _drop_temp(self, tmp: str, path: str) -> None:
+        with self._folder_of(path) as (folder, _):
+            os.unlink(tmp, dir_fd=folder)
 
     def open_write(self, path: str, offset: int = 0, temp_key: str | None = None) -> Writer:
-        self._confined(path)
         if offset:
             return self._open_continue(path, offset)
-        tmp = self._temp_name(path, temp_key)
         with translated():
-            f = open(tmp, "wb")  # noqa: SIM115 - the Writer closes it
+            fd, tmp = self._create_temp(path, temp_key)
+            f = os.fdopen(fd, "wb")  # noqa: SIM115 - the Writer closes it
 
         def commit(fh: BinaryIO) -> Entry:
             fh.flush()
             st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
             fh.close()
-            os.replace(tmp, path)
+            try:
+                self._place(tmp, path)
+            except BaseException:
+                with suppress(OSError, E.GatewayError):
+                    self._drop_temp(tmp, path)
+                raise
             return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
 
         def abort(fh: BinaryIO) -> None:
             try:
                 fh.close()
             finally:
-                os.unlink(tmp)
+                self._drop_temp(tmp, path)
 
         return Writer(f, commit, abort)
 
@@ -166,17 +202,16 @@ class LocalBackend(Backend):
         if offset != size and not self.capabilities.random_write:
             return super()._open_continue(path, offset)
         with translated():
-            f = open(path, "r+b")  # noqa: SIM115 - the Writer closes it
+            f = os.fdopen(self._reopen(path, os.O_RDWR), "r+b")  # noqa: SIM115 - the Writer closes it
             f.seek(offset)
         return Writer(f, lambda fh: fh.close(), lambda fh: fh.close())
 
     def mkdir(self, path: str, exist_ok: bool = False) -> None:
-        with translated():
-            self._confined(path)
+        with translated(), self._folder_of(path) as (folder, name):
             try:
-                os.mkdir(path)
+                os.mkdir(name, dir_fd=folder)
             except FileExistsError:
-                if not (exist_ok and os.path.isdir(path)):
+                if not (exist_ok and _stat.S_ISDIR(os.stat(name, dir_fd=folder).st_mode)):
                     raise
 
     def remove(self, path: str, missing_ok: bool = False) -> None:
@@ -185,11 +220,10 @@ class LocalBackend(Backend):
     def rmdir(self, path: str, missing_ok: bool = False) -> None:
         self._delete(os.rmdir, path, missing_ok)
 
-    def _delete(self, call: Callable[[str], None], path: str, missing_ok: bool) -> None:
+    def _delete(self, call: Callable[..., None], path: str, missing_ok: bool) -> None:
         try:
-            with translated():
-                self._confined(path)
-                call(path)
+            with translated(), self._folder_of(path) as (folder, name):
+                call(name, dir_fd=folder)
         except E.NotFound:
             if not missing_ok:
                 raise
@@ -197,28 +231,52 @@ class LocalBackend(Backend):
     def rm_tree(self, path: str) -> None:
         """Delete ``path`` and everything below it; missing is fine. Links
         inside are unlinked, never followed. Idempotent."""
-        with translated():
-            self._confined(path)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=False)
-            elif os.path.lexists(path):
-                os.unlink(path)
+        try:
+            with translated(), self._folder_of(path) as (folder, name):
+                if _stat.S_ISDIR(os.lstat(name, dir_fd=folder).st_mode):
+                    shutil.rmtree(name, dir_fd=folder)
+                else:
+                    os.unlink(name, dir_fd=folder)
+        except E.NotFound:
+            pass
 
     def rename(self, src: str, dst: str) -> None:
-        with translated():
-            self._confined(src, dst)
-            os.rename(src, dst)
+        with translated(), self._folder_of(src) as (src_folder, src_name), \
+                self._folder_of(dst) as (dst_folder, dst_name):
+            os.rename(src_name, dst_name, src_dir_fd=src_folder, dst_dir_fd=dst_folder)
 
     def copy_file(self, src: str, dst: str) -> int:
+        return self.copy_from(self, src, dst)
+
+    def copy_from(self, source: "LocalBackend", src: str, dst: str) -> int:
+        """Copy file ``src`` of ``source`` (this backend or another local
+        disk, each path checked against its own mount) to ``dst`` here, in
+        the kernel, replacing ``dst`` only once complete; returns its size."""
         with translated():
-            self._confined(src, dst)
-            shutil.copyfile(src, dst)
-            return os.stat(dst).st_size
+            reader = source._reopen(src, os.O_RDONLY)
+            try:
+                writer, tmp = self._create_temp(dst, None)
+                try:
+                    try:
+                        size = _copy_descriptor(reader, writer)
+                    finally:
+                        os.close(writer)
+                    self._place(tmp, dst)
+                except BaseException:
+                    with suppress(OSError, E.GatewayError):
+                        self._drop_temp(tmp, dst)
+                    raise
+            finally:
+                os.close(reader)
+        return size
 
     def set_mtime(self, path: str, mtime: float) -> bool:
         with translated():
-            self._confined(path)
-            os.utime(path, (mtime, mtime))
+            fd = self._open_checked(path)
+            try:
+                os.utime(f"/proc/self/fd/{fd}", (mtime, mtime))
+            finally:
+                os.close(fd)
         return True
 
     def invalidate(self, path: str | None = None) -> None:
@@ -250,3 +308,24 @@ def _resolved_missing(path: str) -> str:
     resolved, its last part as written."""
     parent, name = os.path.split(path.rstrip("/"))
     return os.path.join(_resolved(parent), name) if parent and parent != path else path
+
+
+#: Bytes per kernel copy call (a 1 GiB copy is a few calls).
+_COPY_BLOCK = 1 << 30
+
+
+def _copy_descriptor(reader: int, writer: int) -> int:
+    """Copy what ``reader`` holds to ``writer`` inside the kernel
+    (``copy_file_range``: a reflink where the filesystem shares blocks,
+    ``sendfile`` where the kernel refuses it across filesystems); returns
+    the bytes copied."""
+    total = 0
+    try:
+        while n := os.copy_file_range(reader, writer, _COPY_BLOCK):
+            total += n
+    except OSError as exc:
+        if total or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        while n := os.sendfile(writer, reader, None, _COPY_BLOCK):
+            total += n
+    return total

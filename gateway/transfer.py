@@ -10,6 +10,7 @@ import hashlib
 from typing import Callable
 
 from backends.base import CHUNK, Backend
+from backends.local import LocalBackend
 from gateway.errors import BackendError, BackendUnavailable
 
 __all__ = ["copy_file", "same_storage"]
@@ -17,7 +18,7 @@ __all__ = ["copy_file", "same_storage"]
 
 def same_storage(a: Backend, b: Backend) -> bool:
     """Whether a copy from ``a`` to ``b`` can stay inside the storage."""
-    return (a is b and a.capabilities.server_copy) or (a.local and b.local)
+    return (a is b and a.capabilities.server_copy) or (isinstance(a, LocalBackend) and isinstance(b, LocalBackend))
 
 
 def copy_file(src: Backend, src_path: str, dst: Backend, dst_path: str, *,
@@ -33,7 +34,10 @@ def copy_file(src: Backend, src_path: str, dst: Backend, dst_path: str, *,
     source's (a truncated transfer is never committed).
     """
     if same_storage(src, dst):
-        size = dst.copy_file(src_path, dst_path) if src is dst else src.copy_file(src_path, dst_path)
+        if isinstance(dst, LocalBackend) and isinstance(src, LocalBackend):  # each checks its own path
+            size = dst.copy_from(src, src_path, dst_path)
+        else:
+            size = dst.copy_file(src_path, dst_path)
         if on_bytes:
             on_bytes(size)
         return size

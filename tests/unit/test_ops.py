@@ -1,7 +1,6 @@
 """Every operation of the core, and every error it promises, on memory://
 and file:// mounts."""
 
-import io
 from pathlib import Path
 
 import pytest
@@ -300,17 +299,17 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
         g.close()
 
 
-def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, monkeypatch):
-    """Reads, stats and listings of a local mount go through the descriptor
-    the symbolic-link check resolved: a file or folder replaced by a link to
-    outside right after its check still answers with what was checked."""
+@pytest.fixture
+def swapping(tmp_path, monkeypatch):
+    """A local mount at ``data`` whose link check, once ``armed(path,
+    target)``, replaces ``path`` by a link to ``target`` right after checking
+    it (the checked object stays as ``<name>.was``). Yields (backend, data,
+    outside, armed)."""
     import backends.local
 
     data, outside = tmp_path / "data", tmp_path / "outside"
     (data / "d").mkdir(parents=True)
     outside.mkdir()
-    (outside / "secret.txt").write_bytes(b"secret, 20 bytes....")
-    (data / "d" / "own.txt").write_bytes(b"own")
     swaps: dict = {}
     inside = backends.local.LocalBackend._inside
 
@@ -327,17 +326,89 @@ def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, monkeypatch
             path.unlink()
             path.with_name(path.name + ".was").rename(path)
         swaps[str(path)] = target
-        return str(path)
+        return path
 
     g = Gateway.build({"/": f"file://{data}"}, tmp_path / "var").start()
     try:
-        backend = g.namespace.resolve("/")[0].backend
         monkeypatch.setattr(backends.local.LocalBackend, "_inside", swap_after_check)
-        (data / "f.txt").write_bytes(b"mine")
-        with backend.open_read(armed(data / "f.txt", outside / "secret.txt")) as f:
-            assert f.read() == b"mine"
-        assert backend.info(armed(data / "f.txt", outside / "secret.txt")).size == 4
-        assert [e.name for e in backend.iterdir(armed(data / "d", outside))] == ["own.txt"]
+        yield g.namespace.resolve("/")[0].backend, data, outside, armed
+    finally:
+        g.close()
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(swapping):
+    """Reads, stats and listings of a local mount go through the descriptor
+    the symbolic-link check resolved: a file or folder replaced by a link to
+    outside right after its check still answers with what was checked."""
+    backend, data, outside, armed = swapping
+    (outside / "secret.txt").write_bytes(b"secret, 20 bytes....")
+    (data / "d" / "own.txt").write_bytes(b"own")
+    (data / "f.txt").write_bytes(b"mine")
+    with backend.open_read(str(armed(data / "f.txt", outside / "secret.txt"))) as f:
+        assert f.read() == b"mine"
+    assert backend.info(str(armed(data / "f.txt", outside / "secret.txt"))).size == 4
+    assert [e.name for e in backend.iterdir(str(armed(data / "d", outside)))] == ["own.txt"]
+
+
+def test_a_folder_swapped_for_a_link_after_its_check_takes_no_change_outside(swapping):
+    """Creating, renaming, deleting and setting times go through the checked
+    folder's descriptor: a folder replaced by a link to outside right after
+    its check gets the change (it is still the folder the user named, moved
+    aside). An upload or copy, whose folder is checked again to place the
+    file, is refused there. Nothing outside the mount is created, changed or
+    deleted."""
+    backend, data, outside, armed = swapping
+    (outside / "victim.txt").write_bytes(b"keep me")
+    (data / "d" / "victim.txt").write_bytes(b"the user's own")
+    (data / "src.txt").write_bytes(b"copied")
+    before = sorted(p.name for p in outside.iterdir())
+
+    def d(name):
+        return str(armed(data / "d", outside) / name)
+
+    up = backend.open_write(d("new.txt"))
+    up.write(b"uploaded")
+    with pytest.raises(E.PermissionDenied):
+        up.commit()  # the folder is checked again to place the file: now a link out
+    with pytest.raises(E.PermissionDenied):
+        backend.copy_file(str(data / "src.txt"), d("copy.txt"))  # the same
+    backend.mkdir(d("sub"))
+    backend.remove(d("victim.txt"))
+    (data / "d.was" / "moved.txt").write_bytes(b"m")
+    backend.rename(d("moved.txt"), str(data / "moved.txt"))
+    backend.set_mtime(d("sub"), 1_000_000)
+    backend.rm_tree(d("sub"))
+
+    assert sorted(p.name for p in outside.iterdir()) == before
+    assert (outside / "victim.txt").read_bytes() == b"keep me"
+    assert (data / "moved.txt").read_bytes() == b"m"
+    assert sorted(p.name for p in (data / "d.was").iterdir() if not p.name.startswith(".gw")) == []
+
+
+def test_copy_and_move_between_two_local_disks(tmp_path, s):
+    """Two local mounts (say / and /archive on another disk): files and
+    folders copy and move between them, each path checked against its own
+    mount, so a link out of either is still refused."""
+    a, b, outside = tmp_path / "a", tmp_path / "b", tmp_path / "outside"
+    for d in (a, b, outside):
+        d.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (a / "out.txt").symlink_to(outside / "secret.txt")
+    (b / "out").symlink_to(outside)
+    g = Gateway.build({"/": f"file://{a}", "/archive": f"file://{b}"}, tmp_path / "var", budget_s=5).start()
+    try:
+        put(g.ops, s, "/f.txt", b"hello")
+        g.ops.mkdir(s, "/tree")
+        put(g.ops, s, "/tree/in.txt", b"inner")
+        g.ops.copy(s, "/f.txt", "/archive/f.txt")
+        g.ops.move(s, "/tree", "/archive/tree")
+        assert (b / "f.txt").read_bytes() == b"hello" and (a / "f.txt").read_bytes() == b"hello"
+        assert (b / "tree" / "in.txt").read_bytes() == b"inner" and not (a / "tree").exists()
+        with pytest.raises(E.PermissionDenied):
+            g.ops.copy(s, "/out.txt", "/archive/leak.txt")
+        with pytest.raises(E.PermissionDenied):
+            g.ops.copy(s, "/f.txt", "/archive/out/planted.txt")
+        assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"] and not (b / "leak.txt").exists()
     finally:
         g.close()
 
