@@ -269,10 +269,14 @@ class Backend:
         return self._entry(self.fs.info(path), path)
 
     def _cached_entry(self, path: str) -> Entry | None:
-        """``path``'s entry from its parent's cached listing; raises NotFound
-        when that listing lacks it; None when no listing is cached."""
-        if self.cache is None or path.rstrip("/") == self.root.rstrip("/"):
+        """``path``'s entry as fetched with its own cached listing (a folder
+        is stat'ed before it is listed), else from its parent's; raises
+        NotFound when the parent's listing lacks it; None when neither is cached."""
+        if self.cache is None:
             return None
+        own = self.cache.own(path)
+        if own is not None or path.rstrip("/") == self.root.rstrip("/"):
+            return own
         parent, name = posixpath.split(path.rstrip("/"))
         if name.startswith(RESERVED_PREFIX):  # never listed, so never answered from a listing
             return None
@@ -310,17 +314,18 @@ class Backend:
             if hit is not None:
                 return hit
             generation = self.cache.generation()
-        entries = self._idempotent(lambda: self._list(path))
+        own, entries = self._idempotent(lambda: self._list(path))
         if self.cache is not None:
-            self.cache.put(path, entries, generation)
+            self.cache.put(path, entries, generation, own)
         return entries
 
-    def _list(self, path: str) -> list[Entry]:
-        """Uncached listing (inside ``_io``), reserved names left out."""
+    def _list(self, path: str) -> tuple[Entry, list[Entry]]:
+        """Uncached: the folder's own entry and its listing, reserved names
+        left out (inside ``_io``)."""
         info = self.fs.info(path)
         if info.get("type") != "directory":
             raise E.NotADirectory("not a folder")
-        return self._entries(path, self.fs.ls(path, detail=True))
+        return self._entry(info, path), self._entries(path, self.fs.ls(path, detail=True))
 
     def _entries(self, path: str, listing: list[dict[str, Any]]) -> list[Entry]:
         base = path.rstrip("/")

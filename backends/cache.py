@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 
 class ListingCache(Generic[T]):
-    """{folder path: listing}, LRU-bounded to ``max_folders``; thread-safe.
+    """{folder path: listing, and the folder's own entry fetched with it},
+    LRU-bounded to ``max_folders``; thread-safe.
 
     A listing fetched while an invalidation happened is not stored (it may
     predate the change), so a slow listing racing a mutation cannot bring a
@@ -31,7 +32,7 @@ class ListingCache(Generic[T]):
         self.ttl_s = ttl_s
         self.max_folders = max_folders
         self.max_entries = max_entries
-        self._data: OrderedDict[str, tuple[float, list[T]]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[float, list[T], T | None]] = OrderedDict()
         self._lock = threading.Lock()
         self._generation = 0
         self.hits = 0
@@ -46,6 +47,16 @@ class ListingCache(Generic[T]):
         return self._generation
 
     def get(self, path: str) -> list[T] | None:
+        """The fresh listing of folder ``path``, or None."""
+        hit = self._fresh(path)
+        return None if hit is None else hit[1]
+
+    def own(self, path: str) -> T | None:
+        """The entry of folder ``path`` itself, kept with its fresh listing, or None."""
+        hit = self._fresh(path)
+        return None if hit is None else hit[2]
+
+    def _fresh(self, path: str) -> tuple[float, list[T], T | None] | None:
         key = self._key(path)
         with self._lock:
             hit = self._data.get(key)
@@ -56,15 +67,17 @@ class ListingCache(Generic[T]):
                 return None
             self._data.move_to_end(key)
             self.hits += 1
-            return hit[1]
+            return hit
 
-    def put(self, path: str, listing: list[T], generation: int) -> None:
+    def put(self, path: str, listing: list[T], generation: int, own: T | None = None) -> None:
+        """Keep ``listing`` of folder ``path`` (and ``own``, the folder's
+        entry) unless an invalidation happened since ``generation``."""
         if len(listing) > self.max_entries:
             return
         with self._lock:
             if generation != self._generation:
                 return
-            self._data[self._key(path)] = (time.monotonic() + self.ttl_s, listing)
+            self._data[self._key(path)] = (time.monotonic() + self.ttl_s, listing, own)
             self._data.move_to_end(self._key(path))
             while len(self._data) > self.max_folders:
                 self._data.popitem(last=False)

@@ -67,18 +67,20 @@ class S3Backend(Backend):
                 return Entry(posixpath.basename(path), path, True)
             raise
 
-    def _list(self, path: str) -> list[Entry]:
-        # One LIST answers both "what is in it" and "is it a folder".
+    def _list(self, path: str) -> tuple[Entry, list[Entry]]:
+        # One LIST answers both "what is in it" and "is it a folder" (a
+        # prefix has no date of its own).
+        own = Entry(posixpath.basename(path.rstrip("/")), path, True)
         try:
             listing = self.fs.ls(path, detail=True)
         except FileNotFoundError:
             if self._is_root(path):
-                return []
+                return own, []
             raise
         base = path.rstrip("/")
         if len(listing) == 1 and listing[0]["name"] == base and listing[0].get("type") != "directory":
             raise E.NotADirectory("not a folder")
-        return self._entries(path, listing)
+        return own, self._entries(path, listing)
 
     def _server_copy(self, src: str, dst: str) -> int | None:
         # s3fs's cp_file HEADs the source for its size first; the listing
