@@ -31,6 +31,8 @@ OP_FIELDS = ("user", "session", "protocol", "op", "paths", "result", "duration_m
 _CHATTY = ("asyncssh", "pyftpdlib", "wsgidav", "cheroot", "urllib3", "botocore", "s3fs", "fsspec", "httpx", "httpcore", "alembic")
 
 _SAFE = re.compile(r"[^\s\"',=\\\x00-\x1f\x7f]+")
+#: Any character that makes a value need quoting (the complement of _SAFE).
+_UNSAFE = re.compile(r"[\s\"',=\\\x00-\x1f\x7f]")
 
 
 def _text_value(value: Any) -> str:
@@ -48,6 +50,17 @@ def _text_value(value: Any) -> str:
 def render_op(op: dict[str, Any]) -> str:
     """``op``'s fields as one ``key=value`` line (values with spaces, commas,
     quotes or control characters JSON-quoted, so the line never breaks)."""
+    try:  # the usual line, checked and built at once
+        user, session, protocol, name, paths, result, ms = (
+            op["user"], op["session"], op["protocol"], op["op"], op["paths"], op["result"], op["duration_ms"])
+        if len(op) == len(OP_FIELDS) and paths.__class__ is list and ms.__class__ is float:
+            joined = ",".join(paths)
+            text = "".join((user, session, protocol, name, joined, result))  # TypeError unless all are text
+            if user and session and protocol and name and result and all(paths) and not _UNSAFE.search(text):
+                return (f"user={user} session={session} protocol={protocol} op={name} paths={joined} "
+                        f"result={result} duration_ms={ms:.1f}")
+    except (KeyError, TypeError):  # a field missing, or not text: each is rendered by its kind below
+        pass
     parts = [f"{k}={_text_value(op[k])}" for k in OP_FIELDS if k in op]
     parts += [f"{k}={_text_value(v)}" for k, v in op.items() if k not in OP_FIELDS]
     return " ".join(parts)

@@ -70,3 +70,17 @@ def test_op_line_time_and_extra_fields(stream):
     assert before - 0.001 <= logged <= time.time()
     assert first.endswith("op=delete paths=/d result=\"background job j9\" duration_ms=500.0 job=j9")
     assert second.endswith("op=delete paths=/f result=ok duration_ms=1.0")  # no empty job field
+
+
+@pytest.mark.parametrize("paths, result, line", [
+    (["/a", "/b"], "ok", "paths=/a,/b result=ok duration_ms=1.5"),
+    (["/a=b"], "ok", 'paths="/a=b" result=ok duration_ms=1.5'),
+    (["/a,b"], "ok", 'paths="/a,b" result=ok duration_ms=1.5'),
+    (["", "/b"], "ok", 'paths="",/b result=ok duration_ms=1.5'),
+    ([], "ok", "paths= result=ok duration_ms=1.5"),
+    (["/ü"], "error: no\tway", 'paths=/ü result="error: no\\tway" duration_ms=1.5'),
+])
+def test_op_line_quotes_exactly_the_values_that_need_it(stream, paths, result, line):
+    setup_logging(Logging(), stream)
+    log_op(Session(User("alice"), "ftp", id="f1"), "delete", paths, result, 0.0015)
+    assert stream.getvalue().rstrip().endswith(f"user=alice session=f1 protocol=ftp op=delete {line}")
