@@ -47,18 +47,35 @@ def _text_value(value: Any) -> str:
     return text if _SAFE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
+_OP_FIELD_SET = frozenset(OP_FIELDS)
+
+
+def _plain_tail(op: dict[str, Any]) -> str | None:
+    """`` key=value`` of each extra field, or None unless every one shows as
+    it is: an int (bytes) or text with nothing to quote (a job id)."""
+    tail = ""
+    for k, v in op.items():
+        if k not in _OP_FIELD_SET:
+            if not (v.__class__ is int or (v.__class__ is str and _SAFE.fullmatch(v))):
+                return None
+            tail += f" {k}={v}"
+    return tail
+
+
 def render_op(op: dict[str, Any]) -> str:
     """``op``'s fields as one ``key=value`` line (values with spaces, commas,
     quotes or control characters JSON-quoted, so the line never breaks)."""
     try:  # the usual line, checked and built at once
         user, session, protocol, name, paths, result, ms = (
             op["user"], op["session"], op["protocol"], op["op"], op["paths"], op["result"], op["duration_ms"])
-        if len(op) == len(OP_FIELDS) and paths.__class__ is list and ms.__class__ is float:
+        if paths.__class__ is list and ms.__class__ is float:
             joined = ",".join(paths)
             text = "".join((user, session, protocol, name, joined, result))  # TypeError unless all are text
-            if user and session and protocol and name and result and all(paths) and not _UNSAFE.search(text):
+            tail = "" if len(op) == len(OP_FIELDS) else _plain_tail(op)
+            if (tail is not None and user and session and protocol and name and result and all(paths)
+                    and not _UNSAFE.search(text)):
                 return (f"user={user} session={session} protocol={protocol} op={name} paths={joined} "
-                        f"result={result} duration_ms={ms:.1f}")
+                        f"result={result} duration_ms={ms:.1f}{tail}")
     except (KeyError, TypeError):  # a field missing, or not text: each is rendered by its kind below
         pass
     parts = [f"{k}={_text_value(op[k])}" for k in OP_FIELDS if k in op]

@@ -84,3 +84,13 @@ def test_op_line_quotes_exactly_the_values_that_need_it(stream, paths, result, l
     setup_logging(Logging(), stream)
     log_op(Session(User("alice"), "ftp", id="f1"), "delete", paths, result, 0.0015)
     assert stream.getvalue().rstrip().endswith(f"user=alice session=f1 protocol=ftp op=delete {line}")
+
+
+def test_op_line_extra_fields_in_the_order_given(stream):
+    setup_logging(Logging(), stream)
+    session = Session(User("alice"), "webdav", id="h1")
+    log_op(session, "upload", ["/a"], "ok", 0.0015, bytes=4096, job="j1")
+    log_op(session, "upload", ["/a"], "ok", 0.0015, bytes=4096, job="j 1")
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("op=upload paths=/a result=ok duration_ms=1.5 bytes=4096 job=j1")
+    assert second.endswith('op=upload paths=/a result=ok duration_ms=1.5 bytes=4096 job="j 1"')
