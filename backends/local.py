@@ -248,26 +248,32 @@ class LocalBackend(Backend):
     def copy_file(self, src: str, dst: str) -> int:
         return self.copy_from(self, src, dst)
 
-    def copy_from(self, source: "LocalBackend", src: str, dst: str) -> int:
+    def copy_from(self, source: LocalBackend, src: str, dst: str, temp_key: str | None = None,
+                  on_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None) -> int:
         """Copy file ``src`` of ``source`` (this backend or another local
         disk, each path checked against its own mount) to ``dst`` here, in
-        the kernel, replacing ``dst`` only once complete; returns its size."""
+        the kernel, replacing ``dst`` only once complete; returns its size.
+        ``temp_key`` names the temporary, as for :meth:`open_write`;
+        ``on_bytes(n)`` reports each block copied and ``check()``, called
+        before each, may raise to abandon the copy (``dst`` is then as it was)."""
         with translated():
             reader = source._reopen(src, os.O_RDONLY)
+        try:
+            with translated():
+                writer, tmp = self._create_temp(dst, temp_key)
             try:
-                writer, tmp = self._create_temp(dst, None)
                 try:
-                    try:
-                        size = _copy_descriptor(reader, writer)
-                    finally:
-                        os.close(writer)
+                    size = _copy_descriptor(reader, writer, on_bytes, check)
+                finally:
+                    os.close(writer)
+                with translated():
                     self._place(tmp, dst)
-                except BaseException:
-                    with suppress(OSError, E.GatewayError):
-                        self._drop_temp(tmp, dst)
-                    raise
-            finally:
-                os.close(reader)
+            except BaseException:
+                with suppress(OSError, E.GatewayError):
+                    self._drop_temp(tmp, dst)
+                raise
+        finally:
+            os.close(reader)
         return size
 
     def set_mtime(self, path: str, mtime: float) -> bool:
@@ -310,22 +316,32 @@ def _resolved_missing(path: str) -> str:
     return os.path.join(_resolved(parent), name) if parent and parent != path else path
 
 
-#: Bytes per kernel copy call (a 1 GiB copy is a few calls).
-_COPY_BLOCK = 1 << 30
+#: Bytes per kernel copy call: a large file's copy reports progress and can
+#: be stopped between blocks.
+COPY_BLOCK = 64 << 20
 
 
-def _copy_descriptor(reader: int, writer: int) -> int:
+def _copy_descriptor(reader: int, writer: int, on_bytes: Callable[[int], None] | None = None,
+                     check: Callable[[], None] | None = None) -> int:
     """Copy what ``reader`` holds to ``writer`` inside the kernel
     (``copy_file_range``: a reflink where the filesystem shares blocks,
     ``sendfile`` where the kernel refuses it across filesystems); returns
-    the bytes copied."""
-    total = 0
-    try:
-        while n := os.copy_file_range(reader, writer, _COPY_BLOCK):
-            total += n
-    except OSError as exc:
-        if total or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-        while n := os.sendfile(writer, reader, None, _COPY_BLOCK):
-            total += n
-    return total
+    the bytes copied. What ``check`` raises passes untranslated."""
+    total, sendfile = 0, False
+    while True:
+        if check:
+            check()
+        with translated():
+            try:
+                n = (os.sendfile(writer, reader, None, COPY_BLOCK) if sendfile
+                     else os.copy_file_range(reader, writer, COPY_BLOCK))
+            except OSError as exc:
+                if sendfile or total or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                sendfile = True
+                continue
+        if not n:
+            return total
+        total += n
+        if on_bytes:
+            on_bytes(n)

@@ -13,12 +13,7 @@ from backends.base import CHUNK, Backend
 from backends.local import LocalBackend
 from gateway.errors import BackendError, BackendUnavailable
 
-__all__ = ["copy_file", "same_storage"]
-
-
-def same_storage(a: Backend, b: Backend) -> bool:
-    """Whether a copy from ``a`` to ``b`` can stay inside the storage."""
-    return (a is b and a.capabilities.server_copy) or (isinstance(a, LocalBackend) and isinstance(b, LocalBackend))
+__all__ = ["copy_file"]
 
 
 def copy_file(src: Backend, src_path: str, dst: Backend, dst_path: str, *,
@@ -33,11 +28,10 @@ def copy_file(src: Backend, src_path: str, dst: Backend, dst_path: str, *,
     Raises BackendError when the copy's size differs from the
     source's (a truncated transfer is never committed).
     """
-    if same_storage(src, dst):
-        if isinstance(dst, LocalBackend) and isinstance(src, LocalBackend):  # each checks its own path
-            size = dst.copy_from(src, src_path, dst_path)
-        else:
-            size = dst.copy_file(src_path, dst_path)
+    if isinstance(dst, LocalBackend) and isinstance(src, LocalBackend):  # each mount checks its own path
+        return dst.copy_from(src, src_path, dst_path, temp_key=temp_key, on_bytes=on_bytes, check=check)
+    if src is dst and src.capabilities.server_copy:
+        size = dst.copy_file(src_path, dst_path)
         if on_bytes:
             on_bytes(size)
         return size

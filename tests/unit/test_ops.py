@@ -413,6 +413,41 @@ def test_copy_and_move_between_two_local_disks(tmp_path, s):
         g.close()
 
 
+def test_a_local_copy_reports_each_block_and_stops_between_blocks(tmp_path, monkeypatch):
+    """A large file copied on local disk shows progress block by block, and a
+    job's stop lands between blocks: the destination is left as it was, with
+    no temporary behind, and the stop is not mistaken for a storage error."""
+    import backends.local
+    from gateway.transfer import copy_file
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setattr(backends.local, "COPY_BLOCK", 1000)
+    a, b = tmp_path / "a", tmp_path / "b"
+    g = Gateway.build({"/": f"file://{a}", "/b": f"file://{b}"}, tmp_path / "var").start()
+    try:
+        src, dst = g.namespace.resolve("/")[0].backend, g.namespace.resolve("/b")[0].backend
+        (a / "big").write_bytes(b"x" * 3500)
+        seen: list[int] = []
+        assert copy_file(src, str(a / "big"), dst, str(b / "big"), on_bytes=seen.append) == 3500
+        assert seen == [1000, 1000, 1000, 500] and (b / "big").read_bytes() == b"x" * 3500
+
+        (b / "big").write_bytes(b"old")
+        checks: list[int] = []
+
+        def check():
+            checks.append(1)
+            if len(checks) == 3:
+                raise Stop()
+
+        with pytest.raises(Stop):
+            copy_file(src, str(a / "big"), dst, str(b / "big"), check=check)
+        assert [p.name for p in b.iterdir()] == ["big"] and (b / "big").read_bytes() == b"old"
+    finally:
+        g.close()
+
+
 def test_dead_properties_follow_whatever_protocol_moves_copies_or_deletes(gw, s):
     """A file's WebDAV properties go with a rename made through the core (as
     FTP and SFTP make them), are copied with a copy, and go away with a
