@@ -249,13 +249,16 @@ class LocalBackend(Backend):
         return self.copy_from(self, src, dst)
 
     def copy_from(self, source: LocalBackend, src: str, dst: str, temp_key: str | None = None,
-                  on_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None) -> int:
+                  on_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
+                  expected_size: int | None = None) -> int:
         """Copy file ``src`` of ``source`` (this backend or another local
         disk, each path checked against its own mount) to ``dst`` here, in
         the kernel, replacing ``dst`` only once complete; returns its size.
         ``temp_key`` names the temporary, as for :meth:`open_write`;
         ``on_bytes(n)`` reports each block copied and ``check()``, called
-        before each, may raise to abandon the copy (``dst`` is then as it was)."""
+        before each, may raise to abandon the copy (``dst`` is then as it
+        was). Raises BackendError, placing nothing, when the copy's size is
+        not ``expected_size`` (the source changed while it was copied)."""
         with translated():
             reader = source._reopen(src, os.O_RDONLY)
         try:
@@ -266,6 +269,8 @@ class LocalBackend(Backend):
                     size = _copy_descriptor(reader, writer, on_bytes, check)
                 finally:
                     os.close(writer)
+                if expected_size is not None and size != expected_size:
+                    raise E.BackendError(f"copy of {src} is {size} bytes, source has {expected_size}; not committed")
                 with translated():
                     self._place(tmp, dst)
             except BaseException:

@@ -29,7 +29,8 @@ def copy_file(src: Backend, src_path: str, dst: Backend, dst_path: str, *,
     source's (a truncated transfer is never committed).
     """
     if isinstance(dst, LocalBackend) and isinstance(src, LocalBackend):  # each mount checks its own path
-        return dst.copy_from(src, src_path, dst_path, temp_key=temp_key, on_bytes=on_bytes, check=check)
+        return dst.copy_from(src, src_path, dst_path, temp_key=temp_key, on_bytes=on_bytes, check=check,
+                             expected_size=expected_size)
     if src is dst and src.capabilities.server_copy:
         size = dst.copy_file(src_path, dst_path)
         if on_bytes:

@@ -416,7 +416,8 @@ def test_copy_and_move_between_two_local_disks(tmp_path, s):
 def test_a_local_copy_reports_each_block_and_stops_between_blocks(tmp_path, monkeypatch):
     """A large file copied on local disk shows progress block by block, and a
     job's stop lands between blocks: the destination is left as it was, with
-    no temporary behind, and the stop is not mistaken for a storage error."""
+    no temporary behind, and the stop is not mistaken for a storage error. A
+    copy whose size is not the source's (it changed meanwhile) is not placed."""
     import backends.local
     from gateway.transfer import copy_file
 
@@ -443,6 +444,9 @@ def test_a_local_copy_reports_each_block_and_stops_between_blocks(tmp_path, monk
 
         with pytest.raises(Stop):
             copy_file(src, str(a / "big"), dst, str(b / "big"), check=check)
+        assert [p.name for p in b.iterdir()] == ["big"] and (b / "big").read_bytes() == b"old"
+        with pytest.raises(E.BackendError, match="3500 bytes, source has 4000"):  # it changed since its stat
+            copy_file(src, str(a / "big"), dst, str(b / "big"), expected_size=4000)
         assert [p.name for p in b.iterdir()] == ["big"] and (b / "big").read_bytes() == b"old"
     finally:
         g.close()
