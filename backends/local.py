@@ -7,12 +7,12 @@ the folder on the host can, so a path that leads outside the mount's folder
 through a link is refused (PermissionDenied) and such links are left out of
 listings, unless the mount sets ``follow_links``. The check resolves the
 path through the kernel (one ``open(O_PATH)`` and a ``readlink`` of it), and
-the call that follows goes through that descriptor: reads, stats and
-listings through the object's own, changes (create, write, rename, delete)
-through its folder's, naming only the last part, which these calls never
-follow. A link swapped in after the check is therefore never followed
-(``openat2`` with ``RESOLVE_BENEATH`` is not in the os module); a link
-itself can be deleted, renamed or replaced, its target is never touched.
+the call that follows goes through that descriptor: reads, stats, listings
+and times through the object's own, changes (create, write, copy, rename,
+delete) through its folder's, naming only the last part, which these calls
+never follow. A link swapped in after the check is therefore never followed
+(``openat2`` with ``RESOLVE_BENEATH`` is not in the os module); this backend
+deletes, renames or replaces a link itself, never its target.
 """
 
 from __future__ import annotations
