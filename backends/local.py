@@ -167,7 +167,9 @@ class LocalBackend(Backend):
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
 
     def _drop_temp(self, tmp: str, path: str) -> None:
-        with self._folder_of(path) as (folder, _):
+        """Remove temporary ``tmp`` beside ``path``; best effort, never raises
+        (what cannot be removed keeps its reserved, hidden name)."""
+        with suppress(OSError, E.GatewayError), self._folder_of(path) as (folder, _):
             os.unlink(tmp, dir_fd=folder)
 
     def open_write(self, path: str, offset: int = 0, temp_key: str | None = None) -> Writer:
@@ -184,8 +186,7 @@ class LocalBackend(Backend):
             try:
                 self._place(tmp, path)
             except BaseException:
-                with suppress(OSError, E.GatewayError):
-                    self._drop_temp(tmp, path)
+                self._drop_temp(tmp, path)
                 raise
             return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
 
@@ -274,8 +275,7 @@ class LocalBackend(Backend):
                 with translated():
                     self._place(tmp, dst)
             except BaseException:
-                with suppress(OSError, E.GatewayError):
-                    self._drop_temp(tmp, dst)
+                self._drop_temp(tmp, dst)
                 raise
         finally:
             os.close(reader)

@@ -30,8 +30,7 @@ OP_FIELDS = ("user", "session", "protocol", "op", "paths", "result", "duration_m
 #: Libraries that log every command at INFO; quiet unless we debug.
 _CHATTY = ("asyncssh", "pyftpdlib", "wsgidav", "cheroot", "urllib3", "botocore", "s3fs", "fsspec", "httpx", "httpcore", "alembic")
 
-_SAFE = re.compile(r"[^\s\"',=\\\x00-\x1f\x7f]+")
-#: Any character that makes a value need quoting (the complement of _SAFE).
+#: Any character that makes a value need quoting (an empty value needs it too).
 _UNSAFE = re.compile(r"[\s\"',=\\\x00-\x1f\x7f]")
 
 
@@ -44,7 +43,7 @@ def _text_value(value: Any) -> str:
         return f"{value:.1f}"
     else:
         text = "" if value is None else str(value)
-    return text if _SAFE.fullmatch(text) else json.dumps(text, ensure_ascii=False)
+    return text if text and not _UNSAFE.search(text) else json.dumps(text, ensure_ascii=False)
 
 
 _OP_FIELD_SET = frozenset(OP_FIELDS)
@@ -56,7 +55,7 @@ def _plain_tail(op: dict[str, Any]) -> str | None:
     tail = ""
     for k, v in op.items():
         if k not in _OP_FIELD_SET:
-            if not (v.__class__ is int or (v.__class__ is str and _SAFE.fullmatch(v))):
+            if not (v.__class__ is int or (v.__class__ is str and v and not _UNSAFE.search(v))):
                 return None
             tail += f" {k}={v}"
     return tail

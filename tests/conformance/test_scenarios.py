@@ -21,7 +21,7 @@ def gw(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("conformance")
     r = start_gateway(tmp, ("ftp", "sftp", "http"), budget_ms=int(BUDGET_S * 1000),
                       users={"bob": {"permissions": ["list", "download"]}},
-                      mounts={"/": f"file://{tmp / 'data'}",
+                      mounts={"/": f"file://{tmp / 'data'}", "/disk2": f"file://{tmp / 'disk2'}",
                               "/slow": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})})
     yield r
     r.close()
@@ -63,6 +63,21 @@ def test_upload_list_download_byte_for_byte(connect, base):
     assert c.ls(base) == sorted(payloads)
     for name, data in payloads.items():
         assert c.get(f"{base}/{name}") == data
+
+
+def test_moves_between_two_local_disks(connect, base):
+    """A file and a folder moved from one local-disk mount to another (each
+    checks its own paths) arrive byte for byte and leave the source."""
+    c = connect()
+    c.put(f"{base}/f.txt", b"one")
+    c.mkdir(f"{base}/d")
+    c.put(f"{base}/d/g.txt", b"two")
+    dst = f"/disk2{base}"
+    c.mkdir(dst)
+    c.rename(f"{base}/f.txt", f"{dst}/f.txt")
+    c.rename(f"{base}/d", f"{dst}/d")
+    assert c.ls(base) == [] and c.ls(dst) == ["d", "f.txt"]
+    assert c.get(f"{dst}/f.txt") == b"one" and c.get(f"{dst}/d/g.txt") == b"two"
 
 
 def test_folders_rename_delete(connect, base):
