@@ -336,6 +336,9 @@ class Http(_Model):
     keyfile: OptFsPath = None
     threads: PositiveInt = 32
     propfind_infinity: Bool = False
+    #: bytes (name and value) of one WebDAV dead property, and of all of one file's or folder's
+    max_property_bytes: PositiveInt = 64 << 10
+    max_resource_property_bytes: PositiveInt = 1 << 20
     #: seconds one /api/v1/events stream stays open before the client reconnects
     events_window_s: PositiveFloat = 60.0
 

@@ -30,7 +30,7 @@ from gateway.transfer import copy_file
 from gateway.types import Entry, Session
 from gateway.view import HIDDEN, View
 
-__all__ = ["Operations", "Outcome", "Upload", "Policy"]
+__all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
 
 
 #: A single file up to this size is copied inline rather than as a job.
@@ -48,6 +48,15 @@ class Policy:
 
     def budget_s(self, protocol: str) -> float:
         return (self.per_protocol or {}).get(protocol, self.default_s)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may make the core keep: dead properties (bytes of
+    name and value) per property and per file or folder."""
+
+    property_bytes: int = 64 << 10
+    resource_property_bytes: int = 1 << 20
 
 
 @dataclass
@@ -142,7 +151,7 @@ class Upload:
 
 class Operations:
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: Dispatcher, view: View,
-                 policy: Policy, monitor_ttl_s: float = 3600.0) -> None:
+                 policy: Policy, monitor_ttl_s: float = 3600.0, limits: Limits = Limits()) -> None:
         self.namespace = namespace
         #: WebDAV locks and dead properties; the properties follow every
         #: move, copy and delete made here (a job's at its commit).
@@ -153,6 +162,7 @@ class Operations:
         self.view = view
         self.policy = policy
         self.monitor_ttl_s = monitor_ttl_s
+        self.limits = limits
 
     # -- helpers ------------------------------------------------------------------
 
@@ -166,6 +176,16 @@ class Operations:
     def _require(self, session: Session, permission: str, u: str) -> None:
         if not session.user.allowed(permission, u):
             raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed)", u)
+
+    def _require_tree(self, session: Session, permission: str, u: str) -> None:
+        """``permission`` on ``u`` and on every path below it that has a rule
+        of its own: what an operation on a whole tree needs. Raises
+        PermissionDenied naming the path that refuses it."""
+        refused = session.user.refused_in_tree(permission, u)
+        if refused == u:
+            raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed)", u)
+        if refused is not None:
+            raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed on {refused})", u)
 
     @staticmethod
     def _at(exc: E.GatewayError, u: str) -> E.GatewayError:
@@ -385,8 +405,8 @@ class Operations:
             if existing is not None:
                 if existing.is_dir:
                     raise E.IsADirectory(f"{u}: is a folder", u)
-                if offset == 0:
-                    self._require(session, "overwrite", u)
+                # Resuming, appending or rewriting changes what is there.
+                self._require(session, "overwrite", u)
             elif offset:
                 raise E.NotFound(f"{u}: cannot resume, no such file", u)
             if self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
@@ -431,6 +451,36 @@ class Operations:
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
+    def set_property(self, session: Session, path: str, name: str, value: str | None, *,
+                     dry_run: bool = False) -> None:
+        """Set (``value`` a serialised XML element) or remove (None) a dead
+        property of a file or folder: a change of the resource, allowed as a
+        content write is (``overwrite``) and refused on a path a job owns.
+        Raises PermissionDenied, NotFound, Busy, and QuotaExceeded when the
+        name or value is over ``limits.property_bytes`` or the resource's
+        properties would exceed ``limits.resource_property_bytes``."""
+        u, g = self._paths(session, path)
+        try:
+            self._require(session, "overwrite", u)
+            self._busy([g], session=session)
+            self._stat_g(session, g)
+            if value is None:
+                if not dry_run:
+                    self.davstate.remove_prop(g, name)
+                return
+            size = len(name.encode()) + len(value.encode())
+            if size > self.limits.property_bytes:
+                raise E.QuotaExceeded(f"{u}: property {name} is {size} bytes; at most "
+                                      f"{self.limits.property_bytes} are kept", u)
+            others = sum(len(k.encode()) + len(v.encode()) for k, v in self.davstate.props(g).items() if k != name)
+            if others + size > self.limits.resource_property_bytes:
+                raise E.QuotaExceeded(f"{u}: its properties would take {others + size} bytes; at most "
+                                      f"{self.limits.resource_property_bytes} are kept per file or folder", u)
+            if not dry_run:
+                self.davstate.set_prop(g, name, value)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
     def delete(self, session: Session, path: str, *, recursive: bool = False, folder: bool | None = None,
                budget_s: float | None = None, cwd: str = "/") -> Outcome:
         """Delete a file, or a folder (``recursive`` for a non-empty one: a job
@@ -440,7 +490,7 @@ class Operations:
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
-            self._require(session, "delete", u)
+            self._require_tree(session, "delete", u)
             if g == "/" or g == session.user.home:
                 raise E.PermissionDenied(f"{u}: the home folder cannot be deleted", u)
             self._protect_mounts(g, u)
@@ -490,11 +540,15 @@ class Operations:
         su, sg = self._paths(session, src, cwd)
         du, dg = self._paths(session, dst, cwd)
         try:
+            # A move takes the whole source tree out of its rules and puts
+            # it under the destination's: both places must allow it.
             perm = "rename" if op == "move" else "copy"
-            self._require(session, perm, su)
-            self._require(session, perm, du)
-            if op == "copy":
-                self._require(session, "download", su)
+            if op == "move":
+                self._require_tree(session, perm, su)
+            else:
+                self._require(session, perm, su)
+                self._require_tree(session, "download", su)
+            self._require_tree(session, perm, du)
             self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [], session=session)
             entry = self._stat_g(session, sg)
             if sg == dg:
@@ -515,7 +569,9 @@ class Operations:
             if existing is not None:
                 if not overwrite:
                     raise E.AlreadyExists(f"{du}: already exists", du)
-                self._require(session, "overwrite", du)
+                self._require_tree(session, "overwrite", du)
+                if existing.is_dir:  # the tree it replaces is deleted
+                    self._require_tree(session, "delete", du)
             smount, sbp = self._resolve_one(session, sg)
             dmount, dbp = self.namespace.resolve(dg)
             outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s, started)
