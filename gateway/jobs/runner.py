@@ -102,14 +102,19 @@ class JobRunner:
         """Finish the rollbacks that could not reach their storage: until one
         succeeds, the job's overlay keeps its partial destination hidden."""
         for job in self.store.overlays():
-            if job.phase != "rollback":
-                continue
-            try:
-                done = _Run(self, job).rollback()
-            except E.GatewayError:
-                done = False
-            if done and self.store.end_rollback(job):
-                log.info("job %s: partial destination removed after all", job.id)
+            if job.phase == "rollback":
+                self.rollback(job)
+
+    def rollback(self, job: Job) -> bool:
+        """Remove what ``job`` (ended before commit, phase ``rollback``)
+        wrote, and release its paths; False when the storage refused."""
+        try:
+            done = _Run(self, job).rollback()
+        except E.GatewayError:
+            done = False
+        if done and self.store.end_rollback(job):
+            log.info("job %s: what it wrote is removed", job.id)
+        return done
 
 
 class _Run:
