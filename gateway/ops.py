@@ -24,7 +24,7 @@ from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
 from gateway.logs import log_op
-from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise,
+from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise, overlaps,
                                parent_of, to_global, to_user)
 from gateway.transfer import copy_file
 from gateway.types import Entry, Session
@@ -204,12 +204,25 @@ class Operations:
         log_op(session, op, paths, result, seconds, **extra)
 
     def _busy(self, write: builtins.list[str], read: builtins.list[str] | tuple[()] = (),
-              session: Session | None = None) -> None:
+              session: Session | None = None, same: tuple[str, str, str | None] | None = None) -> Job | None:
+        """Raises Busy, naming the path that collides and the job, when an
+        active job owns a path this operation would change (``write``) or
+        needs unchanged (``read``). Returns that job instead when it is this
+        very operation (``same``: operation, global source and destination)
+        of this user, not yet ended: a client's retry attaches to it."""
         job = self.view.conflict(write, read)
-        if job is not None:
-            shown = self._user(session, write[0]) if session else write[0]
-            raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation}); try again when it is done",
-                         shown)
+        if job is None:
+            return None
+        if (same is not None and session is not None and job.owner == session.user.name
+                and (job.operation, job.src, job.dst) == same and job.phase in ("prepare", "cleanup")):
+            return job
+        owned = [p for p in (job.src, job.dst) if p]
+        hit = next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0])
+        shown = self._user(session, hit) if session and is_under(hit, session.user.home) else hit
+        what = " -> ".join(self._user(session, p) if session and is_under(p, session.user.home) else p
+                           for p in owned)
+        raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation} {what}); "
+                     "try again when it is done", shown)
 
     def _physical(self, g: str) -> Entry:
         """Stat a global path on its storage (no overlay). Raises NotFound."""
@@ -494,7 +507,11 @@ class Operations:
             if g == "/" or g == session.user.home:
                 raise E.PermissionDenied(f"{u}: the home folder cannot be deleted", u)
             self._protect_mounts(g, u)
-            self._busy([g], session=session)
+            attached = self._busy([g], session=session, same=("delete", g, None))
+            if attached is not None:
+                outcome = self._await(session, attached, budget_s, started)
+                self._log(session, "delete", [u], self._result(outcome), started, job=outcome.job_id)
+                return outcome
             entry = self._stat_g(session, g)
             if folder is True and not entry.is_dir:
                 raise E.NotADirectory(f"{u}: not a folder", u)
@@ -549,7 +566,12 @@ class Operations:
                 self._require(session, perm, su)
                 self._require_tree(session, "download", su)
             self._require_tree(session, perm, du)
-            self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [], session=session)
+            attached = self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [],
+                                  session=session, same=(op, sg, dg))
+            if attached is not None:
+                outcome = self._await(session, attached, budget_s, started)
+                self._log(session, op, [su, du], self._result(outcome), started, job=outcome.job_id)
+                return outcome
             entry = self._stat_g(session, sg)
             if sg == dg:
                 if op == "move":
@@ -631,18 +653,24 @@ class Operations:
                   session_id=session.id, protocol=session.protocol)
         self.store.create(job)
         self.dispatcher.enqueue(job)
+        return self._await(session, job, budget_s, started)
+
+    def _await(self, session: Session, job: Job, budget_s: float | None, started: float) -> Outcome:
+        """``job``'s outcome once it ends within the budget, else a
+        backgrounded one. Raises the job's error, or Conflict when it was
+        stopped or cancelled."""
         budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
         budget -= time.monotonic() - started
         # A delete via the trash is done for every client once committed;
         # emptying the trash is not the client's wait.
-        job = self.dispatcher.wait(job_id, budget, committed=job.via_trash) if budget > 0 else job
+        job = self.dispatcher.wait(job.id, budget, committed=job.via_trash) if budget > 0 else job
         if job.state == "completed" or (job.via_trash and job.committed and job.state == "running"):
-            return Outcome(self._exists(session, dst or src), job, False)
+            return Outcome(self._exists(session, job.dst or job.src), job, False, replaced=job.dst_existed)
         if job.state == "failed":
             raise E.by_name(job.error_type or "BackendError")(job.error or "job failed")
         if job.state in ("stopped", "cancelled"):
             raise E.Conflict(f"job {job.id} was {job.state}")
-        return Outcome(None, job, True)
+        return Outcome(None, job, True, replaced=job.dst_existed)
 
     def _visible_job(self, session: Session, job_id: str) -> Job:
         job = self.store.get(job_id)

@@ -633,3 +633,91 @@ def test_an_enqueued_job_wakes_one_worker_of_its_queue(tmp_path):
         assert claims == [["delete"], ["delete"]], claims
     finally:
         g.close()
+
+
+def test_cancel_of_a_retrying_job_removes_what_it_wrote(tmp_path):
+    """A copy that failed part-way waits for its retry; cancelled then, the
+    files it had copied are removed before the cancel returns, for everyone."""
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, max_attempts=5, step_retries=0,
+              retry_backoff_s=30.0)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=40)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*/f038"  # the copy fails there, after other files are written
+        out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
+        deadline = time.monotonic() + 30
+        while (job := g.store.get(out.job_id)).state != "queued" or not job.attempts:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.02)
+        assert job.items_done > 2 and len(dst.listing(dst.join("tree"))) > 2
+        dst.fs.fail_glob = None
+        job = g.ops.cancel_job(a, out.job_id)
+        assert job.state == "cancelled" and job.phase == "prepare"
+        assert not dst.exists(dst.join("tree"))  # nothing half-copied is left
+        for s in (a, b):
+            assert names(g.ops, s, "/b") == []
+        g.ops.mkdir(b, "/b/tree")  # and the path is free
+    finally:
+        g.close()
+
+
+def test_cancel_of_a_committed_job_is_refused_and_it_finishes(tmp_path):
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, max_attempts=5, step_retries=0,
+              retry_backoff_s=0.5)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/a/tree", n=20)
+        src = g.namespace.resolve("/a")[0].backend
+        out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
+        while not g.store.get(out.job_id).committed:
+            time.sleep(0.01)
+        with pytest.raises(E.InvalidState, match="committed, finishing cleanup"):
+            g.ops.cancel_job(a, out.job_id)
+        with pytest.raises(E.InvalidState, match="committed, finishing cleanup"):
+            g.ops.stop_job(a, out.job_id)
+        job = wait(g, out.job_id)
+        assert job.state == "completed" and not src.exists(src.join("tree"))
+        g.ops.mkdir(a, "/a/tree")  # no path stays busy
+    finally:
+        g.close()
+
+
+def test_a_stop_replies_once_the_job_is_stopped(tmp_path):
+    g = build(tmp_path, mounts={"/": slow(20)})
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, n=40)
+        out = g.ops.copy(a, "/tree", "/c", budget_s=0)
+        while g.store.get(out.job_id).state != "running":
+            time.sleep(0.01)
+        assert g.ops.stop_job(a, out.job_id).state == "stopped"
+    finally:
+        g.close()
+
+
+def test_the_same_operation_sent_again_attaches_to_its_job(gw):
+    """A client that lost its connection sends the same move again (from a
+    new session): one job, and the retry answers with it."""
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    first = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    again = gw.ops.move(Session(ALICE, "ftp"), "/tree", "/moved", budget_s=0)
+    assert again.backgrounded and again.job_id == first.job_id
+    done = gw.ops.move(Session(ALICE, "webdav"), "/tree", "/moved", budget_s=60)
+    assert done.job_id == first.job_id and not done.backgrounded and done.entry is not None
+    assert [j.id for j in gw.ops.list_jobs(a)] == [first.job_id]
+    assert names(gw.ops, a) == ["moved"]
+
+
+def test_busy_names_the_path_that_collides_and_the_job(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    with pytest.raises(E.Busy) as err:  # the copy's destination is free: its source is not
+        gw.ops.copy(a, "/tree/f001", "/acopy")
+    assert err.value.path == "/tree/f001"
+    assert out.job_id in err.value.message and "move /tree -> /moved" in err.value.message
+    with pytest.raises(E.Busy):  # another user's same request does not attach
+        gw.ops.move(Session(User("bob"), "ftp"), "/tree", "/moved")
+    wait(gw, out.job_id)
