@@ -11,6 +11,7 @@ budget before the reply says "backgrounded".
 from __future__ import annotations
 
 import builtins
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -163,6 +164,14 @@ class Operations:
         self.policy = policy
         self.monitor_ttl_s = monitor_ttl_s
         self.limits = limits
+        self._change_counter = itertools.count(1)
+        self._changes = 0
+
+    def change_stamp(self) -> tuple[int, int]:
+        """A value that changes whenever something made through this
+        gateway changed the tree (an operation, a job's step): what a front
+        end cached before answers for nothing after it changed."""
+        return self._changes, self.store.generation
 
     # -- helpers ------------------------------------------------------------------
 
@@ -200,6 +209,8 @@ class Operations:
              **extra: Any) -> None:
         """One log line and one metrics sample per operation."""
         seconds = time.monotonic() - started
+        if not result.startswith("error"):
+            self._changes = next(self._change_counter)
         metrics.record_op(session.protocol, op, not result.startswith("error"), seconds, extra.get("bytes", 0))
         log_op(session, op, paths, result, seconds, **extra)
 
@@ -460,7 +471,9 @@ class Operations:
             self._busy([g], session=session)
             self._stat_g(session, g)
             mount, bp = self.namespace.resolve(g)
-            return mount.backend.set_mtime(bp, mtime)
+            kept = mount.backend.set_mtime(bp, mtime)
+            self._changes = next(self._change_counter)
+            return kept
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
