@@ -721,3 +721,14 @@ def test_busy_names_the_path_that_collides_and_the_job(gw):
     with pytest.raises(E.Busy):  # another user's same request does not attach
         gw.ops.move(Session(User("bob"), "ftp"), "/tree", "/moved")
     wait(gw, out.job_id)
+
+
+def test_locks_below_a_moved_folder_go_when_the_job_commits(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    dav = gw.ops.davstate
+    dav.put_lock("tok-1", "/tree/f001", {"root": "/tree/f001"}, time.time() + 600)
+    out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    assert out.backgrounded and dav.locks("/tree", include_children=True)  # not yet for everyone
+    assert wait(gw, out.job_id).state == "completed"
+    assert dav.locks("/", include_children=True) == []
