@@ -227,6 +227,13 @@ class _Resource:
                 self.ops.set_mtime(self.session, dest_path, float(seconds))
         return True
 
+    def prevent_locking(self) -> bool:
+        """A LOCK is a write intent: refused where this user may not change
+        the resource (403) or a job owns it (423)."""
+        with translated(self.environ):
+            self.ops.check_change(self.session, self.path)
+        return False
+
     # -- COPY / MOVE / DELETE -----------------------------------------------------------
 
     def handle_delete(self) -> bool | list:

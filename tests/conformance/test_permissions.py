@@ -125,6 +125,8 @@ REFUSED: list[tuple[str, str, tuple[str, ...], Callable]] = [
      lambda d, r: d.move_over(f"{r}/dir/d.txt", f"{r}/f.txt")),
     ("a dead property is written on a read-only path", "rosub", ("webdav",),
      lambda d, r: d.proppatch(f"{r}/proj/keep/k.txt", "note", "x")),
+    ("a file on a read-only path is locked against its writers", "rosub", ("webdav",),
+     lambda d, r: d.lock(f"{r}/proj/keep/k.txt")),
 ]
 
 
@@ -142,6 +144,7 @@ def test_refused_and_nothing_changes(gw, proto, connect, root, user, protocols, 
     assert err.value.kind == "denied", err.value
     assert snapshot(gw.data) == before
     assert gw.ops.davstate.props(f"{root}/proj/keep/k.txt") == {}
+    assert gw.ops.davstate.locks(root, include_children=True) == []
 
 
 #: What the same users may still do: rules below other paths do not get in the way.
