@@ -340,17 +340,18 @@ def test_connection_limits_idle_timeout_and_masquerade_address(gateway_factory):
     other = connect("127.0.0.2")
     try:
         first.login("alice", PW)
-        # a third connection from the same address is refused at once ...
+        second.login("alice", PW)
+        # a third session from the same address is refused at login ...
         with pytest.raises(ftplib.error_temp, match="421"):
             connect().login("alice", PW)
-        # ... and a fourth from anywhere once three are open
+        # ... and a fourth from anywhere once three are logged in
         other.login("alice", PW)
         with pytest.raises(ftplib.error_temp, match="421"):
             connect("127.0.0.3").login("alice", PW)
         # passive replies name the public address, not the one connected to
         assert "(203,0,113,7," in first.sendcmd("PASV")
         # a control connection idle for longer than idle_timeout_s is closed
-        second.login("alice", PW)
+        second.voidcmd("NOOP")
         time.sleep(2.5)
         with pytest.raises((ftplib.error_temp, EOFError, ConnectionError)):
             second.voidcmd("NOOP")
