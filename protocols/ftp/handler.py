@@ -47,7 +47,7 @@ _PROTECT_DATA = "522 Data connection must be protected: send PBSZ 0 and PROT P f
 
 class _Verbatim(str):
     """A reply text pyftpdlib sends as it is (it capitalises a login
-    failure's text, which lowercases every other letter)."""
+    failure's text, which lowercases every letter but the first)."""
 
     def capitalize(self) -> "_Verbatim":
         return self
@@ -81,7 +81,7 @@ class _Authorizer:
             raise AuthenticationFailed(str(exc)) from None
         except E.AuthenticationFailed as exc:
             hint = " Accounts that must use TLS: send AUTH TLS first." if plain and handler.offers_tls else ""
-            raise AuthenticationFailed(_Verbatim(f"{str(exc).capitalize()}.{hint}")) from None
+            raise AuthenticationFailed(f"{str(exc).capitalize()}.{hint}") from None
         handler.session = Session(user, "ftp", remote)
 
     def get_home_dir(self, username: str) -> str:
@@ -203,6 +203,9 @@ class _GatewayMixin:
             self._login_timer.cancel()
         super().handle_auth_success(home, password, msg_login)  # type: ignore[misc]
         metrics.session_opened("ftp")
+
+    def handle_auth_failed(self, msg: str, password: str) -> None:
+        super().handle_auth_failed(_Verbatim(msg[:1].upper() + msg[1:]), password)  # type: ignore[misc]
 
     def on_logout(self, username: str) -> None:
         if self.session is not None:
