@@ -22,7 +22,6 @@ from conftest import PASSWORDS
 from gateway import metrics
 
 pytestmark = pytest.mark.timeout(120)
-PW = PASSWORDS["alice"]
 
 
 # ---------------------------------------------------------------- helpers
