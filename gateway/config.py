@@ -306,6 +306,12 @@ class Ftp(_Model):
     max_connections: PositiveInt = 512
     max_connections_per_ip: PositiveInt = 32
     idle_timeout_s: PositiveInt = 300
+    #: A connection not logged in counts against these, not the two above,
+    #: and is closed (421) when it has not logged in after login_timeout_s.
+    login_timeout_s: PositiveInt = 10
+    max_unauthenticated: PositiveInt = 128
+    max_unauthenticated_per_ip: PositiveInt = 16
+    max_line_bytes: Annotated[int, BeforeValidator(_int_check(512, 65536))] = 2048
 
     @property
     def passive_range(self) -> range:
