@@ -87,7 +87,7 @@ class MonitorResource:
         if not job.terminal:
             resp.status = falcon.HTTP_202
             resp.media = {"id": job.id, "operation": operation, "percentageComplete": job.percentage,
-                          "status": "inProgress"}
+                          "sizeKnown": job.enumerated, "status": "inProgress"}
             return
         if job.state == "completed":
             owner = self.gw.auth.get(job.owner)

@@ -132,6 +132,10 @@ class _Run:
         self._pending_state = ""
         self._cursor = 0  # last journaled item handed to transfer in this attempt
         self._bytes_lock = threading.Lock()
+        #: Bytes already in bytes_done that a step will copy again (a file
+        #: retried, or one an interrupted attempt had begun): they are not
+        #: counted twice, so progress neither goes back nor past the total.
+        self._credit = 0
 
     # -- control -------------------------------------------------------------
 
@@ -254,6 +258,10 @@ class _Run:
         if self.job.via_trash:
             self._to_trash()
             return
+        j = self.job
+        if j.attempts > 1 and j.operation != "delete":
+            _, journaled = self.store.count_items(j.id, "copied")
+            self._credit = max(0, j.bytes_done - journaled)
         self._enumerate()
         self.transfer_pending()
         self.flush()
@@ -331,14 +339,17 @@ class _Run:
             try:
                 copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size, temp_key=j.id)
             except BaseException:
-                self._add_bytes(-counted)  # a retry counts this file's bytes again
+                with self._bytes_lock:  # a retry copies these bytes again
+                    self._credit += counted
                 raise
 
         self.retry(step, f"copy {rel or j.src}", check)
 
     def _add_bytes(self, n: int) -> None:
         with self._bytes_lock:
-            self.job.bytes_done += n
+            repeated = min(n, self._credit)
+            self._credit -= repeated
+            self.job.bytes_done += n - repeated
 
     # -- cleanup -------------------------------------------------------------
 

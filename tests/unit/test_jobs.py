@@ -732,3 +732,38 @@ def test_locks_below_a_moved_folder_go_when_the_job_commits(gw):
     assert out.backgrounded and dav.locks("/tree", include_children=True)  # not yet for everyone
     assert wait(gw, out.job_id).state == "completed"
     assert dav.locks("/", include_children=True) == []
+
+
+def test_progress_never_goes_back_and_ends_exact_across_failed_attempts(tmp_path):
+    """A copy whose storage fails part-way is retried (in its attempt, then
+    as a new attempt): the percentage a monitor polls never decreases, says
+    nothing while the source is being listed, and the bytes end equal."""
+    g = build(tmp_path, mounts={"/a": slow(2), "/b": slow(2)}, max_attempts=5, step_retries=1,
+              retry_backoff_s=0.05)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/a/tree", n=40, size=20_000)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*/f021"
+        out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
+        seen, healed = [], False
+        deadline = time.monotonic() + 60
+        while True:
+            j = g.store.get(out.job_id)
+            public = g.ops.public_job(a, j)
+            seen.append(public["percentageComplete"])
+            if not public["sizeKnown"]:
+                assert public["percentageComplete"] == 0.0
+            assert j.bytes_done <= j.bytes_total or not j.enumerated
+            if j.attempts >= 2 and not healed:
+                dst.fs.fail_glob = None
+                healed = True
+            if j.terminal:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert j.state == "completed" and j.attempts >= 2
+        assert seen == sorted(seen) and seen[-1] == 100.0
+        assert j.bytes_done == j.bytes_total == 39 * 20_000
+    finally:
+        g.close()
