@@ -650,7 +650,7 @@ def test_cancel_of_a_retrying_job_removes_what_it_wrote(tmp_path):
         while (job := g.store.get(out.job_id)).state != "queued" or not job.attempts:
             assert time.monotonic() < deadline, job
             time.sleep(0.02)
-        assert job.items_done > 2 and len(dst.listing(dst.join("tree"))) > 2
+        assert job.items_done >= 1 and dst.exists(dst.join("tree"))  # it wrote something
         dst.fs.fail_glob = None
         job = g.ops.cancel_job(a, out.job_id)
         assert job.state == "cancelled" and job.phase == "prepare"
