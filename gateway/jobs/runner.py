@@ -13,7 +13,7 @@ from typing import Callable
 
 from gateway import errors as E
 from gateway.jobs.model import Job
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import MAX_BACKOFF_S, JobStore
 from gateway.namespace import Namespace, join
 from gateway.transfer import copy_file
 
@@ -79,10 +79,15 @@ class JobRunner:
             self._fail_or_retry(job, r, err)
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
-        if err.retryable and job.attempts < self.settings.max_attempts:
-            delay = self.settings.retry_backoff_s * (2 ** job.attempts)
+        # A committed job whose staged destination is not in place yet can
+        # only be finished: while its storage fails it stays queued, and
+        # shown as stuck once it used its attempts.
+        finish_only = job.phase == "cleanup" and job.staged
+        if err.retryable and (job.attempts < self.settings.max_attempts or finish_only):
+            delay = min(MAX_BACKOFF_S, self.settings.retry_backoff_s * (2 ** job.attempts))
             if self.store.update(job, state="queued", not_before=time.time() + delay, error=str(err),
-                                 error_type=type(err).__name__):
+                                 error_type=type(err).__name__,
+                                 stuck=job.attempts >= self.settings.max_attempts):
                 self.store._bump()
             log.warning("job %s attempt %d failed (%s); retrying in %.1fs", job.id, job.attempts, err, delay)
             return

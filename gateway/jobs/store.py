@@ -27,6 +27,10 @@ SCHEMA_HEAD = "0001"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+#: The longest wait between two attempts of a job that keeps failing.
+MAX_BACKOFF_S = 300.0
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -318,12 +322,15 @@ class JobStore:
                 job = Job.from_row(row)
                 guard = (jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running")
                 values: dict[str, object]
-                if job.attempts >= max_attempts:
+                delay = min(MAX_BACKOFF_S, backoff_s * (2 ** max(0, job.attempts - 1)))
+                if job.attempts >= max_attempts and not job.committed:
+                    # What it wrote stays hidden until the watchdog's rollback removed it.
                     values = dict(state="failed", stuck=True, finished_at=time.time(), error_type="BackendError",
+                                  phase="rollback",
                                   error=f"job stalled {job.attempts} times (no heartbeat); gave up")
-                else:
-                    delay = backoff_s * (2 ** max(0, job.attempts - 1))
-                    values = dict(state="queued", stuck=node is None, not_before=time.time() + delay)
+                else:  # a committed job can only be finished: it stays queued, shown as stuck
+                    values = dict(state="queued", stuck=node is None or job.attempts >= max_attempts,
+                                  not_before=time.time() + delay)
                 if c.execute(jobs.update().where(*guard).values(**values)).rowcount:
                     out.append((job, str(values["state"])))
         if out:

@@ -326,11 +326,36 @@ def test_watchdog_requeues_a_stalled_job_then_it_completes(tmp_path):
         done = wait(g, "stalled1", 30)
         assert done.state == "completed" and done.stuck and done.attempts == 2
         assert count(g.ops, b, "/c") == 5
+        # A job had begun writing /c2 before its node died: nobody sees
+        # that, and it is removed, so the path is free again.
+        m, c2 = g.namespace.resolve("/c2")
+        m.backend.mkdir(c2)
+        w = m.backend.open_write(m.backend.join("c2/f000"))
+        w.write(b"partial")
+        w.commit()
         g.store.create(Job(id="stalled2", queue="copy", operation="copy", src="/tree", dst="/c2", stage="/c2",
                            owner="alice", session_id=a.id, protocol="ftp", state="running", node="dead-node",
                            attempts=5, heartbeat_at=time.time() - 60))
         dead = wait(g, "stalled2", 30)
         assert dead.state == "failed" and dead.stuck and "stalled" in dead.error
+        deadline = time.monotonic() + 20
+        while g.store.get("stalled2").phase == "rollback":
+            assert time.monotonic() < deadline, "the watchdog should remove what it wrote"
+            time.sleep(0.1)
+        assert names(g.ops, b) == ["c", "tree"]
+        g.ops.mkdir(b, "/c2")
+
+        # A committed job can only be finished: out of attempts, it is queued
+        # again (shown as stuck) and completes.
+        committed = Job(id="stalled3", queue="delete", operation="delete", src="/c", dst=None, owner="alice",
+                        session_id=a.id, protocol="ftp", state="running", node="dead-node", attempts=5,
+                        phase="cleanup", enumerated=True, heartbeat_at=time.time() - 60)
+        g.store.create(committed)
+        g.store.add_items(committed, [("", True, 0), ("sub", True, 0), ("sub/f000", False, 10),
+                                      *[(f"f{i:03}", False, 10) for i in (1, 2, 3)]])
+        finished = wait(g, "stalled3", 30)
+        assert finished.state == "completed" and finished.stuck
+        assert names(g.ops, b) == ["c2", "tree"]
     finally:
         g.close()
 
