@@ -11,14 +11,15 @@ fast path; REST downloads, which the portal's download links use) gets:
 
 - ``X-Content-Type-Options: nosniff``: the browser takes the declared type,
   never guesses HTML out of a ``.txt``;
-- ``Content-Security-Policy: sandbox; default-src 'none'; ...``: even a
+- ``Content-Security-Policy: sandbox; default-src 'none'``: even a
   document rendered inline gets an opaque origin (no cookies, no storage,
   no reading the portal's pages), no scripts, forms, plugins or popups, and
   loads nothing from anywhere;
 - ``Content-Disposition: attachment`` (RFC 6266, with the name as
   ``filename*``) for every type that is not in a short list of passive ones
-  (:data:`INLINE_TYPES`): HTML, XHTML, SVG, XML, JavaScript, CSS, JSON and
-  anything unknown are downloaded, not shown.
+  (:data:`INLINE_TYPES`: plain text, raster images, PDF): HTML, XHTML, SVG,
+  XML, JavaScript, CSS, JSON, media and anything unknown are downloaded,
+  not shown.
 """
 
 from __future__ import annotations
@@ -28,21 +29,22 @@ from urllib.parse import quote
 __all__ = ["INLINE_TYPES", "CONTENT_POLICY", "content_headers", "attachment", "is_inline"]
 
 #: Types a browser may show in its own tab: none of them can run script or
-#: load other documents. SVG is an image type but a scriptable document, so
-#: it is not here.
+#: load other documents, and browsers show them in a sandbox. SVG is an
+#: image type but a scriptable document, so it is not here. Nor are audio
+#: and video: a sandboxed page cannot load its own media in Chromium (the
+#: player it builds asks with CORS from an opaque origin), so they are
+#: downloads rather than a player that never starts.
 INLINE_TYPES = frozenset({
     "text/plain", "application/pdf",
     "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp",
     "image/x-icon", "image/vnd.microsoft.icon",
 })
-#: Whole families that are passive as well.
-_INLINE_FAMILIES = ("audio/", "video/")
 
 #: The policy of a reply with a user's file: a sandbox (opaque origin, no
-#: scripts); nothing loads but the document itself. Inline styles stay
-#: allowed because browsers style the page they build around an image,
-#: text or video with them.
-CONTENT_POLICY = "sandbox; default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'"
+#: scripts, forms, plugins or popups) that loads nothing but the document
+#: itself. Inline styles stay allowed: browsers style the page they build
+#: around an image or a text with them (Firefox does).
+CONTENT_POLICY = "sandbox; default-src 'none'; style-src 'unsafe-inline'"
 
 # RFC 5987 attr-char, less what quote() always keeps (letters, digits, "_.-~").
 _ATTR_CHARS = "!#$&+^`|"
@@ -51,8 +53,7 @@ _ATTR_CHARS = "!#$&+^`|"
 def is_inline(content_type: str) -> bool:
     """Whether a browser may show a file of ``content_type`` (parameters
     such as ``charset`` ignored) in its tab rather than download it."""
-    base = content_type.split(";", 1)[0].strip().lower()
-    return base in INLINE_TYPES or base.startswith(_INLINE_FAMILIES)
+    return content_type.split(";", 1)[0].strip().lower() in INLINE_TYPES
 
 
 def attachment(name: str) -> str:

@@ -30,7 +30,7 @@ FILES = {
     "evil.html": (HTML, True), "evil.svg": (SVG, True), "evil.xhtml": (HTML, True), "evil.xml": (SVG, True),
     "evil.js": (b"alert(1)", True), "data.json": (b"{}", True), "blob.unknownext": (b"\0\1", True),
     "note.txt": (b"<script>alert(1)</script>", False), "pic.png": (b"\x89PNG\r\n\x1a\n", False),
-    "doc.pdf": (b"%PDF-1.4\n", False), "clip.mp4": (b"\0\0\0\x18ftypmp42", False),
+    "doc.pdf": (b"%PDF-1.4\n", False), "clip.mp4": (b"\0\0\0\x18ftypmp42", True),
 }
 
 
@@ -121,7 +121,8 @@ def test_the_one_rule_for_types_and_names():
     assert not is_inline("text/html; charset=utf-8") and not is_inline("image/svg+xml")
     assert not is_inline("application/xhtml+xml") and not is_inline("text/xml")
     assert not is_inline("text/javascript") and not is_inline("application/octet-stream")
-    assert is_inline("TEXT/PLAIN; charset=utf-8") and is_inline("image/png") and is_inline("video/mp4")
+    assert is_inline("TEXT/PLAIN; charset=utf-8") and is_inline("image/png") and is_inline("application/pdf")
+    assert not is_inline("video/mp4") and not is_inline("audio/x-wav")  # see INLINE_TYPES
     assert attachment("a.html") == "attachment; filename=\"a.html\"; filename*=UTF-8''a.html"
     assert attachment("\r\n.svg") == "attachment; filename=\"__.svg\"; filename*=UTF-8''%0D%0A.svg"
     assert attachment('日本\\";.svg').endswith("filename*=UTF-8''%E6%97%A5%E6%9C%AC%5C%22%3B.svg")

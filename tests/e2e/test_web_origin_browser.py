@@ -13,7 +13,10 @@ Bob's file stays byte for byte, and the portal still works.
 
 from __future__ import annotations
 
+import io
 import struct
+import time
+import wave
 import zlib
 from pathlib import Path
 
@@ -59,6 +62,10 @@ EVIL_SVG = (f'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><sc
             "</script></svg>").encode()
 
 
+PDF = (b"%PDF-1.1\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj "
+       b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 100 100]>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n")
+
+
 def _png() -> bytes:
     """A valid 2x2 red PNG."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -66,6 +73,17 @@ def _png() -> bytes:
     raw = b"".join(b"\0" + b"\xff\0\0" * 2 for _ in range(2))
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _wav() -> bytes:
+    """Half a second of silence."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 4000)
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -82,7 +100,7 @@ def site(gateway_factory, browser, tmp_path):  # noqa: F811 - the imported fixtu
     with httpx.Client(base_url=r.base, auth=("alice", PASSWORDS["alice"]), timeout=30) as alice:
         assert alice.request("MKCOL", "/dav/alice").status_code == 201
         for name, content in (("evil.html", EVIL_HTML), ("evil.svg", EVIL_SVG), ("evil.txt", EVIL_HTML),
-                              ("pic.png", _png())):
+                              ("pic.png", _png()), ("sound.wav", _wav()), ("doc.pdf", PDF)):
             assert alice.put(f"/dav/alice/{name}", content=content).status_code == 201
     contexts = []
 
@@ -134,6 +152,18 @@ def test_active_files_are_downloads_and_never_run(site):
     # Passive types still show in the tab: a picture is drawn.
     page.goto(f"{site.base}/dav/alice/pic.png")
     assert page.evaluate("document.querySelector('img').naturalWidth") == 2
+    page.goto(f"{site.base}/dav/alice/doc.pdf")  # in the browser's own viewer
+    deadline = time.monotonic() + 15
+    while not any(f.url.startswith("chrome-extension://") for f in page.frames):  # the viewer's frame
+        assert time.monotonic() < deadline, [f.url for f in page.frames]
+        page.wait_for_timeout(100)
+    # Sound and video are downloads (a sandboxed page cannot play them in chromium).
+    with page.expect_download() as download:
+        try:
+            page.goto(f"{site.base}/dav/alice/sound.wav")
+        except Exception as exc:  # noqa: BLE001
+            assert "Download is starting" in str(exc) or "ERR_ABORTED" in str(exc), exc
+    assert Path(download.value.path()).read_bytes() == _wav()
     page.wait_for_timeout(1000)  # what a script would have had time to do
     untouched(site)
 
