@@ -202,9 +202,10 @@ def test_a_page_that_does_run_in_the_origin_finds_no_csrf_token(site):
     assert report[0] == "session:admin:" and report[1] == "page:"  # logged in, but no token anywhere
     assert report[2:] == ["/api/v1/fs/delete:403", "/api/v1/fs/mkdir:403"]
     untouched(site)
-    # The portal itself still works in the same browser.
+    # The portal itself still works in the same browser, styled by its nonce'd sheet.
     page.goto(f"{site.base}/ui/#/bob")
     page.wait_for_selector("#file-rows tr[data-name='secret.txt']")
+    assert page.evaluate("getComputedStyle(document.querySelector('header.bar')).display") == "flex"
     page.get_by_role("button", name="New folder").click()
     page.fill("#dialog-input", "made-by-admin")
     page.keyboard.press("Enter")
