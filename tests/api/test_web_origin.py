@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import PASSWORDS
-from gateway.webcontent import attachment, content_headers, is_inline
+from gateway.webcontent import attachment
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,19 +115,6 @@ def test_rest_downloads_are_attachments_with_the_exact_name(web):
     assert_served_safely(ranged, "pic.png", True)
     # The same file through WebDAV: the same name.
     assert c.get(f"/dav/{quote(name)}").headers["content-disposition"] == disposition
-
-
-def test_the_one_rule_for_types_and_names():
-    assert not is_inline("text/html; charset=utf-8") and not is_inline("image/svg+xml")
-    assert not is_inline("application/xhtml+xml") and not is_inline("text/xml")
-    assert not is_inline("text/javascript") and not is_inline("application/octet-stream")
-    assert is_inline("TEXT/PLAIN; charset=utf-8") and is_inline("image/png") and is_inline("application/pdf")
-    assert not is_inline("video/mp4") and not is_inline("audio/x-wav")  # see INLINE_TYPES
-    assert attachment("a.html") == "attachment; filename=\"a.html\"; filename*=UTF-8''a.html"
-    assert attachment("\r\n.svg") == "attachment; filename=\"__.svg\"; filename*=UTF-8''%0D%0A.svg"
-    assert attachment('日本\\";.svg').endswith("filename*=UTF-8''%E6%97%A5%E6%9C%AC%5C%22%3B.svg")
-    assert [k for k, _ in content_headers("n.txt", "text/plain")] == ["X-Content-Type-Options",
-                                                                       "Content-Security-Policy"]
 
 
 # ------------------------------------------------------------- the CSRF token
