@@ -40,6 +40,7 @@ from gateway import errors as E
 from gateway.davstate import DavState
 from gateway.ops import Operations, Outcome, Upload
 from gateway.types import Entry, Session
+from gateway.webcontent import content_headers
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
@@ -323,6 +324,11 @@ class _File(_Resource, DAVNonCollection):
 
     def get_content(self) -> "_Reader":
         return _Reader(self)
+
+    def finalize_headers(self, environ: dict, response_headers: list) -> None:
+        # wsgidav's GET and HEAD (ranges, conditions, locks): the same
+        # headers as the fast path's (see fast_get).
+        response_headers += content_headers(self.name, self.get_content_type())
 
     def begin_write(self, *, content_type: str | None = None) -> "_Writer":
         with translated(self.environ):
