@@ -227,13 +227,13 @@ class Operations:
         if (same is not None and session is not None and job.owner == session.user.name
                 and (job.operation, job.src, job.dst) == same and job.phase in ("prepare", "cleanup")):
             return job
+        def shown(g: str) -> str:
+            return self._user(session, g) if session and is_under(g, session.user.home) else g
+
         owned = [p for p in (job.src, job.dst) if p]
-        hit = next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0])
-        shown = self._user(session, hit) if session and is_under(hit, session.user.home) else hit
-        what = " -> ".join(self._user(session, p) if session and is_under(p, session.user.home) else p
-                           for p in owned)
-        raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation} {what}); "
-                     "try again when it is done", shown)
+        hit = shown(next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0]))
+        raise E.Busy(f"{hit}: busy, in use by job {job.id} ({job.operation} {' -> '.join(map(shown, owned))}); "
+                     "try again when it is done", hit)
 
     def _physical(self, g: str) -> Entry:
         """Stat a global path on its storage (no overlay). Raises NotFound."""
