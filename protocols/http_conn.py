@@ -1,0 +1,600 @@
+"""The HTTP port's connections: a worker thread only for a complete request.
+
+cheroot 11 hands every new connection to a worker thread at once, and the
+worker then blocks reading the request head (``server.timeout`` per read, so a
+client that sends a byte now and then holds it for ever): 32 idle sockets took
+every worker. Here cheroot's selector thread (:class:`Gate`, its
+ConnectionManager) accepts, does the TLS handshake and reads each request head
+without blocking into the connection's buffer; only once the head is complete
+(or over ``max_header_bytes``, for the worker to refuse) does a worker get the
+connection, with the head already buffered. A connection that has not sent a
+complete head within ``header_timeout_s`` of its accept or of its previous
+reply is closed, so idle and slow clients cost a socket, never a thread.
+
+Also here, at the level of cheroot's request (:class:`Request`): header size
+and count (431), a chunked request body read by :class:`ChunkedBody` (in
+bounded reads, a malformed chunk is a 400, never a 500), and a reply that does
+not read a large unread request body (401, 413, ...) but closes the connection
+after it, discarding what the client still sends for a moment so that it reads
+the reply rather than a reset.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import select
+from selectors import EVENT_READ
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from cheroot import errors as cheroot_errors
+from cheroot import wsgi
+from cheroot.connections import ConnectionManager, prevent_socket_inheritance
+from cheroot.makefile import MakeFile
+from cheroot.server import HeaderReader, HTTPConnection, HTTPRequest, SizeCheckWrapper
+
+from gateway import errors as E
+from gateway import metrics
+
+__all__ = ["Limits", "Server", "Gate", "Connection", "Request", "ChunkedBody", "BadChunk"]
+
+log = logging.getLogger("gateway.http")
+
+#: How long a worker thread waits for a kept-alive client's next request
+#: before it hands the connection back to the selector thread.
+LINGER_S = 0.002
+#: A reply leaves at most this much of an unread request body to be read and
+#: dropped before the next request; more, and the connection is closed.
+DRAIN_MAX = 64 << 10
+#: After such a close, what the client still sends is read and dropped for
+#: this long (or this many bytes) so that it sees the reply, not a reset.
+DISCARD_S = 2.0
+DISCARD_BYTES = 16 << 20
+_RECV = 16 << 10
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_WAIT, _READY, _GONE = "wait", "ready", "gone"
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+_TIMEOUT_TEXT = b"408 Request Timeout: the request head did not arrive in time\n"
+_TIMEOUT_REPLY = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds of the HTTP port (``[http]`` keys of the same names)."""
+
+    max_connections: int = 512
+    max_connections_per_ip: int = 64
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 65536
+    max_header_count: int = 100
+
+    @classmethod
+    def from_config(cls, http: Any) -> "Limits":
+        return cls(http.max_connections, http.max_connections_per_ip, http.header_timeout_s,
+                   http.max_header_bytes, http.max_header_count)
+
+
+class BadChunk(E.BadRequest):
+    """A chunked request body that breaks the chunked coding."""
+
+
+class ChunkedBody:
+    """``wsgi.input`` of a request sent with ``Transfer-Encoding: chunked``.
+
+    cheroot's own reader turns a bad chunk size into a ValueError (a 500 from
+    the application) and reads a whole announced chunk into memory (a chunk
+    of 0xffffffffff bytes grows the process with every byte sent). This one
+    reads at most ``size`` bytes at a time and raises :class:`BadChunk` (kept
+    in ``error``) for anything but ``HEX[;ext] CRLF data CRLF``."""
+
+    _SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+    _MAX_LINE = 4096
+    _MAX_TRAILERS = 64
+
+    def __init__(self, rfile: Any) -> None:
+        self.rfile = rfile
+        self.left = 0  # bytes of the current chunk not read yet
+        self.closed = False  # the last chunk and the trailers are read
+        self.error: str | None = None
+
+    def _bad(self, message: str) -> BadChunk:
+        self.error = f"malformed chunked request body: {message}"
+        return BadChunk(self.error)
+
+    def _line(self) -> bytes:
+        line = self.rfile.readline(self._MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise self._bad("a line too long" if line else "the body ended early")
+        return line
+
+    def _next_chunk(self) -> None:
+        size = self._line().split(b";", 1)[0].strip()
+        if not self._SIZE.fullmatch(size):
+            raise self._bad(f"chunk size {size[:32]!r} is not a hexadecimal number")
+        self.left = int(size, 16)
+        if self.left == 0:
+            for _ in range(self._MAX_TRAILERS):
+                if self._line().strip() == b"":
+                    self.closed = True
+                    return
+            raise self._bad("too many trailer fields")
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all when None or negative). Raises BadChunk."""
+        if self.error:
+            raise BadChunk(self.error)
+        out: list[bytes] = []
+        want = -1 if size is None or size < 0 else size
+        while want and not self.closed:
+            if not self.left:
+                self._next_chunk()
+                continue
+            data = self.rfile.read(self.left if want < 0 else min(self.left, want))
+            if not data:
+                raise self._bad("the body ended inside a chunk")
+            out.append(data)
+            self.left -= len(data)
+            want -= len(data) if want > 0 else 0
+            if not self.left and self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise self._bad("a chunk is longer than its size")
+        return b"".join(out)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        out = bytearray()
+        while size is None or size < 0 or len(out) < size:
+            byte = self.read(1)
+            out += byte
+            if not byte or byte == b"\n":
+                break
+        return bytes(out)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def close(self) -> None:
+        """Nothing to release (the connection's reader stays open)."""
+
+
+class _TooManyHeaders(cheroot_errors.MaxSizeExceeded):
+    pass
+
+
+class _LineCounter:
+    """The head reader that counts header lines."""
+
+    def __init__(self, rfile: Any, most: int) -> None:
+        self.rfile, self.left = rfile, most + 1  # + the empty line that ends the head
+
+    def readline(self, size: int | None = None) -> bytes:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyHeaders()
+        return self.rfile.readline(size)
+
+
+class _CountingHeaderReader(HeaderReader):
+    def __init__(self, most: int) -> None:
+        self.most = most
+
+    def __call__(self, rfile: Any, hdict: dict | None = None) -> dict:
+        return super().__call__(_LineCounter(rfile, self.most), hdict)
+
+
+class Request(HTTPRequest):
+    """cheroot's request with the head bounds of :class:`Limits`, chunked
+    bodies through :class:`ChunkedBody`, and no reading of a large unread body
+    before a reply (the connection closes after it instead)."""
+
+    def __init__(self, server: Any, conn: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server, conn, *args, **kwargs)
+        self.header_reader = _CountingHeaderReader(server.gate.limits.max_header_count)
+
+    def parse_request(self) -> None:
+        limits = self.server.gate.limits
+        self.rfile = SizeCheckWrapper(self.conn.rfile, limits.max_header_bytes)
+        try:
+            if not self.read_request_line():
+                return
+        except cheroot_errors.MaxSizeExceeded:
+            metrics.refused("http", "uri_too_long")
+            self.simple_response("414 URI Too Long", f"the request line is longer than {limits.max_header_bytes} bytes")
+            return
+        try:
+            if not self.read_request_headers():
+                return
+        except _TooManyHeaders:
+            metrics.refused("http", "too_many_headers")
+            self.simple_response("431 Request Header Fields Too Large",
+                                 f"a request may have at most {limits.max_header_count} header fields")
+            return
+        except cheroot_errors.MaxSizeExceeded:
+            metrics.refused("http", "header_too_large")
+            self.simple_response("431 Request Header Fields Too Large",
+                                 f"the request head is longer than {limits.max_header_bytes} bytes")
+            return
+        self.ready = True
+
+    def respond(self) -> None:
+        if not self.chunked_read:
+            super().respond()
+            return
+        self.rfile = ChunkedBody(self.conn.rfile)
+        self.server.gateway(self).respond()
+        if self.ready:
+            self.ensure_headers_sent()
+        if self.chunked_write:
+            self.conn.wfile.write(b"0\r\n\r\n")
+
+    def _body_unread(self) -> bool:
+        rfile = getattr(self, "rfile", None)
+        if isinstance(rfile, ChunkedBody):
+            return not rfile.closed
+        return getattr(rfile, "remaining", 0) > DRAIN_MAX
+
+    def send_headers(self) -> None:
+        if any(k.lower() == b"connection" and v.lower() == b"close" for k, v in self.outheaders):
+            self.close_connection = True
+        if self._body_unread():  # cheroot would read all of it into memory first
+            self.close_connection = True
+            self.conn.discard_on_close = True
+        super().send_headers()
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        """cheroot's one-line replies (400, 408, 413, 414, 431, ...): the rest
+        of what the client sends is dropped after it (see Connection.close)."""
+        self.conn.discard_on_close = True
+        self.close_connection = True
+        super().simple_response(status, msg)
+
+
+class Connection(HTTPConnection):
+    """A connection of the :class:`Gate`: it holds its unfinished request head
+    (``head``) while in the selector, and answers the client's next request
+    in the same worker thread when its head arrives within :data:`LINGER_S`
+    and no other connection waits for a worker (cheroot's round trip through
+    the selector costs two thread hand-offs, a tenth of a small PUT)."""
+
+    RequestHandlerClass = Request
+
+    def __init__(self, server: Any, sock: Any, makefile: Any = MakeFile) -> None:
+        super().__init__(server, sock, makefile)
+        self.gate: Gate = server.gate
+        self.head = bytearray()
+        self.scanned = 0  # where the search for the head's end resumes
+        self.deadline = 0.0
+        self.handshaking = False
+        self.discarding = False
+        self.discard_on_close = False
+        self.discarded = 0
+        self.requests = 0  # requests answered
+        self.address: str | None = None  # counted in the gate's limits until closed
+
+    def communicate(self) -> bool:
+        while True:
+            keep = super().communicate()
+            self.requests += 1
+            if not keep or self.server.requests.qsize:
+                return keep
+            state = self.gate.take_head(self)
+            if state == _WAIT and not self.head and not self._pending():
+                if select.select([self.socket], [], [], LINGER_S)[0]:
+                    state = self.gate.take_head(self)
+            if state == _GONE:
+                return False
+            if state == _WAIT:
+                return keep  # the worker puts it back to the selector (Gate.put)
+            self.gate.hand_over(self)
+
+    def _pending(self) -> bool:
+        pending = getattr(self.socket, "pending", None)  # TLS: bytes already decrypted
+        return bool(pending and pending())
+
+    def close(self) -> None:
+        """Close; after a reply that left the request body unread, first
+        drop what the client still sends (for at most DISCARD_S) in the
+        selector thread, so that it reads the reply rather than a reset."""
+        if self.discard_on_close and not self.discarding and self.gate.serving:
+            self.discard_on_close = False
+            try:
+                self.wfile.flush()
+                self.socket.shutdown(socket.SHUT_WR)
+                self.socket.setblocking(False)
+            except OSError:
+                pass
+            else:
+                self.gate.discard(self)
+                return
+        try:
+            super().close()
+        except OSError:
+            pass
+        self.gate.release(self)
+
+
+class Gate(ConnectionManager):
+    """cheroot's ConnectionManager that gives a connection to a worker only
+    once a complete request head has arrived (see the module docstring), and
+    bounds connections in all and per address (503 and closed beyond)."""
+
+    def __init__(self, server: Any, limits: Limits) -> None:
+        server.gate = self
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._per_address: dict[str, int] = {}
+        self._open = 0
+        self._descriptor_log = 0.0
+        super().__init__(server)
+
+    # cheroot asks this before keeping a connection open after a reply; the
+    # gate's own bounds apply instead of its keep_alive_conn_limit (10).
+    can_add_keepalive_connection = True
+
+    @property
+    def serving(self) -> bool:
+        return self._serving and not self._stop_requested
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    # ------------------------------------------------------------ accounting
+
+    def _admit(self, address: str) -> str | None:
+        """None, or the bound that the new connection would exceed."""
+        with self._lock:
+            if self._open >= self.limits.max_connections:
+                return "connections_total"
+            if self._per_address.get(address, 0) >= self.limits.max_connections_per_ip:
+                return "connections_per_address"
+            self._open += 1
+            self._per_address[address] = self._per_address.get(address, 0) + 1
+        return None
+
+    def release(self, conn: Connection) -> None:
+        """Called once a connection is closed: its slot is free again."""
+        address, conn.address = conn.address, None
+        if address is not None:
+            self._release(address)
+
+    def _release(self, address: str) -> None:
+        with self._lock:
+            self._open -= 1
+            left = self._per_address.get(address, 1) - 1
+            if left:
+                self._per_address[address] = left
+            else:
+                self._per_address.pop(address, None)
+
+    # ------------------------------------------------------------ the loop
+
+    def put(self, conn: Connection) -> None:
+        """A worker is done with a kept-alive connection: wait in the
+        selector for its next request head (a worker gets it once complete)."""
+        conn.last_used = time.time()
+        conn.deadline = time.monotonic() + self.limits.header_timeout_s
+        state = self.take_head(conn)
+        if state == _READY:
+            self.hand_over(conn)
+            self.server.process_conn(conn)
+        elif state == _GONE:
+            conn.close()
+        else:
+            self._selector.register(conn.socket.fileno(), EVENT_READ, data=conn)
+
+    def _run(self, expiration_interval: float) -> None:
+        last_check = time.monotonic()
+        while not self._stop_requested:
+            try:
+                ready = list(self._selector.select(timeout=expiration_interval))
+            except OSError:
+                self._remove_invalid_sockets()
+                continue
+            for fd, conn in ready:
+                if conn is self.server:
+                    self._accept()
+                elif conn.discarding:
+                    self._discard_some(fd, conn)
+                else:
+                    self._readable(fd, conn)
+            now = time.monotonic()
+            if now - last_check >= expiration_interval:
+                self._expire(now)
+                last_check = now
+
+    def _accept(self) -> None:
+        try:
+            sock, addr = self.server.socket.accept()
+        except (socket.timeout, BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno in _OUT_OF_DESCRIPTORS:
+                # The listening socket stays readable: wait a little, log seldom.
+                metrics.refused("http", "descriptors")
+                now = time.monotonic()
+                if now - self._descriptor_log > 10:
+                    self._descriptor_log = now
+                    log.warning("HTTP: cannot accept a connection: %s", exc.strerror)
+                time.sleep(0.05)
+            return
+        address = str(addr[0]) if isinstance(addr, tuple) else "local"
+        refusal = self._admit(address)
+        if refusal:
+            metrics.refused("http", refusal)
+            self._refuse(sock, refusal)
+            return
+        try:
+            prevent_socket_inheritance(sock)
+            sock.setblocking(False)
+            makefile = MakeFile
+            adapter = self.server.ssl_adapter
+            if adapter is not None:
+                sock = adapter.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
+                makefile = adapter.makefile
+            conn = self.server.ConnectionClass(self.server, sock, makefile)
+        except OSError:
+            sock.close()
+            self._release(address)
+            return
+        conn.address = address
+        if isinstance(addr, tuple):
+            conn.remote_addr, conn.remote_port = addr[0], addr[1]
+        conn.ssl_env = {}
+        conn.handshaking = adapter is not None
+        conn.deadline = time.monotonic() + self.limits.header_timeout_s
+        self._selector.register(sock.fileno(), EVENT_READ, data=conn)
+
+    def _refuse(self, sock: socket.socket, reason: str) -> None:
+        """503 (on a plain-HTTP port) and close."""
+        text = (f"503 Service Unavailable: too many connections "
+                f"{'from your address' if reason == 'connections_per_address' else 'open'}; retry later\n").encode()
+        try:
+            if self.server.ssl_adapter is None:
+                sock.setblocking(False)
+                sock.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                          b"Retry-After: 5\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text))
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def _readable(self, fd: int, conn: Connection) -> None:
+        if conn.handshaking and not self._handshake(conn):
+            if conn.handshaking:
+                return  # more of the handshake to come
+            self._selector.unregister(fd)
+            conn.close()
+            return
+        state = self.take_head(conn)
+        if state == _WAIT:
+            return
+        self._selector.unregister(fd)
+        if state == _READY:
+            self.hand_over(conn)
+            self.server.process_conn(conn)
+        else:
+            conn.close()
+
+    def _handshake(self, conn: Connection) -> bool:
+        """Advance a TLS handshake; True once done (False with
+        ``conn.handshaking`` still set: wait; cleared: failed)."""
+        try:
+            conn.socket.do_handshake()
+        except _WOULD_BLOCK:
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("HTTP: TLS handshake with %s failed: %s", conn.remote_addr, exc)
+            metrics.refused("http", "tls_handshake")
+            conn.handshaking = False
+            return False
+        conn.handshaking = False
+        conn.ssl_env = self.server.ssl_adapter.get_environ(conn.socket)
+        return True
+
+    def take_head(self, conn: Connection) -> str:
+        """Read what has arrived of the connection's next request head,
+        without blocking: _READY (complete, or too long for the worker to
+        refuse), _WAIT or _GONE (closed or broken)."""
+        rfile = conn.rfile
+        if rfile.has_data():  # read ahead by the worker: the head starts there
+            conn.head += rfile._read_buf[rfile._read_pos:]
+            rfile._read_buf, rfile._read_pos = b"", 0
+        if _HEAD_END.search(conn.head, max(0, conn.scanned - 3)):
+            return _READY
+        conn.scanned = len(conn.head)
+        try:
+            conn.socket.setblocking(False)
+            while len(conn.head) <= self.limits.max_header_bytes:
+                data = conn.socket.recv(_RECV)
+                if not data:
+                    return _GONE
+                conn.head += data
+                if _HEAD_END.search(conn.head, max(0, conn.scanned - 3)):
+                    return _READY
+                conn.scanned = len(conn.head)
+            return _READY  # too long: the worker answers 431/414 from what is here
+        except _WOULD_BLOCK:
+            return _WAIT
+        except OSError:
+            return _GONE
+
+    def hand_over(self, conn: Connection) -> None:
+        """Give the buffered head to the connection's reader, blocking reads
+        again (with cheroot's timeout) for the worker."""
+        rfile = conn.rfile
+        rfile._read_buf, rfile._read_pos = bytes(conn.head), 0
+        conn.head.clear()
+        conn.scanned = 0
+        conn.socket.settimeout(self.server.timeout)
+
+    def discard(self, conn: Connection) -> None:
+        """Drop what the client still sends for a moment, then close (Connection.close)."""
+        conn.discarding = True
+        conn.deadline = time.monotonic() + DISCARD_S
+        try:
+            self._selector.register(conn.socket.fileno(), EVENT_READ, data=conn)
+        except (OSError, ValueError, KeyError):
+            conn.discarding = False
+            conn.close()
+
+    def _discard_some(self, fd: int, conn: Connection) -> None:
+        try:
+            while conn.discarded < DISCARD_BYTES:
+                data = conn.socket.recv(1 << 16)
+                if not data:
+                    break
+                conn.discarded += len(data)
+        except _WOULD_BLOCK:
+            return
+        except OSError:
+            pass
+        self._finish(fd, conn)
+
+    def _finish(self, fd: int, conn: Connection) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            return  # finished already
+        conn.close()
+
+    def _expire(self, now: float) -> None:
+        """Close connections whose head has not arrived in time (a 408 when
+        part of it has), and discarding connections whose moment is over."""
+        for fd, conn in list(self._selector.connections):
+            if conn is self.server or conn.deadline > now:
+                continue
+            if not conn.discarding and (conn.head or conn.handshaking or not conn.requests):
+                metrics.refused("http", "header_timeout")
+                if conn.head:
+                    try:
+                        conn.socket.send(_TIMEOUT_REPLY)
+                    except OSError:
+                        pass
+            self._finish(fd, conn)
+
+
+class Server(wsgi.Server):
+    """cheroot's WSGI server with a :class:`Gate` for its connections."""
+
+    ConnectionClass = Connection
+
+    def __init__(self, bind_addr: tuple[str, int], app: Any, limits: Limits, **kwargs: Any) -> None:
+        super().__init__(bind_addr, app, **kwargs)
+        self.limits = limits
+        self.max_request_header_size = limits.max_header_bytes
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._connections._selector.close()  # cheroot's own manager: replaced before it runs
+        self._connections = Gate(self, self.limits)
