@@ -57,6 +57,10 @@ DRAIN_MAX = 64 << 10
 DISCARD_S = 2.0
 DISCARD_BYTES = 16 << 20
 _RECV = 16 << 10
+#: Connections accepted at most per wake-up of the selector thread, and the
+#: listen backlog (cheroot's 5 dropped a burst of connections for a second).
+_ACCEPTS_PER_WAKE = 64
+_BACKLOG = 1024
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _WAIT, _READY, _GONE = "wait", "ready", "gone"
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -402,7 +406,9 @@ class Gate(ConnectionManager):
                 continue
             for fd, conn in ready:
                 if conn is self.server:
-                    self._accept()
+                    for _ in range(_ACCEPTS_PER_WAKE):
+                        if not self._accept():
+                            break
                 elif conn.discarding:
                     self._discard_some(fd, conn)
                 else:
@@ -412,11 +418,12 @@ class Gate(ConnectionManager):
                 self._expire(now)
                 last_check = now
 
-    def _accept(self) -> None:
+    def _accept(self) -> bool:
+        """Accept one connection; False when none was waiting."""
         try:
             sock, addr = self.server.socket.accept()
         except (socket.timeout, BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:
             if exc.errno in _OUT_OF_DESCRIPTORS:
                 # The listening socket stays readable: wait a little, log seldom.
@@ -426,13 +433,13 @@ class Gate(ConnectionManager):
                     self._descriptor_log = now
                     log.warning("HTTP: cannot accept a connection: %s", exc.strerror)
                 time.sleep(0.05)
-            return
+            return False
         address = str(addr[0]) if isinstance(addr, tuple) else "local"
         refusal = self._admit(address)
         if refusal:
             metrics.refused("http", refusal)
             self._refuse(sock, refusal)
-            return
+            return True
         try:
             prevent_socket_inheritance(sock)
             sock.setblocking(False)
@@ -445,7 +452,7 @@ class Gate(ConnectionManager):
         except OSError:
             sock.close()
             self._release(address)
-            return
+            return True
         conn.address = address
         if isinstance(addr, tuple):
             conn.remote_addr, conn.remote_port = addr[0], addr[1]
@@ -453,6 +460,7 @@ class Gate(ConnectionManager):
         conn.handshaking = adapter is not None
         conn.deadline = time.monotonic() + self.limits.header_timeout_s
         self._selector.register(sock.fileno(), EVENT_READ, data=conn)
+        return True
 
     def _refuse(self, sock: socket.socket, reason: str) -> None:
         """503 (on a plain-HTTP port) and close."""
@@ -591,6 +599,7 @@ class Server(wsgi.Server):
 
     def __init__(self, bind_addr: tuple[str, int], app: Any, limits: Limits, **kwargs: Any) -> None:
         super().__init__(bind_addr, app, **kwargs)
+        self.request_queue_size = _BACKLOG
         self.limits = limits
         self.max_request_header_size = limits.max_header_bytes
 
@@ -598,3 +607,4 @@ class Server(wsgi.Server):
         super().prepare()
         self._connections._selector.close()  # cheroot's own manager: replaced before it runs
         self._connections = Gate(self, self.limits)
+        self.socket.setblocking(False)  # accepted until none waits
