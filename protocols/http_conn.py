@@ -255,11 +255,19 @@ class Request(HTTPRequest):
         super().send_headers()
 
     def simple_response(self, status: Any, msg: Any = "") -> None:
-        """cheroot's one-line replies (400, 408, 413, 414, 431, ...): the rest
-        of what the client sends is dropped after it (see Connection.close)."""
+        """cheroot's one-line replies (400, 408, 413, 414, 431, ...), always
+        with ``Connection: close``: the rest of what the client sends is
+        dropped after it (see Connection.close)."""
         self.conn.discard_on_close = True
         self.close_connection = True
-        super().simple_response(status, msg)
+        body = msg.encode("utf-8") if isinstance(msg, str) else bytes(msg)
+        head = (f"{self.server.protocol} {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        try:
+            self.conn.wfile.write(head.encode("latin-1") + body)
+        except OSError as exc:
+            if exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise
 
 
 class Connection(HTTPConnection):

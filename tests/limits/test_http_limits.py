@@ -143,6 +143,7 @@ class Bystander:
         self.port = port
         self.slowest = slowest
         self.done = threading.Event()
+        self.ready = threading.Event()  # a first round of requests is done
         self.times: list[float] = []
         self.failures: list[str] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -168,10 +169,12 @@ class Bystander:
                     self.times.append(took)
                     if status not in ok or took > self.slowest:
                         self.failures.append(f"{method} {url}: {status} after {took:.1f} s")
+                self.ready.set()
                 time.sleep(0.05)
 
     def __enter__(self) -> "Bystander":
         self.thread.start()
+        assert self.ready.wait(60), "the bystander's first requests did not finish"
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -311,6 +314,39 @@ def test_idle_and_slowloris_connections_hold_no_worker(gateway_factory):
         for s in idle + half + [slow]:
             s.close()
     healthy(port)
+
+
+def test_idle_tls_connections_do_not_stall_the_handshakes_of_others(gateway_factory):
+    r = gateway_factory(protocols=("http",), sections={"http": {"tls": True, "header_timeout_s": 3.0}})
+    port = r.port("http")
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(30)]
+    half = socket.create_connection(("127.0.0.1", port), timeout=30)
+    half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", auth=("alice", PASSWORDS["alice"]), verify=False,
+                          timeout=30) as c:
+            for i in range(5):
+                t = time.monotonic()
+                with httpx.Client(base_url=f"https://127.0.0.1:{port}", auth=("alice", PASSWORDS["alice"]),
+                                  verify=False, timeout=30) as fresh:  # a new handshake each time
+                    assert fresh.request("PROPFIND", "/dav/", headers={"Depth": "0"}).status_code == 207
+                assert c.get("/api/v1/fs/list", params={"path": "/"}).status_code == 200
+                assert time.monotonic() - t < 5
+        half.settimeout(10)
+        try:
+            assert half.recv(100) == b""  # closed at the header deadline
+        except ConnectionResetError:
+            pass
+    finally:
+        for s in idle + [half]:
+            s.close()
+    assert metric_tls(port, "header_timeout") >= 30
+
+
+def metric_tls(port: int, reason: str) -> int:
+    text = httpx.get(f"https://127.0.0.1:{port}/metrics", timeout=10, verify=False).text
+    m = re.search(rf'^gateway_refused_total{{protocol="http",reason="{reason}"}} (\d+)', text, re.M)
+    return int(m.group(1)) if m else 0
 
 
 def _connect(port: int, source: str) -> socket.socket:
