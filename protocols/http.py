@@ -23,10 +23,11 @@ def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> Calla
     """The WSGI app of the HTTP port; ``closing``, once set, ends the
     long-lived event streams."""
     from gateway.api import make_wsgi_app
-    from protocols.webdav import make_dav_app
+    from protocols.webdav.app import MOUNT_PATH, make_dav_app
 
-    dispatch = wsgi.PathInfoDispatcher({"/dav": make_dav_app(gw, cfg), "/": make_wsgi_app(gw, cfg, closing)})
-    return RequestGuard(dispatch, max_json_bytes=cfg.http.max_json_bytes, max_xml_bytes=cfg.http.max_xml_bytes)
+    dispatch = wsgi.PathInfoDispatcher({MOUNT_PATH: make_dav_app(gw, cfg), "/": make_wsgi_app(gw, cfg, closing)})
+    return RequestGuard(dispatch, max_json_bytes=cfg.http.max_json_bytes, max_xml_bytes=cfg.http.max_xml_bytes,
+                        dav_mount=MOUNT_PATH)
 
 
 class HttpHandle:

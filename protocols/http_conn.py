@@ -67,6 +67,9 @@ _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _TIMEOUT_TEXT = b"408 Request Timeout: the request head did not arrive in time\n"
 _TIMEOUT_REPLY = (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(_TIMEOUT_TEXT), _TIMEOUT_TEXT))
+_PLAIN_TEXT = b"400 Bad Request: this port speaks HTTPS only; use https://\n"
+_PLAIN_HTTP_REPLY = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(_PLAIN_TEXT), _PLAIN_TEXT))
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -229,6 +232,20 @@ class Request(HTTPRequest):
             return
         self.ready = True
 
+    def read_request_headers(self) -> bool:
+        """cheroot's, and a Content-Length that is not a whole number (cheroot
+        took ``-1`` as "read to the end", into memory) or that comes with a
+        chunked body (a request smuggling pattern) is a 400."""
+        if not super().read_request_headers():
+            return False
+        length = self.inheaders.get(b"Content-Length")
+        if length is not None and not (length.isdigit() and not self.chunked_read):
+            metrics.refused("http", "bad_content_length")
+            self.simple_response("400 Bad Request", "Content-Length must be a whole number of bytes, "
+                                 "and not come with Transfer-Encoding: chunked")
+            return False
+        return True
+
     def respond(self) -> None:
         if not self.chunked_read:
             super().respond()
@@ -300,7 +317,9 @@ class Connection(HTTPConnection):
                 return keep
             state = self.gate.take_head(self)
             if state == _WAIT and not self.head and not self._pending():
-                if select.select([self.socket], [], [], LINGER_S)[0]:
+                poll = select.poll()  # not select(): descriptors may be over FD_SETSIZE
+                poll.register(self.socket, select.POLLIN)
+                if poll.poll(LINGER_S * 1000):
                     state = self.gate.take_head(self)
             if state == _GONE:
                 return False
@@ -513,6 +532,11 @@ class Gate(ConnectionManager):
             log.debug("HTTP: TLS handshake with %s failed: %s", conn.remote_addr, exc)
             metrics.refused("http", "tls_handshake")
             conn.handshaking = False
+            if "http request" in str(exc).lower():  # plain HTTP: say so in plain HTTP
+                try:
+                    socket.socket.send(conn.socket, _PLAIN_HTTP_REPLY)
+                except OSError:
+                    pass
             return False
         conn.handshaking = False
         conn.ssl_env = self.server.ssl_adapter.get_environ(conn.socket)

@@ -27,7 +27,7 @@ class RequestGuard:
     """WSGI middleware around the whole HTTP port; ``dav_mount``: the path
     whose replies are plain text (the others are JSON, as the REST API's)."""
 
-    def __init__(self, app: Callable, *, max_json_bytes: int, max_xml_bytes: int, dav_mount: str = "/dav") -> None:
+    def __init__(self, app: Callable, *, max_json_bytes: int, max_xml_bytes: int, dav_mount: str) -> None:
         self.app = app
         self.max_json_bytes = max_json_bytes
         self.max_xml_bytes = max_xml_bytes

@@ -341,6 +341,9 @@ def test_idle_tls_connections_do_not_stall_the_handshakes_of_others(gateway_fact
         for s in idle + [half]:
             s.close()
     assert metric_tls(port, "header_timeout") >= 30
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:  # plain HTTP on the TLS port
+        plain.sendall(b"GET /dav/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert plain.recv(4096).startswith(b"HTTP/1.1 400 Bad Request")
 
 
 def metric_tls(port: int, reason: str) -> int:
@@ -446,6 +449,14 @@ def test_bad_bytes_get_a_400_with_its_body_and_no_traceback(gateway_factory, cap
             status, _, body = exchange(port, method + b" " + url + b" HTTP/1.1\r\n" + close + auth
                                        + b"Content-Type: " + ctype + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
             assert status == 400 and b"chunk" in body, (garbage, method, url, status, body)
+    # A Content-Length that is not a whole number, or that comes with chunks.
+    for length in (b"-1", b"+5", b"1e3", b"5, 5"):
+        status, _, body = exchange(port, b"PUT /dav/neg.txt HTTP/1.1\r\n" + close + auth
+                                   + b"Content-Length: " + length + b"\r\n\r\nhello")
+        assert status == 400, (length, status, body)
+    status, _, body = exchange(port, b"POST /api/v1/fs/mkdir HTTP/1.1\r\n" + close + auth
+                               + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    assert status == 400 and b"chunked" in body
     assert metric(port, "bad_chunked") >= 10 and metric(port, "bad_url") >= 6
     healthy(port)
     out, err = capfd.readouterr()
