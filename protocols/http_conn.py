@@ -489,10 +489,10 @@ class Gate(ConnectionManager):
         self._selector.register(sock.fileno(), EVENT_READ, data=conn)
         return True
 
-    def _refuse(self, sock: socket.socket, reason: str) -> None:
+    def _refuse(self, sock: socket.socket, limit: str) -> None:
         """503 (on a plain-HTTP port) and close."""
         text = (f"503 Service Unavailable: too many connections "
-                f"{'from your address' if reason == 'connections_per_address' else 'open'}; retry later\n").encode()
+                f"{'from your address' if limit == 'connections_per_address' else 'open'}; retry later\n").encode()
         try:
             if self.server.ssl_adapter is None:
                 sock.setblocking(False)

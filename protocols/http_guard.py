@@ -64,8 +64,8 @@ class RequestGuard:
             environ["wsgi.input_terminated"] = False
         return self.app(environ, start_response)
 
-    def _refuse(self, start_response: Callable, dav: bool, status: int, reason: str, message: str) -> list[bytes]:
-        metrics.refused("http", reason)
+    def _refuse(self, start_response: Callable, dav: bool, status: int, limit: str, message: str) -> list[bytes]:
+        metrics.refused("http", limit)
         line = f"{status} {HTTPStatus(status).phrase}"
         if dav:
             ctype, body = "text/plain; charset=utf-8", f"{line}: {message}\n".encode()

@@ -185,9 +185,9 @@ class Bystander:
         assert not self.failures, self.failures
 
 
-def metric(port: int, reason: str) -> int:
+def metric(port: int, limit: str) -> int:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    m = re.search(rf'^gateway_refused_total{{protocol="http",reason="{reason}"}} (\d+)', text, re.M)
+    m = re.search(rf'^gateway_refused_total{{protocol="http",limit="{limit}"}} (\d+)', text, re.M)
     return int(m.group(1)) if m else 0
 
 
@@ -352,9 +352,9 @@ def test_idle_tls_connections_do_not_stall_the_handshakes_of_others(gateway_fact
         assert plain.recv(4096).startswith(b"HTTP/1.1 400 Bad Request")
 
 
-def metric_tls(port: int, reason: str) -> int:
+def metric_tls(port: int, limit: str) -> int:
     text = httpx.get(f"https://127.0.0.1:{port}/metrics", timeout=10, verify=False).text
-    m = re.search(rf'^gateway_refused_total{{protocol="http",reason="{reason}"}} (\d+)', text, re.M)
+    m = re.search(rf'^gateway_refused_total{{protocol="http",limit="{limit}"}} (\d+)', text, re.M)
     return int(m.group(1)) if m else 0
 
 
