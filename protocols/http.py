@@ -2,8 +2,9 @@
 (REST ``/api/v1``, portal ``/ui``, ``/metrics``) by ``gateway.api``.
 
 Connections go through protocols.http_conn (a worker thread only for a
-complete request head; connection, header and chunked-body bounds), every
-request through protocols.http_guard (UTF-8 path, bounded JSON/XML bodies)."""
+complete request head; connections bounded), each request through
+protocols.http_request (header bounds, chunked bodies, no reading of a
+refused body) and protocols.http_guard (UTF-8 path, bounded JSON/XML bodies)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ PUT bodies are uploads: streamed to storage, never bounded here. Every other
 body is small by nature (JSON or a form for /api and /ui, XML for /dav), so
 one whose Content-Length is over ``max_json_bytes`` / ``max_xml_bytes`` gets
 413 before a byte of it is read (and the connection closes after the reply,
-see protocols.http_conn), and a chunked one is read here up to the limit
+see protocols.http_request), and a chunked one is read here up to the limit
 (a malformed chunk: 400). A chunked upload that breaks the coding half-way
 gets 400 in place of whatever error reply the application made of it.
 """
@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Iterable, Iterator
 
 from gateway import metrics
-from protocols.http_conn import BadChunk, ChunkedBody
+from protocols.http_request import BadChunk, ChunkedBody
 
 __all__ = ["RequestGuard"]
 
