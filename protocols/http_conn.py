@@ -217,7 +217,10 @@ class Gate(ConnectionManager):
         elif state == _GONE:
             conn.close()
         else:
-            self._selector.register(conn.socket.fileno(), EVENT_READ, data=conn)
+            try:
+                self._selector.register(conn.socket.fileno(), EVENT_READ, data=conn)
+            except (OSError, ValueError, KeyError, RuntimeError):  # the server stops: its selector is closed
+                conn.close()
 
     def _run(self, expiration_interval: float) -> None:
         last_check = time.monotonic()
@@ -380,8 +383,7 @@ class Gate(ConnectionManager):
         conn.deadline = time.monotonic() + DISCARD_S
         try:
             self._selector.register(conn.socket.fileno(), EVENT_READ, data=conn)
-        except (OSError, ValueError, KeyError):
-            conn.discarding = False
+        except (OSError, ValueError, KeyError, RuntimeError):  # the server stops: close at once
             conn.close()
 
     def _discard_some(self, fd: int, conn: Connection) -> None:
