@@ -85,7 +85,10 @@ def _json_loads(max_depth: int) -> Any:
                 depth += 1 if m.group() in "[{" else -1
                 if depth > max_depth:
                     raise JSONTooDeep(f"the JSON body is nested deeper than {max_depth} levels")
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except RecursionError:  # max_depth set above what the interpreter's stack allows
+            raise JSONTooDeep("the JSON body is nested too deep") from None
 
     return loads
 
