@@ -263,6 +263,30 @@ def test_xml_and_json_bodies_have_a_limit_but_uploads_do_not(gateway_factory):
     assert (r.data / "ext.txt").read_bytes() == b"hello!"
 
 
+def test_a_small_refused_body_keeps_the_connection_for_the_retry(gateway_factory):
+    """WebDAV clients send a request without credentials, get 401 and send it
+    again on the same connection: a small body is still read after a refusal,
+    and requests sent back to back (pipelined) are all answered."""
+    r = gateway_factory(protocols=("http",))
+    port = r.port("http")
+    propfind = (b"PROPFIND /dav/ HTTP/1.1\r\nHost: x\r\nDepth: 0\r\nContent-Type: text/xml\r\n%s"
+                b"Content-Length: %d\r\n\r\n%s")
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(propfind % (b"", len(PROPFIND), PROPFIND))
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 401") and b"Connection: close" not in first, first
+        auth = f"Authorization: {AUTH}\r\n".encode()
+        s.sendall(propfind % (auth, len(PROPFIND), PROPFIND) + propfind % (auth + b"Connection: close\r\n",
+                                                                          len(PROPFIND), PROPFIND))
+        rest = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += chunk
+    assert rest.count(b"HTTP/1.1 207") == 2, rest[:500]
+
+
 # --------------------------------------------------------------- connections
 
 
