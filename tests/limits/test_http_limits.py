@@ -298,7 +298,7 @@ def test_idle_and_slowloris_connections_hold_no_worker(gateway_factory):
     handle = r.handles["http"]
     idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(200)]
     half = []
-    for i in range(20):  # request heads that stop half-way
+    for _ in range(20):  # request heads that stop half-way
         s = socket.create_connection(("127.0.0.1", port), timeout=30)
         s.sendall(b"PROPFIND /dav/ HTTP/1.1\r\nHost: x\r\nDepth: 1\r\n")
         half.append(s)
