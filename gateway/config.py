@@ -347,6 +347,21 @@ class Http(_Model):
     max_resource_property_bytes: PositiveInt = 1 << 20
     #: seconds one /api/v1/events stream stays open before the client reconnects
     events_window_s: PositiveFloat = 60.0
+    #: open connections in all and from one address; more are answered 503 and closed
+    max_connections: PositiveInt = 512
+    max_connections_per_ip: PositiveInt = 64
+    #: seconds a connection has to send a complete request head (counted from
+    #: its accept or the end of its previous reply); then it is closed
+    header_timeout_s: PositiveFloat = 10.0
+    #: request line + header fields (431 or 414 beyond), and header fields (431 beyond)
+    max_header_bytes: PositiveInt = 65536
+    max_header_count: PositiveInt = 100
+    #: request bodies other than uploads (PUT, streamed and unbounded): JSON or
+    #: form bodies of /api and /ui, XML bodies of /dav (413 beyond)
+    max_json_bytes: PositiveInt = 1 << 20
+    max_xml_bytes: PositiveInt = 1 << 20
+    #: nesting of a JSON body (400 beyond)
+    max_json_depth: PositiveInt = 64
 
 
 class ProtocolPolicy(_Model):

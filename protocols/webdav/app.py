@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterable
 
+from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
+from wsgidav.util import normalize_path
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
-from protocols.webdav.errors import TextErrors, reason
+from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
 from protocols.webdav.locks import LockStorage
 from protocols.webdav.propfind import CHUNKED_KEY
 from protocols.webdav.props import PropertyManager
@@ -92,6 +94,13 @@ def _fix_status_lines(app: Callable, state: DavState) -> Callable:
 
     def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
         environ[STARTED_KEY] = time.monotonic()
+        try:
+            normalize_path(environ["PATH_INFO"])
+        except DAVError:  # wsgidav's own reply to it keeps its Content-Length but loses its body
+            content_type, body = GatewayDAVError(400, f"the path leads above {MOUNT_PATH}").get_response_page()
+            start_response(reason(400), [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            yield body
+            return
 
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
             code, _, text = status.partition(" ")
