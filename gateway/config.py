@@ -322,7 +322,18 @@ class Sftp(_Model):
     port: Port = 2222
     host_keys: list[FsPath] = Field(default_factory=list)
     keyboard_interactive: Bool = False
+    #: authenticated connections in all (a login beyond is refused)
     max_connections: PositiveInt = 512
+    #: connections from one address, logged in or not
+    max_connections_per_ip: PositiveInt = 32
+    #: connections still logging in, in all; each is closed after login_timeout_s
+    max_pending_logins: PositiveInt = 128
+    login_timeout_s: PositiveFloat = 10.0
+    #: open files and folders of one connection (all its SFTP channels and scp)
+    max_handles_per_session: Annotated[int, BeforeValidator(_int_check(1, 65536))] = 256
+    #: bytes of out-of-order writes held in memory, per connection and in all
+    max_reorder_bytes_per_session: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 16 << 20
+    max_reorder_bytes: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 256 << 20
 
 
 class Http(_Model):
