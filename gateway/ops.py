@@ -175,7 +175,7 @@ class Upload:
             try:
                 self._budget.take(len(data))
             except E.GatewayError as exc:
-                self._refuse(exc)
+                self._refuse(self._ops._at(exc, self.path))
         elif self._held_bytes + len(data) > REORDER_LIMIT:
             self._refuse(E.BadRequest(f"{self.path}: writes too far out of order (over {REORDER_LIMIT >> 20} MiB "
                                       f"held); upload aborted", self.path))

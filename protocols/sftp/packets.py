@@ -128,20 +128,17 @@ class PacketHandler(SFTPServerHandler):
         """A WRITE on a handle opened with FXF_APPEND, with its offset replaced
         by the end of the writes received before it on that handle (as
         O_APPEND does; asyncssh sends offset 0). Done here, in the order the
-        requests arrived, because the writes then run concurrently."""
-        payload = packet.get_remaining_payload()
-        peek = SSHPacket(payload)
-        try:
-            f = self._file_handles.get(peek.get_string())
-            if f is None or not f.append:
-                return packet
-            at = len(payload) - len(peek.get_remaining_payload())
-            peek.get_uint64()
-            length = len(peek.get_string())
-        except PacketDecodeError:
-            return packet  # answered as a bad message by the write itself
+        requests arrived, because the writes then run concurrently. Any
+        other WRITE is returned as it is, its data not copied."""
+        raw = packet.get_full_payload()
+        at = len(packet.get_consumed_payload())  # the handle's length field
+        end = at + 4 + int.from_bytes(raw[at:at + 4], "big")  # the offset field
+        f = self._file_handles.get(raw[at + 4:end])
+        if f is None or not f.append or len(raw) < end + 12:
+            return packet  # a malformed one is answered as such by the write itself
+        length = int.from_bytes(raw[end + 8:end + 12], "big")
         offset = self._server.append_offset(f, length)
-        return SSHPacket(payload[:at] + UInt64(offset) + payload[at + 8:])
+        return SSHPacket(raw[at:end] + UInt64(offset) + raw[end + 8:])
 
     def _pending(self) -> list[asyncio.Future]:
         return [t for t in (self._last_other, *self._io) if t is not None and not t.done()]

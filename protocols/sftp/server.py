@@ -117,6 +117,7 @@ class _Connection(asyncssh.SSHServer):
         self.remote = ""
         self._host: str | None = None     # counted in handle.per_ip
         self._pending = False             # counted in handle.pending
+        self._logged_in = False
         self.session: Session | None = None
         self.limits: SessionLimits | None = None
         self._users: dict[str, Any] = {}
@@ -168,7 +169,7 @@ class _Connection(asyncssh.SSHServer):
             h.logged_in -= 1
             metrics.session_closed("sftp")
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
-        if self.session is None and rejected:
+        if not self._logged_in and rejected:
             self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
 
     def begin_auth(self, username: str) -> bool:
@@ -212,6 +213,7 @@ class _Connection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         assert self._conn is not None
         h = self._handle
+        self._logged_in = True
         self._end_pending()
         if h.logged_in >= h.cfg.sftp.max_connections:
             self._refuse("sftp_max_connections", f"too many connections ({h.logged_in} logged in)")
