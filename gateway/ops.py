@@ -96,6 +96,7 @@ class Upload:
         self.path = user_path
         self.replaced = replaced
         self._writer = writer
+        self._start = offset
         self._next = offset
         self._held: dict[int, bytes] = {}
         self._held_bytes = 0
@@ -218,7 +219,8 @@ class Upload:
                 self._drop()
                 self._ops._log(self._session, "upload", [self.path], f"error: {self._failed}", self._started)
                 raise
-        self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
+        self._ops._log(self._session, "upload", [self.path], "ok", self._started,
+                       bytes=self._next - self._start)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 

@@ -15,8 +15,9 @@ from sftp_support import connect, sftp_batch
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
-def test_append_mode_appends(gateway_factory):
+def test_append_mode_appends(gateway_factory, caplog):
     r = gateway_factory(protocols=("sftp",))
+    caplog.set_level("INFO", logger="gateway.ops")
     (r.data / "log.txt").write_bytes(b"hello")
     big = os.urandom(3 * (1 << 20) + 17)
 
@@ -26,6 +27,8 @@ def test_append_mode_appends(gateway_factory):
                 await f.write(b" world")
                 await f.write(b"!")
             assert (r.data / "log.txt").read_bytes() == b"hello world!"
+            logged = [rec.op for rec in caplog.records if getattr(rec, "op", {}).get("paths") == ["/log.txt"]]
+            assert [(op["result"], op["bytes"]) for op in logged] == [("ok", 7)]  # the bytes appended
             async with sftp.open("/log.txt", "ab") as f:  # pipelined 256 KiB writes, all at "offset 0"
                 await f.write(big)
             assert (r.data / "log.txt").read_bytes() == b"hello world!" + big
