@@ -1,7 +1,7 @@
 """The SFTP front end under attack (issue #24): every bound holds, is refused
 clearly and counted, a second well-behaved client is served meanwhile, and
-nothing is left behind (descriptors counted in /proc/self/fd: the gateway
-runs in this process; no ``.gw-up-*`` temporaries on disk).
+nothing is left behind (sockets and served files counted in /proc/self/fd:
+the gateway runs in this process; no ``.gw-up-*`` temporaries on disk).
 
 Attackers connect from 127.0.0.2 where an address matters, the well-behaved
 client from 127.0.0.1 (both loopback)."""
@@ -30,16 +30,21 @@ MIB = 1 << 20
 BLOCK = 256 * KIB
 
 
-def fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-def fd_targets() -> list[str]:
+def fds(data: Path) -> list[str]:
+    """This process's descriptors an SFTP session may hold: sockets and
+    files of the served folder (the job store's, which its pool opens when
+    it likes, are left out)."""
     out = []
     for n in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):
-            out.append(os.readlink(f"/proc/self/fd/{n}"))
+            target = os.readlink(f"/proc/self/fd/{n}")
+            if target.startswith(("socket:", str(data))):
+                out.append(target)
     return sorted(out)
+
+
+def released(data: Path, before: list[str]) -> Callable[[], bool]:
+    return lambda: len(fds(data)) <= len(before)
 
 
 def rss() -> int:
@@ -58,11 +63,12 @@ def temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.startswith(".gw-up-")]
 
 
-async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0,
+                     detail: Callable[[], object] = lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
+            pytest.fail(f"not within {timeout} s: {what} {detail()}")
         await asyncio.sleep(0.1)
 
 
@@ -94,24 +100,24 @@ def test_open_handles_per_session_are_capped(gateway_factory):
     refused = metric(r, "gateway_limit_refusals_total", "limit", "sftp_max_handles_per_session")
 
     async def go():
-        before, start = fds(), fd_targets()  # with this event loop's own
+        before = fds(r.data)
         async with connect(port) as (_, sftp):
             reply = await sftp._handler._make_request(b"limits@openssh.com")
             assert asyncssh.sftp.SFTPLimits.decode(reply).max_open_handles == 40  # told the client
-            connected = fds()
+            connected = len(fds(r.data))
             files = []
             with pytest.raises(asyncssh.SFTPFailure, match="too many open files in this session"):
                 for i in range(300):
                     files.append(await sftp.open("/f.txt") if i % 2 else await sftp.open(f"/up{i}", "wb"))
             assert len(files) == 40
-            assert fds() - connected <= 40 + 5
+            assert len(fds(r.data)) - connected <= 40 + 5
             with pytest.raises(asyncssh.SFTPFailure, match="too many open files"):
                 await sftp._handler.opendir(b"/")  # folders count too
             await well_behaved(port, "during.txt")
             await files.pop().close()
             files.append(await sftp.open("/f.txt"))  # a closed handle makes room again
-        await eventually(lambda: fds() <= before, "the session's descriptors released: "
-                         + str(sorted(set(fd_targets()) - set(start))))
+        await eventually(released(r.data, before), "the session's descriptors released",
+                         detail=lambda: set(fds(r.data)) - set(before))
         assert temporaries(r.data) == []
 
     asyncio.run(go())
@@ -208,7 +214,7 @@ def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_facto
     handles = metric(r, "gateway_resource_in_use", "resource", "sftp_open_handles")
 
     async def go():
-        before, start = fds(), fd_targets()
+        before = fds(r.data)
         async with connect(port) as (conn, sftp):
             gap = await sftp.open("/gap.bin", "wb")  # first: asyncssh's clean-up stopped at its failed commit
             await sftp._handler.write(gap._handle, BLOCK, b"g" * BLOCK)
@@ -220,8 +226,8 @@ def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_facto
             folders = [await sftp._handler.opendir(b"/") for _ in range(2)]
             assert len(temporaries(r.data)) == 4 and readers and folders
             conn.abort()  # the connection drops
-        await eventually(lambda: fds() <= before, "every descriptor of the session released: "
-                         + str(sorted(set(fd_targets()) - set(start))))
+        await eventually(released(r.data, before), "every descriptor of the session released",
+                         detail=lambda: set(fds(r.data)) - set(before))
         await eventually(lambda: not temporaries(r.data), "no .gw-up-* temporary left")
         await eventually(lambda: metric(r, "gateway_resource_in_use", "resource", "sftp_open_handles") == handles,
                          "every handle counted closed")
@@ -295,13 +301,13 @@ def _closed_by_server(s: socket.socket) -> bool:
 
 def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
     r = gateway_factory(protocols=("sftp",), sections={"sftp": {
-        "max_connections": 4, "max_connections_per_ip": 6, "login_timeout_s": 2}})
+        "max_connections": 4, "max_connections_per_ip": 6, "login_timeout_s": 3}})
     port = r.port("sftp")
     handle = r.handles["sftp"]
     timeouts = metric(r, "gateway_limit_refusals_total", "limit", "sftp_login_timeout_s")
 
     async def go():
-        before, start = fds(), fd_targets()
+        before = fds(r.data)
         loop = asyncio.get_running_loop()
         # Six sockets from one address, more than max_connections: three send
         # nothing, three send the SSH banner and stall.
@@ -310,7 +316,7 @@ def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
         extra = _raw_socket(port, banner=True)  # the seventh from that address is refused
         started = time.monotonic()
         assert await loop.run_in_executor(None, _closed_by_server, extra)
-        assert time.monotonic() - started < 2, "the extra socket should be refused at once, not timed out"
+        assert time.monotonic() - started < 2.5, "the extra socket should be refused at once, not timed out"
         # Meanwhile max_connections logged-in clients are all served.
         async with connect(port) as (_, a), connect(port) as (_, b), connect(port) as (_, c):
             for sftp in (a, b, c):
@@ -324,8 +330,8 @@ def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
         extra.close()
         assert time.monotonic() - started < 15
         await eventually(lambda: handle.pending == 0 and not handle.per_ip, "the slots given back")
-        await eventually(lambda: fds() <= before, "the sockets' descriptors released: "
-                         + str(sorted(set(fd_targets()) - set(start))))
+        await eventually(released(r.data, before), "the sockets' descriptors released",
+                         detail=lambda: set(fds(r.data)) - set(before))
         await well_behaved(port, "after.txt")
 
     asyncio.run(go())
