@@ -8,8 +8,10 @@
    client observes its requests in the order it sent them, as with a
    sequential server (a request that finds nothing running is answered in
    the receive loop itself, as asyncssh does). At most ``MAX_IN_FLIGHT``
-   requests run per session; beyond that the loop stops reading and SSH flow
-   control holds the client.
+   requests, of ``MAX_IN_FLIGHT_BYTES`` in all, run per session; beyond that
+   the loop stops reading and SSH flow control holds the client (asyncssh
+   takes WRITEs of up to 4 MiB whatever limits@openssh.com offers: 64 of
+   them would hold 256 MiB).
 2. **opendir lists at once**, so "no such folder" answers the opendir rather
    than the first readdir; **a readdir answers up to 1,000 names** written
    straight to their wire form (asyncssh sends 128, one awaited step and
@@ -51,6 +53,10 @@ log = logging.getLogger("gateway.sftp")
 #: Requests running at once per SFTP channel: with MAX_IO_LEN, what the
 #: replies of one channel may hold in memory.
 MAX_IN_FLIGHT = 64
+#: Bytes of the requests running at once per SFTP channel: MAX_IN_FLIGHT
+#: requests of the size limits@openssh.com offers; a client sending bigger
+#: writes gets fewer at once.
+MAX_IN_FLIGHT_BYTES = MAX_IN_FLIGHT * (MAX_IO_LEN + 1024)
 
 #: Names per readdir reply, and about how many bytes they may take (OpenSSH's
 #: client refuses messages over 256 KiB).
@@ -92,6 +98,8 @@ class PacketHandler(SFTPServerHandler):
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._last_other: asyncio.Future | None = None
         self._io: set[asyncio.Future] = set()
+        self._bytes = 0  # of the requests dispatched and not finished
+        self._bytes_freed = asyncio.Event()
 
     # -- the loop -------------------------------------------------------------------
 
@@ -106,8 +114,13 @@ class PacketHandler(SFTPServerHandler):
                 if pkttype == FXP_WRITE:
                     packet = self._place_append(packet)
                 if pkttype in (FXP_READ, FXP_WRITE) or self._pending():
+                    size = len(packet.get_full_payload())
                     await self._slots.acquire()
-                    self._dispatch(pkttype, pktid, packet)
+                    while self._bytes and self._bytes + size > MAX_IN_FLIGHT_BYTES:
+                        self._bytes_freed.clear()
+                        await self._bytes_freed.wait()
+                    self._bytes += size
+                    self._dispatch(pkttype, pktid, packet, size)
                 else:  # nothing runs: answered here, as a sequential server would (no task to schedule)
                     self._io, self._last_other = set(), None
                     await self._process_packet(pkttype, pktid, packet)
@@ -143,18 +156,19 @@ class PacketHandler(SFTPServerHandler):
     def _pending(self) -> list[asyncio.Future]:
         return [t for t in (self._last_other, *self._io) if t is not None and not t.done()]
 
-    def _dispatch(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+    def _dispatch(self, pkttype: int, pktid: int, packet: SSHPacket, size: int) -> None:
         if pkttype in (FXP_READ, FXP_WRITE):
             before = [self._last_other] if self._last_other is not None else []
-            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet, size))
             self._io.add(task)
             task.add_done_callback(self._io.discard)
         else:
             before = self._pending()
             self._io = set()
-            self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+            self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet, size))
 
-    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket) -> None:
+    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket,
+                         size: int) -> None:
         try:
             pending = [t for t in before if not t.done()]
             if pending:
@@ -162,6 +176,8 @@ class PacketHandler(SFTPServerHandler):
             await self._process_packet(pkttype, pktid, packet)
         finally:
             self._slots.release()
+            self._bytes -= size
+            self._bytes_freed.set()
 
     async def _cleanup(self, exc: Exception | None) -> None:
         """Close every handle, each whatever the others do: an upload that

@@ -337,3 +337,31 @@ def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
     asyncio.run(go())
     assert metric(r, "gateway_limit_refusals_total", "limit", "sftp_login_timeout_s") >= timeouts + 6
     assert metric(r, "gateway_limit_refusals_total", "limit", "sftp_max_connections_per_ip") >= 1
+
+
+def test_oversized_writes_are_taken_a_few_at_a_time(gateway_factory, monkeypatch):
+    """asyncssh accepts WRITEs of 4 MiB whatever limits@openssh.com offers:
+    the requests running at once are bounded in bytes, not only in count."""
+    from protocols.sftp.packets import MAX_IN_FLIGHT_BYTES, PacketHandler
+
+    running: list[int] = []  # bytes of the requests running, at each dispatch
+    dispatch = PacketHandler._dispatch
+
+    def observed(self, *args):
+        dispatch(self, *args)
+        running.append(self._bytes)
+
+    monkeypatch.setattr(PacketHandler, "_dispatch", observed)
+    r = gateway_factory(protocols=("sftp",))
+    data = os.urandom(4 * MIB)
+
+    async def go():
+        async with connect(r.port("sftp")) as (_, sftp):
+            f = await sftp.open("/big.bin", "wb")
+            await asyncio.gather(*(sftp._handler.write(f._handle, i * len(data), data) for i in range(24)))
+            await f.close()
+            await well_behaved(r.port("sftp"), "during.txt")
+
+    asyncio.run(go())
+    assert (r.data / "big.bin").read_bytes() == data * 24
+    assert 0 < max(running) <= MAX_IN_FLIGHT_BYTES
