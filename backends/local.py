@@ -13,6 +13,10 @@ delete) through its folder's, naming only the last part, which these calls
 never follow. A link swapped in after the check is therefore never followed
 (``openat2`` with ``RESOLVE_BENEATH`` is not in the os module); this backend
 deletes, renames or replaces a link itself, never its target.
+
+Users' home folders inside the mount are fences too (:meth:`fence`): a
+path inside a home may not resolve outside that home, so a link
+``alice/tobob -> ../bob`` does not hand alice bob's files.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import os
 import shutil
 import stat as _stat
 from contextlib import contextmanager, suppress
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from backends.base import Backend, Writer
 from backends.errors import translated
@@ -43,6 +47,8 @@ class LocalBackend(Backend):
         super().__init__(*args, **kwargs)
         self.follow_links = follow_links
         self._real_root: str | None = None
+        #: home folder (backend path) → its resolved path, once it exists
+        self._fences: dict[str, str | None] = {}
 
     def _inside(self, real: str) -> None:
         """Raises PermissionDenied when resolved path ``real`` lies outside
@@ -53,6 +59,27 @@ class LocalBackend(Backend):
         if real != root and not real.startswith(root.rstrip("/") + "/"):
             raise E.PermissionDenied("leads outside the mount through a symbolic link")
 
+    def fence(self, homes: Iterable[str]) -> None:
+        root = (self.root or "/").rstrip("/")
+        self._fences = {h.rstrip("/"): None for h in homes if h.rstrip("/") != root}
+
+    def _fenced(self, path: str, real: str) -> None:
+        """Raises PermissionDenied when ``path`` lies inside a user's home
+        folder (the innermost one) and ``real``, where it resolves, does not."""
+        fences = self._fences
+        probe, root = path.rstrip("/"), (self.root or "/").rstrip("/")
+        while len(probe) > len(root):
+            if probe in fences:
+                home = fences[probe]
+                if home is None:
+                    home = _resolved(probe)
+                    if os.path.lexists(probe):
+                        fences[probe] = home
+                if real != home and not real.startswith(home.rstrip("/") + "/"):
+                    raise E.PermissionDenied("leads outside the user's home folder through a symbolic link")
+                return
+            probe = os.path.dirname(probe)
+
     def _open_checked(self, path: str) -> int:
         """An ``O_PATH`` descriptor of ``path`` once it is found inside the
         mount's folder: what is stat'ed, opened or listed through it is the
@@ -62,11 +89,17 @@ class LocalBackend(Backend):
             fd = os.open(path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
             if not self.follow_links:
-                self._inside(_resolved_missing(path))
+                real = _resolved_missing(path)
+                self._inside(real)
+                if self._fences:
+                    self._fenced(path, real)
             raise
         if not self.follow_links:
             try:
-                self._inside(os.readlink(f"/proc/self/fd/{fd}"))
+                real = os.readlink(f"/proc/self/fd/{fd}")
+                self._inside(real)
+                if self._fences:
+                    self._fenced(path, real)
             except BaseException:
                 os.close(fd)
                 raise

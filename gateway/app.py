@@ -13,7 +13,7 @@ from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
 from gateway.namespace import Mount, Namespace, normalise
-from gateway.ops import Operations, Policy
+from gateway.ops import Limits, Operations, Policy
 from gateway.view import View
 
 __all__ = ["Gateway"]
@@ -44,7 +44,8 @@ class Gateway:
               queues: dict[str, int] | None = None, node: str | None = None, heartbeat_s: float = 0.25,
               stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
-              policy: Any = None, auth: Any = None, config: Any = None) -> "Gateway":
+              policy: Any = None, auth: Any = None, config: Any = None,
+              limits: Limits = Limits()) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
         otherwise. Not started: call :meth:`start`."""
@@ -64,7 +65,7 @@ class Gateway:
                                         stall_after_s=stall_after_s, max_attempts=max_attempts,
                                         retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
         ops = Operations(namespace, store, dispatcher, View(store),
-                         policy or Policy(budget_s, per_protocol), monitor_ttl_s)
+                         policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir)
 
     @classmethod
@@ -84,8 +85,12 @@ class Gateway:
             heartbeat_s=j.heartbeat_s, stall_after_s=j.stall_after_s, max_attempts=j.max_attempts,
             step_retries=j.step_retries, retry_backoff_s=j.retry_backoff_ms / 1000.0,
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
+            limits=Limits(property_bytes=cfg.http.max_property_bytes,
+                          resource_property_bytes=cfg.http.max_resource_property_bytes),
         )
         gw.auth = Authenticator.from_config(cfg)
+        gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
+        gw.auth.on_change(gw.auth.all())
         gw.logins = CachedLogins(gw.auth)
         return gw
 

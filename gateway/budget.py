@@ -3,7 +3,7 @@
 A :class:`ByteBudget` counts bytes held against a limit; one may have a
 parent (a session's budget inside the process's), and a take succeeds only
 when every level has room. A refusal raises the budget's error and counts in
-``gateway_limit_refusals_total``; what is held shows in
+``gateway_refused_total``; what is held shows in
 ``gateway_resource_in_use``.
 """
 
@@ -21,14 +21,16 @@ __all__ = ["ByteBudget"]
 class ByteBudget:
     """Up to ``limit`` bytes held at once (and the ``parent``'s room).
 
-    ``name`` names the bound in metrics (e.g. ``sftp_reorder_bytes_per_session``);
+    ``protocol`` and ``name`` label its refusals in metrics (e.g. ``sftp``,
+    ``reorder_bytes_per_session``);
     ``refusal(n)`` makes the error raised when ``n`` more bytes do not fit;
     ``gauge`` names the resource whose use is published (the process level
     only: one gauge per session would be unbounded)."""
 
-    def __init__(self, limit: int, name: str, refusal: Callable[[int], E.GatewayError],
+    def __init__(self, limit: int, protocol: str, name: str, refusal: Callable[[int], E.GatewayError],
                  parent: "ByteBudget | None" = None, gauge: str | None = None) -> None:
         self.limit = limit
+        self.protocol = protocol
         self.name = name
         self._refusal = refusal
         self._parent = parent
@@ -45,7 +47,7 @@ class ByteBudget:
         this level or a parent has no room."""
         with self._lock:
             if self._used + n > self.limit:
-                metrics.limit_refused(self.name)
+                metrics.refused(self.protocol, self.name)
                 raise self._refusal(n)
             if self._parent is not None:
                 self._parent.take(n)

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from gateway.jobs.schema import jobs
 
-__all__ = ["record_op", "session_opened", "session_closed", "limit_refused", "in_use", "render"]
+__all__ = ["record_op", "session_opened", "session_closed", "refused", "in_use", "render"]
 
 _lock = threading.Lock()
 _op_count: dict[tuple[str, str], int] = defaultdict(int)
@@ -19,7 +19,7 @@ _op_seconds: dict[str, float] = defaultdict(float)
 _bytes: dict[str, int] = defaultdict(int)
 _sessions: dict[str, int] = defaultdict(int)
 _sessions_total: dict[str, int] = defaultdict(int)
-_refusals: dict[str, int] = defaultdict(int)
+_refused: dict[tuple[str, str], int] = defaultdict(int)
 _in_use: dict[str, int] = defaultdict(int)
 
 
@@ -42,11 +42,11 @@ def session_closed(protocol: str) -> None:
         _sessions[protocol] = max(0, _sessions[protocol] - 1)
 
 
-def limit_refused(limit: str) -> None:
-    """Count one request refused by the bound named ``limit`` (a config key
-    such as ``sftp_max_handles_per_session``)."""
+def refused(protocol: str, limit: str) -> None:
+    """Count one request or connection refused by a bound (``limit`` names
+    it, e.g. ``line_too_long``, ``unauthenticated_per_ip``)."""
     with _lock:
-        _refusals[limit] += 1
+        _refused[(protocol, limit)] += 1
 
 
 def in_use(resource: str, delta: int) -> None:
@@ -97,8 +97,8 @@ def render(engine: sa.Engine) -> str:
                [({"protocol": p}, n) for p, n in sorted(_sessions.items())])
         family("gateway_sessions_total", "counter", "Sessions opened, by protocol.",
                [({"protocol": p}, n) for p, n in sorted(_sessions_total.items())])
-        family("gateway_limit_refusals_total", "counter", "Requests refused by a configured bound, by bound.",
-               [({"limit": k}, n) for k, n in sorted(_refusals.items())])
+        family("gateway_refused_total", "counter", "Requests and connections refused by a limit.",
+               [({"protocol": p, "limit": k}, n) for (p, k), n in sorted(_refused.items())])
         family("gateway_resource_in_use", "gauge", "What is held of a bounded resource.",
                [({"resource": k}, n) for k, n in sorted(_in_use.items())])
     return "\n".join(out) + "\n"

@@ -11,6 +11,7 @@ import falcon
 from gateway import __version__, metrics
 from gateway.api.auth import Authentication
 from gateway.api.errors import handle_gateway_error
+from gateway.api.idempotency import Idempotency
 from gateway.api.fs import (ContentResource, DeleteResource, ListResource, MkdirResource, StatResource,
                             TransferResource)
 from gateway.api.jobs import (EventsResource, JobActionResource, JobResource, JobsResource, MonitorResource,
@@ -70,7 +71,7 @@ def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = No
     """Everything on the HTTP port that is not WebDAV: /api/v1, /metrics
     (and the portal under /ui when it is installed)."""
     portal = Portal(gw)
-    app = falcon.App(middleware=[Authentication(gw, portal)])
+    app = falcon.App(middleware=[Authentication(gw, portal), Idempotency(gw.store.engine)])
     app.req_options.auto_parse_qs_csv = False
     app.add_error_handler(GatewayError, handle_gateway_error)
     table = routes(gw, cfg, closing)

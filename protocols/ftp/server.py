@@ -1,5 +1,12 @@
 """The FTP listener: one thread per control connection (pyftpdlib's
-ThreadedFTPServer), so a slow storage call never blocks other sessions."""
+ThreadedFTPServer), so a slow storage call never blocks other sessions.
+
+Connection slots are the gateway's, not pyftpdlib's: a connection that has
+not logged in holds an *unauthenticated* slot (few per address, a bounded
+number in all, for ``login_timeout_s`` at most); a login trades it for a
+*session* slot (``max_connections``, ``max_connections_per_ip``). So idle
+sockets from one address can neither hold the sessions' limit nor keep
+other addresses from logging in."""
 
 from __future__ import annotations
 
@@ -8,33 +15,45 @@ from typing import Any
 
 from pyftpdlib.servers import ThreadedFTPServer
 
+from gateway import metrics
+from gateway.slots import Slot, Slots
 from protocols.ftp.handler import make_handler
 
-__all__ = ["serve", "FtpHandle"]
+__all__ = ["serve", "FtpHandle", "Slots"]
 
 
 class _Server(ThreadedFTPServer):
-    """pyftpdlib's threaded server counts the running control connections
-    without the one being accepted, so it let ``max_cons + 1`` in. The same
-    check guards PASV/PORT, where the count (control connections only) may
-    reach the limit."""
+    """pyftpdlib's threaded server with the gateway's connection slots in
+    place of its own limits (which count a connection from its accept on)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._accepting = threading.local()
+    def __init__(self, address: Any, handler: type, slots: Slots) -> None:
+        super().__init__(address, handler)
+        self.slots = slots
+        #: The slot taken for the connection being accepted, handed to its
+        #: handler (accepts all happen in the acceptor's thread).
+        self.next_slot: Slot | None = None
+        self.max_cons = 0  # counted by ``slots``
+        self.max_cons_per_ip = 0
 
     def handle_accepted(self, sock: Any, addr: Any) -> Any:
-        self._accepting.now = True
+        slot = self.slots.admit(addr[0])
+        if isinstance(slot, tuple):
+            limit, text = slot
+            metrics.refused("ftp", limit)
+            try:
+                sock.setblocking(False)
+                sock.send(f"421 {text}\r\n".encode())
+            except OSError:
+                pass
+            sock.close()
+            return None
+        self.next_slot = slot
         try:
             return super().handle_accepted(sock, addr)
         finally:
-            self._accepting.now = False
-
-    def _accept_new_cons(self) -> bool:
-        if not self.max_cons:
-            return True
-        count = self._map_len()
-        return count < self.max_cons if getattr(self._accepting, "now", False) else count <= self.max_cons
+            if self.next_slot is not None:  # no handler took it
+                self.slots.release(self.next_slot)
+                self.next_slot = None
 
 
 class FtpHandle:
@@ -50,9 +69,9 @@ class FtpHandle:
 
 def serve(gw: Any, cfg: Any) -> FtpHandle:
     """Start the FTP port (``cfg.ftp``) in a thread."""
-    server = _Server((cfg.server.host, cfg.ftp.port), make_handler(gw, cfg))
-    server.max_cons = cfg.ftp.max_connections
-    server.max_cons_per_ip = cfg.ftp.max_connections_per_ip
+    c = cfg.ftp
+    slots = Slots(c.max_connections, c.max_connections_per_ip, c.max_unauthenticated, c.max_unauthenticated_per_ip)
+    server = _Server((cfg.server.host, c.port), make_handler(gw, cfg), slots)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.5, "handle_exit": False},
                               name="ftp", daemon=True)
     thread.start()

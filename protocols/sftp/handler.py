@@ -106,7 +106,7 @@ class SessionLimits:
         """Count one more open handle. Raises SFTPFailure ("too many open
         files in this session") at the limit."""
         if self.handles >= self.max_handles:
-            metrics.limit_refused("sftp_max_handles_per_session")
+            metrics.refused("sftp", "handles_per_session")
             raise asyncssh.SFTPFailure(f"too many open files in this session (at most {self.max_handles}); "
                                        f"close some first")
         self.handles += 1

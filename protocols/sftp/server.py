@@ -6,11 +6,11 @@ it, so the initiator of a backgrounded rename sees its outcome on any of them.
 Core calls (logins included: argon2 takes tens of milliseconds) run in one
 bounded worker pool per listener, never on the event loop.
 
-Connections are bounded so that idle or stalled sockets cannot lock logins
-out: each address may hold ``max_connections_per_ip`` (logged in or not), at
-most ``max_pending_logins`` may be logging in at once, each of which is
-closed after ``login_timeout_s``; ``max_connections`` counts logged-in
-connections only, so the login-in-progress of a crowd never takes their slots.
+Connection slots are those of :mod:`gateway.slots`, as for FTP: a connection
+not logged in holds an unauthenticated slot (``max_unauthenticated_per_ip``,
+``max_unauthenticated``) and is closed after ``login_timeout_s``; a login
+trades it for a session slot (``max_connections``, ``max_connections_per_ip``).
+So idle or stalled sockets cannot lock logins out.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from asyncssh.stream import SSHServerStreamSession
 from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
+from gateway.slots import Slot, Slots
 from gateway.types import Session
 from protocols.sftp.commands import run_command
 from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
@@ -115,8 +116,7 @@ class _Connection(asyncssh.SSHServer):
         self._handle = handle
         self._conn: asyncssh.SSHServerConnection | None = None
         self.remote = ""
-        self._host: str | None = None     # counted in handle.per_ip
-        self._pending = False             # counted in handle.pending
+        self._slot: Slot | None = None
         self._logged_in = False
         self.session: Session | None = None
         self.limits: SessionLimits | None = None
@@ -125,9 +125,9 @@ class _Connection(asyncssh.SSHServer):
 
     def _refuse(self, limit: str, reason: str) -> None:
         assert self._conn is not None
-        metrics.limit_refused(limit)
-        log.warning("sftp: refusing %s: %s", self.remote, reason)
-        self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, f"{reason}; try again later")
+        metrics.refused("sftp", limit)
+        log.info("sftp: refusing %s: %s", self.remote, reason)
+        self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         h = self._handle
@@ -135,38 +135,20 @@ class _Connection(asyncssh.SSHServer):
         host, port = conn.get_extra_info("peername")[:2]
         self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         h.connections.add(conn)
-        if h.per_ip.get(host, 0) >= h.cfg.sftp.max_connections_per_ip:
-            self._refuse("sftp_max_connections_per_ip", "too many connections from your address")
-            return
-        if h.pending >= h.cfg.sftp.max_pending_logins:
-            self._refuse("sftp_max_pending_logins", "too many connections logging in")
-            return
-        self._host = host
-        h.per_ip[host] = h.per_ip.get(host, 0) + 1
-        self._pending = True
-        h.pending += 1
-        metrics.in_use("sftp_pending_logins", 1)
-
-    def _end_pending(self) -> None:
-        if self._pending:
-            self._pending = False
-            self._handle.pending -= 1
-            metrics.in_use("sftp_pending_logins", -1)
+        slot = h.slots.admit(host)
+        if isinstance(slot, tuple):
+            self._refuse(*slot)
+        else:
+            self._slot = slot
 
     def connection_lost(self, exc: Exception | None) -> None:
         h = self._handle
         h.connections.discard(self._conn)
-        if self._pending and isinstance(exc, asyncssh.ConnectionLost) and "timeout" in str(exc).lower():
-            metrics.limit_refused("sftp_login_timeout_s")
-            log.info("sftp: %s did not log in within %g s: closed", self.remote, h.cfg.sftp.login_timeout_s)
-        self._end_pending()
-        if self._host is not None:
-            h.per_ip[self._host] -= 1
-            if not h.per_ip[self._host]:
-                del h.per_ip[self._host]
-            self._host = None
+        if not self._logged_in and isinstance(exc, asyncssh.ConnectionLost) and "timeout" in str(exc).lower():
+            metrics.refused("sftp", "login_timeout")
+            log.info("sftp: %s did not log in within %d s: closed", self.remote, h.cfg.sftp.login_timeout_s)
+        h.slots.release(self._slot)
         if self.session is not None:
-            h.logged_in -= 1
             metrics.session_closed("sftp")
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
         if not self._logged_in and rejected:
@@ -214,16 +196,15 @@ class _Connection(asyncssh.SSHServer):
         assert self._conn is not None
         h = self._handle
         self._logged_in = True
-        self._end_pending()
-        if h.logged_in >= h.cfg.sftp.max_connections:
-            self._refuse("sftp_max_connections", f"too many connections ({h.logged_in} logged in)")
+        refusal = h.slots.promote(self._slot)
+        if refusal is not None:
+            self._refuse(*refusal)
             return
         user = self._users[self._conn.get_extra_info("username")]
         self.session = Session(user, "sftp", self.remote)
         self.limits = SessionLimits(h.cfg.sftp.max_handles_per_session, ByteBudget(
-            h.cfg.sftp.max_reorder_bytes_per_session, "sftp_max_reorder_bytes_per_session", _session_refusal,
+            h.cfg.sftp.max_reorder_bytes_per_session, "sftp", "reorder_bytes_per_session", _session_refusal,
             parent=h.reorder))
-        h.logged_in += 1
         metrics.session_opened("sftp")
 
     def session_requested(self) -> "_Channel":
@@ -280,11 +261,10 @@ class SftpHandle:
         self.cfg = cfg
         #: every connection, logged in or not (closed by close())
         self.connections: set[asyncssh.SSHServerConnection] = set()
-        self.logged_in = 0
-        self.pending = 0
-        self.per_ip: dict[str, int] = {}
-        self.reorder = ByteBudget(cfg.sftp.max_reorder_bytes, "sftp_max_reorder_bytes", _process_refusal,
-                                  gauge="sftp_reorder_bytes")
+        s = cfg.sftp
+        self.slots = Slots(s.max_connections, s.max_connections_per_ip, s.max_unauthenticated,
+                           s.max_unauthenticated_per_ip)
+        self.reorder = ByteBudget(s.max_reorder_bytes, "sftp", "reorder_bytes", _process_refusal, gauge="sftp_reorder_bytes")
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
         self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
         self._loop = asyncio.new_event_loop()

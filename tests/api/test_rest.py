@@ -178,10 +178,11 @@ def test_queueinfo_compatibility(api):
     assert c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel"}).status_code == 400
     while c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "queued":
         time.sleep(0.02)
-    r = c.get("/api/v1/queueinfo", params={"QUEUENAME": "copy", "QUEUEACTION": "STOP", "TOKEN": job_id})
+    # Changes need POST (or a bearer token on GET: tests/api/test_web_origin.py).
+    r = c.post("/api/v1/queueinfo", params={"QUEUENAME": "copy", "QUEUEACTION": "STOP", "TOKEN": job_id})
     assert r.status_code == 200
     assert api.gw.dispatcher.wait(job_id, 30).state == "stopped"
-    r = c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel", "Token": job_id})
+    r = c.post("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel", "Token": job_id})
     assert r.status_code == 409 and r.json()["state"] == "stopped"
 
 
@@ -242,3 +243,44 @@ def test_event_streams_are_bounded_and_end_at_shutdown(gateway_factory):
         assert time.monotonic() - t0 < 5
         for s in streams:
             s.__exit__(None, None, None)
+
+
+def test_idempotency_key_replays_the_first_reply(api):
+    """The same Idempotency-Key from the same user gets the first reply (one
+    job, not a busy error); a different request under it is 422; another
+    user's key is theirs alone."""
+    slow_tree(api)
+    c = api.client()
+    key = {"Idempotency-Key": "4f3c9c2e-move-1"}
+    first = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"}, headers=key)
+    assert first.status_code == 202, first.text
+    again = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"}, headers=key)
+    assert (again.status_code, again.json(), again.headers["location"]) == (
+        202, first.json(), first.headers["location"])
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/elsewhere"}, headers=key)
+    assert other.status_code == 422, other.text
+    assert follow(c, first.headers["location"]).status_code == 303
+    # Replayed after the job ended too: the reply, not a second move (its source is gone).
+    assert c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"},
+                  headers=key).json() == first.json()
+    assert len([j for j in c.get("/api/v1/jobs").json()["jobs"] if j["operation"] == "ItemMove"]) == 1
+    # Errors (4xx) are replayed as well; the key is the user's own.
+    made = c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}, headers={"Idempotency-Key": "k2"})
+    assert made.status_code == 201
+    assert c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}, headers={"Idempotency-Key": "k2"}).status_code == 201
+    assert c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}).status_code == 409
+    bob = api.client("bob").post("/api/v1/fs/mkdir", json={"path": "/slow/b"}, headers={"Idempotency-Key": "k2"})
+    assert bob.status_code == 201
+
+
+def test_a_move_sent_again_without_a_key_attaches_to_its_job(api):
+    slow_tree(api)
+    c, retry = api.client(), api.client(headers={"Gateway-Session": "reconnected"})
+    first = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"})
+    assert first.status_code == 202, first.text
+    again = retry.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"})
+    assert again.status_code in (201, 202), again.text
+    if again.status_code == 202:
+        assert again.json()["id"] == first.json()["id"]
+    assert follow(c, first.headers["location"]).status_code == 303

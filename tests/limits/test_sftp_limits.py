@@ -52,11 +52,19 @@ def rss() -> int:
         return next(int(line.split()[1]) * KIB for line in f if line.startswith("VmRSS:"))
 
 
-def metric(r, name: str, label: str, value: str) -> float:
+def metric(r, name: str, labels: str) -> float:
     """A sample of the gateway's /metrics page (0 when absent)."""
     text = metrics.render(r.gw.store.engine)
-    m = re.search(rf'^{name}{{{label}="{re.escape(value)}"}} (\S+)$', text, re.M)
+    m = re.search(rf'^{name}{{{re.escape(labels)}}} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def refused(r, limit: str) -> float:
+    return metric(r, "gateway_refused_total", f'protocol="sftp",limit="{limit}"')
+
+
+def in_use(r, resource: str) -> float:
+    return metric(r, "gateway_resource_in_use", f'resource="{resource}"')
 
 
 def temporaries(root: Path) -> list[Path]:
@@ -97,7 +105,7 @@ def test_open_handles_per_session_are_capped(gateway_factory):
     r = gateway_factory(protocols=("sftp",), sections={"sftp": {"max_handles_per_session": 40}})
     (r.data / "f.txt").write_bytes(b"x" * 100)
     port = r.port("sftp")
-    refused = metric(r, "gateway_limit_refusals_total", "limit", "sftp_max_handles_per_session")
+    refusals = refused(r, "handles_per_session")
 
     async def go():
         before = fds(r.data)
@@ -121,7 +129,7 @@ def test_open_handles_per_session_are_capped(gateway_factory):
         assert temporaries(r.data) == []
 
     asyncio.run(go())
-    assert metric(r, "gateway_limit_refusals_total", "limit", "sftp_max_handles_per_session") == refused + 2
+    assert refused(r, "handles_per_session") == refusals + 2
 
 
 def test_read_length_is_clamped_to_what_limits_offers(gateway_factory):
@@ -201,9 +209,9 @@ def test_out_of_order_bytes_bounded_per_session_and_process(gateway_factory):
             await well_behaved(port, "during.txt")
 
     asyncio.run(go())
-    for limit in ("sftp_max_reorder_bytes", "sftp_max_reorder_bytes_per_session"):
-        assert metric(r, "gateway_limit_refusals_total", "limit", limit) >= 1
-    assert metric(r, "gateway_resource_in_use", "resource", "sftp_reorder_bytes") == 0
+    for limit in ("reorder_bytes", "reorder_bytes_per_session"):
+        assert refused(r, limit) >= 1
+    assert in_use(r, "sftp_reorder_bytes") == 0
 
 
 def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_factory):
@@ -211,7 +219,7 @@ def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_facto
     (r.data / "f.txt").write_bytes(b"x" * 100)
     (r.data / "sub").mkdir()
     port = r.port("sftp")
-    handles = metric(r, "gateway_resource_in_use", "resource", "sftp_open_handles")
+    handles = in_use(r, "sftp_open_handles")
 
     async def go():
         before = fds(r.data)
@@ -229,7 +237,7 @@ def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_facto
         await eventually(released(r.data, before), "every descriptor of the session released",
                          detail=lambda: set(fds(r.data)) - set(before))
         await eventually(lambda: not temporaries(r.data), "no .gw-up-* temporary left")
-        await eventually(lambda: metric(r, "gateway_resource_in_use", "resource", "sftp_open_handles") == handles,
+        await eventually(lambda: in_use(r, "sftp_open_handles") == handles,
                          "every handle counted closed")
         # What had no gap was kept, as for any dropped connection; the gapped upload was discarded.
         for p in ("one.bin", "sub/two.bin", "three.bin"):
@@ -301,10 +309,10 @@ def _closed_by_server(s: socket.socket) -> bool:
 
 def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
     r = gateway_factory(protocols=("sftp",), sections={"sftp": {
-        "max_connections": 4, "max_connections_per_ip": 6, "login_timeout_s": 3}})
+        "max_connections": 4, "max_unauthenticated_per_ip": 6, "login_timeout_s": 3}})
     port = r.port("sftp")
     handle = r.handles["sftp"]
-    timeouts = metric(r, "gateway_limit_refusals_total", "limit", "sftp_login_timeout_s")
+    timeouts = refused(r, "login_timeout")
 
     async def go():
         before = fds(r.data)
@@ -312,7 +320,7 @@ def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
         # Six sockets from one address, more than max_connections: three send
         # nothing, three send the SSH banner and stall.
         idle = [_raw_socket(port, banner=i % 2 == 1) for i in range(6)]
-        await eventually(lambda: handle.pending == 6, "the six sockets accepted")
+        await eventually(lambda: handle.slots.counts() == (6, 0), "the six sockets accepted")
         extra = _raw_socket(port, banner=True)  # the seventh from that address is refused
         started = time.monotonic()
         assert await loop.run_in_executor(None, _closed_by_server, extra)
@@ -329,14 +337,14 @@ def test_idle_sockets_do_not_lock_logins_out(gateway_factory):
             s.close()
         extra.close()
         assert time.monotonic() - started < 15
-        await eventually(lambda: handle.pending == 0 and not handle.per_ip, "the slots given back")
+        await eventually(lambda: handle.slots.counts() == (0, 0), "the slots given back")
         await eventually(released(r.data, before), "the sockets' descriptors released",
                          detail=lambda: set(fds(r.data)) - set(before))
         await well_behaved(port, "after.txt")
 
     asyncio.run(go())
-    assert metric(r, "gateway_limit_refusals_total", "limit", "sftp_login_timeout_s") >= timeouts + 6
-    assert metric(r, "gateway_limit_refusals_total", "limit", "sftp_max_connections_per_ip") >= 1
+    assert refused(r, "login_timeout") >= timeouts + 6
+    assert refused(r, "unauthenticated_per_ip") >= 1
 
 
 def test_oversized_writes_are_taken_a_few_at_a_time(gateway_factory, monkeypatch):

@@ -66,8 +66,8 @@ def test_held_block_sent_twice(gw, s):
 
 
 def test_held_bytes_count_against_the_budget_and_are_released(gw, s):
-    process = ByteBudget(12, "p", lambda n: E.Busy("process full"))
-    session = ByteBudget(8, "s", lambda n: E.BadRequest("session full"), parent=process)
+    process = ByteBudget(12, "test", "p", lambda n: E.Busy("process full"))
+    session = ByteBudget(8, "test", "s", lambda n: E.BadRequest("session full"), parent=process)
     a = gw.ops.open_write(s, "/m/a")
     a.hold_within(session)
     a.write_at(4, b"1234")
@@ -77,12 +77,12 @@ def test_held_bytes_count_against_the_budget_and_are_released(gw, s):
         a.write_at(12, b"1")
     assert (session.used, process.used) == (0, 0)  # aborted: its held bytes are released
     b = gw.ops.open_write(s, "/m/b")
-    b.hold_within(ByteBudget(100, "s2", lambda n: E.BadRequest("s2 full"), parent=process))
+    b.hold_within(ByteBudget(100, "test", "s2", lambda n: E.BadRequest("s2 full"), parent=process))
     b.write_at(10, b"x" * 12)
     with pytest.raises(E.Busy, match="process full"):
         b.write_at(30, b"y")
     c = gw.ops.open_write(s, "/m/c")
-    c.hold_within(ByteBudget(100, "s3", lambda n: E.BadRequest("s3 full"), parent=process))
+    c.hold_within(ByteBudget(100, "test", "s3", lambda n: E.BadRequest("s3 full"), parent=process))
     c.write_at(2, b"cd")
     c.write_at(0, b"ab")  # fills the gap: the held block is written and released
     assert process.used == 0
