@@ -97,15 +97,22 @@ class Writer:
 
     def commit(self) -> None:
         """Make the written bytes the content of the path. Raises the
-        storage's error (translated) if it refuses; the path is then unchanged."""
+        storage's error (translated) if it refuses; the path is then unchanged
+        and what was written is discarded as by :meth:`abort` (a temporary
+        is not left behind)."""
         if self.closed:
             return
-        self.closed = True
-        with self._io():
-            if self._on_commit:
-                self.entry = self._on_commit(self._f)
-            else:
-                self._f.close()
+        try:
+            with self._io():
+                if self._on_commit:
+                    self.entry = self._on_commit(self._f)
+                else:
+                    self._f.close()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self.closed = True
 
     def abort(self) -> None:
         """Forget what was written. Never raises."""

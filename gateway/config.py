@@ -329,6 +329,17 @@ class Sftp(_Model):
     host_keys: list[FsPath] = Field(default_factory=list)
     keyboard_interactive: Bool = False
     max_connections: PositiveInt = 512
+    max_connections_per_ip: PositiveInt = 32
+    #: A connection not logged in counts against these, not the two above,
+    #: and is closed when it has not logged in after login_timeout_s (as FTP).
+    login_timeout_s: PositiveInt = 10
+    max_unauthenticated: PositiveInt = 128
+    max_unauthenticated_per_ip: PositiveInt = 16
+    #: open files and folders of one connection (all its SFTP channels and scp)
+    max_handles_per_session: Annotated[int, BeforeValidator(_int_check(1, 65536))] = 256
+    #: bytes of out-of-order writes held in memory, per connection and in all
+    max_reorder_bytes_per_session: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 16 << 20
+    max_reorder_bytes: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 256 << 20
 
 
 class Http(_Model):

@@ -14,12 +14,15 @@ import builtins
 import itertools
 import threading
 import time
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, NoReturn
 
 from backends.base import Writer
 from gateway import errors as E
 from gateway import metrics
+from gateway.budget import ByteBudget
 from gateway.davstate import DavState
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
@@ -36,8 +39,13 @@ __all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
 
 #: A single file up to this size is copied inline rather than as a job.
 INLINE_COPY_BYTES = 4 << 20
-#: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing.
-REORDER_LIMIT = 64 << 20
+#: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing,
+#: unless given a budget (``Upload.hold_within``: SFTP bounds them per session
+#: and per process).
+REORDER_LIMIT = 16 << 20
+#: Writes an upload remembers (offset, length, CRC-32) to tell a retransmitted
+#: block below its end from a rewrite.
+_RECENT_WRITES = 128
 
 
 @dataclass
@@ -83,7 +91,13 @@ class Upload:
     :meth:`write_at` accepts pipelined writes that arrive out of order;
     :meth:`write` may be given a view of a buffer the caller reuses (it is
     written or copied before the call returns). ``replaced``: whether a
-    file was at the path when the upload opened."""
+    file was at the path when the upload opened.
+
+    An upload fails as a whole: once a write is refused or the storage fails
+    one, the upload is aborted (its temporary removed, its held bytes
+    released) and every later write and the commit raise that first error,
+    so a client that goes on writing is never told its file was saved. (An
+    upload continuing an existing file in place keeps what it wrote before.)"""
 
     def __init__(self, ops: "Operations", session: Session, user_path: str, writer: Writer, offset: int,
                  replaced: bool = False) -> None:
@@ -92,9 +106,15 @@ class Upload:
         self.path = user_path
         self.replaced = replaced
         self._writer = writer
+        self._start = offset
         self._next = offset
         self._held: dict[int, bytes] = {}
         self._held_bytes = 0
+        self._budget: ByteBudget | None = None
+        #: offset → (length, CRC-32) of the last writes made by write_at: what
+        #: tells a retransmission from a rewrite below the end.
+        self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._failed: E.GatewayError | None = None
         self._lock = threading.Lock()
         self._started = time.monotonic()
 
@@ -102,52 +122,124 @@ class Upload:
     def size(self) -> int:
         return self._next
 
+    def hold_within(self, budget: ByteBudget) -> None:
+        """Count the bytes :meth:`write_at` holds out of order against
+        ``budget`` (a session's, say) instead of :data:`REORDER_LIMIT`."""
+        self._budget = budget
+
     def write(self, data: bytes | memoryview) -> int:
+        """Append ``data``. Raises the storage's error (the upload is then aborted)."""
         with self._lock:
-            self._writer.write(data)
-            self._next += len(data)
+            self._check()
+            self._put(data)
         return len(data)
 
     def write_at(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset``; blocks ahead of the end are held until
-        the gap before them is filled. Raises Unsupported for a rewrite of
-        bytes already written."""
+        the gap before them is filled. A block below the end is accepted only
+        as an exact retransmission of one of the last writes (same offset,
+        length and CRC-32). Raises BadRequest for any other rewrite of bytes
+        already written and when held blocks exceed the budget, or the
+        storage's error; the upload is then aborted."""
         with self._lock:
+            self._check()
             if offset == self._next:
-                self._writer.write(data)
-                self._next += len(data)
+                self._put_at(offset, data)
                 while self._next in self._held:
                     block = self._held.pop(self._next)
-                    self._held_bytes -= len(block)
-                    self._writer.write(block)
-                    self._next += len(block)
+                    self._release(len(block))
+                    self._put_at(self._next, block)
             elif offset > self._next:
-                if self._held_bytes + len(data) > REORDER_LIMIT:
-                    raise E.Unsupported(f"{self.path}: writes too far out of order")
-                self._held[offset] = data
-                self._held_bytes += len(data)
-            elif offset + len(data) <= self._next:
-                return  # a retransmitted block already written
-            else:
-                raise E.Unsupported(f"{self.path}: overlapping rewrite at offset {offset} is not supported")
+                held = self._held.get(offset)
+                if held is not None:
+                    if held != data:
+                        self._refuse(E.BadRequest(f"{self.path}: a write at offset {offset} rewrites a block "
+                                                  f"received before with other bytes; not supported", self.path))
+                    return  # a retransmitted block still held
+                self._hold(offset, data)
+            elif self._recent.get(offset) != (len(data), zlib.crc32(data)):
+                self._refuse(E.BadRequest(f"{self.path}: a write at offset {offset} rewrites bytes already "
+                                          f"written (the upload is at {self._next}); not supported", self.path))
+            # else: a retransmission of a block already written
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise type(self._failed)(self._failed.message, self._failed.path)
+
+    def _put(self, data: bytes | memoryview) -> None:
+        try:
+            self._writer.write(data)
+        except E.GatewayError as exc:
+            self._refuse(self._ops._at(exc, self.path))
+        except BaseException:
+            self._refuse(E.BackendError(f"{self.path}: the storage failed a write; upload aborted", self.path))
+        self._next += len(data)
+
+    def _put_at(self, offset: int, data: bytes) -> None:
+        self._put(data)
+        self._recent[offset] = (len(data), zlib.crc32(data))
+        if len(self._recent) > _RECENT_WRITES:
+            self._recent.popitem(last=False)
+
+    def _hold(self, offset: int, data: bytes) -> None:
+        if self._budget is not None:
+            try:
+                self._budget.take(len(data))
+            except E.GatewayError as exc:
+                self._refuse(self._ops._at(exc, self.path))
+        elif self._held_bytes + len(data) > REORDER_LIMIT:
+            self._refuse(E.BadRequest(f"{self.path}: writes too far out of order (over {REORDER_LIMIT >> 20} MiB "
+                                      f"held); upload aborted", self.path))
+        self._held[offset] = data
+        self._held_bytes += len(data)
+
+    def _release(self, n: int) -> None:
+        self._held_bytes -= n
+        if self._budget is not None:
+            self._budget.give(n)
+
+    def _drop(self) -> None:
+        """Forget the held blocks and what was written (never raises)."""
+        self._held.clear()
+        self._release(self._held_bytes)
+        self._writer.abort()
+
+    def _refuse(self, exc: E.GatewayError) -> NoReturn:
+        """Abort the upload for good with ``exc``, log it once, and raise it."""
+        self._failed = exc
+        self._drop()
+        self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
+        raise exc
 
     def commit(self) -> Entry:
         """Make the upload the file's content; returns its entry. Raises
-        BadRequest when held blocks left a gap, or the storage's error."""
-        try:
-            if self._held:
-                raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved")
-            self._writer.commit()
-        except E.GatewayError as exc:
-            self._writer.abort()
-            self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
-            raise self._ops._at(exc, self.path) from None
-        self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
+        BadRequest when held blocks left a gap, the error that aborted the
+        upload, or the storage's error; the temporary is removed whatever
+        failed."""
+        with self._lock:
+            self._check()
+            try:
+                if self._held:
+                    raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved", self.path)
+                self._writer.commit()
+            except E.GatewayError as exc:
+                self._refuse(self._ops._at(exc, self.path))
+            except BaseException:
+                self._failed = E.BackendError(f"{self.path}: the storage failed to save the upload", self.path)
+                self._drop()
+                self._ops._log(self._session, "upload", [self.path], f"error: {self._failed}", self._started)
+                raise
+        self._ops._log(self._session, "upload", [self.path], "ok", self._started,
+                       bytes=self._next - self._start)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 
     def abort(self) -> None:
-        self._writer.abort()
+        """Forget the upload (never raises); later writes and commit raise InvalidState."""
+        with self._lock:
+            if self._failed is None:
+                self._failed = E.InvalidState(f"{self.path}: the upload was abandoned", self.path)
+            self._drop()
 
 
 class Operations:

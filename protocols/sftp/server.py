@@ -5,6 +5,12 @@ channel of the connection (the SFTP subsystem, scp, the job commands) shares
 it, so the initiator of a backgrounded rename sees its outcome on any of them.
 Core calls (logins included: argon2 takes tens of milliseconds) run in one
 bounded worker pool per listener, never on the event loop.
+
+Connection slots are those of :mod:`gateway.slots`, as for FTP: a connection
+not logged in holds an unauthenticated slot (``max_unauthenticated_per_ip``,
+``max_unauthenticated``) and is closed after ``login_timeout_s``; a login
+trades it for a session slot (``max_connections``, ``max_connections_per_ip``).
+So idle or stalled sockets cannot lock logins out.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from asyncssh.stream import SSHServerStreamSession
 
 from gateway import errors as E
 from gateway import metrics
+from gateway.budget import ByteBudget
+from gateway.slots import Slot, Slots
 from gateway.types import Session
 from protocols.sftp.commands import run_command
-from protocols.sftp.handler import Context, GatewaySFTPServer
+from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
 from protocols.sftp.packets import PacketHandler
 
 __all__ = ["serve", "SftpHandle", "host_keys", "WORKERS", "HOST_KEY_FILE"]
@@ -108,27 +116,42 @@ class _Connection(asyncssh.SSHServer):
         self._handle = handle
         self._conn: asyncssh.SSHServerConnection | None = None
         self.remote = ""
+        self._slot: Slot | None = None
+        self._logged_in = False
         self.session: Session | None = None
+        self.limits: SessionLimits | None = None
         self._users: dict[str, Any] = {}
         self._keys: dict[tuple[str, bytes], bool] = {}
 
+    def _refuse(self, limit: str, reason: str) -> None:
+        assert self._conn is not None
+        metrics.refused("sftp", limit)
+        log.info("sftp: refusing %s: %s", self.remote, reason)
+        self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason)
+
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        h = self._handle
         self._conn = conn
         host, port = conn.get_extra_info("peername")[:2]
         self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        conns = self._handle.connections
-        if len(conns) >= self._handle.max_connections:
-            log.warning("sftp: refusing %s: %d connections already", self.remote, len(conns))
-            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections; try again later")
-            return
-        conns.add(conn)
+        h.connections.add(conn)
+        slot = h.slots.admit(host)
+        if isinstance(slot, tuple):
+            self._refuse(*slot)
+        else:
+            self._slot = slot
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._handle.connections.discard(self._conn)
+        h = self._handle
+        h.connections.discard(self._conn)
+        if not self._logged_in and isinstance(exc, asyncssh.ConnectionLost) and "timeout" in str(exc).lower():
+            metrics.refused("sftp", "login_timeout")
+            log.info("sftp: %s did not log in within %d s: closed", self.remote, h.cfg.sftp.login_timeout_s)
+        h.slots.release(self._slot)
         if self.session is not None:
             metrics.session_closed("sftp")
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
-        if self.session is None and rejected:
+        if not self._logged_in and rejected:
             self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
 
     def begin_auth(self, username: str) -> bool:
@@ -171,12 +194,31 @@ class _Connection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         assert self._conn is not None
+        h = self._handle
+        self._logged_in = True
+        refusal = h.slots.promote(self._slot)
+        if refusal is not None:
+            self._refuse(*refusal)
+            return
         user = self._users[self._conn.get_extra_info("username")]
         self.session = Session(user, "sftp", self.remote)
+        self.limits = SessionLimits(h.cfg.sftp.max_handles_per_session, ByteBudget(
+            h.cfg.sftp.max_reorder_bytes_per_session, "sftp", "reorder_bytes_per_session", _session_refusal,
+            parent=h.reorder))
         metrics.session_opened("sftp")
 
     def session_requested(self) -> "_Channel":
         return _Channel(self._handle, self)
+
+
+def _session_refusal(n: int) -> E.GatewayError:
+    return E.BadRequest("writes too far out of order: this session holds the most out-of-order data it may "
+                        "(sftp.max_reorder_bytes_per_session); upload aborted")
+
+
+def _process_refusal(n: int) -> E.GatewayError:
+    return E.Busy("the server holds the most out-of-order write data it may (sftp.max_reorder_bytes); "
+                  "upload aborted, try again later")
 
 
 class _Channel(SSHServerStreamSession):
@@ -188,8 +230,8 @@ class _Channel(SSHServerStreamSession):
         self._owner = owner
 
     def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> GatewaySFTPServer:
-        assert self._owner.session is not None
-        return GatewaySFTPServer(chan, self._handle.ctx, self._owner.session)
+        assert self._owner.session is not None and self._owner.limits is not None
+        return GatewaySFTPServer(chan, self._handle.ctx, self._owner.session, self._owner.limits)
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return subsystem == "sftp"
@@ -217,8 +259,12 @@ class SftpHandle:
     def __init__(self, gw: Any, cfg: Any) -> None:
         self.gw = gw
         self.cfg = cfg
-        self.max_connections = cfg.sftp.max_connections
+        #: every connection, logged in or not (closed by close())
         self.connections: set[asyncssh.SSHServerConnection] = set()
+        s = cfg.sftp
+        self.slots = Slots(s.max_connections, s.max_connections_per_ip, s.max_unauthenticated,
+                           s.max_unauthenticated_per_ip)
+        self.reorder = ByteBudget(s.max_reorder_bytes, "sftp", "reorder_bytes", _process_refusal, gauge="sftp_reorder_bytes")
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
         self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
         self._loop = asyncio.new_event_loop()
@@ -235,7 +281,8 @@ class SftpHandle:
 
     async def _listen(self, keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(self.cfg.server.host, self.cfg.sftp.port, server_factory=lambda: _Connection(self),
-                                     server_host_keys=keys, encoding=None, encryption_algs=CIPHERS)
+                                     server_host_keys=keys, encoding=None, encryption_algs=CIPHERS,
+                                     login_timeout=self.cfg.sftp.login_timeout_s)
 
     async def run(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` in the worker pool."""
