@@ -14,6 +14,7 @@ from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
 from gateway.namespace import Mount, Namespace, normalise
 from gateway.ops import Operations, Policy
+from gateway.private import private_dir
 from gateway.view import View
 
 __all__ = ["Gateway"]
@@ -48,8 +49,7 @@ class Gateway:
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
         otherwise. Not started: call :meth:`start`."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = private_dir(state_dir)
         table = []
         for path, spec in mounts.items():
             # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})

@@ -25,6 +25,7 @@ from asyncssh.stream import SSHServerStreamSession
 
 from gateway import errors as E
 from gateway import metrics
+from gateway.private import private_dir, write_private
 from gateway.types import Session
 from protocols.sftp.commands import run_command
 from protocols.sftp.handler import Context, GatewaySFTPServer
@@ -76,7 +77,7 @@ def _ensure_host_key(state_dir: Path) -> Path:
     with _key_lock:
         if path.exists():
             return path
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         key = asyncssh.generate_private_key("ssh-ed25519")
         fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=state_dir)  # mode 0600
         try:
@@ -88,7 +89,7 @@ def _ensure_host_key(state_dir: Path) -> Path:
                 return path
         finally:
             os.unlink(tmp)
-        path.with_name(HOST_KEY_FILE + ".pub").write_bytes(key.export_public_key())
+        write_private(path.with_name(HOST_KEY_FILE + ".pub"), key.export_public_key())
         log.info("generated SSH host key %s (%s)", path, key.get_fingerprint())
     return path
 
