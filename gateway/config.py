@@ -479,6 +479,10 @@ class Logging(_Model):
 
     level: Annotated[str, BeforeValidator(_choice_check("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True))] = "INFO"
     format: Annotated[Literal["text", "json"], BeforeValidator(_choice_check("text", "json"))] = "text"
+    #: warnings and errors of one kind: ``repeat_burst`` lines per
+    #: ``repeat_window_s``, then one summary line with the count
+    repeat_window_s: PositiveFloat = 60.0
+    repeat_burst: PositiveInt = 5
 
 
 class Config(_Model):

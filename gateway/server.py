@@ -83,6 +83,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     """
     from gateway.app import Gateway
     from gateway.config import ConfigError
+    from gateway.logs import flush_repeated
 
     stop = stop or threading.Event()
     tune_malloc()
@@ -121,6 +122,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         trim = malloc_trimmer()
         while not stop.wait(TRIM_EVERY_S):
             trim()
+            flush_repeated()
         log.info("stopping")
         return 0
     except Exception:
