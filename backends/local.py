@@ -24,7 +24,7 @@ import stat as _stat
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, Callable, Iterator
 
-from backends.base import Backend, Writer
+from backends.base import TEMPORARY_KINDS, Backend, Writer
 from backends.errors import translated
 from gateway import errors as E
 from gateway.namespace import RESERVED_PREFIX
@@ -155,20 +155,27 @@ class LocalBackend(Backend):
 
     def _create_temp(self, path: str, temp_key: str | None) -> tuple[int, str]:
         """A new descriptor open for writing a temporary beside ``path``, and
-        the temporary's name in that folder (see :meth:`_place`)."""
+        the temporary's name in that folder (see :meth:`_place`); the
+        temporary counts as being written (never swept) until it is placed
+        or dropped."""
         tmp = os.path.basename(self._temp_name(path, temp_key))
         with self._folder_of(path) as (folder, _):
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            return os.open(tmp, flags, 0o666, dir_fd=folder), tmp
+            fd = os.open(tmp, flags, 0o666, dir_fd=folder)
+        self._writing.add(os.path.join(os.path.dirname(path), tmp))
+        return fd, tmp
 
     def _place(self, tmp: str, path: str) -> None:
         """Make temporary ``tmp`` (made by :meth:`_create_temp`) the file at ``path``."""
         with self._folder_of(path) as (folder, name):
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        self._writing.discard(os.path.join(os.path.dirname(path), tmp))
 
     def _drop_temp(self, tmp: str, path: str) -> None:
         """Remove temporary ``tmp`` beside ``path``; best effort, never raises
-        (what cannot be removed keeps its reserved, hidden name)."""
+        (what cannot be removed keeps its reserved, hidden name, for the
+        sweep to remove later)."""
+        self._writing.discard(os.path.join(os.path.dirname(path), tmp))
         with suppress(OSError, E.GatewayError), self._folder_of(path) as (folder, _):
             os.unlink(tmp, dir_fd=folder)
 
@@ -180,12 +187,14 @@ class LocalBackend(Backend):
             f = os.fdopen(fd, "wb")  # noqa: SIM115 - the Writer closes it
 
         def commit(fh: BinaryIO) -> Entry:
-            fh.flush()
-            st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
-            fh.close()
             try:
+                fh.flush()
+                st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
+                fh.close()
                 self._place(tmp, path)
             except BaseException:
+                with suppress(OSError):
+                    fh.close()
                 self._drop_temp(tmp, path)
                 raise
             return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
@@ -289,6 +298,41 @@ class LocalBackend(Backend):
             finally:
                 os.close(fd)
         return True
+
+    def temporaries(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Entry]:
+        """As :meth:`Backend.temporaries`, through the os module; symbolic
+        links are not followed (a link with a temporary's name is one)."""
+        stack = [self.root or "/"]
+        while stack and not stop():
+            folder = stack.pop()
+            try:
+                it = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            with it:
+                for d in it:
+                    try:
+                        is_dir = d.is_dir(follow_symlinks=False)
+                        if d.name.startswith(TEMPORARY_KINDS):
+                            if d.path not in self._writing:
+                                yield self._local_temporary(d.path, d.name, is_dir)
+                        elif is_dir:
+                            stack.append(d.path)
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+
+    @staticmethod
+    def _local_temporary(path: str, name: str, is_dir: bool) -> Entry:
+        st = os.lstat(path)
+        size, mtime = (0 if is_dir else st.st_size), st.st_mtime
+        if is_dir:
+            for top, dirs, files in os.walk(path):
+                for n in dirs + files:
+                    with suppress(FileNotFoundError):
+                        s = os.lstat(os.path.join(top, n))
+                        mtime = max(mtime, s.st_mtime)
+                        size += 0 if _stat.S_ISDIR(s.st_mode) else s.st_size
+        return Entry(name, path, is_dir, size, mtime, None, st.st_mode)
 
     def invalidate(self, path: str | None = None) -> None:
         """Nothing is cached."""

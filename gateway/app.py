@@ -15,6 +15,7 @@ from gateway.jobs.store import JobStore
 from gateway.namespace import Mount, Namespace, normalise
 from gateway.ops import Operations, Policy
 from gateway.private import private_dir
+from gateway.sweep import Sweeper
 from gateway.view import View
 
 __all__ = ["Gateway"]
@@ -26,7 +27,8 @@ class Gateway:
     """Everything a front end needs: ``ops`` (the operations core) and ``auth``."""
 
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
-                 auth: Any = None, config: Any = None, state_dir: Path | None = None) -> None:
+                 auth: Any = None, config: Any = None, state_dir: Path | None = None,
+                 sweeper: Sweeper | None = None) -> None:
         self.namespace = namespace
         self.store = store
         self.dispatcher = dispatcher
@@ -38,6 +40,8 @@ class Gateway:
         self.logins = CachedLogins(auth) if auth is not None else None
         self.config = config
         self.state_dir = state_dir
+        #: Removes abandoned temporaries from the mounts (None: never).
+        self.sweeper = sweeper
 
     @classmethod
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
@@ -45,10 +49,13 @@ class Gateway:
               queues: dict[str, int] | None = None, node: str | None = None, heartbeat_s: float = 0.25,
               stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
-              policy: Any = None, auth: Any = None, config: Any = None) -> "Gateway":
+              policy: Any = None, auth: Any = None, config: Any = None, sweep_interval_s: float = 0.0,
+              temp_grace_s: float = 3600.0) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
-        otherwise. Not started: call :meth:`start`."""
+        otherwise. ``sweep_interval_s`` > 0 sweeps abandoned temporaries
+        older than ``temp_grace_s`` at start and that often (gateway.sweep).
+        Not started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
         table = []
         for path, spec in mounts.items():
@@ -65,7 +72,9 @@ class Gateway:
                                         retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
         ops = Operations(namespace, store, dispatcher, View(store),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s)
-        return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir)
+        sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
+        return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
+                   sweeper=sweeper)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Gateway":
@@ -84,6 +93,7 @@ class Gateway:
             heartbeat_s=j.heartbeat_s, stall_after_s=j.stall_after_s, max_attempts=j.max_attempts,
             step_retries=j.step_retries, retry_backoff_s=j.retry_backoff_ms / 1000.0,
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
+            sweep_interval_s=cfg.server.sweep_interval_s, temp_grace_s=cfg.server.temp_grace_s,
         )
         gw.auth = Authenticator.from_config(cfg)
         gw.logins = CachedLogins(gw.auth)
@@ -91,9 +101,13 @@ class Gateway:
 
     def start(self) -> "Gateway":
         self.dispatcher.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
         return self
 
     def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.close()
         self.dispatcher.close()
         self.store.close()
 

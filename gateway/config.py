@@ -291,6 +291,11 @@ class Server(_Model):
     host: Str = "127.0.0.1"
     state_dir: FsPath = Path("var")
     node_id: Str = Field(default_factory=socket.gethostname)
+    #: abandoned temporaries (.gw-up-*, .gw-stage-*, .gw-trash-*) are swept
+    #: from every mount at start and this often (0: never); see gateway.sweep
+    sweep_interval_s: NonNegativeFloat = 3600.0
+    #: a temporary unchanged for less than this is never swept
+    temp_grace_s: NonNegativeFloat = 3600.0
 
 
 class Ftp(_Model):

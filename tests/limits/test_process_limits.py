@@ -1,0 +1,182 @@
+"""Process-wide bounds (issue #24): abandoned temporaries are swept, repeated
+errors do not flood the log, the descriptor limit is kept with a reserve, and
+names are matched in one Unicode normalisation form. Each runs against a real
+gateway (in this process, or a `gateway serve` subprocess where the test kills
+it or limits its descriptors)."""
+
+from __future__ import annotations
+
+import datetime
+import ftplib
+import io
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from gateway.config import load_config
+from gateway.jobs.model import Job, new_job_id
+from gateway.sweep import Sweeper
+from tests.conftest import PASSWORDS, unique_memory, write_config
+
+REPO = Path(__file__).resolve().parents[2]
+OLD = time.time() - 7200
+
+
+def _ftp(port: int, user: str = "alice") -> ftplib.FTP:
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", port, timeout=20)
+    ftp.login(user, PASSWORDS[user])
+    return ftp
+
+
+def _wait(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _plant(path: Path, size: int, mtime: float = OLD) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    os.utime(path, (mtime, mtime))
+
+
+def _serve(config: Path, log: Path, preexec=None) -> subprocess.Popen:
+    with open(log, "ab") as err:
+        return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+                                cwd=config.parent, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=preexec,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    def up():
+        assert proc.poll() is None, "the gateway exited"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    _wait(up, timeout, f"port {port}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------ the sweep
+
+
+@pytest.mark.timeout(120)
+def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
+    config = write_config(tmp_path, mounts={"/": f"file://{tmp_path / 'data'}"},
+                          sections={"server": {"temp_grace_s": 1.0}, "sftp": {"enabled": False},
+                                    "http": {"enabled": False}})
+    port = load_config(config).ftp.port
+    log = tmp_path / "gateway.log"
+    (tmp_path / "data" / "in").mkdir(parents=True)
+    proc = _serve(config, log)
+    try:
+        _wait_port(port, proc)
+        ftp = _ftp(port)
+        data = ftp.transfercmd("STOR in/big.bin")
+        data.sendall(b"y" * 300_000)
+        temps = _wait(lambda: [p for p in (tmp_path / "data" / "in").glob(".gw-up-*") if p.stat().st_size == 300_000],
+                      what="the upload's temporary")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        data.close()
+        ftp.close()
+    finally:
+        _stop(proc)
+    (temp,) = temps
+    assert temp.exists()  # kill -9: nothing removed it
+    time.sleep(1.2)  # older than the grace time
+    proc = _serve(config, log)
+    try:
+        _wait(lambda: not temp.exists(), what="the sweep")
+        _wait_port(port, proc)
+        ftp = _ftp(port)  # and it serves
+        ftp.storbinary("STOR in/ok.bin", io.BytesIO(b"ok"))
+        assert [n.rsplit("/", 1)[-1] for n in ftp.nlst("in")] == ["ok.bin"]
+        ftp.quit()
+    finally:
+        _stop(proc)
+    text = log.read_text()
+    assert f"removed abandoned temporary /in/{temp.name} (300000 bytes" in text, text[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_sweep_spares_live_jobs_open_uploads_and_fresh_temporaries(gateway_factory):
+    r = gateway_factory(protocols=("ftp",), sections={"server": {"sweep_interval_s": 0}})
+    data = r.data
+    # abandoned: removed
+    _plant(data / "a" / ".gw-up-0123456789ab-f.bin", 1000)
+    trash = data / f".gw-trash-{new_job_id()}"
+    _plant(trash / "x" / "y.txt", 700)
+    os.utime(trash / "x", (OLD, OLD))
+    os.utime(trash, (OLD, OLD))
+    failed = Job(id=new_job_id(), queue="copy", operation="copy", src="/s", dst="/b/x", owner="alice",
+                 session_id="s", protocol="test", state="failed", phase="done", stage=None)
+    r.gw.store.create(failed)
+    _plant(data / "b" / f".gw-stage-{failed.id}-x" / "f", 50)
+    os.utime(data / "b" / f".gw-stage-{failed.id}-x", (OLD, OLD))
+    # kept: a live job's stage, a fresh temporary, an upload this process is writing
+    live = Job(id=new_job_id(), queue="parked", operation="copy", src="/s", dst="/b/y", owner="alice",
+               session_id="s", protocol="test", stage=None)
+    r.gw.store.create(live)
+    _plant(data / "b" / f".gw-stage-{live.id}-y" / "f", 60)
+    os.utime(data / "b" / f".gw-stage-{live.id}-y", (OLD, OLD))
+    _plant(data / "a" / ".gw-up-aaaaaaaaaaaa-fresh", 10, time.time())
+    ftp = _ftp(r.port("ftp"))
+    conn = ftp.transfercmd("STOR a/open.bin")
+    conn.sendall(b"z" * 5000)
+    open_temp = _wait(lambda: [p for p in (data / "a").glob(".gw-up-*-open.bin")], what="open upload")[0]
+    os.utime(open_temp, (OLD, OLD))  # however old it looks
+
+    sweeper = Sweeper(r.gw.namespace, r.gw.store, grace_s=600, interval_s=3600)
+    removed = dict(sweeper.sweep())
+    assert removed == {"/a/.gw-up-0123456789ab-f.bin": 1000, f"/{trash.name}": 700,
+                       f"/b/.gw-stage-{failed.id}-x": 50}, removed
+    assert (data / "b" / f".gw-stage-{live.id}-y" / "f").exists()
+    assert (data / "a" / ".gw-up-aaaaaaaaaaaa-fresh").exists()
+    assert open_temp.exists()
+    conn.sendall(b"z" * 5000)
+    conn.close()
+    assert ftp.voidresp().startswith("226")
+    assert (data / "a" / "open.bin").stat().st_size == 10_000
+    ftp.quit()
+
+
+def test_sweep_of_a_remote_like_mount(gateway_factory, caplog):
+    root = unique_memory("sweep")
+    r = gateway_factory(mounts={"/slow": (f"slow::memory://{root}", {"slow": {"latency_ms": 2}})},
+                        sections={"server": {"sweep_interval_s": 0}})
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file(f"/{root}/d/.gw-up-0123456789ab-f", b"q" * 123)
+    fs.pipe_file(f"/{root}/d/keep.txt", b"keep")
+    fs.pipe_file(f"/{root}/d/.gw-up-bbbbbbbbbbbb-new", b"n")
+    fs.store[f"/{root}/d/.gw-up-0123456789ab-f"].created = datetime.datetime.fromtimestamp(OLD, datetime.timezone.utc)
+    with caplog.at_level(logging.INFO, logger="gateway.sweep"):
+        removed = Sweeper(r.gw.namespace, r.gw.store, grace_s=600, interval_s=3600).sweep()
+    assert removed == [("/slow/d/.gw-up-0123456789ab-f", 123)]
+    assert fs.exists(f"/{root}/d/keep.txt") and fs.exists(f"/{root}/d/.gw-up-bbbbbbbbbbbb-new")
+    assert "removed abandoned temporary /slow/d/.gw-up-0123456789ab-f (123 bytes" in caplog.text
