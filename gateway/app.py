@@ -9,6 +9,7 @@ from typing import Any
 
 from backends import open_backend
 from gateway.auth import CachedLogins
+from gateway.descriptors import DescriptorGuard
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
@@ -21,6 +22,7 @@ from gateway.view import View
 __all__ = ["Gateway"]
 
 DEFAULT_QUEUES = {"copy": 4, "move": 4, "delete": 4}
+DEFAULT_DESCRIPTOR_RESERVE = 64
 
 
 class Gateway:
@@ -28,7 +30,7 @@ class Gateway:
 
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
                  auth: Any = None, config: Any = None, state_dir: Path | None = None,
-                 sweeper: Sweeper | None = None) -> None:
+                 sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None) -> None:
         self.namespace = namespace
         self.store = store
         self.dispatcher = dispatcher
@@ -42,6 +44,8 @@ class Gateway:
         self.state_dir = state_dir
         #: Removes abandoned temporaries from the mounts (None: never).
         self.sweeper = sweeper
+        #: Admission of new connections against the descriptor limit.
+        self.descriptors = descriptors or DescriptorGuard(DEFAULT_DESCRIPTOR_RESERVE)
 
     @classmethod
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
@@ -50,11 +54,13 @@ class Gateway:
               stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
               policy: Any = None, auth: Any = None, config: Any = None, sweep_interval_s: float = 0.0,
-              temp_grace_s: float = 3600.0) -> "Gateway":
+              temp_grace_s: float = 3600.0, descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
         otherwise. ``sweep_interval_s`` > 0 sweeps abandoned temporaries
-        older than ``temp_grace_s`` at start and that often (gateway.sweep).
+        older than ``temp_grace_s`` at start and that often (gateway.sweep);
+        front ends refuse connections that would leave fewer than
+        ``descriptor_reserve`` descriptors (gateway.descriptors).
         Not started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
         table = []
@@ -74,7 +80,7 @@ class Gateway:
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s)
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
-                   sweeper=sweeper)
+                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Gateway":
@@ -94,6 +100,7 @@ class Gateway:
             step_retries=j.step_retries, retry_backoff_s=j.retry_backoff_ms / 1000.0,
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
             sweep_interval_s=cfg.server.sweep_interval_s, temp_grace_s=cfg.server.temp_grace_s,
+            descriptor_reserve=cfg.server.descriptor_reserve,
         )
         gw.auth = Authenticator.from_config(cfg)
         gw.logins = CachedLogins(gw.auth)
@@ -110,6 +117,7 @@ class Gateway:
             self.sweeper.close()
         self.dispatcher.close()
         self.store.close()
+        self.descriptors.close()
 
     def __enter__(self) -> "Gateway":
         return self.start()

@@ -296,6 +296,9 @@ class Server(_Model):
     sweep_interval_s: NonNegativeFloat = 3600.0
     #: a temporary unchanged for less than this is never swept
     temp_grace_s: NonNegativeFloat = 3600.0
+    #: new connections are refused once fewer descriptors than this would
+    #: be left for the sessions already open (see gateway.descriptors)
+    descriptor_reserve: NonNegativeInt = 64
 
 
 class Ftp(_Model):

@@ -115,13 +115,16 @@ class _Kind:
         self.start, self.passed, self.suppressed, self.sample = start, 1, 0, sample
 
 
+_DIGITS = re.compile(r"\d+")
+
 #: Every RepeatFilter in use, for :func:`flush_repeated`.
 _repeat_filters: "weakref.WeakSet[RepeatFilter]" = weakref.WeakSet()
 
 
 class RepeatFilter(logging.Filter):
     """Rate-limits warnings and errors of one kind: the same logger, message
-    template (before its arguments are filled in) and exception type. Of each
+    template (before its arguments are filled in, digits ignored) and
+    exception type. Of each
     kind, ``burst`` records per ``window_s`` seconds pass; the rest are
     counted, and when the window has passed one line says
     ``<first message> (repeated N more times in the last T s)``. Records
@@ -149,7 +152,10 @@ class RepeatFilter(logging.Filter):
         if record.levelno < logging.WARNING or getattr(record, "_gw_summary", False) or hasattr(record, "op"):
             return True
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
-        key = (record.name, record.msg if isinstance(record.msg, str) else type(record.msg).__name__, exc)
+        # Libraries often format their messages themselves: numbers (ports,
+        # counts, addresses) do not make a new kind.
+        template = _DIGITS.sub("#", record.msg[:200]) if isinstance(record.msg, str) else type(record.msg).__name__
+        key = (record.name, template, exc)
         now = self._clock()
         ended: _Kind | None = None
         with self._lock:

@@ -85,8 +85,13 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     from gateway.config import ConfigError
     from gateway.logs import flush_repeated
 
+    from gateway.descriptors import raise_limit
+
     stop = stop or threading.Event()
     tune_malloc()
+    threading.excepthook = _log_thread_exception
+    soft, hard = raise_limit()
+    log.info("open-files limit %d (hard %d), %d kept in reserve", soft, hard, cfg.server.descriptor_reserve)
     try:
         gw = Gateway.from_config(cfg)
     except ConfigError as e:  # e.g. a hand-edited state_dir/users.toml
@@ -139,6 +144,16 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         except Exception:
             log.exception("closing the gateway failed")
         restore()
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Uncaught exceptions of threads (a library's connection thread) go to
+    the log, rate-limited like every error, instead of raw to stderr."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("uncaught exception in thread %s", name,
+              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
 
 
 def _import_front_end(name: str) -> ModuleType | None:

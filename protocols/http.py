@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 from typing import Any
@@ -62,6 +63,45 @@ class _LingeringConnection(HTTPConnection):
                 return keep
 
 
+_cheroot_log = logging.getLogger("cheroot")
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n"
+
+
+def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's error_log, through logging (rate-limited, not raw stderr)."""
+    _cheroot_log.log(level, "%s", msg, exc_info=traceback)
+
+
+def _guard_accepts(server: wsgi.Server, guard: Any) -> None:
+    """Make cheroot's accept refuse (503, closed) a connection that would
+    take the descriptor reserve, and pause instead of spinning when accept
+    fails for lack of descriptors (cheroot re-raises EMFILE into its serve
+    loop, which retries at once: 41,362 tracebacks a minute)."""
+    if guard is None:
+        return
+    manager = server._connections
+    accept = manager._from_server_socket
+
+    def from_server_socket(listener: Any) -> Any:
+        try:
+            conn = accept(listener)
+        except OSError as exc:
+            if guard.accept_failed(exc, listener):
+                return None
+            raise
+        if conn is not None and not guard.admit(conn.socket.fileno()):
+            try:
+                conn.socket.settimeout(0.5)
+                conn.socket.sendall(_BUSY)
+            except OSError:
+                pass
+            conn.close()
+            return None
+        return conn
+
+    manager._from_server_socket = from_server_socket
+
+
 def serve(gw: Any, cfg: Any) -> HttpHandle:
     """Start the HTTP port (``cfg.http``) in a thread; port 0 picks a free one
     (see ``handle.address``)."""
@@ -76,7 +116,9 @@ def serve(gw: Any, cfg: Any) -> HttpHandle:
 
         cert, key = ensure_certificate(cfg.server.state_dir, cfg.http.certfile, cfg.http.keyfile)
         server.ssl_adapter = BuiltinSSLAdapter(str(cert), str(key))
+    server.error_log = _error_log
     server.prepare()
+    _guard_accepts(server, getattr(gw, "descriptors", None))
     thread = threading.Thread(target=server.serve, name="http", daemon=True)
     thread.start()
     return HttpHandle(server, thread, gw, closing)

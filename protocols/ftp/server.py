@@ -23,7 +23,24 @@ class _Server(ThreadedFTPServer):
         super().__init__(*args, **kwargs)
         self._accepting = threading.local()
 
+    #: The gateway's DescriptorGuard (None: no check).
+    descriptors: Any = None
+
+    def handle_accept(self) -> None:
+        try:
+            super().handle_accept()
+        except OSError as exc:  # out of descriptors: refuse and pause, never spin
+            if self.descriptors is None or not self.descriptors.accept_failed(exc, self.socket):
+                raise
+
     def handle_accepted(self, sock: Any, addr: Any) -> Any:
+        if self.descriptors is not None and not self.descriptors.admit(sock.fileno()):
+            try:
+                sock.sendall(b"421 Too many open connections, try again later.\r\n")
+            except OSError:
+                pass
+            sock.close()
+            return None
         self._accepting.now = True
         try:
             return super().handle_accepted(sock, addr)
@@ -53,6 +70,7 @@ def serve(gw: Any, cfg: Any) -> FtpHandle:
     server = _Server((cfg.server.host, cfg.ftp.port), make_handler(gw, cfg))
     server.max_cons = cfg.ftp.max_connections
     server.max_cons_per_ip = cfg.ftp.max_connections_per_ip
+    server.descriptors = getattr(gw, "descriptors", None)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.5, "handle_exit": False},
                               name="ftp", daemon=True)
     thread.start()

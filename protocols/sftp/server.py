@@ -28,6 +28,7 @@ from gateway import metrics
 from gateway.private import private_dir, write_private
 from gateway.types import Session
 from protocols.sftp.commands import run_command
+from protocols.sftp.loop import AcceptLoop
 from protocols.sftp.handler import Context, GatewaySFTPServer
 from protocols.sftp.packets import PacketHandler
 
@@ -118,8 +119,10 @@ class _Connection(asyncssh.SSHServer):
         host, port = conn.get_extra_info("peername")[:2]
         self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         conns = self._handle.connections
-        if len(conns) >= self._handle.max_connections:
-            log.warning("sftp: refusing %s: %d connections already", self.remote, len(conns))
+        guard = getattr(self._handle.gw, "descriptors", None)
+        if len(conns) >= self._handle.max_connections or (guard is not None and not guard.admit()):
+            log.warning("sftp: refusing %s: %d connections already, or out of descriptors", self.remote,
+                        len(conns))
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections; try again later")
             return
         conns.add(conn)
@@ -222,7 +225,7 @@ class SftpHandle:
         self.connections: set[asyncssh.SSHServerConnection] = set()
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
         self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
-        self._loop = asyncio.new_event_loop()
+        self._loop = AcceptLoop(getattr(gw, "descriptors", None))
         self._thread = threading.Thread(target=self._loop.run_forever, name="sftp", daemon=True)
         self._closed = False
         keys = host_keys(cfg)

@@ -180,3 +180,112 @@ def test_sweep_of_a_remote_like_mount(gateway_factory, caplog):
     assert removed == [("/slow/d/.gw-up-0123456789ab-f", 123)]
     assert fs.exists(f"/{root}/d/keep.txt") and fs.exists(f"/{root}/d/.gw-up-bbbbbbbbbbbb-new")
     assert "removed abandoned temporary /slow/d/.gw-up-0123456789ab-f (123 bytes" in caplog.text
+
+
+# ------------------------------------------------------------------ descriptors
+
+FD_LIMIT = 200
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _http_status(port: int) -> str:
+    """The status line of an unauthenticated REST request on a new
+    connection, or "" when the connection is closed without one."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /api/v1/fs/list?path=/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            return s.recv(200).split(b"\r\n", 1)[0].decode()
+    except OSError:
+        return ""
+
+
+def _ftp_greeting(port: int) -> str:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            return s.recv(200).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("reserve", [32, 0])
+def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, reserve):
+    """With RLIMIT_NOFILE at 200, 300 idle connections to every port: past the
+    reserve new ones are refused (503, 421, SSH disconnect); with no reserve
+    accept() hits EMFILE and pauses instead of spinning. Either way the log
+    stays a few lines, a session opened before keeps working (reserve), and
+    once the clients leave the gateway serves again."""
+    import resource
+
+    config = write_config(tmp_path, mounts={"/": f"file://{tmp_path / 'data'}"},
+                          sections={"server": {"descriptor_reserve": reserve},
+                                    "ftp": {"max_connections_per_ip": 500, "max_connections": 500}})
+    cfg = load_config(config)
+    ports = (cfg.http.port, cfg.ftp.port, cfg.sftp.port)
+    log = tmp_path / "gateway.log"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
+
+    proc = _serve(config, log, preexec=limit)
+    clients: list[socket.socket] = []
+    try:
+        for port in ports:
+            _wait_port(port, proc)
+        before = log.stat().st_size
+        ftp = _ftp(cfg.ftp.port)  # the well-behaved client, connected before the attack
+        refused = set()
+        for _ in range(8):  # bounded: at most 480 connections
+            for i in range(60):
+                try:
+                    clients.append(socket.create_connection(("127.0.0.1", ports[i % 3]), timeout=1))
+                except OSError:
+                    pass
+            time.sleep(1)  # let every accept loop see its backlog
+            assert proc.poll() is None
+            in_use = _open_fds(proc.pid)
+            assert in_use <= (FD_LIMIT - reserve + 8 if reserve else FD_LIMIT), in_use
+            h, f = _http_status(cfg.http.port), _ftp_greeting(cfg.ftp.port)
+            if h in ("", "HTTP/1.1 503 Service Unavailable"):
+                refused.add("http")
+            if not f.startswith("220"):
+                refused.add("ftp")
+            if len(refused) == 2:
+                break
+        assert refused == {"http", "ftp"}
+        if reserve:
+            # the session opened before goes on: the reserve is for it
+            ftp.storbinary("STOR during.txt", io.BytesIO(b"during the attack"))
+            assert "during.txt" in ftp.nlst()
+        time.sleep(2)  # a spinning accept loop would write thousands of lines meanwhile
+        attack_log = log.read_bytes()[before:]
+        # A few lines per kind of failure (each kind's tracebacks capped at
+        # [logging] repeat_burst), where a spinning accept loop wrote 369 MB
+        # a minute.
+        assert len(attack_log) < 150_000, attack_log[-3000:]
+        assert attack_log.count(b"Traceback") <= 40, attack_log[-3000:]
+        if reserve:
+            assert b"Traceback" not in attack_log, attack_log[-3000:]
+    finally:
+        for c in clients:
+            c.close()
+    try:
+        # released: everything serves again
+        _wait(lambda: _http_status(cfg.http.port).startswith("HTTP/1.1 401"), what="HTTP serving again")
+        again = _wait(lambda: _try_ftp(cfg.ftp.port), what="FTP serving again")
+        again.storbinary("STOR after.txt", io.BytesIO(b"after"))
+        again.quit()
+        assert _open_fds(proc.pid) < FD_LIMIT // 2
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+
+
+def _try_ftp(port: int) -> ftplib.FTP | None:
+    try:
+        return _ftp(port)
+    except (OSError, EOFError, ftplib.Error):
+        return None
