@@ -13,6 +13,17 @@ delete) through its folder's, naming only the last part, which these calls
 never follow. A link swapped in after the check is therefore never followed
 (``openat2`` with ``RESOLVE_BENEATH`` is not in the os module); this backend
 deletes, renames or replaces a link itself, never its target.
+
+Unicode: names reach this backend in one normalisation form
+(``gateway.namespace.name_form``, NFC by default), but files made on the
+host may be spelled otherwise (macOS tools write NFD). A path is used as
+given when it exists so (no extra call for ASCII names); else each
+non-ASCII part is looked up in its other canonical form, then among the
+folder's names, so a file stored NFD is opened, renamed and deleted
+through its NFC name. Listings show every name in the gateway's form. When
+a folder holds the same name in both forms (twins), the name shows once
+and any use of it is refused (Conflict): the gateway cannot tell which one
+a client means, and never picks one silently.
 """
 
 from __future__ import annotations
@@ -21,13 +32,14 @@ import errno
 import os
 import shutil
 import stat as _stat
+import unicodedata
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, Callable, Iterator
 
 from backends.base import TEMPORARY_KINDS, Backend, Writer
 from backends.errors import translated
 from gateway import errors as E
-from gateway.namespace import RESERVED_PREFIX
+from gateway.namespace import RESERVED_PREFIX, name_form
 from gateway.types import Entry
 
 __all__ = ["LocalBackend"]
@@ -53,11 +65,50 @@ class LocalBackend(Backend):
         if real != root and not real.startswith(root.rstrip("/") + "/"):
             raise E.PermissionDenied("leads outside the mount through a symbolic link")
 
+    def _stored(self, path: str) -> str:
+        """``path`` as the storage spells it (see the module's docstring): as
+        given when it exists so or has no non-ASCII part; a part that does
+        not exist in any spelling (a name to create) and what follows it
+        are kept as given. Raises Conflict when a part exists in both
+        canonical forms."""
+        if path.isascii():
+            return path
+        root = (self.root or "/").rstrip("/")
+        if not path.startswith(root + "/"):
+            return path
+        if os.path.lexists(path) and not _has_twin(path, root):
+            return path
+        form = name_form()
+        other = "NFD" if form == "NFC" else "NFC"
+        parts = path[len(root) + 1:].split("/")
+        cur = root
+        for i, part in enumerate(parts):
+            given = f"{cur}/{part}"
+            if part.isascii():
+                cur = given
+                continue
+            twin = unicodedata.normalize(other, part)
+            here = os.path.lexists(given)
+            if twin != part and os.path.lexists(f"{cur}/{twin}"):
+                if here:
+                    raise E.Conflict(f"{part!r} is stored twice, in two Unicode forms; rename one on the storage")
+                cur = f"{cur}/{twin}"
+            elif here:
+                cur = given
+            else:
+                found = _spelled(cur, part, form)
+                if found is None:
+                    return "/".join([cur, *parts[i:]])
+                cur = f"{cur}/{found}"
+        return cur
+
     def _open_checked(self, path: str) -> int:
-        """An ``O_PATH`` descriptor of ``path`` once it is found inside the
-        mount's folder: what is stat'ed, opened or listed through it is the
-        object checked. The caller closes it. Raises PermissionDenied, or the
-        OSError of a missing path (its folder checked first)."""
+        """An ``O_PATH`` descriptor of ``path`` (as stored, see
+        :meth:`_stored`) once it is found inside the mount's folder: what is
+        stat'ed, opened or listed through it is the object checked. The
+        caller closes it. Raises PermissionDenied, Conflict, or the OSError
+        of a missing path (its folder checked first)."""
+        path = self._stored(path)
         try:
             fd = os.open(path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
@@ -102,16 +153,24 @@ class LocalBackend(Backend):
         # one lookup (fstatat) instead of a walk of the whole path, which
         # took a fifth of a 20,000-entry listing.
         with translated():
-            fd = self._reopen(path, os.O_RDONLY | os.O_DIRECTORY)
+            stored = self._stored(path)
+            fd = self._reopen(stored, os.O_RDONLY | os.O_DIRECTORY)
+        form = name_form()
         try:
             with os.scandir(fd) as it:
                 for d in it:
                     name = d.name
                     if name.startswith(RESERVED_PREFIX):
                         continue
+                    if not name.isascii():
+                        shown = unicodedata.normalize(form, name)
+                        if shown != name:
+                            if os.path.lexists(os.path.join(stored, shown)):
+                                continue  # a twin: shown once, as the one already in form
+                            name = shown
                     try:
-                        st = self._stat(os.path.join(path, name)) if d.is_symlink() else d.stat()
-                    except (FileNotFoundError, E.PermissionDenied):
+                        st = self._stat(os.path.join(stored, d.name)) if d.is_symlink() else d.stat()
+                    except (FileNotFoundError, E.PermissionDenied, E.Conflict):
                         continue
                     is_dir = _stat.S_ISDIR(st.st_mode)
                     yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None,
@@ -140,7 +199,7 @@ class LocalBackend(Backend):
         part, for a call relative to it (``dir_fd``). The mount's own folder
         is reached through its parent, which lies outside and is not checked.
         Raises PermissionDenied, or the OSError of a missing folder."""
-        path = path.rstrip("/") or "/"
+        path = self._stored(path.rstrip("/") or "/")
         parent, name = os.path.split(path)
         if not name:
             raise E.PermissionDenied("the storage's root folder cannot be changed")
@@ -162,20 +221,27 @@ class LocalBackend(Backend):
         with self._folder_of(path) as (folder, _):
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(tmp, flags, 0o666, dir_fd=folder)
-        self._writing.add(os.path.join(os.path.dirname(path), tmp))
+        self._writing.add(self._temp_path(path, tmp))
         return fd, tmp
+
+    def _temp_path(self, path: str, tmp: str) -> str:
+        """Where temporary ``tmp`` beside ``path`` is, as the sweep sees it."""
+        folder = os.path.dirname(path)
+        with suppress(E.GatewayError):
+            folder = self._stored(folder)
+        return os.path.join(folder, tmp)
 
     def _place(self, tmp: str, path: str) -> None:
         """Make temporary ``tmp`` (made by :meth:`_create_temp`) the file at ``path``."""
         with self._folder_of(path) as (folder, name):
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        self._writing.discard(os.path.join(os.path.dirname(path), tmp))
+        self._writing.discard(self._temp_path(path, tmp))
 
     def _drop_temp(self, tmp: str, path: str) -> None:
         """Remove temporary ``tmp`` beside ``path``; best effort, never raises
         (what cannot be removed keeps its reserved, hidden name, for the
         sweep to remove later)."""
-        self._writing.discard(os.path.join(os.path.dirname(path), tmp))
+        self._writing.discard(self._temp_path(path, tmp))
         with suppress(OSError, E.GatewayError), self._folder_of(path) as (folder, _):
             os.unlink(tmp, dir_fd=folder)
 
@@ -343,6 +409,32 @@ class LocalBackend(Backend):
         except OSError:
             return None
         return u.total, u.free
+
+
+def _has_twin(path: str, root: str) -> bool:
+    """Whether a non-ASCII part of existing ``path`` (below ``root``) also
+    exists in the other canonical Unicode form."""
+    other = "NFD" if name_form() == "NFC" else "NFC"
+    cur = root
+    for part in path[len(root) + 1:].split("/"):
+        if not part.isascii():
+            twin = unicodedata.normalize(other, part)
+            if twin != part and os.path.lexists(f"{cur}/{twin}"):
+                return True
+        cur = f"{cur}/{part}"
+    return False
+
+
+def _spelled(folder: str, name: str, form: str) -> str | None:
+    """The name in ``folder`` that normalises to ``name`` (in ``form``), or None."""
+    try:
+        with os.scandir(folder) as it:
+            for d in it:
+                if not d.name.isascii() and unicodedata.normalize(form, d.name) == name:
+                    return d.name
+    except OSError:
+        pass
+    return None
 
 
 def _resolved(path: str) -> str:

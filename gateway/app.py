@@ -13,7 +13,7 @@ from gateway.descriptors import DescriptorGuard
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
-from gateway.namespace import Mount, Namespace, normalise
+from gateway.namespace import Mount, Namespace, normalise, set_name_form
 from gateway.ops import Operations, Policy
 from gateway.private import private_dir
 from gateway.sweep import Sweeper
@@ -87,6 +87,7 @@ class Gateway:
         """The gateway a validated config describes (see gateway.config)."""
         from gateway.auth import Authenticator
 
+        set_name_form(cfg.server.unicode_normalization)
         state_dir = Path(cfg.server.state_dir)
         mounts: dict[str, str | tuple] = {
             m.path: (m.url, dict(m.options), {"timeout_s": m.timeout_s, "retries": m.retries,

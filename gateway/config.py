@@ -299,6 +299,9 @@ class Server(_Model):
     #: new connections are refused once fewer descriptors than this would
     #: be left for the sessions already open (see gateway.descriptors)
     descriptor_reserve: NonNegativeInt = 64
+    #: Unicode form of every name: client input is normalised to it and
+    #: stored names are matched and listed in it (see backends.local)
+    unicode_normalization: Annotated[Literal["NFC", "NFD"], BeforeValidator(_choice_check("NFC", "NFD"))] = "NFC"
 
 
 class Ftp(_Model):

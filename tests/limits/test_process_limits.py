@@ -289,3 +289,75 @@ def _try_ftp(port: int) -> ftplib.FTP | None:
         return _ftp(port)
     except (OSError, EOFError, ftplib.Error):
         return None
+
+
+# ------------------------------------------------------------------ Unicode names
+
+NFC = "caf\u00e9"
+NFD = "cafe\u0301"
+
+
+def _ftp_utf8(port: int) -> ftplib.FTP:
+    ftp = _ftp(port)
+    ftp.encoding = "utf-8"
+    return ftp
+
+
+def test_a_name_stored_nfd_is_listed_and_used_through_its_nfc_name(gateway_factory):
+    import httpx
+    from urllib.parse import quote
+
+    r = gateway_factory(protocols=("ftp", "http"))
+    (r.data / NFD).mkdir()
+    (r.data / NFD / f"{NFD}.txt").write_bytes(b"stored NFD")
+    for name in (NFC, NFD):  # WebDAV: either spelling of the URL reaches the file
+        got = httpx.get(f"http://127.0.0.1:{r.port('http')}/dav/{quote(name)}/{quote(name)}.txt",
+                        auth=("alice", PASSWORDS["alice"]), timeout=20)
+        assert (got.status_code, got.content) == (200, b"stored NFD")
+    ftp = _ftp_utf8(r.port("ftp"))
+    assert NFC in ftp.nlst()
+    assert [n.rsplit("/", 1)[-1] for n in ftp.nlst(NFC)] == [f"{NFC}.txt"]
+    out = io.BytesIO()
+    ftp.retrbinary(f"RETR {NFC}/{NFC}.txt", out.write)
+    assert out.getvalue() == b"stored NFD"
+    ftp.storbinary(f"STOR {NFC}/{NFC}.txt", io.BytesIO(b"replaced"))  # overwrites the NFD file, no twin
+    assert os.listdir(r.data / NFD) == [f"{NFD}.txt"]
+    assert (r.data / NFD / f"{NFD}.txt").read_bytes() == b"replaced"
+    ftp.rename(f"{NFC}/{NFC}.txt", f"{NFC}/renamed.txt")
+    assert os.listdir(r.data / NFD) == ["renamed.txt"]
+    ftp.delete(f"{NFC}/renamed.txt")
+    ftp.rmd(NFC)
+    assert os.listdir(r.data) == []
+    ftp.quit()
+
+
+def test_nfc_and_nfd_twins_show_once_and_are_refused_not_mixed_up(gateway_factory):
+    r = gateway_factory(protocols=("ftp",))
+    (r.data / f"{NFC}.txt").write_bytes(b"nfc")
+    (r.data / f"{NFD}.txt").write_bytes(b"nfd")
+    ftp = _ftp_utf8(r.port("ftp"))
+    assert [n for n in ftp.nlst() if n != "slow"] == [f"{NFC}.txt"]  # /slow: the test's second mount
+    for name in (f"{NFC}.txt", f"{NFD}.txt"):
+        with pytest.raises(ftplib.error_temp, match="two Unicode forms"):
+            ftp.retrbinary(f"RETR {name}", io.BytesIO().write)
+        with pytest.raises(ftplib.error_temp, match="two Unicode forms"):
+            ftp.delete(name)
+    assert (r.data / f"{NFC}.txt").read_bytes() == b"nfc" and (r.data / f"{NFD}.txt").read_bytes() == b"nfd"
+    ftp.storbinary("STOR plain.txt", io.BytesIO(b"ascii names are untouched"))
+    ftp.quit()
+
+
+def test_the_form_is_configurable(tmp_path):
+    from backends import open_backend
+    from gateway.namespace import normalise, set_name_form
+
+    (tmp_path / f"{NFC}.txt").write_bytes(b"stored NFC")
+    set_name_form("NFD")
+    try:
+        assert normalise(f"/{NFC}.txt") == f"/{NFD}.txt"
+        b = open_backend(f"file://{tmp_path}")
+        assert [e.name for e in b.listing(b.join(""))] == [f"{NFD}.txt"]
+        with b.open_read(b.join(f"{NFD}.txt")) as f:
+            assert f.read() == b"stored NFC"
+    finally:
+        set_name_form("NFC")
