@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, BinaryIO, Callable, Iterator, TypeVar
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
 
 from fsspec.implementations.memory import MemoryFileSystem
 
@@ -636,6 +636,11 @@ class Backend:
     def disk_usage(self) -> tuple[int, int] | None:
         """(total, free) bytes where the storage tells, else None."""
         return None
+
+    def fence(self, homes: Iterable[str]) -> None:
+        """Declare the users' home folders inside this storage (backend
+        paths): a path inside one may not lead out of it through a link.
+        Storage whose links this gateway cannot see resolved ignores it."""
 
     def close(self) -> None:
         """Let go of connections. Idempotent."""

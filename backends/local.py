@@ -14,6 +14,10 @@ never follow. A link swapped in after the check is therefore never followed
 (``openat2`` with ``RESOLVE_BENEATH`` is not in the os module); this backend
 deletes, renames or replaces a link itself, never its target.
 
+Users' home folders inside the mount are fences too (:meth:`fence`): a
+path inside a home may not resolve outside that home, so a link
+``alice/tobob -> ../bob`` does not hand alice bob's files.
+
 Unicode: names reach this backend in one normalisation form
 (``gateway.namespace.name_form``, NFC by default), but files made on the
 host may be spelled otherwise (macOS tools write NFD). A path is used as
@@ -34,7 +38,7 @@ import shutil
 import stat as _stat
 import unicodedata
 from contextlib import contextmanager, suppress
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from backends.base import TEMPORARY_KINDS, Backend, Writer
 from backends.errors import translated
@@ -55,6 +59,8 @@ class LocalBackend(Backend):
         super().__init__(*args, **kwargs)
         self.follow_links = follow_links
         self._real_root: str | None = None
+        #: home folder (backend path) → its resolved path, once it exists
+        self._fences: dict[str, str | None] = {}
 
     def _inside(self, real: str) -> None:
         """Raises PermissionDenied when resolved path ``real`` lies outside
@@ -64,6 +70,28 @@ class LocalBackend(Backend):
         root = self._real_root
         if real != root and not real.startswith(root.rstrip("/") + "/"):
             raise E.PermissionDenied("leads outside the mount through a symbolic link")
+
+    def fence(self, homes: Iterable[str]) -> None:
+        root = (self.root or "/").rstrip("/")
+        self._fences = {h.rstrip("/"): None for h in homes if h.rstrip("/") != root}
+
+    def _fenced(self, path: str, real: str) -> None:
+        """Raises PermissionDenied when ``path`` lies inside a user's home
+        folder (the innermost one) and ``real``, where it resolves, does not."""
+        fences = self._fences
+        probe, root = path.rstrip("/"), (self.root or "/").rstrip("/")
+        while len(probe) > len(root):
+            if probe in fences:
+                home = fences[probe]
+                if home is None:
+                    stored = self._stored(probe)
+                    home = _resolved(stored)
+                    if os.path.lexists(stored):
+                        fences[probe] = home
+                if real != home and not real.startswith(home.rstrip("/") + "/"):
+                    raise E.PermissionDenied("leads outside the user's home folder through a symbolic link")
+                return
+            probe = os.path.dirname(probe)
 
     def _stored(self, path: str) -> str:
         """``path`` as the storage spells it (see the module's docstring): as
@@ -108,16 +136,24 @@ class LocalBackend(Backend):
         stat'ed, opened or listed through it is the object checked. The
         caller closes it. Raises PermissionDenied, Conflict, or the OSError
         of a missing path (its folder checked first)."""
+        # Homes are fenced by name in the gateway's form, whatever the spelling on disk.
+        named = path if path.isascii() else unicodedata.normalize(name_form(), path)
         path = self._stored(path)
         try:
             fd = os.open(path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
             if not self.follow_links:
-                self._inside(_resolved_missing(path))
+                real = _resolved_missing(path)
+                self._inside(real)
+                if self._fences:
+                    self._fenced(named, real)
             raise
         if not self.follow_links:
             try:
-                self._inside(os.readlink(f"/proc/self/fd/{fd}"))
+                real = os.readlink(f"/proc/self/fd/{fd}")
+                self._inside(real)
+                if self._fences:
+                    self._fenced(named, real)
             except BaseException:
                 os.close(fd)
                 raise

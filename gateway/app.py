@@ -14,7 +14,7 @@ from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
 from gateway.namespace import Mount, Namespace, normalise, set_name_form
-from gateway.ops import Operations, Policy
+from gateway.ops import Limits, Operations, Policy
 from gateway.private import private_dir
 from gateway.sweep import Sweeper
 from gateway.view import View
@@ -53,8 +53,9 @@ class Gateway:
               queues: dict[str, int] | None = None, node: str | None = None, heartbeat_s: float = 0.25,
               stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
-              policy: Any = None, auth: Any = None, config: Any = None, sweep_interval_s: float = 0.0,
-              temp_grace_s: float = 3600.0, descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE) -> "Gateway":
+              policy: Any = None, auth: Any = None, config: Any = None,
+              limits: Limits = Limits(), sweep_interval_s: float = 0.0, temp_grace_s: float = 3600.0,
+              descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
         otherwise. ``sweep_interval_s`` > 0 sweeps abandoned temporaries
@@ -77,7 +78,7 @@ class Gateway:
                                         stall_after_s=stall_after_s, max_attempts=max_attempts,
                                         retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
         ops = Operations(namespace, store, dispatcher, View(store),
-                         policy or Policy(budget_s, per_protocol), monitor_ttl_s)
+                         policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
                    sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve))
@@ -100,10 +101,14 @@ class Gateway:
             heartbeat_s=j.heartbeat_s, stall_after_s=j.stall_after_s, max_attempts=j.max_attempts,
             step_retries=j.step_retries, retry_backoff_s=j.retry_backoff_ms / 1000.0,
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
+            limits=Limits(property_bytes=cfg.http.max_property_bytes,
+                          resource_property_bytes=cfg.http.max_resource_property_bytes),
             sweep_interval_s=cfg.server.sweep_interval_s, temp_grace_s=cfg.server.temp_grace_s,
             descriptor_reserve=cfg.server.descriptor_reserve,
         )
         gw.auth = Authenticator.from_config(cfg)
+        gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
+        gw.auth.on_change(gw.auth.all())
         gw.logins = CachedLogins(gw.auth)
         return gw
 

@@ -88,6 +88,8 @@ class Authenticator:
         self._failures: dict[str, collections.deque[float]] = {}
         self._banned_until: dict[str, float] = {}
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        #: Called with every user whenever the set of users changes.
+        self.on_change: Callable[[list[User]], None] | None = None
         self._reload()
 
     @classmethod
@@ -252,6 +254,7 @@ class Authenticator:
             except BaseException:
                 del self._stored[user.name]
                 raise
+            self._changed()
         log.info("added user %r (admin=%s) to %s", user.name, user.admin, self._path)
         return new
 
@@ -283,6 +286,11 @@ class Authenticator:
             self._stored_stamp = stamp
             for name in self._stored.keys() & self._config_users.keys():
                 log.warning("user %r is in both the config and %s; the config's entry wins", name, self._path)
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.all())
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:

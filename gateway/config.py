@@ -317,6 +317,12 @@ class Ftp(_Model):
     max_connections: PositiveInt = 512
     max_connections_per_ip: PositiveInt = 32
     idle_timeout_s: PositiveInt = 300
+    #: A connection not logged in counts against these, not the two above,
+    #: and is closed (421) when it has not logged in after login_timeout_s.
+    login_timeout_s: PositiveInt = 10
+    max_unauthenticated: PositiveInt = 128
+    max_unauthenticated_per_ip: PositiveInt = 16
+    max_line_bytes: Annotated[int, BeforeValidator(_int_check(512, 65536))] = 2048
 
     @property
     def passive_range(self) -> range:
@@ -347,6 +353,9 @@ class Http(_Model):
     keyfile: OptFsPath = None
     threads: PositiveInt = 32
     propfind_infinity: Bool = False
+    #: bytes (name and value) of one WebDAV dead property, and of all of one file's or folder's
+    max_property_bytes: PositiveInt = 64 << 10
+    max_resource_property_bytes: PositiveInt = 1 << 20
     #: seconds one /api/v1/events stream stays open before the client reconnects
     events_window_s: PositiveFloat = 60.0
 

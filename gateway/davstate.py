@@ -24,6 +24,9 @@ Dead properties follow the resource whoever changes the tree: the core calls
 job store calls :meth:`DavState.committed` inside the transaction that
 commits a job, so a backgrounded move takes them along when it happens for
 everyone, and a job that fails or is stopped leaves them where they were.
+Locks do not move (RFC 4918 7.5): a move or delete, through any protocol,
+drops those on and below its source, so none is left on a path that now
+holds something else.
 """
 
 from __future__ import annotations
@@ -295,14 +298,21 @@ class DavState:
             if self._may_have_props() and self._props_under(src, dst):
                 with self._tx() as c:
                     _follow(c, operation, src, dst)
+            if operation != "copy" and self.locks(src, include_children=True):
+                with self._tx() as c:
+                    _unlock(c, src)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("dead properties of %s not updated after %s: %s", src, operation, exc)
+            log.warning("dead properties or locks of %s not updated after %s: %s", src, operation, exc)
 
     def committed(self, c: sa.Connection, job: Job) -> None:
         """The job store's commit hook: as :meth:`follow`, for ``job``,
         within the commit's own transaction ``c``."""
         if job.src != job.dst and job.operation in _FOLLOWS:
             _follow(c, job.operation, job.src, job.dst)
+            if job.operation != "copy" and _unlock(c, job.src):
+                with self._cache_lock:
+                    self._writes += 1
+                    self._all_locks = None
 
     def _props_under(self, *paths: str | None) -> bool:
         """Whether a property lies on or below one of ``paths`` (a read, so
@@ -329,6 +339,11 @@ def _follow(c: sa.Connection, operation: str, src: str, dst: str | None) -> None
         c.execute(dav_props.delete().where(_subtree(dav_props.c.path, src)))
     else:
         _transfer(c, src, dst, True, move=operation == "move")
+
+
+def _unlock(c: sa.Connection, path: str) -> int:
+    """Drop the locks on and below ``path``; how many there were."""
+    return c.execute(dav_locks.delete().where(_subtree(dav_locks.c.root, path))).rowcount
 
 
 def _transfer(c: sa.Connection, src: str, dst: str, recursive: bool, move: bool) -> None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from gateway.jobs.schema import jobs
 
-__all__ = ["record_op", "session_opened", "session_closed", "render"]
+__all__ = ["record_op", "session_opened", "session_closed", "refused", "render"]
 
 _lock = threading.Lock()
 _op_count: dict[tuple[str, str], int] = defaultdict(int)
@@ -19,6 +19,7 @@ _op_seconds: dict[str, float] = defaultdict(float)
 _bytes: dict[str, int] = defaultdict(int)
 _sessions: dict[str, int] = defaultdict(int)
 _sessions_total: dict[str, int] = defaultdict(int)
+_refused: dict[tuple[str, str], int] = defaultdict(int)
 
 
 def record_op(protocol: str, op: str, ok: bool, seconds: float, nbytes: int = 0) -> None:
@@ -38,6 +39,13 @@ def session_opened(protocol: str) -> None:
 def session_closed(protocol: str) -> None:
     with _lock:
         _sessions[protocol] = max(0, _sessions[protocol] - 1)
+
+
+def refused(protocol: str, limit: str) -> None:
+    """Count one request or connection refused by a bound (``limit`` names
+    it, e.g. ``line_too_long``, ``unauthenticated_per_ip``)."""
+    with _lock:
+        _refused[(protocol, limit)] += 1
 
 
 def _esc(v: str) -> str:
@@ -82,4 +90,6 @@ def render(engine: sa.Engine) -> str:
                [({"protocol": p}, n) for p, n in sorted(_sessions.items())])
         family("gateway_sessions_total", "counter", "Sessions opened, by protocol.",
                [({"protocol": p}, n) for p, n in sorted(_sessions_total.items())])
+        family("gateway_refused_total", "counter", "Requests and connections refused by a limit.",
+               [({"protocol": p, "limit": k}, n) for (p, k), n in sorted(_refused.items())])
     return "\n".join(out) + "\n"

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from gateway.errors import BadRequest, NotFound
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from backends.base import Backend
 
 __all__ = [
@@ -200,6 +202,13 @@ class Namespace:
         return self.mount_for(path) is None and any(
             is_under(m.path, path) and m.path != path for m in self.mounts
         )
+
+    def fence_homes(self, homes: "Iterable[str]") -> None:
+        """Tell each mount which users' home folders (global paths) lie
+        inside it: a path in one may not lead out of it through a link."""
+        homes = set(homes)
+        for m in self.mounts:
+            m.backend.fence(m.backend_path(h) for h in homes if h != m.path and self.mount_for(h) is m)
 
     def child_mount_names(self, path: str) -> list[str]:
         """Names of the folders directly below ``path`` that exist only because a

@@ -11,6 +11,7 @@ budget before the reply says "backgrounded".
 from __future__ import annotations
 
 import builtins
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -24,13 +25,13 @@ from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
 from gateway.logs import log_op
-from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise,
+from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise, overlaps,
                                parent_of, to_global, to_user)
 from gateway.transfer import copy_file
 from gateway.types import Entry, Session
 from gateway.view import HIDDEN, View
 
-__all__ = ["Operations", "Outcome", "Upload", "Policy"]
+__all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
 
 
 #: A single file up to this size is copied inline rather than as a job.
@@ -48,6 +49,15 @@ class Policy:
 
     def budget_s(self, protocol: str) -> float:
         return (self.per_protocol or {}).get(protocol, self.default_s)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may make the core keep: dead properties (bytes of
+    name and value) per property and per file or folder."""
+
+    property_bytes: int = 64 << 10
+    resource_property_bytes: int = 1 << 20
 
 
 @dataclass
@@ -142,7 +152,7 @@ class Upload:
 
 class Operations:
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: Dispatcher, view: View,
-                 policy: Policy, monitor_ttl_s: float = 3600.0) -> None:
+                 policy: Policy, monitor_ttl_s: float = 3600.0, limits: Limits = Limits()) -> None:
         self.namespace = namespace
         #: WebDAV locks and dead properties; the properties follow every
         #: move, copy and delete made here (a job's at its commit).
@@ -153,6 +163,15 @@ class Operations:
         self.view = view
         self.policy = policy
         self.monitor_ttl_s = monitor_ttl_s
+        self.limits = limits
+        self._change_counter = itertools.count(1)
+        self._changes = 0
+
+    def change_stamp(self) -> tuple[int, int]:
+        """A value that changes whenever something made through this
+        gateway changed the tree (an operation, a job's step): what a front
+        end cached before answers for nothing after it changed."""
+        return self._changes, self.store.generation
 
     # -- helpers ------------------------------------------------------------------
 
@@ -167,6 +186,16 @@ class Operations:
         if not session.user.allowed(permission, u):
             raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed)", u)
 
+    def _require_tree(self, session: Session, permission: str, u: str) -> None:
+        """``permission`` on ``u`` and on every path below it that has a rule
+        of its own: what an operation on a whole tree needs. Raises
+        PermissionDenied naming the path that refuses it."""
+        refused = session.user.refused_in_tree(permission, u)
+        if refused == u:
+            raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed)", u)
+        if refused is not None:
+            raise E.PermissionDenied(f"{u}: permission denied ({permission} not allowed on {refused})", u)
+
     @staticmethod
     def _at(exc: E.GatewayError, u: str) -> E.GatewayError:
         """The same error, naming the user's path when the storage did not."""
@@ -180,16 +209,31 @@ class Operations:
              **extra: Any) -> None:
         """One log line and one metrics sample per operation."""
         seconds = time.monotonic() - started
+        if not result.startswith("error"):
+            self._changes = next(self._change_counter)
         metrics.record_op(session.protocol, op, not result.startswith("error"), seconds, extra.get("bytes", 0))
         log_op(session, op, paths, result, seconds, **extra)
 
     def _busy(self, write: builtins.list[str], read: builtins.list[str] | tuple[()] = (),
-              session: Session | None = None) -> None:
+              session: Session | None = None, same: tuple[str, str, str | None] | None = None) -> Job | None:
+        """Raises Busy, naming the path that collides and the job, when an
+        active job owns a path this operation would change (``write``) or
+        needs unchanged (``read``). Returns that job instead when it is this
+        very operation (``same``: operation, global source and destination)
+        of this user, not yet ended: a client's retry attaches to it."""
         job = self.view.conflict(write, read)
-        if job is not None:
-            shown = self._user(session, write[0]) if session else write[0]
-            raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation}); try again when it is done",
-                         shown)
+        if job is None:
+            return None
+        if (same is not None and session is not None and job.owner == session.user.name
+                and (job.operation, job.src, job.dst) == same and job.phase in ("prepare", "cleanup")):
+            return job
+        owned = [p for p in (job.src, job.dst) if p]
+        hit = next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0])
+        shown = self._user(session, hit) if session and is_under(hit, session.user.home) else hit
+        what = " -> ".join(self._user(session, p) if session and is_under(p, session.user.home) else p
+                           for p in owned)
+        raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation} {what}); "
+                     "try again when it is done", shown)
 
     def _physical(self, g: str) -> Entry:
         """Stat a global path on its storage (no overlay). Raises NotFound."""
@@ -385,8 +429,8 @@ class Operations:
             if existing is not None:
                 if existing.is_dir:
                     raise E.IsADirectory(f"{u}: is a folder", u)
-                if offset == 0:
-                    self._require(session, "overwrite", u)
+                # Resuming, appending or rewriting changes what is there.
+                self._require(session, "overwrite", u)
             elif offset:
                 raise E.NotFound(f"{u}: cannot resume, no such file", u)
             if self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
@@ -427,7 +471,47 @@ class Operations:
             self._busy([g], session=session)
             self._stat_g(session, g)
             mount, bp = self.namespace.resolve(g)
-            return mount.backend.set_mtime(bp, mtime)
+            kept = mount.backend.set_mtime(bp, mtime)
+            self._changes = next(self._change_counter)
+            return kept
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
+    def check_change(self, session: Session, path: str) -> None:
+        """Whether ``session`` may change the existing ``path`` now (what a
+        WebDAV LOCK announces): raises PermissionDenied without
+        ``overwrite`` there, Busy when a job owns the path."""
+        u, g = self._paths(session, path)
+        self._require(session, "overwrite", u)
+        self._busy([g], session=session)
+
+    def set_property(self, session: Session, path: str, name: str, value: str | None, *,
+                     dry_run: bool = False) -> None:
+        """Set (``value`` a serialised XML element) or remove (None) a dead
+        property of a file or folder: a change of the resource, allowed as a
+        content write is (``overwrite``) and refused on a path a job owns.
+        Raises PermissionDenied, NotFound, Busy, and QuotaExceeded when the
+        name or value is over ``limits.property_bytes`` or the resource's
+        properties would exceed ``limits.resource_property_bytes``."""
+        u, g = self._paths(session, path)
+        try:
+            self._require(session, "overwrite", u)
+            self._busy([g], session=session)
+            self._stat_g(session, g)
+            if value is None:
+                if not dry_run:
+                    self.davstate.remove_prop(g, name)
+                return
+            size = len(name.encode()) + len(value.encode())
+            if size > self.limits.property_bytes:
+                raise E.QuotaExceeded(f"{u}: property {name} is {size} bytes; at most "
+                                      f"{self.limits.property_bytes} are kept", u)
+            others = sum(len(k.encode()) + len(v.encode()) for k, v in self.davstate.props(g).items() if k != name)
+            if others + size > self.limits.resource_property_bytes:
+                raise E.QuotaExceeded(f"{u}: its properties would take {others + size} bytes; at most "
+                                      f"{self.limits.resource_property_bytes} are kept per file or folder", u)
+            if not dry_run:
+                self.davstate.set_prop(g, name, value)
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
@@ -440,11 +524,15 @@ class Operations:
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
-            self._require(session, "delete", u)
+            self._require_tree(session, "delete", u)
             if g == "/" or g == session.user.home:
                 raise E.PermissionDenied(f"{u}: the home folder cannot be deleted", u)
             self._protect_mounts(g, u)
-            self._busy([g], session=session)
+            attached = self._busy([g], session=session, same=("delete", g, None))
+            if attached is not None:
+                outcome = self._await(session, attached, budget_s, started)
+                self._log(session, "delete", [u], self._result(outcome), started, job=outcome.job_id)
+                return outcome
             entry = self._stat_g(session, g)
             if folder is True and not entry.is_dir:
                 raise E.NotADirectory(f"{u}: not a folder", u)
@@ -490,12 +578,21 @@ class Operations:
         su, sg = self._paths(session, src, cwd)
         du, dg = self._paths(session, dst, cwd)
         try:
+            # A move takes the whole source tree out of its rules and puts
+            # it under the destination's: both places must allow it.
             perm = "rename" if op == "move" else "copy"
-            self._require(session, perm, su)
-            self._require(session, perm, du)
-            if op == "copy":
-                self._require(session, "download", su)
-            self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [], session=session)
+            if op == "move":
+                self._require_tree(session, perm, su)
+            else:
+                self._require(session, perm, su)
+                self._require_tree(session, "download", su)
+            self._require_tree(session, perm, du)
+            attached = self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [],
+                                  session=session, same=(op, sg, dg))
+            if attached is not None:
+                outcome = self._await(session, attached, budget_s, started)
+                self._log(session, op, [su, du], self._result(outcome), started, job=outcome.job_id)
+                return outcome
             entry = self._stat_g(session, sg)
             if sg == dg:
                 if op == "move":
@@ -515,7 +612,9 @@ class Operations:
             if existing is not None:
                 if not overwrite:
                     raise E.AlreadyExists(f"{du}: already exists", du)
-                self._require(session, "overwrite", du)
+                self._require_tree(session, "overwrite", du)
+                if existing.is_dir:  # the tree it replaces is deleted
+                    self._require_tree(session, "delete", du)
             smount, sbp = self._resolve_one(session, sg)
             dmount, dbp = self.namespace.resolve(dg)
             outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s, started)
@@ -575,18 +674,24 @@ class Operations:
                   session_id=session.id, protocol=session.protocol)
         self.store.create(job)
         self.dispatcher.enqueue(job)
+        return self._await(session, job, budget_s, started)
+
+    def _await(self, session: Session, job: Job, budget_s: float | None, started: float) -> Outcome:
+        """``job``'s outcome once it ends within the budget, else a
+        backgrounded one. Raises the job's error, or Conflict when it was
+        stopped or cancelled."""
         budget = self.policy.budget_s(session.protocol) if budget_s is None else budget_s
         budget -= time.monotonic() - started
         # A delete via the trash is done for every client once committed;
         # emptying the trash is not the client's wait.
-        job = self.dispatcher.wait(job_id, budget, committed=job.via_trash) if budget > 0 else job
+        job = self.dispatcher.wait(job.id, budget, committed=job.via_trash) if budget > 0 else job
         if job.state == "completed" or (job.via_trash and job.committed and job.state == "running"):
-            return Outcome(self._exists(session, dst or src), job, False)
+            return Outcome(self._exists(session, job.dst or job.src), job, False, replaced=job.dst_existed)
         if job.state == "failed":
             raise E.by_name(job.error_type or "BackendError")(job.error or "job failed")
         if job.state in ("stopped", "cancelled"):
             raise E.Conflict(f"job {job.id} was {job.state}")
-        return Outcome(None, job, True)
+        return Outcome(None, job, True, replaced=job.dst_existed)
 
     def _visible_job(self, session: Session, job_id: str) -> Job:
         job = self.store.get(job_id)

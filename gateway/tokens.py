@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from gateway.errors import NotFound
 from gateway.jobs.schema import api_tokens
-from gateway.jobs.store import JobStore, hash_token
+from gateway.jobs.store import JobStore, hash_token, write_transaction
 
 __all__ = ["TokenStore", "TokenInfo"]
 
@@ -41,10 +41,13 @@ class TokenStore:
 
     def user_for(self, token: str) -> str | None:
         """The user a live token belongs to; None for unknown or revoked."""
-        with self.engine.begin() as c:
+        with self.engine.connect() as c:
             row = c.execute(sa.select(api_tokens).where(api_tokens.c.token_hash == hash_token(token))).first()
-            if row is None or row.revoked:
-                return None
+        if row is None or row.revoked:
+            return None
+        # A write of its own: a read transaction that turns into a write
+        # fails at once on SQLite ("database is locked") while a job writes.
+        with write_transaction(self.engine) as c:
             c.execute(api_tokens.update().where(api_tokens.c.id == row.id).values(last_used_at=time.time()))
         return row.user
 

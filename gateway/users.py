@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 __all__ = ["User", "PERMISSIONS"]
@@ -32,15 +33,43 @@ class User:
         self.path_permissions = {
             (p.rstrip("/") or "/"): _expand(v) for p, v in self.path_permissions.items()
         }
+        #: The rules' paths, sorted: the rules below a path are one slice.
+        self._rule_paths = sorted(self.path_permissions)
+
+    def granted(self, path: str) -> frozenset[str]:
+        """The permissions that hold at user-visible ``path`` (normalised):
+        those of the longest rule at or above it, else ``permissions``."""
+        rules = self.path_permissions
+        if not rules:
+            return self.permissions
+        probe = path
+        while True:
+            if probe in rules:
+                return rules[probe]
+            if probe == "/":
+                return self.permissions
+            probe = probe.rsplit("/", 1)[0] or "/"
 
     def allowed(self, permission: str, path: str) -> bool:
         """Whether this user may do ``permission`` on user-visible ``path``
         (already normalised)."""
-        best, perms = -1, self.permissions
-        for prefix, granted in self.path_permissions.items():
-            if (path == prefix or prefix == "/" or path.startswith(prefix + "/")) and len(prefix) > best:
-                best, perms = len(prefix), granted
-        return permission in perms
+        return permission in self.granted(path)
+
+    def refused_in_tree(self, permission: str, path: str) -> str | None:
+        """The first path at or below ``path`` where ``permission`` is not
+        granted, or None when it holds on the whole tree: ``path``'s own
+        rule and every rule set on a path below it. Costs a lookup per
+        rule below ``path``, never a walk of the tree."""
+        if permission not in self.granted(path):
+            return path
+        paths = self._rule_paths
+        base = "/" if path == "/" else path + "/"
+        i = bisect_left(paths, base)
+        while i < len(paths) and paths[i].startswith(base):
+            if permission not in self.path_permissions[paths[i]]:
+                return paths[i]
+            i += 1
+        return None
 
 
 def _expand(perms) -> frozenset[str]:

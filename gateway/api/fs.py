@@ -11,6 +11,7 @@ import falcon
 from gateway import errors as E
 from gateway.api.common import accepted, body, item, param, wants_async
 from gateway.api.models import Accepted, Deleted, Item, Listing, PathBody, Transfer
+from gateway.webcontent import content_headers
 
 __all__ = ["ListResource", "StatResource", "ContentResource", "TransferResource", "DeleteResource",
            "MkdirResource"]
@@ -110,6 +111,8 @@ class ContentResource:
         length = max(0, end - start + 1)
         resp.content_type = "application/octet-stream"
         resp.set_header("Accept-Ranges", "bytes")
+        for name, value in content_headers(entry.name, resp.content_type):
+            resp.set_header(name, value)
         if entry.etag:
             resp.etag = entry.etag
         resp.content_length = length

@@ -87,7 +87,7 @@ class MonitorResource:
         if not job.terminal:
             resp.status = falcon.HTTP_202
             resp.media = {"id": job.id, "operation": operation, "percentageComplete": job.percentage,
-                          "status": "inProgress"}
+                          "sizeKnown": job.enumerated, "status": "inProgress"}
             return
         if job.state == "completed":
             owner = self.gw.auth.get(job.owner)
@@ -107,17 +107,38 @@ class MonitorResource:
 
 class QueueInfoResource:
     """``/queueinfo?QueueName=&QueueAction=GetStatus|Cancel|Stop[&Token=]``,
-    names and values case-insensitive as in the original connector API."""
+    names and values case-insensitive as in the original connector API.
 
-    spec = {"get": {"summary": "QueueInfo compatibility", "tags": ["jobs"],
-                    "params": [("QueueName", True, "queue name"), ("QueueAction", True, "GetStatus, Cancel or Stop"),
-                               ("Token", False, "job id")],
-                    "responses": {200: QueueStatus}}}
+    Cancel and Stop change state, so on GET they need a bearer token: a
+    browser sends the portal's cookie and cached Basic credentials with any
+    link or image another page points at it, never a bearer token. With the
+    cookie or Basic, use POST (same query; the cookie also needs its CSRF
+    token)."""
+
+    _params = [("QueueName", True, "queue name"), ("QueueAction", True, "GetStatus, Cancel or Stop"),
+               ("Token", False, "job id")]
+    spec = {"get": {"summary": "QueueInfo compatibility", "tags": ["jobs"], "params": _params,
+                    "description": "GetStatus with any credentials. Cancel and Stop change a job: on GET they "
+                                   "need a bearer token (403 with Basic credentials or the portal's cookie, "
+                                   "which a browser sends by itself); use POST for those.",
+                    "responses": {200: QueueStatus}},
+            "post": {"summary": "QueueInfo compatibility (every action)", "tags": ["jobs"], "params": _params,
+                     "description": "The same query as GET; Cancel and Stop with any credentials (the "
+                                    "portal's cookie also needs X-CSRF-Token).",
+                     "responses": {200: QueueStatus}}}
 
     def __init__(self, gw: Any) -> None:
         self.ops = gw.ops
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._answer(req, resp, changes_allowed=req.context.credentials == "bearer")
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._answer(req, resp, changes_allowed=True)
+
+    def _answer(self, req: falcon.Request, resp: falcon.Response, changes_allowed: bool) -> None:
+        """Raises BadRequest (missing or unknown parameters), PermissionDenied
+        (Cancel or Stop on GET without a bearer token), NotFound."""
         params = {k.lower(): v for k, v in req.params.items() if isinstance(v, str)}
         queue, action, token = params.get("queuename"), (params.get("queueaction") or "").lower(), params.get("token")
         if not queue:
@@ -135,6 +156,10 @@ class QueueInfoResource:
         else:
             if not token:
                 raise E.BadRequest(f"QueueAction {action} needs a Token (the job id)")
+            if not changes_allowed:
+                raise E.PermissionDenied(f"QueueAction {action} changes a job: send it with POST, or with a "
+                                         "bearer token on GET (a browser's cookie or Basic credentials never "
+                                         "change state on GET)")
             if self.ops.get_job(s, token).queue.lower() != queue.lower():
                 raise E.NotFound(f"no job {token!r} in queue {queue!r}")
             try:

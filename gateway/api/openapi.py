@@ -37,6 +37,8 @@ def _content(kind: Any) -> dict:
 def _operation(method: str, path: str, spec: dict) -> dict:
     op: dict[str, Any] = {"summary": spec["summary"], "tags": spec.get("tags", []),
                           "operationId": f"{method}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_')}"}
+    if "description" in spec:
+        op["description"] = spec["description"]
     params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
               for n in re.findall(r"{(\w+)}", path)]
     for name, required, desc in spec.get("params", []):

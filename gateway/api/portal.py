@@ -4,10 +4,22 @@ A browser logs in once (``POST /ui/login``, form or JSON ``user`` /
 ``password``) and gets a session cookie: an opaque random token, HttpOnly,
 ``SameSite=Strict``, ``Secure`` over TLS, mapped server-side to the user (this
 process's memory: a restart or another node asks the user to log in again).
-The login reply also carries a per-session CSRF token; every state-changing
-request made with the cookie must repeat it in ``X-CSRF-Token``. Requests
-that authenticate with Basic or bearer credentials never use the cookie and
-are exempt.
+Every state-changing request made with the cookie must carry the session's
+CSRF token in ``X-CSRF-Token``. Requests that authenticate with Basic or
+bearer credentials never use the cookie and are exempt.
+
+Only the portal's own page learns that token: the JSON login reply (which
+only the one who sent the password reads) and the page itself, into which
+the server writes it (``<meta name="csrf-token">``) when a browser navigates
+to it. ``/ui/session`` never returns it, and a script that fetches the page
+gets it without the token (``Sec-Fetch-Dest``/``Sec-Fetch-Mode`` say it is not
+a navigation); the page cannot be framed (``frame-ancestors 'none'``) nor
+reached from a window another page opened (``Cross-Origin-Opener-Policy``),
+and it runs only the script the server names with a per-reply nonce. Files
+users upload are never run on this origin either (gateway.webcontent), so
+no other page of the origin is in a position to ask. (Browsers send the
+``Sec-Fetch-*`` headers to HTTPS and localhost only; over plain HTTP to
+another host the page embeds the token for every request with the cookie.)
 
 The REST layer calls :meth:`Portal.authenticate` for requests without
 credentials of their own; everything the portal page does goes through the
@@ -18,17 +30,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import importlib.resources
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import falcon
 
 from gateway import errors as E
+from gateway.api.auth import SAFE_METHODS, from_another_site
 from gateway.api.errors import status_for
 from gateway.auth import http_session_id
 from gateway.namespace import is_under, to_user
@@ -46,12 +59,16 @@ MAX_AGE_S = 12 * 3600.0
 #: Sessions kept at most (each needs a good password, so this only bounds memory).
 MAX_SESSIONS = 10000
 
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8"}
-# Everything the page needs comes from this origin; no inline script or style.
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+# Everything the page needs comes from this origin; no inline script or
+# style. The page itself names its script and style sheet with a nonce
+# (see _page), so not even a file under /dav could be loaded as either.
+_CSP = ("default-src 'none'; script-src {src}; style-src {src}; img-src 'self' data:; "
         "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+# In index.html: where the server writes the nonce and the CSRF token.
+_NONCE_MARK = 'nonce="NONCE"'
+_TOKEN_MARK = '<meta name="csrf-token" content="">'
 
 
 @dataclass
@@ -142,7 +159,7 @@ class Portal:
         if found is None:
             return None
         user, login = found
-        if req.method not in _SAFE_METHODS:
+        if req.method not in SAFE_METHODS:
             sent = req.get_header(CSRF_HEADER) or ""
             if not hmac.compare_digest(sent.encode(), login.csrf.encode()):
                 raise E.PermissionDenied("missing or wrong X-CSRF-Token header for a portal session")
@@ -152,11 +169,12 @@ class Portal:
         for k in [k for k, v in self._logins.items() if now - v.seen > IDLE_S or now - v.created > MAX_AGE_S]:
             del self._logins[k]
 
-    def describe(self, user: User, login: _BrowserSession) -> dict:
-        """What the page needs to know about its session."""
+    def describe(self, user: User) -> dict:
+        """What the page needs to know about its session (not its CSRF
+        token: see the module's docstring)."""
         home = user.home
         mounts = sorted({to_user(home, m.path) for m in self.gw.namespace.mounts if is_under(m.path, home)} | {"/"})
-        return {"user": user.name, "admin": user.admin, "csrf": login.csrf, "mounts": mounts}
+        return {"user": user.name, "admin": user.admin, "mounts": mounts}
 
 
 def _key(token: str) -> bytes:
@@ -192,8 +210,7 @@ class _LoginResource:
         name, password = (body.get("user"), body.get("password")) if isinstance(body, dict) else (None, None)
         if not isinstance(name, str) or not isinstance(password, str) or not name:
             return _json_error(resp, 400, "expected 'user' and 'password'")
-        origin = req.get_header("Origin")
-        if origin is not None and urlsplit(origin).netloc != (req.get_header("Host") or ""):
+        if from_another_site(req):
             # Another site posting a login form (login CSRF) gets no session.
             return _json_error(resp, 403, "login from another site refused")
         try:
@@ -210,7 +227,8 @@ class _LoginResource:
             resp.status = falcon.HTTP_303
             resp.location = "/ui/"
             return
-        resp.media = self.portal.describe(user, login)
+        # The token goes to the script that sent the password, and only to it.
+        resp.media = {**self.portal.describe(user), "csrf": login.csrf}
 
 
 class _LogoutResource:
@@ -242,7 +260,7 @@ class _SessionResource:
         found = self.portal.lookup(req.cookies.get(COOKIE))
         if found is None:
             return _json_error(resp, 401, "not logged in")
-        resp.media = self.portal.describe(*found)
+        resp.media = self.portal.describe(found[0])
 
 
 class _StaticResource:
@@ -250,7 +268,8 @@ class _StaticResource:
 
     public = True
 
-    def __init__(self) -> None:
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
         self.root = importlib.resources.files("gateway.api") / "static" / "ui"
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str = "index.html") -> None:
@@ -260,15 +279,39 @@ class _StaticResource:
         item = self.root / name
         if not item.is_file():
             raise falcon.HTTPNotFound()
-        resp.data = item.read_bytes()
+        nonce = secrets.token_urlsafe(16)
         resp.content_type = _TYPES[suffix]
-        resp.cache_control = ["no-cache"]
-        resp.set_header("Content-Security-Policy", _CSP)
+        if suffix == ".html":
+            resp.text = self._page(req, item.read_text(), nonce)
+            resp.cache_control = ["no-store"]  # it may carry the session's token
+            resp.set_header("Cross-Origin-Opener-Policy", "same-origin")
+        else:
+            resp.data = item.read_bytes()
+            resp.cache_control = ["no-cache"]
+        resp.set_header("Content-Security-Policy", _CSP.format(src=f"'nonce-{nonce}'"))
         resp.set_header("X-Content-Type-Options", "nosniff")
         resp.set_header("Referrer-Policy", "no-referrer")
         resp.set_header("X-Frame-Options", "DENY")
 
     on_head = on_get
+
+    def _page(self, req: falcon.Request, text: str, nonce: str) -> str:
+        """The page with its nonce, and with the session's CSRF token when a
+        browser with a live session navigates to it (not when a script
+        fetches it: the token is for the page, not for whoever asks)."""
+        text = text.replace(_NONCE_MARK, f'nonce="{nonce}"')
+        found = self.portal.lookup(req.cookies.get(COOKIE)) if _navigation(req) else None
+        if found is not None:
+            text = text.replace(_TOKEN_MARK, f'<meta name="csrf-token" content="{html.escape(found[1].csrf)}">')
+        return text
+
+
+def _navigation(req: falcon.Request) -> bool:
+    """Whether the browser asks for a document to show in its window, as
+    the Fetch Metadata headers say; a browser that sends none (plain HTTP
+    to a host other than localhost) is believed."""
+    dest, mode = req.get_header("Sec-Fetch-Dest"), req.get_header("Sec-Fetch-Mode")
+    return dest in (None, "document") and mode in (None, "navigate")
 
 
 class _RedirectResource:
@@ -293,7 +336,7 @@ def register(app: falcon.App, portal: Portal) -> None:
     ``/ui/logout``, ``/ui/session``) to the REST app; they are ``public`` (no
     REST credentials needed). Call before the app serves its first request."""
     app.add_middleware(_NoChallenge())
-    static = _StaticResource()
+    static = _StaticResource(portal)
     app.add_route("/ui", _RedirectResource())
     app.add_route("/ui/", static)
     app.add_route("/ui/login", _LoginResource(portal))

@@ -106,10 +106,21 @@ class EmbeddedDispatcher:
                     self.store.changed.wait(min(left, 0.25))
 
     def cancel(self, job_id: str) -> Job:
-        return self.store.cancel(job_id)
+        """Cancel a queued job; one that already wrote (it waits for a retry)
+        has what it wrote removed before this returns, or, when its storage
+        refuses, by the watchdog later (hidden until then). Raises
+        NotFound, InvalidState."""
+        job = self.store.cancel(job_id)
+        if job.phase == "rollback":
+            self.runner.rollback(job)
+            job = self.store.get(job_id)
+        return job
 
-    def stop(self, job_id: str) -> Job:
-        return self.store.request_stop(job_id)
+    def stop(self, job_id: str, timeout: float = 5.0) -> Job:
+        """Ask a running job to stop; returns it once stopped (what it wrote
+        removed), or as it is after ``timeout``. Raises NotFound, InvalidState."""
+        self.store.request_stop(job_id)
+        return self.wait(job_id, timeout)
 
     def _worker(self, queue: str) -> None:
         wake = self._wake[queue]

@@ -97,9 +97,12 @@ class Job:
 
     @property
     def percentage(self) -> float:
-        """Share of the work done, 0–100; 100 only once completed."""
+        """Share of the work done, 0–100; 100 only once completed, 0 while
+        the source is still being listed (the total is not known)."""
         if self.state == "completed":
             return 100.0
+        if not self.enumerated:
+            return 0.0
         if self.operation == "delete":
             done, total = self.items_done, self.items_total
         elif self.bytes_total:
@@ -140,6 +143,7 @@ class Job:
             "bytesDone": self.bytes_done,
             "bytesTotal": self.bytes_total,
             "enumerated": self.enumerated,
+            "sizeKnown": self.enumerated or self.state == "completed",
             "percentageComplete": self.percentage,
             "rate": rate,
             "etaSeconds": eta,

@@ -13,7 +13,7 @@ from typing import Callable
 
 from gateway import errors as E
 from gateway.jobs.model import Job
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import MAX_BACKOFF_S, JobStore
 from gateway.namespace import Namespace, join
 from gateway.transfer import copy_file
 
@@ -79,10 +79,15 @@ class JobRunner:
             self._fail_or_retry(job, r, err)
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
-        if err.retryable and job.attempts < self.settings.max_attempts:
-            delay = self.settings.retry_backoff_s * (2 ** job.attempts)
+        # A committed job whose staged destination is not in place yet can
+        # only be finished: while its storage fails it stays queued, and
+        # shown as stuck once it used its attempts.
+        finish_only = job.phase == "cleanup" and job.staged
+        if err.retryable and (job.attempts < self.settings.max_attempts or finish_only):
+            delay = min(MAX_BACKOFF_S, self.settings.retry_backoff_s * (2 ** job.attempts))
             if self.store.update(job, state="queued", not_before=time.time() + delay, error=str(err),
-                                 error_type=type(err).__name__):
+                                 error_type=type(err).__name__,
+                                 stuck=job.attempts >= self.settings.max_attempts):
                 self.store._bump()
             log.warning("job %s attempt %d failed (%s); retrying in %.1fs", job.id, job.attempts, err, delay)
             return
@@ -102,14 +107,19 @@ class JobRunner:
         """Finish the rollbacks that could not reach their storage: until one
         succeeds, the job's overlay keeps its partial destination hidden."""
         for job in self.store.overlays():
-            if job.phase != "rollback":
-                continue
-            try:
-                done = _Run(self, job).rollback()
-            except E.GatewayError:
-                done = False
-            if done and self.store.end_rollback(job):
-                log.info("job %s: partial destination removed after all", job.id)
+            if job.phase == "rollback":
+                self.rollback(job)
+
+    def rollback(self, job: Job) -> bool:
+        """Remove what ``job`` (ended before commit, phase ``rollback``)
+        wrote, and release its paths; False when the storage refused."""
+        try:
+            done = _Run(self, job).rollback()
+        except E.GatewayError:
+            done = False
+        if done and self.store.end_rollback(job):
+            log.info("job %s: what it wrote is removed", job.id)
+        return done
 
 
 class _Run:
@@ -127,6 +137,10 @@ class _Run:
         self._pending_state = ""
         self._cursor = 0  # last journaled item handed to transfer in this attempt
         self._bytes_lock = threading.Lock()
+        #: Bytes already in bytes_done that a step will copy again (a file
+        #: retried, or one an interrupted attempt had begun): they are not
+        #: counted twice, so progress neither goes back nor past the total.
+        self._credit = 0
 
     # -- control -------------------------------------------------------------
 
@@ -249,6 +263,10 @@ class _Run:
         if self.job.via_trash:
             self._to_trash()
             return
+        j = self.job
+        if j.attempts > 1 and j.operation != "delete":
+            _, journaled = self.store.count_items(j.id, "copied")
+            self._credit = max(0, j.bytes_done - journaled)
         self._enumerate()
         self.transfer_pending()
         self.flush()
@@ -326,14 +344,17 @@ class _Run:
             try:
                 copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size, temp_key=j.id)
             except BaseException:
-                self._add_bytes(-counted)  # a retry counts this file's bytes again
+                with self._bytes_lock:  # a retry copies these bytes again
+                    self._credit += counted
                 raise
 
         self.retry(step, f"copy {rel or j.src}", check)
 
     def _add_bytes(self, n: int) -> None:
         with self._bytes_lock:
-            self.job.bytes_done += n
+            repeated = min(n, self._credit)
+            self._credit -= repeated
+            self.job.bytes_done += n - repeated
 
     # -- cleanup -------------------------------------------------------------
 

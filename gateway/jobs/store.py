@@ -27,6 +27,10 @@ SCHEMA_HEAD = "0001"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+#: The longest wait between two attempts of a job that keeps failing.
+MAX_BACKOFF_S = 300.0
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -274,15 +278,19 @@ class JobStore:
         return res.rowcount == 1
 
     def cancel(self, job_id: str) -> Job:
-        """queued → cancelled. Raises NotFound, InvalidState (naming the state)."""
+        """queued → cancelled, before commit only. A job that already ran (it
+        waits for a retry) is cancelled in phase ``rollback``: its overlay
+        keeps what it wrote hidden until the rollback removed it. Raises
+        NotFound, InvalidState (running, committed, or ended)."""
         now = time.time()
         with self._tx() as c:
-            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state == "queued")
-                            .values(state="cancelled", finished_at=now))
+            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state == "queued",
+                                                jobs.c.phase == "prepare")
+                            .values(state="cancelled", finished_at=now,
+                                    phase=sa.case((jobs.c.attempts > 0, "rollback"), else_="prepare")))
         job = self.get(job_id)
         if res.rowcount != 1:
-            raise InvalidState(f"job {job_id} is {job.state}; only a queued job can be cancelled"
-                               + ("; use stop" if job.state == "running" else ""))
+            raise InvalidState(_refusal(job, "cancelled"))
         self._bump()
         return job
 
@@ -294,10 +302,7 @@ class JobStore:
                                                 jobs.c.phase == "prepare").values(stop_requested=True))
         job = self.get(job_id)
         if res.rowcount != 1:
-            if job.state == "running":
-                raise InvalidState(f"job {job_id} is committed, finishing cleanup; it can no longer be stopped")
-            raise InvalidState(f"job {job_id} is {job.state}; only a running job can be stopped"
-                               + ("; use cancel" if job.state == "queued" else ""))
+            raise InvalidState(_refusal(job, "stopped"))
         self._bump()
         return job
 
@@ -318,12 +323,15 @@ class JobStore:
                 job = Job.from_row(row)
                 guard = (jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running")
                 values: dict[str, object]
-                if job.attempts >= max_attempts:
+                delay = min(MAX_BACKOFF_S, backoff_s * (2 ** max(0, job.attempts - 1)))
+                if job.attempts >= max_attempts and not job.committed:
+                    # What it wrote stays hidden until the watchdog's rollback removed it.
                     values = dict(state="failed", stuck=True, finished_at=time.time(), error_type="BackendError",
+                                  phase="rollback",
                                   error=f"job stalled {job.attempts} times (no heartbeat); gave up")
-                else:
-                    delay = backoff_s * (2 ** max(0, job.attempts - 1))
-                    values = dict(state="queued", stuck=node is None, not_before=time.time() + delay)
+                else:  # a committed job can only be finished: it stays queued, shown as stuck
+                    values = dict(state="queued", stuck=node is None or job.attempts >= max_attempts,
+                                  not_before=time.time() + delay)
                 if c.execute(jobs.update().where(*guard).values(**values)).rowcount:
                     out.append((job, str(values["state"])))
         if out:
@@ -444,6 +452,17 @@ def _create_database_file(url: str) -> None:
             create_private(database)
         except FileNotFoundError:  # no folder: SQLite says so in its own words
             pass
+
+
+def _refusal(job: Job, verb: str) -> str:
+    """Why ``job`` cannot be cancelled or stopped, and what can be done instead."""
+    if job.committed and not job.terminal:
+        return f"job {job.id} is committed, finishing cleanup; it can no longer be {verb}"
+    if job.terminal:
+        return f"job {job.id} is {job.state}; it can no longer be {verb}"
+    if verb == "cancelled":  # running, before commit
+        return f"job {job.id} is running; only a queued job can be cancelled; stop it instead"
+    return f"job {job.id} is queued; only a running job can be stopped; cancel it instead"
 
 
 def _sqlite_begin(conn) -> None:

@@ -21,8 +21,8 @@ __all__ = ["GatewayFS"]
 
 
 #: How long a listing's entries answer stat, SIZE and MDTM for its members
-#: (clients send those right after a LIST); this session's own changes drop
-#: them at once.
+#: (clients send those right after a LIST); any change made through the
+#: gateway, by any session, drops them at once.
 _LISTED_TTL_S = 2.0
 
 #: As pyftpdlib's format_list: older entries show the year instead of the time.
@@ -112,6 +112,7 @@ class GatewayFS(AbstractedFS):
         self.session = cmd_channel.session
         self._listed: dict[str, Entry] = {}
         self._listed_at = 0.0
+        self._listed_stamp: tuple[int, int] | None = None
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -136,7 +137,8 @@ class GatewayFS(AbstractedFS):
     # -- reads ----------------------------------------------------------------
     def _entry(self, path: str) -> Entry:
         cached = self._listed.get(path)
-        if cached is not None and time.monotonic() - self._listed_at < _LISTED_TTL_S:
+        if (cached is not None and time.monotonic() - self._listed_at < _LISTED_TTL_S
+                and self.ops.change_stamp() == self._listed_stamp):
             return cached
         return self._call(self.ops.stat, self.session, path)
 
@@ -164,7 +166,12 @@ class GatewayFS(AbstractedFS):
             return False
 
     def lexists(self, path: str) -> bool:
-        return self._call(self.ops.exists, self.session, path)
+        # pyftpdlib's RNFR asks this outside its error handling: a path the
+        # core refuses is "there", and RNTO answers with the refusal.
+        try:
+            return self.ops.exists(self.session, path)
+        except E.GatewayError:
+            return True
 
     def islink(self, path: str) -> bool:
         return False
@@ -176,8 +183,10 @@ class GatewayFS(AbstractedFS):
         return self._entry(path).mtime or time.time()
 
     def listdir(self, path: str) -> list[str]:
+        stamp = self.ops.change_stamp()
         entries = list(self._call(lambda: list(self.ops.list(self.session, path))))
         base = path.rstrip("/")
+        self._listed_stamp = stamp
         self._listed = {f"{base}/{e.name}": e for e in entries}
         self._listed_at = time.monotonic()
         return [e.name for e in entries]

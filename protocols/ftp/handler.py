@@ -1,5 +1,8 @@
 """The FTP command handler: pyftpdlib's, with the gateway's login, reply
-codes, backgrounded-operation replies, SITE job commands and HASH."""
+codes, backgrounded-operation replies, SITE job commands and HASH, and the
+bounds a public server needs: command lines, login grace time, connection
+slots counted after login (see server.py), UTF-8 only, and data channels
+protected with TLS for users who must use it."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from gateway import errors as E
 from gateway import metrics
 from gateway.ops import Outcome
 from gateway.types import Session
+from protocols.ftp.data import DataErrorsMixin, GatewayPassiveDTP, NoPassivePort
 from protocols.ftp.errors import reply_code
 from protocols.ftp.fs import GatewayFS
 
@@ -36,6 +40,19 @@ _SITE = {
 }
 
 
+#: Commands that open or use a data connection.
+_DATA_COMMANDS = frozenset({"PASV", "EPSV", "PORT", "EPRT", "LIST", "NLST", "MLSD", "RETR", "STOR", "STOU", "APPE"})
+_PROTECT_DATA = "522 Data connection must be protected: send PBSZ 0 and PROT P first."
+
+
+class _Verbatim(str):
+    """A reply text pyftpdlib sends as it is (it capitalises a login
+    failure's text, which lowercases every letter but the first)."""
+
+    def capitalize(self) -> "_Verbatim":
+        return self
+
+
 class _Authorizer:
     """pyftpdlib's authorizer interface over the gateway's Authenticator;
     permissions are the core's business, so every pyftpdlib check passes."""
@@ -44,15 +61,28 @@ class _Authorizer:
         self.gw = gw
 
     def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+        """Log in, or raise pyftpdlib's AuthenticationFailed. On a channel
+        without TLS where TLS is offered, a user who must use TLS gets the
+        reply a wrong password gets, whether the password is right or not:
+        the password is checked and a failure counted either way, so
+        neither the reply, its delay nor a later ban tells them apart.
+        (Where the server offers no TLS such a user cannot log in.)"""
         remote = f"{handler.remote_ip}:{handler.remote_port}"
+        plain = not handler.secure
         try:
+            known = self.gw.auth.get(username)
+            if plain and known is not None and known.require_tls:
+                self.gw.auth.login_password(username, password, remote)
+                log.warning("FTP login refused: user %r must use TLS (from %s)", username, remote)
+                self.gw.auth.record_failure(username, remote, "password without TLS")
+                raise E.AuthenticationFailed("login incorrect")
             user = self.gw.logins.login(username, password, remote)
-        except E.AuthenticationFailed as exc:
+        except E.LoginBanned as exc:
             raise AuthenticationFailed(str(exc)) from None
-        if user.require_tls and not handler.secure:
-            raise AuthenticationFailed(f"user {username!r} must use TLS: send AUTH TLS first")
+        except E.AuthenticationFailed as exc:
+            hint = " Accounts that must use TLS: send AUTH TLS first." if plain and handler.offers_tls else ""
+            raise AuthenticationFailed(f"{str(exc).capitalize()}.{hint}") from None
         handler.session = Session(user, "ftp", remote)
-        metrics.session_opened("ftp")
 
     def get_home_dir(self, username: str) -> str:
         return "/"
@@ -91,15 +121,25 @@ class _GatewayMixin:
 
     gw: Any = None
     implicit_tls = False
+    offers_tls = False
     abstracted_fs = GatewayFS
+    passive_dtp = GatewayPassiveDTP
     auth_failed_timeout = 0.5
     banner = "gateway FTP server ready."
+    login_timeout = 10
+    max_line_bytes = 2048
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self.session: Session | None = None
         self.pending_code: int | None = None
         self._hash_algo = "SHA-256"
         self._cpfr: str | None = None
+        self._discarding = False
+        self._login_timer: Any = None
+        # The slot the server took for this connection (server.py); set
+        # first, as pyftpdlib may close() from its own __init__.
+        self._slots = server.slots
+        self._slot, server.next_slot = server.next_slot, None
         super().__init__(conn, server, ioloop)  # type: ignore[call-arg]
         self._extra_feats = list(getattr(self, "_extra_feats", [])) + ["XSHA256", "XSHA1", "XMD5"]
 
@@ -120,10 +160,121 @@ class _GatewayMixin:
             self._greeted = True
             super().handle()  # type: ignore[misc]
 
+    # -- timers, in the connection's own thread ------------------------------------
+    def add_channel(self, map: Any = None, events: Any = None) -> None:
+        """pyftpdlib's threaded server registers the connection with the
+        acceptor's loop, then again with its own thread's loop: that is when
+        the login deadline starts, and the idle timer moves there too (a
+        timer left on the acceptor's loop would fire in the wrong thread)."""
+        super().add_channel(map, events)  # type: ignore[misc]
+        if self.ioloop is self.server.ioloop or self._login_timer is not None:  # type: ignore[attr-defined]
+            return
+        if not self.authenticated:  # type: ignore[attr-defined]
+            self._login_timer = self.ioloop.call_later(  # type: ignore[attr-defined]
+                self.login_timeout, self._login_expired, _errback=self.handle_error)  # type: ignore[attr-defined]
+        if self._idler is not None and not self._idler.cancelled:  # type: ignore[has-type]
+            self._idler.cancel()  # type: ignore[has-type]
+            self._idler = self.ioloop.call_later(  # type: ignore[attr-defined]
+                self.timeout, self.handle_timeout, _errback=self.handle_error)  # type: ignore[attr-defined]
+
+    def _login_expired(self) -> None:
+        if self.authenticated or self._closed:  # type: ignore[attr-defined]
+            return
+        metrics.refused("ftp", "login_timeout")
+        if getattr(self, "_ssl_accepting", False):  # mid-handshake: no reply can be sent
+            self.close()
+            return
+        self.respond(f"421 Not logged in within {self.login_timeout} s; closing connection.", logfun=log.info)
+        self.close_when_done()  # type: ignore[attr-defined]
+
+    # -- logins and connection slots -------------------------------------------------
+    def handle_auth_success(self, home: str, password: str, msg_login: str) -> None:
+        """A login takes a logged-in slot (server.py); when none is left
+        the connection is refused with 421 and closed."""
+        refusal = self._slots.promote(self._slot)
+        if refusal is not None:
+            limit, text = refusal
+            metrics.refused("ftp", limit)
+            self.session = None
+            self.respond(f"421 {text}", logfun=log.info)
+            self.close_when_done()  # type: ignore[attr-defined]
+            return
+        if self._login_timer is not None and not self._login_timer.cancelled:
+            self._login_timer.cancel()
+        super().handle_auth_success(home, password, msg_login)  # type: ignore[misc]
+        metrics.session_opened("ftp")
+
+    def handle_auth_failed(self, msg: str, password: str) -> None:
+        super().handle_auth_failed(_Verbatim(msg[:1].upper() + msg[1:]), password)  # type: ignore[misc]
+
     def on_logout(self, username: str) -> None:
         if self.session is not None:
             metrics.session_closed("ftp")
             self.session = None
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        self._slots.release(self._slot)
+        if self._login_timer is not None and not self._login_timer.cancelled:
+            self._login_timer.cancel()
+        self.on_logout("")  # a client that just drops the connection never sends QUIT
+
+    # -- command lines: bounded, UTF-8 only -------------------------------------------------
+    def readable(self) -> bool:
+        return not self._discarding and super().readable()  # type: ignore[misc]
+
+    def collect_incoming_data(self, data: bytes) -> None:
+        """Buffer a command line; one longer than ``max_line_bytes`` is
+        refused whole and the connection closed, so that nothing after it
+        (even in the same packet) is taken for a command."""
+        if self._discarding:
+            return
+        self._in_buffer.append(data)  # type: ignore[attr-defined]
+        self._in_buffer_len += len(data)  # type: ignore[attr-defined]
+        if self._in_buffer_len > self.max_line_bytes:  # type: ignore[attr-defined]
+            self._discarding = True
+            self._in_buffer, self._in_buffer_len = [], 0
+            metrics.refused("ftp", "line_too_long")
+            self.respond(f"500 Command line longer than {self.max_line_bytes} bytes; closing connection.",
+                         logfun=log.info)
+            self.close_when_done()  # type: ignore[attr-defined]
+
+    def found_terminator(self) -> None:
+        """A command line that is not UTF-8 is refused (501), as SFTP does,
+        rather than read with U+FFFD in place of the bad bytes."""
+        if self._discarding:
+            return
+        try:
+            b"".join(self._in_buffer).decode("utf-8")  # type: ignore[attr-defined]
+        except UnicodeDecodeError:
+            self._in_buffer, self._in_buffer_len = [], 0
+            if self._idler is not None and not self._idler.cancelled:
+                self._idler.reset()
+            metrics.refused("ftp", "invalid_utf8")
+            self.respond("501 Command is not valid UTF-8: names must be sent as UTF-8 (RFC 2640).")
+            return
+        super().found_terminator()  # type: ignore[misc]
+
+    # -- data connections ------------------------------------------------------------------
+    def data_must_be_protected(self) -> bool:
+        """Whether this session's user must use TLS, so on data too."""
+        return self.session is not None and self.session.user.require_tls
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        if cmd in _DATA_COMMANDS and self.data_must_be_protected():
+            dc = self.data_channel  # type: ignore[attr-defined]
+            if not getattr(self, "_prot", False) or (dc is not None and not getattr(dc, "_ssl_requested", False)):
+                metrics.refused("ftp", "prot_p_required")
+                self.respond(_PROTECT_DATA)
+                return
+        super().process_command(cmd, *args, **kwargs)  # type: ignore[misc]
+
+    def _make_epasv(self, extmode: bool = False) -> None:
+        try:
+            super()._make_epasv(extmode)  # type: ignore[misc]
+        except NoPassivePort:
+            metrics.refused("ftp", "passive_ports")
+            self.respond("425 No passive data port is free; try again in a moment.", logfun=log.info)
 
     def respond(self, resp: str, logfun: Any = log.debug) -> None:
         """Every error reply passes here: the code noted by the filesystem
@@ -257,6 +408,20 @@ class _GatewayMixin:
         super().ftp_FEAT(line)  # type: ignore[misc]
 
 
+class _DataChannel(DataErrorsMixin):
+    """A data connection: failures answered on the control channel, and
+    none in clear for a user who must use TLS (whatever PROT said when the
+    transfer was asked for, the connection is what counts)."""
+
+    def __init__(self, sock: Any, cmd_channel: Any) -> None:
+        super().__init__(sock, cmd_channel)  # type: ignore[call-arg]
+        if (self.connected and cmd_channel.data_must_be_protected()  # type: ignore[attr-defined]
+                and not getattr(self, "_ssl_requested", False)):
+            metrics.refused("ftp", "prot_p_required")
+            self._resp = (_PROTECT_DATA, log.info)
+            self.close()  # type: ignore[attr-defined]
+
+
 #: Bytes per send (per sendfile call for a local-disk download) on a data
 #: connection: pyftpdlib's 64 KiB took one event-loop round per 64 KiB.
 DATA_BLOCK = 1 << 20
@@ -277,8 +442,11 @@ def make_handler(gw: Any, cfg: Any) -> type:
         "use_sendfile": True,  # only taken for real OS files (local-disk downloads)
         "implicit_tls": c.tls == "implicit",
         "encoding": "utf-8",
-        "dtp_handler": type("GatewayDTPHandler", (TLS_DTPHandler if tls else DTPHandler,),
+        "dtp_handler": type("GatewayDTPHandler", (_DataChannel, TLS_DTPHandler if tls else DTPHandler),
                             {"ac_out_buffer_size": DATA_BLOCK}),
+        "offers_tls": tls,
+        "login_timeout": c.login_timeout_s,
+        "max_line_bytes": c.max_line_bytes,
     }
     if tls:
         from gateway.tls import ensure_certificate

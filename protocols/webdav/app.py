@@ -37,7 +37,7 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "provider_mapping": {"/": provider},
         "mount_path": MOUNT_PATH,
         "lock_storage": LockStorage(state),
-        "property_manager": PropertyManager(state),
+        "property_manager": PropertyManager(gw.ops),
         "gateway_logins": gw.logins,
         "middleware_stack": [ErrorPrinter, TextErrors, HTTPAuthenticator, _FolderBrowser, RequestResolver],
         "http_authenticator": {

@@ -4,7 +4,8 @@ wsgidav's GET looks the resource up (a stat through the core), evaluates
 conditional headers and property support, then opens the file for a second
 look: a small GET spent more time there than in the read. A plain GET (no
 conditional header, no Range) of a file is answered here from the one core
-call that opens it, with the headers wsgidav gives. Anything else (a folder's
+call that opens it, with the headers wsgidav gives (and the ones every reply
+with a user's file carries, see gateway.webcontent). Anything else (a folder's
 page, ranges, conditions, HEAD) goes to wsgidav unchanged. Locks do not
 matter to a read, so no lock is looked up.
 """
@@ -17,6 +18,7 @@ from wsgidav import util
 
 from gateway import errors as E
 from gateway.types import Entry
+from gateway.webcontent import content_headers
 from protocols.webdav.auth import SESSION_KEY
 
 __all__ = ["fast_get"]
@@ -37,12 +39,14 @@ def fast_get(provider: Any, environ: dict, start_response: Callable, block_size:
     headers = [("Content-Length", str(entry.size))]
     if entry.mtime is not None:
         headers.append(("Last-Modified", util.get_rfc1123_time(entry.mtime)))
-    headers.append(("Content-Type", util.guess_mime_type(path)))
+    content_type = util.guess_mime_type(path)
+    headers.append(("Content-Type", content_type))
     headers.append(("Date", util.get_rfc1123_time()))
     etag = etag_of(entry)
     if etag:
         headers.append(("ETag", f'"{etag}"'))
     headers.append(("Accept-Ranges", "bytes"))
+    headers += content_headers(entry.name, content_type)
     start_response("200 OK", headers)
     return _body(reader, entry.size, block_size)
 

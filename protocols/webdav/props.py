@@ -1,12 +1,17 @@
 """wsgidav property manager over :class:`gateway.davstate.DavState`: dead
 properties kept durably per (global) path. Values are the serialised XML
-elements wsgidav hands us, stored as text."""
+elements wsgidav hands us, stored as text. Writes go through the core
+(``Operations.set_property``), which authorises and bounds them."""
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
+from gateway import errors as E
 from gateway.davstate import DavState
+from gateway.ops import Operations
+from protocols.webdav.auth import SESSION_KEY
+from protocols.webdav.errors import translated
 
 __all__ = ["PropertyManager", "key_of"]
 
@@ -23,8 +28,9 @@ def _text(value: bytes | str) -> str:
 class PropertyManager:
     """The interface of ``wsgidav.prop_man.property_manager.PropertyManager``."""
 
-    def __init__(self, state: DavState) -> None:
-        self.state = state
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+        self.state: DavState = ops.davstate
 
     def __repr__(self) -> str:
         return "PropertyManager(gateway.davstate)"
@@ -37,12 +43,19 @@ class PropertyManager:
 
     def write_property(self, norm_url: str, name: str, property_value: bytes | str, dry_run: bool = False,
                        environ: dict | None = None) -> None:
-        if not dry_run:
-            self.state.set_prop(key_of(norm_url), name, _text(property_value))
+        self._set(norm_url, name, _text(property_value), dry_run, environ)
 
     def remove_property(self, norm_url: str, name: str, dry_run: bool = False, environ: dict | None = None) -> None:
-        if not dry_run:
-            self.state.remove_prop(key_of(norm_url), name)
+        self._set(norm_url, name, None, dry_run, environ)
+
+    def _set(self, norm_url: str, name: str, value: str | None, dry_run: bool, environ: dict | None) -> None:
+        environ = environ or {}
+        with translated(environ):
+            session = environ.get(SESSION_KEY)
+            path = self.state.user_path(session, key_of(norm_url)) if session else None
+            if path is None:
+                raise E.PermissionDenied("properties can only be changed by a signed-in user inside their home")
+            self.ops.set_property(session, path, name, value, dry_run=dry_run)
 
     def remove_properties(self, norm_url: str, environ: dict | None = None) -> None:
         self.state.remove_props(key_of(norm_url))

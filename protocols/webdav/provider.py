@@ -40,6 +40,7 @@ from gateway import errors as E
 from gateway.davstate import DavState
 from gateway.ops import Operations, Outcome, Upload
 from gateway.types import Entry, Session
+from gateway.webcontent import content_headers
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
@@ -227,6 +228,13 @@ class _Resource:
                 self.ops.set_mtime(self.session, dest_path, float(seconds))
         return True
 
+    def prevent_locking(self) -> bool:
+        """A LOCK is a write intent: refused where this user may not change
+        the resource (403) or a job owns it (423)."""
+        with translated(self.environ):
+            self.ops.check_change(self.session, self.path)
+        return False
+
     # -- COPY / MOVE / DELETE -----------------------------------------------------------
 
     def handle_delete(self) -> bool | list:
@@ -316,6 +324,11 @@ class _File(_Resource, DAVNonCollection):
 
     def get_content(self) -> "_Reader":
         return _Reader(self)
+
+    def finalize_headers(self, environ: dict, response_headers: list) -> None:
+        # wsgidav's GET and HEAD (ranges, conditions, locks): the same
+        # headers as the fast path's (see fast_get).
+        response_headers += content_headers(self.name, self.get_content_type())
 
     def begin_write(self, *, content_type: str | None = None) -> "_Writer":
         with translated(self.environ):

@@ -178,10 +178,11 @@ def test_queueinfo_compatibility(api):
     assert c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel"}).status_code == 400
     while c.get(f"/api/v1/jobs/{job_id}").json()["state"] == "queued":
         time.sleep(0.02)
-    r = c.get("/api/v1/queueinfo", params={"QUEUENAME": "copy", "QUEUEACTION": "STOP", "TOKEN": job_id})
+    # Changes need POST (or a bearer token on GET: tests/api/test_web_origin.py).
+    r = c.post("/api/v1/queueinfo", params={"QUEUENAME": "copy", "QUEUEACTION": "STOP", "TOKEN": job_id})
     assert r.status_code == 200
     assert api.gw.dispatcher.wait(job_id, 30).state == "stopped"
-    r = c.get("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel", "Token": job_id})
+    r = c.post("/api/v1/queueinfo", params={"QueueName": "copy", "QueueAction": "Cancel", "Token": job_id})
     assert r.status_code == 409 and r.json()["state"] == "stopped"
 
 

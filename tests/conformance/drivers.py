@@ -60,6 +60,17 @@ class FtpDriver:
         self._call(self.ftp.retrbinary, f"RETR {path}", buf.write)
         return buf.getvalue()
 
+    def write_at(self, path: str, offset: int, data: bytes) -> None:
+        """REST ``offset`` + STOR: a resumed upload."""
+        self._call(self.ftp.storbinary, f"STOR {path}", io.BytesIO(data), 8192, None, offset)
+
+    def append(self, path: str, data: bytes) -> None:
+        self._call(self.ftp.storbinary, f"APPE {path}", io.BytesIO(data))
+
+    def copy(self, src: str, dst: str) -> None:
+        self._call(self.ftp.sendcmd, f"SITE CPFR {src}")
+        self._call(self.ftp.sendcmd, f"SITE CPTO {dst}")
+
     def ls(self, path: str) -> list[str]:
         return sorted(name for name, _ in self._call(lambda: list(self.ftp.mlsd(path))) if name not in (".", ".."))
 
@@ -122,6 +133,25 @@ class SftpDriver:
                 return await f.read()
 
         return self._run(get())
+
+    def write_at(self, path: str, offset: int, data: bytes) -> None:
+        """A write at ``offset`` of an existing file opened without truncation."""
+        async def write():
+            async with self.sftp.open(path, "r+b") as f:
+                await f.write(data, offset)
+
+        self._run(write())
+
+    def append(self, path: str, data: bytes) -> None:
+        async def append():
+            async with self.sftp.open(path, "ab") as f:
+                await f.write(data)
+
+        self._run(append())
+
+    def move_over(self, src: str, dst: str) -> None:
+        """posix-rename@openssh.com: replaces an existing file."""
+        self._run(self.sftp.posix_rename(src, dst))
 
     def ls(self, path: str) -> list[str]:
         return sorted(n for n in self._run(self.sftp.listdir(path)) if n not in (".", ".."))
@@ -203,8 +233,104 @@ class DavDriver:
     def rmtree(self, path: str) -> str:
         return str(self._check(self.http.delete(self._url(path)), 204, 200).status_code)
 
+    def move_over(self, src: str, dst: str) -> None:
+        """MOVE with ``Overwrite: T``: replaces whatever is at ``dst``."""
+        self._check(self.http.request("MOVE", self._url(src), headers={"Destination": self._url(dst),
+                                                                       "Overwrite": "T"}), 201, 204)
+
+    def copy(self, src: str, dst: str) -> None:
+        self._check(self.http.request("COPY", self._url(src), headers={"Destination": self._url(dst),
+                                                                       "Overwrite": "F"}), 201, 204)
+
+    def copy_over(self, src: str, dst: str) -> None:
+        self._check(self.http.request("COPY", self._url(src), headers={"Destination": self._url(dst),
+                                                                       "Overwrite": "T"}), 201, 204)
+
+    def proppatch(self, path: str, name: str, value: str) -> None:
+        body = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:t:">'
+                f'<D:set><D:prop><Z:{name}>{value}</Z:{name}></D:prop></D:set></D:propertyupdate>')
+        r = self._check(self.http.request("PROPPATCH", self._url(path), content=body.encode(),
+                                          headers={"Content-Type": "application/xml"}), 207)
+        # The status of each property is in the multistatus body.
+        for status in ET.fromstring(r.content).iter("{DAV:}status"):
+            code = int(status.text.split()[1])
+            if code != 200:
+                kinds = {403: "denied", 423: "busy", 507: "too_large", 424: "failed_dependency"}
+                raise ProtoError(kinds.get(code, f"http{code}"), status.text)
+
+    def lock(self, path: str) -> str:
+        """An exclusive write lock; its token."""
+        body = (b'<?xml version="1.0" encoding="utf-8"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/>'
+                b'</D:lockscope><D:locktype><D:write/></D:locktype><D:owner>conformance</D:owner></D:lockinfo>')
+        return self._check(self.http.request("LOCK", self._url(path), content=body), 200).headers["Lock-Token"]
+
+    def props(self, path: str) -> dict[str, str]:
+        body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+        r = self._check(self.http.request("PROPFIND", self._url(path), content=body, headers={"Depth": "0"}), 207)
+        return {el.tag: el.text or "" for el in ET.fromstring(r.content).iter() if el.tag.startswith("{urn:t:}")}
+
     def close(self) -> None:
         self.http.close()
 
 
-DRIVERS = {"ftp": (FtpDriver, "ftp"), "sftp": (SftpDriver, "sftp"), "webdav": (DavDriver, "http")}
+class RestDriver:
+    """The REST API (/api/v1/fs) with HTTP Basic."""
+
+    name = "rest"
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        self.base = f"http://127.0.0.1:{port}/api/v1/fs"
+        self.http = httpx.Client(auth=(user, password), timeout=60, headers={"Gateway-Session": f"rest-{user}"})
+
+    def _check(self, r: httpx.Response, *ok: int) -> httpx.Response:
+        if r.status_code in ok:
+            return r
+        kinds = {404: "not_found", 409: "conflict", 423: "busy", 412: "exists", 403: "denied", 400: "bad",
+                 401: "denied"}
+        text = r.text[:200]
+        kind = kinds.get(r.status_code, f"http{r.status_code}")
+        if r.status_code == 409:
+            kind = _kind_from_text(text, kind)
+        raise ProtoError(kind, f"{r.status_code} {text}")
+
+    def put(self, path: str, data: bytes) -> None:
+        self._check(self.http.put(f"{self.base}/content", params={"path": path}, content=data), 200, 201)
+
+    def get(self, path: str) -> bytes:
+        return self._check(self.http.get(f"{self.base}/content", params={"path": path}), 200).content
+
+    def ls(self, path: str) -> list[str]:
+        r = self._check(self.http.get(f"{self.base}/list", params={"path": path}), 200)
+        return sorted(i["name"] for i in r.json()["items"])
+
+    def mkdir(self, path: str) -> None:
+        self._check(self.http.post(f"{self.base}/mkdir", json={"path": path}), 201)
+
+    def _transfer(self, op: str, src: str, dst: str, overwrite: bool) -> str:
+        r = self.http.post(f"{self.base}/{op}", json={"from": src, "to": dst, "overwrite": overwrite})
+        return str(self._check(r, 201, 202).status_code)
+
+    def rename(self, src: str, dst: str) -> str:
+        return self._transfer("move", src, dst, False)
+
+    def move_over(self, src: str, dst: str) -> None:
+        self._transfer("move", src, dst, True)
+
+    def copy(self, src: str, dst: str) -> None:
+        self._transfer("copy", src, dst, False)
+
+    def copy_over(self, src: str, dst: str) -> None:
+        self._transfer("copy", src, dst, True)
+
+    def delete(self, path: str) -> None:
+        self._check(self.http.post(f"{self.base}/delete", json={"path": path}), 200, 202)
+
+    def rmtree(self, path: str) -> str:
+        return str(self._check(self.http.post(f"{self.base}/delete", json={"path": path}), 200, 202).status_code)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+DRIVERS = {"ftp": (FtpDriver, "ftp"), "sftp": (SftpDriver, "sftp"), "webdav": (DavDriver, "http"),
+           "rest": (RestDriver, "http")}

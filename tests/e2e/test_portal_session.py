@@ -52,8 +52,9 @@ def test_login_sets_a_strict_httponly_cookie_and_returns_a_csrf_token(portal, lo
     assert "secure" not in attrs  # plain HTTP: a Secure cookie would never come back
     assert body["csrf"] not in cookie
     assert "no-store" in resp.headers["cache-control"]
-    # The session answers /ui/session and the REST API.
-    assert c.get("/ui/session").json()["csrf"] == body["csrf"]
+    # The session answers /ui/session (which never tells the token) and the REST API.
+    session = c.get("/ui/session").json()
+    assert session["user"] == "alice" and "csrf" not in session and body["csrf"] not in str(session)
     assert c.get("/api/v1/fs/list", params={"path": "/"}).status_code == 200
 
 
@@ -130,8 +131,11 @@ def test_page_and_files_are_served_with_a_strict_policy(portal):
         page = c.get("/ui/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         csp = page.headers["content-security-policy"]
-        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
-        assert page.headers["x-content-type-options"] == "nosniff"
+        nonce = re.search(r"script-src 'nonce-([\w-]+)'", csp).group(1)
+        assert f'<script src="app.js" defer nonce="{nonce}">' in page.text and "'self'" not in csp.split(";")[1]
+        assert "frame-ancestors 'none'" in csp and page.headers["cross-origin-opener-policy"] == "same-origin"
+        assert page.headers["x-content-type-options"] == "nosniff" and "no-store" in page.headers["cache-control"]
+        assert nonce not in c.get("/ui/").text  # a fresh nonce on every reply
         assert c.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
         assert c.get("/ui/app.css").headers["content-type"].startswith("text/css")
         for bad in ("/ui/nope.js", "/ui/..%2Fportal.py", "/ui/portal.py", "/ui/.hidden.js"):

@@ -240,3 +240,12 @@ def test_every_table_forbids_unknown_keys():
     assert Config in models and len(models) > 10
     for model in models:
         assert model.model_config.get("extra") == "forbid", model
+
+
+def test_ftp_limits_have_safe_defaults_and_are_checked(tmp_path):
+    ftp = parse_config({}).ftp
+    assert (ftp.login_timeout_s, ftp.max_unauthenticated, ftp.max_unauthenticated_per_ip, ftp.max_line_bytes) == (
+        10, 128, 16, 2048)
+    assert error_of(tmp_path, "[ftp]\nmax_line_bytes = 100\n").endswith(
+        "ftp.max_line_bytes: expected an integer between 512 and 65536, got 100")
+    assert "ftp.login_timeout_s: expected an integer >= 1" in error_of(tmp_path, "[ftp]\nlogin_timeout_s = 0\n")

@@ -326,11 +326,36 @@ def test_watchdog_requeues_a_stalled_job_then_it_completes(tmp_path):
         done = wait(g, "stalled1", 30)
         assert done.state == "completed" and done.stuck and done.attempts == 2
         assert count(g.ops, b, "/c") == 5
+        # A job had begun writing /c2 before its node died: nobody sees
+        # that, and it is removed, so the path is free again.
+        m, c2 = g.namespace.resolve("/c2")
+        m.backend.mkdir(c2)
+        w = m.backend.open_write(m.backend.join("c2/f000"))
+        w.write(b"partial")
+        w.commit()
         g.store.create(Job(id="stalled2", queue="copy", operation="copy", src="/tree", dst="/c2", stage="/c2",
                            owner="alice", session_id=a.id, protocol="ftp", state="running", node="dead-node",
                            attempts=5, heartbeat_at=time.time() - 60))
         dead = wait(g, "stalled2", 30)
         assert dead.state == "failed" and dead.stuck and "stalled" in dead.error
+        deadline = time.monotonic() + 20
+        while g.store.get("stalled2").phase == "rollback":
+            assert time.monotonic() < deadline, "the watchdog should remove what it wrote"
+            time.sleep(0.1)
+        assert names(g.ops, b) == ["c", "tree"]
+        g.ops.mkdir(b, "/c2")
+
+        # A committed job can only be finished: out of attempts, it is queued
+        # again (shown as stuck) and completes.
+        committed = Job(id="stalled3", queue="delete", operation="delete", src="/c", dst=None, owner="alice",
+                        session_id=a.id, protocol="ftp", state="running", node="dead-node", attempts=5,
+                        phase="cleanup", enumerated=True, heartbeat_at=time.time() - 60)
+        g.store.create(committed)
+        g.store.add_items(committed, [("", True, 0), ("sub", True, 0), ("sub/f000", False, 10),
+                                      *[(f"f{i:03}", False, 10) for i in (1, 2, 3)]])
+        finished = wait(g, "stalled3", 30)
+        assert finished.state == "completed" and finished.stuck
+        assert names(g.ops, b) == ["c2", "tree"]
     finally:
         g.close()
 
@@ -631,5 +656,139 @@ def test_an_enqueued_job_wakes_one_worker_of_its_queue(tmp_path):
         assert wait(g, out.job_id).state == "completed"
         # the woken worker's claim, and its claim for more once done
         assert claims == [["delete"], ["delete"]], claims
+    finally:
+        g.close()
+
+
+def test_cancel_of_a_retrying_job_removes_what_it_wrote(tmp_path):
+    """A copy that failed part-way waits for its retry; cancelled then, the
+    files it had copied are removed before the cancel returns, for everyone."""
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, max_attempts=5, step_retries=0,
+              retry_backoff_s=30.0)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=40)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*/f038"  # the copy fails there, after other files are written
+        out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
+        deadline = time.monotonic() + 30
+        while (job := g.store.get(out.job_id)).state != "queued" or not job.attempts:
+            assert time.monotonic() < deadline, job
+            time.sleep(0.02)
+        assert job.items_done >= 1 and dst.exists(dst.join("tree"))  # it wrote something
+        dst.fs.fail_glob = None
+        job = g.ops.cancel_job(a, out.job_id)
+        assert job.state == "cancelled" and job.phase == "prepare"
+        assert not dst.exists(dst.join("tree"))  # nothing half-copied is left
+        for s in (a, b):
+            assert names(g.ops, s, "/b") == []
+        g.ops.mkdir(b, "/b/tree")  # and the path is free
+    finally:
+        g.close()
+
+
+def test_cancel_of_a_committed_job_is_refused_and_it_finishes(tmp_path):
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, max_attempts=5, step_retries=0,
+              retry_backoff_s=0.5)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/a/tree", n=20)
+        src = g.namespace.resolve("/a")[0].backend
+        out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
+        while not g.store.get(out.job_id).committed:
+            time.sleep(0.01)
+        with pytest.raises(E.InvalidState, match="committed, finishing cleanup"):
+            g.ops.cancel_job(a, out.job_id)
+        with pytest.raises(E.InvalidState, match="committed, finishing cleanup"):
+            g.ops.stop_job(a, out.job_id)
+        job = wait(g, out.job_id)
+        assert job.state == "completed" and not src.exists(src.join("tree"))
+        g.ops.mkdir(a, "/a/tree")  # no path stays busy
+    finally:
+        g.close()
+
+
+def test_a_stop_replies_once_the_job_is_stopped(tmp_path):
+    g = build(tmp_path, mounts={"/": slow(20)})
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, n=40)
+        out = g.ops.copy(a, "/tree", "/c", budget_s=0)
+        while g.store.get(out.job_id).state != "running":
+            time.sleep(0.01)
+        assert g.ops.stop_job(a, out.job_id).state == "stopped"
+    finally:
+        g.close()
+
+
+def test_the_same_operation_sent_again_attaches_to_its_job(gw):
+    """A client that lost its connection sends the same move again (from a
+    new session): one job, and the retry answers with it."""
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    first = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    again = gw.ops.move(Session(ALICE, "ftp"), "/tree", "/moved", budget_s=0)
+    assert again.backgrounded and again.job_id == first.job_id
+    done = gw.ops.move(Session(ALICE, "webdav"), "/tree", "/moved", budget_s=60)
+    assert done.job_id == first.job_id and not done.backgrounded and done.entry is not None
+    assert [j.id for j in gw.ops.list_jobs(a)] == [first.job_id]
+    assert names(gw.ops, a) == ["moved"]
+
+
+def test_busy_names_the_path_that_collides_and_the_job(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    with pytest.raises(E.Busy) as err:  # the copy's destination is free: its source is not
+        gw.ops.copy(a, "/tree/f001", "/acopy")
+    assert err.value.path == "/tree/f001"
+    assert out.job_id in err.value.message and "move /tree -> /moved" in err.value.message
+    with pytest.raises(E.Busy):  # another user's same request does not attach
+        gw.ops.move(Session(User("bob"), "ftp"), "/tree", "/moved")
+    wait(gw, out.job_id)
+
+
+def test_locks_below_a_moved_folder_go_when_the_job_commits(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    dav = gw.ops.davstate
+    dav.put_lock("tok-1", "/tree/f001", {"root": "/tree/f001"}, time.time() + 600)
+    out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    assert out.backgrounded and dav.locks("/tree", include_children=True)  # not yet for everyone
+    assert wait(gw, out.job_id).state == "completed"
+    assert dav.locks("/", include_children=True) == []
+
+
+def test_progress_never_goes_back_and_ends_exact_across_failed_attempts(tmp_path):
+    """A copy whose storage fails part-way is retried (in its attempt, then
+    as a new attempt): the percentage a monitor polls never decreases, says
+    nothing while the source is being listed, and the bytes end equal."""
+    g = build(tmp_path, mounts={"/a": slow(2), "/b": slow(2)}, max_attempts=5, step_retries=1,
+              retry_backoff_s=0.05)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/a/tree", n=40, size=20_000)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*/f021"
+        out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
+        seen, healed = [], False
+        deadline = time.monotonic() + 60
+        while True:
+            j = g.store.get(out.job_id)
+            public = g.ops.public_job(a, j)
+            seen.append(public["percentageComplete"])
+            if not public["sizeKnown"]:
+                assert public["percentageComplete"] == 0.0
+            assert j.bytes_done <= j.bytes_total or not j.enumerated
+            if j.attempts >= 2 and not healed:
+                dst.fs.fail_glob = None
+                healed = True
+            if j.terminal:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert j.state == "completed" and j.attempts >= 2
+        assert seen == sorted(seen) and seen[-1] == 100.0
+        assert j.bytes_done == j.bytes_total == 39 * 20_000
     finally:
         g.close()

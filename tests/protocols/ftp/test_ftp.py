@@ -259,18 +259,94 @@ def test_ftps_explicit_with_lftp_and_ftplib_and_implicit(gateway_factory, tmp_pa
     c.quit()
 
 
-def test_user_required_to_use_tls_is_refused_in_clear(gateway_factory):
+def _tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
+
+
+def _login_reply(r, password: str) -> str:
+    with pytest.raises(ftplib.error_perm) as ei:
+        connect(r, password=password)
+    return str(ei.value)
+
+
+def test_user_required_to_use_tls_gets_no_password_oracle_in_clear(gateway_factory):
+    """On a plain channel a right and a wrong password of a user who must
+    use TLS get the same reply, both counted as failures; the reply tells
+    how to log in."""
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}, "auth": {"max_failures": 3}},
+                        users={"alice": {"require_tls": True}})
+    right, wrong = _login_reply(r, PW), _login_reply(r, "wrong")
+    assert right == wrong
+    assert right.startswith("530 ") and "send AUTH TLS first" in right
+    assert _login_reply(r, PW) == wrong  # the third failure: the address is banned now
+    with pytest.raises(ftplib.error_perm, match="(?i)too many failed logins"):
+        connect(r, password="wrong")
+
+
+def test_user_required_to_use_tls_must_protect_data(gateway_factory):
+    """``require_tls`` covers data too: without PROT P no data connection is
+    opened and no transfer runs (522); with it, all work. Other users keep
+    PROT C."""
     r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}},
                         users={"alice": {"require_tls": True}})
-    with pytest.raises(ftplib.error_perm) as ei:
-        connect(r)
-    assert "must use tls" in str(ei.value).lower()
+    (r.data / "a.txt").write_bytes(b"secret")
+    ftps = ftplib.FTP_TLS(context=_tls_context())
+    ftps.connect("127.0.0.1", r.port("ftp"), timeout=30)
+    ftps.login("alice", PW)  # AUTH TLS first
+    for attempt in (lambda: ftps.nlst(), lambda: ftps.retrbinary("RETR a.txt", lambda b: None),
+                    lambda: ftps.storbinary("STOR b.txt", io.BytesIO(b"x")), lambda: ftps.sendcmd("PASV"),
+                    lambda: ftps.sendcmd("EPSV")):
+        with pytest.raises(ftplib.error_perm, match="^522 Data connection must be protected"):
+            attempt()
+    assert not (r.data / "b.txt").exists()
+    ftps.prot_p()
+    out = io.BytesIO()
+    ftps.retrbinary("RETR a.txt", out.write)
+    assert out.getvalue() == b"secret"
+    ftps.storbinary("STOR b.txt", io.BytesIO(b"x"))
+    assert sorted(ftps.nlst()) == ["a.txt", "b.txt", "slow"]
+    # PROT C again, or a data connection opened while PROT C: refused
+    ftps.prot_c()
+    with pytest.raises(ftplib.error_perm, match="^522"):
+        ftps.nlst()
+    ftps.prot_p()
+    ftps.quit()
+    # bob need not use TLS: clear data on a TLS control channel still works
+    bob = ftplib.FTP_TLS(context=_tls_context())
+    bob.connect("127.0.0.1", r.port("ftp"), timeout=30)
+    bob.login("bob", PASSWORDS["bob"])
+    assert "a.txt" in bob.nlst()
+    bob.quit()
+
+
+def test_a_clear_data_connection_is_refused_even_after_prot_p(gateway_factory):
+    """PROT P, PASV, then PROT C before connecting: the clear data
+    connection is refused when it arrives."""
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}},
+                        users={"alice": {"require_tls": True}})
+    ftps = ftplib.FTP_TLS(context=_tls_context())
+    ftps.connect("127.0.0.1", r.port("ftp"), timeout=30)
+    ftps.login("alice", PW)
+    ftps.prot_p()
+    host, port = ftplib.parse227(ftps.sendcmd("PASV"))
+    ftps.sendcmd("PROT C")
+    data = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        assert ftps.getresp().startswith("522")
+    except ftplib.error_perm as exc:
+        assert str(exc).startswith("522")
+    data.close()
+    ftps.prot_p()
+    assert "slow" in ftps.nlst()
+    ftps.quit()
 
 
 def test_sizes_after_a_listing_follow_later_changes(ftp_gw):
     """A LIST's entries answer the SIZE/MDTM that clients send right after
-    it, but not once this session (or, after a moment, another) changed the
-    file: APPE must continue the file as it is now."""
+    it, but not once any session changed the file through the gateway:
+    APPE must continue the file as it is now."""
     ftp, other = connect(ftp_gw), connect(ftp_gw)
     ftp.storbinary("STOR a.txt", io.BytesIO(b"hello"))
     ftp.retrlines("LIST", lambda line: None)
@@ -283,10 +359,14 @@ def test_sizes_after_a_listing_follow_later_changes(ftp_gw):
     ftp.retrlines("LIST", lambda line: None)
     ftp.voidcmd("TYPE I")
     other.storbinary("STOR a.txt", io.BytesIO(b"x"))
-    time.sleep(2.5)
-    assert ftp.size("a.txt") == 1
+    assert ftp.size("a.txt") == 1  # at once, not after the listing's time
     ftp.storbinary("APPE a.txt", io.BytesIO(b"y"))
     assert (ftp_gw.data / "a.txt").read_bytes() == b"xy"
+    ftp.retrlines("LIST", lambda line: None)
+    ftp.voidcmd("TYPE I")
+    other.delete("a.txt")
+    with pytest.raises(ftplib.error_perm, match="550"):
+        ftp.size("a.txt")
     ftp.quit()
     other.quit()
 
@@ -340,17 +420,18 @@ def test_connection_limits_idle_timeout_and_masquerade_address(gateway_factory):
     other = connect("127.0.0.2")
     try:
         first.login("alice", PW)
-        # a third connection from the same address is refused at once ...
+        second.login("alice", PW)
+        # a third session from the same address is refused at login ...
         with pytest.raises(ftplib.error_temp, match="421"):
             connect().login("alice", PW)
-        # ... and a fourth from anywhere once three are open
+        # ... and a fourth from anywhere once three are logged in
         other.login("alice", PW)
         with pytest.raises(ftplib.error_temp, match="421"):
             connect("127.0.0.3").login("alice", PW)
         # passive replies name the public address, not the one connected to
         assert "(203,0,113,7," in first.sendcmd("PASV")
         # a control connection idle for longer than idle_timeout_s is closed
-        second.login("alice", PW)
+        second.voidcmd("NOOP")
         time.sleep(2.5)
         with pytest.raises((ftplib.error_temp, EOFError, ConnectionError)):
             second.voidcmd("NOOP")

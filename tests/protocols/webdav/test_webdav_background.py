@@ -190,3 +190,24 @@ def test_doomed_requests_get_their_4xx_never_a_202(slow_dav, gateway_factory):
             resp = c.request(method, "/d", headers={"Destination": "/dav/e", **LAZY})
             assert resp.status_code == 403, resp.text
         assert c.request("DELETE", "/d", headers=LAZY).status_code == 403
+
+
+def test_lock_and_proppatch_on_paths_a_job_owns_are_busy(slow_dav):
+    """LOCK and PROPPATCH are writes: on a folder a job is moving (source or
+    destination) they answer 423 like any other write, and change nothing."""
+    r = slow_dav(latency_ms=20)
+    _tree(r, "/slow/src", 100)
+    with client(r, session="mover") as mover, client(r, session="other") as other:
+        resp = mover.request("MOVE", "/slow/src", headers={"Destination": "/dav/slow/dst", **LAZY})
+        assert resp.status_code == 202, resp.text
+        job = _job(r, resp.headers["Location"])
+        for path in ("/slow/src/f001.txt", "/slow/src"):
+            assert other.request("LOCK", path, content=LOCKINFO).status_code == 423
+            patched = other.request("PROPPATCH", path, content=PROPPATCH)
+            assert patched.status_code in (207, 423)
+            if patched.status_code == 207:  # the refusal is the property's status
+                assert "423" in patched.text, patched.text
+        assert r.ops.store.get(job.id).state in ("queued", "running"), "the job ended too soon to tell"
+        r.ops.wait_job(r.session("alice"), job.id, 60)
+    assert r.ops.davstate.locks("/", include_children=True) == []
+    assert colour(client(r), "/slow/dst/f001.txt") is None

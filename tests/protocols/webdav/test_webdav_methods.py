@@ -3,6 +3,7 @@ running gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ftplib
 import http.client
@@ -12,6 +13,7 @@ import time
 import xml.etree.ElementTree as ET
 from email.utils import formatdate
 
+import asyncssh
 import httpx
 import pytest
 
@@ -363,6 +365,33 @@ def test_dead_properties_follow_an_ftp_rename_and_go_with_an_ftp_delete(gateway_
             f.delete("b.txt")
         c.put("/b.txt", content=b"new")
         assert colour(c, "/b.txt") is None
+
+
+def test_locks_go_with_a_rename_or_delete_made_over_ftp_or_sftp(gateway_factory):
+    """A lock does not move with its resource (RFC 4918 7.5): renamed or
+    deleted through another protocol, nothing stays locked at the old path."""
+    r = gateway_factory(protocols=("http", "ftp", "sftp"))
+    with client(r) as c:
+        c.put("/a.txt", content=b"a")
+        c.put("/d.txt", content=b"d")
+        for path in ("/a.txt", "/d.txt"):
+            assert c.request("LOCK", path, content=LOCKINFO).status_code == 200
+        with ftplib.FTP() as f:
+            f.connect("127.0.0.1", r.port("ftp"), timeout=30)
+            f.login("alice", PASSWORDS["alice"])
+            f.rename("a.txt", "b.txt")
+
+        async def remove():
+            async with asyncssh.connect("127.0.0.1", r.port("sftp"), username="alice",
+                                        password=PASSWORDS["alice"], known_hosts=None) as conn:
+                async with conn.start_sftp_client() as sftp:
+                    await sftp.remove("/d.txt")
+
+        asyncio.run(remove())
+        with client(r, "bob") as other:  # no lock token: only a lock would refuse these
+            for path in ("/a.txt", "/b.txt", "/d.txt"):
+                assert other.put(path, content=b"new").status_code in (201, 204), path
+        assert r.ops.davstate.locks("/", include_children=True) == []
 
 
 def test_locks_and_properties_are_keyed_by_the_resource_not_the_users_path(dav):

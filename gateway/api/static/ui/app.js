@@ -120,8 +120,22 @@ async function boot() {
     showLogin("The gateway cannot be reached.");
     return;
   }
-  if (resp.ok) start(await resp.json());
-  else showLogin("");
+  if (!resp.ok) { showLogin(""); return; }
+  // The server writes the session's CSRF token into the page when the
+  // browser navigates to it; /ui/session never tells it.
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  if (csrf) {
+    sessionStorage.removeItem("gw-reloaded");
+    start({ ...(await resp.json()), csrf });
+  } else if (!sessionStorage.getItem("gw-reloaded")) {
+    // Arrived from another site: the strict cookie did not come with the
+    // page. Load it once more from here, which brings it.
+    sessionStorage.setItem("gw-reloaded", "1");
+    location.reload();
+  } else {
+    sessionStorage.removeItem("gw-reloaded");
+    showLogin("Please log in again.");
+  }
 }
 
 function showLogin(message) {

@@ -1,0 +1,126 @@
+"""Data connections: passive ports taken without a race, and every failure
+of a transfer answered on the control channel.
+
+pyftpdlib binds a passive port with SO_REUSEADDR and listens afterwards, so
+two sessions (one thread each) could bind the same port and the second
+``listen`` failed with EADDRINUSE, which closed that client's control
+connection; when the range was used up it listened on a port outside it.
+Here bind and listen happen together under one process-wide lock, a port
+another process holds is skipped, and a range that is used up is a 425."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import socket
+import sys
+import threading
+from typing import Any
+
+from pyftpdlib.exceptions import _FileReadWriteError
+from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
+from pyftpdlib.ioloop import Acceptor
+
+from gateway import errors as E
+from protocols.ftp.errors import reply_code
+
+__all__ = ["NoPassivePort", "GatewayPassiveDTP", "DataErrorsMixin", "transfer_reply"]
+
+log = logging.getLogger("gateway.ftp")
+
+#: One lock for every FTP server in the process: between a bind and its
+#: listen no other session may take the same port.
+_PORTS_LOCK = threading.Lock()
+_SKIP = (errno.EADDRINUSE, errno.EACCES, errno.EPERM, errno.EADDRNOTAVAIL)
+
+
+class NoPassivePort(Exception):
+    """Every port of the passive range is in use."""
+
+
+def _listen_in(family: int, host: str, ports: list[int] | None, backlog: int) -> socket.socket:
+    """A listening socket on ``host`` at one of ``ports`` (any port when
+    None). Raises NoPassivePort when every port is taken."""
+    if not ports:
+        candidates = [0]
+    else:
+        candidates = list(ports)
+        random.shuffle(candidates)
+    with _PORTS_LOCK:
+        for port in candidates:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+                sock.listen(backlog)
+            except OSError as err:
+                sock.close()
+                if err.errno in _SKIP:
+                    continue
+                raise
+            sock.setblocking(False)
+            return sock
+    raise NoPassivePort(f"all {len(candidates)} passive ports are in use")
+
+
+class GatewayPassiveDTP(PassiveDTP):
+    """pyftpdlib's passive acceptor with the port taken by :func:`_listen_in`.
+    Raises NoPassivePort (the caller answers 425)."""
+
+    def __init__(self, cmd_channel: Any, extmode: bool = False) -> None:
+        self.cmd_channel = cmd_channel
+        self.log = cmd_channel.log
+        self.log_exception = cmd_channel.log_exception
+        Acceptor.__init__(self, ioloop=cmd_channel.ioloop)
+        local_ip = cmd_channel.socket.getsockname()[0]
+        masquerade = cmd_channel.masquerade_address_map.get(local_ip) or cmd_channel.masquerade_address
+        sock = _listen_in(cmd_channel.socket.family, local_ip, cmd_channel.passive_ports,
+                          self.backlog or cmd_channel.server.backlog)
+        self.set_socket(sock)
+        self.accepting = True  # what asyncore's listen() would have set
+        port = sock.getsockname()[1]
+        if extmode:
+            cmd_channel.respond(f"229 Entering extended passive mode (|||{port}|).")
+        else:
+            ip = masquerade or local_ip
+            if ip.startswith("::ffff:"):  # an IPv4 client on a dual-stack socket
+                ip = ip[7:]
+            cmd_channel.respond(f"227 Entering passive mode ({ip.replace('.', ',')},{port // 256},{port % 256}).")
+        if self.timeout:
+            self.call_later(self.timeout, self.handle_timeout)
+
+
+def transfer_reply(exc: BaseException) -> str:
+    """The control-channel reply for a transfer that failed with ``exc``:
+    the storage's refusal in the error table's terms (452 when full), a
+    local file error as 451, a broken data connection as 426."""
+    if isinstance(exc, _FileReadWriteError) and isinstance(exc.__cause__, BaseException):
+        exc = exc.__cause__
+        if isinstance(exc, E.GatewayError):
+            return f"{reply_code(exc)} {exc}; transfer aborted."
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "452 Storage is full or over quota; transfer aborted."
+        return f"451 Storage error ({getattr(exc, 'strerror', None) or exc}); transfer aborted."
+    if isinstance(exc, E.GatewayError):
+        return f"{reply_code(exc)} {exc}; transfer aborted."
+    if isinstance(exc, OSError):
+        return f"426 Data connection failed ({exc.strerror or exc}); transfer aborted."
+    return "451 Internal error; transfer aborted."
+
+
+class DataErrorsMixin:
+    """For pyftpdlib's DTPHandler: whatever a transfer fails with, the
+    control channel gets one reply and keeps going; only an error nobody
+    foresaw is logged with its traceback."""
+
+    def handle_error(self) -> None:
+        exc = sys.exc_info()[1]
+        if exc is None or not isinstance(exc, (E.GatewayError, OSError)):
+            log.exception("FTP transfer failed unexpectedly")
+        try:
+            self._resp = (transfer_reply(exc) if exc is not None else "451 Internal error; transfer aborted.",
+                          log.info)
+            self.close()  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the reply must not be lost to a second failure
+            log.exception("closing a failed FTP transfer")
