@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Callable
 
+from gateway import metrics
+
 __all__ = ["DescriptorGuard", "raise_limit", "OUT_OF_DESCRIPTORS"]
 
 log = logging.getLogger("gateway.descriptors")
@@ -91,11 +93,13 @@ class DescriptorGuard:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return _CEILING if soft == resource.RLIM_INFINITY else soft
 
-    def admit(self, fd: int | None = None) -> bool:
+    def admit(self, fd: int | None = None, protocol: str | None = None) -> bool:
         """Whether a connection just accepted (on descriptor ``fd``, when
-        given) may be kept: False, counted and logged, when fewer than
-        ``reserve`` descriptors would be left. The caller then refuses it
-        in its protocol's words and closes it. Never raises."""
+        given) may be kept: False, logged and counted (in
+        ``gateway_refused_total{protocol, limit="descriptors"}`` when
+        ``protocol`` is given), when fewer than ``reserve`` descriptors would
+        be left. The caller then refuses it in its protocol's words and
+        closes it. Never raises."""
         limit = self.limit()
         allowed = limit - self.reserve
         with self._lock:
@@ -110,6 +114,8 @@ class DescriptorGuard:
             if not ok:
                 self.refused += 1
         if not ok:
+            if protocol:
+                metrics.refused(protocol, "descriptors")
             log.warning("refusing new connections: about %d of %d descriptors in use, %d kept in reserve",
                         min(max(self._in_use, (fd or 0) + 1), limit), limit, self.reserve)
         return ok

@@ -89,7 +89,7 @@ def _guard_accepts(server: wsgi.Server, guard: Any) -> None:
             if guard.accept_failed(exc, listener):
                 return None
             raise
-        if conn is not None and not guard.admit(conn.socket.fileno()):
+        if conn is not None and not guard.admit(conn.socket.fileno(), "http"):
             try:
                 conn.socket.settimeout(0.5)
                 conn.socket.sendall(_BUSY)

@@ -120,7 +120,7 @@ class _Connection(asyncssh.SSHServer):
         self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         conns = self._handle.connections
         guard = getattr(self._handle.gw, "descriptors", None)
-        if len(conns) >= self._handle.max_connections or (guard is not None and not guard.admit()):
+        if len(conns) >= self._handle.max_connections or (guard is not None and not guard.admit(None, "sftp")):
             log.warning("sftp: refusing %s: %d connections already, or out of descriptors", self.remote,
                         len(conns))
             conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections; try again later")
