@@ -124,9 +124,8 @@ _repeat_filters: "weakref.WeakSet[RepeatFilter]" = weakref.WeakSet()
 class RepeatFilter(logging.Filter):
     """Rate-limits warnings and errors of one kind: the same logger, message
     template (before its arguments are filled in, digits ignored) and
-    exception type. Of each
-    kind, ``burst`` records per ``window_s`` seconds pass; the rest are
-    counted, and when the window has passed one line says
+    exception type. Of each kind, ``burst`` records per ``window_s`` seconds
+    pass; the rest are counted, and when the window has passed one line says
     ``<first message> (repeated N more times in the last T s)``. Records
     below WARNING and operation lines always pass. At most ``max_kinds``
     kinds are tracked (past that, kinds whose window ended are forgotten

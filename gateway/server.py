@@ -83,13 +83,11 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     """
     from gateway.app import Gateway
     from gateway.config import ConfigError
-    from gateway.logs import flush_repeated
-
     from gateway.descriptors import raise_limit
+    from gateway.logs import flush_repeated
 
     stop = stop or threading.Event()
     tune_malloc()
-    threading.excepthook = _log_thread_exception
     soft, hard = raise_limit()
     log.info("open-files limit %d (hard %d), %d kept in reserve", soft, hard, cfg.server.descriptor_reserve)
     try:
@@ -102,6 +100,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         return 1
     handles: list[tuple[str, Any]] = []
     restore = _install_signal_handlers(stop)
+    previous_hook, threading.excepthook = threading.excepthook, _log_thread_exception
     try:
         gw.start()
         password = gw.auth.ensure_admin()
@@ -144,6 +143,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         except Exception:
             log.exception("closing the gateway failed")
         restore()
+        threading.excepthook = previous_hook
 
 
 def _log_thread_exception(args: threading.ExceptHookArgs) -> None:

@@ -28,8 +28,8 @@ from gateway import metrics
 from gateway.private import private_dir, write_private
 from gateway.types import Session
 from protocols.sftp.commands import run_command
-from protocols.sftp.loop import AcceptLoop
 from protocols.sftp.handler import Context, GatewaySFTPServer
+from protocols.sftp.loop import AcceptLoop
 from protocols.sftp.packets import PacketHandler
 
 __all__ = ["serve", "SftpHandle", "host_keys", "WORKERS", "HOST_KEY_FILE"]
