@@ -3,13 +3,15 @@ wired together once, for ``gateway serve`` and for tests."""
 
 from __future__ import annotations
 
+import logging
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
 from backends import open_backend
 from gateway.auth import CachedLogins
-from gateway.descriptors import DescriptorGuard
+from gateway.descriptors import DescriptorGuard, raise_limit
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
@@ -20,6 +22,8 @@ from gateway.sweep import Sweeper
 from gateway.view import View
 
 __all__ = ["Gateway"]
+
+log = logging.getLogger("gateway.app")
 
 DEFAULT_QUEUES = {"copy": 4, "move": 4, "delete": 4}
 DEFAULT_DESCRIPTOR_RESERVE = 64
@@ -64,6 +68,9 @@ class Gateway:
         ``descriptor_reserve`` descriptors (gateway.descriptors).
         Not started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
+        mode = stat.S_IMODE(state_dir.stat().st_mode)
+        if mode & 0o077:  # made by an older version, or by hand: left alone, but said
+            log.warning("state_dir %s may be read by other local users (mode %o); chmod 700 it", state_dir, mode)
         table = []
         for path, spec in mounts.items():
             # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})
@@ -113,6 +120,9 @@ class Gateway:
         return gw
 
     def start(self) -> "Gateway":
+        """Raise the process's open-files limit (gateway.descriptors), start
+        the job workers and the sweep."""
+        raise_limit()
         self.dispatcher.start()
         if self.sweeper is not None:
             self.sweeper.start()

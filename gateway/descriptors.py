@@ -5,7 +5,7 @@ an upload, a SQLite connection all need one), and an accept loop that
 retries at once spins, logging a traceback each time. So:
 
 - :func:`raise_limit` lifts the soft ``RLIMIT_NOFILE`` to the hard limit
-  when ``gateway serve`` starts;
+  when the gateway starts;
 - every front end asks :meth:`DescriptorGuard.admit` for each connection it
   accepts and refuses it cleanly (FTP 421, SSH "too many connections", HTTP
   503) once fewer than ``server.descriptor_reserve`` descriptors would be

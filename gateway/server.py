@@ -83,13 +83,10 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     """
     from gateway.app import Gateway
     from gateway.config import ConfigError
-    from gateway.descriptors import raise_limit
     from gateway.logs import flush_repeated
 
     stop = stop or threading.Event()
     tune_malloc()
-    soft, hard = raise_limit()
-    log.info("open-files limit %d (hard %d), %d kept in reserve", soft, hard, cfg.server.descriptor_reserve)
     try:
         gw = Gateway.from_config(cfg)
     except ConfigError as e:  # e.g. a hand-edited state_dir/users.toml
@@ -102,7 +99,8 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     restore = _install_signal_handlers(stop)
     previous_hook, threading.excepthook = threading.excepthook, _log_thread_exception
     try:
-        gw.start()
+        gw.start()  # raises the open-files limit too
+        log.info("open-files limit %d, %d kept in reserve", gw.descriptors.limit(), cfg.server.descriptor_reserve)
         password = gw.auth.ensure_admin()
         if password:
             print(f"created user admin with password: {password}", flush=True)

@@ -51,3 +51,14 @@ def test_state_dir_is_private_after_a_start_with_every_front_end(gateway_factory
     loose = {name: oct(mode) for name, mode in modes.items()
              if mode != (0o700 if os.path.isdir(os.path.join(state, name)) else 0o600)}
     assert not loose, loose
+
+
+def test_a_loose_state_dir_made_before_is_reported(tmp_path, caplog):
+    from gateway.app import Gateway
+
+    state = tmp_path / "var"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    gw = Gateway.build({"/": f"file://{tmp_path / 'data'}"}, state)
+    gw.close()
+    assert "may be read by other local users (mode 755)" in caplog.text
