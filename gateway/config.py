@@ -291,6 +291,17 @@ class Server(_Model):
     host: Str = "127.0.0.1"
     state_dir: FsPath = Path("var")
     node_id: Str = Field(default_factory=socket.gethostname)
+    #: abandoned temporaries (.gw-up-*, .gw-stage-*, .gw-trash-*) are swept
+    #: from every mount at start and this often (0: never); see gateway.sweep
+    sweep_interval_s: NonNegativeFloat = 3600.0
+    #: a temporary unchanged for less than this is never swept
+    temp_grace_s: NonNegativeFloat = 3600.0
+    #: new connections are refused once fewer descriptors than this would
+    #: be left for the sessions already open (see gateway.descriptors)
+    descriptor_reserve: NonNegativeInt = 64
+    #: Unicode form of every name: client input is normalised to it and
+    #: stored names are matched and listed in it (see backends.local)
+    unicode_normalization: Annotated[Literal["NFC", "NFD"], BeforeValidator(_choice_check("NFC", "NFD"))] = "NFC"
 
 
 class Ftp(_Model):
@@ -514,6 +525,10 @@ class Logging(_Model):
 
     level: Annotated[str, BeforeValidator(_choice_check("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True))] = "INFO"
     format: Annotated[Literal["text", "json"], BeforeValidator(_choice_check("text", "json"))] = "text"
+    #: warnings and errors of one kind: ``repeat_burst`` lines per
+    #: ``repeat_window_s``, then one summary line with the count
+    repeat_window_s: PositiveFloat = 60.0
+    repeat_burst: PositiveInt = 5
 
 
 class Config(_Model):

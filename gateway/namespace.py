@@ -30,6 +30,9 @@ __all__ = [
     "name_of",
     "join",
     "RESERVED_PREFIX",
+    "NAME_FORMS",
+    "name_form",
+    "set_name_form",
     "Mount",
     "Namespace",
 ]
@@ -40,9 +43,30 @@ RESERVED_PREFIX = ".gw-"
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
+#: The Unicode normalisation forms a name may be kept in (server.unicode_normalization).
+NAME_FORMS = ("NFC", "NFD")
+_form = "NFC"
+
+
+def name_form() -> str:
+    """The normalisation form of every name the gateway handles: what
+    :func:`normalise` makes of client input, and how the backends match and
+    list stored names. Process-wide; NFC unless :func:`set_name_form` said otherwise."""
+    return _form
+
+
+def set_name_form(form: str) -> None:
+    """Set :func:`name_form` (one of NAME_FORMS; ValueError otherwise) for
+    the whole process: done once, when the gateway is built from its config."""
+    global _form
+    if form not in NAME_FORMS:
+        raise ValueError(f"unicode normalization form must be one of {NAME_FORMS}, not {form!r}")
+    _form = form
+
 
 def normalise(path: str | bytes, cwd: str = "/") -> str:
-    """Return ``path`` as an absolute, POSIX, NFC-normalised path.
+    """Return ``path`` as an absolute, POSIX path normalised to
+    :func:`name_form` (NFC by default).
 
     Relative paths are taken from ``cwd`` (itself normalised). ``.`` and empty
     components vanish and ``..`` never climbs above ``/`` (chroot semantics).
@@ -61,7 +85,7 @@ def normalise(path: str | bytes, cwd: str = "/") -> str:
     if "\x00" in path:
         raise BadRequest("path contains a NUL character")
     try:
-        path = unicodedata.normalize("NFC", path)
+        path = unicodedata.normalize(_form, path)
         encoded_len = len(path.encode("utf-8"))
     except UnicodeEncodeError:
         raise BadRequest("path is not valid Unicode (lone surrogate)") from None

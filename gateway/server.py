@@ -83,6 +83,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     """
     from gateway.app import Gateway
     from gateway.config import ConfigError
+    from gateway.logs import flush_repeated
 
     stop = stop or threading.Event()
     tune_malloc()
@@ -96,8 +97,10 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         return 1
     handles: list[tuple[str, Any]] = []
     restore = _install_signal_handlers(stop)
+    previous_hook, threading.excepthook = threading.excepthook, _log_thread_exception
     try:
-        gw.start()
+        gw.start()  # raises the open-files limit too
+        log.info("open-files limit %d, %d kept in reserve", gw.descriptors.limit(), cfg.server.descriptor_reserve)
         password = gw.auth.ensure_admin()
         if password:
             print(f"created user admin with password: {password}", flush=True)
@@ -121,6 +124,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         trim = malloc_trimmer()
         while not stop.wait(TRIM_EVERY_S):
             trim()
+            flush_repeated()
         log.info("stopping")
         return 0
     except Exception:
@@ -137,6 +141,17 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         except Exception:
             log.exception("closing the gateway failed")
         restore()
+        threading.excepthook = previous_hook
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Uncaught exceptions of threads (a library's connection thread) go to
+    the log, rate-limited like every error, instead of raw to stderr."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("uncaught exception in thread %s", name,
+              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
 
 
 def _import_front_end(name: str) -> ModuleType | None:

@@ -8,6 +8,7 @@ refused body) and protocols.http_guard (UTF-8 path, bounded JSON/XML bodies)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Callable
 
@@ -18,6 +19,13 @@ from protocols.http_guard import RequestGuard
 
 
 __all__ = ["serve", "make_app", "HttpHandle"]
+
+_cheroot_log = logging.getLogger("cheroot")
+
+
+def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's error_log, through logging (rate-limited, not raw stderr)."""
+    _cheroot_log.log(level, "%s", msg, exc_info=traceback)
 
 
 def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> Callable:
@@ -57,7 +65,8 @@ def serve(gw: Any, cfg: Any) -> HttpHandle:
     (see ``handle.address``)."""
     closing = threading.Event()
     server = Server((cfg.server.host, cfg.http.port), make_app(gw, cfg, closing), Limits.from_config(cfg.http),
-                    numthreads=cfg.http.threads, server_name="gateway")
+                    numthreads=cfg.http.threads, server_name="gateway",
+                    descriptors=getattr(gw, "descriptors", None))
     if cfg.http.tls:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -65,6 +74,7 @@ def serve(gw: Any, cfg: Any) -> HttpHandle:
 
         cert, key = ensure_certificate(cfg.server.state_dir, cfg.http.certfile, cfg.http.keyfile)
         server.ssl_adapter = BuiltinSSLAdapter(str(cert), str(key))
+    server.error_log = _error_log
     server.prepare()
     thread = threading.Thread(target=server.serve, name="http", daemon=True)
     thread.start()

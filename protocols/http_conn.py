@@ -251,7 +251,10 @@ class Gate(ConnectionManager):
         except (socket.timeout, BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            if exc.errno in _OUT_OF_DESCRIPTORS:
+            guard = self.server.descriptors
+            if guard is not None and guard.accept_failed(exc, self.server.socket):
+                metrics.refused("http", "descriptors")
+            elif exc.errno in _OUT_OF_DESCRIPTORS:
                 # The listening socket stays readable: wait a little, log seldom.
                 metrics.refused("http", "descriptors")
                 now = time.monotonic()
@@ -260,6 +263,10 @@ class Gate(ConnectionManager):
                     log.warning("HTTP: cannot accept a connection: %s", exc.strerror)
                 time.sleep(0.05)
             return False
+        guard = self.server.descriptors
+        if guard is not None and not guard.admit(sock.fileno(), "http"):
+            self._refuse(sock, "descriptors")
+            return True
         address = str(addr[0]) if isinstance(addr, tuple) else "local"
         refusal = self._admit(address)
         if refusal:
@@ -427,10 +434,13 @@ class Server(wsgi.Server):
 
     ConnectionClass = Connection
 
-    def __init__(self, bind_addr: tuple[str, int], app: Any, limits: Limits, **kwargs: Any) -> None:
+    def __init__(self, bind_addr: tuple[str, int], app: Any, limits: Limits, descriptors: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(bind_addr, app, **kwargs)
         self.request_queue_size = _BACKLOG
         self.limits = limits
+        #: gateway.descriptors.Descriptors: the process's descriptor reserve
+        self.descriptors = descriptors
         self.max_request_header_size = limits.max_header_bytes
 
     def prepare(self) -> None:

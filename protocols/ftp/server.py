@@ -35,8 +35,21 @@ class _Server(ThreadedFTPServer):
         self.max_cons = 0  # counted by ``slots``
         self.max_cons_per_ip = 0
 
+    #: The gateway's DescriptorGuard (None: no check).
+    descriptors: Any = None
+
+    def handle_accept(self) -> None:
+        try:
+            super().handle_accept()
+        except OSError as exc:  # out of descriptors: refuse and pause, never spin
+            if self.descriptors is None or not self.descriptors.accept_failed(exc, self.socket):
+                raise
+
     def handle_accepted(self, sock: Any, addr: Any) -> Any:
-        slot = self.slots.admit(addr[0])
+        if self.descriptors is not None and not self.descriptors.admit(sock.fileno()):
+            slot: Any = ("descriptors", "Too many open connections, try again later.")
+        else:
+            slot = self.slots.admit(addr[0])
         if isinstance(slot, tuple):
             limit, text = slot
             metrics.refused("ftp", limit)
@@ -72,6 +85,7 @@ def serve(gw: Any, cfg: Any) -> FtpHandle:
     c = cfg.ftp
     slots = Slots(c.max_connections, c.max_connections_per_ip, c.max_unauthenticated, c.max_unauthenticated_per_ip)
     server = _Server((cfg.server.host, c.port), make_handler(gw, cfg), slots)
+    server.descriptors = getattr(gw, "descriptors", None)
     thread = threading.Thread(target=server.serve_forever, kwargs={"timeout": 0.5, "handle_exit": False},
                               name="ftp", daemon=True)
     thread.start()

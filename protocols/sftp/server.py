@@ -32,10 +32,12 @@ from asyncssh.stream import SSHServerStreamSession
 from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
+from gateway.private import private_dir, write_private
 from gateway.slots import Slot, Slots
 from gateway.types import Session
 from protocols.sftp.commands import run_command
 from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
+from protocols.sftp.loop import AcceptLoop
 from protocols.sftp.packets import PacketHandler
 
 __all__ = ["serve", "SftpHandle", "host_keys", "WORKERS", "HOST_KEY_FILE"]
@@ -84,7 +86,7 @@ def _ensure_host_key(state_dir: Path) -> Path:
     with _key_lock:
         if path.exists():
             return path
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         key = asyncssh.generate_private_key("ssh-ed25519")
         fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=state_dir)  # mode 0600
         try:
@@ -96,7 +98,7 @@ def _ensure_host_key(state_dir: Path) -> Path:
                 return path
         finally:
             os.unlink(tmp)
-        path.with_name(HOST_KEY_FILE + ".pub").write_bytes(key.export_public_key())
+        write_private(path.with_name(HOST_KEY_FILE + ".pub"), key.export_public_key())
         log.info("generated SSH host key %s (%s)", path, key.get_fingerprint())
     return path
 
@@ -135,7 +137,9 @@ class _Connection(asyncssh.SSHServer):
         host, port = conn.get_extra_info("peername")[:2]
         self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         h.connections.add(conn)
-        slot = h.slots.admit(host)
+        guard = getattr(h.gw, "descriptors", None)
+        slot = (("descriptors", "too many connections; try again later")
+                if guard is not None and not guard.admit(None) else h.slots.admit(host))
         if isinstance(slot, tuple):
             self._refuse(*slot)
         else:
@@ -267,7 +271,7 @@ class SftpHandle:
         self.reorder = ByteBudget(s.max_reorder_bytes, "sftp", "reorder_bytes", _process_refusal, gauge="sftp_reorder_bytes")
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
         self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
-        self._loop = asyncio.new_event_loop()
+        self._loop = AcceptLoop(getattr(gw, "descriptors", None))
         self._thread = threading.Thread(target=self._loop.run_forever, name="sftp", daemon=True)
         self._closed = False
         keys = host_keys(cfg)
