@@ -222,8 +222,10 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
 
     config = write_config(tmp_path, mounts={"/": f"file://{tmp_path / 'data'}"},
                           sections={"server": {"descriptor_reserve": reserve},
-                                    "ftp": {"max_connections_per_ip": 500, "max_connections": 500,
-                                            "max_unauthenticated": 500, "max_unauthenticated_per_ip": 500}})
+                                    "http": {"max_connections_per_ip": 500, "max_connections": 500},
+                                    **{proto: {"max_connections_per_ip": 500, "max_connections": 500,
+                                               "max_unauthenticated": 500, "max_unauthenticated_per_ip": 500}
+                                       for proto in ("ftp", "sftp")}})
     cfg = load_config(config)
     ports = (cfg.http.port, cfg.ftp.port, cfg.sftp.port)
     log = tmp_path / "gateway.log"
