@@ -31,8 +31,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from backends.base import Backend, Writer
 from backends.errors import translated
 from gateway import errors as E
-from gateway.namespace import RESERVED_PREFIX
-from gateway.types import Entry
+from gateway.types import RESERVED_PREFIX, Entry
 
 __all__ = ["LocalBackend"]
 

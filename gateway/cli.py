@@ -27,33 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gateway import __version__
-from gateway.config import DEFAULT_CONFIG, Config, ConfigError, load_config, load_users_file, split_public_key
+from gateway.cli_common import EXIT_CONFIG, add_config_option, load_config_for
+from gateway.config import ConfigError, load_users_file, split_public_key
 
 __all__ = ["main", "build_parser", "COMMANDS", "add_config_option", "load_config_for"]
 
 Register = Callable[[Any], None]
-
-#: Exit code for bad usage or an invalid config.
-EXIT_CONFIG = 2
-
-
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """Add the shared ``--config FILE`` option (default etc/gateway.toml)."""
-    parser.add_argument(
-        "--config", "-c", metavar="FILE", type=Path, default=DEFAULT_CONFIG,
-        help=f"config file (default: {DEFAULT_CONFIG})",
-    )
-
-
-def load_config_for(args: argparse.Namespace) -> Config | None:
-    """The config named by ``args.config``, or None after printing the
-    one-line error to stderr (the caller then exits with 2)."""
-    try:
-        return load_config(args.config)
-    except ConfigError as e:
-        print(e.message, file=sys.stderr)
-        return None
-
 
 # ------------------------------------------------------------- check-config
 

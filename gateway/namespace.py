@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.errors import BadRequest, NotFound
+from gateway.types import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -34,9 +35,6 @@ __all__ = [
     "Namespace",
 ]
 
-#: Names the gateway keeps for itself (upload temporaries, staging folders).
-#: Clients can neither see nor address them.
-RESERVED_PREFIX = ".gw-"
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
