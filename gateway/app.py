@@ -137,5 +137,5 @@ def _open_store(store_url: str | None, state_dir: Path) -> JobStore:
     try:
         return JobStore(url)
     except Exception as e:  # the driver's own error: sqlite3/psycopg, through SQLAlchemy
-        cause = getattr(e, "orig", None) or e
-        raise ConfigError(store_error(where, str(cause).splitlines()[0] if str(cause) else type(cause).__name__)) from None
+        cause = str(getattr(e, "orig", None) or e).strip() or type(e).__name__
+        raise ConfigError(store_error(where, cause.splitlines()[0])) from None

@@ -2,13 +2,14 @@
 
     gateway --version
     gateway check-config [--config F]
-    gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--admin]
-                          [--permissions list,download,...] [--config F]
+    gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--no-create-home]
+                          [--admin] [--permissions list,download,...] [--config F]
     gateway serve [--config F]
 
 Exit codes: 0 success, 1 the command failed (e.g. the user exists), 2 bad
-usage or an invalid config (one line on stderr naming file, key and what was
-expected).
+usage, an invalid config (one line on stderr naming file, key and what was
+expected; ``check-config`` and ``serve`` also run :mod:`gateway.preflight`) or
+a front end that cannot listen.
 
 More commands plug in through :data:`COMMANDS`: each entry is a
 ``register(subparsers)`` callable that adds a subparser and sets
@@ -162,7 +163,7 @@ def _make_home(cfg: Config, home: str, create: bool) -> str | None:
         for n in range(1, len(parts) + 1):  # parents first
             backend.mkdir(mount.backend_path(join(mount.path, "/".join(parts[:n]))), exist_ok=True)
     except GatewayError as e:
-        return f"gateway user add: --home {home}: cannot create it on {redact_url(m.url)}: {e}"
+        return f"gateway user add: --home {home}: cannot check or create it on {redact_url(m.url)}: {e}"
     return None
 
 

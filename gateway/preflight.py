@@ -4,8 +4,8 @@
 each key's type and range) and looks at what only the whole config, the
 environment and the state folder tell: mount URLs (protocol known, host and
 port well-formed, ``${NAME}`` variables set), two front ends on one port or a
-front end inside FTP's passive range, TLS files readable, and a job store
-file that is not an SQLite database. ``gateway check-config`` and ``gateway
+front end inside FTP's passive range, TLS files and SFTP host keys readable,
+and a job store file that is not an SQLite database. ``gateway check-config`` and ``gateway
 serve`` both call it, so a config that checks ``ok`` does not crash at start
 for any of these reasons.
 
@@ -41,7 +41,7 @@ def check(cfg: Config, source: str | os.PathLike[str]) -> None:
         except GatewayError as e:
             raise ConfigError(f"{source}: mounts[{i}].url: {e}") from None
     _check_ports(cfg, source)
-    _check_tls_files(cfg, source)
+    _check_key_files(cfg, source)
     if cfg.jobs.store == "sqlite":
         check_store_file(Path(cfg.server.state_dir) / "jobs.db")
 
@@ -84,18 +84,21 @@ def _check_ports(cfg: Config, source: Any) -> None:
                                   f"ports, got {cfg.ftp.passive_ports!r} (holds {section}.port {port})")
 
 
-def _check_tls_files(cfg: Config, source: Any) -> None:
+def _check_key_files(cfg: Config, source: Any) -> None:
+    """TLS certificates and keys, SFTP host keys: each named one readable
+    (none named: the gateway makes its own in state_dir)."""
+    files: list[tuple[str, Any, str]] = []
     for section, on in (("ftp", cfg.ftp.tls != "off"), ("http", cfg.http.tls)):
         front = getattr(cfg, section)
-        if not (front.enabled and on):
-            continue
-        for key in ("certfile", "keyfile"):
-            path = getattr(front, key)
-            if path is None:
-                continue  # a self-signed pair is made in state_dir
-            try:
-                with open(path, "rb"):
-                    pass
-            except OSError as e:
-                raise ConfigError(f"{source}: {section}.{key}: expected a readable PEM file, "
-                                  f"got {str(path)!r} ({e.strerror or e})") from None
+        if front.enabled and on:
+            files += [(f"{section}.{key}", getattr(front, key), "a readable PEM file")
+                      for key in ("certfile", "keyfile") if getattr(front, key) is not None]
+    if cfg.sftp.enabled:
+        files += [(f"sftp.host_keys[{i}]", path, "a readable private key file")
+                  for i, path in enumerate(cfg.sftp.host_keys)]
+    for key, path, what in files:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"{source}: {key}: expected {what}, got {str(path)!r} ({e.strerror or e})") from None

@@ -83,7 +83,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     stop, 1 when the core or a front end could not start for an unforeseen
     reason (traceback logged), 2 when state the config points to is invalid
     or a front end cannot listen (one line logged: front end, address,
-    cause). The first-start admin password is printed once every front end
+    cause) or lacks a file. The first-start admin password is printed once every front end
     listens. Never raises.
     """
     from gateway.app import Gateway
@@ -112,8 +112,11 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
             address = _hostport(cfg.server.host, getattr(cfg, section).port)
             try:
                 handle = module.serve(gw, cfg)
-            except OSError as e:  # the port is taken, the address is not ours, no right to bind
-                log.error("%s: cannot listen on %s: %s", section, address, _cause(e))
+            except OSError as e:  # the port is taken, the address is not ours, a file it needs
+                if e.filename:
+                    log.error("%s: cannot start: %s: %s", section, e.filename, _cause(e))
+                else:
+                    log.error("%s: cannot listen on %s: %s", section, address, _cause(e))
                 return 2
             except Exception:
                 log.exception("%s front end failed to start", section)

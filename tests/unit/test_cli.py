@@ -187,6 +187,8 @@ def _write(tmp_path: Path, body: str) -> Path:
      "ftp.passive_ports: expected a range without the front ends' ports, got '8000-8100' (holds http.port 8080)"),
     ("[http]\ntls = true\ncertfile = '/nonexistent/cert.pem'\n",
      "http.certfile: expected a readable PEM file, got '/nonexistent/cert.pem' (No such file or directory)"),
+    ("[sftp]\nhost_keys = ['/nonexistent/key']\n",
+     "sftp.host_keys[0]: expected a readable private key file, got '/nonexistent/key' (No such file or directory)"),
 ])
 def test_check_config_catches_what_serve_would_crash_on(tmp_path, monkeypatch, capsys, body, message):
     monkeypatch.delenv("GW_TEST_UNSET_VAR", raising=False)
