@@ -5,7 +5,6 @@ OpenAPI document, rendered here from that document (no script, no CDN)."""
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import falcon
 
