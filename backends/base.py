@@ -33,8 +33,7 @@ from backends.cache import ListingCache
 from backends.capabilities import Capabilities
 from backends.errors import translated
 from gateway import errors as E
-from gateway.namespace import RESERVED_PREFIX
-from gateway.types import Entry
+from gateway.types import RESERVED_PREFIX, Entry
 
 __all__ = ["Backend", "Writer", "CHUNK", "TEMPORARY_KINDS"]
 

@@ -19,7 +19,7 @@ path inside a home may not resolve outside that home, so a link
 ``alice/tobob -> ../bob`` does not hand alice bob's files.
 
 Unicode: names reach this backend in one normalisation form
-(``gateway.namespace.name_form``, NFC by default), but files made on the
+(``gateway.nameform.name_form``, NFC by default), but files made on the
 host may be spelled otherwise (macOS tools write NFD). A path is used as
 given when it exists so (no extra call for ASCII names); else each
 non-ASCII part is looked up in its other canonical form, then among the
@@ -43,8 +43,8 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 from backends.base import TEMPORARY_KINDS, Backend, Writer
 from backends.errors import translated
 from gateway import errors as E
-from gateway.namespace import RESERVED_PREFIX, name_form
-from gateway.types import Entry
+from gateway.nameform import name_form
+from gateway.types import RESERVED_PREFIX, Entry
 
 __all__ = ["LocalBackend"]
 

@@ -23,7 +23,7 @@ from gateway.view import View
 
 __all__ = ["Gateway"]
 
-log = logging.getLogger("gateway.app")
+log = logging.getLogger("gateway.server")
 
 DEFAULT_QUEUES = {"copy": 4, "move": 4, "delete": 4}
 DEFAULT_DESCRIPTOR_RESERVE = 64
@@ -77,7 +77,7 @@ class Gateway:
             url, options, settings = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
             table.append(Mount(normalise(path), open_backend(url, options, **settings)))
         namespace = Namespace(table)
-        store = JobStore(store_url or f"sqlite:///{state_dir / 'jobs.db'}")
+        store = _open_store(store_url, state_dir)
         runner = JobRunner(store, namespace, RunnerSettings(heartbeat_s=heartbeat_s, step_retries=step_retries,
                                                             retry_backoff_s=retry_backoff_s,
                                                             max_attempts=max_attempts))
@@ -140,3 +140,32 @@ class Gateway:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_store(store_url: str | None, state_dir: Path) -> JobStore:
+    """The job store (default: ``state_dir/jobs.db``). A missing SQLite file
+    in a state folder that holds other state (users, host keys, TLS) means
+    the store existed and is gone: every job is forgotten, which is logged
+    as a warning before an empty store is made.
+
+    Raises ConfigError (one line naming the file or URL and the cause) when
+    the store cannot be opened, e.g. a corrupt file.
+    """
+    from gateway.config import ConfigError
+    from gateway.preflight import check_store_file, store_error
+
+    db = state_dir / "jobs.db"
+    url = store_url or f"sqlite:///{db}"
+    where: object = url.split("@")[-1] if "@" in url else url
+    if url == f"sqlite:///{db}":
+        where = db
+        check_store_file(db)
+        others = sorted(p.name for p in state_dir.iterdir() if not p.name.startswith("jobs.db"))
+        if not db.exists() and others:
+            log.warning("%s: the job store is missing although %s holds other state (%s); starting an "
+                        "empty one: every earlier job is forgotten", db, state_dir, ", ".join(others[:5]))
+    try:
+        return JobStore(url)
+    except Exception as e:  # the driver's own error: sqlite3/psycopg, through SQLAlchemy
+        cause = str(getattr(e, "orig", None) or e).strip() or type(e).__name__
+        raise ConfigError(store_error(where, cause.splitlines()[0])) from None

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.errors import BadRequest, NotFound
+from gateway.nameform import NAME_FORMS, name_form, set_name_form
+from gateway.types import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -37,31 +39,9 @@ __all__ = [
     "Namespace",
 ]
 
-#: Names the gateway keeps for itself (upload temporaries, staging folders).
-#: Clients can neither see nor address them.
-RESERVED_PREFIX = ".gw-"
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
-#: The Unicode normalisation forms a name may be kept in (server.unicode_normalization).
-NAME_FORMS = ("NFC", "NFD")
-_form = "NFC"
-
-
-def name_form() -> str:
-    """The normalisation form of every name the gateway handles: what
-    :func:`normalise` makes of client input, and how the backends match and
-    list stored names. Process-wide; NFC unless :func:`set_name_form` said otherwise."""
-    return _form
-
-
-def set_name_form(form: str) -> None:
-    """Set :func:`name_form` (one of NAME_FORMS; ValueError otherwise) for
-    the whole process: done once, when the gateway is built from its config."""
-    global _form
-    if form not in NAME_FORMS:
-        raise ValueError(f"unicode normalization form must be one of {NAME_FORMS}, not {form!r}")
-    _form = form
 
 
 def normalise(path: str | bytes, cwd: str = "/") -> str:
@@ -85,7 +65,7 @@ def normalise(path: str | bytes, cwd: str = "/") -> str:
     if "\x00" in path:
         raise BadRequest("path contains a NUL character")
     try:
-        path = unicodedata.normalize(_form, path)
+        path = unicodedata.normalize(name_form(), path)
         encoded_len = len(path.encode("utf-8"))
     except UnicodeEncodeError:
         raise BadRequest("path is not valid Unicode (lone surrogate)") from None

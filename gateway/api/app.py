@@ -13,6 +13,7 @@ import falcon
 from gateway import __version__, metrics
 from gateway.api.auth import Authentication
 from gateway.api.common import JSONTooDeep
+from gateway.api.docs import DocsResource, IndexResource
 from gateway.api.errors import handle_gateway_error
 from gateway.api.idempotency import Idempotency
 from gateway.api.fs import (ContentResource, DeleteResource, ListResource, MkdirResource, StatResource,
@@ -95,7 +96,8 @@ def _json_loads(max_depth: int) -> Any:
 
 
 def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> falcon.App:
-    """Everything on the HTTP port that is not WebDAV: /api/v1, /metrics
+    """Everything on the HTTP port that is not WebDAV: /api/v1 (its index,
+    ``openapi.json`` and ``docs``), /metrics
     (and the portal under /ui when it is installed)."""
     portal = Portal(gw)
     app = falcon.App(middleware=[Authentication(gw, portal), Idempotency(gw.store.engine)])
@@ -106,7 +108,12 @@ def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = No
     table = routes(gw, cfg, closing)
     for path, resource in table:
         app.add_route(path, resource)
-    app.add_route("/api/v1/openapi.json", _OpenAPI(build_document(table, __version__)))
+    document = build_document(table, __version__)
+    app.add_route("/api/v1/openapi.json", _OpenAPI(document))
+    index = IndexResource(document)
+    app.add_route("/api/v1", index)
+    app.add_route("/api/v1/", index)
+    app.add_route("/api/v1/docs", DocsResource(document))
     app.add_route("/metrics", _Metrics(gw))
     register_portal(app, portal)
     return app

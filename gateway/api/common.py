@@ -59,5 +59,7 @@ def accepted(req: falcon.Request, resp: falcon.Response, ops: Any, outcome: Outc
     url = f"/api/v1/monitor/{ops.monitor_token(job)}"
     resp.status = falcon.HTTP_202
     resp.location = url
+    if wants_async(req):
+        resp.set_header("Preference-Applied", "respond-async")
     resp.media = {"id": job.id, "status": "inProgress", "operation": job.public()["operation"],
                   "percentageComplete": job.percentage, "monitor": url}
