@@ -8,7 +8,8 @@ clients and then the active ones, and writes ``{"event": "ready", ...}`` on
 stdout. On the stdin line ``go SECONDS`` every active client runs its cycle
 of small operations (upload, stat, list, download, delete of one small file
 in its own folder), each after a random think time, until the window ends;
-then the driver checks that the idle connections still answer, writes
+then the driver checks that the idle connections are still open (FTP
+NOOP, SFTP realpath answered; HTTP connection not closed by the server), writes
 ``{"event": "result", ...}`` and exits. Idle clients are connections that
 logged in (FTP, SFTP) or made one keep-alive request (HTTP) and then sit.
 
@@ -279,8 +280,15 @@ class _Http:
             await c(h.post("/api/v1/fs/delete", json={"path": path}), 200)
 
     async def alive(self) -> bool:
-        await self._check(self.http.request("OPTIONS", "/dav/"), 200)
-        return True
+        """Whether the connection opened at the start is still open (a server
+        may close idle keep-alive connections; a new request would just open
+        another)."""
+        try:
+            connections = self.http._transport._pool.connections  # httpx and httpcore internals
+        except AttributeError:
+            await self._check(self.http.request("OPTIONS", "/dav/"), 200)
+            return True
+        return any(not c.is_closed() and not c.has_expired() for c in connections)
 
     async def close(self) -> None:
         await self.http.aclose()

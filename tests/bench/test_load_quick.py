@@ -39,7 +39,8 @@ def test_quick_load_run_reports_every_row_without_errors(tmp_path):
         for proto, d in lv["protocols"].items():
             assert d["connected"] == {"idle": lv["idle"], "active": lv["active"]}, (lv["name"], proto)
             assert all(d["ops"][op]["n"] > 0 for op in OPS), (lv["name"], proto, d["ops"])
-            assert d["idle_alive"] == lv["idle"], (lv["name"], proto)
+            # An HTTP server may close idle keep-alive connections; FTP and SFTP logins stay.
+            assert d["idle_alive"] == lv["idle"] or proto in ("webdav", "rest"), (lv["name"], proto)
         g = lv["gateway"]
         assert g["peak_rss"] > 1 << 20 and g["peak_fds"] >= g["fds_start"] > 0
         assert lv["job_items_per_s"] > 0  # the background job ran during the level
