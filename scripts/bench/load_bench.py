@@ -29,7 +29,10 @@ from VmHWM) and peak descriptors and threads (read from /proc/PID); per
 protocol and operation p50/p99 latency and the ratio of p99 to its unloaded
 value. Targets: no errors; p99 under 5x unloaded at the first level (50
 clients); memory flat (RSS after the last level, clients gone and job
-stopped, within ``--rss-margin-mib`` of RSS before the first level).
+stopped, within ``--rss-margin-mib`` of RSS before the first level), and
+no growth when the last level runs a second time (RSS at the end of that
+pass within a quarter of the margin of the first pass's; ``--no-repeat``
+skips it).
 Everything started is stopped on exit, Ctrl-C or SIGTERM. Exit code: 0 when
 every target is met, 1 when one is missed, 130 when interrupted.
 """
@@ -107,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="memory is flat when RSS after is at most this above RSS before (default 32)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="another gateway config value (TOML literal), e.g. --set http.threads=64")
+    p.add_argument("--no-repeat", action="store_true",
+                   help="do not run the last level a second time (that pass tells a one-time rise of RSS from growth)")
     p.add_argument("--json", type=Path, help="write the whole report here as JSON")
     p.add_argument("--markdown", type=Path, help="write a results document (date, machine, tables) here")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (config, logs)")
@@ -325,23 +330,30 @@ class JobLoop:
         return self.done_items + int(self.current.get("itemsDone") or 0)
 
     def start(self, timeout: float = 60) -> None:
-        """Returns once the first job runs. Raises RuntimeError."""
+        """Returns once the first job runs (or has already finished). Raises RuntimeError."""
         self._thread.start()
         deadline = time.monotonic() + timeout
-        while self.current.get("state") != "running" and not self.errors:
+        while self.current.get("state") != "running" and not self.jobs and not self.errors:
             if time.monotonic() > deadline:
                 raise RuntimeError("the background copy did not start running")
             time.sleep(0.1)
 
-    def _get(self, url: str) -> dict[str, Any]:
-        r = self.http.get(url)
-        r.raise_for_status()
-        return r.json()
-
-    def _one(self, endpoint: str, payload: dict) -> None:
+    def _request(self, method: str, url: str, **kw: Any) -> Any:
+        """One request, tried again (up to 3 times) when the connection
+        fails; each failure is counted as an error."""
         import httpx
 
-        r = self.http.post(f"/api/v1/fs/{endpoint}", json=payload, headers={"Prefer": "respond-async"})
+        for attempt in range(3):
+            try:
+                return self.http.request(method, url, **kw)
+            except httpx.TransportError as e:
+                self.errors.append(f"{method} {url.split('?')[0]}: {type(e).__name__}: {e}")
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
+
+    def _one(self, endpoint: str, payload: dict) -> None:
+        r = self._request("POST", f"/api/v1/fs/{endpoint}", json=payload, headers={"Prefer": "respond-async"})
         if r.status_code not in (200, 201, 202):
             raise RuntimeError(f"POST {endpoint} answered {r.status_code}: {r.text[:200]}")
         if r.status_code != 202:
@@ -350,16 +362,16 @@ class JobLoop:
         t0 = time.monotonic()
         stop_sent = False
         while True:
-            try:
-                self.current = self._get(f"/api/v1/jobs/{job_id}")
-            except httpx.HTTPError as e:  # counted; the job goes on without us
-                self.errors.append(f"GET job: {type(e).__name__}: {e}")
-                if len(self.errors) > 20:
-                    raise
+            r = self._request("GET", f"/api/v1/jobs/{job_id}")
+            if r.status_code != 200:
+                raise RuntimeError(f"GET job answered {r.status_code}: {r.text[:200]}")
+            self.current = r.json()
             if self.current.get("state") in ("completed", "failed", "stopped", "cancelled"):
                 break
-            if self._stop.wait(0.5) and not stop_sent:  # then wait until it has stopped
-                self.http.post(f"/api/v1/jobs/{job_id}/stop")
+            if stop_sent:  # wait until it has stopped
+                time.sleep(0.2)
+            elif self._stop.wait(0.5):
+                self._request("POST", f"/api/v1/jobs/{job_id}/stop")
                 stop_sent = True
         done, self.current = self.current, {}
         self.done_items += int(done.get("itemsDone") or 0)
@@ -537,6 +549,12 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
     out.append({"name": "memory flat", "met": mem["after"] <= mem["before"] + mem["margin"],
                 "detail": f"RSS {_mib(mem['before'])} MiB before the first level, {_mib(mem['after'])} MiB after "
                           f"the last (clients gone, job stopped); margin {_mib(mem['margin'])} MiB"})
+    if not doc["settings"]["no_repeat"]:
+        first, again = doc["levels"][-2]["gateway"], doc["levels"][-1]["gateway"]
+        grew = again["rss_end"] - first["rss_end"]
+        out.append({"name": "no growth when the last level runs again", "met": grew <= mem["margin"] / 4,
+                    "detail": f"RSS at its end {_mib(first['rss_end'])} MiB, after the second pass "
+                              f"{_mib(again['rss_end'])} MiB (margin {_mib(mem['margin'] / 4)} MiB)"})
     return out
 
 
@@ -619,8 +637,8 @@ def run(args: argparse.Namespace) -> int:
     doc: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "argv": sys.argv[1:], "commit": _commit(), "machine": machine(),
                            "loadavg_before": _loadavg(), "settings": {
-                               k: getattr(args, k) for k in ("window", "unloaded_s", "think_s", "small_bytes",
-                                                             "job", "job_files", "timeout", "rss_margin_mib")},
+                               k: getattr(args, k) for k in ("window", "unloaded_s", "think_s", "small_bytes", "job",
+                                                             "job_files", "timeout", "rss_margin_mib", "no_repeat")},
                            "unloaded": {}, "levels": []}
     job: JobLoop | None = None
     interrupted = False
@@ -650,10 +668,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             job = JobLoop(gw, "/jobs/src", dst)
             job.start()
-        for level in args.levels:
-            _log(f"level {level.label}: {level.idle} idle + {level.active} active clients per protocol")
-            doc["levels"].append(run_level(level.label, gw, procs, args.protocols, level, args.think_s,
-                                           args.window, args, job))
+        again = [] if args.no_repeat else [(args.levels[-1], f"{args.levels[-1].label}, again")]
+        for level, name in [(lv, lv.label) for lv in args.levels] + again:
+            _log(f"level {name}: {level.idle} idle + {level.active} active clients per protocol")
+            doc["levels"].append(run_level(name, gw, procs, args.protocols, level, args.think_s, args.window,
+                                           args, job))
         if job:
             job.stop()
         time.sleep(3)
