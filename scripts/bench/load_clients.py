@@ -34,8 +34,9 @@ from ftplib import FTP
 from typing import Any, Callable
 
 OPS = ("upload", "stat", "list", "download", "delete")
-#: connections opened at once while ramping up (a listen backlog is ~100)
-CONNECT_CONCURRENCY = 24
+#: connections opened at once while ramping up: under the gateway's default
+#: limit of connections waiting to log in from one address (16 for FTP and SFTP)
+CONNECT_CONCURRENCY = 8
 KEPT_ERRORS = 5
 
 
