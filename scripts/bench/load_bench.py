@@ -56,11 +56,11 @@ from pathlib import Path
 from typing import Any
 
 from harness import machine
+from load_clients import OPS
 from peers import REPO, _toml
 from procs import Procs, free_port, install_signal_handlers, wait_port
 
 PROTOCOLS = ("ftp", "sftp", "webdav", "rest")
-OPS = ("upload", "stat", "list", "download", "delete")
 P99_TARGET = 5.0
 PER_FOLDER = 1000
 DRIVER = Path(__file__).resolve().parent / "load_clients.py"
@@ -456,6 +456,10 @@ class Drivers:
 
     def finish(self) -> None:
         for name, proc in list(self.running.items()):
+            try:
+                proc.stdin.close()  # a driver still waiting for "go" ends at once
+            except OSError:
+                pass
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
