@@ -348,6 +348,8 @@ class Sftp(_Model):
     max_unauthenticated_per_ip: PositiveInt = 16
     #: open files and folders of one connection (all its SFTP channels and scp)
     max_handles_per_session: Annotated[int, BeforeValidator(_int_check(1, 65536))] = 256
+    #: SSH session channels (sftp, scp, commands) open at once on one connection (OpenSSH's MaxSessions)
+    max_channels_per_connection: Annotated[int, BeforeValidator(_int_check(1, 1024))] = 10
     #: bytes of out-of-order writes held in memory, per connection and in all
     max_reorder_bytes_per_session: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 16 << 20
     max_reorder_bytes: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 256 << 20

@@ -122,6 +122,7 @@ class _Connection(asyncssh.SSHServer):
         self._logged_in = False
         self.session: Session | None = None
         self.limits: SessionLimits | None = None
+        self.channels = 0  # session channels open
         self._users: dict[str, Any] = {}
         self._keys: dict[tuple[str, bytes], bool] = {}
 
@@ -211,7 +212,15 @@ class _Connection(asyncssh.SSHServer):
             parent=h.reorder))
         metrics.session_opened("sftp")
 
-    def session_requested(self) -> "_Channel":
+    def session_requested(self) -> "_Channel | bool":
+        """A new session channel, or False (the client is told the channel
+        was refused) when the connection has its most open: each holds
+        its own buffers of requests in flight."""
+        if self.channels >= self._handle.cfg.sftp.max_channels_per_connection:
+            metrics.refused("sftp", "channels_per_connection")
+            log.info("sftp: %s: refusing one more session channel (%d open)", self.remote, self.channels)
+            return False
+        self.channels += 1
         return _Channel(self._handle, self)
 
 
@@ -239,6 +248,10 @@ class _Channel(SSHServerStreamSession):
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return subsystem == "sftp"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.channels -= 1
+        super().connection_lost(exc)
 
     def session_started(self) -> None:
         if self._chan.get_subsystem() != "sftp":

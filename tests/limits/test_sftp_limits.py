@@ -132,6 +132,35 @@ def test_open_handles_per_session_are_capped(gateway_factory):
     assert refused(r, "handles_per_session") == refusals + 2
 
 
+def test_session_channels_per_connection_are_capped(gateway_factory):
+    """Each SSH session channel (an SFTP subsystem) holds buffers of its own:
+    one connection opens at most max_channels_per_connection at once."""
+    r = gateway_factory(protocols=("sftp",), sections={"sftp": {"max_channels_per_connection": 3}})
+    port = r.port("sftp")
+    refusals = refused(r, "channels_per_connection")
+
+    async def go():
+        async with connect(port) as (conn, first):
+            clients = [first]
+            with pytest.raises(asyncssh.ChannelOpenError):
+                for _ in range(20):
+                    clients.append(await conn.start_sftp_client())
+            assert len(clients) == 3
+            await well_behaved(port, "during-channels.txt")
+            clients.pop().exit()
+            for _ in range(50):  # the closed channel's place is free again
+                try:
+                    clients.append(await conn.start_sftp_client())
+                    break
+                except asyncssh.ChannelOpenError:
+                    await asyncio.sleep(0.1)
+            assert len(clients) == 3
+            assert await clients[-1].listdir("/") is not None
+
+    asyncio.run(go())
+    assert refused(r, "channels_per_connection") >= refusals + 1
+
+
 def test_read_length_is_clamped_to_what_limits_offers(gateway_factory):
     r = gateway_factory(protocols=("sftp",))
     pattern = os.urandom(512 * KIB)
