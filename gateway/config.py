@@ -374,6 +374,9 @@ class Http(_Model):
     #: open connections in all and from one address; more are answered 503 and closed
     max_connections: PositiveInt = 512
     max_connections_per_ip: PositiveInt = 64
+    #: worker threads one address may keep busy at once (0: half of ``threads``);
+    #: its further requests wait, heads read, until one of them is done
+    max_workers_per_ip: NonNegativeInt = 0
     #: seconds a connection has to send a complete request head (counted from
     #: its accept or the end of its previous reply); then it is closed
     header_timeout_s: PositiveFloat = 10.0

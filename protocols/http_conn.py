@@ -19,6 +19,7 @@ that it reads the reply rather than a reset.
 
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import re
@@ -56,6 +57,7 @@ _RECV = 16 << 10
 _ACCEPTS_PER_WAKE = 64
 _BACKLOG = 1024
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_EVENTS = b"GET /api/v1/events"
 _WAIT, _READY, _GONE = "wait", "ready", "gone"
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _TIMEOUT_TEXT = b"408 Request Timeout: the request head did not arrive in time\n"
@@ -76,11 +78,13 @@ class Limits:
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
     max_header_count: int = 100
+    max_workers_per_ip: int = 16
 
     @classmethod
     def from_config(cls, http: Any) -> "Limits":
         return cls(http.max_connections, http.max_connections_per_ip, http.header_timeout_s,
-                   http.max_header_bytes, http.max_header_count)
+                   http.max_header_bytes, http.max_header_count,
+                   http.max_workers_per_ip or max(1, http.threads // 2))
 
 
 class Connection(HTTPConnection):
@@ -104,6 +108,7 @@ class Connection(HTTPConnection):
         self.discarded = 0
         self.requests = 0  # requests answered
         self.address: str | None = None  # counted in the gate's limits until closed
+        self.working = False  # a worker thread has it (counted in the gate's share of its address)
 
     def communicate(self) -> bool:
         while True:
@@ -131,6 +136,7 @@ class Connection(HTTPConnection):
         """Close; after a reply that left the request body unread, first
         drop what the client still sends (for at most DISCARD_S) in the
         selector thread, so that it reads the reply rather than a reset."""
+        self.gate.worker_done(self)
         if self.discard_on_close and not self.discarding and self.gate.serving:
             self.discard_on_close = False
             try:
@@ -160,6 +166,10 @@ class Gate(ConnectionManager):
         self._lock = threading.Lock()
         self._per_address: dict[str, int] = {}
         self._open = 0
+        #: per address: connections a worker has, and those whose complete
+        #: head waits for that number to drop below max_workers_per_ip
+        self._working: dict[str, int] = {}
+        self._parked: dict[str, collections.deque[Connection]] = {}
         self._descriptor_log = 0.0
         super().__init__(server)
 
@@ -190,9 +200,50 @@ class Gate(ConnectionManager):
 
     def release(self, conn: Connection) -> None:
         """Called once a connection is closed: its slot is free again."""
+        self.worker_done(conn)
         address, conn.address = conn.address, None
         if address is not None:
             self._release(address)
+
+    def dispatch(self, conn: Connection) -> None:
+        """Give a connection whose head is complete to a worker, unless its
+        address has ``max_workers_per_ip`` busy already: then it waits, its
+        head read, for one of them (slow request bodies from one address
+        never take every worker). Event streams, bounded on their own (half
+        the workers, see gateway.api.jobs), do not count: a user's open
+        portal tabs must not hold up the rest of their requests."""
+        address = conn.address or "local"
+        if conn.head.startswith(_EVENTS):
+            self.hand_over(conn)
+            self.server.process_conn(conn)
+            return
+        with self._lock:
+            if self._working.get(address, 0) >= self.limits.max_workers_per_ip:
+                self._parked.setdefault(address, collections.deque()).append(conn)
+                return
+            self._working[address] = self._working.get(address, 0) + 1
+            conn.working = True
+        self.hand_over(conn)
+        self.server.process_conn(conn)
+
+    def worker_done(self, conn: Connection) -> None:
+        """A worker let go of ``conn``: the next waiting connection of its address gets a worker."""
+        if not conn.working:
+            return
+        conn.working = False
+        address = conn.address or "local"
+        with self._lock:
+            left = self._working.get(address, 1) - 1
+            if left:
+                self._working[address] = left
+            else:
+                self._working.pop(address, None)
+            waiting = self._parked.get(address)
+            following = waiting.popleft() if waiting else None
+            if waiting is not None and not waiting:
+                del self._parked[address]
+        if following is not None:
+            self.dispatch(following)
 
     def _release(self, address: str) -> None:
         with self._lock:
@@ -208,12 +259,12 @@ class Gate(ConnectionManager):
     def put(self, conn: Connection) -> None:
         """A worker is done with a kept-alive connection: wait in the
         selector for its next request head (a worker gets it once complete)."""
+        self.worker_done(conn)
         conn.last_used = time.time()
         conn.deadline = time.monotonic() + self.limits.header_timeout_s
         state = self.take_head(conn)
         if state == _READY:
-            self.hand_over(conn)
-            self.server.process_conn(conn)
+            self.dispatch(conn)
         elif state == _GONE:
             conn.close()
         else:
@@ -322,8 +373,7 @@ class Gate(ConnectionManager):
             return
         self._selector.unregister(fd)
         if state == _READY:
-            self.hand_over(conn)
-            self.server.process_conn(conn)
+            self.dispatch(conn)
         else:
             conn.close()
 

@@ -214,14 +214,14 @@ def connection_limits(levels: list[Level]) -> dict[str, dict[str, int]]:
     """The ``max_connections*`` keys each front end of this gateway has,
     raised so that the largest level gets in: every client comes from
     127.0.0.1, an FTP transfer holds a second socket, and WebDAV and REST
-    clients share the HTTP port."""
+    clients share the HTTP port (and one address may keep every worker busy)."""
     from gateway import config
 
     most = max(lv.idle + lv.active for lv in levels)
     need = {"ftp": (config.Ftp, 2 * most + 64), "sftp": (config.Sftp, most + 64),
             "http": (config.Http, 2 * most + 64)}
-    return {name: {key: n for key in ("max_connections", "max_connections_per_ip") if key in model.model_fields}
-            for name, (model, n) in need.items()}
+    keys = ("max_connections", "max_connections_per_ip", "max_workers_per_ip")
+    return {name: {key: n for key in keys if key in model.model_fields} for name, (model, n) in need.items()}
 
 
 def make_tree(root: Path, n: int, size: int = 1024) -> None:

@@ -346,6 +346,46 @@ def test_idle_and_slowloris_connections_hold_no_worker(gateway_factory):
     healthy(port)
 
 
+def test_slow_bodies_from_one_address_take_at_most_its_share_of_workers(gateway_factory):
+    """Complete heads of uploads whose bodies then trickle (one byte every few
+    seconds, each read within cheroot's timeout) each hold a worker: one
+    address gets at most max_workers_per_ip of them, the rest of its
+    requests wait, and other clients keep being served."""
+    r = gateway_factory(protocols=("http",), sections={"http": {"threads": 6, "max_workers_per_ip": 2}})
+    port = r.port("http")
+    auth = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode())
+    slow = []
+    for i in range(8):
+        s = _connect(port, "127.0.0.2")
+        s.sendall(b"PUT /dav/slow-%d.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n"
+                  b"Content-Length: 1000\r\n\r\nx" % (i, auth))
+        slow.append(s)
+    stop = threading.Event()
+
+    def trickle() -> None:  # a byte on each every 2 s, for at most 16 s
+        for _ in range(8):
+            if stop.wait(2):
+                return
+            for s in slow:
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    pass
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    try:
+        with Bystander(port, slowest=6.0) as b:
+            time.sleep(6)
+        assert len(b.times) >= 9
+    finally:
+        stop.set()
+        feeder.join(20)
+        for s in slow:
+            s.close()
+    healthy(port)
+
+
 def test_idle_tls_connections_do_not_stall_the_handshakes_of_others(gateway_factory):
     r = gateway_factory(protocols=("http",), sections={"http": {"tls": True, "header_timeout_s": 3.0}})
     port = r.port("http")
