@@ -6,8 +6,8 @@ again when the upload opens, and it reads the body through cheroot's reader,
 a pure-Python BufferedReader that joins and slices every block: a small PUT
 spent more time in those lookups than in creating the file, and a 1 GiB
 upload was bound by the copies. When the request is plain (the provider has
-found no lock and no conditional header; a Content-Length body with no
-Content-Encoding or Content-Range, a valid X-OC-Mtime if any), the core's
+found no lock and no conditional header; a Content-Length or chunked body
+with no Content-Encoding or Content-Range, a valid X-OC-Mtime if any), the core's
 checks are the only ones that matter: this module opens the upload in the
 core and fills it with ``readinto``. Anything else goes to wsgidav unchanged.
 """
@@ -35,9 +35,11 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
     length = environ.get("CONTENT_LENGTH", "")
     mtime = environ.get("HTTP_X_OC_MTIME")
     path = environ["PATH_INFO"]
-    if (not length.isdigit() or (mtime is not None and not mtime.isdigit()) or path.endswith("/")
-            or any(h in environ for h in ("HTTP_CONTENT_ENCODING", "HTTP_CONTENT_RANGE",
-                                          "HTTP_TRANSFER_ENCODING"))):
+    encoding = environ.get("HTTP_TRANSFER_ENCODING")
+    chunked = not length and encoding is not None and encoding.strip().lower() == "chunked"
+    if (not (length.isdigit() or chunked) or (mtime is not None and not mtime.isdigit()) or path.endswith("/")
+            or (encoding is not None and not chunked)
+            or any(h in environ for h in ("HTTP_CONTENT_ENCODING", "HTTP_CONTENT_RANGE"))):
         return None
     ops, session = provider.ops, environ[SESSION_KEY]
     # As wsgidav's own PUT: no LOCK on the file is granted while its body arrives.
@@ -45,7 +47,11 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
                                                  principal=environ["wsgidav.user_name"]):
         upload = ops.open_write(session, path)
         try:
-            _receive(environ["wsgi.input"], int(length), upload, block_size)
+            if chunked:  # the HTTP layer checks the chunks: garbage is a BadRequest
+                while data := environ["wsgi.input"].read(block_size):
+                    upload.write(data)
+            else:
+                _receive(environ["wsgi.input"], int(length), upload, block_size)
         except BaseException:
             upload.abort()
             raise
