@@ -21,6 +21,7 @@ from backends.base import Writer
 from gateway import errors as E
 from gateway import metrics
 from gateway.davstate import DavState
+from gateway.fileids import FileIds
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
@@ -143,6 +144,7 @@ class Upload:
             self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
             raise self._ops._at(exc, self.path) from None
         self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
+        self._ops.fileids.changed(to_global(self._session.user.home, self.path))
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 
@@ -157,7 +159,10 @@ class Operations:
         #: WebDAV locks and dead properties; the properties follow every
         #: move, copy and delete made here (a job's at its commit).
         self.davstate = DavState(store.engine)
-        store.on_commit = self.davstate.committed
+        #: Stable file ids and change versions (sync clients), following
+        #: the same operations.
+        self.fileids = FileIds(store.engine)
+        store.on_commit = self._committed
         self.store = store
         self.dispatcher = dispatcher
         self.view = view
@@ -166,6 +171,15 @@ class Operations:
         self.limits = limits
         self._change_counter = itertools.count(1)
         self._changes = 0
+
+    def _committed(self, c: Any, job: Job) -> None:
+        self.davstate.committed(c, job)
+        self.fileids.committed(c, job)
+
+    def _follow(self, op: str, src: str, dst: str | None) -> None:
+        """What keys on paths follows an operation done at once."""
+        self.davstate.follow(op, src, dst)
+        self.fileids.follow(op, src, dst)
 
     def change_stamp(self) -> tuple[int, int]:
         """A value that changes whenever something made through this
@@ -413,6 +427,22 @@ class Operations:
         m = self.namespace.mount_for(g)
         return m.backend.disk_usage() if m else None
 
+    def file_ids(self, session: Session, paths: builtins.list[str], folder: str | None = None
+                 ) -> builtins.list[tuple[int, int]]:
+        """(stable id, change version) of each path (see gateway.fileids);
+        ``folder``: all paths are that folder or its members (one query).
+        The id follows the file or folder through moves made through the
+        gateway; the version changes when anything at or below it does.
+        Raises BadRequest for a bad path."""
+        home = session.user.home
+        g = [to_global(home, normalise(p)) for p in paths]
+        return self.fileids.ids(g, None if folder is None else to_global(home, normalise(folder)))
+
+    def granted(self, session: Session, path: str) -> frozenset[str]:
+        """The permissions (gateway.users.PERMISSIONS) ``session``'s user
+        holds at ``path``. Raises BadRequest for a bad path."""
+        return session.user.granted(normalise(path))
+
     # -- writes ---------------------------------------------------------------------
 
     def open_write(self, session: Session, path: str, offset: int = 0, cwd: str = "/") -> Upload:
@@ -456,6 +486,7 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             mount.backend.mkdir(bp)
             entry = self._stat_g(session, g).renamed(u)
+            self.fileids.changed(g)
         except E.GatewayError as exc:
             self._log(session, "mkdir", [u], f"error: {exc}", started)
             raise self._at(exc, u) from None
@@ -473,6 +504,7 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             kept = mount.backend.set_mtime(bp, mtime)
             self._changes = next(self._change_counter)
+            self.fileids.changed(g)
             return kept
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
@@ -541,13 +573,13 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             if not entry.is_dir:
                 mount.backend.remove(bp)
-                self.davstate.follow("delete", g, None)
+                self._follow("delete", g, None)
                 outcome = Outcome(entry.renamed(u))
             else:
                 empty = not any(True for _ in self._list_g(session, g, u))
                 if empty:
                     mount.backend.rmdir(bp)
-                    self.davstate.follow("delete", g, None)
+                    self._follow("delete", g, None)
                     outcome = Outcome(entry.renamed(u))
                 elif not recursive:
                     raise E.DirectoryNotEmpty(f"{u}: folder is not empty", u)
@@ -644,7 +676,7 @@ class Operations:
                 copy_file(sb, sbp, db, dbp, expected_size=entry.size)
                 if op == "move":
                     sb.remove(sbp)
-            self.davstate.follow(op, sg, dg)
+            self._follow(op, sg, dg)
             return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
         return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s,
                             started=started)

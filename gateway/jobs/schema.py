@@ -91,3 +91,14 @@ dav_props = Table(
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+#: A stable id per file or folder (global path), following moves made
+#: through the gateway; ``version`` changes whenever something at or below
+#: the path changes (gateway.fileids).
+file_ids = Table(
+    "file_ids", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("version", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.app import Gateway
+from gateway.jobs.store import SCHEMA_HEAD
 from gateway.types import Session
 from gateway.users import User
 
@@ -44,7 +45,7 @@ def test_backgrounded_move_on_postgresql_store(tmp_path, pg_url):
         assert job.state == "completed" and job.items_done == 31
         assert [e.name for e in g.ops.list(b, "/")] == ["u"]
         with sa.create_engine(pg_url).connect() as c:
-            assert c.exec_driver_sql("select version_num from alembic_version").scalar() == "0001"
+            assert c.exec_driver_sql("select version_num from alembic_version").scalar() == SCHEMA_HEAD
     finally:
         g.close()
 
