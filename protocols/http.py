@@ -1,4 +1,5 @@
-"""The HTTP port: one cheroot server, WebDAV at ``/dav``, everything else
+"""The HTTP port: one cheroot server, WebDAV at ``/dav`` (and at the
+ownCloud/Nextcloud clients' URLs, protocols.webdav.owncloud), everything else
 (REST ``/api/v1``, portal ``/ui``, ``/metrics``) by ``gateway.api``."""
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> wsgi.
     long-lived event streams."""
     from gateway.api import make_wsgi_app
     from protocols.webdav import make_dav_app
+    from protocols.webdav.owncloud import PREFIXES, make_owncloud_app
 
-    return wsgi.PathInfoDispatcher({"/dav": make_dav_app(gw, cfg), "/": make_wsgi_app(gw, cfg, closing)})
+    dav = make_dav_app(gw, cfg)
+    # The ownCloud/Nextcloud sync API: the same WebDAV app at their URLs.
+    owncloud = make_owncloud_app(dav, gw.logins)
+    return wsgi.PathInfoDispatcher({"/dav": dav, **{p: owncloud for p in PREFIXES}, "/": make_wsgi_app(gw, cfg, closing)})
 
 
 class HttpHandle:
