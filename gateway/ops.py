@@ -440,8 +440,14 @@ class Operations:
 
     def granted(self, session: Session, path: str) -> frozenset[str]:
         """The permissions (gateway.users.PERMISSIONS) ``session``'s user
-        holds at ``path``. Raises BadRequest for a bad path."""
-        return session.user.granted(normalise(path))
+        holds at ``path``, less those no one has there (the home folder and
+        mount points cannot be deleted or renamed). Raises BadRequest for a
+        bad path."""
+        u, g = self._paths(session, path)
+        perms = session.user.granted(u)
+        if g == session.user.home or self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
+            perms = perms - {"delete", "rename"}
+        return perms
 
     # -- writes ---------------------------------------------------------------------
 

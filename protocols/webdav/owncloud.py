@@ -114,6 +114,12 @@ class OcProps:
     def folder_etag(self, path: str) -> str:
         return folder_etag(*self._id(path))
 
+    def folder_mtime(self, path: str) -> float:
+        """A time for a folder whose storage keeps none (a mount point on
+        an object store): when something below it last changed through the
+        gateway. The clients refuse to sync an item without one."""
+        return self._id(path)[1] / 1e9
+
     def value(self, path: str, entry: Entry, local: str) -> str | None:
         """The XML text of ``oc:<local>`` (escaped), or None when it has none (404)."""
         if local == "id":

@@ -146,10 +146,13 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
             types[suffix] = util.guess_mime_type(name)
         return types[suffix]
 
-    def lastmod(entry: Entry) -> str | None:
-        if entry.mtime is None:
-            return None
-        second = int(entry.mtime)
+    def lastmod(entry: Entry, path: str) -> str | None:
+        mtime = entry.mtime
+        if mtime is None:
+            if oc is None or not entry.is_dir:
+                return None
+            mtime = oc.folder_mtime(path)
+        second = int(mtime)
         text = dates.get(second)
         if text is None:
             text = dates[second] = util.get_rfc1123_time(second)
@@ -157,7 +160,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
 
     def allprop_response(path: str, entry: Entry, href: str) -> str:
         """allprop: wsgidav's live properties, in its order."""
-        modified = lastmod(entry)
+        modified = lastmod(entry, path)
         modified = "" if modified is None else f"<D:getlastmodified>{modified}</D:getlastmodified>"
         raw = path.rstrip("/").rsplit("/", 1)[-1]
         name = raw if _PLAIN(raw) else escape(raw)
@@ -203,7 +206,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                 du = usage.get(path)
                 value = None if du is None else str(du[0] if name == "quota-used-bytes" else du[1])
             elif name == "getlastmodified":
-                value = lastmod(entry)
+                value = lastmod(entry, path)
             elif name == "displayname":
                 value = escape(path.rstrip("/").rsplit("/", 1)[-1])
             elif name == "getetag":

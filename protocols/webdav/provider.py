@@ -285,7 +285,11 @@ class _Resource:
         return self._ref_url
 
     def get_last_modified(self) -> float | None:
-        return self.entry.mtime if self.entry else None
+        if self.entry is None:
+            return None
+        if self.entry.mtime is None and self.entry.is_dir and self.environ.get(OC_KEY):
+            return self._oc().folder_mtime(self.path)
+        return self.entry.mtime
 
     def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
         """Win32LastModifiedTime (PROPPATCH) and X-OC-Mtime (PUT, MKCOL)."""

@@ -85,6 +85,10 @@ def test_every_entry_has_the_clients_properties_on_both_urls(gw, base):
         assert entry["{DAV:}getetag"] and entry[OC + "id"].endswith("ocgateway")
         assert entry[OC + "fileid"] == str(int(entry[OC + "id"][:8]))
     assert folder[OC + "permissions"] == "DNVCK" and file[OC + "permissions"] == "DNVW"
+    with _client(gw) as c:
+        root = _props(c, base + "/", "1")
+    assert root[base + "/"][OC + "permissions"] == "CK"
+    assert root[base + "/slow/"][OC + "permissions"] == "CK"  # a mount point stays where it is
     assert file[OC + "size"] == "3" and OC + "checksums" not in file
     for href in fast:
         assert {k: v for k, v in slow[href].items() if "lock" not in k} == \
