@@ -97,12 +97,14 @@ class ChunkedUploads:
         return sorted(out, key=lambda e: (int(e.name), e.name) if e.name.isdigit() else (float("inf"), e.name))
 
     def assemble(self, ops: Operations, session: Session, transfer: str, path: str,
-                 total_length: int | None) -> tuple[Entry, bool]:
+                 total_length: int | None, checksum: tuple[str, str] | None = None) -> tuple[Entry, bool]:
         """Write the chunks, in order, as the content of user path ``path``
         through the core (one upload: the file appears whole or not at
         all); the transfer is gone afterwards. Returns (entry, whether a
         file was replaced). Raises NotFound, BadRequest (the chunks do not
-        add up to ``total_length``), and open_write's errors."""
+        add up to ``total_length``, or their content does not have
+        ``checksum``: (algorithm, hex digest), see Upload.expect_checksum),
+        and open_write's errors."""
         parts = self.chunks(session, transfer)
         size = sum(e.size for e in parts)
         if total_length is not None and size != total_length:
@@ -111,6 +113,8 @@ class ChunkedUploads:
         folder = self._existing(session, transfer)
         upload: Upload = ops.open_write(session, path)
         try:
+            if checksum is not None:
+                upload.expect_checksum(*checksum)
             for e in parts:
                 with open(folder / e.name, "rb") as f:
                     while data := f.read(_BLOCK):

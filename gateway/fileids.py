@@ -13,7 +13,12 @@ so they survive restarts and every node sees the same:
   ancestor that has an id whenever something changes there through the
   gateway (upload, mkdir, delete, move, copy, time set), so a folder's
   version changes when anything below it changes. A job changes versions
-  once, in the transaction that commits it.
+  once, in the transaction that commits it;
+- ``checksum``: the digest an uploader sent and the core verified
+  (``"sha1:<hex>"``), with the size it covers; a new content without one
+  drops it, a move takes it along, a copy copies it. Changes behind the
+  gateway's back are not seen: a reader trusts it only while the size is
+  still the same.
 
 Changes made directly on the storage, behind the gateway's back, change no
 version. Until somebody asks for an id the table is empty and a change costs
@@ -29,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import sqlalchemy as sa
 
@@ -38,7 +43,7 @@ from gateway.jobs.schema import file_ids
 from gateway.jobs.store import _insert_ignore, write_transaction
 from gateway.namespace import parent_of
 
-__all__ = ["FileIds"]
+__all__ = ["FileIds", "FileId"]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +74,17 @@ def _lineage(path: str) -> list[str]:
     return out
 
 
+class FileId(NamedTuple):
+    """What the table knows of one path."""
+
+    id: int
+    version: int
+    checksum: str | None = None  # "sha1:<hex>"
+    checksum_size: int | None = None
+
+
 class FileIds:
-    """Ids and versions over the job store's engine."""
+    """Ids, versions and checksums over the job store's engine."""
 
     def __init__(self, engine: sa.Engine, clock_ns: Callable[[], int] = time.time_ns) -> None:
         self.engine = engine
@@ -99,8 +113,8 @@ class FileIds:
 
     # -- reads ---------------------------------------------------------------------
 
-    def ids(self, paths: Sequence[str], folder: str | None = None) -> list[tuple[int, int]]:
-        """(id, version) of each global path, given an id now if it had
+    def ids(self, paths: Sequence[str], folder: str | None = None) -> list[FileId]:
+        """The :class:`FileId` of each global path, given an id now if it had
         none. ``folder``: every path is that folder or one of its members
         (a listing): one query reads them all. Raises the database's error."""
         if not paths:
@@ -116,8 +130,8 @@ class FileIds:
             found.update(self._read(missing, None))
         return [found[p] for p in paths]
 
-    def _read(self, paths: Sequence[str], folder: str | None) -> dict[str, tuple[int, int]]:
-        cols = (file_ids.c.path, file_ids.c.id, file_ids.c.version)
+    def _read(self, paths: Sequence[str], folder: str | None) -> dict[str, FileId]:
+        cols = (file_ids.c.path, file_ids.c.id, file_ids.c.version, file_ids.c.checksum, file_ids.c.checksum_size)
         with self.engine.connect() as c:
             if folder is not None:
                 rows = c.execute(sa.select(*cols).where(_members(file_ids.c.path, folder))).all()
@@ -126,7 +140,7 @@ class FileIds:
                 unique = list(dict.fromkeys(paths))
                 for i in range(0, len(unique), 500):
                     rows += c.execute(sa.select(*cols).where(file_ids.c.path.in_(unique[i:i + 500]))).all()
-        return {r.path: (r.id, r.version) for r in rows}
+        return {r.path: FileId(r.id, r.version, r.checksum, r.checksum_size) for r in rows}
 
     # -- changes -------------------------------------------------------------------
 
@@ -140,6 +154,22 @@ class FileIds:
                 self._bump(c, paths)
         except sa.exc.SQLAlchemyError as exc:
             log.warning("file versions of %s not updated: %s", ", ".join(paths), exc)
+
+    def content_changed(self, path: str, checksum: str | None = None, size: int | None = None) -> None:
+        """Global path ``path`` has a new content (an upload committed):
+        as :meth:`changed`, and its checksum is now ``checksum`` (of
+        ``size`` bytes), or none."""
+        if checksum is None and not self._may_have_rows():
+            return
+        try:
+            if checksum is not None:
+                self.ids([path])
+            with write_transaction(self.engine) as c:
+                c.execute(file_ids.update().where(file_ids.c.path == path).values(
+                    checksum=checksum, checksum_size=size if checksum is not None else None))
+                self._bump(c, [path])
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("file version or checksum of %s not updated: %s", path, exc)
 
     def follow(self, operation: str, src: str, dst: str | None) -> None:
         """After the core moved, copied or deleted global path ``src`` (to
@@ -171,7 +201,12 @@ class FileIds:
             c.execute(file_ids.update().where(_subtree(file_ids.c.path, src)).values(
                 path=sa.literal(dst) + sa.func.substr(file_ids.c.path, len(src) + 1)))
             self._bump(c, [parent_of(src), dst])
-        else:
+        else:  # the copies get new ids when asked, and the checksums now
+            moved = sa.literal(dst) + sa.func.substr(file_ids.c.path, len(src) + 1)
+            c.execute(file_ids.insert().from_select(
+                ["path", "version", "checksum", "checksum_size"],
+                sa.select(moved, sa.literal(self._version()), file_ids.c.checksum, file_ids.c.checksum_size)
+                .where(_subtree(file_ids.c.path, src), file_ids.c.checksum.is_not(None))))
             self._bump(c, [dst])
 
     def _bump(self, c: sa.Connection, paths: Iterable[str]) -> None:

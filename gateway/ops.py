@@ -11,6 +11,7 @@ budget before the reply says "backgrounded".
 from __future__ import annotations
 
 import builtins
+import hashlib
 import itertools
 import threading
 import time
@@ -21,7 +22,7 @@ from backends.base import Writer
 from gateway import errors as E
 from gateway import metrics
 from gateway.davstate import DavState
-from gateway.fileids import FileIds
+from gateway.fileids import FileId, FileIds
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
@@ -37,6 +38,8 @@ __all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
 
 #: A single file up to this size is copied inline rather than as a job.
 INLINE_COPY_BYTES = 4 << 20
+#: Checksum types an upload can be verified against.
+CHECKSUMS = ("md5", "sha1", "sha256", "sha512")
 #: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing.
 REORDER_LIMIT = 64 << 20
 
@@ -98,15 +101,35 @@ class Upload:
         self._held_bytes = 0
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        self._expected: tuple[str, str] | None = None
+        self._hasher: Any = None
 
     @property
     def size(self) -> int:
         return self._next
 
+    def expect_checksum(self, algorithm: str, hexdigest: str) -> None:
+        """Verify the content against ``hexdigest`` at :meth:`commit` and
+        keep it as the file's checksum (see :meth:`Operations.file_ids`).
+        Call before the first write. Raises BadRequest for an algorithm
+        other than md5, sha1, sha256, sha512, or InvalidState after a write."""
+        algorithm = algorithm.lower().replace("-", "")
+        if algorithm not in CHECKSUMS:
+            raise E.BadRequest(f"{self.path}: unsupported checksum type {algorithm!r}")
+        if self._next:
+            raise E.InvalidState(f"{self.path}: a checksum must be given before the content")
+        self._expected = (algorithm, hexdigest.lower())
+        self._hasher = hashlib.new(algorithm)
+
+    def _put(self, data: bytes | memoryview) -> None:
+        self._writer.write(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+        self._next += len(data)
+
     def write(self, data: bytes | memoryview) -> int:
         with self._lock:
-            self._writer.write(data)
-            self._next += len(data)
+            self._put(data)
         return len(data)
 
     def write_at(self, offset: int, data: bytes) -> None:
@@ -115,13 +138,11 @@ class Upload:
         bytes already written."""
         with self._lock:
             if offset == self._next:
-                self._writer.write(data)
-                self._next += len(data)
+                self._put(data)
                 while self._next in self._held:
                     block = self._held.pop(self._next)
                     self._held_bytes -= len(block)
-                    self._writer.write(block)
-                    self._next += len(block)
+                    self._put(block)
             elif offset > self._next:
                 if self._held_bytes + len(data) > REORDER_LIMIT:
                     raise E.Unsupported(f"{self.path}: writes too far out of order")
@@ -138,15 +159,28 @@ class Upload:
         try:
             if self._held:
                 raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved")
+            checksum = self._verified()
             self._writer.commit()
         except E.GatewayError as exc:
             self._writer.abort()
             self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
             raise self._ops._at(exc, self.path) from None
         self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
-        self._ops.fileids.changed(to_global(self._session.user.home, self.path))
+        self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
+
+    def _verified(self) -> str | None:
+        """``"algorithm:hex"`` of a content that matches the expected
+        checksum, None when none was given. Raises BadRequest on a mismatch."""
+        if self._expected is None:
+            return None
+        algorithm, expected = self._expected
+        got = self._hasher.hexdigest()
+        if got != expected:
+            raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
+                               f"the client said {expected}); not saved")
+        return f"{algorithm}:{got}"
 
     def abort(self) -> None:
         self._writer.abort()
@@ -428,8 +462,9 @@ class Operations:
         return m.backend.disk_usage() if m else None
 
     def file_ids(self, session: Session, paths: builtins.list[str], folder: str | None = None
-                 ) -> builtins.list[tuple[int, int]]:
-        """(stable id, change version) of each path (see gateway.fileids);
+                 ) -> builtins.list[FileId]:
+        """The stable id, change version and verified checksum of each path
+        (see gateway.fileids);
         ``folder``: all paths are that folder or its members (one query).
         The id follows the file or folder through moves made through the
         gateway; the version changes when anything at or below it does.

@@ -22,6 +22,7 @@ from wsgidav import util
 from gateway import errors as E
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError
+from protocols.webdav.owncloud import parse_checksum
 
 __all__ = ["handle_upload_request"]
 
@@ -76,7 +77,8 @@ def _assemble(provider: Any, environ: dict, start_response: Callable, transfer: 
     with provider.lock_manager.write_transaction(url=quote(provider.state.key(session, path)), token_list=[],
                                                  principal=environ["wsgidav.user_name"]):
         entry, replaced = provider.uploads.assemble(ops, session, transfer, path,
-                                                    None if total is None else int(total))
+                                                    None if total is None else int(total),
+                                                    parse_checksum(environ))
     kept = None
     if mtime is not None:
         kept = ops.set_mtime(session, path, float(mtime))

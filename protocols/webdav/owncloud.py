@@ -25,10 +25,12 @@ import json
 from typing import Any, Callable, Iterable
 
 from gateway import errors as E
+from gateway.ops import CHECKSUMS
+from gateway.fileids import FileId
 from gateway.types import Entry, Session
 
 __all__ = ["make_owncloud_app", "OcProps", "MOUNT_KEY", "OC_KEY", "USER_KEY", "UPLOADS_KEY", "OC_NS",
-           "PREFIXES", "upload_headers", "folder_etag", "oc_id"]
+           "PREFIXES", "upload_headers", "folder_etag", "oc_id", "oc_checksum", "parse_checksum"]
 
 #: environ keys set for a request to the WebDAV app through one of the
 #: mounts here: its mount path, that it is a sync-API request, the user the
@@ -57,6 +59,7 @@ _CAPABILITIES = {
     "capabilities": {
         "core": {"pollinterval": 60, "webdav-root": "remote.php/webdav"},
         "dav": {"chunking": "1.0"},
+        "checksums": {"supportedTypes": ["SHA1", "MD5", "SHA256"], "preferredUploadType": "SHA1"},
         "files": {"bigfilechunking": False, "undelete": False, "versioning": False,
                   "blacklisted_files": [".htaccess"]},
     },
@@ -66,6 +69,24 @@ _CAPABILITIES = {
 def oc_id(file_id: int) -> str:
     """``oc:id`` / ``OC-FileId`` of a numeric file id."""
     return f"{file_id:08d}{_INSTANCE}"
+
+
+def oc_checksum(checksum: str) -> str:
+    """The clients' spelling ("SHA1:<hex>") of a core checksum ("sha1:<hex>")."""
+    algorithm, _, digest = checksum.partition(":")
+    return f"{algorithm.upper()}:{digest}"
+
+
+def parse_checksum(environ: dict) -> tuple[str, str] | None:
+    """(algorithm, hex digest) of an upload's ``OC-Checksum`` header, when
+    it names one the core verifies (others, e.g. Adler32, are ignored, as
+    a server that does not know them would)."""
+    header = environ.get("HTTP_OC_CHECKSUM", "")
+    algorithm, _, digest = header.strip().partition(":")
+    algorithm = algorithm.lower().replace("-", "")
+    if algorithm in CHECKSUMS and digest and all(c in "0123456789abcdefABCDEF" for c in digest):
+        return algorithm, digest
+    return None
 
 
 def folder_etag(file_id: int, version: int) -> str:
@@ -98,34 +119,46 @@ class OcProps:
     #: Properties answered with an empty value (the clients ask for them
     #: on every PROPFIND; the gateway has no shares or data fingerprint).
     _EMPTY = ("share-types", "data-fingerprint")
-    NAMES = ("id", "fileid", "permissions", "size") + _EMPTY
+    NAMES = ("id", "fileid", "permissions", "size", "checksums") + _EMPTY
 
     def __init__(self, ops: Any, session: Session, paths: list[str], folder: str | None) -> None:
         self.ops = ops
         self.session = session
         self._ids = dict(zip(paths, ops.file_ids(session, paths, folder)))
 
-    def _id(self, path: str) -> tuple[int, int]:
+    def _id(self, path: str) -> FileId:
         found = self._ids.get(path)
         if found is None:
             found = self._ids[path] = self.ops.file_ids(self.session, [path])[0]
         return found
 
     def folder_etag(self, path: str) -> str:
-        return folder_etag(*self._id(path))
+        found = self._id(path)
+        return folder_etag(found.id, found.version)
 
     def folder_mtime(self, path: str) -> float:
         """A time for a folder whose storage keeps none (a mount point on
         an object store): when something below it last changed through the
         gateway. The clients refuse to sync an item without one."""
-        return self._id(path)[1] / 1e9
+        return self._id(path).version / 1e9
+
+    def checksum(self, path: str, entry: Entry) -> str | None:
+        """"SHA1:<hex>" of a file uploaded with a verified checksum, while
+        its size still says it is that content."""
+        found = self._id(path)
+        if entry.is_dir or found.checksum is None or found.checksum_size != entry.size:
+            return None
+        return oc_checksum(found.checksum)
 
     def value(self, path: str, entry: Entry, local: str) -> str | None:
         """The XML text of ``oc:<local>`` (escaped), or None when it has none (404)."""
         if local == "id":
-            return oc_id(self._id(path)[0])
+            return oc_id(self._id(path).id)
         if local == "fileid":
-            return str(self._id(path)[0])
+            return str(self._id(path).id)
+        if local == "checksums":
+            checksum = self.checksum(path, entry)
+            return None if checksum is None else f'<checksum xmlns="{OC_NS}">{checksum}</checksum>'
         if local == "permissions":
             return _permissions(self.ops.granted(self.session, path), entry.is_dir)
         if local == "size":
@@ -140,7 +173,7 @@ def upload_headers(ops: Any, session: Session, path: str, entry: Entry, etag: st
     """``OC-FileId`` and ``OC-ETag`` for a finished upload on a sync-API mount."""
     if not environ.get(OC_KEY):
         return []
-    headers = [("OC-FileId", oc_id(ops.file_ids(session, [path])[0][0]))]
+    headers = [("OC-FileId", oc_id(ops.file_ids(session, [path])[0].id))]
     if etag:
         headers.append(("OC-ETag", f'"{etag}"'))
     return headers

@@ -49,7 +49,7 @@ from protocols.webdav.props import key_of
 from protocols.webdav.get import fast_get
 from protocols.webdav.move import fast_move
 from protocols.webdav.chunking import handle_upload_request
-from protocols.webdav.owncloud import MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, upload_headers
+from protocols.webdav.owncloud import MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, parse_checksum, upload_headers
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
 
@@ -314,10 +314,14 @@ class _Resource:
 
     def get_property_value(self, name: str) -> Any:
         if self.environ.get(OC_KEY) and name.startswith(f"{{{OC_NS}}}") and self.entry is not None:
-            value = self._oc().value(self.path, self.entry, name[len(OC_NS) + 2:])
+            local, oc = name[len(OC_NS) + 2:], self._oc()
+            value = oc.value(self.path, self.entry, local)
             if value is not None:
                 el = etree.Element(name)
-                el.text = value
+                if local == "checksums":
+                    etree.SubElement(el, f"{{{OC_NS}}}checksum").text = oc.checksum(self.path, self.entry)
+                else:
+                    el.text = value
                 return el
         return super().get_property_value(name)  # type: ignore[misc]
 
@@ -426,6 +430,9 @@ class _File(_Resource, DAVNonCollection):
     def begin_write(self, *, content_type: str | None = None) -> "_Writer":
         with translated(self.environ):
             self._upload = self.ops.open_write(self.session, self.path)
+            checksum = parse_checksum(self.environ)
+            if checksum is not None:
+                self._upload.expect_checksum(*checksum)
         return _Writer(self, self._upload)
 
     def end_write(self, *, with_errors: bool) -> None:

@@ -23,6 +23,7 @@ from cheroot.server import KnownLengthRFile
 from gateway import errors as E
 from gateway.ops import Upload
 from protocols.webdav.auth import SESSION_KEY
+from protocols.webdav.owncloud import parse_checksum
 
 __all__ = ["fast_put"]
 
@@ -43,6 +44,9 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
                                                  principal=environ["wsgidav.user_name"]):
         upload = ops.open_write(session, path)
         try:
+            checksum = parse_checksum(environ)
+            if checksum is not None:
+                upload.expect_checksum(*checksum)
             _receive(environ["wsgi.input"], int(length), upload, block_size)
         except BaseException:
             upload.abort()

@@ -5,6 +5,7 @@ headers, stable ids and folder ETags, and the chunked-upload collection."""
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import xml.etree.ElementTree as ET
 from urllib.parse import unquote
 
@@ -205,3 +206,43 @@ def test_abandoned_transfers_are_swept(tmp_path):
     uploads.create(s, "new")
     assert uploads.sweep(now=time.time() + 30) == 0
     assert uploads.sweep(now=time.time() + 120) == 2
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_upload_checksums_are_verified_kept_and_listed(gw, chunked):
+    data = b"some content" * 100
+    sha1 = hashlib.sha1(data).hexdigest()
+    up = "/remote.php/dav/uploads/alice/t"
+
+    def upload(c: httpx.Client, name: str, checksum: str) -> httpx.Response:
+        headers = {"OC-Checksum": checksum}
+        if not chunked:
+            return c.put(f"{FILES}/{name}", content=data, headers=headers)
+        c.request("MKCOL", up)
+        c.put(up + "/1", content=data[:500])
+        c.put(up + "/2", content=data[500:])
+        dest = f"http://127.0.0.1:{gw.port('http')}{FILES}/{name}"
+        r = c.request("MOVE", up + "/.file", headers={**headers, "Destination": dest, "OC-Total-Length": "1200"})
+        if r.status_code >= 400:
+            c.request("DELETE", up)
+        return r
+
+    with _client(gw) as c:
+        caps = c.get("/ocs/v1.php/cloud/capabilities?format=json").json()["ocs"]["data"]["capabilities"]
+        assert "SHA1" in caps["checksums"]["supportedTypes"]
+        bad = upload(c, "bad.txt", "SHA1:" + "0" * 40)
+        assert bad.status_code == 400 and "checksum mismatch" in bad.text
+        assert not gw.data.joinpath("bad.txt").exists()
+        assert upload(c, "good.txt", f"SHA1:{sha1}").status_code == 201
+        assert upload(c, "other.txt", "ADLER32:0a0b0c0d").status_code == 201  # not one it checks: ignored
+        props = _props(c, FILES + "/", "1")
+        lock = c.request("LOCK", FILES + "/x.txt", content=LOCKINFO, headers={"Timeout": "Second-60"})
+        slow = _props(c, FILES + "/", "1")
+        c.request("UNLOCK", FILES + "/x.txt", headers={"Lock-Token": lock.headers["Lock-Token"]})
+    assert props[FILES + "/good.txt"][OC + "checksums"] is None  # the text is in the child element
+    for listing in (props, slow):
+        assert OC + "checksums" in listing[FILES + "/good.txt"]
+        assert OC + "checksums" not in listing[FILES + "/other.txt"]
+    with _client(gw) as c:
+        r = c.request("PROPFIND", FILES + "/good.txt", headers={"Depth": "0"}, content=PROPS)
+        assert f"<checksum xmlns=\"http://owncloud.org/ns\">SHA1:{sha1}</checksum>" in r.text

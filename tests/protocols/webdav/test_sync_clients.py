@@ -85,6 +85,9 @@ def test_sync_rounds(gateway_factory, tmp_path, client):
     names = {"a.txt", "sub/b.txt", "sub/big.bin"}
     check(names)
     assert (local / "slow").is_dir()
+    # The clients send a checksum with each upload; the gateway verified and kept it.
+    assert all(f.checksum and f.checksum.startswith("sha1:")
+               for f in r.ops.file_ids(r.session(), ["/a.txt", "/sub/big.bin"]))
     chunked = "uploads/alice" in log
     # 2: nothing changed: nothing is transferred.
     log = _sync(client, local, url, tmp_path)

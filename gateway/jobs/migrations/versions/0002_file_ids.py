@@ -1,4 +1,4 @@
-"""file ids: a stable id and a change version per file or folder (sync clients)
+"""file ids: a stable id, a change version and a verified checksum per file or folder (sync clients)
 
 Revision ID: 0002
 Revises: 0001
@@ -18,6 +18,8 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("path", sa.Text, nullable=False, unique=True),
         sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("checksum", sa.Text),
+        sa.Column("checksum_size", sa.BigInteger),
         sqlite_autoincrement=True,
     )
 
