@@ -534,19 +534,32 @@ class Operations:
         self._log(session, "mkdir", [u], "ok", started)
         return entry
 
+    def keeps_mtime(self, session: Session, path: str) -> bool:
+        """Whether the storage of ``path`` keeps a modification time a
+        client sets (its ``mtimes`` capability). Never raises."""
+        try:
+            _, g = self._paths(session, path)
+            mount, _ = self.namespace.resolve(g)
+        except E.GatewayError:
+            return False
+        return mount.backend.capabilities.mtimes
+
     def set_mtime(self, session: Session, path: str, mtime: float, cwd: str = "/") -> bool:
-        """Set a file's modification time where the storage keeps one; returns
-        whether it did. Raises NotFound, PermissionDenied, Busy."""
+        """Set a file's modification time; True. Raises NotFound,
+        PermissionDenied, Busy, and Unsupported where the storage keeps no
+        time a client sets (never a silent success: sync clients would
+        upload everything again on every run)."""
         u, g = self._paths(session, path, cwd)
         self._require(session, "overwrite", u)
         try:
             self._busy([g], session=session)
             self._stat_g(session, g)
             mount, bp = self.namespace.resolve(g)
-            kept = mount.backend.set_mtime(bp, mtime)
+            if not (mount.backend.capabilities.mtimes and mount.backend.set_mtime(bp, mtime)):
+                raise E.Unsupported(f"{u}: this storage does not keep modification times", u)
             self._changes = next(self._change_counter)
             self.fileids.changed(g)
-            return kept
+            return True
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 

@@ -81,7 +81,7 @@ def _assemble(provider: Any, environ: dict, start_response: Callable, transfer: 
                                                     parse_checksum(environ))
     kept = None
     if mtime is not None:
-        kept = ops.set_mtime(session, path, float(mtime))
+        kept = provider.upload_mtime(environ, path, float(mtime))
         entry = ops.stat(session, path)
     headers = [("Content-Length", "0"), *provider.upload_headers(environ, path, entry, kept)]
     start_response("204 No Content" if replaced else "201 Created", headers)

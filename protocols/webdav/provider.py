@@ -201,6 +201,15 @@ class GatewayProvider(DAVProvider):
 
         return start
 
+    def upload_mtime(self, environ: dict, path: str, mtime: float) -> bool:
+        """Apply an upload's X-OC-Mtime; whether the storage kept it (the
+        upload stands either way: the reply then lacks ``X-OC-MTime:
+        accepted``, which tells the client). Raises the core's other errors."""
+        try:
+            return self.ops.set_mtime(environ[SESSION_KEY], path, mtime)
+        except E.Unsupported:
+            return False
+
     def upload_headers(self, environ: dict, path: str, entry: Entry, mtime_kept: bool | None
                        ) -> list[tuple[str, str]]:
         """The headers of a finished upload's reply: its final ETag,
@@ -298,7 +307,10 @@ class _Resource:
             raise GatewayDAVError(400, f"not a time: {time_stamp!r}")
         if not dry_run:
             with translated(self.environ):
-                self.environ[_MTIME_KEY] = self.ops.set_mtime(self.session, dest_path, float(seconds))
+                if self.environ["REQUEST_METHOD"] in ("PUT", "MKCOL"):  # X-OC-Mtime: the upload stands
+                    self.environ[_MTIME_KEY] = self.provider.upload_mtime(self.environ, dest_path, float(seconds))
+                else:  # PROPPATCH: refused where the storage keeps no time
+                    self.ops.set_mtime(self.session, dest_path, float(seconds))
         return True
 
     # -- the sync clients' properties (protocols.webdav.owncloud) ---------------------

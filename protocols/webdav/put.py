@@ -54,7 +54,7 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
         entry = upload.commit()
     kept = None
     if mtime is not None:  # the reply's ETag is the file's after its time is set
-        kept = ops.set_mtime(session, path, float(mtime))
+        kept = provider.upload_mtime(environ, path, float(mtime))
         entry = ops.stat(session, path)
     headers = [("Content-Length", "0"), *provider.upload_headers(environ, path, entry, kept)]
     start_response("204 No Content" if upload.replaced else "201 Created", headers)
