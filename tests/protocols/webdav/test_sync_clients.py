@@ -1,7 +1,7 @@
 """Debian's Nextcloud and ownCloud command-line sync clients against a
 running gateway, several rounds each: an initial sync with a file big
 enough to be chunked, a round with no changes that transfers nothing, a
-local edit and an edit made through FTP, renames on both sides. After each
+local edit and an edit made through FTP, renames on both sides, a conflict. After each
 round both sides hold the same files (sha256 and modification time), and
 nothing the user did not delete is gone."""
 
@@ -114,6 +114,21 @@ def test_sync_rounds(gateway_factory, tmp_path, client):
     log = _sync(client, local, url, tmp_path)
     assert not ACTIVITY.search(log), ACTIVITY.search(log).group(0)
     check(names)
+    # 6: a conflict: the same file edited on both sides. The server's
+    # version wins the name, the local one is kept beside it as a conflict
+    # copy; nothing is lost.
+    (local / "a2.txt").write_bytes(b"local side of the conflict\n")
+    ftp = FtpDriver(r.port("ftp"), "alice", PASSWORDS["alice"])
+    ftp.put("/a2.txt", b"server side of the conflict, longer\n")
+    ftp.ftp.quit()
+    _sync(client, local, url, tmp_path)
+    conflicts = [p for p in local.iterdir() if "conflict" in p.name.lower() and p.name != "a2.txt"]
+    assert [p.read_bytes() for p in conflicts] == [b"local side of the conflict\n"], conflicts
+    assert (local / "a2.txt").read_bytes() == (server / "a2.txt").read_bytes() \
+        == b"server side of the conflict, longer\n"
+    here, there = _tree(local), _tree(server)
+    assert {k: v for k, v in here.items() if k != conflicts[0].name} == {k: v for k, v in there.items()
+                                                                         if k != conflicts[0].name}
     # ownCloud 2.11 has only old-style chunking (refused here; the
     # capabilities say bigfilechunking: false) and TUS: it sends one PUT.
     assert chunked or client == "owncloudcmd", "the 3 MB file was not uploaded in chunks"
