@@ -14,8 +14,9 @@ so they survive restarts and every node sees the same:
   gateway (upload, mkdir, delete, move, copy, time set), so a folder's
   version changes when anything below it changes. A job changes versions
   once, in the transaction that commits it;
-- ``checksum``: the digest an uploader sent and the core verified
-  (``"sha1:<hex>"``), with the size it covers; a new content without one
+- ``checksum``: the digest an uploader sent and the core verified, and
+  others computed with it (``"sha1:<hex> md5:<hex>"``), with the size they
+  cover; a new content without one
   drops it, a move takes it along, a copy copies it. Changes behind the
   gateway's back are not seen: a reader trusts it only while the size is
   still the same.
@@ -79,7 +80,7 @@ class FileId(NamedTuple):
 
     id: int
     version: int
-    checksum: str | None = None  # "sha1:<hex>"
+    checksum: str | None = None  # "sha1:<hex> md5:<hex>"
     checksum_size: int | None = None
 
 

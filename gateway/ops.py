@@ -102,7 +102,7 @@ class Upload:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._expected: tuple[str, str] | None = None
-        self._hasher: Any = None
+        self._hashers: dict[str, Any] = {}
 
     @property
     def size(self) -> int:
@@ -110,7 +110,8 @@ class Upload:
 
     def expect_checksum(self, algorithm: str, hexdigest: str) -> None:
         """Verify the content against ``hexdigest`` at :meth:`commit` and
-        keep it as the file's checksum (see :meth:`Operations.file_ids`).
+        keep it as the file's checksum (see :meth:`Operations.file_ids`),
+        with its MD5 and SHA1 computed on the way (clients pick one).
         Call before the first write. Raises BadRequest for an algorithm
         other than md5, sha1, sha256, sha512, or InvalidState after a write."""
         algorithm = algorithm.lower().replace("-", "")
@@ -119,12 +120,12 @@ class Upload:
         if self._next:
             raise E.InvalidState(f"{self.path}: a checksum must be given before the content")
         self._expected = (algorithm, hexdigest.lower())
-        self._hasher = hashlib.new(algorithm)
+        self._hashers = {a: hashlib.new(a) for a in dict.fromkeys((algorithm, "sha1", "md5"))}
 
     def _put(self, data: bytes | memoryview) -> None:
         self._writer.write(data)
-        if self._hasher is not None:
-            self._hasher.update(data)
+        for hasher in self._hashers.values():
+            hasher.update(data)
         self._next += len(data)
 
     def write(self, data: bytes | memoryview) -> int:
@@ -171,16 +172,17 @@ class Upload:
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 
     def _verified(self) -> str | None:
-        """``"algorithm:hex"`` of a content that matches the expected
-        checksum, None when none was given. Raises BadRequest on a mismatch."""
+        """``"algorithm:hex ..."`` (the expected one first) of a content
+        that matches the expected checksum, None when none was given. Raises
+        BadRequest on a mismatch."""
         if self._expected is None:
             return None
         algorithm, expected = self._expected
-        got = self._hasher.hexdigest()
+        got = self._hashers[algorithm].hexdigest()
         if got != expected:
             raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
                                f"the client said {expected}); not saved")
-        return f"{algorithm}:{got}"
+        return " ".join(f"{a}:{h.hexdigest()}" for a, h in self._hashers.items())
 
     def abort(self) -> None:
         self._writer.abort()

@@ -100,7 +100,7 @@ file_ids = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("path", Text, nullable=False, unique=True),
     Column("version", BigInteger, nullable=False),
-    Column("checksum", Text),                              # "sha1:<hex>" given by the uploader, verified
+    Column("checksum", Text),                              # "sha1:<hex> md5:<hex>", verified at upload
     Column("checksum_size", BigInteger),                   # the size it is the checksum of
     sqlite_autoincrement=True,
 )

@@ -72,9 +72,13 @@ def oc_id(file_id: int) -> str:
 
 
 def oc_checksum(checksum: str) -> str:
-    """The clients' spelling ("SHA1:<hex>") of a core checksum ("sha1:<hex>")."""
-    algorithm, _, digest = checksum.partition(":")
-    return f"{algorithm.upper()}:{digest}"
+    """The clients' spelling ("SHA1:<hex> MD5:<hex>") of core checksums
+    ("sha1:<hex> md5:<hex>")."""
+    out = []
+    for one in checksum.split():
+        algorithm, _, digest = one.partition(":")
+        out.append(f"{algorithm.upper()}:{digest}")
+    return " ".join(out)
 
 
 def parse_checksum(environ: dict) -> tuple[str, str] | None:

@@ -86,11 +86,12 @@ def test_verified_checksums_are_kept_and_follow_the_file(gateway_factory):
     w.expect_checksum("SHA1", sha1.upper())
     w.write(data)
     w.commit()
-    assert ops.file_ids(s, ["/c.txt"])[0].checksum == f"sha1:{sha1}"
+    md5 = hashlib.md5(data).hexdigest()
+    assert ops.file_ids(s, ["/c.txt"])[0].checksum == f"sha1:{sha1} md5:{md5}"
     ops.move(s, "/c.txt", "/d.txt")
     ops.copy(s, "/d.txt", "/e.txt")
     found = ops.file_ids(s, ["/d.txt", "/e.txt"])
-    assert [f.checksum for f in found] == [f"sha1:{sha1}"] * 2 and found[0].id != found[1].id
+    assert [f.checksum for f in found] == [f"sha1:{sha1} md5:{md5}"] * 2 and found[0].id != found[1].id
     assert found[0].checksum_size == len(data)
     w = ops.open_write(s, "/d.txt")  # a new content without one drops it
     w.write(b"other")

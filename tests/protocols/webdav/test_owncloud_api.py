@@ -245,4 +245,5 @@ def test_upload_checksums_are_verified_kept_and_listed(gw, chunked):
         assert OC + "checksums" not in listing[FILES + "/other.txt"]
     with _client(gw) as c:
         r = c.request("PROPFIND", FILES + "/good.txt", headers={"Depth": "0"}, content=PROPS)
-        assert f"<checksum xmlns=\"http://owncloud.org/ns\">SHA1:{sha1}</checksum>" in r.text
+        md5 = hashlib.md5(data).hexdigest()
+        assert f"<checksum xmlns=\"http://owncloud.org/ns\">SHA1:{sha1} MD5:{md5}</checksum>" in r.text

@@ -132,3 +132,37 @@ def test_sync_rounds(gateway_factory, tmp_path, client):
     # ownCloud 2.11 has only old-style chunking (refused here; the
     # capabilities say bigfilechunking: false) and TUS: it sends one PUT.
     assert chunked or client == "owncloudcmd", "the 3 MB file was not uploaded in chunks"
+
+
+@pytest.mark.parametrize("vendor,path", [("owncloud", "/remote.php/webdav"),
+                                         ("nextcloud", "/remote.php/dav/files/alice")])
+def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vendor, path):
+    """rclone's owncloud and nextcloud vendors: a second copy transfers
+    nothing (times kept), and ``check --checksum`` compares the SHA1 the
+    gateway verified at upload."""
+    if shutil.which("rclone") is None:
+        pytest.skip("rclone is not installed")
+    r = gateway_factory(protocols=("http",))
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha\n")
+    (src / "d" / "b.bin").write_bytes(os.urandom(300_000))
+    obscured = subprocess.run(["rclone", "obscure", PASSWORDS["alice"]], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    env = {**os.environ, "RCLONE_CONFIG_GW_TYPE": "webdav", "RCLONE_CONFIG_GW_VENDOR": vendor,
+           "RCLONE_CONFIG_GW_URL": f"http://127.0.0.1:{r.port('http')}{path}", "RCLONE_CONFIG_GW_USER": "alice",
+           "RCLONE_CONFIG_GW_PASS": obscured}
+
+    def rclone(*args: str) -> str:
+        proc = subprocess.run(["rclone", "--config", str(tmp_path / "none.conf"), "--low-level-retries", "1",
+                               "--retries", "1", "-v", *args], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+        return proc.stdout + proc.stderr
+
+    assert "Copied" in rclone("copy", str(src), "gw:up")
+    again = rclone("copy", str(src), "gw:up")
+    assert "Copied" not in again and "Updated" not in again, again
+    checked = rclone("check", "--checksum", str(src), "gw:up")
+    assert "for hash comparisons" in checked and "0 differences found" in checked, checked
+    assert "2 matching files" in checked and "hashes could not be checked" not in checked, checked
+    assert r.data.joinpath("up", "d", "b.bin").read_bytes() == (src / "d" / "b.bin").read_bytes()
