@@ -29,7 +29,8 @@ def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> wsgi.
     dav = make_dav_app(gw, cfg)
     # The ownCloud/Nextcloud sync API: the same WebDAV app at their URLs.
     owncloud = make_owncloud_app(dav, gw.logins)
-    return wsgi.PathInfoDispatcher({"/dav": dav, **{p: owncloud for p in PREFIXES}, "/": make_wsgi_app(gw, cfg, closing)})
+    return wsgi.PathInfoDispatcher({"/dav": dav, **dict.fromkeys(PREFIXES, owncloud),
+                                    "/": make_wsgi_app(gw, cfg, closing)})
 
 
 class HttpHandle:

@@ -13,9 +13,10 @@ clients use against a plain server, over the same WebDAV app as ``/dav``.
   collection (``chunking``), also behind the WebDAV app's authentication.
 
 On those mounts every entry also has the clients' live properties
-(``oc:id``, ``oc:fileid``, ``oc:permissions``, ``oc:size``, a folder
-``getetag``; see :class:`OcProps`), and upload replies carry ``OC-FileId``
-and ``OC-ETag``.
+(``oc:id``, ``oc:fileid``, ``oc:permissions``, ``oc:size``,
+``oc:checksums``, a folder ``getetag``; see :class:`OcProps`), and upload
+replies carry ``OC-FileId`` and ``OC-ETag``. An upload's ``OC-Checksum``
+(any WebDAV URL) is verified by the core and kept.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import json
 from typing import Any, Callable, Iterable
 
 from gateway import errors as E
-from gateway.ops import CHECKSUMS
 from gateway.fileids import FileId
+from gateway.ops import CHECKSUMS
 from gateway.types import Entry, Session
 
 __all__ = ["make_owncloud_app", "OcProps", "MOUNT_KEY", "OC_KEY", "USER_KEY", "UPLOADS_KEY", "OC_NS",
@@ -147,8 +148,8 @@ class OcProps:
         return self._id(path).version / 1e9
 
     def checksum(self, path: str, entry: Entry) -> str | None:
-        """"SHA1:<hex>" of a file uploaded with a verified checksum, while
-        its size still says it is that content."""
+        """The checksums ("SHA1:<hex> MD5:<hex>") of a file uploaded with a
+        verified one, while its size still says it is that content."""
         found = self._id(path)
         if entry.is_dir or found.checksum is None or found.checksum_size != entry.size:
             return None
@@ -219,6 +220,10 @@ def _dav_route(full: str) -> tuple[str, str | None, bool] | None:
         base = f"/remote.php/dav/{kind}/"
         if full.startswith(base):
             user = full[len(base):].split("/", 1)[0]
+            try:  # WSGI hands the path over as latin-1; clients send UTF-8
+                user = user.encode("latin-1").decode("utf-8")
+            except UnicodeError:
+                pass
             if user:
                 return base + user, user, kind == "uploads"
     return None

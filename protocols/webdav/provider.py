@@ -49,7 +49,8 @@ from protocols.webdav.props import key_of
 from protocols.webdav.get import fast_get
 from protocols.webdav.move import fast_move
 from protocols.webdav.chunking import handle_upload_request
-from protocols.webdav.owncloud import MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, parse_checksum, upload_headers
+from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, parse_checksum,
+                                       upload_headers)
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
 
