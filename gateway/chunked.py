@@ -20,8 +20,9 @@ import re
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from gateway import errors as E
 from gateway.ops import Operations, Upload
@@ -32,6 +33,15 @@ __all__ = ["ChunkedUploads"]
 #: Transfer and chunk names: what the clients use (numbers, hex, uuids).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}").fullmatch
 _BLOCK = 1 << 20
+
+
+@contextmanager
+def _gone_is_not_found(transfer: str) -> Iterator[None]:
+    """A transfer removed meanwhile (abandoned, assembled, swept) is NotFound."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise E.NotFound(f"upload {transfer}: no such upload (abandoned, finished or swept)") from None
 
 
 class ChunkedUploads:
@@ -72,7 +82,7 @@ class ChunkedUploads:
         tmp = folder / f".part-{threading.get_ident()}-{chunk}"
         left = length
         try:
-            with open(tmp, "wb") as f:
+            with _gone_is_not_found(transfer), open(tmp, "wb") as f:
                 while left:
                     data = read(min(left, _BLOCK))
                     if not data:
@@ -80,10 +90,11 @@ class ChunkedUploads:
                                            f"{length} bytes; not saved")
                     f.write(data)
                     left -= len(data)
-            os.replace(tmp, folder / chunk)
+            with _gone_is_not_found(transfer):
+                os.replace(tmp, folder / chunk)
+                os.utime(folder)
         finally:
             tmp.unlink(missing_ok=True)
-        os.utime(folder)
 
     def chunks(self, session: Session, transfer: str) -> list[Entry]:
         """The whole chunks received so far, in assembly order. Raises NotFound."""
@@ -111,19 +122,29 @@ class ChunkedUploads:
             raise E.BadRequest(f"upload {transfer}: the chunks hold {size} bytes, not the {total_length} "
                                "announced; not saved")
         folder = self._existing(session, transfer)
-        upload: Upload = ops.open_write(session, path)
+        # Claimed by a rename: a second assemble (a client's retry) or a
+        # chunk arriving meanwhile finds no transfer; put back on failure,
+        # so that the client may try the assemble again.
+        claimed = folder.with_name(f".assembling-{transfer}")
+        with _gone_is_not_found(transfer):
+            folder.rename(claimed)
         try:
-            if checksum is not None:
-                upload.expect_checksum(*checksum)
-            for e in parts:
-                with open(folder / e.name, "rb") as f:
-                    while data := f.read(_BLOCK):
-                        upload.write(data)
+            upload: Upload = ops.open_write(session, path)
+            try:
+                if checksum is not None:
+                    upload.expect_checksum(*checksum)
+                for e in parts:
+                    with open(claimed / e.name, "rb") as f:
+                        while data := f.read(_BLOCK):
+                            upload.write(data)
+            except BaseException:
+                upload.abort()
+                raise
+            entry = upload.commit()
         except BaseException:
-            upload.abort()
+            claimed.rename(folder)
             raise
-        entry = upload.commit()
-        self.discard(session, transfer)
+        shutil.rmtree(claimed, ignore_errors=True)
         return entry, upload.replaced
 
     def discard(self, session: Session, transfer: str) -> None:
@@ -138,7 +159,7 @@ class ChunkedUploads:
             if not self.root.is_dir():
                 return 0
             for user in self.root.iterdir():
-                for folder in user.iterdir() if user.is_dir() else ():
+                for folder in user.iterdir() if user.is_dir() else ():  # claimed ones too
                     try:
                         if now - folder.stat().st_mtime > self.max_age_s:
                             shutil.rmtree(folder, ignore_errors=True)
