@@ -49,8 +49,8 @@ from protocols.webdav.props import key_of
 from protocols.webdav.get import fast_get
 from protocols.webdav.move import fast_move
 from protocols.webdav.chunking import handle_upload_request
-from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, parse_checksum,
-                                       upload_headers)
+from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, oc_checksum,
+                                       parse_checksum, upload_headers)
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
 
@@ -166,6 +166,8 @@ class GatewayProvider(DAVProvider):
                 raise GatewayDAVError(400, "old-style chunked uploads (OC-Chunked) are not supported; "
                                            "use the chunked-upload collection (dav chunking 1.0)")
             start_response = self._put_reply(environ, start_response)
+        elif method == "GET" and environ.get(OC_KEY):
+            start_response = self._get_reply(environ, start_response)
         if method == "GET" and not any(h in environ for h in _CONDITIONS):
             with translated(environ):
                 reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"], _etag)
@@ -198,6 +200,20 @@ class GatewayProvider(DAVProvider):
                     entry = self.ops.stat(session, path)
                 headers = [(k, v) for k, v in headers if k.lower() != "etag"]
                 headers += self.upload_headers(environ, path, entry, environ.get(_MTIME_KEY))
+            return start_response(status, headers, exc_info)
+
+        return start
+
+    def _get_reply(self, environ: dict, start_response: Callable) -> Callable:
+        """A whole download on a sync-API mount carries the file's verified
+        checksum (``OC-Checksum``), which the clients check the bytes against."""
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if status.startswith("200"):
+                length = next((v for k, v in headers if k.lower() == "content-length"), None)
+                found = self.ops.file_ids(environ[SESSION_KEY], [environ["PATH_INFO"]])[0]
+                if found.checksum is not None and length == str(found.checksum_size):
+                    headers = [*headers, ("OC-Checksum", oc_checksum(found.checksum).split()[0])]
             return start_response(status, headers, exc_info)
 
         return start

@@ -248,3 +248,5 @@ def test_upload_checksums_are_verified_kept_and_listed(gw, chunked):
         r = c.request("PROPFIND", FILES + "/good.txt", headers={"Depth": "0"}, content=PROPS)
         md5 = hashlib.md5(data).hexdigest()
         assert f"<checksum xmlns=\"http://owncloud.org/ns\">SHA1:{sha1} MD5:{md5}</checksum>" in r.text
+        assert c.get(FILES + "/good.txt").headers["OC-Checksum"] == f"SHA1:{sha1}"
+        assert "OC-Checksum" not in c.get(FILES + "/other.txt").headers
