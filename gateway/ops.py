@@ -466,11 +466,10 @@ class Operations:
     def file_ids(self, session: Session, paths: builtins.list[str], folder: str | None = None
                  ) -> builtins.list[FileId]:
         """The stable id, change version and verified checksum of each path
-        (see gateway.fileids);
-        ``folder``: all paths are that folder or its members (one query).
-        The id follows the file or folder through moves made through the
-        gateway; the version changes when anything at or below it does.
-        Raises BadRequest for a bad path."""
+        (see gateway.fileids); ``folder``: all paths are that folder or its
+        members (one query). The id follows the file or folder through moves
+        made through the gateway; the version changes when anything at or
+        below it does. Raises BadRequest for a bad path."""
         home = session.user.home
         g = [to_global(home, normalise(p)) for p in paths]
         return self.fileids.ids(g, None if folder is None else to_global(home, normalise(folder)))
