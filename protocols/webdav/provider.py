@@ -67,6 +67,9 @@ STARTED_KEY = "gateway.started"
 _PUT_DONE_KEY = "gateway.put_done"
 _MTIME_KEY = "gateway.mtime_kept"
 
+#: Properties whose PROPPATCH sets the modification time.
+_TIME_PROPS = ("{DAV:}getlastmodified", "{DAV:}lastmodified")
+
 #: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
 _CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
                "HTTP_IF_UNMODIFIED_SINCE")
@@ -329,6 +332,21 @@ class _Resource:
                 else:  # PROPPATCH: refused where the storage keeps no time
                     self.ops.set_mtime(self.session, dest_path, float(seconds))
         return True
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
+        """PROPPATCH of ``getlastmodified`` (or ``lastmodified``, which
+        rclone's owncloud/nextcloud vendors send, in seconds) sets the file's
+        time where the storage keeps one; elsewhere it fails (501) rather
+        than being kept as a dead property nobody reads."""
+        if name in _TIME_PROPS and value is not None:
+            text = (value.text or "").strip()
+            if dry_run:
+                if not self.ops.keeps_mtime(self.session, self.path):
+                    with translated(self.environ):
+                        raise E.Unsupported(f"{self.path}: this storage does not keep modification times")
+                return True
+            return self.set_last_modified(self.path, float(text) if text.isdigit() else text, dry_run=False)
+        return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
 
     # -- the sync clients' properties (protocols.webdav.owncloud) ---------------------
 

@@ -59,3 +59,25 @@ def test_times_are_kept_on_disk_and_refused_where_the_storage_keeps_none(gw):
                  b'</D:prop></D:set></D:propertyupdate>')
         r = c.request("PROPPATCH", "/dav/slow/b.txt", content=win32)
         assert r.status_code == 207 and "200 OK" not in r.text, r.text
+
+
+@pytest.mark.parametrize("prop,value", [("lastmodified", str(STAMP)),
+                                        ("getlastmodified", "Fri, 14 Jul 2017 02:40:00 GMT")])
+def test_proppatch_sets_the_time_or_fails(gw, prop, value):
+    """rclone's owncloud/nextcloud vendors set a time by PROPPATCH of
+    lastmodified: kept on disk, refused where the storage keeps none, never
+    stored as a dead property that changes nothing."""
+    body = (f'<?xml version="1.0"?><d:propertyupdate xmlns:d="DAV:"><d:set><d:prop><d:{prop}>{value}</d:{prop}>'
+            '</d:prop></d:set></d:propertyupdate>').encode()
+    base = f"http://127.0.0.1:{gw.port('http')}"
+    with httpx.Client(base_url=base, auth=("alice", PASSWORDS["alice"]), timeout=30) as c:
+        for path in ("/dav/t.txt", "/dav/slow/t.txt"):
+            assert c.put(path, content=b"t").status_code == 201
+        r = c.request("PROPPATCH", "/remote.php/webdav/t.txt", content=body)
+        assert r.status_code == 207 and "200 OK" in r.text, r.text
+        r = c.request("PROPPATCH", "/dav/slow/t.txt", content=body)
+        assert r.status_code == 207 and "200 OK" not in r.text and "501" in r.text, r.text
+        listed = c.request("PROPFIND", "/dav/slow/t.txt", headers={"Depth": "0"},
+                           content=f'<d:propfind xmlns:d="DAV:"><d:prop><d:{prop}/></d:prop></d:propfind>')
+        assert str(value) not in listed.text
+    assert gw.data.joinpath("t.txt").stat().st_mtime == STAMP
