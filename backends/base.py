@@ -33,10 +33,13 @@ from backends.cache import ListingCache
 from backends.capabilities import Capabilities
 from backends.errors import translated
 from gateway import errors as E
-from gateway.namespace import RESERVED_PREFIX
-from gateway.types import Entry
+from gateway.types import RESERVED_PREFIX, Entry
 
-__all__ = ["Backend", "Writer", "CHUNK"]
+__all__ = ["Backend", "Writer", "CHUNK", "TEMPORARY_KINDS"]
+
+#: The gateway's own names on storage (see :meth:`Backend.temporaries`):
+#: uploads in progress, staged destinations and folders being deleted.
+TEMPORARY_KINDS = (f"{RESERVED_PREFIX}up-", f"{RESERVED_PREFIX}stage-", f"{RESERVED_PREFIX}trash-")
 
 #: Block size for streamed copies and hashing.
 CHUNK = 1 << 20
@@ -97,15 +100,22 @@ class Writer:
 
     def commit(self) -> None:
         """Make the written bytes the content of the path. Raises the
-        storage's error (translated) if it refuses; the path is then unchanged."""
+        storage's error (translated) if it refuses; the path is then unchanged
+        and what was written is discarded as by :meth:`abort` (a temporary
+        is not left behind)."""
         if self.closed:
             return
-        self.closed = True
-        with self._io():
-            if self._on_commit:
-                self.entry = self._on_commit(self._f)
-            else:
-                self._f.close()
+        try:
+            with self._io():
+                if self._on_commit:
+                    self.entry = self._on_commit(self._f)
+                else:
+                    self._f.close()
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self.closed = True
 
     def abort(self) -> None:
         """Forget what was written. Never raises."""
@@ -183,6 +193,8 @@ class Backend:
         self.cache: ListingCache[Entry] | None = (
             ListingCache(cache_ttl_s) if cache_ttl_s > 0 else None)
         self._lock = threading.Lock()
+        #: Backend paths of temporaries this process is writing now: never swept.
+        self._writing: set[str] = set()
 
     # -- the connection ------------------------------------------------------
 
@@ -409,16 +421,21 @@ class Backend:
             tmp = self._temp_name(path, temp_key)
             with self._io():
                 f = self.fs.open(tmp, "wb")
+            self._writing.add(tmp)
 
             def commit(fh, tmp=tmp):
-                fh.close()
-                self._replace(tmp, path)
-                self.invalidate(path)
+                try:
+                    fh.close()
+                    self._replace(tmp, path)
+                    self.invalidate(path)
+                finally:
+                    self._writing.discard(tmp)
 
             def abort(fh, tmp=tmp):
                 try:
                     fh.close()
                 finally:
+                    self._writing.discard(tmp)
                     self.fs.rm_file(tmp)
 
             return Writer(f, commit, abort, self._io)
@@ -565,6 +582,49 @@ class Backend:
         """Set the modification time where the storage keeps one; returns
         whether it did."""
         return False
+
+    # -- the gateway's own names -----------------------------------------------
+
+    def temporaries(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Entry]:
+        """Every temporary of the gateway on this mount (a name starting with
+        one of :data:`TEMPORARY_KINDS`), found by walking the whole mount,
+        except the ones this process is writing now. A temporary folder is
+        not searched further: its ``size`` is the total of its files, its
+        ``mtime`` the newest of its own and its content's (None where the
+        storage keeps none). ``path`` is the backend path. The walk ends
+        early once ``stop()`` is true. Raises the storage's errors (NotFound
+        of a folder removed meanwhile is skipped). Not cached."""
+        stack = [self.join("")]
+        while stack and not stop():
+            folder = stack.pop()
+            try:
+                with self._io():
+                    items = self.fs.ls(folder, detail=True)
+            except (E.NotFound, E.NotADirectory):
+                continue
+            for item in items:
+                path = item["name"].rstrip("/")
+                name = posixpath.basename(path)
+                if not name or path == folder.rstrip("/"):
+                    continue
+                is_dir = item.get("type") == "directory"
+                if name.startswith(TEMPORARY_KINDS):
+                    if path not in self._writing:
+                        yield self._temporary(item, path, name, is_dir)
+                elif is_dir:
+                    stack.append(path)
+
+    def _temporary(self, item: dict[str, Any], path: str, name: str, is_dir: bool) -> Entry:
+        size, mtime = (0 if is_dir else int(item.get("size") or 0)), _mtime(item)
+        if is_dir:
+            with self._io():
+                found = self.fs.find(path, withdirs=True, detail=True)
+            for info in found.values():
+                t = _mtime(info)
+                mtime = t if mtime is None or (t is not None and t > mtime) else mtime
+                if info.get("type") != "directory":
+                    size += int(info.get("size") or 0)
+        return Entry(name, path, is_dir, size, mtime)
 
     def invalidate(self, path: str | None = None) -> None:
         """Drop cached listings that may hold ``path`` (all when None): its

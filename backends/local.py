@@ -17,6 +17,17 @@ deletes, renames or replaces a link itself, never its target.
 Users' home folders inside the mount are fences too (:meth:`fence`): a
 path inside a home may not resolve outside that home, so a link
 ``alice/tobob -> ../bob`` does not hand alice bob's files.
+
+Unicode: names reach this backend in one normalisation form
+(``gateway.nameform.name_form``, NFC by default), but files made on the
+host may be spelled otherwise (macOS tools write NFD). A path is used as
+given when it exists so (no extra call for ASCII names); else each
+non-ASCII part is looked up in its other canonical form, then among the
+folder's names, so a file stored NFD is opened, renamed and deleted
+through its NFC name. Listings show every name in the gateway's form. When
+a folder holds the same name in both forms (twins), the name shows once
+and any use of it is refused (Conflict): the gateway cannot tell which one
+a client means, and never picks one silently.
 """
 
 from __future__ import annotations
@@ -25,14 +36,15 @@ import errno
 import os
 import shutil
 import stat as _stat
+import unicodedata
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
-from backends.base import Backend, Writer
+from backends.base import TEMPORARY_KINDS, Backend, Writer
 from backends.errors import translated
 from gateway import errors as E
-from gateway.namespace import RESERVED_PREFIX
-from gateway.types import Entry
+from gateway.nameform import name_form
+from gateway.types import RESERVED_PREFIX, Entry
 
 __all__ = ["LocalBackend"]
 
@@ -72,19 +84,61 @@ class LocalBackend(Backend):
             if probe in fences:
                 home = fences[probe]
                 if home is None:
-                    home = _resolved(probe)
-                    if os.path.lexists(probe):
+                    stored = self._stored(probe)
+                    home = _resolved(stored)
+                    if os.path.lexists(stored):
                         fences[probe] = home
                 if real != home and not real.startswith(home.rstrip("/") + "/"):
                     raise E.PermissionDenied("leads outside the user's home folder through a symbolic link")
                 return
             probe = os.path.dirname(probe)
 
+    def _stored(self, path: str) -> str:
+        """``path`` as the storage spells it (see the module's docstring): as
+        given when it exists so or has no non-ASCII part; a part that does
+        not exist in any spelling (a name to create) and what follows it
+        are kept as given. Raises Conflict when a part exists in both
+        canonical forms."""
+        if path.isascii():
+            return path
+        root = (self.root or "/").rstrip("/")
+        if not path.startswith(root + "/"):
+            return path
+        if os.path.lexists(path) and not _has_twin(path, root):
+            return path
+        form = name_form()
+        other = "NFD" if form == "NFC" else "NFC"
+        parts = path[len(root) + 1:].split("/")
+        cur = root
+        for i, part in enumerate(parts):
+            given = f"{cur}/{part}"
+            if part.isascii():
+                cur = given
+                continue
+            twin = unicodedata.normalize(other, part)
+            here = os.path.lexists(given)
+            if twin != part and os.path.lexists(f"{cur}/{twin}"):
+                if here:
+                    raise E.Conflict(f"{part!r} is stored twice, in two Unicode forms; rename one on the storage")
+                cur = f"{cur}/{twin}"
+            elif here:
+                cur = given
+            else:
+                found = _spelled(cur, part, form)
+                if found is None:
+                    return "/".join([cur, *parts[i:]])
+                cur = f"{cur}/{found}"
+        return cur
+
     def _open_checked(self, path: str) -> int:
-        """An ``O_PATH`` descriptor of ``path`` once it is found inside the
-        mount's folder: what is stat'ed, opened or listed through it is the
-        object checked. The caller closes it. Raises PermissionDenied, or the
-        OSError of a missing path (its folder checked first)."""
+        """An ``O_PATH`` descriptor of ``path`` (as stored, see
+        :meth:`_stored`) once it is found inside the mount's folder: what is
+        stat'ed, opened or listed through it is the object checked. The
+        caller closes it. Raises PermissionDenied, Conflict, or the OSError
+        of a missing path (its folder checked first)."""
+        # Homes are fenced by name in the gateway's form, whatever the spelling on disk.
+        named = path if path.isascii() else unicodedata.normalize(name_form(), path)
+        path = self._stored(path)
         try:
             fd = os.open(path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
@@ -92,14 +146,14 @@ class LocalBackend(Backend):
                 real = _resolved_missing(path)
                 self._inside(real)
                 if self._fences:
-                    self._fenced(path, real)
+                    self._fenced(named, real)
             raise
         if not self.follow_links:
             try:
                 real = os.readlink(f"/proc/self/fd/{fd}")
                 self._inside(real)
                 if self._fences:
-                    self._fenced(path, real)
+                    self._fenced(named, real)
             except BaseException:
                 os.close(fd)
                 raise
@@ -135,16 +189,24 @@ class LocalBackend(Backend):
         # one lookup (fstatat) instead of a walk of the whole path, which
         # took a fifth of a 20,000-entry listing.
         with translated():
-            fd = self._reopen(path, os.O_RDONLY | os.O_DIRECTORY)
+            stored = self._stored(path)
+            fd = self._reopen(stored, os.O_RDONLY | os.O_DIRECTORY)
+        form = name_form()
         try:
             with os.scandir(fd) as it:
                 for d in it:
                     name = d.name
                     if name.startswith(RESERVED_PREFIX):
                         continue
+                    if not name.isascii():
+                        shown = unicodedata.normalize(form, name)
+                        if shown != name:
+                            if os.path.lexists(os.path.join(stored, shown)):
+                                continue  # a twin: shown once, as the one already in form
+                            name = shown
                     try:
-                        st = self._stat(os.path.join(path, name)) if d.is_symlink() else d.stat()
-                    except (FileNotFoundError, E.PermissionDenied):
+                        st = self._stat(os.path.join(stored, d.name)) if d.is_symlink() else d.stat()
+                    except (FileNotFoundError, E.PermissionDenied, E.Conflict):
                         continue
                     is_dir = _stat.S_ISDIR(st.st_mode)
                     yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None,
@@ -173,7 +235,7 @@ class LocalBackend(Backend):
         part, for a call relative to it (``dir_fd``). The mount's own folder
         is reached through its parent, which lies outside and is not checked.
         Raises PermissionDenied, or the OSError of a missing folder."""
-        path = path.rstrip("/") or "/"
+        path = self._stored(path.rstrip("/") or "/")
         parent, name = os.path.split(path)
         if not name:
             raise E.PermissionDenied("the storage's root folder cannot be changed")
@@ -188,20 +250,34 @@ class LocalBackend(Backend):
 
     def _create_temp(self, path: str, temp_key: str | None) -> tuple[int, str]:
         """A new descriptor open for writing a temporary beside ``path``, and
-        the temporary's name in that folder (see :meth:`_place`)."""
+        the temporary's name in that folder (see :meth:`_place`); the
+        temporary counts as being written (never swept) until it is placed
+        or dropped."""
         tmp = os.path.basename(self._temp_name(path, temp_key))
         with self._folder_of(path) as (folder, _):
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            return os.open(tmp, flags, 0o666, dir_fd=folder), tmp
+            fd = os.open(tmp, flags, 0o666, dir_fd=folder)
+        self._writing.add(self._temp_path(path, tmp))
+        return fd, tmp
+
+    def _temp_path(self, path: str, tmp: str) -> str:
+        """Where temporary ``tmp`` beside ``path`` is, as the sweep sees it."""
+        folder = os.path.dirname(path)
+        with suppress(E.GatewayError):
+            folder = self._stored(folder)
+        return os.path.join(folder, tmp)
 
     def _place(self, tmp: str, path: str) -> None:
         """Make temporary ``tmp`` (made by :meth:`_create_temp`) the file at ``path``."""
         with self._folder_of(path) as (folder, name):
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+        self._writing.discard(self._temp_path(path, tmp))
 
     def _drop_temp(self, tmp: str, path: str) -> None:
         """Remove temporary ``tmp`` beside ``path``; best effort, never raises
-        (what cannot be removed keeps its reserved, hidden name)."""
+        (what cannot be removed keeps its reserved, hidden name, for the
+        sweep to remove later)."""
+        self._writing.discard(self._temp_path(path, tmp))
         with suppress(OSError, E.GatewayError), self._folder_of(path) as (folder, _):
             os.unlink(tmp, dir_fd=folder)
 
@@ -213,12 +289,14 @@ class LocalBackend(Backend):
             f = os.fdopen(fd, "wb")  # noqa: SIM115 - the Writer closes it
 
         def commit(fh: BinaryIO) -> Entry:
-            fh.flush()
-            st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
-            fh.close()
             try:
+                fh.flush()
+                st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
+                fh.close()
                 self._place(tmp, path)
             except BaseException:
+                with suppress(OSError):
+                    fh.close()
                 self._drop_temp(tmp, path)
                 raise
             return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
@@ -323,6 +401,41 @@ class LocalBackend(Backend):
                 os.close(fd)
         return True
 
+    def temporaries(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Entry]:
+        """As :meth:`Backend.temporaries`, through the os module; symbolic
+        links are not followed (a link with a temporary's name is one)."""
+        stack = [self.root or "/"]
+        while stack and not stop():
+            folder = stack.pop()
+            try:
+                it = os.scandir(folder)
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            with it:
+                for d in it:
+                    try:
+                        is_dir = d.is_dir(follow_symlinks=False)
+                        if d.name.startswith(TEMPORARY_KINDS):
+                            if d.path not in self._writing:
+                                yield self._local_temporary(d.path, d.name, is_dir)
+                        elif is_dir:
+                            stack.append(d.path)
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+
+    @staticmethod
+    def _local_temporary(path: str, name: str, is_dir: bool) -> Entry:
+        st = os.lstat(path)
+        size, mtime = (0 if is_dir else st.st_size), st.st_mtime
+        if is_dir:
+            for top, dirs, files in os.walk(path):
+                for n in dirs + files:
+                    with suppress(FileNotFoundError):
+                        s = os.lstat(os.path.join(top, n))
+                        mtime = max(mtime, s.st_mtime)
+                        size += 0 if _stat.S_ISDIR(s.st_mode) else s.st_size
+        return Entry(name, path, is_dir, size, mtime, None, st.st_mode)
+
     def invalidate(self, path: str | None = None) -> None:
         """Nothing is cached."""
 
@@ -332,6 +445,32 @@ class LocalBackend(Backend):
         except OSError:
             return None
         return u.total, u.free
+
+
+def _has_twin(path: str, root: str) -> bool:
+    """Whether a non-ASCII part of existing ``path`` (below ``root``) also
+    exists in the other canonical Unicode form."""
+    other = "NFD" if name_form() == "NFC" else "NFC"
+    cur = root
+    for part in path[len(root) + 1:].split("/"):
+        if not part.isascii():
+            twin = unicodedata.normalize(other, part)
+            if twin != part and os.path.lexists(f"{cur}/{twin}"):
+                return True
+        cur = f"{cur}/{part}"
+    return False
+
+
+def _spelled(folder: str, name: str, form: str) -> str | None:
+    """The name in ``folder`` that normalises to ``name`` (in ``form``), or None."""
+    try:
+        with os.scandir(folder) as it:
+            for d in it:
+                if not d.name.isascii() and unicodedata.normalize(form, d.name) == name:
+                    return d.name
+    except OSError:
+        pass
+    return None
 
 
 def _resolved(path: str) -> str:

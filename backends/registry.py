@@ -46,7 +46,7 @@ from backends.errors import translated
 from backends.local import LocalBackend
 from gateway import errors as E
 
-__all__ = ["open_backend", "expand_env", "redact_url"]
+__all__ = ["open_backend", "check_url", "expand_env", "redact_url"]
 
 log = logging.getLogger("gateway.backends")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -87,6 +87,38 @@ def redact_url(url: str) -> str:
             part = urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
         out.append(part)
     return "::".join(out)
+
+
+def check_url(url: str, options: dict[str, Any] | None = None) -> None:
+    """Check a mount's URL and options without connecting: every
+    ``${NAME}`` is set, every protocol of the chain is known, and a network
+    URL's host and port are well-formed. What :func:`open_backend` would
+    refuse before reaching the storage. Idempotent, no side effects.
+
+    Raises BadRequest with a message for the operator (no secrets).
+    """
+    url = expand_env(url)
+    expand_env(dict(options or {}))
+    for part in url.split("::"):
+        protocol = part.split("://", 1)[0] if "://" in part else part
+        if protocol not in _BUILDERS:
+            try:
+                fsspec.get_filesystem_class(protocol or "file")
+            except (ValueError, ImportError):
+                known = sorted({*_BUILDERS, "file", "memory"})
+                raise E.BadRequest(f"unknown storage protocol {protocol!r} (expected one of "
+                                   f"{', '.join(known)})") from None
+        if protocol in _BUILDERS and "://" in part:
+            netloc = part.split("://", 1)[1].split("/", 1)[0]
+            port = netloc.rsplit("@", 1)[-1].rpartition("]")[2].partition(":")[2]
+            if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                raise E.BadRequest(f"expected a port between 1 and 65535 after the host, got {port!r}")
+            try:
+                host = urlsplit(part).hostname
+            except ValueError as exc:
+                raise E.BadRequest(f"malformed URL ({exc})") from None
+            if protocol not in ("s3", "s3a") and not host:
+                raise E.BadRequest(f"expected a host name in {protocol}://[user@]host[:port]/path")
 
 
 def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s: float = 0.0,

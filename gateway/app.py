@@ -3,29 +3,38 @@ wired together once, for ``gateway serve`` and for tests."""
 
 from __future__ import annotations
 
+import logging
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
 from backends import open_backend
 from gateway.auth import CachedLogins
+from gateway.descriptors import DescriptorGuard, raise_limit
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
-from gateway.namespace import Mount, Namespace, normalise
+from gateway.namespace import Mount, Namespace, normalise, set_name_form
 from gateway.ops import Limits, Operations, Policy
+from gateway.private import private_dir
+from gateway.sweep import Sweeper
 from gateway.view import View
 
 __all__ = ["Gateway"]
 
+log = logging.getLogger("gateway.server")
+
 DEFAULT_QUEUES = {"copy": 4, "move": 4, "delete": 4}
+DEFAULT_DESCRIPTOR_RESERVE = 64
 
 
 class Gateway:
     """Everything a front end needs: ``ops`` (the operations core) and ``auth``."""
 
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
-                 auth: Any = None, config: Any = None, state_dir: Path | None = None) -> None:
+                 auth: Any = None, config: Any = None, state_dir: Path | None = None,
+                 sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None) -> None:
         self.namespace = namespace
         self.store = store
         self.dispatcher = dispatcher
@@ -37,6 +46,10 @@ class Gateway:
         self.logins = CachedLogins(auth) if auth is not None else None
         self.config = config
         self.state_dir = state_dir
+        #: Removes abandoned temporaries from the mounts (None: never).
+        self.sweeper = sweeper
+        #: Admission of new connections against the descriptor limit.
+        self.descriptors = descriptors or DescriptorGuard(DEFAULT_DESCRIPTOR_RESERVE)
 
     @classmethod
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
@@ -45,19 +58,26 @@ class Gateway:
               stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
               policy: Any = None, auth: Any = None, config: Any = None,
-              limits: Limits = Limits()) -> "Gateway":
+              limits: Limits = Limits(), sweep_interval_s: float = 0.0, temp_grace_s: float = 3600.0,
+              descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
-        otherwise. Not started: call :meth:`start`."""
-        state_dir = Path(state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
+        otherwise. ``sweep_interval_s`` > 0 sweeps abandoned temporaries
+        older than ``temp_grace_s`` at start and that often (gateway.sweep);
+        front ends refuse connections that would leave fewer than
+        ``descriptor_reserve`` descriptors (gateway.descriptors).
+        Not started: call :meth:`start`."""
+        state_dir = private_dir(state_dir)
+        mode = stat.S_IMODE(state_dir.stat().st_mode)
+        if mode & 0o077:  # made by an older version, or by hand: left alone, but said
+            log.warning("state_dir %s may be read by other local users (mode %o); chmod 700 it", state_dir, mode)
         table = []
         for path, spec in mounts.items():
             # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})
             url, options, settings = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
             table.append(Mount(normalise(path), open_backend(url, options, **settings)))
         namespace = Namespace(table)
-        store = JobStore(store_url or f"sqlite:///{state_dir / 'jobs.db'}")
+        store = _open_store(store_url, state_dir)
         runner = JobRunner(store, namespace, RunnerSettings(heartbeat_s=heartbeat_s, step_retries=step_retries,
                                                             retry_backoff_s=retry_backoff_s,
                                                             max_attempts=max_attempts))
@@ -66,13 +86,16 @@ class Gateway:
                                         retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
         ops = Operations(namespace, store, dispatcher, View(store),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
-        return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir)
+        sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
+        return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
+                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Gateway":
         """The gateway a validated config describes (see gateway.config)."""
         from gateway.auth import Authenticator
 
+        set_name_form(cfg.server.unicode_normalization)
         state_dir = Path(cfg.server.state_dir)
         mounts: dict[str, str | tuple] = {
             m.path: (m.url, dict(m.options), {"timeout_s": m.timeout_s, "retries": m.retries,
@@ -87,6 +110,8 @@ class Gateway:
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
             limits=Limits(property_bytes=cfg.http.max_property_bytes,
                           resource_property_bytes=cfg.http.max_resource_property_bytes),
+            sweep_interval_s=cfg.server.sweep_interval_s, temp_grace_s=cfg.server.temp_grace_s,
+            descriptor_reserve=cfg.server.descriptor_reserve,
         )
         gw.auth = Authenticator.from_config(cfg)
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
@@ -95,15 +120,52 @@ class Gateway:
         return gw
 
     def start(self) -> "Gateway":
+        """Raise the process's open-files limit (gateway.descriptors), start
+        the job workers and the sweep."""
+        raise_limit()
         self.dispatcher.start()
+        if self.sweeper is not None:
+            self.sweeper.start()
         return self
 
     def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.close()
         self.dispatcher.close()
         self.store.close()
+        self.descriptors.close()
 
     def __enter__(self) -> "Gateway":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_store(store_url: str | None, state_dir: Path) -> JobStore:
+    """The job store (default: ``state_dir/jobs.db``). A missing SQLite file
+    in a state folder that holds other state (users, host keys, TLS) means
+    the store existed and is gone: every job is forgotten, which is logged
+    as a warning before an empty store is made.
+
+    Raises ConfigError (one line naming the file or URL and the cause) when
+    the store cannot be opened, e.g. a corrupt file.
+    """
+    from gateway.config import ConfigError
+    from gateway.preflight import check_store_file, store_error
+
+    db = state_dir / "jobs.db"
+    url = store_url or f"sqlite:///{db}"
+    where: object = url.split("@")[-1] if "@" in url else url
+    if url == f"sqlite:///{db}":
+        where = db
+        check_store_file(db)
+        others = sorted(p.name for p in state_dir.iterdir() if not p.name.startswith("jobs.db"))
+        if not db.exists() and others:
+            log.warning("%s: the job store is missing although %s holds other state (%s); starting an "
+                        "empty one: every earlier job is forgotten", db, state_dir, ", ".join(others[:5]))
+    try:
+        return JobStore(url)
+    except Exception as e:  # the driver's own error: sqlite3/psycopg, through SQLAlchemy
+        cause = str(getattr(e, "orig", None) or e).strip() or type(e).__name__
+        raise ConfigError(store_error(where, cause.splitlines()[0])) from None

@@ -35,6 +35,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from gateway.config import UserConfig, load_users_file, split_public_key
 from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned
+from gateway.private import FILE_MODE, private_dir
 from gateway.users import PERMISSIONS, User
 
 if TYPE_CHECKING:
@@ -295,8 +296,9 @@ class Authenticator:
     def _file_lock(self) -> Iterator[None]:
         """Serialise read-modify-write of the users file across processes
         (the server rehashing while `gateway user add` runs)."""
-        self._state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self._state_dir / (USERS_FILE + ".lock"), "a") as f:
+        private_dir(self._state_dir)
+        fd = os.open(self._state_dir / (USERS_FILE + ".lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        with os.fdopen(fd, "a") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -304,15 +306,14 @@ class Authenticator:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def _write_stored(self) -> None:
-        self._state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._state_dir)
         text = _users_toml(list(self._stored.values()))
-        fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".toml", dir=self._state_dir)
+        fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".toml", dir=self._state_dir)  # made 0600
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
             os.replace(tmp, self._path)
         except BaseException:
             try:

@@ -2,13 +2,14 @@
 
     gateway --version
     gateway check-config [--config F]
-    gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--admin]
-                          [--permissions list,download,...] [--config F]
+    gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--no-create-home]
+                          [--admin] [--permissions list,download,...] [--config F]
     gateway serve [--config F]
 
 Exit codes: 0 success, 1 the command failed (e.g. the user exists), 2 bad
-usage or an invalid config (one line on stderr naming file, key and what was
-expected).
+usage, an invalid config (one line on stderr naming file, key and what was
+expected; ``check-config`` and ``serve`` also run :mod:`gateway.preflight`) or
+a front end that cannot listen.
 
 More commands plug in through :data:`COMMANDS`: each entry is a
 ``register(subparsers)`` callable that adds a subparser and sets
@@ -22,38 +23,18 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from gateway import __version__
-from gateway.config import DEFAULT_CONFIG, Config, ConfigError, load_config, load_users_file, split_public_key
+from gateway.cli_common import EXIT_CONFIG, add_config_option, load_config_for
+from gateway.config import Config, ConfigError, load_users_file, split_public_key
 
 __all__ = ["main", "build_parser", "COMMANDS", "add_config_option", "load_config_for"]
 
 Register = Callable[[Any], None]
-
-#: Exit code for bad usage or an invalid config.
-EXIT_CONFIG = 2
-
-
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """Add the shared ``--config FILE`` option (default etc/gateway.toml)."""
-    parser.add_argument(
-        "--config", "-c", metavar="FILE", type=Path, default=DEFAULT_CONFIG,
-        help=f"config file (default: {DEFAULT_CONFIG})",
-    )
-
-
-def load_config_for(args: argparse.Namespace) -> Config | None:
-    """The config named by ``args.config``, or None after printing the
-    one-line error to stderr (the caller then exits with 2)."""
-    try:
-        return load_config(args.config)
-    except ConfigError as e:
-        print(e.message, file=sys.stderr)
-        return None
-
 
 # ------------------------------------------------------------- check-config
 
@@ -65,12 +46,15 @@ def _register_check_config(sub: Any) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from gateway import preflight
+
     cfg = load_config_for(args)
     if cfg is None:
         return EXIT_CONFIG
     try:
         # The users file the gateway writes is part of what it will load.
         load_users_file(cfg.server.state_dir / "users.toml")
+        preflight.check(cfg, args.config)
     except ConfigError as e:
         print(e.message, file=sys.stderr)
         return EXIT_CONFIG
@@ -90,7 +74,9 @@ def _register_user(sub: Any) -> None:
     add.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add.add_argument("--key", metavar="FILE", type=Path, action="append", default=[],
                      help="file of OpenSSH public keys (authorized_keys format); repeatable")
-    add.add_argument("--home", default="/", help="the user's root in the gateway's tree (default /)")
+    add.add_argument("--home", default="/",
+                     help="the user's root in the gateway's tree (default /), created on its mount when missing")
+    add.add_argument("--no-create-home", action="store_true", help="refuse a --home folder that does not exist")
     add.add_argument("--admin", action="store_true", help="may see and control every user's jobs")
     add.add_argument("--permissions", default="*", metavar="LIST",
                      help="comma-separated: list,download,upload,overwrite,rename,delete,mkdir,copy or * (default)")
@@ -119,15 +105,66 @@ def _read_keys(files: list[Path]) -> list[str] | None:
     return keys
 
 
+def _has_terminal() -> bool:
+    """A terminal to ask a password on (getpass reads /dev/tty, else stdin)."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+        return True
+    except OSError:
+        return sys.stdin is not None and sys.stdin.isatty()
+
+
+_NO_TERMINAL = ("gateway user add: no terminal to ask the password on; pipe it in with --password-stdin "
+                "(printf '%s\\n' \"$PW\" | gateway user add NAME --password-stdin)")
+
+
 def _read_password(from_stdin: bool) -> str | None:
     """The new password ("" for none); None after printing why not."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat password: ") != first:
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Repeat password: ")
+    except EOFError:
+        print(_NO_TERMINAL, file=sys.stderr)
+        return None
+    if again != first:
         print("gateway: the passwords do not match", file=sys.stderr)
         return None
     return first
+
+
+def _make_home(cfg: Config, home: str, create: bool) -> str | None:
+    """Make sure the folder ``home`` (a global virtual path) exists on the
+    mount that holds it, creating it and its missing parents unless
+    ``create`` is false. Returns None when it exists now, else the one-line
+    reason it does not."""
+    from backends.registry import open_backend, redact_url
+    from gateway.errors import GatewayError
+    from gateway.namespace import Mount, Namespace, is_under, join, rel_of
+
+    covering = [m for m in cfg.mounts if is_under(home, m.path)]
+    if not covering:
+        if any(is_under(m.path, home) for m in cfg.mounts):
+            return None  # a folder of the virtual tree above mount points
+        return f"gateway user add: --home {home}: no mount holds this path"
+    m = max(covering, key=lambda m: len(m.path))
+    try:
+        namespace = Namespace([Mount(m.path, open_backend(m.url, dict(m.options), timeout_s=m.timeout_s,
+                                                          retries=m.retries))])
+        mount, path = namespace.resolve(home)
+        backend = mount.backend
+        if backend.exists(path):
+            return None if backend.info(path).is_dir else f"gateway user add: --home {home}: not a folder"
+        if not create:
+            return f"gateway user add: --home {home}: no such folder (create it, or leave out --no-create-home)"
+        rel = rel_of(home, mount.path)
+        parts = rel.split("/") if rel else []
+        for n in range(1, len(parts) + 1):  # parents first
+            backend.mkdir(mount.backend_path(join(mount.path, "/".join(parts[:n]))), exist_ok=True)
+    except GatewayError as e:
+        return f"gateway user add: --home {home}: cannot check or create it on {redact_url(m.url)}: {e}"
+    return None
 
 
 def _user_add(args: argparse.Namespace) -> int:
@@ -154,12 +191,19 @@ def _user_add(args: argparse.Namespace) -> int:
     if auth.get(user.name) is not None:
         print(f"gateway: user {user.name!r} already exists", file=sys.stderr)
         return 1
+    if not args.password_stdin and not _has_terminal():
+        print(_NO_TERMINAL, file=sys.stderr)
+        return EXIT_CONFIG
     password = _read_password(args.password_stdin)
     if password is None:
         return 1
     if not password and not keys:
         print("gateway: give a password or at least one --key", file=sys.stderr)
         return EXIT_CONFIG
+    problem = _make_home(cfg, user.home, create=not args.no_create_home)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     if password:
         user = user.model_copy(update={"password_hash": hash_password(password)})
     try:
@@ -181,11 +225,16 @@ def _register_serve(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway import server
+    from gateway import preflight, server
     from gateway.logs import setup_logging
 
     cfg = load_config_for(args)
     if cfg is None:
+        return EXIT_CONFIG
+    try:
+        preflight.check(cfg, args.config)
+    except ConfigError as e:
+        print(e.message, file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(cfg.logging)
     return server.run(cfg)

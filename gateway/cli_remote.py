@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from gateway.cli_common import EXIT_CONFIG, add_config_option, load_config_for
 from gateway.client import Client, GatewayClientError
 
 __all__ = ["register"]
@@ -73,14 +74,13 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from gateway.cli import load_config_for
     from gateway.errors import NotFound
     from gateway.jobs.store import JobStore
     from gateway.tokens import TokenStore
 
     cfg = load_config_for(args)
     if cfg is None:
-        return 2
+        return EXIT_CONFIG
     store = JobStore(cfg.jobs.url(cfg.server.state_dir))
     try:
         tokens = TokenStore(store)
@@ -103,8 +103,6 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from gateway.cli import add_config_option
-
     for op, help_ in (("cp", "copy on a running gateway"), ("mv", "move/rename on a running gateway"),
                       ("rm", "delete on a running gateway")):
         p = sub.add_parser(op, help=f"{help_} (waits for background jobs unless --no-wait)")

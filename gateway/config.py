@@ -291,6 +291,17 @@ class Server(_Model):
     host: Str = "127.0.0.1"
     state_dir: FsPath = Path("var")
     node_id: Str = Field(default_factory=socket.gethostname)
+    #: abandoned temporaries (.gw-up-*, .gw-stage-*, .gw-trash-*) are swept
+    #: from every mount at start and this often (0: never); see gateway.sweep
+    sweep_interval_s: NonNegativeFloat = 3600.0
+    #: a temporary unchanged for less than this is never swept
+    temp_grace_s: NonNegativeFloat = 3600.0
+    #: new connections are refused once fewer descriptors than this would
+    #: be left for the sessions already open (see gateway.descriptors)
+    descriptor_reserve: NonNegativeInt = 64
+    #: Unicode form of every name: client input is normalised to it and
+    #: stored names are matched and listed in it (see backends.local)
+    unicode_normalization: Annotated[Literal["NFC", "NFD"], BeforeValidator(_choice_check("NFC", "NFD"))] = "NFC"
 
 
 class Ftp(_Model):
@@ -329,6 +340,19 @@ class Sftp(_Model):
     host_keys: list[FsPath] = Field(default_factory=list)
     keyboard_interactive: Bool = False
     max_connections: PositiveInt = 512
+    max_connections_per_ip: PositiveInt = 32
+    #: A connection not logged in counts against these, not the two above,
+    #: and is closed when it has not logged in after login_timeout_s (as FTP).
+    login_timeout_s: PositiveInt = 10
+    max_unauthenticated: PositiveInt = 128
+    max_unauthenticated_per_ip: PositiveInt = 16
+    #: open files and folders of one connection (all its SFTP channels and scp)
+    max_handles_per_session: Annotated[int, BeforeValidator(_int_check(1, 65536))] = 256
+    #: SSH session channels (sftp, scp, commands) open at once on one connection (OpenSSH's MaxSessions)
+    max_channels_per_connection: Annotated[int, BeforeValidator(_int_check(1, 1024))] = 10
+    #: bytes of out-of-order writes held in memory, per connection and in all
+    max_reorder_bytes_per_session: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 16 << 20
+    max_reorder_bytes: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 256 << 20
 
 
 class Http(_Model):
@@ -347,6 +371,21 @@ class Http(_Model):
     max_resource_property_bytes: PositiveInt = 1 << 20
     #: seconds one /api/v1/events stream stays open before the client reconnects
     events_window_s: PositiveFloat = 60.0
+    #: open connections in all and from one address; more are answered 503 and closed
+    max_connections: PositiveInt = 512
+    max_connections_per_ip: PositiveInt = 64
+    #: seconds a connection has to send a complete request head (counted from
+    #: its accept or the end of its previous reply); then it is closed
+    header_timeout_s: PositiveFloat = 10.0
+    #: request line + header fields (431 or 414 beyond), and header fields (431 beyond)
+    max_header_bytes: PositiveInt = 65536
+    max_header_count: PositiveInt = 100
+    #: request bodies other than uploads (PUT, streamed and unbounded): JSON or
+    #: form bodies of /api and /ui, XML bodies of /dav (413 beyond)
+    max_json_bytes: PositiveInt = 1 << 20
+    max_xml_bytes: PositiveInt = 1 << 20
+    #: nesting of a JSON body (400 beyond)
+    max_json_depth: PositiveInt = 64
 
 
 class ProtocolPolicy(_Model):
@@ -488,6 +527,10 @@ class Logging(_Model):
 
     level: Annotated[str, BeforeValidator(_choice_check("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", fold=True))] = "INFO"
     format: Annotated[Literal["text", "json"], BeforeValidator(_choice_check("text", "json"))] = "text"
+    #: warnings and errors of one kind: ``repeat_burst`` lines per
+    #: ``repeat_window_s``, then one summary line with the count
+    repeat_window_s: PositiveFloat = 60.0
+    repeat_burst: PositiveInt = 5
 
 
 class Config(_Model):

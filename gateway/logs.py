@@ -5,6 +5,12 @@ Every operation the core performs is logged once through :func:`log_op`
 user, session, protocol, op, paths, result, duration_ms. The text format
 renders them as ``key=value`` pairs; the JSON format as fields of the line.
 Any record logged with ``extra={"op": {...}}`` is rendered the same way.
+
+Warnings and errors that repeat are rate-limited (:class:`RepeatFilter`):
+the first few of a kind in a window are written, the rest counted and
+summarised in one line, so a failure in a loop (an accept loop at the
+descriptor limit, a mount that is down) costs a line a minute, not
+megabytes a second.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.config import Logging
     from gateway.types import Session
 
-__all__ = ["setup_logging", "log_op", "render_op", "OpLogFilter", "TextFormatter", "JsonFormatter"]
+__all__ = ["setup_logging", "log_op", "render_op", "OpLogFilter", "RepeatFilter", "flush_repeated", "TextFormatter",
+           "JsonFormatter"]
 
 ops_log = logging.getLogger("gateway.ops")
 
@@ -97,6 +106,119 @@ class OpLogFilter(logging.Filter):
         return True
 
 
+class _Kind:
+    """What :class:`RepeatFilter` keeps per kind of record in the current window."""
+
+    __slots__ = ("start", "passed", "suppressed", "sample")
+
+    def __init__(self, start: float, sample: logging.LogRecord) -> None:
+        self.start, self.passed, self.suppressed, self.sample = start, 1, 0, sample
+
+
+_DIGITS = re.compile(r"\d+")
+
+#: Every RepeatFilter in use, for :func:`flush_repeated`.
+_repeat_filters: "weakref.WeakSet[RepeatFilter]" = weakref.WeakSet()
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limits warnings and errors of one kind: the same logger, message
+    template (before its arguments are filled in, digits ignored) and
+    exception type. Of each kind, ``burst`` records per ``window_s`` seconds
+    pass; the rest are counted, and when the window has passed one line says
+    ``<first message> (repeated N more times in the last T s)``. Records
+    below WARNING and operation lines always pass. At most ``max_kinds``
+    kinds are tracked (past that, kinds whose window ended are forgotten
+    and, if none has, new kinds pass unlimited). Thread-safe.
+
+    Summaries are written when the kind appears again after its window, or
+    by :meth:`flush` (``gateway serve`` calls :func:`flush_repeated` every
+    few seconds), to ``target`` (the handler this filter is attached to)."""
+
+    def __init__(self, window_s: float = 60.0, burst: int = 5, *, target: logging.Handler | None = None,
+                 clock: Any = time.monotonic, max_kinds: int = 1024) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.burst = burst
+        self.target = target
+        self._clock = clock
+        self._max_kinds = max_kinds
+        self._kinds: dict[tuple[str, str, str], _Kind] = {}
+        self._lock = threading.Lock()
+        _repeat_filters.add(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or getattr(record, "_gw_summary", False) or hasattr(record, "op"):
+            return True
+        exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        # Libraries often format their messages themselves: numbers (ports,
+        # counts, addresses) do not make a new kind.
+        template = _DIGITS.sub("#", record.msg[:200]) if isinstance(record.msg, str) else type(record.msg).__name__
+        key = (record.name, template, exc)
+        now = self._clock()
+        ended: _Kind | None = None
+        with self._lock:
+            kind = self._kinds.get(key)
+            if kind is not None and now - kind.start >= self.window_s:
+                ended, kind = kind, None
+                del self._kinds[key]
+            if kind is None:
+                if len(self._kinds) >= self._max_kinds and not self._forget_ended(now):
+                    return True
+                self._kinds[key] = _Kind(now, record)
+                allow = True
+            elif kind.passed < self.burst:
+                kind.passed += 1
+                allow = True
+            else:
+                kind.suppressed += 1
+                allow = False
+        if ended is not None and ended.suppressed:
+            self._summarise(ended, now)
+        return allow
+
+    def flush(self) -> None:
+        """Write the summary of every kind whose window has ended and forget them."""
+        now = self._clock()
+        with self._lock:
+            ended = [k for k in self._kinds.values() if now - k.start >= self.window_s]
+            self._forget_ended(now)
+        for kind in ended:
+            if kind.suppressed:
+                self._summarise(kind, now)
+
+    def _forget_ended(self, now: float) -> bool:
+        """Drop kinds whose window has ended (their counts unreported unless
+        flushed first); returns whether any was dropped. Under ``_lock``."""
+        old = [key for key, k in self._kinds.items() if now - k.start >= self.window_s and not k.suppressed]
+        for key in old:
+            del self._kinds[key]
+        return bool(old)
+
+    def _summarise(self, kind: _Kind, now: float) -> None:
+        if self.target is None:
+            return
+        sample = kind.sample
+        try:
+            first = sample.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format is logging's own problem; show the template
+            first = str(sample.msg)
+        record = logging.LogRecord(sample.name, sample.levelno, sample.pathname, sample.lineno,
+                                   "%s (repeated %d more times in the last %.0f s)",
+                                   (first, kind.suppressed, now - kind.start), None)
+        record._gw_summary = True  # type: ignore[attr-defined]
+        self.target.handle(record)
+
+
+def flush_repeated() -> None:
+    """:meth:`RepeatFilter.flush` every filter in use. Never raises."""
+    for f in list(_repeat_filters):
+        try:
+            f.flush()
+        except Exception:  # noqa: BLE001 - logging must not stop the caller
+            pass
+
+
 class TextFormatter(logging.Formatter):
     """``2026-01-02T03:04:05.678Z INFO gateway.ops: user=... op=...``"""
 
@@ -151,6 +273,7 @@ def setup_logging(cfg: "Logging", stream: Any = None) -> logging.Handler:
             root.removeHandler(h)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler._gateway_handler = True  # type: ignore[attr-defined]
+    handler.addFilter(RepeatFilter(cfg.repeat_window_s, cfg.repeat_burst, target=handler))
     handler.addFilter(OpLogFilter())
     handler.setFormatter(JsonFormatter() if cfg.format == "json" else TextFormatter())
     root.addHandler(handler)

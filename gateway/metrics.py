@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from gateway.jobs.schema import jobs
 
-__all__ = ["record_op", "session_opened", "session_closed", "refused", "render"]
+__all__ = ["record_op", "session_opened", "session_closed", "refused", "in_use", "render"]
 
 _lock = threading.Lock()
 _op_count: dict[tuple[str, str], int] = defaultdict(int)
@@ -20,6 +20,7 @@ _bytes: dict[str, int] = defaultdict(int)
 _sessions: dict[str, int] = defaultdict(int)
 _sessions_total: dict[str, int] = defaultdict(int)
 _refused: dict[tuple[str, str], int] = defaultdict(int)
+_in_use: dict[str, int] = defaultdict(int)
 
 
 def record_op(protocol: str, op: str, ok: bool, seconds: float, nbytes: int = 0) -> None:
@@ -46,6 +47,12 @@ def refused(protocol: str, limit: str) -> None:
     it, e.g. ``line_too_long``, ``unauthenticated_per_ip``)."""
     with _lock:
         _refused[(protocol, limit)] += 1
+
+
+def in_use(resource: str, delta: int) -> None:
+    """Add ``delta`` to what is held of a bounded ``resource`` (bytes, handles, connections)."""
+    with _lock:
+        _in_use[resource] += delta
 
 
 def _esc(v: str) -> str:
@@ -92,4 +99,6 @@ def render(engine: sa.Engine) -> str:
                [({"protocol": p}, n) for p, n in sorted(_sessions_total.items())])
         family("gateway_refused_total", "counter", "Requests and connections refused by a limit.",
                [({"protocol": p, "limit": k}, n) for (p, k), n in sorted(_refused.items())])
+        family("gateway_resource_in_use", "gauge", "What is held of a bounded resource.",
+               [({"resource": k}, n) for k, n in sorted(_in_use.items())])
     return "\n".join(out) + "\n"

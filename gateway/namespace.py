@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.errors import BadRequest, NotFound
+from gateway.nameform import NAME_FORMS, name_form, set_name_form
+from gateway.types import RESERVED_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -30,19 +32,21 @@ __all__ = [
     "name_of",
     "join",
     "RESERVED_PREFIX",
+    "NAME_FORMS",
+    "name_form",
+    "set_name_form",
     "Mount",
     "Namespace",
 ]
 
-#: Names the gateway keeps for itself (upload temporaries, staging folders).
-#: Clients can neither see nor address them.
-RESERVED_PREFIX = ".gw-"
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
 
 
+
 def normalise(path: str | bytes, cwd: str = "/") -> str:
-    """Return ``path`` as an absolute, POSIX, NFC-normalised path.
+    """Return ``path`` as an absolute, POSIX path normalised to
+    :func:`name_form` (NFC by default).
 
     Relative paths are taken from ``cwd`` (itself normalised). ``.`` and empty
     components vanish and ``..`` never climbs above ``/`` (chroot semantics).
@@ -61,7 +65,7 @@ def normalise(path: str | bytes, cwd: str = "/") -> str:
     if "\x00" in path:
         raise BadRequest("path contains a NUL character")
     try:
-        path = unicodedata.normalize("NFC", path)
+        path = unicodedata.normalize(name_form(), path)
         encoded_len = len(path.encode("utf-8"))
     except UnicodeEncodeError:
         raise BadRequest("path is not valid Unicode (lone surrogate)") from None

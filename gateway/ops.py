@@ -15,12 +15,15 @@ import hashlib
 import itertools
 import threading
 import time
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, NoReturn
 
 from backends.base import Writer
 from gateway import errors as E
 from gateway import metrics
+from gateway.budget import ByteBudget
 from gateway.davstate import DavState
 from gateway.fileids import FileId, FileIds
 from gateway.jobs.dispatcher import Dispatcher
@@ -40,8 +43,13 @@ __all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
 INLINE_COPY_BYTES = 4 << 20
 #: Checksum types an upload can be verified against.
 CHECKSUMS = ("md5", "sha1", "sha256", "sha512")
-#: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing.
-REORDER_LIMIT = 64 << 20
+#: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing,
+#: unless given a budget (``Upload.hold_within``: SFTP bounds them per session
+#: and per process).
+REORDER_LIMIT = 16 << 20
+#: Writes an upload remembers (offset, length, CRC-32) to tell a retransmitted
+#: block below its end from a rewrite.
+_RECENT_WRITES = 128
 
 
 @dataclass
@@ -87,7 +95,13 @@ class Upload:
     :meth:`write_at` accepts pipelined writes that arrive out of order;
     :meth:`write` may be given a view of a buffer the caller reuses (it is
     written or copied before the call returns). ``replaced``: whether a
-    file was at the path when the upload opened."""
+    file was at the path when the upload opened.
+
+    An upload fails as a whole: once a write is refused or the storage fails
+    one, the upload is aborted (its temporary removed, its held bytes
+    released) and every later write and the commit raise that first error,
+    so a client that goes on writing is never told its file was saved. (An
+    upload continuing an existing file in place keeps what it wrote before.)"""
 
     def __init__(self, ops: "Operations", session: Session, user_path: str, writer: Writer, offset: int,
                  replaced: bool = False) -> None:
@@ -96,9 +110,15 @@ class Upload:
         self.path = user_path
         self.replaced = replaced
         self._writer = writer
+        self._start = offset
         self._next = offset
         self._held: dict[int, bytes] = {}
         self._held_bytes = 0
+        self._budget: ByteBudget | None = None
+        #: offset → (length, CRC-32) of the last writes made by write_at: what
+        #: tells a retransmission from a rewrite below the end.
+        self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._failed: E.GatewayError | None = None
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._expected: tuple[str, str] | None = None
@@ -108,65 +128,138 @@ class Upload:
     def size(self) -> int:
         return self._next
 
+    def hold_within(self, budget: ByteBudget) -> None:
+        """Count the bytes :meth:`write_at` holds out of order against
+        ``budget`` (a session's, say) instead of :data:`REORDER_LIMIT`."""
+        self._budget = budget
+
     def expect_checksum(self, algorithm: str, hexdigest: str) -> None:
         """Verify the content against ``hexdigest`` at :meth:`commit` and
         keep it as the file's checksum (see :meth:`Operations.file_ids`),
         with its MD5 and SHA1 computed on the way (clients pick one).
         Call before the first write. Raises BadRequest for an algorithm
-        other than md5, sha1, sha256, sha512, or InvalidState after a write."""
+        other than md5, sha1, sha256, sha512, InvalidState after a write,
+        Unsupported for an upload that continues a file (its digest would
+        cover only the new bytes)."""
         algorithm = algorithm.lower().replace("-", "")
         if algorithm not in CHECKSUMS:
-            raise E.BadRequest(f"{self.path}: unsupported checksum type {algorithm!r}")
+            raise E.BadRequest(f"{self.path}: unsupported checksum type {algorithm!r}", self.path)
+        if self._start:
+            raise E.Unsupported(f"{self.path}: cannot verify a checksum of an upload that continues a file",
+                                self.path)
         if self._next:
-            raise E.InvalidState(f"{self.path}: a checksum must be given before the content")
+            raise E.InvalidState(f"{self.path}: a checksum must be given before the content", self.path)
         self._expected = (algorithm, hexdigest.lower())
         self._hashers = {a: hashlib.new(a) for a in dict.fromkeys((algorithm, "sha1", "md5"))}
 
-    def _put(self, data: bytes | memoryview) -> None:
-        self._writer.write(data)
-        for hasher in self._hashers.values():
-            hasher.update(data)
-        self._next += len(data)
-
     def write(self, data: bytes | memoryview) -> int:
+        """Append ``data``. Raises the storage's error (the upload is then aborted)."""
         with self._lock:
+            self._check()
             self._put(data)
         return len(data)
 
     def write_at(self, offset: int, data: bytes) -> None:
         """Write ``data`` at ``offset``; blocks ahead of the end are held until
-        the gap before them is filled. Raises Unsupported for a rewrite of
-        bytes already written."""
+        the gap before them is filled. A block below the end is accepted only
+        as an exact retransmission of one of the last writes (same offset,
+        length and CRC-32). Raises BadRequest for any other rewrite of bytes
+        already written and when held blocks exceed the budget, or the
+        storage's error; the upload is then aborted."""
         with self._lock:
+            self._check()
             if offset == self._next:
-                self._put(data)
+                self._put_at(offset, data)
                 while self._next in self._held:
                     block = self._held.pop(self._next)
-                    self._held_bytes -= len(block)
-                    self._put(block)
+                    self._release(len(block))
+                    self._put_at(self._next, block)
             elif offset > self._next:
-                if self._held_bytes + len(data) > REORDER_LIMIT:
-                    raise E.Unsupported(f"{self.path}: writes too far out of order")
-                self._held[offset] = data
-                self._held_bytes += len(data)
-            elif offset + len(data) <= self._next:
-                return  # a retransmitted block already written
-            else:
-                raise E.Unsupported(f"{self.path}: overlapping rewrite at offset {offset} is not supported")
+                held = self._held.get(offset)
+                if held is not None:
+                    if held != data:
+                        self._refuse(E.BadRequest(f"{self.path}: a write at offset {offset} rewrites a block "
+                                                  f"received before with other bytes; not supported", self.path))
+                    return  # a retransmitted block still held
+                self._hold(offset, data)
+            elif self._recent.get(offset) != (len(data), zlib.crc32(data)):
+                self._refuse(E.BadRequest(f"{self.path}: a write at offset {offset} rewrites bytes already "
+                                          f"written (the upload is at {self._next}); not supported", self.path))
+            # else: a retransmission of a block already written
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise type(self._failed)(self._failed.message, self._failed.path)
+
+    def _put(self, data: bytes | memoryview) -> None:
+        try:
+            self._writer.write(data)
+        except E.GatewayError as exc:
+            self._refuse(self._ops._at(exc, self.path))
+        except BaseException:
+            self._refuse(E.BackendError(f"{self.path}: the storage failed a write; upload aborted", self.path))
+        for hasher in self._hashers.values():
+            hasher.update(data)
+        self._next += len(data)
+
+    def _put_at(self, offset: int, data: bytes) -> None:
+        self._put(data)
+        self._recent[offset] = (len(data), zlib.crc32(data))
+        if len(self._recent) > _RECENT_WRITES:
+            self._recent.popitem(last=False)
+
+    def _hold(self, offset: int, data: bytes) -> None:
+        if self._budget is not None:
+            try:
+                self._budget.take(len(data))
+            except E.GatewayError as exc:
+                self._refuse(self._ops._at(exc, self.path))
+        elif self._held_bytes + len(data) > REORDER_LIMIT:
+            self._refuse(E.BadRequest(f"{self.path}: writes too far out of order (over {REORDER_LIMIT >> 20} MiB "
+                                      f"held); upload aborted", self.path))
+        self._held[offset] = data
+        self._held_bytes += len(data)
+
+    def _release(self, n: int) -> None:
+        self._held_bytes -= n
+        if self._budget is not None:
+            self._budget.give(n)
+
+    def _drop(self) -> None:
+        """Forget the held blocks and what was written (never raises)."""
+        self._held.clear()
+        self._release(self._held_bytes)
+        self._writer.abort()
+
+    def _refuse(self, exc: E.GatewayError) -> NoReturn:
+        """Abort the upload for good with ``exc``, log it once, and raise it."""
+        self._failed = exc
+        self._drop()
+        self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
+        raise exc
 
     def commit(self) -> Entry:
         """Make the upload the file's content; returns its entry. Raises
-        BadRequest when held blocks left a gap, or the storage's error."""
-        try:
-            if self._held:
-                raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved")
-            checksum = self._verified()
-            self._writer.commit()
-        except E.GatewayError as exc:
-            self._writer.abort()
-            self._ops._log(self._session, "upload", [self.path], f"error: {exc}", self._started)
-            raise self._ops._at(exc, self.path) from None
-        self._ops._log(self._session, "upload", [self.path], "ok", self._started, bytes=self._next)
+        BadRequest when held blocks left a gap, the error that aborted the
+        upload, or the storage's error; the temporary is removed whatever
+        failed."""
+        with self._lock:
+            self._check()
+            checksum = None
+            try:
+                if self._held:
+                    raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved", self.path)
+                checksum = self._verified()
+                self._writer.commit()
+            except E.GatewayError as exc:
+                self._refuse(self._ops._at(exc, self.path))
+            except BaseException:
+                self._failed = E.BackendError(f"{self.path}: the storage failed to save the upload", self.path)
+                self._drop()
+                self._ops._log(self._session, "upload", [self.path], f"error: {self._failed}", self._started)
+                raise
+        self._ops._log(self._session, "upload", [self.path], "ok", self._started,
+                       bytes=self._next - self._start)
         self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
@@ -181,11 +274,15 @@ class Upload:
         got = self._hashers[algorithm].hexdigest()
         if got != expected:
             raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
-                               f"the client said {expected}); not saved")
+                               f"the client said {expected}); not saved", self.path)
         return " ".join(f"{a}:{h.hexdigest()}" for a, h in self._hashers.items())
 
     def abort(self) -> None:
-        self._writer.abort()
+        """Forget the upload (never raises); later writes and commit raise InvalidState."""
+        with self._lock:
+            if self._failed is None:
+                self._failed = E.InvalidState(f"{self.path}: the upload was abandoned", self.path)
+            self._drop()
 
 
 class Operations:
@@ -277,13 +374,13 @@ class Operations:
         if (same is not None and session is not None and job.owner == session.user.name
                 and (job.operation, job.src, job.dst) == same and job.phase in ("prepare", "cleanup")):
             return job
+        def shown(g: str) -> str:
+            return self._user(session, g) if session and is_under(g, session.user.home) else g
+
         owned = [p for p in (job.src, job.dst) if p]
-        hit = next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0])
-        shown = self._user(session, hit) if session and is_under(hit, session.user.home) else hit
-        what = " -> ".join(self._user(session, p) if session and is_under(p, session.user.home) else p
-                           for p in owned)
-        raise E.Busy(f"{shown}: busy, in use by job {job.id} ({job.operation} {what}); "
-                     "try again when it is done", shown)
+        hit = shown(next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0]))
+        raise E.Busy(f"{hit}: busy, in use by job {job.id} ({job.operation} {' -> '.join(map(shown, owned))}); "
+                     "try again when it is done", hit)
 
     def _physical(self, g: str) -> Entry:
         """Stat a global path on its storage (no overlay). Raises NotFound."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import re
 import signal
 import threading
 from types import ModuleType
@@ -78,11 +80,15 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     """Build the gateway, start the enabled front ends and block until
     SIGINT/SIGTERM (or until ``stop`` is set, for callers in a thread), then
     close the front ends and the core. Returns the exit code: 0 after a clean
-    stop, 1 when the core or a front end could not start, 2 when state the
-    config points to is invalid (the reason is logged). Never raises.
+    stop, 1 when the core or a front end could not start for an unforeseen
+    reason (traceback logged), 2 when state the config points to is invalid
+    or a front end cannot listen (one line logged: front end, address,
+    cause) or lacks a file. The first-start admin password is printed once every front end
+    listens. Never raises.
     """
     from gateway.app import Gateway
     from gateway.config import ConfigError
+    from gateway.logs import flush_repeated
 
     stop = stop or threading.Event()
     tune_malloc()
@@ -96,19 +102,25 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         return 1
     handles: list[tuple[str, Any]] = []
     restore = _install_signal_handlers(stop)
+    previous_hook, threading.excepthook = threading.excepthook, _log_thread_exception
     try:
-        gw.start()
-        password = gw.auth.ensure_admin()
-        if password:
-            print(f"created user admin with password: {password}", flush=True)
+        gw.start()  # raises the open-files limit too
+        log.info("open-files limit %d, %d kept in reserve", gw.descriptors.limit(), cfg.server.descriptor_reserve)
         for section, module_name in FRONT_ENDS:
             if not getattr(cfg, section).enabled:
                 continue
             module = _import_front_end(module_name)
             if module is None:
                 continue
+            address = _hostport(cfg.server.host, getattr(cfg, section).port)
             try:
                 handle = module.serve(gw, cfg)
+            except OSError as e:  # the port is taken, the address is not ours, a file it needs
+                if e.filename:
+                    log.error("%s: cannot start: %s: %s", section, e.filename, _cause(e))
+                else:
+                    log.error("%s: cannot listen on %s: %s", section, address, _cause(e))
+                return 2
             except Exception:
                 log.exception("%s front end failed to start", section)
                 return 1
@@ -117,10 +129,16 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
             log.info("%s listening on %s", section, _hostport(host, port))
         if not handles:
             log.warning("no front end is running; check the enabled flags in the config")
+        # Only once every front end listens, so a failed start never shows
+        # a password that was not kept.
+        password = gw.auth.ensure_admin()
+        if password:
+            print(f"created user admin with password: {password}", flush=True)
         log.info("gateway ready (node %s, state in %s)", cfg.server.node_id, cfg.server.state_dir)
         trim = malloc_trimmer()
         while not stop.wait(TRIM_EVERY_S):
             trim()
+            flush_repeated()
         log.info("stopping")
         return 0
     except Exception:
@@ -137,6 +155,17 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
         except Exception:
             log.exception("closing the gateway failed")
         restore()
+        threading.excepthook = previous_hook
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """Uncaught exceptions of threads (a library's connection thread) go to
+    the log, rate-limited like every error, instead of raw to stderr."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("uncaught exception in thread %s", name,
+              exc_info=(args.exc_type, args.exc_value, args.exc_traceback))  # type: ignore[arg-type]
 
 
 def _import_front_end(name: str) -> ModuleType | None:
@@ -174,6 +203,14 @@ def _install_signal_handlers(stop: threading.Event) -> Any:
             signal.signal(sig, old)
 
     return restore
+
+
+def _cause(e: OSError) -> str:
+    """``address already in use`` rather than ``[Errno 98] Address already in
+    use``; cheroot keeps the errno only in its message."""
+    code = e.errno or next((int(m) for m in re.findall(r"\[Errno (\d+)\]", str(e))), None)
+    text = os.strerror(code) if code else str(e)
+    return text[:1].lower() + text[1:]
 
 
 def _hostport(host: str, port: int) -> str:

@@ -8,6 +8,8 @@ import ipaddress
 import threading
 from pathlib import Path
 
+from gateway.private import private_dir, write_private
+
 __all__ = ["ensure_certificate"]
 
 _lock = threading.Lock()
@@ -16,7 +18,8 @@ _lock = threading.Lock()
 def ensure_certificate(state_dir: Path | str, certfile: Path | None = None,
                        keyfile: Path | None = None) -> tuple[Path, Path]:
     """(certificate, key) paths: the configured pair when given, else a
-    self-signed pair for localhost kept in ``state_dir/tls`` (created once)."""
+    self-signed pair for localhost kept in ``state_dir/tls`` (created once,
+    folder 0700, files 0600 from the start)."""
     if certfile:
         return Path(certfile), Path(keyfile or certfile)
     d = Path(state_dir) / "tls"
@@ -29,7 +32,7 @@ def ensure_certificate(state_dir: Path | str, certfile: Path | None = None,
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
-        d.mkdir(parents=True, exist_ok=True)
+        private_dir(d)
         pk = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")])
         now = dt.datetime.now(dt.timezone.utc)
@@ -42,8 +45,7 @@ def ensure_certificate(state_dir: Path | str, certfile: Path | None = None,
                            critical=False)
             .sign(pk, hashes.SHA256())
         )
-        key.write_bytes(pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
-        key.chmod(0o600)
-        cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        write_private(key, pk.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+        write_private(cert, certificate.public_bytes(serialization.Encoding.PEM))
     return cert, key

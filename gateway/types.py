@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from gateway.users import User
 
-__all__ = ["Entry", "Session"]
+__all__ = ["Entry", "Session", "RESERVED_PREFIX"]
+
+#: Names the gateway keeps for itself (upload temporaries, staging folders).
+#: Clients can neither see nor address them. Here, in a module that imports
+#: nothing of the project, so both the core and backends/ can use it.
+RESERVED_PREFIX = ".gw-"
 
 
 class Entry(NamedTuple):

@@ -3,6 +3,8 @@ document, as one falcon WSGI application."""
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from typing import Any
 
@@ -10,13 +12,17 @@ import falcon
 
 from gateway import __version__, metrics
 from gateway.api.auth import Authentication
+from gateway.api.common import JSONTooDeep
+from gateway.api.docs import DocsResource, IndexResource
 from gateway.api.errors import handle_gateway_error
+from gateway.api.idempotency import Idempotency
 from gateway.api.fs import (ContentResource, DeleteResource, ListResource, MkdirResource, StatResource,
                             TransferResource)
 from gateway.api.jobs import (EventsResource, JobActionResource, JobResource, JobsResource, MonitorResource,
                               QueueInfoResource)
 from gateway.api.openapi import build_document
 from gateway.api.portal import Portal, register as register_portal
+from gateway.config import Http
 from gateway.errors import GatewayError
 
 __all__ = ["make_wsgi_app"]
@@ -66,17 +72,48 @@ def routes(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> 
     ]
 
 
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _json_loads(max_depth: int) -> Any:
+    """json.loads that refuses (JSONTooDeep, a ValueError: falcon answers 400) a document
+    nested deeper than ``max_depth``: 100,000 levels ran out of stack (500)."""
+
+    def loads(text: str) -> Any:
+        if text.count("[") + text.count("{") > max_depth:
+            depth = 0
+            for m in _BRACKETS.finditer(_STRINGS.sub("", text)):
+                depth += 1 if m.group() in "[{" else -1
+                if depth > max_depth:
+                    raise JSONTooDeep(f"the JSON body is nested deeper than {max_depth} levels")
+        try:
+            return json.loads(text)
+        except RecursionError:  # max_depth set above what the interpreter's stack allows
+            raise JSONTooDeep("the JSON body is nested too deep") from None
+
+    return loads
+
+
 def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> falcon.App:
-    """Everything on the HTTP port that is not WebDAV: /api/v1, /metrics
+    """Everything on the HTTP port that is not WebDAV: /api/v1 (its index,
+    ``openapi.json`` and ``docs``), /metrics
     (and the portal under /ui when it is installed)."""
     portal = Portal(gw)
-    app = falcon.App(middleware=[Authentication(gw, portal)])
+    app = falcon.App(middleware=[Authentication(gw, portal), Idempotency(gw.store.engine)])
     app.req_options.auto_parse_qs_csv = False
+    depth = cfg.http.max_json_depth if cfg else Http().max_json_depth
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(loads=_json_loads(depth))
     app.add_error_handler(GatewayError, handle_gateway_error)
     table = routes(gw, cfg, closing)
     for path, resource in table:
         app.add_route(path, resource)
-    app.add_route("/api/v1/openapi.json", _OpenAPI(build_document(table, __version__)))
+    document = build_document(table, __version__)
+    app.add_route("/api/v1/openapi.json", _OpenAPI(document))
+    index = IndexResource(document)
+    app.add_route("/api/v1", index)
+    app.add_route("/api/v1/", index)
+    app.add_route("/api/v1/docs", DocsResource(document))
     app.add_route("/metrics", _Metrics(gw))
     register_portal(app, portal)
     return app

@@ -11,7 +11,11 @@ from gateway import errors as E
 from gateway.ops import Outcome
 from gateway.types import Entry
 
-__all__ = ["item", "body", "param", "accepted", "wants_async"]
+__all__ = ["item", "body", "param", "accepted", "wants_async", "JSONTooDeep"]
+
+
+class JSONTooDeep(ValueError):
+    """A JSON body nested deeper than ``[http] max_json_depth``."""
 
 
 def item(e: Entry) -> dict:
@@ -25,8 +29,9 @@ def body(req: falcon.Request, model: type[BaseModel]) -> Any:
         data = req.get_media()
     except falcon.MediaNotFoundError:
         raise E.BadRequest("a JSON body is required") from None
-    except falcon.MediaMalformedError:
-        raise E.BadRequest("the body is not valid JSON") from None
+    except falcon.MediaMalformedError as exc:
+        too_deep = isinstance(exc.__cause__, JSONTooDeep)
+        raise E.BadRequest(str(exc.__cause__) if too_deep else "the body is not valid JSON") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -54,5 +59,7 @@ def accepted(req: falcon.Request, resp: falcon.Response, ops: Any, outcome: Outc
     url = f"/api/v1/monitor/{ops.monitor_token(job)}"
     resp.status = falcon.HTTP_202
     resp.location = url
+    if wants_async(req):
+        resp.set_header("Preference-Applied", "respond-async")
     resp.media = {"id": job.id, "status": "inProgress", "operation": job.public()["operation"],
                   "percentageComplete": job.percentage, "monitor": url}

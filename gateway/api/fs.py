@@ -122,9 +122,12 @@ class ContentResource:
         s, path = req.context.session, param(req, "path")
         existed = self.ops.exists(s, path)
         up = self.ops.open_write(s, path)
+        # falcon's bounded_stream reads nothing of a chunked body (no Content-Length);
+        # the server's own stream ends with it.
+        stream = req.bounded_stream if req.content_length is not None else req.stream
         try:
             while True:
-                block = req.bounded_stream.read(CHUNK)
+                block = stream.read(CHUNK)
                 if not block:
                     break
                 up.write(block)

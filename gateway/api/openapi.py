@@ -9,8 +9,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from gateway.api.models import MODELS, ErrorBody
+from gateway.ops import INLINE_COPY_BYTES
 
-__all__ = ["build_document"]
+__all__ = ["build_document", "PREFER_ASYNC"]
 
 #: Every authenticated operation can answer these, whatever it does.
 _ERRORS = {400: "bad request", 401: "authentication required", 403: "forbidden", 404: "not found",
@@ -18,6 +19,17 @@ _ERRORS = {400: "bad request", 401: "authentication required", 403: "forbidden",
            415: "unsupported media type", 423: "busy: a running job owns the path", 429: "login banned",
            501: "not supported by the storage", 502: "storage error", 503: "storage unavailable",
            507: "storage full"}
+
+
+#: What ``Prefer: respond-async`` does (RFC 7240 lets a server decline a
+#: preference; the operations done at once are never made jobs for it).
+PREFER_ASYNC = (
+    "respond-async: when the operation runs as a background job, answer 202 with its monitor URL (Location "
+    "header and `monitor` field) at once instead of waiting up to the sync budget; the 202 carries "
+    "`Preference-Applied: respond-async`. Operations the gateway does at once, without a job, answer as "
+    f"without the header (201 or 200): a copy of a single file up to {INLINE_COPY_BYTES >> 20} MiB, or of any "
+    "single file where the storage copies it itself (local disk, WebDAV); a move within one mount whose storage "
+    "renames atomically (local disk, SFTP, FTP, WebDAV; not S3); the delete of a file or an empty folder.")
 
 
 def _ref(model: type[BaseModel]) -> dict:
@@ -54,9 +66,9 @@ def _operation(method: str, path: str, spec: dict) -> dict:
                 "schema": {"type": "string", "format": "binary"}}}}
         else:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(kind)}}}
-        op.setdefault("parameters", []).append({"name": "Prefer", "in": "header", "required": False,
-                                                "schema": {"type": "string"},
-                                                "description": "respond-async: answer 202 with a monitor URL"})
+        if 202 in spec["responses"]:
+            op.setdefault("parameters", []).append({"name": "Prefer", "in": "header", "required": False,
+                                                    "schema": {"type": "string"}, "description": PREFER_ASYNC})
     responses = {str(code): {"description": "ok", "content": _content(kind)} for code, kind in spec["responses"].items()}
     errors = dict(_ERRORS)
     if spec.get("security") == []:

@@ -104,3 +104,16 @@ file_ids = Table(
     Column("checksum_size", BigInteger),                   # the size it is the checksum of
     sqlite_autoincrement=True,
 )
+
+#: Replies to REST requests sent with an Idempotency-Key, kept a day: the same
+#: key from the same user gets the first reply again (status NULL: still running).
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status", Integer),
+    Column("body", Text),
+    Column("location", Text),
+    Column("created_at", Float, nullable=False),
+)

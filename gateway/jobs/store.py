@@ -23,7 +23,7 @@ from gateway.jobs.schema import job_items, jobs, metadata, monitor_tokens
 __all__ = ["JobStore", "hash_token", "write_transaction"]
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -76,6 +76,7 @@ class JobStore:
 
                 kwargs["poolclass"] = StaticPool
             else:
+                _create_database_file(url)
                 # Every job worker, front-end thread and the WebDAV state read
                 # at once; past the pool size SQLAlchemy opens and closes a
                 # connection (and its PRAGMAs) per use.
@@ -434,6 +435,23 @@ class JobStore:
             return self.get(row.job_id)
         except NotFound:
             return None
+
+
+def _create_database_file(url: str) -> None:
+    """Create the SQLite file of ``url`` empty and 0600 (an empty file is an
+    empty database) before SQLite makes it with the umask's mode: SQLite
+    gives its ``-wal`` and ``-shm`` files the database's mode, so none of
+    the three is ever readable by other local users."""
+    from sqlalchemy.engine import make_url
+
+    from gateway.private import create_private
+
+    database = make_url(url).database
+    if database and not database.startswith("file:"):
+        try:
+            create_private(database)
+        except FileNotFoundError:  # no folder: SQLite says so in its own words
+            pass
 
 
 def _refusal(job: Job, verb: str) -> str:

@@ -9,14 +9,22 @@ Opening for writing, as SFTP v3 clients do it:
 
 - ``TRUNC`` / ``EXCL`` / a new file: an upload from offset 0 (nothing shows at
   the path until close commits it).
-- ``APPEND`` (OpenSSH ``reput``): an upload continuing the file at its size.
+- ``APPEND`` (OpenSSH ``reput``, asyncssh mode ``"a"``): an upload continuing
+  the file at its size; as with O_APPEND, each write goes to the end whatever
+  offset it names (asyncssh sends 0), in the order the writes arrived.
 - ``WRITE`` alone on an existing file (lftp ``put -c``, sshfs): the first write
   decides: offset 0 replaces the file, offset == size continues it (resume).
   Closed without a write, the file is left as it was.
 
 A connection that drops mid-upload commits what arrived when it has no gap,
 as OpenSSH's sftp-server leaves a partial file behind: that is what ``reput``
-resumes from.
+resumes from. A write below an upload's end that is not an exact
+retransmission is refused (``Upload.write_at``), never dropped.
+
+Bounds (``[sftp]`` config): open handles per connection
+(``max_handles_per_session``), out-of-order write bytes per connection and in
+all (``max_reorder_bytes_per_session``, ``max_reorder_bytes``), and the length
+of one read (``MAX_IO_LEN``, what ``limits@openssh.com`` offers).
 """
 
 from __future__ import annotations
@@ -39,19 +47,25 @@ from asyncssh import FXF_APPEND, FXF_CREAT, FXF_EXCL, FXF_TRUNC, FXF_WRITE, SFTP
 from asyncssh.constants import FILEXFER_ATTR_ACMODTIME, FILEXFER_ATTR_PERMISSIONS, FILEXFER_ATTR_SIZE
 
 from gateway import errors as E
+from gateway import metrics
+from gateway.budget import ByteBudget
 from gateway.namespace import normalise
 from gateway.ops import Upload
 from gateway.types import Entry, Session
 from protocols.sftp.errors import to_sftp_error
 
-__all__ = ["Context", "GatewaySFTPServer", "HASH_ALGORITHMS"]
+__all__ = ["Context", "GatewaySFTPServer", "HASH_ALGORITHMS", "MAX_IO_LEN", "SessionLimits"]
 
 log = logging.getLogger("gateway.sftp")
 
 #: check-file algorithms, in the names the SFTP extension drafts use.
 HASH_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+#: The longest read answered and the write size offered by limits@openssh.com
+#: (OpenSSH's sftp-server offers the same): a longer read returns this much,
+#: which SFTP allows and every client handles, so a read's reply is bounded.
+MAX_IO_LEN = 256 << 10
 #: Block size of a copy-data range copied through read and write.
-_COPY_BLOCK = 256 << 10
+_COPY_BLOCK = MAX_IO_LEN
 
 
 #: A call made on the event loop (see GatewaySFTPServer._quick) that takes
@@ -76,6 +90,31 @@ class Context:
     #: Until then (time.monotonic()), no core call is made on the event loop.
     pool_only_until: float = 0.0
     disk_was_slow: bool = False
+
+
+@dataclass
+class SessionLimits:
+    """What one SSH connection may hold, over all its SFTP channels and scp:
+    open handles (files and folders) and out-of-order write bytes. Used on
+    the event loop only."""
+
+    max_handles: int
+    reorder: ByteBudget
+    handles: int = 0
+
+    def open_handle(self) -> None:
+        """Count one more open handle. Raises SFTPFailure ("too many open
+        files in this session") at the limit."""
+        if self.handles >= self.max_handles:
+            metrics.refused("sftp", "handles_per_session")
+            raise asyncssh.SFTPFailure(f"too many open files in this session (at most {self.max_handles}); "
+                                       f"close some first")
+        self.handles += 1
+        metrics.in_use("sftp_open_handles", 1)
+
+    def close_handle(self, n: int = 1) -> None:
+        self.handles -= n
+        metrics.in_use("sftp_open_handles", -n)
 
 
 @contextlib.contextmanager
@@ -153,6 +192,8 @@ class _File:
     upload: Upload | None = None
     opening: asyncio.Future | None = None  # the upload a non-truncating open starts on its first write
     mtime: float | None = None          # set through the handle; applied once the upload is committed
+    append: bool = False                # FXF_APPEND: every write goes to the end
+    end: int = 0                        # where the next write of an append handle goes
     copied: bool = False                # content replaced by a server-side copy (copy-data)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -227,10 +268,12 @@ class _Listing:
 class GatewaySFTPServer(asyncssh.SFTPServer):
     """The SFTP server of one SSH connection's session."""
 
-    def __init__(self, chan: asyncssh.SSHServerChannel, ctx: Context, session: Session) -> None:
+    def __init__(self, chan: asyncssh.SSHServerChannel, ctx: Context, session: Session,
+                 limits: SessionLimits) -> None:
         super().__init__(chan)
         self.ctx = ctx
         self.session = session
+        self.limits = limits
         self.ops = ctx.gw.ops
         self._dates: dict[tuple[int, bool], str] = {}  # see wire_name
 
@@ -311,24 +354,46 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
     # -- files ----------------------------------------------------------------
 
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> _File:
-        p = self._path(path)
+        """Open a file; counts against ``max_handles_per_session`` until closed."""
+        self.limits.open_handle()
+        try:
+            return await self._open(self._path(path), pflags)
+        except BaseException:
+            self.limits.close_handle()
+            raise
+
+    async def _open(self, p: str, pflags: int) -> _File:
         s = self.session
+        append = bool(pflags & FXF_APPEND)
         if not pflags & FXF_WRITE:
             reader, entry = await self._quick(p, self.ops.open_read, s, p, 0)
             return _File(p, False, entry=entry, reader=reader)
         if pflags & (FXF_TRUNC | FXF_EXCL):
             if pflags & FXF_EXCL and await self._quick(p, self.ops.exists, s, p):
                 raise to_sftp_error(E.AlreadyExists(f"{p}: already exists", p))
-            return _File(p, True, upload=await self._quick(p, self.ops.open_write, s, p, 0))
+            return _File(p, True, upload=await self._quick(p, self._start_upload, p, 0), append=append)
         try:
             entry = await self._quick(p, self.ops.stat, s, p)
         except asyncssh.SFTPNoSuchFile:
             if not pflags & FXF_CREAT:
                 raise
-            return _File(p, True, upload=await self._quick(p, self.ops.open_write, s, p, 0))
-        if pflags & FXF_APPEND:
-            return _File(p, True, entry=entry, upload=await self._quick(p, self.ops.open_write, s, p, entry.size))
+            return _File(p, True, upload=await self._quick(p, self._start_upload, p, 0), append=append)
+        if append:
+            upload = await self._quick(p, self._start_upload, p, entry.size)
+            return _File(p, True, entry=entry, upload=upload, append=True, end=entry.size)
         return _File(p, True, entry=entry)
+
+    def _start_upload(self, p: str, offset: int) -> Upload:
+        upload = self.ops.open_write(self.session, p, offset)
+        upload.hold_within(self.limits.reorder)
+        return upload
+
+    def append_offset(self, f: _File, length: int) -> int:
+        """Where a write of ``length`` bytes on append handle ``f`` goes: the
+        end of what the writes before it wrote. Called in the order the
+        writes arrived (they may then run concurrently)."""
+        offset, f.end = f.end, f.end + length
+        return offset
 
     def _read(self, f: _File, offset: int, size: int) -> bytes:
         with f.lock:
@@ -347,7 +412,9 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             return data
 
     async def read(self, f: _File, offset: int, size: int) -> bytes:
-        return await self._quick(f.path, self._read, f, offset, size)
+        """At most MAX_IO_LEN bytes from ``offset`` (SFTP allows a short read:
+        clients ask again for the rest)."""
+        return await self._quick(f.path, self._read, f, offset, min(size, MAX_IO_LEN))
 
     async def _upload(self, f: _File, offset: int) -> Upload:
         if f.copied:
@@ -356,7 +423,7 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             if f.opening is None:
                 # Requests start in the order they arrived, so this is the
                 # first write the client sent: it says where the upload starts.
-                f.opening = asyncio.ensure_future(self._run(self.ops.open_write, self.session, f.path, offset))
+                f.opening = asyncio.ensure_future(self._run(self._start_upload, f.path, offset))
             f.upload = await asyncio.shield(f.opening)
         return f.upload
 
@@ -371,17 +438,23 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         return len(data)
 
     async def close(self, f: _File) -> None:
-        if f.reader is not None:
-            await self._quick(f.path, f.reader.close)
-        if f.opening is not None and f.upload is None:
-            try:
-                f.upload = await f.opening
-            except asyncssh.SFTPError:
-                return  # the writes already reported why
-        if f.upload is not None and not f.copied:
-            await self._quick(f.path, f.upload.commit)
-        if f.mtime is not None:
-            await self._quick(f.path, self.ops.set_mtime, self.session, f.path, f.mtime)
+        """Close a handle: commit its upload (raises why it was not saved:
+        a gap, a refused write, the storage's error; the upload is then
+        discarded). The handle is released whatever fails."""
+        try:
+            if f.reader is not None:
+                await self._quick(f.path, f.reader.close)
+            if f.opening is not None and f.upload is None:
+                try:
+                    f.upload = await f.opening
+                except asyncssh.SFTPError:
+                    return  # the writes already reported why
+            if f.upload is not None and not f.copied:
+                await self._quick(f.path, f.upload.commit)
+            if f.mtime is not None:
+                await self._quick(f.path, self.ops.set_mtime, self.session, f.path, f.mtime)
+        finally:
+            self.limits.close_handle()
 
     async def fstat(self, f: _File) -> SFTPAttrs:
         if f.upload is not None and not f.copied:
@@ -527,7 +600,7 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             size = _COPY_BLOCK if to_end else min(_COPY_BLOCK, length)
             data = await self.read(src, src_offset, size)
             if data:
-                await self.write(dst, dst_offset, data)
+                await self.write(dst, self.append_offset(dst, len(data)) if dst.append else dst_offset, data)
             if len(data) < size:
                 return
             src_offset += size

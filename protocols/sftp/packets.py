@@ -8,8 +8,10 @@
    client observes its requests in the order it sent them, as with a
    sequential server (a request that finds nothing running is answered in
    the receive loop itself, as asyncssh does). At most ``MAX_IN_FLIGHT``
-   requests run per session; beyond that the loop stops reading and SSH flow
-   control holds the client.
+   requests, of ``MAX_IN_FLIGHT_BYTES`` in all, run per session; beyond that
+   the loop stops reading and SSH flow control holds the client (asyncssh
+   takes WRITEs of up to 4 MiB whatever limits@openssh.com offers: 64 of
+   them would hold 256 MiB).
 2. **opendir lists at once**, so "no such folder" answers the opendir rather
    than the first readdir; **a readdir answers up to 1,000 names** written
    straight to their wire form (asyncssh sends 128, one awaited step and
@@ -19,8 +21,13 @@
    handle form under paramiko's name ``check-file``) answer whole-file hashes;
    ``copy-data`` goes to :meth:`GatewaySFTPServer.copy_data` (a server-side
    copy for whole files); ``limits@openssh.com`` offers 256 KiB reads and
-   writes, bounding a session's memory; ``hardlink@openssh.com`` and
-   ``ranges@asyncssh.com`` are not offered.
+   writes (a longer read is answered short) and the session's handle limit;
+   ``hardlink@openssh.com`` and ``ranges@asyncssh.com`` are not offered.
+4. **Handles are counted** against ``[sftp] max_handles_per_session`` and
+   **session clean-up closes every handle** whatever the others do (asyncssh
+   stops at the first close that fails, leaving the rest open).
+5. **Writes on an append handle are placed in arrival order** (see
+   :meth:`PacketHandler._place_append`).
 
 This subclasses ``asyncssh.sftp.SFTPServerHandler``, which asyncssh does not
 export; checked against asyncssh 2.24.
@@ -29,21 +36,27 @@ export; checked against asyncssh 2.24.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import asyncssh
-from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_OPENDIR, FXP_READ, FXP_READDIR, FXP_WRITE
-from asyncssh.packet import PacketDecodeError, SSHPacket, String
+from asyncssh.constants import FXP_CLOSE, FXP_EXTENDED_REPLY, FXP_OPENDIR, FXP_READ, FXP_READDIR, FXP_WRITE
+from asyncssh.packet import PacketDecodeError, SSHPacket, String, UInt64
 from asyncssh.sftp import SFTPServerHandler
 
-from protocols.sftp.handler import HASH_ALGORITHMS, GatewaySFTPServer, Names
+from protocols.sftp.handler import HASH_ALGORITHMS, MAX_IO_LEN, GatewaySFTPServer, Names
 
 __all__ = ["PacketHandler", "MAX_IN_FLIGHT"]
 
+log = logging.getLogger("gateway.sftp")
+
+#: Requests running at once per SFTP channel: with MAX_IO_LEN, what the
+#: replies of one channel may hold in memory.
 MAX_IN_FLIGHT = 64
-#: Read and write sizes offered by limits@openssh.com (OpenSSH's sftp-server
-#: offers the same): with MAX_IN_FLIGHT, what one session may hold in memory.
-MAX_IO_LEN = 256 << 10
+#: Bytes of the requests running at once per SFTP channel: MAX_IN_FLIGHT
+#: requests of the size limits@openssh.com offers; a client sending bigger
+#: writes gets fewer at once.
+MAX_IN_FLIGHT_BYTES = MAX_IN_FLIGHT * (MAX_IO_LEN + 1024)
 
 #: Names per readdir reply, and about how many bytes they may take (OpenSSH's
 #: client refuses messages over 256 KiB).
@@ -85,6 +98,8 @@ class PacketHandler(SFTPServerHandler):
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._last_other: asyncio.Future | None = None
         self._io: set[asyncio.Future] = set()
+        self._bytes = 0  # of the requests dispatched and not finished
+        self._bytes_freed = asyncio.Event()
 
     # -- the loop -------------------------------------------------------------------
 
@@ -96,9 +111,16 @@ class PacketHandler(SFTPServerHandler):
                 pkttype = packet.get_byte()
                 pktid = packet.get_uint32()
                 self.log_received_packet(pkttype, pktid, packet)
+                if pkttype == FXP_WRITE:
+                    packet = self._place_append(packet)
                 if pkttype in (FXP_READ, FXP_WRITE) or self._pending():
+                    size = len(packet.get_full_payload())
                     await self._slots.acquire()
-                    self._dispatch(pkttype, pktid, packet)
+                    while self._bytes and self._bytes + size > MAX_IN_FLIGHT_BYTES:
+                        self._bytes_freed.clear()
+                        await self._bytes_freed.wait()
+                    self._bytes += size
+                    self._dispatch(pkttype, pktid, packet, size)
                 else:  # nothing runs: answered here, as a sequential server would (no task to schedule)
                     self._io, self._last_other = set(), None
                     await self._process_packet(pkttype, pktid, packet)
@@ -115,21 +137,38 @@ class PacketHandler(SFTPServerHandler):
             await asyncio.wait(pending)
         await self._cleanup(exc)
 
+    def _place_append(self, packet: SSHPacket) -> SSHPacket:
+        """A WRITE on a handle opened with FXF_APPEND, with its offset replaced
+        by the end of the writes received before it on that handle (as
+        O_APPEND does; asyncssh sends offset 0). Done here, in the order the
+        requests arrived, because the writes then run concurrently. Any
+        other WRITE is returned as it is, its data not copied."""
+        raw = packet.get_full_payload()
+        at = len(packet.get_consumed_payload())  # the handle's length field
+        end = at + 4 + int.from_bytes(raw[at:at + 4], "big")  # the offset field
+        f = self._file_handles.get(raw[at + 4:end])
+        if f is None or not f.append or len(raw) < end + 12:
+            return packet  # a malformed one is answered as such by the write itself
+        length = int.from_bytes(raw[end + 8:end + 12], "big")
+        offset = self._server.append_offset(f, length)
+        return SSHPacket(raw[at:end] + UInt64(offset) + raw[end + 8:])
+
     def _pending(self) -> list[asyncio.Future]:
         return [t for t in (self._last_other, *self._io) if t is not None and not t.done()]
 
-    def _dispatch(self, pkttype: int, pktid: int, packet: SSHPacket) -> None:
+    def _dispatch(self, pkttype: int, pktid: int, packet: SSHPacket, size: int) -> None:
         if pkttype in (FXP_READ, FXP_WRITE):
             before = [self._last_other] if self._last_other is not None else []
-            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet, size))
             self._io.add(task)
             task.add_done_callback(self._io.discard)
         else:
             before = self._pending()
             self._io = set()
-            self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+            self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet, size))
 
-    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket) -> None:
+    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket,
+                         size: int) -> None:
         try:
             pending = [t for t in before if not t.done()]
             if pending:
@@ -137,17 +176,52 @@ class PacketHandler(SFTPServerHandler):
             await self._process_packet(pkttype, pktid, packet)
         finally:
             self._slots.release()
+            self._bytes -= size
+            self._bytes_freed.set()
+
+    async def _cleanup(self, exc: Exception | None) -> None:
+        """Close every handle, each whatever the others do: an upload that
+        cannot be saved (a gap, full storage) is discarded and the next one
+        is still closed."""
+        files, self._file_handles = list(self._file_handles.values()), {}
+        for f in files:
+            try:
+                await self._server.close(f)
+            except asyncssh.SFTPError as e:
+                log.info("sftp: %s not saved when the session ended: %s", f.path, e.reason)
+            except Exception:  # noqa: BLE001 - a bug: logged by the handler; the next handle is closed still
+                pass
+        self._server.limits.close_handle(len(self._dir_handles))
+        self._dir_handles = {}
+        await super()._cleanup(exc)
 
     # -- requests handled differently --------------------------------------------------
 
     async def _process_opendir(self, packet: SSHPacket) -> bytes:
         path = packet.get_string()
         packet.check_end()
-        listing = self._server.scandir(path)
-        await listing.open()
+        limits = self._server.limits
+        limits.open_handle()
+        try:
+            listing = self._server.scandir(path)
+            await listing.open()
+        except BaseException:
+            limits.close_handle()
+            raise
         handle = self._get_next_handle()
         self._dir_handles[handle] = listing
         return handle
+
+    async def _process_close(self, packet: SSHPacket) -> None:
+        handle = packet.get_string()
+        packet.check_end()
+        if self._dir_handles.pop(handle, None) is not None:
+            self._server.limits.close_handle()
+            return
+        f = self._file_handles.pop(handle, None)
+        if f is None:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        await self._server.close(f)
 
     async def _process_readdir(self, packet: SSHPacket) -> tuple[Names, bool]:
         handle = packet.get_string()
@@ -162,7 +236,7 @@ class PacketHandler(SFTPServerHandler):
 
     async def _process_limits(self, packet: SSHPacket) -> asyncssh.SFTPLimits:
         packet.check_end()
-        return asyncssh.SFTPLimits(MAX_IO_LEN + 1024, MAX_IO_LEN, MAX_IO_LEN, 0)
+        return asyncssh.SFTPLimits(MAX_IO_LEN + 1024, MAX_IO_LEN, MAX_IO_LEN, self._server.limits.max_handles)
 
     async def _process_copy_data(self, packet: SSHPacket) -> None:
         src_handle = packet.get_string()
@@ -197,6 +271,7 @@ class PacketHandler(SFTPServerHandler):
         **{k: v for k, v in SFTPServerHandler._packet_handlers.items() if k not in _NOT_OFFERED},
         FXP_OPENDIR: _process_opendir,
         FXP_READDIR: _process_readdir,
+        FXP_CLOSE: _process_close,
         b"limits@openssh.com": _process_limits,
         b"copy-data": _process_copy_data,
         b"check-file-name": _process_check_file_name,

@@ -5,6 +5,12 @@ channel of the connection (the SFTP subsystem, scp, the job commands) shares
 it, so the initiator of a backgrounded rename sees its outcome on any of them.
 Core calls (logins included: argon2 takes tens of milliseconds) run in one
 bounded worker pool per listener, never on the event loop.
+
+Connection slots are those of :mod:`gateway.slots`, as for FTP: a connection
+not logged in holds an unauthenticated slot (``max_unauthenticated_per_ip``,
+``max_unauthenticated``) and is closed after ``login_timeout_s``; a login
+trades it for a session slot (``max_connections``, ``max_connections_per_ip``).
+So idle or stalled sockets cannot lock logins out.
 """
 
 from __future__ import annotations
@@ -25,9 +31,13 @@ from asyncssh.stream import SSHServerStreamSession
 
 from gateway import errors as E
 from gateway import metrics
+from gateway.budget import ByteBudget
+from gateway.private import private_dir, write_private
+from gateway.slots import Slot, Slots
 from gateway.types import Session
 from protocols.sftp.commands import run_command
-from protocols.sftp.handler import Context, GatewaySFTPServer
+from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
+from protocols.sftp.loop import AcceptLoop
 from protocols.sftp.packets import PacketHandler
 
 __all__ = ["serve", "SftpHandle", "host_keys", "WORKERS", "HOST_KEY_FILE"]
@@ -76,7 +86,7 @@ def _ensure_host_key(state_dir: Path) -> Path:
     with _key_lock:
         if path.exists():
             return path
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
         key = asyncssh.generate_private_key("ssh-ed25519")
         fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=state_dir)  # mode 0600
         try:
@@ -88,7 +98,7 @@ def _ensure_host_key(state_dir: Path) -> Path:
                 return path
         finally:
             os.unlink(tmp)
-        path.with_name(HOST_KEY_FILE + ".pub").write_bytes(key.export_public_key())
+        write_private(path.with_name(HOST_KEY_FILE + ".pub"), key.export_public_key())
         log.info("generated SSH host key %s (%s)", path, key.get_fingerprint())
     return path
 
@@ -108,27 +118,45 @@ class _Connection(asyncssh.SSHServer):
         self._handle = handle
         self._conn: asyncssh.SSHServerConnection | None = None
         self.remote = ""
+        self._slot: Slot | None = None
+        self._logged_in = False
         self.session: Session | None = None
+        self.limits: SessionLimits | None = None
+        self.channels = 0  # session channels open
         self._users: dict[str, Any] = {}
         self._keys: dict[tuple[str, bytes], bool] = {}
 
+    def _refuse(self, limit: str, reason: str) -> None:
+        assert self._conn is not None
+        metrics.refused("sftp", limit)
+        log.info("sftp: refusing %s: %s", self.remote, reason)
+        self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason)
+
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        h = self._handle
         self._conn = conn
         host, port = conn.get_extra_info("peername")[:2]
         self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        conns = self._handle.connections
-        if len(conns) >= self._handle.max_connections:
-            log.warning("sftp: refusing %s: %d connections already", self.remote, len(conns))
-            conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, "too many connections; try again later")
-            return
-        conns.add(conn)
+        h.connections.add(conn)
+        guard = getattr(h.gw, "descriptors", None)
+        slot = (("descriptors", "too many connections; try again later")
+                if guard is not None and not guard.admit(None) else h.slots.admit(host))
+        if isinstance(slot, tuple):
+            self._refuse(*slot)
+        else:
+            self._slot = slot
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._handle.connections.discard(self._conn)
+        h = self._handle
+        h.connections.discard(self._conn)
+        if not self._logged_in and isinstance(exc, asyncssh.ConnectionLost) and "timeout" in str(exc).lower():
+            metrics.refused("sftp", "login_timeout")
+            log.info("sftp: %s did not log in within %d s: closed", self.remote, h.cfg.sftp.login_timeout_s)
+        h.slots.release(self._slot)
         if self.session is not None:
             metrics.session_closed("sftp")
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
-        if self.session is None and rejected:
+        if not self._logged_in and rejected:
             self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
 
     def begin_auth(self, username: str) -> bool:
@@ -171,12 +199,39 @@ class _Connection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         assert self._conn is not None
+        h = self._handle
+        self._logged_in = True
+        refusal = h.slots.promote(self._slot)
+        if refusal is not None:
+            self._refuse(*refusal)
+            return
         user = self._users[self._conn.get_extra_info("username")]
         self.session = Session(user, "sftp", self.remote)
+        self.limits = SessionLimits(h.cfg.sftp.max_handles_per_session, ByteBudget(
+            h.cfg.sftp.max_reorder_bytes_per_session, "sftp", "reorder_bytes_per_session", _session_refusal,
+            parent=h.reorder))
         metrics.session_opened("sftp")
 
-    def session_requested(self) -> "_Channel":
+    def session_requested(self) -> "_Channel | bool":
+        """A new session channel, or False (the client is told the channel
+        was refused) when the connection has its most open: each holds
+        its own buffers of requests in flight."""
+        if self.channels >= self._handle.cfg.sftp.max_channels_per_connection:
+            metrics.refused("sftp", "channels_per_connection")
+            log.info("sftp: %s: refusing one more session channel (%d open)", self.remote, self.channels)
+            return False
+        self.channels += 1
         return _Channel(self._handle, self)
+
+
+def _session_refusal(n: int) -> E.GatewayError:
+    return E.BadRequest("writes too far out of order: this session holds the most out-of-order data it may "
+                        "(sftp.max_reorder_bytes_per_session); upload aborted")
+
+
+def _process_refusal(n: int) -> E.GatewayError:
+    return E.Busy("the server holds the most out-of-order write data it may (sftp.max_reorder_bytes); "
+                  "upload aborted, try again later")
 
 
 class _Channel(SSHServerStreamSession):
@@ -188,11 +243,15 @@ class _Channel(SSHServerStreamSession):
         self._owner = owner
 
     def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> GatewaySFTPServer:
-        assert self._owner.session is not None
-        return GatewaySFTPServer(chan, self._handle.ctx, self._owner.session)
+        assert self._owner.session is not None and self._owner.limits is not None
+        return GatewaySFTPServer(chan, self._handle.ctx, self._owner.session, self._owner.limits)
 
     def subsystem_requested(self, subsystem: str) -> bool:
         return subsystem == "sftp"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner.channels -= 1
+        super().connection_lost(exc)
 
     def session_started(self) -> None:
         if self._chan.get_subsystem() != "sftp":
@@ -217,11 +276,15 @@ class SftpHandle:
     def __init__(self, gw: Any, cfg: Any) -> None:
         self.gw = gw
         self.cfg = cfg
-        self.max_connections = cfg.sftp.max_connections
+        #: every connection, logged in or not (closed by close())
         self.connections: set[asyncssh.SSHServerConnection] = set()
+        s = cfg.sftp
+        self.slots = Slots(s.max_connections, s.max_connections_per_ip, s.max_unauthenticated,
+                           s.max_unauthenticated_per_ip)
+        self.reorder = ByteBudget(s.max_reorder_bytes, "sftp", "reorder_bytes", _process_refusal, gauge="sftp_reorder_bytes")
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
         self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
-        self._loop = asyncio.new_event_loop()
+        self._loop = AcceptLoop(getattr(gw, "descriptors", None))
         self._thread = threading.Thread(target=self._loop.run_forever, name="sftp", daemon=True)
         self._closed = False
         keys = host_keys(cfg)
@@ -235,7 +298,8 @@ class SftpHandle:
 
     async def _listen(self, keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
         return await asyncssh.listen(self.cfg.server.host, self.cfg.sftp.port, server_factory=lambda: _Connection(self),
-                                     server_host_keys=keys, encoding=None, encryption_algs=CIPHERS)
+                                     server_host_keys=keys, encoding=None, encryption_algs=CIPHERS,
+                                     login_timeout=self.cfg.sftp.login_timeout_s)
 
     async def run(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` in the worker pool."""

@@ -6,16 +6,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from wsgidav.dav_error import DAVError
 from wsgidav.dir_browser import WsgiDavDirBrowser
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.http_authenticator import HTTPAuthenticator
 from wsgidav.request_resolver import RequestResolver
+from wsgidav.util import normalize_path
 from wsgidav.wsgidav_app import WsgiDAVApp
 
 from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
-from protocols.webdav.errors import TextErrors, reason
+from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
 from protocols.webdav.locks import LockStorage
 from protocols.webdav.owncloud import MOUNT_KEY
 from protocols.webdav.propfind import CHUNKED_KEY
@@ -99,6 +101,13 @@ def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider)
         environ[STARTED_KEY] = time.monotonic()
         provider.begin_request(environ)
         mount = environ.get(MOUNT_KEY) or MOUNT_PATH
+        try:
+            normalize_path(environ["PATH_INFO"])
+        except DAVError:  # wsgidav's own reply to it keeps its Content-Length but loses its body
+            content_type, body = GatewayDAVError(400, f"the path leads above {mount}").get_response_page()
+            start_response(reason(400), [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            yield body
+            return
 
         def start(status: str, headers: list, exc_info: Any = None) -> Any:
             code, _, text = status.partition(" ")

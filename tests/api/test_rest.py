@@ -243,3 +243,83 @@ def test_event_streams_are_bounded_and_end_at_shutdown(gateway_factory):
         assert time.monotonic() - t0 < 5
         for s in streams:
             s.__exit__(None, None, None)
+
+
+def test_idempotency_key_replays_the_first_reply(api):
+    """The same Idempotency-Key from the same user gets the first reply (one
+    job, not a busy error); a different request under it is 422; another
+    user's key is theirs alone."""
+    slow_tree(api)
+    c = api.client()
+    key = {"Idempotency-Key": "4f3c9c2e-move-1"}
+    first = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"}, headers=key)
+    assert first.status_code == 202, first.text
+    again = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"}, headers=key)
+    assert (again.status_code, again.json(), again.headers["location"]) == (
+        202, first.json(), first.headers["location"])
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/elsewhere"}, headers=key)
+    assert other.status_code == 422, other.text
+    assert follow(c, first.headers["location"]).status_code == 303
+    # Replayed after the job ended too: the reply, not a second move (its source is gone).
+    assert c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"},
+                  headers=key).json() == first.json()
+    assert len([j for j in c.get("/api/v1/jobs").json()["jobs"] if j["operation"] == "ItemMove"]) == 1
+    # Errors (4xx) are replayed as well; the key is the user's own.
+    made = c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}, headers={"Idempotency-Key": "k2"})
+    assert made.status_code == 201
+    assert c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}, headers={"Idempotency-Key": "k2"}).status_code == 201
+    assert c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}).status_code == 409
+    bob = api.client("bob").post("/api/v1/fs/mkdir", json={"path": "/slow/b"}, headers={"Idempotency-Key": "k2"})
+    assert bob.status_code == 201
+
+
+def test_a_move_sent_again_without_a_key_attaches_to_its_job(api):
+    slow_tree(api)
+    c, retry = api.client(), api.client(headers={"Gateway-Session": "reconnected"})
+    first = c.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"})
+    assert first.status_code == 202, first.text
+    again = retry.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"})
+    assert again.status_code in (201, 202), again.text
+    if again.status_code == 202:
+        assert again.json()["id"] == first.json()["id"]
+    assert follow(c, first.headers["location"]).status_code == 303
+
+
+def test_api_index_and_docs_are_public_and_list_every_operation(api):
+    for path in ("/api/v1", "/api/v1/"):
+        r = httpx.get(api.base + path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        index = r.json()
+        assert index["openapi"] == "/api/v1/openapi.json" and index["docs"] == "/api/v1/docs"
+        assert index["links"]["jobs"] == "/api/v1/jobs" and index["links"]["fs/copy"] == "/api/v1/fs/copy"
+    for link in [index["openapi"], index["docs"]]:
+        assert httpx.get(api.base + link).status_code == 200
+    doc = httpx.get(api.base + "/api/v1/openapi.json").json()
+    r = httpx.get(api.base + "/api/v1/docs")
+    assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': nothing runs
+    assert "<script" not in r.text and "http://" not in r.text and "https://" not in r.text  # no CDN
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            assert f'id="{op["operationId"]}"' in r.text
+            assert f"<code>{path}</code>" in r.text
+
+
+def test_prefer_respond_async_does_what_the_spec_says(api):
+    from gateway.api.openapi import PREFER_ASYNC
+
+    doc = httpx.get(api.base + "/api/v1/openapi.json").json()
+    prefer = {p["description"] for p in doc["paths"]["/api/v1/fs/copy"]["post"]["parameters"] if p["name"] == "Prefer"}
+    assert prefer == {PREFER_ASYNC} and "a copy of a single file up to 4 MiB" in PREFER_ASYNC
+    assert not [p for p in doc["paths"]["/api/v1/fs/mkdir"]["post"].get("parameters", []) if p["name"] == "Prefer"]
+    c = api.client(headers={"Prefer": "respond-async"})
+    c.put("/api/v1/fs/content", params={"path": "/one.bin"}, content=b"x" * 1000)
+    r = c.post("/api/v1/fs/copy", json={"from": "/one.bin", "to": "/two.bin"})  # done at once: no job
+    assert r.status_code == 201 and "preference-applied" not in r.headers
+    slow_tree(api, n=5)
+    r = c.post("/api/v1/fs/copy", json={"from": "/slow/tree", "to": "/slow/copied"})  # a job: 202 at once
+    assert r.status_code == 202, r.text
+    assert r.headers["preference-applied"] == "respond-async"
+    assert r.headers["location"] == r.json()["monitor"] and r.json()["monitor"].startswith("/api/v1/monitor/")
+    assert follow(c, r.json()["monitor"]).status_code == 303

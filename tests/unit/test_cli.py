@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncssh
@@ -16,7 +20,8 @@ from gateway.errors import AuthenticationFailed
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # the default mount is file://./data
     path = tmp_path / "gateway.toml"
     path.write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n")
     return path
@@ -109,3 +114,164 @@ def test_commands_exit_2_on_a_bad_config(tmp_path, monkeypatch, capsys):
     assert add_user(bad, monkeypatch, "pw\n", "bob") == 2
     err = capsys.readouterr().err.splitlines()
     assert err == [f"{bad}: http.port: expected an integer between 1 and 65535, got 'x'"] * 2
+
+
+# ------------------------------------------------- user add: terminal, --home
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_user_add_without_a_terminal_says_so(config):
+    # A new session has no controlling terminal, and stdin is not one.
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "user", "add", "bob", "--config", str(config)],
+                         cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         start_new_session=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        "gateway user add: no terminal to ask the password on; pipe it in with --password-stdin "
+        "(printf '%s\\n' \"$PW\" | gateway user add NAME --password-stdin)"]
+    assert not (config.parent / "var" / "users.toml").exists()
+
+
+def test_user_add_creates_the_home_folder_on_its_mount(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n"
+                      f"[[mounts]]\npath = '/'\nurl = 'file://{tmp_path / 'root'}'\n"
+                      f"[[mounts]]\npath = '/team'\nurl = 'file://{tmp_path / 'team'}'\n")
+    assert add_user(config, monkeypatch, "pw\n", "bob", "--home", "/team/bob/files") == 0
+    assert (tmp_path / "team" / "bob" / "files").is_dir()
+    assert not (tmp_path / "root" / "team").exists()
+    assert add_user(config, monkeypatch, "pw\n", "carl", "--home", "/team/bob/files") == 0  # already there
+
+
+def test_user_add_no_create_home_refuses_a_missing_folder(config, monkeypatch, capsys):
+    assert add_user(config, monkeypatch, "pw\n", "bob", "--home", "/nope", "--no-create-home") == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "gateway user add: --home /nope: no such folder (create it, or leave out --no-create-home)"]
+    assert not (config.parent / "var" / "users.toml").exists()
+    (config.parent / "data" / "yes").mkdir(parents=True)
+    assert add_user(config, monkeypatch, "pw\n", "bob", "--home", "/yes", "--no-create-home") == 0
+
+
+def test_user_add_refuses_a_home_that_is_a_file(config, monkeypatch, capsys):
+    (config.parent / "data").mkdir()
+    (config.parent / "data" / "f").write_text("x")
+    assert add_user(config, monkeypatch, "pw\n", "bob", "--home", "/f") == 1
+    assert capsys.readouterr().err.splitlines() == ["gateway user add: --home /f: not a folder"]
+
+
+# ---------------------------------------------------------------- check-config
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "gw.toml"
+    path.write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n" + body)
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[[mounts]]\npath = '/'\nurl = 'gopher://nowhere/x'\n",
+     "mounts[0].url: unknown storage protocol 'gopher' (expected one of dav, davs, file, ftp, memory, s3, s3a, "
+     "sftp, ssh, webdav, webdavs)"),
+    ("[[mounts]]\npath = '/'\nurl = 'memory://m'\n[[mounts]]\npath = '/r'\nurl = 'sftp://user@host:notaport/path'\n",
+     "mounts[1].url: expected a port between 1 and 65535 after the host, got 'notaport'"),
+    ("[[mounts]]\npath = '/'\nurl = 'sftp://u@h/x'\noptions = { password = '${GW_TEST_UNSET_VAR}' }\n",
+     "mounts[0].url: mount option refers to ${GW_TEST_UNSET_VAR}, but the environment variable "
+     "GW_TEST_UNSET_VAR is not set"),
+    ("[ftp]\nport = 2300\n[sftp]\nport = 2300\n",
+     "sftp.port: expected a port no other front end uses, got 2300 (also ftp.port)"),
+    ("[ftp]\nenabled = false\n[http]\nport = 2222\n",
+     "http.port: expected a port no other front end uses, got 2222 (also sftp.port)"),
+    ("[ftp]\npassive_ports = '8000-8100'\n",
+     "ftp.passive_ports: expected a range without the front ends' ports, got '8000-8100' (holds http.port 8080)"),
+    ("[http]\ntls = true\ncertfile = '/nonexistent/cert.pem'\n",
+     "http.certfile: expected a readable PEM file, got '/nonexistent/cert.pem' (No such file or directory)"),
+    ("[sftp]\nhost_keys = ['/nonexistent/key']\n",
+     "sftp.host_keys[0]: expected a readable private key file, got '/nonexistent/key' (No such file or directory)"),
+])
+def test_check_config_catches_what_serve_would_crash_on(tmp_path, monkeypatch, capsys, body, message):
+    monkeypatch.delenv("GW_TEST_UNSET_VAR", raising=False)
+    path = _write(tmp_path, body)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{path}: {message}"]
+    assert main(["serve", "--config", str(path)]) == 2  # refused before anything starts
+    assert capsys.readouterr().err.splitlines() == [f"{path}: {message}"]
+
+
+def test_check_config_ok_for_two_front_ends_when_one_is_off(tmp_path, capsys):
+    path = _write(tmp_path, "[ftp]\nenabled = false\nport = 2222\n")
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"ok: {path}"
+
+
+def test_check_config_names_a_corrupt_job_store(tmp_path, capsys):
+    path = _write(tmp_path, "")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "jobs.db").write_bytes(b"this is not a database" * 100)
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path / 'var' / 'jobs.db'}: cannot open the job store: not an SQLite database; restore it from a "
+        "backup, or move it aside to start with an empty one (every job is then forgotten)"]
+
+
+# ----------------------------------------------------------- serve: start-up
+
+
+def _serve_proc(config: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+                          cwd=config.parent, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("front_end", ["ftp", "sftp", "http"])
+def test_serve_names_a_taken_port_in_one_line(tmp_path, front_end):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        others = "".join(f"[{s}]\nenabled = false\n" for s in ("ftp", "sftp", "http") if s != front_end)
+        path = _write(tmp_path, f"{others}[{front_end}]\nport = {port}\n"
+                                f"[[mounts]]\npath = '/'\nurl = 'memory://serve-taken'\n")
+        out = _serve_proc(path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1
+    assert errors[0].endswith(f"{front_end}: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert "password" not in out.stdout  # the first-start admin is made only once every front end listens
+
+
+def test_serve_names_a_corrupt_job_store_in_one_line(tmp_path, monkeypatch):
+    # Past check-config's header test: an SQLite header on a damaged file.
+    path = _write(tmp_path, f"[ftp]\nenabled = false\n[sftp]\nenabled = false\n[http]\nport = {_free_port()}\n")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "jobs.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    out = _serve_proc(path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and f"{tmp_path / 'var' / 'jobs.db'}: cannot open the job store: " in errors[0]
+    assert errors[0].endswith("restore it from a backup, or move it aside to start with an empty one "
+                              "(every job is then forgotten)")
+
+
+def test_a_deleted_job_store_is_logged(tmp_path, caplog):
+    from gateway.app import Gateway
+
+    state = tmp_path / "var"
+    Gateway.build({"/": "memory://deleted-store"}, state).close()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # the first start says nothing
+    (state / "users.toml").write_text("")
+    (state / "jobs.db").unlink()
+    with caplog.at_level("WARNING", logger="gateway.server"):
+        Gateway.build({"/": "memory://deleted-store"}, state).close()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"{state / 'jobs.db'}: the job store is missing although {state} holds other state (users.toml); "
+        "starting an empty one: every earlier job is forgotten"]

@@ -94,3 +94,46 @@ def test_op_line_extra_fields_in_the_order_given(stream):
     first, second = stream.getvalue().splitlines()
     assert first.endswith("op=upload paths=/a result=ok duration_ms=1.5 bytes=4096 job=j1")
     assert second.endswith('op=upload paths=/a result=ok duration_ms=1.5 bytes=4096 job="j 1"')
+
+
+def test_a_repeating_error_logs_a_handful_of_lines_with_a_count(stream):
+    handler = setup_logging(Logging(), stream)
+    log = logging.getLogger("gateway.test.flood")
+    for i in range(10_000):
+        try:
+            raise OSError(24, "Too many open files")
+        except OSError:
+            log.exception("accept failed on port %d", 8080)
+    log.error("another failure")  # a different kind passes
+    lines = [ln for ln in stream.getvalue().splitlines() if ln and not ln.startswith((" ", "Traceback", "OSError"))]
+    assert len(lines) <= 10, lines
+    assert len(stream.getvalue()) < 20_000
+    assert lines[-1].endswith("another failure")
+    (repeat,) = [f for f in handler.filters if type(f).__name__ == "RepeatFilter"]
+    repeat.window_s = 0.0  # the window has passed: the summary carries the count
+    repeat.flush()
+    assert "accept failed on port 8080 (repeated 9995 more times in the last" in stream.getvalue()
+
+
+def test_repeat_window_and_burst_are_kept():
+    from gateway.logs import RepeatFilter
+
+    now = [0.0]
+    out = []
+
+    class Target(logging.Handler):
+        def emit(self, record):
+            out.append(record.getMessage())
+
+    target = Target()
+    f = RepeatFilter(10.0, 2, target=target, clock=lambda: now[0])
+    target.addFilter(f)
+    rec = lambda: logging.LogRecord("x", logging.WARNING, "", 0, "disk %s down", ("a",), None)  # noqa: E731
+    for _ in range(5):
+        target.handle(rec())
+    assert out == ["disk a down", "disk a down"]
+    info = logging.LogRecord("x", logging.INFO, "", 0, "disk %s down", ("a",), None)
+    assert f.filter(info)  # below WARNING: never limited
+    now[0] = 11.0
+    target.handle(rec())  # a new window: the summary first, then the record
+    assert out[2:] == ["disk a down (repeated 3 more times in the last 11 s)", "disk a down"]

@@ -1,0 +1,225 @@
+"""One request on the HTTP port, at the level of cheroot's HTTPRequest:
+header size and count (431, 414), a Content-Length that is a whole number
+and not next to chunks (400), a chunked body read by :class:`ChunkedBody`
+(bounded reads; a malformed chunk is a 400, never a 500), and a reply that
+does not first read a large unread request body (cheroot read all of it into
+memory before a 401 or 413): the connection closes after it instead
+(protocols.http_conn drops what the client still sends for a moment, so that
+it reads the reply rather than a reset)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cheroot import errors as cheroot_errors
+from cheroot.server import HeaderReader, HTTPRequest, SizeCheckWrapper
+
+from gateway import errors as E
+from gateway import metrics
+
+__all__ = ["Request", "ChunkedBody", "BadChunk"]
+
+#: A reply leaves at most this much of an unread request body to be read and
+#: dropped before the next request; more, and the connection is closed.
+DRAIN_MAX = 64 << 10
+#: The most one read of a chunked body asks of the socket's reader.
+_READ_MAX = 1 << 20
+
+
+class BadChunk(E.BadRequest):
+    """A chunked request body that breaks the chunked coding."""
+
+
+class ChunkedBody:
+    """``wsgi.input`` of a request sent with ``Transfer-Encoding: chunked``.
+
+    cheroot's own reader turns a bad chunk size into a ValueError (a 500 from
+    the application) and reads a whole announced chunk into memory (a chunk
+    of 0xffffffffff bytes grows the process with every byte sent). This one
+    reads at most ``size`` bytes at a time and raises :class:`BadChunk` (kept
+    in ``error``) for anything but ``HEX[;ext] CRLF data CRLF``."""
+
+    _SIZE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+    _MAX_LINE = 4096
+    _MAX_TRAILERS = 64
+
+    def __init__(self, rfile: Any) -> None:
+        self.rfile = rfile
+        self.left = 0  # bytes of the current chunk not read yet
+        self.closed = False  # the last chunk and the trailers are read
+        self.error: str | None = None
+
+    def _bad(self, message: str) -> BadChunk:
+        self.error = f"malformed chunked request body: {message}"
+        return BadChunk(self.error)
+
+    def _line(self) -> bytes:
+        line = self.rfile.readline(self._MAX_LINE)
+        if not line.endswith(b"\n"):
+            raise self._bad("a line too long" if line else "the body ended early")
+        return line
+
+    def _next_chunk(self) -> None:
+        size = self._line().split(b";", 1)[0].strip()
+        if not self._SIZE.fullmatch(size):
+            raise self._bad(f"chunk size {size[:32]!r} is not a hexadecimal number")
+        self.left = int(size, 16)
+        if self.left == 0:
+            for _ in range(self._MAX_TRAILERS):
+                if self._line().strip() == b"":
+                    self.closed = True
+                    return
+            raise self._bad("too many trailer fields")
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all when None or negative). Raises BadChunk."""
+        if self.error:
+            raise BadChunk(self.error)
+        out: list[bytes] = []
+        want = -1 if size is None or size < 0 else size
+        while want and not self.closed:
+            if not self.left:
+                self._next_chunk()
+                continue
+            data = self.rfile.read(min(self.left if want < 0 else min(self.left, want), _READ_MAX))
+            if not data:
+                raise self._bad("the body ended inside a chunk")
+            out.append(data)
+            self.left -= len(data)
+            want -= len(data) if want > 0 else 0
+            if not self.left and self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise self._bad("a chunk is longer than its size")
+        return b"".join(out)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        out = bytearray()
+        while size is None or size < 0 or len(out) < size:
+            byte = self.read(1)
+            out += byte
+            if not byte or byte == b"\n":
+                break
+        return bytes(out)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+    def close(self) -> None:
+        """Nothing to release (the connection's reader stays open)."""
+
+
+class _TooManyHeaders(cheroot_errors.MaxSizeExceeded):
+    pass
+
+
+class _LineCounter:
+    """The head reader that counts header lines."""
+
+    def __init__(self, rfile: Any, most: int) -> None:
+        self.rfile, self.left = rfile, most + 1  # + the empty line that ends the head
+
+    def readline(self, size: int | None = None) -> bytes:
+        self.left -= 1
+        if self.left < 0:
+            raise _TooManyHeaders()
+        return self.rfile.readline(size)
+
+
+class _CountingHeaderReader(HeaderReader):
+    def __init__(self, most: int) -> None:
+        self.most = most
+
+    def __call__(self, rfile: Any, hdict: dict | None = None) -> dict:
+        return super().__call__(_LineCounter(rfile, self.most), hdict)
+
+
+class Request(HTTPRequest):
+    """cheroot's request with the head bounds of :class:`Limits`, chunked
+    bodies through :class:`ChunkedBody`, and no reading of a large unread body
+    before a reply (the connection closes after it instead)."""
+
+    def __init__(self, server: Any, conn: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(server, conn, *args, **kwargs)
+        self.header_reader = _CountingHeaderReader(server.limits.max_header_count)
+
+    def parse_request(self) -> None:
+        limits = self.server.limits
+        self.rfile = SizeCheckWrapper(self.conn.rfile, limits.max_header_bytes)
+        try:
+            if not self.read_request_line():
+                return
+        except cheroot_errors.MaxSizeExceeded:
+            metrics.refused("http", "uri_too_long")
+            self.simple_response("414 URI Too Long", f"the request line is longer than {limits.max_header_bytes} bytes")
+            return
+        try:
+            if not self.read_request_headers():
+                return
+        except _TooManyHeaders:
+            metrics.refused("http", "too_many_headers")
+            self.simple_response("431 Request Header Fields Too Large",
+                                 f"a request may have at most {limits.max_header_count} header fields")
+            return
+        except cheroot_errors.MaxSizeExceeded:
+            metrics.refused("http", "header_too_large")
+            self.simple_response("431 Request Header Fields Too Large",
+                                 f"the request head is longer than {limits.max_header_bytes} bytes")
+            return
+        self.ready = True
+
+    def read_request_headers(self) -> bool:
+        """cheroot's, and a Content-Length that is not a whole number (cheroot
+        took ``-1`` as "read to the end", into memory) or that comes with a
+        chunked body (a request smuggling pattern) is a 400."""
+        if not super().read_request_headers():
+            return False
+        length = self.inheaders.get(b"Content-Length")
+        if length is not None and not (length.isdigit() and not self.chunked_read):
+            metrics.refused("http", "bad_content_length")
+            self.simple_response("400 Bad Request", "Content-Length must be a whole number of bytes, "
+                                 "and not come with Transfer-Encoding: chunked")
+            return False
+        return True
+
+    def respond(self) -> None:
+        if not self.chunked_read:
+            super().respond()
+            return
+        self.rfile = ChunkedBody(self.conn.rfile)
+        self.server.gateway(self).respond()
+        if self.ready:
+            self.ensure_headers_sent()
+        if self.chunked_write:
+            self.conn.wfile.write(b"0\r\n\r\n")
+
+    def _body_unread(self) -> bool:
+        rfile = getattr(self, "rfile", None)
+        if isinstance(rfile, ChunkedBody):
+            return not rfile.closed
+        return getattr(rfile, "remaining", 0) > DRAIN_MAX
+
+    def send_headers(self) -> None:
+        if any(k.lower() == b"connection" and v.lower() == b"close" for k, v in self.outheaders):
+            self.close_connection = True
+        if self._body_unread():  # cheroot would read all of it into memory first
+            self.close_connection = True
+            self.conn.discard_on_close = True
+        super().send_headers()
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        """cheroot's one-line replies (400, 408, 413, 414, 431, ...), always
+        with ``Connection: close``: the rest of what the client sends is
+        dropped after it (see Connection.close)."""
+        self.conn.discard_on_close = True
+        self.close_connection = True
+        body = msg.encode("utf-8") if isinstance(msg, str) else bytes(msg)
+        head = (f"{self.server.protocol} {status}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+        try:
+            self.conn.wfile.write(head.encode("latin-1") + body)
+        except OSError as exc:
+            if exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise

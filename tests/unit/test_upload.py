@@ -1,0 +1,141 @@
+"""Upload (gateway.ops): an upload fails as a whole, a rewrite below the end
+is refused unless it retransmits the same bytes, held bytes count against a
+budget, and a failed commit leaves no temporary."""
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import unique_memory
+from gateway import errors as E
+from gateway.app import Gateway
+from gateway.budget import ByteBudget
+from gateway.types import Session
+from gateway.users import User
+
+
+@pytest.fixture
+def gw(tmp_path):
+    g = Gateway.build({"/": f"file://{tmp_path / 'data'}", "/m": f"memory://{unique_memory()}"},
+                      tmp_path / "var", budget_s=5).start()
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def s():
+    return Session(User("alice"), "test")
+
+
+def temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".gw-up-")]
+
+
+def test_rewrite_below_the_end_is_refused_and_aborts(gw, s, tmp_path):
+    up = gw.ops.open_write(s, "/f")
+    up.write_at(0, b"abcd")
+    up.write_at(4, b"efgh")
+    up.write_at(0, b"abcd")  # the same block again: a retransmission
+    with pytest.raises(E.BadRequest, match="rewrites bytes already written"):
+        up.write_at(0, b"ABCD")
+    assert temporaries(tmp_path / "data") == []
+    with pytest.raises(E.BadRequest, match="rewrites"):  # the upload stays failed: never "saved"
+        up.write_at(8, b"ijkl")
+    with pytest.raises(E.BadRequest, match="rewrites"):
+        up.commit()
+    assert not gw.ops.exists(s, "/f")
+
+
+@pytest.mark.parametrize("offset, data", [(2, b"cd"), (0, b"abcde"), (1, b"bcd")])
+def test_partial_or_shifted_retransmission_is_a_rewrite(gw, s, offset, data):
+    up = gw.ops.open_write(s, "/f")
+    up.write_at(0, b"abcd")
+    up.write_at(4, b"efgh")
+    with pytest.raises(E.BadRequest):
+        up.write_at(offset, data)
+
+
+def test_held_block_sent_twice(gw, s):
+    up = gw.ops.open_write(s, "/m/f")
+    up.write_at(4, b"efgh")
+    up.write_at(4, b"efgh")
+    with pytest.raises(E.BadRequest, match="other bytes"):
+        up.write_at(4, b"EFGH")
+
+
+def test_held_bytes_count_against_the_budget_and_are_released(gw, s):
+    process = ByteBudget(12, "test", "p", lambda n: E.Busy("process full"))
+    session = ByteBudget(8, "test", "s", lambda n: E.BadRequest("session full"), parent=process)
+    a = gw.ops.open_write(s, "/m/a")
+    a.hold_within(session)
+    a.write_at(4, b"1234")
+    a.write_at(8, b"1234")
+    assert (session.used, process.used) == (8, 8)
+    with pytest.raises(E.BadRequest, match="session full"):
+        a.write_at(12, b"1")
+    assert (session.used, process.used) == (0, 0)  # aborted: its held bytes are released
+    b = gw.ops.open_write(s, "/m/b")
+    b.hold_within(ByteBudget(100, "test", "s2", lambda n: E.BadRequest("s2 full"), parent=process))
+    b.write_at(10, b"x" * 12)
+    with pytest.raises(E.Busy, match="process full"):
+        b.write_at(30, b"y")
+    c = gw.ops.open_write(s, "/m/c")
+    c.hold_within(ByteBudget(100, "test", "s3", lambda n: E.BadRequest("s3 full"), parent=process))
+    c.write_at(2, b"cd")
+    c.write_at(0, b"ab")  # fills the gap: the held block is written and released
+    assert process.used == 0
+    c.commit()
+    assert gw.ops.stat(s, "/m/c").size == 4
+
+
+def test_storage_failure_on_write_is_what_commit_reports(gw, s, tmp_path):
+    up = gw.ops.open_write(s, "/f")
+    up.write_at(0, b"abcd")
+
+    class Full:
+        def write(self, data):
+            raise E.QuotaExceeded("storage is full or over quota")
+
+        def abort(self):
+            pass
+
+    real = up._writer
+    up._writer = Full()
+    with pytest.raises(E.QuotaExceeded):
+        up.write_at(4, b"efgh")
+    up._writer = real
+    real.abort()
+    with pytest.raises(E.QuotaExceeded, match="full"):
+        up.write_at(8, b"ijkl")  # held before: now refused with the cause, never "a gap"
+    with pytest.raises(E.QuotaExceeded, match="full"):
+        up.commit()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """data/small: a 1 MiB tmpfs (needs root), filled up but for a few KiB."""
+    small = tmp_path / "data" / "small"
+    small.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with open(small / "fill", "wb", buffering=0) as f:
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 4096)
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_failed_commit_removes_its_temporary(gw, s, tiny_disk):
+    up = gw.ops.open_write(s, "/small/f")
+    up.write(b"x" * 2000)  # buffered: the storage refuses it when the commit flushes
+    assert len(temporaries(tiny_disk)) == 1
+    with pytest.raises(E.QuotaExceeded):
+        up.commit()
+    assert temporaries(tiny_disk) == []
+    assert not gw.ops.exists(s, "/small/f")
