@@ -22,6 +22,8 @@ class Capabilities:
     one after another; remote stores hide their latency behind parallel calls).
     ``batch_remove``: how many files one call can delete (S3's DeleteObjects
     takes 1,000; 1: one call per file).
+    ``mtimes``: the storage keeps a modification time a client sets (where
+    it does not, setting one is refused rather than silently dropped).
     """
 
     atomic_rename: bool = False
@@ -34,10 +36,11 @@ class Capabilities:
     directories: bool = True
     fan_out: int = 1
     batch_remove: int = 1
+    mtimes: bool = False
 
 
 _TABLE: dict[str, Capabilities] = {
-    "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True),
+    "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True, mtimes=True),
     "memory": Capabilities(server_copy=True),
     # CopyObject server-side (multipart UploadPartCopy past 5 GiB); no rename: a
     # folder "rename" is N copies + N deletes; ETag is the MD5 of a
@@ -46,10 +49,12 @@ _TABLE: dict[str, Capabilities] = {
                        batch_remove=1000),
     # posix-rename@openssh.com; server_copy only where the server offers
     # copy-data (found out when the mount connects; OpenSSH >= 9.0 does).
-    "sftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, random_write=True, fan_out=8),
+    "sftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, random_write=True, fan_out=8,
+                         mtimes=True),
     # RNFR/RNTO, APPE, REST for ranges; no copy, no checksum. Metadata calls
-    # share one control connection; each open file has its own.
-    "ftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, fan_out=4),
+    # share one control connection; each open file has its own. Times by
+    # MFMT or MDTM where the server has them (else refused when set).
+    "ftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, fan_out=4, mtimes=True),
     # MOVE and COPY are server-side; no append (PUT replaces the whole file).
     "webdav": Capabilities(atomic_rename=True, server_copy=True, cheap_list=False, fan_out=8),
 }

@@ -11,6 +11,7 @@ budget before the reply says "backgrounded".
 from __future__ import annotations
 
 import builtins
+import hashlib
 import itertools
 import threading
 import time
@@ -24,6 +25,7 @@ from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
 from gateway.davstate import DavState
+from gateway.fileids import FileId, FileIds
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.store import JobStore
@@ -39,6 +41,8 @@ __all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
 
 #: A single file up to this size is copied inline rather than as a job.
 INLINE_COPY_BYTES = 4 << 20
+#: Checksum types an upload can be verified against.
+CHECKSUMS = ("md5", "sha1", "sha256", "sha512")
 #: Bytes an upload may hold out of order (pipelined SFTP writes) before refusing,
 #: unless given a budget (``Upload.hold_within``: SFTP bounds them per session
 #: and per process).
@@ -117,6 +121,8 @@ class Upload:
         self._failed: E.GatewayError | None = None
         self._lock = threading.Lock()
         self._started = time.monotonic()
+        self._expected: tuple[str, str] | None = None
+        self._hashers: dict[str, Any] = {}
 
     @property
     def size(self) -> int:
@@ -126,6 +132,25 @@ class Upload:
         """Count the bytes :meth:`write_at` holds out of order against
         ``budget`` (a session's, say) instead of :data:`REORDER_LIMIT`."""
         self._budget = budget
+
+    def expect_checksum(self, algorithm: str, hexdigest: str) -> None:
+        """Verify the content against ``hexdigest`` at :meth:`commit` and
+        keep it as the file's checksum (see :meth:`Operations.file_ids`),
+        with its MD5 and SHA1 computed on the way (clients pick one).
+        Call before the first write. Raises BadRequest for an algorithm
+        other than md5, sha1, sha256, sha512, InvalidState after a write,
+        Unsupported for an upload that continues a file (its digest would
+        cover only the new bytes)."""
+        algorithm = algorithm.lower().replace("-", "")
+        if algorithm not in CHECKSUMS:
+            raise E.BadRequest(f"{self.path}: unsupported checksum type {algorithm!r}", self.path)
+        if self._start:
+            raise E.Unsupported(f"{self.path}: cannot verify a checksum of an upload that continues a file",
+                                self.path)
+        if self._next:
+            raise E.InvalidState(f"{self.path}: a checksum must be given before the content", self.path)
+        self._expected = (algorithm, hexdigest.lower())
+        self._hashers = {a: hashlib.new(a) for a in dict.fromkeys((algorithm, "sha1", "md5"))}
 
     def write(self, data: bytes | memoryview) -> int:
         """Append ``data``. Raises the storage's error (the upload is then aborted)."""
@@ -173,6 +198,8 @@ class Upload:
             self._refuse(self._ops._at(exc, self.path))
         except BaseException:
             self._refuse(E.BackendError(f"{self.path}: the storage failed a write; upload aborted", self.path))
+        for hasher in self._hashers.values():
+            hasher.update(data)
         self._next += len(data)
 
     def _put_at(self, offset: int, data: bytes) -> None:
@@ -218,9 +245,11 @@ class Upload:
         failed."""
         with self._lock:
             self._check()
+            checksum = None
             try:
                 if self._held:
                     raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved", self.path)
+                checksum = self._verified()
                 self._writer.commit()
             except E.GatewayError as exc:
                 self._refuse(self._ops._at(exc, self.path))
@@ -231,8 +260,22 @@ class Upload:
                 raise
         self._ops._log(self._session, "upload", [self.path], "ok", self._started,
                        bytes=self._next - self._start)
+        self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
+
+    def _verified(self) -> str | None:
+        """``"algorithm:hex ..."`` (the expected one first) of a content
+        that matches the expected checksum, None when none was given. Raises
+        BadRequest on a mismatch."""
+        if self._expected is None:
+            return None
+        algorithm, expected = self._expected
+        got = self._hashers[algorithm].hexdigest()
+        if got != expected:
+            raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
+                               f"the client said {expected}); not saved", self.path)
+        return " ".join(f"{a}:{h.hexdigest()}" for a, h in self._hashers.items())
 
     def abort(self) -> None:
         """Forget the upload (never raises); later writes and commit raise InvalidState."""
@@ -249,7 +292,10 @@ class Operations:
         #: WebDAV locks and dead properties; the properties follow every
         #: move, copy and delete made here (a job's at its commit).
         self.davstate = DavState(store.engine)
-        store.on_commit = self.davstate.committed
+        #: Stable file ids and change versions (sync clients), following
+        #: the same operations.
+        self.fileids = FileIds(store.engine)
+        store.on_commit = self._committed
         self.store = store
         self.dispatcher = dispatcher
         self.view = view
@@ -258,6 +304,15 @@ class Operations:
         self.limits = limits
         self._change_counter = itertools.count(1)
         self._changes = 0
+
+    def _committed(self, c: Any, job: Job) -> None:
+        self.davstate.committed(c, job)
+        self.fileids.committed(c, job)
+
+    def _follow(self, op: str, src: str, dst: str | None) -> None:
+        """What keys on paths follows an operation done at once."""
+        self.davstate.follow(op, src, dst)
+        self.fileids.follow(op, src, dst)
 
     def change_stamp(self) -> tuple[int, int]:
         """A value that changes whenever something made through this
@@ -505,6 +560,28 @@ class Operations:
         m = self.namespace.mount_for(g)
         return m.backend.disk_usage() if m else None
 
+    def file_ids(self, session: Session, paths: builtins.list[str], folder: str | None = None
+                 ) -> builtins.list[FileId]:
+        """The stable id, change version and verified checksum of each path
+        (see gateway.fileids); ``folder``: all paths are that folder or its
+        members (one query). The id follows the file or folder through moves
+        made through the gateway; the version changes when anything at or
+        below it does. Raises BadRequest for a bad path."""
+        home = session.user.home
+        g = [to_global(home, normalise(p)) for p in paths]
+        return self.fileids.ids(g, None if folder is None else to_global(home, normalise(folder)))
+
+    def granted(self, session: Session, path: str) -> frozenset[str]:
+        """The permissions (gateway.users.PERMISSIONS) ``session``'s user
+        holds at ``path``, less those no one has there (the home folder and
+        mount points cannot be deleted or renamed). Raises BadRequest for a
+        bad path."""
+        u, g = self._paths(session, path)
+        perms = session.user.granted(u)
+        if g == session.user.home or self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
+            perms = perms - {"delete", "rename"}
+        return perms
+
     # -- writes ---------------------------------------------------------------------
 
     def open_write(self, session: Session, path: str, offset: int = 0, cwd: str = "/") -> Upload:
@@ -548,24 +625,39 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             mount.backend.mkdir(bp)
             entry = self._stat_g(session, g).renamed(u)
+            self.fileids.changed(g)
         except E.GatewayError as exc:
             self._log(session, "mkdir", [u], f"error: {exc}", started)
             raise self._at(exc, u) from None
         self._log(session, "mkdir", [u], "ok", started)
         return entry
 
+    def keeps_mtime(self, session: Session, path: str) -> bool:
+        """Whether the storage of ``path`` keeps a modification time a
+        client sets (its ``mtimes`` capability). Never raises."""
+        try:
+            _, g = self._paths(session, path)
+            mount, _ = self.namespace.resolve(g)
+        except E.GatewayError:
+            return False
+        return mount.backend.capabilities.mtimes
+
     def set_mtime(self, session: Session, path: str, mtime: float, cwd: str = "/") -> bool:
-        """Set a file's modification time where the storage keeps one; returns
-        whether it did. Raises NotFound, PermissionDenied, Busy."""
+        """Set a file's modification time; True. Raises NotFound,
+        PermissionDenied, Busy, and Unsupported where the storage keeps no
+        time a client sets (never a silent success: sync clients would
+        upload everything again on every run)."""
         u, g = self._paths(session, path, cwd)
         self._require(session, "overwrite", u)
         try:
             self._busy([g], session=session)
             self._stat_g(session, g)
             mount, bp = self.namespace.resolve(g)
-            kept = mount.backend.set_mtime(bp, mtime)
+            if not (mount.backend.capabilities.mtimes and mount.backend.set_mtime(bp, mtime)):
+                raise E.Unsupported(f"{u}: this storage does not keep modification times", u)
             self._changes = next(self._change_counter)
-            return kept
+            self.fileids.changed(g)
+            return True
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
@@ -633,13 +725,13 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             if not entry.is_dir:
                 mount.backend.remove(bp)
-                self.davstate.follow("delete", g, None)
+                self._follow("delete", g, None)
                 outcome = Outcome(entry.renamed(u))
             else:
                 empty = not any(True for _ in self._list_g(session, g, u))
                 if empty:
                     mount.backend.rmdir(bp)
-                    self.davstate.follow("delete", g, None)
+                    self._follow("delete", g, None)
                     outcome = Outcome(entry.renamed(u))
                 elif not recursive:
                     raise E.DirectoryNotEmpty(f"{u}: folder is not empty", u)
@@ -736,7 +828,7 @@ class Operations:
                 copy_file(sb, sbp, db, dbp, expected_size=entry.size)
                 if op == "move":
                     sb.remove(sbp)
-            self.davstate.follow(op, sg, dg)
+            self._follow(op, sg, dg)
             return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
         return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s,
                             started=started)

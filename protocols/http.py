@@ -1,4 +1,5 @@
-"""The HTTP port: one cheroot server, WebDAV at ``/dav``, everything else
+"""The HTTP port: one cheroot server, WebDAV at ``/dav`` (and at the
+ownCloud/Nextcloud clients' URLs, protocols.webdav.owncloud), everything else
 (REST ``/api/v1``, portal ``/ui``, ``/metrics``) by ``gateway.api``.
 
 Connections go through protocols.http_conn (a worker thread only for a
@@ -33,8 +34,13 @@ def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> Calla
     long-lived event streams."""
     from gateway.api import make_wsgi_app
     from protocols.webdav.app import MOUNT_PATH, make_dav_app
+    from protocols.webdav.owncloud import PREFIXES, make_owncloud_app
 
-    dispatch = wsgi.PathInfoDispatcher({MOUNT_PATH: make_dav_app(gw, cfg), "/": make_wsgi_app(gw, cfg, closing)})
+    dav = make_dav_app(gw, cfg)
+    # The ownCloud/Nextcloud sync API: the same WebDAV app at their URLs.
+    owncloud = make_owncloud_app(dav, gw.logins)
+    dispatch = wsgi.PathInfoDispatcher({MOUNT_PATH: dav, **dict.fromkeys(PREFIXES, owncloud),
+                                        "/": make_wsgi_app(gw, cfg, closing)})
     return RequestGuard(dispatch, max_json_bytes=cfg.http.max_json_bytes, max_xml_bytes=cfg.http.max_xml_bytes,
                         dav_mount=MOUNT_PATH)
 

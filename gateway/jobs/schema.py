@@ -92,6 +92,19 @@ dav_props = Table(
     Column("value", Text, nullable=False),
 )
 
+#: A stable id per file or folder (global path), following moves made
+#: through the gateway; ``version`` changes whenever something at or below
+#: the path changes (gateway.fileids).
+file_ids = Table(
+    "file_ids", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("version", BigInteger, nullable=False),
+    Column("checksum", Text),                              # "sha1:<hex> md5:<hex>", verified at upload
+    Column("checksum_size", BigInteger),                   # the size it is the checksum of
+    sqlite_autoincrement=True,
+)
+
 #: Replies to REST requests sent with an Idempotency-Key, kept a day: the same
 #: key from the same user gets the first reply again (status NULL: still running).
 idempotency_keys = Table(

@@ -470,6 +470,9 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
                 raise to_sftp_error(E.Unsupported(f"{f.path}: cannot change a file's size; upload it again", f.path))
         if attrs.mtime is not None:
             if f.writable:
+                if not self.ops.keeps_mtime(self.session, f.path):  # refused now, not at close
+                    raise to_sftp_error(E.Unsupported(f"{f.path}: this storage does not keep modification times",
+                                                      f.path))
                 f.mtime = _mtime(attrs)  # set after close, or the commit would replace it
             else:
                 await self._quick(f.path, self.ops.set_mtime, self.session, f.path, _mtime(attrs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from wsgidav.dav_error import DAVError
@@ -13,10 +14,12 @@ from wsgidav.request_resolver import RequestResolver
 from wsgidav.util import normalize_path
 from wsgidav.wsgidav_app import WsgiDAVApp
 
+from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
 from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
 from protocols.webdav.locks import LockStorage
+from protocols.webdav.owncloud import MOUNT_KEY
 from protocols.webdav.propfind import CHUNKED_KEY
 from protocols.webdav.props import PropertyManager
 from protocols.webdav.provider import STARTED_KEY, GatewayProvider
@@ -34,7 +37,8 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
     """WebDAV class 1 and 2 over ``gw.ops``; locks and dead properties live
     in the job store's database (see gateway.davstate)."""
     state = gw.ops.davstate
-    provider = GatewayProvider(gw.ops, state, propfind_infinity=cfg.http.propfind_infinity)
+    uploads = ChunkedUploads(Path(cfg.server.state_dir) / "uploads")
+    provider = GatewayProvider(gw.ops, state, uploads, propfind_infinity=cfg.http.propfind_infinity)
     app = WsgiDAVApp({
         "provider_mapping": {"/": provider},
         "mount_path": MOUNT_PATH,
@@ -71,7 +75,7 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "verbose": 1,
         "logging": {"enable": False},
     })
-    return _fix_status_lines(app, state)
+    return _fix_status_lines(app, state, provider)
 
 
 class _FolderBrowser(WsgiDavDirBrowser):
@@ -84,20 +88,23 @@ class _FolderBrowser(WsgiDavDirBrowser):
         return self.next_app(environ, start_response)
 
 
-def _fix_status_lines(app: Callable, state: DavState) -> Callable:
+def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider) -> Callable:
     """Two slips of wsgidav's replies: statuses it has no text for read
     '202 Status' (give them their standard reason phrase), and the folder
     browser's trailing-slash redirect forgets the mount path; and it would
     close the connection after a reply sent chunked. Each request
     reads locks and properties from one snapshot (DavState.request) and
-    notes when it arrived (its sync budget counts from then)."""
+    notes when it arrived (its sync budget counts from then) and through
+    which mount (``/dav`` or a sync-API one, see protocols.webdav.owncloud)."""
 
     def wrapped(environ: dict, start_response: Callable) -> Iterable[bytes]:
         environ[STARTED_KEY] = time.monotonic()
+        provider.begin_request(environ)
+        mount = environ.get(MOUNT_KEY) or MOUNT_PATH
         try:
             normalize_path(environ["PATH_INFO"])
         except DAVError:  # wsgidav's own reply to it keeps its Content-Length but loses its body
-            content_type, body = GatewayDAVError(400, f"the path leads above {MOUNT_PATH}").get_response_page()
+            content_type, body = GatewayDAVError(400, f"the path leads above {mount}").get_response_page()
             start_response(reason(400), [("Content-Type", content_type), ("Content-Length", str(len(body)))])
             yield body
             return
@@ -107,7 +114,7 @@ def _fix_status_lines(app: Callable, state: DavState) -> Callable:
             if text == "Status" and code.isdigit():
                 status = reason(int(code))
             if code == "301":  # only the folder browser redirects, to a path below the mount
-                headers = [(k, MOUNT_PATH + v if k.lower() == "location" and v.startswith("/") else v)
+                headers = [(k, mount + v if k.lower() == "location" and v.startswith("/") else v)
                            for k, v in headers]
             if environ.get(CHUNKED_KEY):
                 headers = [(k, v) for k, v in headers if k.lower() != "connection"]

@@ -22,6 +22,7 @@ from xml.sax.saxutils import escape, quoteattr
 from wsgidav import util
 
 from gateway.types import Entry
+from protocols.webdav.owncloud import OC_KEY, OC_NS, OcProps
 
 __all__ = ["CHUNKED_KEY", "fast_propfind"]
 
@@ -81,8 +82,12 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
         for path in paths:
             du = provider.ops.disk_usage(res.session, path)
             usage[path] = (du[0] - du[1], du[1]) if du else None
+    oc = None
+    if environ.get(OC_KEY):
+        paths = [res.path] + [f"{folder}/{e.name}" for e in members]
+        oc = OcProps(provider.ops, res.session, paths, res.path if members else None)
     return _reply((res.path, res.entry, href), folder, href.rstrip("/") + "/", members, names, usage, etag_of,
-                  environ, start_response)
+                  environ, start_response, oc)
 
 
 def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
@@ -121,15 +126,16 @@ def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
 
 def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[Entry],
            names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable, environ: dict,
-           start_response: Callable) -> Iterator[bytes]:
+           start_response: Callable, oc: OcProps | None) -> Iterator[bytes]:
     # Named properties outside DAV: are dead ones, and none of these resources
-    # has one: each is a 404, its namespace declared per response as wsgidav does.
+    # has one: each is a 404, its namespace declared per response as wsgidav
+    # does; the sync clients' ownCloud ones are live (``oc``).
     prefixes: dict[str, str] = {}
     for ns, _ in names:
         if ns != "DAV:" and ns not in prefixes:
             prefixes[ns] = f"NS{len(prefixes) + 1}"
     declare = "".join(f" xmlns:{p}={quoteattr(ns)}" for ns, p in prefixes.items())
-    dead = [f"<{prefixes[ns]}:{local}/>" for ns, local in names if ns != "DAV:"]
+    others = [(ns, local) for ns, local in names if ns != "DAV:"]
     live = [local for ns, local in names if ns == "DAV:"]
     types: dict[str, str] = {}
     dates: dict[int, str] = {}
@@ -140,10 +146,13 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
             types[suffix] = util.guess_mime_type(name)
         return types[suffix]
 
-    def lastmod(entry: Entry) -> str | None:
-        if entry.mtime is None:
-            return None
-        second = int(entry.mtime)
+    def lastmod(entry: Entry, path: str) -> str | None:
+        mtime = entry.mtime
+        if mtime is None:
+            if oc is None or not entry.is_dir:
+                return None
+            mtime = oc.folder_mtime(path)
+        second = int(mtime)
         text = dates.get(second)
         if text is None:
             text = dates[second] = util.get_rfc1123_time(second)
@@ -151,7 +160,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
 
     def allprop_response(path: str, entry: Entry, href: str) -> str:
         """allprop: wsgidav's live properties, in its order."""
-        modified = lastmod(entry)
+        modified = lastmod(entry, path)
         modified = "" if modified is None else f"<D:getlastmodified>{modified}</D:getlastmodified>"
         raw = path.rstrip("/").rsplit("/", 1)[-1]
         name = raw if _PLAIN(raw) else escape(raw)
@@ -159,8 +168,9 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
             du = usage.get(path)
             quota = ("" if du is None else f"<D:quota-used-bytes>{du[0]}</D:quota-used-bytes>"
                      f"<D:quota-available-bytes>{du[1]}</D:quota-available-bytes>")
+            tag = "" if oc is None else f"<D:getetag>{oc.folder_etag(path)}</D:getetag>"
             return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop>"
-                    f"<D:resourcetype><D:collection/></D:resourcetype>{quota}{modified}"
+                    f"<D:resourcetype><D:collection/></D:resourcetype>{quota}{modified}{tag}"
                     f"<D:displayname>{name}</D:displayname>{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
         etag = etag_of(entry)
         etag = "" if etag is None else f"<D:getetag>{escape(etag)}</D:getetag>"
@@ -196,23 +206,33 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                 du = usage.get(path)
                 value = None if du is None else str(du[0] if name == "quota-used-bytes" else du[1])
             elif name == "getlastmodified":
-                value = lastmod(entry)
+                value = lastmod(entry, path)
             elif name == "displayname":
                 value = escape(path.rstrip("/").rsplit("/", 1)[-1])
             elif name == "getetag":
-                value = None if is_dir else etag_of(entry)
-                value = None if value is None else escape(value)
+                if is_dir:
+                    value = None if oc is None else oc.folder_etag(path)
+                else:
+                    value = etag_of(entry)
+                    value = None if value is None else escape(value)
             else:
                 value = None
             if value is not None:
                 found.append(f"<D:{name}>{value}</D:{name}>")
             else:
                 missing.append(f"<D:{name}/>")
+        for ns, name in others:
+            tag = f"{prefixes[ns]}:{name}"
+            value = oc.value(path, entry, name) if oc is not None and ns == OC_NS else None
+            if value is None:
+                missing.append(f"<{tag}/>")
+            else:
+                found.append(f"<{tag}>{value}</{tag}>")
         out = [f"<D:response{declare}><D:href>{href}</D:href>"]
         if found:
             out.append(f"<D:propstat><D:prop>{''.join(found)}</D:prop>{_OK}</D:propstat>")
-        if missing or dead:
-            out.append(f"<D:propstat><D:prop>{''.join(missing)}{''.join(dead)}</D:prop>"
+        if missing:
+            out.append(f"<D:propstat><D:prop>{''.join(missing)}</D:prop>"
                        "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
         out.append("</D:response>")
         return "".join(out)

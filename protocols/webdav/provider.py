@@ -35,8 +35,10 @@ from wsgidav import util
 from wsgidav.dav_error import (HTTP_FORBIDDEN, HTTP_LOCKED, DAVError, DAVErrorCondition,
                                PRECONDITION_CODE_LockConflict, PRECONDITION_CODE_PropfindFiniteDepth)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+from wsgidav.util import etree
 
 from gateway import errors as E
+from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
 from gateway.ops import Operations, Outcome, Upload
 from gateway.types import Entry, Session
@@ -46,6 +48,9 @@ from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
 from protocols.webdav.get import fast_get
 from protocols.webdav.move import fast_move
+from protocols.webdav.chunking import handle_upload_request
+from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, oc_checksum,
+                                       parse_checksum, upload_headers)
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
 
@@ -56,6 +61,14 @@ MONITOR_PATH = "/api/v1/monitor/"
 
 #: environ key: time.monotonic() when the request reached the gateway.
 STARTED_KEY = "gateway.started"
+
+#: environ keys: the upload's reply headers are given; whether the
+#: X-OC-Mtime time was kept.
+_PUT_DONE_KEY = "gateway.put_done"
+_MTIME_KEY = "gateway.mtime_kept"
+
+#: Properties whose PROPPATCH sets the modification time.
+_TIME_PROPS = ("{DAV:}getlastmodified", "{DAV:}lastmodified")
 
 #: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
 _CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
@@ -88,12 +101,30 @@ class GatewayProvider(DAVProvider):
     """One provider for every user: the session in the request's environ says
     who asks (see ``auth.GatewayDomainController``)."""
 
-    def __init__(self, ops: Operations, state: DavState, *, propfind_infinity: bool = False) -> None:
+    def __init__(self, ops: Operations, state: DavState, uploads: ChunkedUploads, *,
+                 propfind_infinity: bool = False) -> None:
+        self._local = threading.local()
         super().__init__()
         self.ops = ops
         self.state = state
+        #: The sync clients' chunked uploads (protocols.webdav.chunking).
+        self.uploads = uploads
         self.propfind_infinity = propfind_infinity
-        self._local = threading.local()
+
+    # wsgidav reads the mount path (hrefs, Destination headers) from the
+    # provider; one provider serves /dav and the sync-API mounts
+    # (protocols.webdav.owncloud), so it is this request thread's.
+    @property  # type: ignore[override]
+    def mount_path(self) -> str:
+        return getattr(self._local, "mount_path", None) or self._mount_path
+
+    @mount_path.setter
+    def mount_path(self, value: str) -> None:
+        self._mount_path = value
+
+    def begin_request(self, environ: dict) -> None:
+        """Called first for every request: which mount it came through."""
+        self._local.mount_path = environ.get(MOUNT_KEY)
 
     def __repr__(self) -> str:
         return "GatewayProvider()"
@@ -127,6 +158,19 @@ class GatewayProvider(DAVProvider):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
         method = environ["REQUEST_METHOD"]
+        if USER_KEY in environ and environ[USER_KEY] != environ[SESSION_KEY].user.name:
+            raise GatewayDAVError(403, f"signed in as {environ[SESSION_KEY].user.name!r}, "
+                                       f"not {environ[USER_KEY]!r}")
+        if environ.get(UPLOADS_KEY):
+            with translated(environ):
+                return handle_upload_request(self, environ, start_response)
+        if method == "PUT":
+            if environ.get("HTTP_OC_CHUNKED"):
+                raise GatewayDAVError(400, "old-style chunked uploads (OC-Chunked) are not supported; "
+                                           "use the chunked-upload collection (dav chunking 1.0)")
+            start_response = self._put_reply(environ, start_response)
+        elif method == "GET" and environ.get(OC_KEY):
+            start_response = self._get_reply(environ, start_response)
         if method == "GET" and not any(h in environ for h in _CONDITIONS):
             with translated(environ):
                 reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"], _etag)
@@ -137,13 +181,67 @@ class GatewayProvider(DAVProvider):
                 if method == "PROPFIND":
                     reply = fast_propfind(self, environ, start_response, _etag)
                 elif method == "PUT":
-                    reply = fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"], _etag)
+                    reply = fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
                 else:
                     reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
                                       partial(self._move, environ))
             if reply is not None:
                 return reply
         return default_handler(environ, start_response)
+
+    def _put_reply(self, environ: dict, start_response: Callable) -> Callable:
+        """wsgidav's PUT computes the ETag before it sets X-OC-Mtime's
+        time: its reply gets the file's final ETag and the sync clients'
+        headers (the fast path gives them itself, see :meth:`upload_headers`)."""
+        if "HTTP_X_OC_MTIME" not in environ and not environ.get(OC_KEY):
+            return start_response
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if status[:3] in ("201", "204") and not environ.get(_PUT_DONE_KEY):
+                session, path = environ[SESSION_KEY], environ["PATH_INFO"]
+                with translated(environ):
+                    entry = self.ops.stat(session, path)
+                headers = [(k, v) for k, v in headers if k.lower() != "etag"]
+                headers += self.upload_headers(environ, path, entry, environ.get(_MTIME_KEY))
+            return start_response(status, headers, exc_info)
+
+        return start
+
+    def _get_reply(self, environ: dict, start_response: Callable) -> Callable:
+        """A whole download on a sync-API mount carries the file's verified
+        checksum (``OC-Checksum``), which the clients check the bytes against."""
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Any:
+            if status.startswith("200"):
+                length = next((v for k, v in headers if k.lower() == "content-length"), None)
+                found = self.ops.file_ids(environ[SESSION_KEY], [environ["PATH_INFO"]])[0]
+                if found.checksum is not None and length == str(found.checksum_size):
+                    headers = [*headers, ("OC-Checksum", oc_checksum(found.checksum).split()[0])]
+            return start_response(status, headers, exc_info)
+
+        return start
+
+    def upload_mtime(self, environ: dict, path: str, mtime: float) -> bool:
+        """Apply an upload's X-OC-Mtime; whether the storage kept it (the
+        upload stands either way: the reply then lacks ``X-OC-MTime:
+        accepted``, which tells the client). Raises the core's other errors."""
+        try:
+            return self.ops.set_mtime(environ[SESSION_KEY], path, mtime)
+        except E.Unsupported:
+            return False
+
+    def upload_headers(self, environ: dict, path: str, entry: Entry, mtime_kept: bool | None
+                       ) -> list[tuple[str, str]]:
+        """The headers of a finished upload's reply: its final ETag,
+        ``X-OC-MTime: accepted`` when the client's time was kept, and on the
+        sync-API mounts ``OC-FileId`` and ``OC-ETag``."""
+        environ[_PUT_DONE_KEY] = True
+        etag = _etag(entry)
+        headers = [("ETag", f'"{etag}"')] if etag else []
+        if mtime_kept:
+            headers.append(("X-OC-MTime", "accepted"))
+        with translated(environ):
+            return headers + upload_headers(self.ops, environ[SESSION_KEY], path, entry, etag, environ)
 
     def _plain(self, environ: dict) -> bool:
         """No lock anywhere and no conditional header: wsgidav's lock and If
@@ -216,7 +314,11 @@ class _Resource:
         return self._ref_url
 
     def get_last_modified(self) -> float | None:
-        return self.entry.mtime if self.entry else None
+        if self.entry is None:
+            return None
+        if self.entry.mtime is None and self.entry.is_dir and self.environ.get(OC_KEY):
+            return self._oc().folder_mtime(self.path)
+        return self.entry.mtime
 
     def set_last_modified(self, dest_path: str, time_stamp: Any, *, dry_run: bool) -> bool:
         """Win32LastModifiedTime (PROPPATCH) and X-OC-Mtime (PUT, MKCOL)."""
@@ -225,8 +327,50 @@ class _Resource:
             raise GatewayDAVError(400, f"not a time: {time_stamp!r}")
         if not dry_run:
             with translated(self.environ):
-                self.ops.set_mtime(self.session, dest_path, float(seconds))
+                if self.environ["REQUEST_METHOD"] in ("PUT", "MKCOL"):  # X-OC-Mtime: the upload stands
+                    self.environ[_MTIME_KEY] = self.provider.upload_mtime(self.environ, dest_path, float(seconds))
+                else:  # PROPPATCH: refused where the storage keeps no time
+                    self.ops.set_mtime(self.session, dest_path, float(seconds))
         return True
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> Any:
+        """PROPPATCH of ``getlastmodified`` (or ``lastmodified``, which
+        rclone's owncloud/nextcloud vendors send, in seconds) sets the file's
+        time where the storage keeps one; elsewhere it fails (501) rather
+        than being kept as a dead property nobody reads."""
+        if name in _TIME_PROPS and value is not None:
+            text = (value.text or "").strip()
+            if dry_run:
+                if not self.ops.keeps_mtime(self.session, self.path):
+                    with translated(self.environ):
+                        raise E.Unsupported(f"{self.path}: this storage does not keep modification times")
+                return True
+            return self.set_last_modified(self.path, float(text) if text.isdigit() else text, dry_run=False)
+        return super().set_property_value(name, value, dry_run=dry_run)  # type: ignore[misc]
+
+    # -- the sync clients' properties (protocols.webdav.owncloud) ---------------------
+
+    def _oc(self) -> OcProps:
+        return OcProps(self.ops, self.session, [self.path], None)
+
+    def get_property_names(self, *, is_allprop: bool) -> list[str]:
+        names = super().get_property_names(is_allprop=is_allprop)  # type: ignore[misc]
+        if self.environ.get(OC_KEY) and not is_allprop:
+            names += [f"{{{OC_NS}}}{n}" for n in OcProps.NAMES]
+        return names
+
+    def get_property_value(self, name: str) -> Any:
+        if self.environ.get(OC_KEY) and name.startswith(f"{{{OC_NS}}}") and self.entry is not None:
+            local, oc = name[len(OC_NS) + 2:], self._oc()
+            value = oc.value(self.path, self.entry, local)
+            if value is not None:
+                el = etree.Element(name)
+                if local == "checksums":
+                    etree.SubElement(el, f"{{{OC_NS}}}checksum").text = oc.checksum(self.path, self.entry)
+                else:
+                    el.text = value
+                return el
+        return super().get_property_value(name)  # type: ignore[misc]
 
     def prevent_locking(self) -> bool:
         """A LOCK is a write intent: refused where this user may not change
@@ -333,6 +477,9 @@ class _File(_Resource, DAVNonCollection):
     def begin_write(self, *, content_type: str | None = None) -> "_Writer":
         with translated(self.environ):
             self._upload = self.ops.open_write(self.session, self.path)
+            checksum = parse_checksum(self.environ)
+            if checksum is not None:
+                self._upload.expect_checksum(*checksum)
         return _Writer(self, self._upload)
 
     def end_write(self, *, with_errors: bool) -> None:
@@ -350,6 +497,13 @@ class _Folder(_Resource, DAVCollection):
     def _entries(self) -> list[Entry]:
         with translated(self.environ):
             return list(self.ops.list(self.session, self.path))
+
+    def get_etag(self) -> str | None:
+        """Sync clients skip a folder whose ETag they saw last time: on
+        their mounts it changes whenever something below changes."""
+        if self.environ.get(OC_KEY) and self.entry is not None:
+            return self._oc().folder_etag(self.path)
+        return None
 
     def get_member_names(self) -> list[str]:
         return [e.name for e in self._entries()]

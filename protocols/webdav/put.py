@@ -22,14 +22,13 @@ from cheroot.server import KnownLengthRFile
 
 from gateway import errors as E
 from gateway.ops import Upload
-from gateway.types import Entry
 from protocols.webdav.auth import SESSION_KEY
+from protocols.webdav.owncloud import parse_checksum
 
 __all__ = ["fast_put"]
 
 
-def fast_put(provider: Any, environ: dict, start_response: Callable, block_size: int,
-             etag_of: Callable[[Entry], str | None]) -> Iterator[bytes] | None:
+def fast_put(provider: Any, environ: dict, start_response: Callable, block_size: int) -> Iterator[bytes] | None:
     """The reply to a plain PUT, or None when wsgidav must answer. Raises the
     core's errors (for the caller to translate); the file is then as it was."""
     length = environ.get("CONTENT_LENGTH", "")
@@ -47,6 +46,9 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
                                                  principal=environ["wsgidav.user_name"]):
         upload = ops.open_write(session, path)
         try:
+            checksum = parse_checksum(environ)
+            if checksum is not None:
+                upload.expect_checksum(*checksum)
             if chunked:  # the HTTP layer checks the chunks: garbage is a BadRequest
                 while data := environ["wsgi.input"].read(block_size):
                     upload.write(data)
@@ -56,14 +58,11 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
             upload.abort()
             raise
         entry = upload.commit()
-    headers = [("Content-Length", "0")]
-    if mtime is not None:
-        ops.set_mtime(session, path, float(mtime))
+    kept = None
+    if mtime is not None:  # the reply's ETag is the file's after its time is set
+        kept = provider.upload_mtime(environ, path, float(mtime))
         entry = ops.stat(session, path)
-        headers.append(("X-OC-Mtime", "accepted"))
-    etag = etag_of(entry)
-    if etag:
-        headers.append(("ETag", f'"{etag}"'))
+    headers = [("Content-Length", "0"), *provider.upload_headers(environ, path, entry, kept)]
     start_response("204 No Content" if upload.replaced else "201 Created", headers)
     return iter(())
 

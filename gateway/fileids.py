@@ -1,0 +1,215 @@
+"""Stable file ids and change versions, keyed by global path.
+
+Sync clients (ownCloud/Nextcloud) recognise a file by an id that survives
+renames and moves, and skip a folder whose ETag has not changed since their
+last run. Both live here, in the job store's database (table ``file_ids``),
+so they survive restarts and every node sees the same:
+
+- a file or folder gets an id the first time one is asked for it; a move
+  made through the gateway (any protocol, inline or as a job at its commit)
+  takes the ids along; a delete drops them; a copy's destination gets new
+  ones when first asked;
+- ``version`` is set to a new, larger value on the changed path and every
+  ancestor that has an id whenever something changes there through the
+  gateway (upload, mkdir, delete, move, copy, time set), so a folder's
+  version changes when anything below it changes. A job changes versions
+  once, in the transaction that commits it;
+- ``checksum``: the digest an uploader sent and the core verified, and
+  others computed with it (``"sha1:<hex> md5:<hex>"``), with the size they
+  cover; a new content without one
+  drops it, a move takes it along, a copy copies it. Changes behind the
+  gateway's back are not seen: a reader trusts it only while the size is
+  still the same.
+
+Changes made directly on the storage, behind the gateway's back, change no
+version. Until somebody asks for an id the table is empty and a change costs
+no write (on SQLite, where this process is the only writer, that is known
+without a query).
+
+Thread-safe. Database errors after an operation are logged, not raised: the
+operation is done whatever happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Iterable, NamedTuple, Sequence
+
+import sqlalchemy as sa
+
+from gateway.jobs.model import Job
+from gateway.jobs.schema import file_ids
+from gateway.jobs.store import _insert_ignore, write_transaction
+from gateway.namespace import parent_of
+
+__all__ = ["FileIds", "FileId"]
+
+log = logging.getLogger(__name__)
+
+
+def _subtree(column: sa.Column, path: str) -> sa.ColumnElement[bool]:
+    """``column`` is ``path`` or lies below it (substr, as gateway.davstate)."""
+    if path == "/":
+        return sa.true()
+    prefix = path + "/"
+    return sa.or_(column == path, sa.func.substr(column, 1, len(prefix)) == prefix)
+
+
+def _members(column: sa.Column, folder: str) -> sa.ColumnElement[bool]:
+    """``column`` is ``folder`` or one of its direct members."""
+    prefix = folder.rstrip("/") + "/"
+    rest = sa.func.substr(column, len(prefix) + 1)
+    below = sa.and_(column != folder, sa.func.substr(column, 1, len(prefix)) == prefix,
+                    sa.func.replace(rest, "/", "") == rest)
+    return sa.or_(column == folder, below)
+
+
+def _lineage(path: str) -> list[str]:
+    """``path`` and its ancestors up to ``/``."""
+    out = [path]
+    while path != "/":
+        path = parent_of(path)
+        out.append(path)
+    return out
+
+
+class FileId(NamedTuple):
+    """What the table knows of one path."""
+
+    id: int
+    version: int
+    checksum: str | None = None  # "sha1:<hex> md5:<hex>"
+    checksum_size: int | None = None
+
+
+class FileIds:
+    """Ids, versions and checksums over the job store's engine."""
+
+    def __init__(self, engine: sa.Engine, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.engine = engine
+        self._clock_ns = clock_ns
+        self._last = 0
+        self._lock = threading.Lock()
+        #: Whether the table may hold a row (None: not asked yet); kept only
+        #: where this process is the only writer (SQLite).
+        self._shared = engine.dialect.name == "sqlite"
+        self._seen: bool | None = None
+
+    def _version(self) -> int:
+        """A new version, larger than any given before by this process."""
+        with self._lock:
+            self._last = max(self._last + 1, self._clock_ns())
+            return self._last
+
+    def _may_have_rows(self) -> bool:
+        if not self._shared:
+            return True
+        with self._lock:
+            if self._seen is None:
+                with self.engine.connect() as c:
+                    self._seen = c.execute(sa.select(file_ids.c.id).limit(1)).first() is not None
+            return self._seen
+
+    # -- reads ---------------------------------------------------------------------
+
+    def ids(self, paths: Sequence[str], folder: str | None = None) -> list[FileId]:
+        """The :class:`FileId` of each global path, given an id now if it had
+        none. ``folder``: every path is that folder or one of its members
+        (a listing): one query reads them all. Raises the database's error."""
+        if not paths:
+            return []
+        found = self._read(paths, folder)
+        missing = [p for p in dict.fromkeys(paths) if p not in found]
+        if missing:
+            with self._lock:
+                self._seen = True
+            version = self._version()
+            with write_transaction(self.engine) as c:
+                _insert_ignore(c, file_ids, [{"path": p, "version": version} for p in missing])
+            found.update(self._read(missing, None))
+        return [found[p] for p in paths]
+
+    def _read(self, paths: Sequence[str], folder: str | None) -> dict[str, FileId]:
+        cols = (file_ids.c.path, file_ids.c.id, file_ids.c.version, file_ids.c.checksum, file_ids.c.checksum_size)
+        with self.engine.connect() as c:
+            if folder is not None:
+                rows = c.execute(sa.select(*cols).where(_members(file_ids.c.path, folder))).all()
+            else:
+                rows = []
+                unique = list(dict.fromkeys(paths))
+                for i in range(0, len(unique), 500):
+                    rows += c.execute(sa.select(*cols).where(file_ids.c.path.in_(unique[i:i + 500]))).all()
+        return {r.path: FileId(r.id, r.version, r.checksum, r.checksum_size) for r in rows}
+
+    # -- changes -------------------------------------------------------------------
+
+    def changed(self, *paths: str) -> None:
+        """Something at each global path changed (content, time, a new
+        file or folder): those paths and their ancestors get a new version."""
+        if not self._may_have_rows():
+            return
+        try:
+            with write_transaction(self.engine) as c:
+                self._bump(c, paths)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("file versions of %s not updated: %s", ", ".join(paths), exc)
+
+    def content_changed(self, path: str, checksum: str | None = None, size: int | None = None) -> None:
+        """Global path ``path`` has a new content (an upload committed):
+        as :meth:`changed`, and its checksum is now ``checksum`` (of
+        ``size`` bytes), or none."""
+        if checksum is None and not self._may_have_rows():
+            return
+        try:
+            if checksum is not None:
+                self.ids([path])
+            with write_transaction(self.engine) as c:
+                c.execute(file_ids.update().where(file_ids.c.path == path).values(
+                    checksum=checksum, checksum_size=size if checksum is not None else None))
+                self._bump(c, [path])
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("file version or checksum of %s not updated: %s", path, exc)
+
+    def follow(self, operation: str, src: str, dst: str | None) -> None:
+        """After the core moved, copied or deleted global path ``src`` (to
+        ``dst``) itself: the ids go along (move), are dropped (delete, and
+        whatever ``dst`` held before), and both places get new versions."""
+        if not self._may_have_rows():
+            return
+        try:
+            with write_transaction(self.engine) as c:
+                self._follow(c, operation, src, dst)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("file ids of %s not updated after %s: %s", src, operation, exc)
+
+    def committed(self, c: sa.Connection, job: Job) -> None:
+        """The job store's commit hook: as :meth:`follow`, for ``job``,
+        within the commit's own transaction ``c``."""
+        if self._may_have_rows():
+            self._follow(c, job.operation, job.src, job.dst)
+
+    def _follow(self, c: sa.Connection, operation: str, src: str, dst: str | None) -> None:
+        if operation == "delete" or dst is None:
+            c.execute(file_ids.delete().where(_subtree(file_ids.c.path, src)))
+            self._bump(c, [parent_of(src)] if src != "/" else ["/"])
+            return
+        if src == dst:
+            return
+        c.execute(file_ids.delete().where(_subtree(file_ids.c.path, dst)))
+        if operation == "move":
+            c.execute(file_ids.update().where(_subtree(file_ids.c.path, src)).values(
+                path=sa.literal(dst) + sa.func.substr(file_ids.c.path, len(src) + 1)))
+            self._bump(c, [parent_of(src), dst])
+        else:  # the copies get new ids when asked, and the checksums now
+            moved = sa.literal(dst) + sa.func.substr(file_ids.c.path, len(src) + 1)
+            c.execute(file_ids.insert().from_select(
+                ["path", "version", "checksum", "checksum_size"],
+                sa.select(moved, sa.literal(self._version()), file_ids.c.checksum, file_ids.c.checksum_size)
+                .where(_subtree(file_ids.c.path, src), file_ids.c.checksum.is_not(None))))
+            self._bump(c, [dst])
+
+    def _bump(self, c: sa.Connection, paths: Iterable[str]) -> None:
+        lineage = sorted({p for path in paths for p in _lineage(path)})
+        c.execute(file_ids.update().where(file_ids.c.path.in_(lineage)).values(version=self._version()))

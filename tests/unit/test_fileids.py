@@ -1,0 +1,103 @@
+"""Stable file ids and folder versions (gateway.fileids) through the core:
+ids follow moves (inline and as jobs, at the commit), deletes drop them,
+and a folder's version changes when anything below it changes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from conftest import unique_memory
+from gateway import errors as E
+
+
+def _ids(ops, s, *paths):
+    return dict(zip(paths, ops.file_ids(s, list(paths))))
+
+
+def test_ids_are_stable_and_follow_inline_moves(gateway_factory):
+    r = gateway_factory()
+    ops, s = r.ops, r.session()
+    ops.mkdir(s, "/a")
+    ops.mkdir(s, "/a/b")
+    ops.open_write(s, "/a/b/f.txt").commit()
+    before = _ids(ops, s, "/", "/a", "/a/b", "/a/b/f.txt")
+    assert len({f.id for f in before.values()}) == 4
+    assert _ids(ops, s, "/a/b/f.txt") == {"/a/b/f.txt": before["/a/b/f.txt"]}  # stable, unchanged
+    # One query for a listing gives the same answer.
+    assert ops.file_ids(s, ["/a/b", "/a/b/f.txt"], folder="/a/b") == [before["/a/b"], before["/a/b/f.txt"]]
+
+    ops.move(s, "/a/b", "/a/c")
+    after = _ids(ops, s, "/", "/a", "/a/c", "/a/c/f.txt")
+    assert after["/a/c"][0] == before["/a/b"][0]
+    assert after["/a/c/f.txt"] == before["/a/b/f.txt"]  # a moved file keeps its id and version
+    assert after["/a"][1] > before["/a"][1] and after["/"][1] > before["/"][1]
+
+    w = ops.open_write(s, "/a/c/f.txt")
+    w.write(b"new")
+    w.commit()
+    edited = _ids(ops, s, "/", "/a", "/a/c", "/a/c/f.txt")
+    assert edited["/a/c/f.txt"][0] == before["/a/b/f.txt"][0]
+    for p in ("/", "/a", "/a/c", "/a/c/f.txt"):
+        assert edited[p][1] > after[p][1], p
+
+    ops.copy(s, "/a/c/f.txt", "/a/g.txt")
+    copied = _ids(ops, s, "/a/g.txt", "/a/c/f.txt")
+    assert copied["/a/g.txt"][0] != copied["/a/c/f.txt"][0]
+
+    ops.delete(s, "/a/c", recursive=True)
+    ops.mkdir(s, "/a/c")
+    ops.open_write(s, "/a/c/f.txt").commit()
+    assert _ids(ops, s, "/a/c/f.txt")["/a/c/f.txt"][0] not in (before["/a/b/f.txt"][0],)
+
+
+def test_ids_follow_a_move_made_as_a_job_at_its_commit(gateway_factory):
+    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}"}, budget_ms=0)
+    ops, s = r.ops, r.session()
+    ops.mkdir(s, "/t")
+    for i in range(5):
+        w = ops.open_write(s, f"/t/f{i}")
+        w.write(b"x" * 10)
+        w.commit()
+    before = _ids(ops, s, "/", "/t", "/t/f3")
+    outcome = ops.move(s, "/t", "/u", budget_s=0)
+    assert outcome.job is not None
+    r.gw.dispatcher.wait(outcome.job_id, 30)
+    after = _ids(ops, s, "/", "/u", "/u/f3")
+    assert after["/u"][0] == before["/t"][0] and after["/u/f3"][0] == before["/t/f3"][0]
+    assert after["/"][1] > before["/"][1]
+
+
+def test_verified_checksums_are_kept_and_follow_the_file(gateway_factory):
+    r = gateway_factory()
+    ops, s = r.ops, r.session()
+    data = b"checked content"
+    sha1 = hashlib.sha1(data).hexdigest()
+
+    w = ops.open_write(s, "/bad.txt")
+    w.expect_checksum("SHA1", "0" * 40)
+    w.write(data)
+    with pytest.raises(E.BadRequest, match="checksum mismatch"):
+        w.commit()
+    assert not ops.exists(s, "/bad.txt")
+
+    w = ops.open_write(s, "/c.txt")
+    w.expect_checksum("SHA1", sha1.upper())
+    w.write(data)
+    w.commit()
+    md5 = hashlib.md5(data).hexdigest()
+    assert ops.file_ids(s, ["/c.txt"])[0].checksum == f"sha1:{sha1} md5:{md5}"
+    ops.move(s, "/c.txt", "/d.txt")
+    ops.copy(s, "/d.txt", "/e.txt")
+    found = ops.file_ids(s, ["/d.txt", "/e.txt"])
+    assert [f.checksum for f in found] == [f"sha1:{sha1} md5:{md5}"] * 2 and found[0].id != found[1].id
+    assert found[0].checksum_size == len(data)
+    w = ops.open_write(s, "/d.txt")  # a new content without one drops it
+    w.write(b"other")
+    w.commit()
+    assert ops.file_ids(s, ["/d.txt"])[0].checksum is None
+    w = ops.open_write(s, "/f.txt")
+    with pytest.raises(E.BadRequest):
+        w.expect_checksum("crc32", "00")
+    w.abort()
