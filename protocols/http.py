@@ -42,7 +42,7 @@ def make_app(gw: Any, cfg: Any, closing: threading.Event | None = None) -> Calla
     dispatch = wsgi.PathInfoDispatcher({MOUNT_PATH: dav, **dict.fromkeys(PREFIXES, owncloud),
                                         "/": make_wsgi_app(gw, cfg, closing)})
     return RequestGuard(dispatch, max_json_bytes=cfg.http.max_json_bytes, max_xml_bytes=cfg.http.max_xml_bytes,
-                        dav_mount=MOUNT_PATH)
+                        dav_mounts=(MOUNT_PATH, "/remote.php"))
 
 
 class HttpHandle:

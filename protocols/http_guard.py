@@ -24,18 +24,20 @@ __all__ = ["RequestGuard"]
 
 
 class RequestGuard:
-    """WSGI middleware around the whole HTTP port; ``dav_mount``: the path
-    whose replies are plain text (the others are JSON, as the REST API's)."""
+    """WSGI middleware around the whole HTTP port; ``dav_mounts``: the paths
+    of WebDAV (XML bodies, plain-text replies; the others are JSON, as the
+    REST API's)."""
 
-    def __init__(self, app: Callable, *, max_json_bytes: int, max_xml_bytes: int, dav_mount: str) -> None:
+    def __init__(self, app: Callable, *, max_json_bytes: int, max_xml_bytes: int,
+                 dav_mounts: tuple[str, ...]) -> None:
         self.app = app
         self.max_json_bytes = max_json_bytes
         self.max_xml_bytes = max_xml_bytes
-        self.dav_mount = dav_mount
+        self.dav_mounts = dav_mounts
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        dav = path == self.dav_mount or path.startswith(self.dav_mount + "/")
+        dav = any(path == m or path.startswith(m + "/") for m in self.dav_mounts)
         try:
             path.encode("latin-1").decode("utf-8")  # WSGI hands the path over as latin-1
         except UnicodeError:
