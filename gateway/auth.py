@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import ipaddress
@@ -34,7 +35,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.config import UserConfig, load_users_file, split_public_key
-from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned
+from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned, NotFound, ReadOnly
 from gateway.private import FILE_MODE, private_dir
 from gateway.users import PERMISSIONS, User
 
@@ -257,6 +258,57 @@ class Authenticator:
             self._changed()
         log.info("added user %r (admin=%s) to %s", user.name, user.admin, self._path)
         return new
+
+    def is_from_config(self, name: str) -> bool:
+        """Whether ``name`` is a ``[[users]]`` entry of the config file."""
+        return name in self._config_users
+
+    def update_user(self, name: str, change: Callable[[User], None]) -> User:
+        """Apply ``change`` to a copy of the stored user ``name`` and write it
+        back to ``state_dir/users.toml``; return the new user.
+
+        Raises ReadOnly for a user of the config file (edit the file
+        instead), NotFound when there is no such user.
+        """
+        with self._lock, self._file_lock():
+            self._reload()
+            self._check_stored(name)
+            old = self._stored[name]
+            new = dataclasses.replace(old, authorized_keys=list(old.authorized_keys))
+            change(new)
+            self._stored[name] = new
+            try:
+                self._write_stored()
+            except BaseException:
+                self._stored[name] = old
+                raise
+            self._changed()
+        log.info("changed user %r in %s", name, self._path)
+        return new
+
+    def remove_user(self, name: str) -> None:
+        """Delete the stored user ``name`` from ``state_dir/users.toml``.
+
+        Raises ReadOnly for a user of the config file, NotFound when there
+        is no such user.
+        """
+        with self._lock, self._file_lock():
+            self._reload()
+            self._check_stored(name)
+            old = self._stored.pop(name)
+            try:
+                self._write_stored()
+            except BaseException:
+                self._stored[name] = old
+                raise
+            self._changed()
+        log.info("removed user %r from %s", name, self._path)
+
+    def _check_stored(self, name: str) -> None:
+        if name in self._config_users:
+            raise ReadOnly(f"user {name!r} is defined in the config file; change it there")
+        if name not in self._stored:
+            raise NotFound(f"no user {name!r}")
 
     def ensure_admin(self) -> str | None:
         """First start: when there are no users at all, create ``admin``

@@ -107,6 +107,65 @@ def test_user_add_rejects_a_bad_key_file(config, monkeypatch, capsys, tmp_path):
     assert capsys.readouterr().err.startswith(f"{keyfile}: line 1: expected an OpenSSH public key")
 
 
+def test_user_list_passwd_key_add_remove(config, monkeypatch, capsys, tmp_path):
+    assert add_user(config, monkeypatch, "one\n", "bob", "--home", "/bob", "--permissions", "list,download") == 0
+    capsys.readouterr()
+    assert main(["user", "list", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "bob\thome=/bob\tpermissions=list,download\tadmin=no\tpassword=yes\tkeys=0\tsource=users.toml"]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("two\n"))
+    assert main(["user", "passwd", "bob", "--password-stdin", "--config", str(config)]) == 0
+    auth = Authenticator.from_config(load_config(config))
+    assert auth.login_password("bob", "two", "127.0.0.1").home == "/bob"
+    with pytest.raises(AuthenticationFailed):
+        auth.login_password("bob", "one", "127.0.0.1")
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    keyfile = tmp_path / "id.pub"
+    keyfile.write_text(key.export_public_key().decode())
+    for _ in range(2):  # a key already there is not added twice
+        assert main(["user", "key", "add", "bob", str(keyfile), "--config", str(config)]) == 0
+    auth = Authenticator.from_config(load_config(config))
+    assert auth.login_key("bob", key.public_data, "127.0.0.1").name == "bob"
+    assert len(auth.get("bob").authorized_keys) == 1
+
+    assert main(["user", "remove", "bob", "--config", str(config)]) == 0
+    assert "removed user bob" in capsys.readouterr().out
+    assert Authenticator.from_config(load_config(config)).get("bob") is None
+    assert main(["user", "remove", "bob", "--config", str(config)]) == 1
+    assert capsys.readouterr().err.strip() == "gateway: no user 'bob'"
+
+
+def test_user_changes_refuse_a_config_user(tmp_path, monkeypatch, capsys):
+    from gateway.auth import hash_password
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f"[server]\nstate_dir = '{tmp_path / 'var'}'\n"
+        f"[[users]]\nname = 'carol'\npassword_hash = '{hash_password('x')}'\n"
+    )
+    keyfile = tmp_path / "id.pub"
+    keyfile.write_text(asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode())
+    monkeypatch.setattr("sys.stdin", io.StringIO("new\n"))
+    for argv in (["passwd", "carol", "--password-stdin"], ["remove", "carol"], ["key", "add", "carol", str(keyfile)]):
+        assert main(["user", *argv, "--config", str(path)]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            "gateway: user 'carol' is defined in the config file; change it there"]
+    assert Authenticator.from_config(load_config(path)).login_password("carol", "x", "127.0.0.1").name == "carol"
+    assert main(["user", "list", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.endswith("\tsource=config\n")
+
+
+def test_user_passwd_without_a_terminal_says_so(config, monkeypatch):
+    assert add_user(config, monkeypatch, "one\n", "bob") == 0
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "user", "passwd", "bob", "--config", str(config)],
+                         cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         start_new_session=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 2
+    assert out.stderr.startswith("gateway user passwd: no terminal to ask the password on")
+
+
 def test_commands_exit_2_on_a_bad_config(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[http]\nport = 'x'\n")
