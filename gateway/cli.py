@@ -5,7 +5,7 @@
     gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--no-create-home]
                           [--admin] [--permissions list,download,...] [--config F]
     gateway user list | passwd NAME [--password-stdin] | remove NAME | key add NAME FILE
-    gateway serve [--config F]
+    gateway serve [--new-store] [--config F]
 
 Exit codes: 0 success, 1 the command failed (e.g. the user exists), 2 bad
 usage, an invalid config (one line on stderr naming file, key and what was
@@ -344,6 +344,8 @@ def _user_key_add(args: argparse.Namespace) -> int:
 
 def _register_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="run every enabled front end (FTP, SFTP, HTTP) until SIGINT/SIGTERM")
+    p.add_argument("--new-store", action="store_true",
+                   help="start an empty job store when the one made before is missing (every job is forgotten)")
     add_config_option(p)
     p.set_defaults(func=_serve)
 
@@ -356,12 +358,12 @@ def _serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     try:
-        preflight.check(cfg, args.config)
+        preflight.check(cfg, args.config, new_store=args.new_store)
     except ConfigError as e:
         print(e.message, file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(cfg.logging)
-    return server.run(cfg)
+    return server.run(cfg, new_store=args.new_store)
 
 
 # --------------------------------------------------------------------- main

@@ -321,16 +321,29 @@ def test_serve_names_a_corrupt_job_store_in_one_line(tmp_path, monkeypatch):
                               "(every job is then forgotten)")
 
 
-def test_a_deleted_job_store_is_logged(tmp_path, caplog):
+def test_a_deleted_job_store_is_an_error_unless_new_store(tmp_path, caplog, capsys):
     from gateway.app import Gateway
+    from gateway.config import ConfigError
 
     state = tmp_path / "var"
     Gateway.build({"/": "memory://deleted-store"}, state).close()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # the first start says nothing
-    (state / "users.toml").write_text("")
+    assert (state / ".store-created").exists()
     (state / "jobs.db").unlink()
+    message = (f"{state / 'jobs.db'}: the job store is missing although {state / '.store-created'} says one was "
+               "made here; restore it from a backup, or start with `gateway serve --new-store` to make an empty "
+               "one (every earlier job is forgotten)")
+    with pytest.raises(ConfigError) as e:
+        Gateway.build({"/": "memory://deleted-store"}, state)
+    assert e.value.message == message
+    assert not (state / "jobs.db").exists()
+    path = _write(tmp_path, "")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [message]
     with caplog.at_level("WARNING", logger="gateway.server"):
-        Gateway.build({"/": "memory://deleted-store"}, state).close()
+        Gateway.build({"/": "memory://deleted-store"}, state, new_store=True).close()
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"{state / 'jobs.db'}: the job store is missing although {state} holds other state (users.toml); "
-        "starting an empty one: every earlier job is forgotten"]
+        f"{state / 'jobs.db'}: the job store is missing; starting an empty one as --new-store asks: every "
+        "earlier job is forgotten"]
+    assert (state / "jobs.db").exists()
+    assert main(["check-config", "--config", str(path)]) == 0
