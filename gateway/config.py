@@ -389,6 +389,9 @@ class Http(_Model):
     max_xml_bytes: PositiveInt = 1 << 20
     #: nesting of a JSON body (400 beyond)
     max_json_depth: PositiveInt = 64
+    #: who may read /metrics: anyone, any logged-in user, or nobody (404)
+    metrics: Annotated[Literal["public", "authenticated", "off"],
+                       BeforeValidator(_choice_check("public", "authenticated", "off"))] = "authenticated"
 
 
 class ProtocolPolicy(_Model):
