@@ -116,6 +116,7 @@ class Gateway:
             descriptor_reserve=cfg.server.descriptor_reserve, new_store=new_store,
         )
         gw.auth = Authenticator.from_config(cfg)
+        gw.auth.audit = gw.ops.audit = cfg.logging.audit
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
         gw.auth.on_change(gw.auth.all())
         gw.logins = CachedLogins(gw.auth)

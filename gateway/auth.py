@@ -36,6 +36,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from gateway.config import UserConfig, load_users_file, split_public_key
 from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned, NotFound, ReadOnly
+from gateway.logs import log_login
 from gateway.private import FILE_MODE, private_dir
 from gateway.users import PERMISSIONS, User
 
@@ -89,6 +90,8 @@ class Authenticator:
         self._failures: dict[str, collections.deque[float]] = {}
         self._banned_until: dict[str, float] = {}
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        #: ``[logging] audit``: every login, failed or not, is an operation log line too.
+        self.audit = False
         #: Called with every user whenever the set of users changes.
         self.on_change: Callable[[list[User]], None] | None = None
         self._reload()
@@ -142,6 +145,8 @@ class Authenticator:
         if _hasher.check_needs_rehash(stored_hash):
             self._rehash(user, password)
         log.info("login ok: user %r from %s (password)", name, addr)
+        if self.audit:
+            log_login(name, addr, "password", "ok")
         return user
 
     def login_key(self, name: str, key: str | bytes, remote: str, *, count_failure: bool = True) -> User:
@@ -166,6 +171,8 @@ class Authenticator:
                 try:
                     if split_public_key(line) == wanted:
                         log.info("login ok: user %r from %s (key %s)", name, addr, wanted[0])
+                        if self.audit:
+                            log_login(name, addr, "key", "ok")
                         return user
                 except ValueError:
                     continue
@@ -220,6 +227,8 @@ class Authenticator:
                 "banning %s for %g s after %d failed logins (last user %r)",
                 addr, self._cfg.ban_s, count, name,
             )
+        if self.audit:
+            log_login(name, addr, method, "error: login incorrect")
         raise AuthenticationFailed("login incorrect")
 
     def _rehash(self, user: User, password: str) -> None:
@@ -451,6 +460,8 @@ class CachedLogins:
             self.auth._check_ban(_address(remote))
             user = self.auth.get(name)
             if user is not None and user.password_hash == hit[0]:
+                if self.auth.audit:
+                    log_login(name, _address(remote), "password (cached)", "ok")
                 return user
         user = self.auth.login_password(name, password, remote)
         with self._lock:

@@ -537,6 +537,8 @@ class Logging(_Model):
     #: ``repeat_window_s``, then one summary line with the count
     repeat_window_s: PositiveFloat = 60.0
     repeat_burst: PositiveInt = 5
+    #: also log downloads, listings and logins (one operation line each, with the address)
+    audit: Bool = False
 
 
 class Config(_Model):
