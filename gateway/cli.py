@@ -1,7 +1,7 @@
 """The ``gateway`` command.
 
     gateway --version
-    gateway check-config [--config F]
+    gateway check-config [--bind] [--config F]
     gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--no-create-home]
                           [--admin] [--permissions list,download,...] [--config F]
     gateway user list | passwd NAME [--password-stdin] | remove NAME | key add NAME FILE
@@ -43,6 +43,8 @@ Register = Callable[[Any], None]
 
 def _register_check_config(sub: Any) -> None:
     p = sub.add_parser("check-config", help="validate a config file and exit")
+    p.add_argument("--bind", action="store_true",
+                   help="also bind (and release) each enabled front end's port, to find one already taken")
     add_config_option(p)
     p.set_defaults(func=_check_config)
 
@@ -57,6 +59,8 @@ def _check_config(args: argparse.Namespace) -> int:
         # The users file the gateway writes is part of what it will load.
         load_users_file(cfg.server.state_dir / "users.toml")
         preflight.check(cfg, args.config)
+        if args.bind:
+            preflight.check_bind(cfg)
     except ConfigError as e:
         print(e.message, file=sys.stderr)
         return EXIT_CONFIG

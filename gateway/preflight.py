@@ -16,13 +16,14 @@ file, the key and what was expected.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 
-__all__ = ["check", "check_store_file", "STORE_MARKER"]
+__all__ = ["check", "check_bind", "check_store_file", "STORE_MARKER"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -113,3 +114,29 @@ def _check_key_files(cfg: Config, source: Any) -> None:
                 pass
         except OSError as e:
             raise ConfigError(f"{source}: {key}: expected {what}, got {str(path)!r} ({e.strerror or e})") from None
+
+
+def check_bind(cfg: Config) -> None:
+    """Bind, and release at once, the port of each enabled front end on
+    ``server.host`` (with SO_REUSEADDR, as the front ends do): what
+    ``check-config --bind`` adds. Raises ConfigError, one line naming the
+    front end, the address and the cause (``http: cannot listen on
+    127.0.0.1:8080: address already in use``)."""
+    from gateway.server import _cause, _hostport
+
+    host = cfg.server.host
+    for section in ("ftp", "sftp", "http"):
+        front = getattr(cfg, section)
+        if not front.enabled:
+            continue
+        address = _hostport(host, front.port)
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                host or None, front.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(sockaddr)
+        except socket.gaierror as e:
+            raise ConfigError(f"{section}: cannot listen on {address}: {e.strerror or e}") from None
+        except OSError as e:
+            raise ConfigError(f"{section}: cannot listen on {address}: {_cause(e)}") from None

@@ -264,6 +264,22 @@ def test_check_config_ok_for_two_front_ends_when_one_is_off(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"ok: {path}"
 
 
+@pytest.mark.parametrize("front_end", ["ftp", "sftp", "http"])
+def test_check_config_bind_names_a_taken_port(tmp_path, capsys, front_end):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {s: port if s == front_end else _free_port() for s in ("ftp", "sftp", "http")}
+        path = _write(tmp_path, "".join(f"[{s}]\nport = {p}\n" for s, p in ports.items())
+                      .replace("[sftp]", "passive_ports = '20000-20010'\n[sftp]"))  # no ephemeral port in it
+        assert main(["check-config", "--config", str(path)]) == 0  # without --bind, ports are not tried
+        assert main(["check-config", "--bind", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{front_end}: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert main(["check-config", "--bind", "--config", str(path)]) == 0  # released, and free again
+
+
 def test_check_config_names_a_corrupt_job_store(tmp_path, capsys):
     path = _write(tmp_path, "")
     (tmp_path / "var").mkdir()
