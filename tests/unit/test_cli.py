@@ -166,6 +166,31 @@ def test_user_passwd_without_a_terminal_says_so(config, monkeypatch):
     assert out.stderr.startswith("gateway user passwd: no terminal to ask the password on")
 
 
+def test_the_config_is_found_by_flag_then_environment_then_etc(tmp_path, monkeypatch, capsys):
+    from gateway.cli_common import CONFIG_SEARCH
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    if CONFIG_SEARCH[-1].exists():
+        pytest.skip(f"{CONFIG_SEARCH[-1]} exists on this machine")
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "no config file: give --config FILE or set $GATEWAY_CONFIG, or create etc/gateway.toml or "
+        "/etc/gateway/gateway.toml (the first relative to the working directory)"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "gateway.toml").write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.strip() == "ok: etc/gateway.toml"
+    env = _write(tmp_path, "")
+    monkeypatch.setenv("GATEWAY_CONFIG", str(env))
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.strip() == f"ok: {env}"
+    flag = tmp_path / "flag.toml"
+    flag.write_text("[ftp]\nport = 'x'\n")
+    assert main(["check-config", "--config", str(flag)]) == 2
+    assert capsys.readouterr().err.startswith(f"{flag}: ftp.port:")
+
+
 def test_commands_exit_2_on_a_bad_config(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[http]\nport = 'x'\n")
