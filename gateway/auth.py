@@ -313,6 +313,13 @@ class Authenticator:
             self._changed()
         log.info("removed user %r from %s", name, self._path)
 
+    def check_stored(self, name: str) -> None:
+        """Raises as :meth:`update_user` would for ``name``: ReadOnly for a
+        user of the config file, NotFound for no user."""
+        with self._lock:
+            self._reload()
+            self._check_stored(name)
+
     def _check_stored(self, name: str) -> None:
         if name in self._config_users:
             raise ReadOnly(f"user {name!r} is defined in the config file; change it there")

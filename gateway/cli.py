@@ -285,11 +285,12 @@ def _change_user(args: argparse.Namespace, auth: Any, change: Callable[[Any], No
 
 def _check_changeable(auth: Any, name: str) -> bool:
     """Whether the stored user ``name`` exists and may change (else says why)."""
-    if auth.is_from_config(name):
-        print(f"gateway: user {name!r} is defined in the config file; change it there", file=sys.stderr)
-        return False
-    if auth.get(name) is None:
-        print(f"gateway: no user {name!r}", file=sys.stderr)
+    from gateway.errors import GatewayError
+
+    try:
+        auth.check_stored(name)
+    except GatewayError as e:
+        print(f"gateway: {e}", file=sys.stderr)
         return False
     return True
 
