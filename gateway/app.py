@@ -17,7 +17,7 @@ from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
 from gateway.namespace import Mount, Namespace, normalise, set_name_form
 from gateway.ops import Limits, Operations, Policy
-from gateway.private import private_dir
+from gateway.private import create_private, private_dir
 from gateway.sweep import Sweeper
 from gateway.view import View
 
@@ -59,14 +59,15 @@ class Gateway:
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
               policy: Any = None, auth: Any = None, config: Any = None,
               limits: Limits = Limits(), sweep_interval_s: float = 0.0, temp_grace_s: float = 3600.0,
-              descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE) -> "Gateway":
+              descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE, new_store: bool = False) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
         otherwise. ``sweep_interval_s`` > 0 sweeps abandoned temporaries
         older than ``temp_grace_s`` at start and that often (gateway.sweep);
         front ends refuse connections that would leave fewer than
         ``descriptor_reserve`` descriptors (gateway.descriptors).
-        Not started: call :meth:`start`."""
+        ``new_store`` makes an empty SQLite job store where one existed and
+        is missing (else that is a ConfigError). Not started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
         mode = stat.S_IMODE(state_dir.stat().st_mode)
         if mode & 0o077:  # made by an older version, or by hand: left alone, but said
@@ -77,7 +78,7 @@ class Gateway:
             url, options, settings = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
             table.append(Mount(normalise(path), open_backend(url, options, **settings)))
         namespace = Namespace(table)
-        store = _open_store(store_url, state_dir)
+        store = _open_store(store_url, state_dir, new_store)
         runner = JobRunner(store, namespace, RunnerSettings(heartbeat_s=heartbeat_s, step_retries=step_retries,
                                                             retry_backoff_s=retry_backoff_s,
                                                             max_attempts=max_attempts))
@@ -91,8 +92,9 @@ class Gateway:
                    sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve))
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "Gateway":
-        """The gateway a validated config describes (see gateway.config)."""
+    def from_config(cls, cfg: Any, new_store: bool = False) -> "Gateway":
+        """The gateway a validated config describes (see gateway.config);
+        ``new_store`` as in :meth:`build`."""
         from gateway.auth import Authenticator
 
         set_name_form(cfg.server.unicode_normalization)
@@ -111,9 +113,10 @@ class Gateway:
             limits=Limits(property_bytes=cfg.http.max_property_bytes,
                           resource_property_bytes=cfg.http.max_resource_property_bytes),
             sweep_interval_s=cfg.server.sweep_interval_s, temp_grace_s=cfg.server.temp_grace_s,
-            descriptor_reserve=cfg.server.descriptor_reserve,
+            descriptor_reserve=cfg.server.descriptor_reserve, new_store=new_store,
         )
         gw.auth = Authenticator.from_config(cfg)
+        gw.auth.audit = gw.ops.audit = cfg.logging.audit
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
         gw.auth.on_change(gw.auth.all())
         gw.logins = CachedLogins(gw.auth)
@@ -142,30 +145,34 @@ class Gateway:
         self.close()
 
 
-def _open_store(store_url: str | None, state_dir: Path) -> JobStore:
-    """The job store (default: ``state_dir/jobs.db``). A missing SQLite file
-    in a state folder that holds other state (users, host keys, TLS) means
-    the store existed and is gone: every job is forgotten, which is logged
-    as a warning before an empty store is made.
+def _open_store(store_url: str | None, state_dir: Path, new_store: bool = False) -> JobStore:
+    """The job store (default: ``state_dir/jobs.db``). Making the SQLite
+    file leaves :data:`gateway.preflight.STORE_MARKER` in ``state_dir``; a
+    missing file next to the marker means the store existed and is gone,
+    which is an error unless ``new_store`` (then a warning, and an empty
+    store is made: every earlier job is forgotten).
 
     Raises ConfigError (one line naming the file or URL and the cause) when
-    the store cannot be opened, e.g. a corrupt file.
+    the store cannot be opened, e.g. a corrupt or missing file.
     """
     from gateway.config import ConfigError
-    from gateway.preflight import check_store_file, store_error
+    from gateway.preflight import STORE_MARKER, check_store_file, store_error
 
     db = state_dir / "jobs.db"
     url = store_url or f"sqlite:///{db}"
     where: object = url.split("@")[-1] if "@" in url else url
-    if url == f"sqlite:///{db}":
+    marker = state_dir / STORE_MARKER if url == f"sqlite:///{db}" else None
+    if marker is not None:
         where = db
-        check_store_file(db)
-        others = sorted(p.name for p in state_dir.iterdir() if not p.name.startswith("jobs.db"))
-        if not db.exists() and others:
-            log.warning("%s: the job store is missing although %s holds other state (%s); starting an "
-                        "empty one: every earlier job is forgotten", db, state_dir, ", ".join(others[:5]))
+        check_store_file(db, new_store)
+        if not db.exists() and marker.exists():
+            log.warning("%s: the job store is missing; starting an empty one as --new-store asks: every "
+                        "earlier job is forgotten", db)
     try:
-        return JobStore(url)
+        store = JobStore(url)
     except Exception as e:  # the driver's own error: sqlite3/psycopg, through SQLAlchemy
         cause = str(getattr(e, "orig", None) or e).strip() or type(e).__name__
         raise ConfigError(store_error(where, cause.splitlines()[0])) from None
+    if marker is not None:
+        create_private(marker)
+    return store

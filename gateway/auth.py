@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import ipaddress
@@ -34,7 +35,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.config import UserConfig, load_users_file, split_public_key
-from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned
+from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned, NotFound, ReadOnly
+from gateway.logs import log_login
 from gateway.private import FILE_MODE, private_dir
 from gateway.users import PERMISSIONS, User
 
@@ -88,6 +90,8 @@ class Authenticator:
         self._failures: dict[str, collections.deque[float]] = {}
         self._banned_until: dict[str, float] = {}
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
+        #: ``[logging] audit``: every login, failed or not, is an operation log line too.
+        self.audit = False
         #: Called with every user whenever the set of users changes.
         self.on_change: Callable[[list[User]], None] | None = None
         self._reload()
@@ -141,6 +145,8 @@ class Authenticator:
         if _hasher.check_needs_rehash(stored_hash):
             self._rehash(user, password)
         log.info("login ok: user %r from %s (password)", name, addr)
+        if self.audit:
+            log_login(name, addr, "password", "ok")
         return user
 
     def login_key(self, name: str, key: str | bytes, remote: str, *, count_failure: bool = True) -> User:
@@ -165,6 +171,8 @@ class Authenticator:
                 try:
                     if split_public_key(line) == wanted:
                         log.info("login ok: user %r from %s (key %s)", name, addr, wanted[0])
+                        if self.audit:
+                            log_login(name, addr, "key", "ok")
                         return user
                 except ValueError:
                     continue
@@ -219,6 +227,8 @@ class Authenticator:
                 "banning %s for %g s after %d failed logins (last user %r)",
                 addr, self._cfg.ban_s, count, name,
             )
+        if self.audit:
+            log_login(name, addr, method, "error: login incorrect")
         raise AuthenticationFailed("login incorrect")
 
     def _rehash(self, user: User, password: str) -> None:
@@ -257,6 +267,64 @@ class Authenticator:
             self._changed()
         log.info("added user %r (admin=%s) to %s", user.name, user.admin, self._path)
         return new
+
+    def is_from_config(self, name: str) -> bool:
+        """Whether ``name`` is a ``[[users]]`` entry of the config file."""
+        return name in self._config_users
+
+    def update_user(self, name: str, change: Callable[[User], None]) -> User:
+        """Apply ``change`` to a copy of the stored user ``name`` and write it
+        back to ``state_dir/users.toml``; return the new user.
+
+        Raises ReadOnly for a user of the config file (edit the file
+        instead), NotFound when there is no such user.
+        """
+        with self._lock, self._file_lock():
+            self._reload()
+            self._check_stored(name)
+            old = self._stored[name]
+            new = dataclasses.replace(old, authorized_keys=list(old.authorized_keys))
+            change(new)
+            self._stored[name] = new
+            try:
+                self._write_stored()
+            except BaseException:
+                self._stored[name] = old
+                raise
+            self._changed()
+        log.info("changed user %r in %s", name, self._path)
+        return new
+
+    def remove_user(self, name: str) -> None:
+        """Delete the stored user ``name`` from ``state_dir/users.toml``.
+
+        Raises ReadOnly for a user of the config file, NotFound when there
+        is no such user.
+        """
+        with self._lock, self._file_lock():
+            self._reload()
+            self._check_stored(name)
+            old = self._stored.pop(name)
+            try:
+                self._write_stored()
+            except BaseException:
+                self._stored[name] = old
+                raise
+            self._changed()
+        log.info("removed user %r from %s", name, self._path)
+
+    def check_stored(self, name: str) -> None:
+        """Raises as :meth:`update_user` would for ``name``: ReadOnly for a
+        user of the config file, NotFound for no user."""
+        with self._lock:
+            self._reload()
+            self._check_stored(name)
+
+    def _check_stored(self, name: str) -> None:
+        if name in self._config_users:
+            raise ReadOnly(f"user {name!r} is defined in the config file; change it there")
+        if name not in self._stored:
+            raise NotFound(f"no user {name!r}")
 
     def ensure_admin(self) -> str | None:
         """First start: when there are no users at all, create ``admin``
@@ -399,6 +467,8 @@ class CachedLogins:
             self.auth._check_ban(_address(remote))
             user = self.auth.get(name)
             if user is not None and user.password_hash == hit[0]:
+                if self.auth.audit:
+                    log_login(name, _address(remote), "password (cached)", "ok")
                 return user
         user = self.auth.login_password(name, password, remote)
         with self._lock:

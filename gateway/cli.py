@@ -1,10 +1,11 @@
 """The ``gateway`` command.
 
     gateway --version
-    gateway check-config [--config F]
+    gateway check-config [--bind] [--config F]
     gateway user add NAME [--password-stdin] [--key FILE]... [--home /x] [--no-create-home]
                           [--admin] [--permissions list,download,...] [--config F]
-    gateway serve [--config F]
+    gateway user list | passwd NAME [--password-stdin] | remove NAME | key add NAME FILE
+    gateway serve [--new-store] [--config F]
 
 Exit codes: 0 success, 1 the command failed (e.g. the user exists), 2 bad
 usage, an invalid config (one line on stderr naming file, key and what was
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from gateway import __version__
 from gateway.cli_common import EXIT_CONFIG, add_config_option, load_config_for
 from gateway.config import Config, ConfigError, load_users_file, split_public_key
+from gateway.users import PERMISSIONS
 
 __all__ = ["main", "build_parser", "COMMANDS", "add_config_option", "load_config_for"]
 
@@ -41,6 +43,8 @@ Register = Callable[[Any], None]
 
 def _register_check_config(sub: Any) -> None:
     p = sub.add_parser("check-config", help="validate a config file and exit")
+    p.add_argument("--bind", action="store_true",
+                   help="also bind (and release) each enabled front end's port, to find one already taken")
     add_config_option(p)
     p.set_defaults(func=_check_config)
 
@@ -55,6 +59,8 @@ def _check_config(args: argparse.Namespace) -> int:
         # The users file the gateway writes is part of what it will load.
         load_users_file(cfg.server.state_dir / "users.toml")
         preflight.check(cfg, args.config)
+        if args.bind:
+            preflight.check_bind(cfg)
     except ConfigError as e:
         print(e.message, file=sys.stderr)
         return EXIT_CONFIG
@@ -82,6 +88,26 @@ def _register_user(sub: Any) -> None:
                      help="comma-separated: list,download,upload,overwrite,rename,delete,mkdir,copy or * (default)")
     add_config_option(add)
     add.set_defaults(func=_user_add)
+    lst = users.add_parser("list", help="list every user (config file and users.toml)")
+    add_config_option(lst)
+    lst.set_defaults(func=_user_list)
+    pw = users.add_parser("passwd", help="set a new password (asked twice, or --password-stdin)")
+    pw.add_argument("name", metavar="NAME")
+    pw.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add_config_option(pw)
+    pw.set_defaults(func=_user_passwd)
+    rm = users.add_parser("remove", help="remove a user from users.toml")
+    rm.add_argument("name", metavar="NAME")
+    add_config_option(rm)
+    rm.set_defaults(func=_user_remove)
+    key = users.add_parser("key", help="manage a user's SSH keys")
+    keys = key.add_subparsers(dest="key_command", metavar="ACTION")
+    keys.required = True
+    kadd = keys.add_parser("add", help="add the OpenSSH public keys of FILE to the user")
+    kadd.add_argument("name", metavar="NAME")
+    kadd.add_argument("file", metavar="FILE", type=Path)
+    add_config_option(kadd)
+    kadd.set_defaults(func=_user_key_add)
 
 
 def _read_keys(files: list[Path]) -> list[str] | None:
@@ -114,11 +140,11 @@ def _has_terminal() -> bool:
         return sys.stdin is not None and sys.stdin.isatty()
 
 
-_NO_TERMINAL = ("gateway user add: no terminal to ask the password on; pipe it in with --password-stdin "
-                "(printf '%s\\n' \"$PW\" | gateway user add NAME --password-stdin)")
+_NO_TERMINAL = ("gateway user {0}: no terminal to ask the password on; pipe it in with --password-stdin "
+                "(printf '%s\\n' \"$PW\" | gateway user {0} NAME --password-stdin)")
 
 
-def _read_password(from_stdin: bool) -> str | None:
+def _read_password(from_stdin: bool, command: str = "add") -> str | None:
     """The new password ("" for none); None after printing why not."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -126,7 +152,7 @@ def _read_password(from_stdin: bool) -> str | None:
         first = getpass.getpass("Password: ")
         again = getpass.getpass("Repeat password: ")
     except EOFError:
-        print(_NO_TERMINAL, file=sys.stderr)
+        print(_NO_TERMINAL.format(command), file=sys.stderr)
         return None
     if again != first:
         print("gateway: the passwords do not match", file=sys.stderr)
@@ -192,7 +218,7 @@ def _user_add(args: argparse.Namespace) -> int:
         print(f"gateway: user {user.name!r} already exists", file=sys.stderr)
         return 1
     if not args.password_stdin and not _has_terminal():
-        print(_NO_TERMINAL, file=sys.stderr)
+        print(_NO_TERMINAL.format("add"), file=sys.stderr)
         return EXIT_CONFIG
     password = _read_password(args.password_stdin)
     if password is None:
@@ -215,11 +241,116 @@ def _user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _authenticator(args: argparse.Namespace) -> Any:
+    """The Authenticator of ``args.config``, or None after printing why not."""
+    from gateway.auth import Authenticator
+
+    cfg = load_config_for(args)
+    if cfg is None:
+        return None
+    try:
+        return Authenticator.from_config(cfg)
+    except ConfigError as e:
+        print(e.message, file=sys.stderr)
+        return None
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    if auth is None:
+        return EXIT_CONFIG
+    for u in auth.all():
+        perms = "*" if u.permissions >= set(PERMISSIONS) else ",".join(p for p in PERMISSIONS if p in u.permissions)
+        print(f"{u.name}\thome={u.home}\tpermissions={perms}\tadmin={'yes' if u.admin else 'no'}"
+              f"\tpassword={'yes' if u.password_hash else 'no'}\tkeys={len(u.authorized_keys)}"
+              f"\tsource={'config' if auth.is_from_config(u.name) else 'users.toml'}")
+    return 0
+
+
+def _change_user(args: argparse.Namespace, auth: Any, change: Callable[[Any], None] | None, done: str) -> int:
+    """Apply ``change`` to the stored user ``args.name`` (None: remove it); print ``done`` or why not."""
+    from gateway.errors import GatewayError
+
+    try:
+        if change is None:
+            auth.remove_user(args.name)
+        else:
+            auth.update_user(args.name, change)
+    except GatewayError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return 1
+    print(done)
+    return 0
+
+
+def _check_changeable(auth: Any, name: str) -> bool:
+    """Whether the stored user ``name`` exists and may change (else says why)."""
+    from gateway.errors import GatewayError
+
+    try:
+        auth.check_stored(name)
+    except GatewayError as e:
+        print(f"gateway: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def _user_passwd(args: argparse.Namespace) -> int:
+    from gateway.auth import hash_password
+
+    auth = _authenticator(args)
+    if auth is None:
+        return EXIT_CONFIG
+    if not _check_changeable(auth, args.name):
+        return 1
+    if not args.password_stdin and not _has_terminal():
+        print(_NO_TERMINAL.format("passwd"), file=sys.stderr)
+        return EXIT_CONFIG
+    password = _read_password(args.password_stdin, "passwd")
+    if password is None:
+        return 1
+    if not password:
+        print("gateway: the password is empty", file=sys.stderr)
+        return EXIT_CONFIG
+    new_hash = hash_password(password)
+    return _change_user(args, auth, lambda u: setattr(u, "password_hash", new_hash),
+                        f"changed the password of user {args.name}")
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    if auth is None:
+        return EXIT_CONFIG
+    return _change_user(args, auth, None, f"removed user {args.name}")
+
+
+def _user_key_add(args: argparse.Namespace) -> int:
+    auth = _authenticator(args)
+    if auth is None:
+        return EXIT_CONFIG
+    keys = _read_keys([args.file])
+    if keys is None:
+        return EXIT_CONFIG
+    if not keys:
+        print(f"{args.file}: no public key in this file", file=sys.stderr)
+        return EXIT_CONFIG
+    if not _check_changeable(auth, args.name):
+        return 1
+
+    def add(user: Any) -> None:
+        known = {split_public_key(k) for k in user.authorized_keys}
+        user.authorized_keys.extend(k for k in keys if split_public_key(k) not in known)
+
+    return _change_user(args, auth, add, f"added {len(keys)} key(s) to user {args.name}")
+
+
 # -------------------------------------------------------------------- serve
 
 
 def _register_serve(sub: Any) -> None:
     p = sub.add_parser("serve", help="run every enabled front end (FTP, SFTP, HTTP) until SIGINT/SIGTERM")
+    p.add_argument("--new-store", action="store_true",
+                   help="start an empty job store when the one made before is missing (every job is forgotten)")
     add_config_option(p)
     p.set_defaults(func=_serve)
 
@@ -232,12 +363,12 @@ def _serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_CONFIG
     try:
-        preflight.check(cfg, args.config)
+        preflight.check(cfg, args.config, new_store=args.new_store)
     except ConfigError as e:
         print(e.message, file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(cfg.logging)
-    return server.run(cfg)
+    return server.run(cfg, new_store=args.new_store)
 
 
 # --------------------------------------------------------------------- main

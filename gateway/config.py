@@ -389,6 +389,9 @@ class Http(_Model):
     max_xml_bytes: PositiveInt = 1 << 20
     #: nesting of a JSON body (400 beyond)
     max_json_depth: PositiveInt = 64
+    #: who may read /metrics: anyone, any logged-in user, or nobody (404)
+    metrics: Annotated[Literal["public", "authenticated", "off"],
+                       BeforeValidator(_choice_check("public", "authenticated", "off"))] = "authenticated"
 
 
 class ProtocolPolicy(_Model):
@@ -534,6 +537,8 @@ class Logging(_Model):
     #: ``repeat_window_s``, then one summary line with the count
     repeat_window_s: PositiveFloat = 60.0
     repeat_burst: PositiveInt = 5
+    #: also log downloads, listings and logins (one operation line each, with the address)
+    audit: Bool = False
 
 
 class Config(_Model):

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from gateway.types import Session
 
 __all__ = ["setup_logging", "log_op", "render_op", "OpLogFilter", "RepeatFilter", "flush_repeated", "TextFormatter",
-           "JsonFormatter"]
+           "JsonFormatter", "log_login"]
 
 ops_log = logging.getLogger("gateway.ops")
 
@@ -312,3 +312,14 @@ def log_op(session: "Session", op: str, paths: list[str], result: str, duration_
     fields.update((k, v) for k, v in extra.items() if v is not None)
     # The message is what a handler without OpLogFilter shows.
     ops_log.info("%s %s %s", op, " -> ".join(paths), result, extra={"op": fields})
+
+
+def log_login(user: str, address: str, method: str, result: str) -> None:
+    """Log one login attempt as an operation line (INFO on ``gateway.ops``,
+    ``op=login``, no session yet): the audit trail of ``[logging] audit``.
+    ``method`` is "password", "password (cached)" or "key"."""
+    if not ops_log.isEnabledFor(logging.INFO):
+        return
+    fields = {"user": user or "-", "session": "-", "protocol": "-", "op": "login", "paths": [],
+              "result": result, "duration_ms": 0.0, "address": address or "-", "method": method}
+    ops_log.info("login %s %s", user, result, extra={"op": fields})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import io
 import itertools
 import threading
 import time
@@ -285,6 +286,47 @@ class Upload:
             self._drop()
 
 
+class _AuditedRead:
+    """A download's file that counts the bytes read and calls ``done(bytes)``
+    once, at close. It has no ``fileno``, so nothing bypasses the count
+    (FTP's sendfile is not used while auditing)."""
+
+    def __init__(self, f: BinaryIO, done: Any) -> None:
+        self._f = f
+        self._done = done
+        self._bytes = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._f.read(size)
+        self._bytes += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer) or 0
+        self._bytes += n
+        return n
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("fileno")
+
+    def close(self) -> None:
+        done, self._done = self._done, None
+        try:
+            self._f.close()
+        finally:
+            if done is not None:
+                done(self._bytes)
+
+    def __enter__(self) -> "_AuditedRead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._f, attr)
+
+
 class Operations:
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: Dispatcher, view: View,
                  policy: Policy, monitor_ttl_s: float = 3600.0, limits: Limits = Limits()) -> None:
@@ -304,6 +346,8 @@ class Operations:
         self.limits = limits
         self._change_counter = itertools.count(1)
         self._changes = 0
+        #: ``[logging] audit``: listings and downloads are operation log lines too.
+        self.audit = False
 
     def _committed(self, c: Any, job: Job) -> None:
         self.davstate.committed(c, job)
@@ -484,14 +528,20 @@ class Operations:
         """The entries of a folder, streamed. Raises (on first use of the
         iterator's caller: eagerly, before the first entry) BadRequest,
         PermissionDenied, NotFound, NotADirectory."""
+        started = time.monotonic()
         u, g = self._paths(session, path, cwd)
-        self._require(session, "list", u)
         try:
-            folder = self._stat_g(session, g)
+            self._require(session, "list", u)
+            try:
+                folder = self._stat_g(session, g)
+            except E.GatewayError as exc:
+                raise self._at(exc, u) from None
+            if not folder.is_dir:
+                raise E.NotADirectory(f"{u}: not a folder", u)
         except E.GatewayError as exc:
-            raise self._at(exc, u) from None
-        if not folder.is_dir:
-            raise E.NotADirectory(f"{u}: not a folder", u)
+            self._audit(session, "list", u, f"error: {exc}", started)
+            raise
+        self._audit(session, "list", u, "ok", started)
         return self._list_g(session, g, u)
 
     def _list_g(self, session: Session, g: str, u: str) -> Iterator[Entry]:
@@ -532,14 +582,26 @@ class Operations:
         """(binary file positioned at ``offset``, its entry). Raises
         PermissionDenied, NotFound, IsADirectory, Unsupported (offset where the
         storage has no ranges)."""
+        started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
             entry, mount, bp = self._file(session, u, g)
             if offset and not mount.backend.capabilities.ranges:
                 raise E.Unsupported(f"{u}: this storage cannot read from an offset", u)
-            return mount.backend.open_read(bp, offset), entry.renamed(u)
+            f = mount.backend.open_read(bp, offset)
         except E.GatewayError as exc:
-            raise self._at(exc, u) from None
+            exc = self._at(exc, u)
+            self._audit(session, "download", u, f"error: {exc}", started)
+            raise exc from None
+        if self.audit:
+            f = _AuditedRead(f, lambda n: self._audit(session, "download", u, "ok", started,
+                                                      bytes=n, offset=offset or None))
+        return f, entry.renamed(u)
+
+    def _audit(self, session: Session, op: str, u: str, result: str, started: float, **extra: Any) -> None:
+        """An operation log line for a read (``[logging] audit``), with the client's address."""
+        if self.audit:
+            log_op(session, op, [u], result, time.monotonic() - started, address=session.remote or "-", **extra)
 
     def hash(self, session: Session, path: str, algorithm: str, cwd: str = "/") -> str:
         """Hex digest (md5, sha1, sha256, sha512) of a file, from the storage's

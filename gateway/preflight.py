@@ -16,19 +16,25 @@ file, the key and what was expected.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
 
-__all__ = ["check", "check_store_file"]
+__all__ = ["check", "check_bind", "check_store_file", "STORE_MARKER"]
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
+#: Written in the state folder when the SQLite job store is first made: a
+#: missing ``jobs.db`` next to it means the store existed and is gone.
+STORE_MARKER = ".store-created"
 
-def check(cfg: Config, source: str | os.PathLike[str]) -> None:
-    """Check ``cfg`` (loaded from ``source``, named in messages).
+
+def check(cfg: Config, source: str | os.PathLike[str], new_store: bool = False) -> None:
+    """Check ``cfg`` (loaded from ``source``, named in messages);
+    ``new_store`` accepts a job store that is missing where one existed.
 
     Raises ConfigError for the first problem found. Reads files, never
     writes or connects; idempotent.
@@ -43,16 +49,22 @@ def check(cfg: Config, source: str | os.PathLike[str]) -> None:
     _check_ports(cfg, source)
     _check_key_files(cfg, source)
     if cfg.jobs.store == "sqlite":
-        check_store_file(Path(cfg.server.state_dir) / "jobs.db")
+        check_store_file(Path(cfg.server.state_dir) / "jobs.db", new_store)
 
 
-def check_store_file(path: Path) -> None:
-    """Raise ConfigError when ``path`` exists but is no SQLite database (a
-    missing file is fine: the store creates it)."""
+def check_store_file(path: Path, new_store: bool = False) -> None:
+    """Raise ConfigError when ``path`` exists but is no SQLite database, or
+    is missing although :data:`STORE_MARKER` beside it says a store was made
+    there (unless ``new_store``). Missing on a first start is fine: the store
+    creates it."""
     try:
         with open(path, "rb") as f:
             header = f.read(len(_SQLITE_HEADER))
     except FileNotFoundError:
+        if not new_store and (path.parent / STORE_MARKER).exists():
+            raise ConfigError(f"{path}: the job store is missing although {path.parent / STORE_MARKER} says one "
+                              "was made here; restore it from a backup, or start with `gateway serve "
+                              "--new-store` to make an empty one (every earlier job is forgotten)") from None
         return
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the job store: {e.strerror or e}") from None
@@ -102,3 +114,29 @@ def _check_key_files(cfg: Config, source: Any) -> None:
                 pass
         except OSError as e:
             raise ConfigError(f"{source}: {key}: expected {what}, got {str(path)!r} ({e.strerror or e})") from None
+
+
+def check_bind(cfg: Config) -> None:
+    """Bind, and release at once, the port of each enabled front end on
+    ``server.host`` (with SO_REUSEADDR, as the front ends do): what
+    ``check-config --bind`` adds. Raises ConfigError, one line naming the
+    front end, the address and the cause (``http: cannot listen on
+    127.0.0.1:8080: address already in use``)."""
+    from gateway.server import _cause, _hostport
+
+    host = cfg.server.host
+    for section in ("ftp", "sftp", "http"):
+        front = getattr(cfg, section)
+        if not front.enabled:
+            continue
+        address = _hostport(host, front.port)
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                host or None, front.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(sockaddr)
+        except socket.gaierror as e:
+            raise ConfigError(f"{section}: cannot listen on {address}: {e.strerror or e}") from None
+        except OSError as e:
+            raise ConfigError(f"{section}: cannot listen on {address}: {_cause(e)}") from None

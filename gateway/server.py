@@ -76,7 +76,7 @@ def tune_malloc() -> bool:
 FRONT_ENDS = (("ftp", "protocols.ftp"), ("sftp", "protocols.sftp"), ("http", "protocols.http"))
 
 
-def run(cfg: "Config", stop: threading.Event | None = None) -> int:
+def run(cfg: "Config", stop: threading.Event | None = None, new_store: bool = False) -> int:
     """Build the gateway, start the enabled front ends and block until
     SIGINT/SIGTERM (or until ``stop`` is set, for callers in a thread), then
     close the front ends and the core. Returns the exit code: 0 after a clean
@@ -84,7 +84,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     reason (traceback logged), 2 when state the config points to is invalid
     or a front end cannot listen (one line logged: front end, address,
     cause) or lacks a file. The first-start admin password is printed once every front end
-    listens. Never raises.
+    listens. ``new_store`` as in :meth:`gateway.app.Gateway.build`. Never raises.
     """
     from gateway.app import Gateway
     from gateway.config import ConfigError
@@ -93,7 +93,7 @@ def run(cfg: "Config", stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     tune_malloc()
     try:
-        gw = Gateway.from_config(cfg)
+        gw = Gateway.from_config(cfg, new_store=new_store)
     except ConfigError as e:  # e.g. a hand-edited state_dir/users.toml
         log.error("%s", e)
         return 2

@@ -39,10 +39,11 @@ class _OpenAPI:
 
 
 class _Metrics:
-    public = True
+    """/metrics; ``public`` (no credentials asked) when ``[http] metrics = "public"``."""
 
-    def __init__(self, gw: Any) -> None:
+    def __init__(self, gw: Any, public: bool) -> None:
         self.gw = gw
+        self.public = public
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
@@ -114,6 +115,8 @@ def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = No
     app.add_route("/api/v1", index)
     app.add_route("/api/v1/", index)
     app.add_route("/api/v1/docs", DocsResource(document))
-    app.add_route("/metrics", _Metrics(gw))
+    metrics_mode = cfg.http.metrics if cfg else Http().metrics
+    if metrics_mode != "off":
+        app.add_route("/metrics", _Metrics(gw, public=metrics_mode == "public"))
     register_portal(app, portal)
     return app

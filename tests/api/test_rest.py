@@ -217,12 +217,21 @@ def test_events_stream_job_changes(api):
 def test_metrics_and_openapi(api):
     c = api.client()
     c.post("/api/v1/fs/mkdir", json={"path": "/m"})
-    text = httpx.get(api.base + "/metrics").text
+    assert httpx.get(api.base + "/metrics").status_code == 401  # [http] metrics = "authenticated"
+    text = c.get("/metrics").text
     assert 'gateway_operations_total{op="mkdir",result="ok"}' in text
     assert "gateway_jobs" in text
     doc = httpx.get(api.base + "/api/v1/openapi.json").json()
     assert doc["openapi"] == "3.1.0"
     assert {"/api/v1/fs/copy", "/api/v1/monitor/{token}", "/api/v1/queueinfo", "/api/v1/events"} <= set(doc["paths"])
+
+
+@pytest.mark.parametrize("mode, anonymous, user", [("public", 200, 200), ("off", 404, 404)])
+def test_metrics_public_or_off(gateway_factory, mode, anonymous, user):
+    r = gateway_factory(protocols=("http",), sections={"http": {"metrics": mode}})
+    url = f"http://127.0.0.1:{r.port('http')}/metrics"
+    assert httpx.get(url, timeout=30).status_code == anonymous
+    assert httpx.get(url, auth=("alice", PASSWORDS["alice"]), timeout=30).status_code == user
 
 
 def test_event_streams_are_bounded_and_end_at_shutdown(gateway_factory):

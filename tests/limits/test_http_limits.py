@@ -186,7 +186,7 @@ class Bystander:
 
 
 def metric(port: int, limit: str) -> int:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", auth=("admin", PASSWORDS["admin"]), timeout=10).text
     m = re.search(rf'^gateway_refused_total{{protocol="http",limit="{limit}"}} (\d+)', text, re.M)
     return int(m.group(1)) if m else 0
 
@@ -417,7 +417,8 @@ def test_idle_tls_connections_do_not_stall_the_handshakes_of_others(gateway_fact
 
 
 def metric_tls(port: int, limit: str) -> int:
-    text = httpx.get(f"https://127.0.0.1:{port}/metrics", timeout=10, verify=False).text
+    text = httpx.get(f"https://127.0.0.1:{port}/metrics", auth=("admin", PASSWORDS["admin"]), timeout=10,
+                     verify=False).text
     m = re.search(rf'^gateway_refused_total{{protocol="http",limit="{limit}"}} (\d+)', text, re.M)
     return int(m.group(1)) if m else 0
 

@@ -107,6 +107,90 @@ def test_user_add_rejects_a_bad_key_file(config, monkeypatch, capsys, tmp_path):
     assert capsys.readouterr().err.startswith(f"{keyfile}: line 1: expected an OpenSSH public key")
 
 
+def test_user_list_passwd_key_add_remove(config, monkeypatch, capsys, tmp_path):
+    assert add_user(config, monkeypatch, "one\n", "bob", "--home", "/bob", "--permissions", "list,download") == 0
+    capsys.readouterr()
+    assert main(["user", "list", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "bob\thome=/bob\tpermissions=list,download\tadmin=no\tpassword=yes\tkeys=0\tsource=users.toml"]
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("two\n"))
+    assert main(["user", "passwd", "bob", "--password-stdin", "--config", str(config)]) == 0
+    auth = Authenticator.from_config(load_config(config))
+    assert auth.login_password("bob", "two", "127.0.0.1").home == "/bob"
+    with pytest.raises(AuthenticationFailed):
+        auth.login_password("bob", "one", "127.0.0.1")
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    keyfile = tmp_path / "id.pub"
+    keyfile.write_text(key.export_public_key().decode())
+    for _ in range(2):  # a key already there is not added twice
+        assert main(["user", "key", "add", "bob", str(keyfile), "--config", str(config)]) == 0
+    auth = Authenticator.from_config(load_config(config))
+    assert auth.login_key("bob", key.public_data, "127.0.0.1").name == "bob"
+    assert len(auth.get("bob").authorized_keys) == 1
+
+    assert main(["user", "remove", "bob", "--config", str(config)]) == 0
+    assert "removed user bob" in capsys.readouterr().out
+    assert Authenticator.from_config(load_config(config)).get("bob") is None
+    assert main(["user", "remove", "bob", "--config", str(config)]) == 1
+    assert capsys.readouterr().err.strip() == "gateway: no user 'bob'"
+
+
+def test_user_changes_refuse_a_config_user(tmp_path, monkeypatch, capsys):
+    from gateway.auth import hash_password
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f"[server]\nstate_dir = '{tmp_path / 'var'}'\n"
+        f"[[users]]\nname = 'carol'\npassword_hash = '{hash_password('x')}'\n"
+    )
+    keyfile = tmp_path / "id.pub"
+    keyfile.write_text(asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode())
+    monkeypatch.setattr("sys.stdin", io.StringIO("new\n"))
+    for argv in (["passwd", "carol", "--password-stdin"], ["remove", "carol"], ["key", "add", "carol", str(keyfile)]):
+        assert main(["user", *argv, "--config", str(path)]) == 1
+        assert capsys.readouterr().err.splitlines() == [
+            "gateway: user 'carol' is defined in the config file; change it there"]
+    assert Authenticator.from_config(load_config(path)).login_password("carol", "x", "127.0.0.1").name == "carol"
+    assert main(["user", "list", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.endswith("\tsource=config\n")
+
+
+def test_user_passwd_without_a_terminal_says_so(config, monkeypatch):
+    assert add_user(config, monkeypatch, "one\n", "bob") == 0
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "user", "passwd", "bob", "--config", str(config)],
+                         cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         start_new_session=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 2
+    assert out.stderr.startswith("gateway user passwd: no terminal to ask the password on")
+
+
+def test_the_config_is_found_by_flag_then_environment_then_etc(tmp_path, monkeypatch, capsys):
+    from gateway.cli_common import CONFIG_SEARCH
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    if CONFIG_SEARCH[-1].exists():
+        pytest.skip(f"{CONFIG_SEARCH[-1]} exists on this machine")
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "no config file: give --config FILE or set $GATEWAY_CONFIG, or create etc/gateway.toml or "
+        "/etc/gateway/gateway.toml (the first relative to the working directory)"]
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "gateway.toml").write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.strip() == "ok: etc/gateway.toml"
+    env = _write(tmp_path, "")
+    monkeypatch.setenv("GATEWAY_CONFIG", str(env))
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().out.strip() == f"ok: {env}"
+    flag = tmp_path / "flag.toml"
+    flag.write_text("[ftp]\nport = 'x'\n")
+    assert main(["check-config", "--config", str(flag)]) == 2
+    assert capsys.readouterr().err.startswith(f"{flag}: ftp.port:")
+
+
 def test_commands_exit_2_on_a_bad_config(tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[http]\nport = 'x'\n")
@@ -205,6 +289,22 @@ def test_check_config_ok_for_two_front_ends_when_one_is_off(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"ok: {path}"
 
 
+@pytest.mark.parametrize("front_end", ["ftp", "sftp", "http"])
+def test_check_config_bind_names_a_taken_port(tmp_path, capsys, front_end):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {s: port if s == front_end else _free_port() for s in ("ftp", "sftp", "http")}
+        path = _write(tmp_path, "".join(f"[{s}]\nport = {p}\n" for s, p in ports.items())
+                      .replace("[sftp]", "passive_ports = '20000-20010'\n[sftp]"))  # no ephemeral port in it
+        assert main(["check-config", "--config", str(path)]) == 0  # without --bind, ports are not tried
+        assert main(["check-config", "--bind", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{front_end}: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert main(["check-config", "--bind", "--config", str(path)]) == 0  # released, and free again
+
+
 def test_check_config_names_a_corrupt_job_store(tmp_path, capsys):
     path = _write(tmp_path, "")
     (tmp_path / "var").mkdir()
@@ -262,16 +362,29 @@ def test_serve_names_a_corrupt_job_store_in_one_line(tmp_path, monkeypatch):
                               "(every job is then forgotten)")
 
 
-def test_a_deleted_job_store_is_logged(tmp_path, caplog):
+def test_a_deleted_job_store_is_an_error_unless_new_store(tmp_path, caplog, capsys):
     from gateway.app import Gateway
+    from gateway.config import ConfigError
 
     state = tmp_path / "var"
     Gateway.build({"/": "memory://deleted-store"}, state).close()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # the first start says nothing
-    (state / "users.toml").write_text("")
+    assert (state / ".store-created").exists()
     (state / "jobs.db").unlink()
+    message = (f"{state / 'jobs.db'}: the job store is missing although {state / '.store-created'} says one was "
+               "made here; restore it from a backup, or start with `gateway serve --new-store` to make an empty "
+               "one (every earlier job is forgotten)")
+    with pytest.raises(ConfigError) as e:
+        Gateway.build({"/": "memory://deleted-store"}, state)
+    assert e.value.message == message
+    assert not (state / "jobs.db").exists()
+    path = _write(tmp_path, "")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [message]
     with caplog.at_level("WARNING", logger="gateway.server"):
-        Gateway.build({"/": "memory://deleted-store"}, state).close()
+        Gateway.build({"/": "memory://deleted-store"}, state, new_store=True).close()
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        f"{state / 'jobs.db'}: the job store is missing although {state} holds other state (users.toml); "
-        "starting an empty one: every earlier job is forgotten"]
+        f"{state / 'jobs.db'}: the job store is missing; starting an empty one as --new-store asks: every "
+        "earlier job is forgotten"]
+    assert (state / "jobs.db").exists()
+    assert main(["check-config", "--config", str(path)]) == 0

@@ -180,6 +180,7 @@ def test_the_light_key_check_accepts_what_asyncssh_accepts():
          "(the key data is not valid base64)"),
         ("[[users]]\nname = 'a'\n[[users]]\nname = 'a'", "users[1].name: duplicate user name 'a' (also users[0])"),
         ("[logging]\nformat = 'xml'", "logging.format: expected one of 'text', 'json', got 'xml'"),
+        ("[http]\nmetrics = 'open'", "http.metrics: expected one of 'public', 'authenticated', 'off', got 'open'"),
         ("[ftp]\nport = 0\ntls = 'on'",
          "ftp.port: expected an integer between 1 and 65535, got 0 (and 1 more problem)"),
     ],

@@ -137,3 +137,51 @@ def test_repeat_window_and_burst_are_kept():
     now[0] = 11.0
     target.handle(rec())  # a new window: the summary first, then the record
     assert out[2:] == ["disk a down (repeated 3 more times in the last 11 s)", "disk a down"]
+
+
+def test_audit_logs_logins_listings_and_downloads(gateway_factory, caplog):
+    import ftplib
+
+    import httpx
+
+    from conftest import PASSWORDS
+
+    r = gateway_factory(protocols=("ftp", "http"), sections={"logging": {"audit": True}})
+    (r.data / "a.txt").write_bytes(b"x" * 1000)
+    with caplog.at_level("INFO", logger="gateway.ops"):
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", r.port("ftp"), timeout=30)
+            ftp.login("alice", PASSWORDS["alice"])
+            assert "a.txt" in ftp.nlst("/")
+            got = io.BytesIO()
+            ftp.retrbinary("RETR /a.txt", got.write)
+            assert len(got.getvalue()) == 1000
+            with pytest.raises(ftplib.error_perm):
+                ftp.retrbinary("RETR /none.txt", got.write)
+        url = f"http://127.0.0.1:{r.port('http')}/api/v1/fs/content"
+        for _ in range(2):  # one login cache serves every protocol
+            assert httpx.get(url, params={"path": "/a.txt"}, auth=("alice", PASSWORDS["alice"]),
+                             timeout=30).content == b"x" * 1000
+        assert httpx.get(url, params={"path": "/a.txt"}, auth=("alice", "wrong"), timeout=30).status_code == 401
+    ops = [rec.op for rec in caplog.records if rec.name == "gateway.ops" and hasattr(rec, "op")]
+    logins = [(o["user"], o["method"], o["result"], o["address"]) for o in ops if o["op"] == "login"]
+    assert logins == [("alice", "password", "ok", "127.0.0.1"), ("alice", "password (cached)", "ok", "127.0.0.1"),
+                      ("alice", "password (cached)", "ok", "127.0.0.1"),
+                      ("alice", "password", "error: login incorrect", "127.0.0.1")]
+    reads = [(o["protocol"], o["op"], o["paths"], o["result"], o.get("bytes")) for o in ops
+             if o["op"] in ("list", "download")]
+    assert reads[0] == ("ftp", "list", ["/"], "ok", None)
+    assert reads[1] == ("ftp", "download", ["/a.txt"], "ok", 1000)
+    assert reads[2][:2] == ("ftp", "download") and reads[2][3].startswith("error: /none.txt: no such")
+    assert reads[3:] == [("api", "download", ["/a.txt"], "ok", 1000)] * 2
+    assert all(o["address"].startswith("127.0.0.1") and o["session"] != "-" for o in ops if o["op"] != "login")
+
+
+def test_no_audit_lines_by_default(gateway_factory, caplog):
+    r = gateway_factory(protocols=("http",))
+    (r.data / "a.txt").write_bytes(b"x")
+    with caplog.at_level("INFO", logger="gateway.ops"):
+        with r.ops.open_read(r.session(), "/a.txt")[0] as f:
+            assert f.read() == b"x"
+        list(r.ops.list(r.session(), "/"))
+    assert not [rec for rec in caplog.records if rec.name == "gateway.ops"]
