@@ -258,13 +258,7 @@ class Authenticator:
             if user.name in self._config_users or user.name in self._stored:
                 raise AlreadyExists(f"user {user.name!r} already exists")
             new = user.to_user()
-            self._stored[user.name] = new
-            try:
-                self._write_stored()
-            except BaseException:
-                del self._stored[user.name]
-                raise
-            self._changed()
+            self._store(user.name, new)
         log.info("added user %r (admin=%s) to %s", user.name, user.admin, self._path)
         return new
 
@@ -285,13 +279,7 @@ class Authenticator:
             old = self._stored[name]
             new = dataclasses.replace(old, authorized_keys=list(old.authorized_keys))
             change(new)
-            self._stored[name] = new
-            try:
-                self._write_stored()
-            except BaseException:
-                self._stored[name] = old
-                raise
-            self._changed()
+            self._store(name, new)
         log.info("changed user %r in %s", name, self._path)
         return new
 
@@ -304,14 +292,27 @@ class Authenticator:
         with self._lock, self._file_lock():
             self._reload()
             self._check_stored(name)
-            old = self._stored.pop(name)
-            try:
-                self._write_stored()
-            except BaseException:
-                self._stored[name] = old
-                raise
-            self._changed()
+            self._store(name, None)
         log.info("removed user %r from %s", name, self._path)
+
+    def _store(self, name: str, user: User | None) -> None:
+        """Make ``user`` (None: nobody) the stored user ``name`` and write the
+        users file; on a failed write the stored users are as they were.
+        The caller holds the locks."""
+        old = self._stored.get(name)
+        if user is None:
+            self._stored.pop(name, None)
+        else:
+            self._stored[name] = user
+        try:
+            self._write_stored()
+        except BaseException:
+            if old is None:
+                self._stored.pop(name, None)
+            else:
+                self._stored[name] = old
+            raise
+        self._changed()
 
     def check_stored(self, name: str) -> None:
         """Raises as :meth:`update_user` would for ``name``: ReadOnly for a
