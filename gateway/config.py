@@ -8,8 +8,10 @@ message is one line naming the file, the dotted key and what was expected::
     etc/gateway.toml: ftp.port: expected an integer between 1 and 65535, got 'abc'
 
 Relative filesystem paths (``server.state_dir``, TLS cert/key files, SSH host
-keys) are taken from the working directory and stored absolute. Mount URLs
-are passed to the backends untouched.
+keys, the folder of a ``file://`` mount URL) are taken from the folder of the
+config file (the working directory for a config that is not a file) and
+stored absolute, so the gateway behaves the same from any working directory.
+Other mount URLs are passed to the backends untouched.
 
 This module never imports a protocol library: public keys get a syntactic
 check only (type, base64 blob whose wire header names the same type).
@@ -140,12 +142,21 @@ def _choice_check(*values: str, fold: bool = False) -> Callable[[Any], str]:
     return check
 
 
-def _check_fs_path(v: Any) -> Path:
+def _base(info: ValidationInfo) -> str:
+    """The folder relative paths are taken from: the config file's, else the working directory."""
+    return (info.context or {}).get("base") or os.getcwd()
+
+
+def _check_fs_path(v: Any, info: ValidationInfo) -> Path:
     if isinstance(v, Path):
         v = str(v)
     if not isinstance(v, str) or not v.strip() or "\x00" in v:
-        raise _fail("expected a file or folder path (relative to the working directory)")
-    return Path(os.path.abspath(os.path.expanduser(v)))
+        raise _fail("expected a file or folder path (relative to the config file's folder)")
+    return Path(os.path.abspath(os.path.join(_base(info), os.path.expanduser(v))))
+
+
+def _check_opt_fs_path(v: Any, info: ValidationInfo) -> Path | None:
+    return None if v is None else _check_fs_path(v, info)
 
 
 def _check_virtual_path(v: Any) -> str:
@@ -157,10 +168,18 @@ def _check_virtual_path(v: Any) -> str:
     return "/" + "/".join(parts)
 
 
-def _check_url(v: Any) -> str:
+def _check_url(v: Any, info: ValidationInfo) -> str:
     if not isinstance(v, str) or "://" not in v or v.startswith("://"):
         raise _fail("expected an fsspec URL like 'file://./data' or 's3://bucket/prefix'")
-    return v
+    return "::".join(_rebase_local(part, info) for part in v.split("::"))
+
+
+def _rebase_local(url: str, info: ValidationInfo) -> str:
+    """``file://./data`` → ``file:///<config folder>/data``; other URLs unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("file", "local") or not sep or not rest or rest.startswith("/"):
+        return url
+    return f"{scheme}://{os.path.abspath(os.path.join(_base(info), os.path.expanduser(rest)))}"
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
@@ -256,7 +275,7 @@ Bool = Annotated[bool, BeforeValidator(_check_bool)]
 Str = Annotated[str, BeforeValidator(_check_str)]
 OptStr = Annotated[str | None, BeforeValidator(_optional(_check_str))]
 FsPath = Annotated[Path, BeforeValidator(_check_fs_path)]
-OptFsPath = Annotated[Path | None, BeforeValidator(_optional(_check_fs_path))]
+OptFsPath = Annotated[Path | None, BeforeValidator(_check_opt_fs_path)]
 VirtualPath = Annotated[str, BeforeValidator(_check_virtual_path)]
 Name = Annotated[str, BeforeValidator(_check_name)]
 Permission = Annotated[str, BeforeValidator(_check_permission)]
@@ -494,8 +513,9 @@ class Mount(_Model):
     cache_ttl_s: NonNegativeFloat = 5.0
 
 
-def _default_mounts() -> list[Mount]:
-    return [Mount(path="/", url="file://./data")]
+def _default_mounts() -> list[dict[str, str]]:
+    # Raw, so that validation takes the folder from the config file's.
+    return [{"path": "/", "url": "file://./data"}]
 
 
 class UserConfig(_Model):
@@ -591,15 +611,17 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONFIG) -> Config:
     Raises ConfigError (one line: file, key, expectation) when the file cannot
     be read, is not TOML, or does not validate.
     """
-    return parse_config(_read_toml(path), source=str(path))
+    return parse_config(_read_toml(path), source=str(path), base=os.path.dirname(os.path.abspath(path)))
 
 
-def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate an already-parsed TOML document; ``source`` names it in errors.
+def parse_config(data: dict[str, Any], source: str = "<config>", base: str | None = None) -> Config:
+    """Validate an already-parsed TOML document; ``source`` names it in errors,
+    relative paths are taken from the folder ``base`` (default: the working
+    directory).
 
     Raises ConfigError.
     """
-    return _validate(Config, data, source)
+    return _validate(Config, data, source, base)
 
 
 def load_users_file(path: str | os.PathLike[str]) -> list[UserConfig]:
@@ -646,9 +668,9 @@ def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{src}: {where}: invalid TOML: {what}") from None
 
 
-def _validate(model: type[BaseModel], data: Any, source: str) -> Any:
+def _validate(model: type[BaseModel], data: Any, source: str, base: str | None = None) -> Any:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"base": base} if base else None)
     except ValidationError as e:
         raise ConfigError(_format(source, model, e)) from None
 

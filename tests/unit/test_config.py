@@ -32,16 +32,16 @@ def error_of(tmp_path: Path, text: str) -> str:
 # ------------------------------------------------------------------ defaults
 
 
-def test_shipped_default_config_loads_with_the_documented_values(monkeypatch):
-    monkeypatch.chdir(REPO)
-    cfg = load_config(DEFAULT_CONFIG)
+def test_shipped_default_config_loads_with_the_documented_values(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # any working directory: paths come from etc/
+    cfg = load_config(REPO / DEFAULT_CONFIG)
     assert DEFAULT_CONFIG == Path("etc/gateway.toml")
     assert cfg.server.host == "127.0.0.1"
     assert cfg.server.state_dir == REPO / "var"
     assert (cfg.ftp.port, cfg.sftp.port, cfg.http.port) == (2121, 2222, 8080)
     assert cfg.jobs.store == "sqlite"
     assert [(q.name, q.workers) for q in cfg.jobs.queues] == [("copy", 4), ("move", 4), ("delete", 4)]
-    assert [(m.path, m.url) for m in cfg.mounts] == [("/", "file://./data")]
+    assert [(m.path, m.url) for m in cfg.mounts] == [("/", f"file://{REPO / 'data'}")]
     assert cfg.users == []
 
 
@@ -60,7 +60,7 @@ def test_an_empty_file_gives_every_default(tmp_path, monkeypatch):
     assert (cfg.jobs.heartbeat_s, cfg.jobs.stall_after_s, cfg.jobs.max_attempts) == (1.0, 30.0, 5)
     assert (cfg.logging.level, cfg.logging.format) == ("INFO", "text")
     assert [(m.path, m.url, m.timeout_s, m.retries, m.cache_ttl_s) for m in cfg.mounts] == [
-        ("/", "file://./data", 30.0, 3, 5.0)
+        ("/", f"file://{tmp_path / 'data'}", 30.0, 3, 5.0)
     ]
 
 
@@ -75,6 +75,40 @@ def test_relative_paths_are_resolved_against_the_working_directory(tmp_path, mon
     assert cfg.ftp.certfile == tmp_path / "tls" / "cert.pem"
     assert cfg.ftp.keyfile == Path("/etc/k.pem")
     assert cfg.sftp.host_keys == [tmp_path / "keys" / "host_ed25519"]
+
+
+def test_relative_paths_in_a_file_are_taken_from_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir("/")
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    cfg = load_config(write(folder, """
+        [server]
+        state_dir = "../state"
+        [http]
+        certfile = "tls/cert.pem"
+        keyfile = "tls/key.pem"
+        [sftp]
+        host_keys = ["keys/host_ed25519"]
+        [[mounts]]
+        path = "/"
+        url = "file://../data"
+        [[mounts]]
+        path = "/slow"
+        url = "slow::file://cache"
+        [[mounts]]
+        path = "/abs"
+        url = "file:///srv/abs"
+        [[mounts]]
+        path = "/mem"
+        url = "memory://x"
+    """))
+    assert cfg.server.state_dir == tmp_path / "state"
+    assert (cfg.http.certfile, cfg.http.keyfile) == (folder / "tls" / "cert.pem", folder / "tls" / "key.pem")
+    assert cfg.sftp.host_keys == [folder / "keys" / "host_ed25519"]
+    assert [m.url for m in cfg.mounts] == [f"file://{tmp_path / 'data'}", f"slow::file://{folder / 'cache'}",
+                                           "file:///srv/abs", "memory://x"]
+    # Without mounts, the default "/" is the file's folder's data too.
+    assert load_config(write(folder, "")).mounts[0].url == f"file://{folder / 'data'}"
 
 
 def test_policy_budget_per_protocol():

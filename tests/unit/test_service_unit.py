@@ -47,3 +47,20 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "gateway.service" not in out.stderr, out.stderr  # an unknown key or a bad value is only a warning
+
+
+def test_the_units_install_steps_point_the_shipped_config_at_the_state_folder(tmp_path):
+    """The sed in the unit's comments, run on etc/gateway.toml as it ships,
+    gives a config whose state and "/" mount are under /var/lib/gateway
+    (relative paths would be taken from /etc/gateway)."""
+    from gateway.config import load_config
+
+    comment = [line.removeprefix("#").strip() for line in UNIT.read_text().splitlines() if line.startswith("#")]
+    start = next(i for i, line in enumerate(comment) if line.startswith("sed -i"))
+    command = (comment[start].removesuffix("\\") + " " + comment[start + 1]).replace(
+        "/etc/gateway/gateway.toml", str(tmp_path / "gateway.toml"))
+    shutil.copy(UNIT.parent / "gateway.toml", tmp_path / "gateway.toml")
+    subprocess.run(["bash", "-c", command], check=True, timeout=30)
+    cfg = load_config(tmp_path / "gateway.toml")
+    assert cfg.server.state_dir == Path("/var/lib/gateway/var")
+    assert [m.url for m in cfg.mounts] == ["file:///var/lib/gateway/data"]
