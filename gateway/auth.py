@@ -90,7 +90,8 @@ class Authenticator:
         self._failures: dict[str, collections.deque[float]] = {}
         self._banned_until: dict[str, float] = {}
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
-        #: ``[logging] audit``: every login, failed or not, is an operation log line too.
+        #: ``[logging] audit``: a failed login is an operation log line too (successes are
+        #: logged with their session by Operations.logged_in).
         self.audit = False
         #: Called with every user whenever the set of users changes.
         self.on_change: Callable[[list[User]], None] | None = None
@@ -145,8 +146,6 @@ class Authenticator:
         if _hasher.check_needs_rehash(stored_hash):
             self._rehash(user, password)
         log.info("login ok: user %r from %s (password)", name, addr)
-        if self.audit:
-            log_login(name, addr, "password", "ok")
         return user
 
     def login_key(self, name: str, key: str | bytes, remote: str, *, count_failure: bool = True) -> User:
@@ -171,8 +170,6 @@ class Authenticator:
                 try:
                     if split_public_key(line) == wanted:
                         log.info("login ok: user %r from %s (key %s)", name, addr, wanted[0])
-                        if self.audit:
-                            log_login(name, addr, "key", "ok")
                         return user
                 except ValueError:
                     continue
@@ -468,8 +465,6 @@ class CachedLogins:
             self.auth._check_ban(_address(remote))
             user = self.auth.get(name)
             if user is not None and user.password_hash == hit[0]:
-                if self.auth.audit:
-                    log_login(name, _address(remote), "password (cached)", "ok")
                 return user
         user = self.auth.login_password(name, password, remote)
         with self._lock:

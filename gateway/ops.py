@@ -598,6 +598,21 @@ class Operations:
                                                       bytes=n, offset=offset or None))
         return f, entry.renamed(u)
 
+    def logged_in(self, session: Session, method: str) -> None:
+        """A login made ``session`` (``method``: password, key, token,
+        cookie): with ``[logging] audit``, one ``op=login`` line with its
+        user, session, protocol and address. Failed logins have no session:
+        the authenticator logs them."""
+        if self.audit:
+            log_op(session, "login", [], "ok", 0.0, address=session.remote or "-", method=method)
+
+    def logged_out(self, session: Session, duration_s: float) -> None:
+        """``session`` ended (FTP QUIT or a dropped connection, SSH
+        disconnect, portal logout): with ``[logging] audit``, one
+        ``op=logout`` line with how long the session lasted."""
+        if self.audit:
+            log_op(session, "logout", [], "ok", duration_s, address=session.remote or "-")
+
     def _audit(self, session: Session, op: str, u: str, result: str, started: float, **extra: Any) -> None:
         """An operation log line for a read (``[logging] audit``), with the client's address."""
         if self.audit:

@@ -89,4 +89,6 @@ class Authentication:
             raise E.PermissionDenied(f"user {user.name!r} must connect over TLS (https)")
         req.context.credentials = kind
         tag = req.get_header("Gateway-Session") or req.cookies.get("Gateway-Session")
-        return Session(user, "api", remote, id=session_id or http_session_id(user.name, tag))
+        session = Session(user, "api", remote, id=session_id or http_session_id(user.name, tag))
+        self.gw.ops.logged_in(session, {"basic": "password"}.get(kind, kind))
+        return session

@@ -7,6 +7,7 @@ protected with TLS for users who must use it."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed
@@ -131,6 +132,7 @@ class _GatewayMixin:
 
     def __init__(self, conn: Any, server: Any, ioloop: Any = None) -> None:
         self.session: Session | None = None
+        self.since = 0.0  # when the session logged in (monotonic)
         self.pending_code: int | None = None
         self._hash_algo = "SHA-256"
         self._cpfr: str | None = None
@@ -199,6 +201,8 @@ class _GatewayMixin:
             self.respond(f"421 {text}", logfun=log.info)
             self.close_when_done()  # type: ignore[attr-defined]
             return
+        self.since = time.monotonic()
+        self.gw.ops.logged_in(self.session, "password")
         if self._login_timer is not None and not self._login_timer.cancelled:
             self._login_timer.cancel()
         super().handle_auth_success(home, password, msg_login)  # type: ignore[misc]
@@ -210,6 +214,7 @@ class _GatewayMixin:
     def on_logout(self, username: str) -> None:
         if self.session is not None:
             metrics.session_closed("ftp")
+            self.gw.ops.logged_out(self.session, time.monotonic() - self.since)
             self.session = None
 
     def close(self) -> None:

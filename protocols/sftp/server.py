@@ -20,6 +20,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -125,6 +126,8 @@ class _Connection(asyncssh.SSHServer):
         self.channels = 0  # session channels open
         self._users: dict[str, Any] = {}
         self._keys: dict[tuple[str, bytes], bool] = {}
+        self._method = "password"  # of the login that succeeded
+        self._since = 0.0  # when the session began (monotonic)
 
     def _refuse(self, limit: str, reason: str) -> None:
         assert self._conn is not None
@@ -155,6 +158,7 @@ class _Connection(asyncssh.SSHServer):
         h.slots.release(self._slot)
         if self.session is not None:
             metrics.session_closed("sftp")
+            h.gw.ops.logged_out(self.session, time.monotonic() - self._since)
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
         if not self._logged_in and rejected:
             self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
@@ -162,19 +166,20 @@ class _Connection(asyncssh.SSHServer):
     def begin_auth(self, username: str) -> bool:
         return True
 
-    async def _login(self, login: Callable, username: str, secret: Any) -> bool:
+    async def _login(self, login: Callable, username: str, secret: Any, method: str) -> bool:
         try:
             user = await self._handle.run(login, username, secret, self.remote)
         except E.AuthenticationFailed:
             return False
         self._users[username] = user
+        self._method = method
         return True
 
     def password_auth_supported(self) -> bool:
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
-        return await self._login(self._handle.gw.logins.login, username, password)
+        return await self._login(self._handle.gw.logins.login, username, password, "password")
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -185,7 +190,7 @@ class _Connection(asyncssh.SSHServer):
         k = (username, key.public_data)
         if k not in self._keys:
             login = partial(self._handle.gw.auth.login_key, count_failure=False)
-            self._keys[k] = await self._login(login, username, key.public_data)
+            self._keys[k] = await self._login(login, username, key.public_data, "key")
         return self._keys[k]
 
     def kbdint_auth_supported(self) -> bool:
@@ -207,6 +212,8 @@ class _Connection(asyncssh.SSHServer):
             return
         user = self._users[self._conn.get_extra_info("username")]
         self.session = Session(user, "sftp", self.remote)
+        self._since = time.monotonic()
+        h.gw.ops.logged_in(self.session, self._method)
         self.limits = SessionLimits(h.cfg.sftp.max_handles_per_session, ByteBudget(
             h.cfg.sftp.max_reorder_bytes_per_session, "sftp", "reorder_bytes_per_session", _session_refusal,
             parent=h.reorder))

@@ -45,6 +45,7 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "lock_storage": LockStorage(state),
         "property_manager": PropertyManager(gw.ops),
         "gateway_logins": gw.logins,
+        "gateway_ops": gw.ops,
         "middleware_stack": [ErrorPrinter, TextErrors, HTTPAuthenticator, _FolderBrowser, RequestResolver],
         "http_authenticator": {
             "domain_controller": GatewayDomainController,

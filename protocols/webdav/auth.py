@@ -37,11 +37,13 @@ def _cookie(header: str, name: str) -> str | None:
 
 class GatewayDomainController(BaseDomainController):
     """Basic auth only (the gateway keeps argon2 hashes, not digest HA1s).
-    ``config["gateway_logins"]`` is the gateway's CachedLogins."""
+    ``config["gateway_logins"]`` is the gateway's CachedLogins,
+    ``config["gateway_ops"]`` its Operations (for the audit line of a login)."""
 
     def __init__(self, wsgidav_app: Any, config: dict) -> None:
         super().__init__(wsgidav_app, config)
         self.logins = config["gateway_logins"]
+        self.ops = config["gateway_ops"]
 
     def __str__(self) -> str:
         return "GatewayDomainController()"
@@ -68,5 +70,6 @@ class GatewayDomainController(BaseDomainController):
             return False
         if user.require_tls and environ.get("wsgi.url_scheme") != "https":
             raise GatewayDAVError(403, f"user {user_name!r} must connect over TLS (https)")
-        environ[SESSION_KEY] = Session(user, "webdav", remote, id=session_id(user.name, environ))
+        environ[SESSION_KEY] = session = Session(user, "webdav", remote, id=session_id(user.name, environ))
+        self.ops.logged_in(session, "password")
         return True

@@ -139,14 +139,15 @@ def test_repeat_window_and_burst_are_kept():
     assert out[2:] == ["disk a down (repeated 3 more times in the last 11 s)", "disk a down"]
 
 
-def test_audit_logs_logins_listings_and_downloads(gateway_factory, caplog):
+def test_audit_logs_logins_logouts_listings_and_downloads(gateway_factory, caplog):
     import ftplib
 
+    import asyncssh
     import httpx
 
     from conftest import PASSWORDS
 
-    r = gateway_factory(protocols=("ftp", "http"), sections={"logging": {"audit": True}})
+    r = gateway_factory(protocols=("ftp", "sftp", "http"), sections={"logging": {"audit": True}})
     (r.data / "a.txt").write_bytes(b"x" * 1000)
     with caplog.at_level("INFO", logger="gateway.ops"):
         with ftplib.FTP() as ftp:
@@ -158,23 +159,45 @@ def test_audit_logs_logins_listings_and_downloads(gateway_factory, caplog):
             assert len(got.getvalue()) == 1000
             with pytest.raises(ftplib.error_perm):
                 ftp.retrbinary("RETR /none.txt", got.write)
+            ftp.quit()
         url = f"http://127.0.0.1:{r.port('http')}/api/v1/fs/content"
         for _ in range(2):  # one login cache serves every protocol
             assert httpx.get(url, params={"path": "/a.txt"}, auth=("alice", PASSWORDS["alice"]),
                              timeout=30).content == b"x" * 1000
         assert httpx.get(url, params={"path": "/a.txt"}, auth=("alice", "wrong"), timeout=30).status_code == 401
+
+        async def sftp_round() -> None:
+            async with asyncssh.connect("127.0.0.1", r.port("sftp"), username="bob", password=PASSWORDS["bob"],
+                                        known_hosts=None) as conn:
+                async with conn.start_sftp_client() as sftp:
+                    assert "a.txt" in await sftp.listdir("/")
+
+        import asyncio
+        asyncio.run(sftp_round())
+        deadline = time.monotonic() + 10  # the SSH session's end is logged as its connection closes
+        while not any(getattr(rec, "op", {}).get("op") == "logout" and rec.op["protocol"] == "sftp"
+                      for rec in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
     ops = [rec.op for rec in caplog.records if rec.name == "gateway.ops" and hasattr(rec, "op")]
-    logins = [(o["user"], o["method"], o["result"], o["address"]) for o in ops if o["op"] == "login"]
-    assert logins == [("alice", "password", "ok", "127.0.0.1"), ("alice", "password (cached)", "ok", "127.0.0.1"),
-                      ("alice", "password (cached)", "ok", "127.0.0.1"),
-                      ("alice", "password", "error: login incorrect", "127.0.0.1")]
+    sessions = [(o["protocol"], o["op"], o["user"], o.get("method"), o["result"], o["address"].split(":")[0])
+                for o in ops if o["op"] in ("login", "logout")]
+    assert sessions == [("ftp", "login", "alice", "password", "ok", "127.0.0.1"),
+                        ("ftp", "logout", "alice", None, "ok", "127.0.0.1"),
+                        ("api", "login", "alice", "password", "ok", "127.0.0.1"),
+                        ("api", "login", "alice", "password", "ok", "127.0.0.1"),
+                        ("-", "login", "alice", "password", "error: login incorrect", "127.0.0.1"),
+                        ("sftp", "login", "bob", "password", "ok", "127.0.0.1"),
+                        ("sftp", "logout", "bob", None, "ok", "127.0.0.1")]
+    ftp_lines = [o for o in ops if o["protocol"] == "ftp"]
+    assert len({o["session"] for o in ftp_lines}) == 1  # login, reads and logout name one session
     reads = [(o["protocol"], o["op"], o["paths"], o["result"], o.get("bytes")) for o in ops
              if o["op"] in ("list", "download")]
     assert reads[0] == ("ftp", "list", ["/"], "ok", None)
     assert reads[1] == ("ftp", "download", ["/a.txt"], "ok", 1000)
     assert reads[2][:2] == ("ftp", "download") and reads[2][3].startswith("error: /none.txt: no such")
-    assert reads[3:] == [("api", "download", ["/a.txt"], "ok", 1000)] * 2
-    assert all(o["address"].startswith("127.0.0.1") and o["session"] != "-" for o in ops if o["op"] != "login")
+    assert reads[3:5] == [("api", "download", ["/a.txt"], "ok", 1000)] * 2
+    assert reads[5][:3] == ("sftp", "list", ["/"])
+    assert all(o["address"].startswith("127.0.0.1") and o["session"] != "-" for o in ops if o["protocol"] != "-")
 
 
 def test_no_audit_lines_by_default(gateway_factory, caplog):
