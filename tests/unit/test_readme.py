@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -93,22 +95,106 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_the_install_command_verbatim_in_a_fresh_checkout(tmp_path):
-    """The README's line, run as written in a copy of the repository with
-    the system interpreter and no site packages, gives a serving gateway.
-    Only the copy's etc/gateway.toml changes: free ports, so the test never
-    meets another gateway on 2121/2222/8080."""
-    if shutil.which("git") is None:
-        pytest.skip("git is needed to list the repository's files")
-    checkout = tmp_path / "checkout"
+def _interpreter(version: str) -> str | None:
+    """An interpreter of Python ``version`` on this machine (PATH, then pyenv's folders)."""
+    found = shutil.which(f"python{version}")
+    if found and subprocess.run([found, "--version"], capture_output=True).returncode == 0:
+        return found
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    for candidate in sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True):
+        return str(candidate)
+    return None
+
+
+def _copy_checkout(to: Path) -> None:
     files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                            capture_output=True, check=True).stdout.decode().split("\0")
     for name in filter(None, files):
         if (ROOT / name).is_file():
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, checkout / name)
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, to / name)
+
+
+def _use_the_gateway(ports: dict[str, int], password: str) -> None:
+    """A round a user would make: upload over WebDAV, list and download over
+    FTP and SFTP, a move over REST."""
+    import asyncio
+    import ftplib
+    import io
+
+    import asyncssh
+
+    auth = ("admin", password)
+    base = f"http://127.0.0.1:{ports['http']}"
+    assert httpx.put(f"{base}/dav/hello.txt", content=b"hello", auth=auth, timeout=30).status_code in (200, 201, 204)
+    with ftplib.FTP() as ftp:
+        ftp.connect("127.0.0.1", ports["ftp"], timeout=30)
+        ftp.login(*auth)
+        assert "hello.txt" in ftp.nlst("/")
+        got = io.BytesIO()
+        ftp.retrbinary("RETR /hello.txt", got.write)
+        assert got.getvalue() == b"hello"
+
+    async def sftp() -> bytes:
+        async with asyncssh.connect("127.0.0.1", ports["sftp"], username="admin", password=password,
+                                    known_hosts=None) as conn:
+            async with conn.start_sftp_client() as client:
+                async with client.open("/hello.txt", "rb") as f:
+                    return await f.read()
+
+    assert asyncio.run(sftp()) == b"hello"
+    moved = httpx.post(f"{base}/api/v1/fs/move", json={"from": "/hello.txt", "to": "/moved.txt"},
+                       auth=auth, timeout=30)
+    assert moved.status_code == 201, moved.text
+    assert httpx.get(f"{base}/dav/moved.txt", auth=auth, timeout=30).content == b"hello"
+
+
+PYTHONS = ["python3", "3.12", "3.13"]
+
+
+@dataclass
+class _Install:
+    """The README's install line running in a fresh checkout copy."""
+
+    python: str
+    checkout: Path
+    ports: dict[str, int]
+    env: dict[str, str]
+    proc: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self) -> int:
+        proc = self.proc
+        if proc.poll() is None:  # SIGTERM to the gateway (bash's child, unless bash exec'd it)
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+            for pid in pids or [proc.pid]:
+                os.kill(pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return proc.returncode
+
+
+def _start_install(tmp: Path, python: str) -> _Install | str:
+    """Start the README's line (``python3`` replaced by Python ``python``
+    unless it is "python3") in a copy of the repository; the reason to skip
+    when that Python is not on this machine. Only the copy's
+    etc/gateway.toml changes: free ports, so it never meets another gateway
+    on 2121/2222/8080."""
+    line = _install_line()
+    if python != "python3":
+        interpreter = _interpreter(python)
+        if interpreter is None:
+            return f"no Python {python} on this machine"
+        line = line.replace("python3 -m venv", f"{interpreter} -m venv", 1)
+    checkout = tmp / "checkout"
+    _copy_checkout(checkout)
     ports = {s: _free_port() for s in ("ftp", "sftp", "http")}
     config = (checkout / "etc" / "gateway.toml").read_text()
     for section, default in (("ftp", 2121), ("sftp", 2222), ("http", 8080)):
@@ -120,33 +206,60 @@ def test_the_install_command_verbatim_in_a_fresh_checkout(tmp_path):
     base = Path(getattr(sys, "_base_executable", sys.executable)).parent
     env["PATH"] = os.pathsep.join([str(base)] + [p for p in env.get("PATH", "").split(os.pathsep)
                                                   if not p.startswith(str(ROOT))])
-    proc = subprocess.Popen(["bash", "-c", _install_line()], cwd=checkout, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["bash", "-c", line], cwd=checkout, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 800
-        while True:
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            try:
-                r = httpx.get(f"http://127.0.0.1:{ports['http']}/api/v1/", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the gateway never answered"
-                time.sleep(1)
-        assert r.status_code == 200 and r.json()["openapi"] == "/api/v1/openapi.json"
-        probe = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "-c",
-                                "import gateway, sys; print(gateway.__file__, sys.prefix != sys.base_prefix)"],
-                               capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
-        assert probe.stdout.split() == [str(checkout / "gateway" / "__init__.py"), "True"]
-    finally:
-        if proc.poll() is None:  # SIGTERM to the gateway (bash's child, unless bash exec'd it)
-            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
-            pids = [int(p) for p in children.read_text().split()] if children.exists() else []
-            for pid in pids or [proc.pid]:
-                os.kill(pid, signal.SIGTERM)
+    install = _Install(python, checkout, ports, env, proc)
+    threading.Thread(target=lambda: install.lines.extend(proc.stdout), daemon=True).start()
+    return install
+
+
+@pytest.fixture(scope="module")
+def installs(tmp_path_factory):
+    """Every supported Python's install, started at once (they overlap:
+    most of an install is waiting for downloads and unpacking)."""
+    if shutil.which("git") is None:
+        pytest.skip("git is needed to list the repository's files")
+    started = {python: _start_install(tmp_path_factory.mktemp(f"install-{python}"), python) for python in PYTHONS}
+    yield started
+    for install in started.values():
+        if isinstance(install, _Install):
+            install.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("python", PYTHONS)
+def test_the_install_command_verbatim_in_a_fresh_checkout(installs, tmp_path, python):
+    """The README's line, run as written in a copy of the repository with
+    the system interpreter and no site packages, gives a serving gateway
+    that FTP, SFTP, WebDAV and REST clients use; so does the same line with
+    ``python3`` replaced by each other supported Python."""
+    install = installs[python]
+    if isinstance(install, str):
+        pytest.skip(install)
+    proc, ports = install.proc, install.ports
+    deadline = time.monotonic() + 800
+    while True:
+        assert proc.poll() is None, install.output()[-3000:]
         try:
-            out = proc.communicate(timeout=60)[0]
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out = proc.communicate()[0]
-    assert proc.returncode == 0, out[-3000:]
-    assert "created user admin with password:" in out
+            r = httpx.get(f"http://127.0.0.1:{ports['http']}/api/v1/", timeout=5)
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the gateway never answered"
+            time.sleep(1)
+    assert r.status_code == 200 and r.json()["openapi"] == "/api/v1/openapi.json"
+    probe = subprocess.run([str(install.checkout / ".venv" / "bin" / "python"), "-c",
+                            "import gateway, sys; print(gateway.__file__, sys.prefix != sys.base_prefix, "
+                            "'%d.%d' % sys.version_info[:2])"],
+                           capture_output=True, text=True, env=install.env, timeout=60, cwd=tmp_path)
+    found = probe.stdout.split()
+    assert found[:2] == [str(install.checkout / "gateway" / "__init__.py"), "True"]
+    assert python == "python3" or found[2] == python
+    # The password is printed once every front end listens.
+    marker = "created user admin with password:"
+    while not any(marker in x for x in install.lines):
+        assert time.monotonic() < deadline and proc.poll() is None, install.output()[-3000:]
+        time.sleep(0.2)
+    password = next(x for x in install.lines if marker in x).split(":", 1)[1].strip()
+    _use_the_gateway(ports, password)
+    assert install.stop() == 0, install.output()[-3000:]
