@@ -143,6 +143,9 @@ class Upload:
         self._started = time.monotonic()
         self._expected: tuple[str, str] | None = None
         self._hashers: dict[str, Any] = {}
+        #: How many separately sent parts this upload was assembled from
+        #: (gateway.chunked), for its operation log line; None: one stream.
+        self.chunks: int | None = None
 
     @property
     def size(self) -> int:
@@ -279,7 +282,7 @@ class Upload:
                 self._ops._log(self._session, "upload", [self.path], f"error: {self._failed}", self._started)
                 raise
         self._ops._log(self._session, "upload", [self.path], "ok", self._started,
-                       bytes=self._next - self._start)
+                       bytes=self._next - self._start, chunks=self.chunks)
         self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
