@@ -28,7 +28,7 @@
    stops at the first close that fails, leaving the rest open).
 5. **Writes on an append handle are placed in arrival order**, and bytes
    after a write's data are ignored as OpenSSH's server does (see
-   :meth:`PacketHandler._place_append`).
+   :meth:`PacketHandler._prepare_write`).
 
 This subclasses ``asyncssh.sftp.SFTPServerHandler``, which asyncssh does not
 export; checked against asyncssh 2.24.
@@ -113,7 +113,7 @@ class PacketHandler(SFTPServerHandler):
                 pktid = packet.get_uint32()
                 self.log_received_packet(pkttype, pktid, packet)
                 if pkttype == FXP_WRITE:
-                    packet = self._place_append(packet)
+                    packet = self._prepare_write(packet)
                 if pkttype in (FXP_READ, FXP_WRITE) or self._pending():
                     size = len(packet.get_full_payload())
                     await self._slots.acquire()
@@ -138,7 +138,7 @@ class PacketHandler(SFTPServerHandler):
             await asyncio.wait(pending)
         await self._cleanup(exc)
 
-    def _place_append(self, packet: SSHPacket) -> SSHPacket:
+    def _prepare_write(self, packet: SSHPacket) -> SSHPacket:
         """A WRITE on a handle opened with FXF_APPEND, with its offset replaced
         by the end of the writes received before it on that handle (as
         O_APPEND does; asyncssh sends offset 0). Done here, in the order the
