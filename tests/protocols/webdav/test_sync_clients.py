@@ -36,7 +36,7 @@ CHUNK_ENV = {"OWNCLOUD_CHUNK_SIZE": str(CHUNK), "OWNCLOUD_MIN_CHUNK_SIZE": str(C
              "OWNCLOUD_MAX_CHUNK_SIZE": str(CHUNK)}
 #: The big file: 50 MB on local disk; smaller elsewhere (still chunked), to
 #: keep the run short.
-BIG = {"local": 50_000_000, "slow": 12_000_000, "s3": 12_000_000}
+BIG = {"local": 50_000_000, "slow": 8_000_000, "s3": 8_000_000}
 #: What the clients keep next to the user's files (their journal and logs).
 EXCLUDES = [".sync_*", "._sync_*", ".owncloudsync.log*", ".nextcloudsync.log*", ".csync_journal.db*",
             "*.~*", "~$*", ".~lock.*", "*~"]
