@@ -130,6 +130,7 @@ class ChunkedUploads:
             folder.rename(claimed)
         try:
             upload: Upload = ops.open_write(session, path)
+            upload.chunks = len(parts)
             try:
                 if checksum is not None:
                     upload.expect_checksum(*checksum)

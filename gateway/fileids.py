@@ -143,6 +143,24 @@ class FileIds:
                     rows += c.execute(sa.select(*cols).where(file_ids.c.path.in_(unique[i:i + 500]))).all()
         return {r.path: FileId(r.id, r.version, r.checksum, r.checksum_size) for r in rows}
 
+    def stored_checksum(self, path: str, algorithm: str, size: int) -> str | None:
+        """The hex digest by ``algorithm`` (``sha1``, ``md5``...) kept for
+        global path ``path`` at its last upload, when one was kept and covers
+        ``size`` bytes (the file's size now); else None. Reads only: no id is
+        given. A database error is logged and answers None (the caller
+        then computes the digest)."""
+        if not self._may_have_rows():
+            return None
+        try:
+            found = self._read([path], None).get(path)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("stored checksum of %s not read: %s", path, exc)
+            return None
+        if found is None or found.checksum is None or found.checksum_size != size:
+            return None
+        digests = dict(part.split(":", 1) for part in found.checksum.split() if ":" in part)
+        return digests.get(algorithm)
+
     # -- changes -------------------------------------------------------------------
 
     def changed(self, *paths: str) -> None:

@@ -37,7 +37,26 @@ from gateway.transfer import copy_file
 from gateway.types import Entry, Session
 from gateway.view import HIDDEN, View
 
-__all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits"]
+__all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits", "HASH_ALGORITHMS", "hash_algorithm", "new_hasher"]
+
+#: The digests :meth:`Operations.hash` computes, in hashlib's names.
+HASH_ALGORITHMS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+def hash_algorithm(name: str) -> str:
+    """hashlib's name of a digest spelt ``SHA-256``, ``sha256``, ``MD5``...
+    Raises BadRequest for one not in :data:`HASH_ALGORITHMS`."""
+    algorithm = name.lower().replace("-", "")
+    if algorithm not in HASH_ALGORITHMS:
+        raise E.BadRequest(f"unsupported hash algorithm {name!r}")
+    return algorithm
+
+
+def new_hasher(name: str) -> Any:
+    """A fresh hashlib object for ``name`` (as :func:`hash_algorithm`), for
+    digests of data a client streams itself (``md5sum`` reading its input).
+    Raises BadRequest for an unknown algorithm."""
+    return hashlib.new(hash_algorithm(name))
 
 
 #: A single file up to this size is copied inline rather than as a job.
@@ -124,6 +143,9 @@ class Upload:
         self._started = time.monotonic()
         self._expected: tuple[str, str] | None = None
         self._hashers: dict[str, Any] = {}
+        #: How many separately sent parts this upload was assembled from
+        #: (gateway.chunked), for its operation log line; None: one stream.
+        self.chunks: int | None = None
 
     @property
     def size(self) -> int:
@@ -260,7 +282,7 @@ class Upload:
                 self._ops._log(self._session, "upload", [self.path], f"error: {self._failed}", self._started)
                 raise
         self._ops._log(self._session, "upload", [self.path], "ok", self._started,
-                       bytes=self._next - self._start)
+                       bytes=self._next - self._start, chunks=self.chunks)
         self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
@@ -619,15 +641,18 @@ class Operations:
             log_op(session, op, [u], result, time.monotonic() - started, address=session.remote or "-", **extra)
 
     def hash(self, session: Session, path: str, algorithm: str, cwd: str = "/") -> str:
-        """Hex digest (md5, sha1, sha256, sha512) of a file, from the storage's
-        own checksum where it has one. Raises BadRequest for other algorithms."""
-        algorithm = algorithm.lower().replace("-", "")
-        if algorithm not in ("md5", "sha1", "sha256", "sha512", "sha224", "sha384"):
-            raise E.BadRequest(f"unsupported hash algorithm {algorithm!r}")
+        """Hex digest (md5, sha1, sha224, sha256, sha384, sha512) of a file the
+        user may download: the one verified and kept at its upload through
+        the gateway while the size still matches (gateway.fileids), else the
+        storage's own checksum where it has one, else computed by streaming
+        the content. Raises BadRequest for other algorithms, PermissionDenied,
+        NotFound, IsADirectory, BackendError."""
+        algorithm = hash_algorithm(algorithm)
         u, g = self._paths(session, path, cwd)
         try:
-            _, mount, bp = self._file(session, u, g)
-            return mount.backend.hash(bp, algorithm)
+            entry, mount, bp = self._file(session, u, g)
+            return (self.fileids.stored_checksum(g, algorithm, entry.size)
+                    or mount.backend.hash(bp, algorithm))
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 

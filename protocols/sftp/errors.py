@@ -12,7 +12,7 @@ import asyncssh
 
 from gateway import errors as E
 
-__all__ = ["STATUS", "to_sftp_error"]
+__all__ = ["STATUS", "STRERROR", "to_sftp_error", "strerror"]
 
 #: gateway error class → asyncssh SFTPError subclass (its ``code`` is the status).
 STATUS: dict[type[E.GatewayError], type[asyncssh.SFTPError]] = {
@@ -41,3 +41,20 @@ STATUS: dict[type[E.GatewayError], type[asyncssh.SFTPError]] = {
 def to_sftp_error(exc: E.GatewayError) -> asyncssh.SFTPError:
     """The SFTP error to raise for ``exc``, carrying its message."""
     return E.lookup(STATUS, exc)(exc.message)
+
+
+#: gateway error class → the text GNU coreutils prints for the same failure
+#: (``md5sum: <path>: No such file or directory``), for the exec commands.
+#: Others print the core's message.
+STRERROR: dict[type[E.GatewayError], str | None] = {
+    E.GatewayError: None,
+    E.NotFound: "No such file or directory",
+    E.NotADirectory: "Not a directory",
+    E.IsADirectory: "Is a directory",
+    E.PermissionDenied: "Permission denied",
+}
+
+
+def strerror(exc: E.GatewayError) -> str:
+    """What an exec command prints after the path for ``exc``."""
+    return E.lookup(STRERROR, exc) or exc.message

@@ -26,8 +26,9 @@
 4. **Handles are counted** against ``[sftp] max_handles_per_session`` and
    **session clean-up closes every handle** whatever the others do (asyncssh
    stops at the first close that fails, leaving the rest open).
-5. **Writes on an append handle are placed in arrival order** (see
-   :meth:`PacketHandler._place_append`).
+5. **Writes on an append handle are placed in arrival order**, and bytes
+   after a write's data are ignored as OpenSSH's server does (see
+   :meth:`PacketHandler._prepare_write`).
 
 This subclasses ``asyncssh.sftp.SFTPServerHandler``, which asyncssh does not
 export; checked against asyncssh 2.24.
@@ -112,7 +113,7 @@ class PacketHandler(SFTPServerHandler):
                 pktid = packet.get_uint32()
                 self.log_received_packet(pkttype, pktid, packet)
                 if pkttype == FXP_WRITE:
-                    packet = self._place_append(packet)
+                    packet = self._prepare_write(packet)
                 if pkttype in (FXP_READ, FXP_WRITE) or self._pending():
                     size = len(packet.get_full_payload())
                     await self._slots.acquire()
@@ -137,21 +138,29 @@ class PacketHandler(SFTPServerHandler):
             await asyncio.wait(pending)
         await self._cleanup(exc)
 
-    def _place_append(self, packet: SSHPacket) -> SSHPacket:
+    def _prepare_write(self, packet: SSHPacket) -> SSHPacket:
         """A WRITE on a handle opened with FXF_APPEND, with its offset replaced
         by the end of the writes received before it on that handle (as
         O_APPEND does; asyncssh sends offset 0). Done here, in the order the
-        requests arrived, because the writes then run concurrently. Any
-        other WRITE is returned as it is, its data not copied."""
+        requests arrived, because the writes then run concurrently.
+
+        Bytes after the data are dropped, as OpenSSH's sftp-server ignores
+        them: the Go client (github.com/pkg/sftp, in rclone 1.60) sends the
+        last short block of a file in a packet as long as a full one, which
+        asyncssh refuses as a bad message. Any other WRITE is returned as it
+        is, its data not copied."""
         raw = packet.get_full_payload()
         at = len(packet.get_consumed_payload())  # the handle's length field
         end = at + 4 + int.from_bytes(raw[at:at + 4], "big")  # the offset field
-        f = self._file_handles.get(raw[at + 4:end])
-        if f is None or not f.append or len(raw) < end + 12:
+        if len(raw) < end + 12:
             return packet  # a malformed one is answered as such by the write itself
         length = int.from_bytes(raw[end + 8:end + 12], "big")
+        f = self._file_handles.get(raw[at + 4:end])
+        trailing = len(raw) > end + 12 + length
+        if f is None or not f.append:
+            return SSHPacket(raw[at:end + 12 + length]) if trailing else packet
         offset = self._server.append_offset(f, length)
-        return SSHPacket(raw[at:end] + UInt64(offset) + raw[end + 8:])
+        return SSHPacket(raw[at:end] + UInt64(offset) + raw[end + 8:end + 12 + length])
 
     def _pending(self) -> list[asyncio.Future]:
         return [t for t in (self._last_other, *self._io) if t is not None and not t.done()]

@@ -36,7 +36,7 @@ from gateway.budget import ByteBudget
 from gateway.private import private_dir, write_private
 from gateway.slots import Slot, Slots
 from gateway.types import Session
-from protocols.sftp.commands import run_command
+from protocols.sftp.commands import execute
 from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
 from protocols.sftp.loop import AcceptLoop
 from protocols.sftp.packets import PacketHandler
@@ -270,10 +270,10 @@ class _Channel(SSHServerStreamSession):
         self._conn.create_task(handler.run(), reader.logger)
 
     async def _command(self, stdin: Any, stdout: Any, stderr: Any) -> None:
-        status, out, err = await self._handle.run(run_command, self._handle.gw.ops, self._owner.session,
-                                                  self._chan.get_command())
-        stdout.write(out.encode("utf-8"))
-        stderr.write(err.encode("utf-8"))
+        status, out, err = await execute(self._handle.gw.ops, self._owner.session, self._chan.get_command(),
+                                         stdin, self._handle.run)
+        stdout.write(out)
+        stderr.write(err)
         self._chan.exit(status)
 
 

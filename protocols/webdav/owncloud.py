@@ -50,7 +50,10 @@ PREFIXES = ("/status.php", "/ocs", "/remote.php")
 _INSTANCE = "ocgateway"
 
 #: What the clients read from status.php (``version`` gates their features;
-#: this one has chunking NG and no bulk upload).
+#: this one has chunking NG and no bulk upload). ownCloud 2.x chunks only
+#: with ``dav.chunking`` >= 1.0 AND ``files.bigfilechunking`` true (its
+#: Capabilities::chunkingNg); a file up to one chunk then goes in one plain
+#: PUT, never as old-style ``OC-Chunked`` parts (which are refused).
 _VERSION = "25.0.0.0"
 _STATUS = {"installed": True, "maintenance": False, "needsDbUpgrade": False, "version": _VERSION,
            "versionstring": "25.0.0", "edition": "", "productname": "gateway", "extendedSupport": False}
@@ -61,7 +64,7 @@ _CAPABILITIES = {
         "core": {"pollinterval": 60, "webdav-root": "remote.php/webdav"},
         "dav": {"chunking": "1.0"},
         "checksums": {"supportedTypes": ["SHA1", "MD5", "SHA256"], "preferredUploadType": "SHA1"},
-        "files": {"bigfilechunking": False, "undelete": False, "versioning": False,
+        "files": {"bigfilechunking": True, "undelete": False, "versioning": False,
                   "blacklisted_files": [".htaccess"]},
     },
 }

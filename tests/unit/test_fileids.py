@@ -101,3 +101,27 @@ def test_verified_checksums_are_kept_and_follow_the_file(gateway_factory):
     with pytest.raises(E.BadRequest):
         w.expect_checksum("crc32", "00")
     w.abort()
+
+
+def test_hash_answers_from_the_kept_checksum_while_the_size_matches(gateway_factory):
+    """``Operations.hash`` (md5sum over ssh, FTP HASH, check-file) reads the
+    file only when no checksum was kept for its current size."""
+    r = gateway_factory()
+    ops, s = r.ops, r.session()
+    data = b"kept content"
+    w = ops.open_write(s, "/k.txt")
+    w.expect_checksum("SHA256", hashlib.sha256(data).hexdigest())
+    w.write(data)
+    w.commit()
+    # Changed behind the gateway's back, same size: the kept digests answer
+    # (trusted while the size is the same, as for oc:checksums)...
+    (r.data / "k.txt").write_bytes(b"KEPT CONTENT")
+    for algorithm in ("sha256", "SHA-1", "md5"):
+        assert ops.hash(s, "/k.txt", algorithm) == hashlib.new(algorithm.replace("-", ""), data).hexdigest()
+    # ...one that was not kept is computed from the content...
+    assert ops.hash(s, "/k.txt", "sha512") == hashlib.sha512(b"KEPT CONTENT").hexdigest()
+    # ...and another size means another content.
+    (r.data / "k.txt").write_bytes(b"longer content")
+    assert ops.hash(s, "/k.txt", "md5") == hashlib.md5(b"longer content").hexdigest()
+    with pytest.raises(E.BadRequest):
+        ops.hash(s, "/k.txt", "crc32")

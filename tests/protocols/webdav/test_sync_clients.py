@@ -1,46 +1,97 @@
 """Debian's Nextcloud and ownCloud command-line sync clients against a
-running gateway, several rounds each: an initial sync with a file big
-enough to be chunked, a round with no changes that transfers nothing, a
-local edit and an edit made through FTP, renames on both sides, a conflict. After each
-round both sides hold the same files (sha256 and modification time), and
-nothing the user did not delete is gone."""
+running gateway on local disk, a ``slow::memory`` store and moto's S3,
+several rounds each: an initial sync with a big file uploaded in chunks
+(the gateway's operation log says it was assembled from them), rounds with
+no changes that transfer nothing (neither the client's log nor the
+gateway's says so), local edits and edits, new files and renames made
+through FTP and SFTP between rounds, a conflict. After each round both
+sides hold the same files (sha256, and modification times where the
+storage keeps them), and nothing the user did not delete is gone."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 
 from conformance.drivers import FtpDriver, SftpDriver
-from conftest import PASSWORDS
+from conftest import PASSWORDS, unique_memory
 
 CLIENTS = ("nextcloudcmd", "owncloudcmd")
-#: Small chunks, so that a 3 MB file is uploaded in several (the clients
-#: read these variables).
-CHUNK_ENV = {"OWNCLOUD_CHUNK_SIZE": "1000000", "OWNCLOUD_MIN_CHUNK_SIZE": "1000000",
-             "OWNCLOUD_MAX_CHUNK_SIZE": "1000000"}
+#: The storage at the gateway's / in each run: local disk (keeps times), a
+#: memory store behind the ``slow`` wrapper (keeps none: the gateway
+#: refuses them) and moto's S3.
+MOUNTS = ("local", "slow", "s3")
+#: The chunk size the clients are told to use (they read these variables):
+#: the big file goes up in several chunks, a small one in one PUT.
+CHUNK = 5_000_000
+CHUNK_ENV = {"OWNCLOUD_CHUNK_SIZE": str(CHUNK), "OWNCLOUD_MIN_CHUNK_SIZE": str(CHUNK),
+             "OWNCLOUD_MAX_CHUNK_SIZE": str(CHUNK)}
+#: The big file: 50 MB on local disk; smaller elsewhere (still chunked), to
+#: keep the run short.
+BIG = {"local": 50_000_000, "slow": 8_000_000, "s3": 8_000_000}
 #: What the clients keep next to the user's files (their journal and logs).
 EXCLUDES = [".sync_*", "._sync_*", ".owncloudsync.log*", ".nextcloudsync.log*", ".csync_journal.db*",
             "*.~*", "~$*", ".~lock.*", "*~"]
 #: A client log line that says it transferred or changed something.
 ACTIVITY = re.compile(r"Starting CSyncEnums::CSYNC_INSTRUCTION_(NEW|SYNC|CONFLICT|REMOVE|RENAME|TYPE_CHANGE)"
                       r"|\bPUT of\b|GETFileJob|OCC::GETFileJob")
+#: Operations in the gateway's log that change or transfer something.
+TRANSFERS = {"upload", "download", "delete", "move", "copy", "mkdir"}
 
 
-def _tree(root: Path) -> dict[str, tuple[str, int]]:
+@pytest.fixture
+def s3_mount():
+    """A bucket on moto's S3 server: (url, options) of a mount."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"endpoint_url": f"http://{host}:{port}", "key": "AKIDSYNC", "secret": "sync-secret"}
+    bucket = f"sync-{uuid.uuid4().hex[:8]}"  # moto's servers in one process share their buckets
+    fsspec.filesystem("s3", skip_instance_cache=True, **options).mkdir(bucket)
+    yield f"s3://{bucket}/root", options
+    server.stop()
+
+
+def _local_tree(root: Path) -> dict[str, tuple[str, int]]:
     """{relative path: (sha256, mtime second)} of the user's files (dot
-    names are the clients' or the gateway's own)."""
+    names are the clients' own)."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not p.is_file():
             continue
         out[str(rel)] = (hashlib.sha256(p.read_bytes()).hexdigest(), int(p.stat().st_mtime))
+    return out
+
+
+def _server_tree(ops, session, folder: str = "/") -> dict[str, tuple[str, int | None]]:
+    """The same, read through the core, whatever the storage."""
+    out: dict[str, tuple[str, int | None]] = {}
+    for e in ops.list(session, folder):
+        path = f"{folder.rstrip('/')}/{e.name}"
+        if e.name.startswith("."):
+            continue
+        if e.is_dir:
+            out.update(_server_tree(ops, session, path))
+            continue
+        f, _ = ops.open_read(session, path)
+        with f:
+            h = hashlib.sha256()
+            while block := f.read(1 << 20):
+                h.update(block)
+        out[path[1:]] = (h.hexdigest(), None if e.mtime is None else int(e.mtime))
     return out
 
 
@@ -56,82 +107,146 @@ def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
     return log
 
 
+class OpLog(logging.Handler):
+    """The gateway's operation log lines (``gateway.ops``) since the last
+    :meth:`take`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.ops: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "op", {}).get("protocol") == "webdav":  # the sync client's, not the test's reads
+            self.ops.append(record.op)
+
+    def take(self) -> list[dict]:
+        taken, self.ops = self.ops, []
+        return taken
+
+
+@pytest.fixture
+def op_log():
+    handler = OpLog()
+    logger = logging.getLogger("gateway.ops")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.mark.parametrize("mount", MOUNTS)
 @pytest.mark.parametrize("client", CLIENTS)
-def test_sync_rounds(gateway_factory, tmp_path, client):
+def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
     if shutil.which(client) is None:
         pytest.skip(f"{client} is not installed (Debian: nextcloud-desktop-cmd / owncloud-client-cmd)")
-    # Local disk at /, and an (empty) memory mount at /slow: a folder whose
-    # storage keeps no time.
-    r = gateway_factory(protocols=("http", "ftp", "sftp"))
+    mounts = {"local": None,
+              "slow": {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})},
+              "s3": {"/": request.getfixturevalue("s3_mount") if mount == "s3" else None}}[mount]
+    # [logging] audit: downloads are in the operation log too.
+    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=mounts, sections={"logging": {"audit": True}})
+    ops, session = r.ops, r.session()
+    # Where the storage keeps no client times the gateway refuses them
+    # (no "X-OC-MTime: accepted"): then only the contents are compared,
+    # and the quiet rounds show the clients do not send files again.
+    times = r.gw.namespace.resolve("/")[0].backend.capabilities.mtimes
     (tmp_path / "home").mkdir()
     (tmp_path / "exclude.lst").write_text("\n".join(EXCLUDES) + "\n")
-    server = r.data
     local = tmp_path / "local"
     (local / "sub").mkdir(parents=True)
     (local / "a.txt").write_bytes(b"alpha\n")
     (local / "sub" / "b.txt").write_bytes(b"bravo\n")
-    (local / "sub" / "big.bin").write_bytes(os.urandom(3_000_000))
+    (local / "sub" / "big.bin").write_bytes(os.urandom(BIG[mount]))
     url = f"http://127.0.0.1:{r.port('http')}"
 
-    def check(expected: set[str]) -> None:
-        here, there = _tree(local), _tree(server)
-        assert here == there
-        assert set(here) == expected
-        assert not [p for p in server.rglob(".*")], "no stray dot files on the server"
+    def check(expected: set[str], ignore: str | None = None) -> None:
+        """Both sides hold exactly ``expected`` (nothing the user did not
+        delete is gone), with the same content, and the same times where the
+        storage keeps them."""
+        here = {k: v for k, v in _local_tree(local).items() if k != ignore}
+        there = {k: v for k, v in _server_tree(ops, session).items() if k != ignore}
+        assert set(here) == set(there) == expected
+        assert {k: v[0] for k, v in here.items()} == {k: v[0] for k, v in there.items()}
+        if times:
+            assert here == there
+        if mount == "local":
+            assert not list(r.data.rglob(".*")), "no stray dot files on the server"
 
-    # 1: the initial upload; the big file goes in chunks.
+    def quiet() -> None:
+        """A run with nothing changed transfers nothing: neither the client
+        nor the gateway's operation log says so."""
+        op_log.take()
+        log = _sync(client, local, url, tmp_path)
+        assert not ACTIVITY.search(log), ACTIVITY.search(log).group(0)
+        assert not [o for o in op_log.take() if o["op"] in TRANSFERS]
+
+    # 1: the initial upload; the big file goes up in chunks, assembled on
+    # the server (the gateway's log says from how many).
     log = _sync(client, local, url, tmp_path)
     assert ACTIVITY.search(log)
+    uploads = {o["paths"][0]: o for o in op_log.take() if o["op"] == "upload" and o["result"] == "ok"}
+    assert uploads["/sub/big.bin"].get("chunks", 0) == -(-BIG[mount] // CHUNK), uploads["/sub/big.bin"]
+    assert "chunks" not in uploads["/a.txt"]
     names = {"a.txt", "sub/b.txt", "sub/big.bin"}
     check(names)
-    assert (local / "slow").is_dir()
     # The clients send a checksum with each upload; the gateway verified and kept it.
     assert all(f.checksum and f.checksum.startswith("sha1:")
-               for f in r.ops.file_ids(r.session(), ["/a.txt", "/sub/big.bin"]))
-    chunked = "uploads/alice" in log
+               for f in ops.file_ids(session, ["/a.txt", "/sub/big.bin"]))
     # 2: nothing changed: nothing is transferred.
-    log = _sync(client, local, url, tmp_path)
-    assert not ACTIVITY.search(log), ACTIVITY.search(log).group(0)
+    quiet()
     check(names)
-    # 3: a local edit, and an edit through FTP.
+    # 3: a local edit, an edit through FTP, a new file through SFTP.
     (local / "a.txt").write_bytes(b"alpha, edited here\n")
     ftp = FtpDriver(r.port("ftp"), "alice", PASSWORDS["alice"])
     ftp.put("/sub/b.txt", b"bravo, edited over FTP\n")
-    ftp.ftp.quit()
-    _sync(client, local, url, tmp_path)
-    check(names)
-    assert (server / "a.txt").read_bytes() == b"alpha, edited here\n"
-    assert (local / "sub" / "b.txt").read_bytes() == b"bravo, edited over FTP\n"
-    # 4: a rename through SFTP and one made locally.
     sftp = SftpDriver(r.port("sftp"), "alice", PASSWORDS["alice"])
-    sftp.rename("/sub/b.txt", "/sub/c.txt")
-    sftp.close()
-    (local / "a.txt").rename(local / "a2.txt")
+    sftp.put("/sub/n.txt", b"new over SFTP\n")
     _sync(client, local, url, tmp_path)
-    names = {"a2.txt", "sub/c.txt", "sub/big.bin"}
+    names = {"a.txt", "sub/b.txt", "sub/big.bin", "sub/n.txt"}
     check(names)
+    assert (local / "sub" / "b.txt").read_bytes() == b"bravo, edited over FTP\n"
+    # 4: renames through SFTP and FTP (the big file moves: not sent again)
+    # and one made locally.
+    sftp.rename("/sub/b.txt", "/sub/c.txt")
+    ftp.rename("/sub/big.bin", "/big.bin")
+    (local / "a.txt").rename(local / "a2.txt")
+    op_log.take()
+    _sync(client, local, url, tmp_path)
+    names = {"a2.txt", "sub/c.txt", "big.bin", "sub/n.txt"}
+    check(names)
+    # The big file is never sent again. Where the storage renames in place
+    # it is not fetched again either; on storage that moves by copy and
+    # delete and keeps no time (memory, S3) the copy has a new storage
+    # ETag, and the clients take "moved with another ETag" for a new file
+    # and download it.
+    moved = [o for o in op_log.take() if "big.bin" in o["paths"][0]]
+    assert not [o for o in moved if o["op"] == "upload"], moved
+    if mount == "local":
+        assert not [o for o in moved if o["op"] == "download"], moved
+    if mount != "local":
+        # The local rename went up as a MOVE, done by copy and delete there:
+        # the next run fetches the renamed file once (its ETag changed) and
+        # sends nothing.
+        _sync(client, local, url, tmp_path)
+        settled = [o for o in op_log.take() if o["op"] in TRANSFERS]
+        assert [(o["op"], o["paths"]) for o in settled] in ([], [("download", ["/a2.txt"])]), settled
+        check(names)
     # 5: quiet again.
-    log = _sync(client, local, url, tmp_path)
-    assert not ACTIVITY.search(log), ACTIVITY.search(log).group(0)
+    quiet()
     check(names)
     # 6: a conflict: the same file edited on both sides. The server's
     # version wins the name, the local one is kept beside it as a conflict
     # copy; nothing is lost.
     (local / "a2.txt").write_bytes(b"local side of the conflict\n")
-    ftp = FtpDriver(r.port("ftp"), "alice", PASSWORDS["alice"])
-    ftp.put("/a2.txt", b"server side of the conflict, longer\n")
-    ftp.ftp.quit()
+    sftp.put("/a2.txt", b"server side of the conflict, longer\n")
     _sync(client, local, url, tmp_path)
     conflicts = [p for p in local.iterdir() if "conflict" in p.name.lower() and p.name != "a2.txt"]
     assert [p.read_bytes() for p in conflicts] == [b"local side of the conflict\n"], conflicts
-    assert (local / "a2.txt").read_bytes() == (server / "a2.txt").read_bytes() \
-        == b"server side of the conflict, longer\n"
-    here, there = _tree(local), _tree(server)
-    assert {k: v for k, v in here.items() if k != conflicts[0].name} == {k: v for k, v in there.items()
-                                                                         if k != conflicts[0].name}
-    # ownCloud 2.11 has only old-style chunking (refused here; the
-    # capabilities say bigfilechunking: false) and TUS: it sends one PUT.
-    assert chunked or client == "owncloudcmd", "the 3 MB file was not uploaded in chunks"
+    assert (local / "a2.txt").read_bytes() == b"server side of the conflict, longer\n"
+    check(names, ignore=conflicts[0].name)
+    ftp.ftp.quit()
+    sftp.close()
 
 
 @pytest.mark.parametrize("vendor,path", [("owncloud", "/remote.php/webdav"),
