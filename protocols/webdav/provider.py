@@ -158,6 +158,11 @@ class GatewayProvider(DAVProvider):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
         method = environ["REQUEST_METHOD"]
+        if "HTTP_IF" in environ and SESSION_KEY in environ:
+            # The lock tokens it submits: the core's lock check (which binds
+            # every protocol) lets their owner through, as wsgidav's does.
+            util.parse_if_header_dict(environ)
+            environ[SESSION_KEY].lock_tokens = frozenset(environ["wsgidav.ifLockTokenList"])
         if USER_KEY in environ and environ[USER_KEY] != environ[SESSION_KEY].user.name:
             raise GatewayDAVError(403, f"signed in as {environ[SESSION_KEY].user.name!r}, "
                                        f"not {environ[USER_KEY]!r}")
