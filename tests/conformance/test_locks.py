@@ -142,3 +142,19 @@ def test_the_owners_move_takes_the_file_and_leaves_the_lock_behind(gw, dav):
     finally:
         ftp.close()
 
+
+
+def test_the_owner_moves_and_deletes_a_folder_holding_files_it_locked(gw, dav):
+    """RFC 4918 9.9.2: with the tokens of the locks below it, their owner
+    may move or delete a folder (davfs2 renames folders holding files it has
+    just written and still holds locked); without them, nobody may."""
+    assert dav.request("MKCOL", "/f").status_code == 201
+    assert dav.put("/f/new.txt", content=b"n").status_code == 201
+    token = lock(dav, "/f/new.txt")
+    assert dav.request("MOVE", "/f/", headers={"Destination": "/dav/g/"}).status_code == 423
+    r = dav.request("MOVE", "/f/", headers={"Destination": "/dav/g/", "If": f"</dav/f/new.txt> ({token})"})
+    assert r.status_code == 201, r.text
+    token = lock(dav, "/g/new.txt")
+    assert dav.delete("/g/").status_code == 423
+    assert dav.delete("/g/", headers={"If": f"</dav/g/new.txt> ({token})"}).status_code == 204
+    assert not gw.data.joinpath("g").exists() and gw.ops.davstate.locks("/", include_children=True) == []

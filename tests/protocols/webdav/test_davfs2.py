@@ -8,7 +8,10 @@ mount's lost+found to be lost.
 
 davfs2 runs as root (mount.davfs), with ``buf_size 64`` (without it davfs2
 1.6 lists nothing on current kernels, see the README), credentials in a
-secrets file and a cache in a folder its ``davfs2`` user can write."""
+secrets file and a cache in a folder its ``davfs2`` user can write. Its
+default ``delay_upload`` (10 s) keeps each new or changed file locked while
+the editing goes on, so its renames and deletes carry the lock tokens the
+core must honour."""
 
 from __future__ import annotations
 
@@ -64,7 +67,6 @@ class Davfs2:
             f"cache_dir {self.cache}",
             f"secrets {secrets}",
             "ask_auth 0",
-            "delay_upload 0",
         ]) + "\n")
 
     def mount(self) -> None:
