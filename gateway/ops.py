@@ -841,15 +841,15 @@ class Operations:
              budget_s: float | None = None, cwd: str = "/") -> Outcome:
         """Copy a file or folder tree (server-side where the storage can).
         Raises NotFound, AlreadyExists (``overwrite`` False), MissingParent,
-        BadRequest (into itself), Busy, Locked (a WebDAV lock on the
-        destination, or for a move on the source, that the session does
-        not hold), PermissionDenied."""
+        BadRequest (into itself), Busy, Locked (a WebDAV lock the session
+        does not hold on the destination), PermissionDenied."""
         return self._transfer(session, "copy", src, dst, overwrite, budget_s, cwd)
 
     def move(self, session: Session, src: str, dst: str, *, overwrite: bool = False,
              budget_s: float | None = None, cwd: str = "/") -> Outcome:
         """Move/rename. One native call where the storage renames atomically;
-        otherwise copy + delete as a job. Raises like :meth:`copy`."""
+        otherwise copy + delete as a job. Raises like :meth:`copy`, and
+        Locked for a lock on the source tree or its folder as well."""
         return self._transfer(session, "move", src, dst, overwrite, budget_s, cwd)
 
     def _transfer(self, session: Session, op: str, src: str, dst: str, overwrite: bool,
