@@ -27,6 +27,13 @@ everyone, and a job that fails or is stopped leaves them where they were.
 Locks do not move (RFC 4918 7.5): a move or delete, through any protocol,
 drops those on and below its source, so none is left on a path that now
 holds something else.
+
+Locks bind every protocol: :meth:`DavState.barring` names the lock that
+forbids a change the core is about to make, unless the asking session holds
+it (its owner, sending the token: ``Session.lock_tokens``), with the same
+rules as wsgidav's own check. It reads a list of every lock kept in memory
+(on SQLite until a lock write; on a shared store for at most
+``LOCKS_TTL_S``), so that while nothing is locked a change costs no query.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import posixpath
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import sqlalchemy as sa
 
@@ -47,9 +54,14 @@ from gateway.jobs.store import write_transaction
 from gateway.namespace import is_under, normalise, to_global, to_user
 from gateway.types import Session
 
-__all__ = ["DavState"]
+__all__ = ["DavState", "LOCKS_TTL_S"]
 
 log = logging.getLogger(__name__)
+
+#: On a store other nodes write (PostgreSQL), how long the list of locks the
+#: core checks changes against is kept: a lock taken on another node binds
+#: this one's FTP, SFTP and REST changes within this many seconds.
+LOCKS_TTL_S = 0.5
 
 
 def _subtree(column: sa.Column, path: str, *, include_root: bool = True,
@@ -93,9 +105,11 @@ class DavState:
         self.engine = engine
         self.clock = clock
         self._local = threading.local()
-        #: (root, data json, expires_at) of every lock, kept across requests
-        #: where this process is the only writer (SQLite); None = read again.
-        self._all_locks: list[tuple[str, str, float]] | None = None
+        #: (root, data json, expires_at) of every lock, and when they were
+        #: read (time.monotonic()); kept across requests where this process
+        #: is the only writer (SQLite), else for at most what the reader
+        #: allows; None = read again.
+        self._all_locks: tuple[list[tuple[str, str, float]], float] | None = None
         self._shared = engine.dialect.name == "sqlite"
         self._writes = 0  # bumped after each commit, so a read that overlapped one is not kept
         self._cache_lock = threading.Lock()
@@ -186,18 +200,48 @@ class DavState:
                 dav_locks.c.expires_at >= self.clock()).order_by(dav_locks.c.root)).all()
         return [json.loads(r.data) for r in rows]
 
-    def _every_lock(self) -> list[tuple[str, str, float]]:
-        cached, seen = self._all_locks, self._writes
-        if cached is not None:
-            return cached
+    def _every_lock(self, max_age: float = 0.0) -> list[tuple[str, str, float]]:
+        """Every lock, ordered by root; from memory where this process is
+        the only writer, or when read at most ``max_age`` seconds ago."""
+        with self._cache_lock:
+            cached, seen = self._all_locks, self._writes
+        now = time.monotonic()
+        if cached is not None and (self._shared or now - cached[1] <= max_age):
+            return cached[0]
         with self.engine.connect() as c:
             rows = [(r.root, r.data, r.expires_at) for r in c.execute(
                 sa.select(dav_locks.c.root, dav_locks.c.data, dav_locks.c.expires_at).order_by(dav_locks.c.root))]
-        if self._shared:
-            with self._cache_lock:
-                if self._writes == seen:
-                    self._all_locks = rows
+        with self._cache_lock:
+            if self._writes == seen:
+                self._all_locks = (rows, now)
         return rows
+
+    def barring(self, path: str, *, tree: bool = False, principal: str = "",
+                tokens: Collection[str] = ()) -> tuple[str, dict[str, Any]] | None:
+        """(global root, data) of an unexpired lock that forbids changing global path
+        ``path`` (its content, name, times or properties, or, for a folder,
+        its members), or None. Such a lock is on ``path`` itself (any
+        depth), on a folder above it with depth infinity, or, with ``tree``
+        (a change of the whole tree: delete, move), anywhere below it; a
+        lock of ``principal`` whose token is in ``tokens`` does not bar
+        (RFC 4918 7, as wsgidav's ``check_write_permission``). Never a
+        query while the lock list is in memory (see the module docstring)."""
+        every = self._every_lock(LOCKS_TTL_S)
+        if not every:
+            return None
+        now = self.clock()
+        prefix = path.rstrip("/") + "/"
+        for root, data, expires_at in every:
+            above = root != path and is_under(path, root)
+            if expires_at < now or not (root == path or above or (tree and root.startswith(prefix))):
+                continue
+            lock = json.loads(data)
+            if above and lock.get("depth") != "infinity":
+                continue
+            if lock.get("principal") == principal and lock.get("token") in tokens:
+                continue
+            return root, lock
+        return None
 
     def purge_expired_locks(self) -> int:
         with self._tx() as c:

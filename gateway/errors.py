@@ -15,6 +15,7 @@ them into wire replies in one table of its own.
     │   └── AuthenticationFailed (also LoginBanned)
     ├── Conflict                 the request contradicts the current state
     │   ├── Busy                 a running job owns the path
+    │   ├── Locked               a WebDAV lock someone else holds bars the change
     │   └── InvalidState         a job cannot do that in its current state
     ├── QuotaExceeded
     ├── ReadOnly
@@ -42,6 +43,7 @@ __all__ = [
     "LoginBanned",
     "Conflict",
     "Busy",
+    "Locked",
     "InvalidState",
     "QuotaExceeded",
     "ReadOnly",
@@ -115,6 +117,13 @@ class Busy(Conflict):
     """A running job owns the path; try again when it has finished."""
 
     retryable = True
+
+
+class Locked(Conflict):
+    """A WebDAV lock bars changing the path (on it, on a folder above it
+    with depth infinity, or below a tree the operation would change) and the
+    request does not hold it: only its owner, sending its token, may. Not
+    retryable: a lock lasts until its owner unlocks it or it times out."""
 
 
 class InvalidState(Conflict):

@@ -263,9 +263,10 @@ class Upload:
 
     def commit(self) -> Entry:
         """Make the upload the file's content; returns its entry. Raises
-        BadRequest when held blocks left a gap, the error that aborted the
-        upload, or the storage's error; the temporary is removed whatever
-        failed."""
+        BadRequest when held blocks left a gap, Locked when a WebDAV lock
+        the session does not hold was taken on the path meanwhile, the error
+        that aborted the upload, or the storage's error; the temporary is
+        removed whatever failed."""
         with self._lock:
             self._check()
             checksum = None
@@ -273,6 +274,9 @@ class Upload:
                 if self._held:
                     raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved", self.path)
                 checksum = self._verified()
+                # A lock taken while the content arrived bars it as well.
+                self._ops._unlocked(self._session, to_global(self._session.user.home, self.path),
+                                    member=not self.replaced)
                 self._writer.commit()
             except E.GatewayError as exc:
                 self._refuse(self._ops._at(exc, self.path))
@@ -447,6 +451,28 @@ class Operations:
         hit = shown(next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0]))
         raise E.Busy(f"{hit}: busy, in use by job {job.id} ({job.operation} {' -> '.join(map(shown, owned))}); "
                      "try again when it is done", hit)
+
+    def _unlocked(self, session: Session, g: str, *, tree: bool = False, member: bool = False) -> None:
+        """Raises Locked when a WebDAV lock that ``session`` does not hold
+        (see gateway.davstate) bars changing global path ``g``: ``tree``, a
+        change of everything below it too (delete, move, replace); ``member``,
+        a change of its folder's members as well (``g`` created, removed,
+        moved in or out). An in-memory lookup while nothing is locked."""
+        principal, tokens = session.user.name, session.lock_tokens
+        found = self.davstate.barring(g, tree=tree, principal=principal, tokens=tokens)
+        if found is None and member and g != "/":
+            found = self.davstate.barring(parent_of(g), principal=principal, tokens=tokens)
+        if found is None:
+            return
+        root, lock = found
+        home = session.user.home
+        u = self._user(session, g) if is_under(g, home) else g
+        on = self._user(session, root) if is_under(root, home) else root
+        depth = ", depth infinity" if lock.get("depth") == "infinity" else ""
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(lock.get("expire") or 0)))
+        raise E.Locked(f"{u}: locked by WebDAV lock of {lock.get('principal') or '?'} "
+                       f"({lock.get('scope', 'exclusive')} on {on}{depth}) until {until}; "
+                       "only its owner may change it before it is unlocked", u)
 
     def _physical(self, g: str) -> Entry:
         """Stat a global path on its storage (no overlay). Raises NotFound."""
@@ -689,7 +715,7 @@ class Operations:
     def open_write(self, session: Session, path: str, offset: int = 0, cwd: str = "/") -> Upload:
         """Start an upload (``offset`` > 0 continues the existing file: resume).
         Raises PermissionDenied, MissingParent, NotADirectory, IsADirectory,
-        Busy, Unsupported."""
+        Busy, Locked (a WebDAV lock this session does not hold), Unsupported."""
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
@@ -704,6 +730,7 @@ class Operations:
                 self._require(session, "overwrite", u)
             elif offset:
                 raise E.NotFound(f"{u}: cannot resume, no such file", u)
+            self._unlocked(session, g, member=existing is None)
             if self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
                 raise E.IsADirectory(f"{u}: is a folder", u)
             mount, bp = self.namespace.resolve(g)
@@ -715,7 +742,7 @@ class Operations:
 
     def mkdir(self, session: Session, path: str, cwd: str = "/") -> Entry:
         """Create a folder. Raises AlreadyExists, MissingParent, Busy,
-        PermissionDenied."""
+        Locked (its folder is locked), PermissionDenied."""
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
@@ -724,6 +751,7 @@ class Operations:
             self._parent_dir(session, g, u)
             if self._exists(session, g) is not None:
                 raise E.AlreadyExists(f"{u}: already exists", u)
+            self._unlocked(session, g, member=True)
             mount, bp = self.namespace.resolve(g)
             mount.backend.mkdir(bp)
             entry = self._stat_g(session, g).renamed(u)
@@ -746,7 +774,7 @@ class Operations:
 
     def set_mtime(self, session: Session, path: str, mtime: float, cwd: str = "/") -> bool:
         """Set a file's modification time; True. Raises NotFound,
-        PermissionDenied, Busy, and Unsupported where the storage keeps no
+        PermissionDenied, Busy, Locked, and Unsupported where the storage keeps no
         time a client sets (never a silent success: sync clients would
         upload everything again on every run)."""
         u, g = self._paths(session, path, cwd)
@@ -754,6 +782,7 @@ class Operations:
         try:
             self._busy([g], session=session)
             self._stat_g(session, g)
+            self._unlocked(session, g)
             mount, bp = self.namespace.resolve(g)
             if not (mount.backend.capabilities.mtimes and mount.backend.set_mtime(bp, mtime)):
                 raise E.Unsupported(f"{u}: this storage does not keep modification times", u)
@@ -776,7 +805,7 @@ class Operations:
         """Set (``value`` a serialised XML element) or remove (None) a dead
         property of a file or folder: a change of the resource, allowed as a
         content write is (``overwrite``) and refused on a path a job owns.
-        Raises PermissionDenied, NotFound, Busy, and QuotaExceeded when the
+        Raises PermissionDenied, NotFound, Busy, Locked, and QuotaExceeded when the
         name or value is over ``limits.property_bytes`` or the resource's
         properties would exceed ``limits.resource_property_bytes``."""
         u, g = self._paths(session, path)
@@ -784,6 +813,7 @@ class Operations:
             self._require(session, "overwrite", u)
             self._busy([g], session=session)
             self._stat_g(session, g)
+            self._unlocked(session, g)
             if value is None:
                 if not dry_run:
                     self.davstate.remove_prop(g, name)
@@ -806,7 +836,8 @@ class Operations:
         """Delete a file, or a folder (``recursive`` for a non-empty one: a job
         when not trivially cheap). ``folder`` True/False insists on the kind
         (RMD/rmdir vs DELE/remove). Raises NotFound, DirectoryNotEmpty,
-        NotADirectory, IsADirectory, Busy, PermissionDenied."""
+        NotADirectory, IsADirectory, Busy, Locked (on it, above it or below
+        it), PermissionDenied."""
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
@@ -824,6 +855,7 @@ class Operations:
                 raise E.NotADirectory(f"{u}: not a folder", u)
             if folder is False and entry.is_dir:
                 raise E.IsADirectory(f"{u}: is a folder", u)
+            self._unlocked(session, g, tree=True, member=True)
             mount, bp = self.namespace.resolve(g)
             if not entry.is_dir:
                 mount.backend.remove(bp)
@@ -849,13 +881,15 @@ class Operations:
              budget_s: float | None = None, cwd: str = "/") -> Outcome:
         """Copy a file or folder tree (server-side where the storage can).
         Raises NotFound, AlreadyExists (``overwrite`` False), MissingParent,
-        BadRequest (into itself), Busy, PermissionDenied."""
+        BadRequest (into itself), Busy, Locked (a WebDAV lock the session
+        does not hold on the destination), PermissionDenied."""
         return self._transfer(session, "copy", src, dst, overwrite, budget_s, cwd)
 
     def move(self, session: Session, src: str, dst: str, *, overwrite: bool = False,
              budget_s: float | None = None, cwd: str = "/") -> Outcome:
         """Move/rename. One native call where the storage renames atomically;
-        otherwise copy + delete as a job. Raises like :meth:`copy`."""
+        otherwise copy + delete as a job. Raises like :meth:`copy`, and
+        Locked for a lock on the source tree or its folder as well."""
         return self._transfer(session, "move", src, dst, overwrite, budget_s, cwd)
 
     def _transfer(self, session: Session, op: str, src: str, dst: str, overwrite: bool,
@@ -901,6 +935,9 @@ class Operations:
                 self._require_tree(session, "overwrite", du)
                 if existing.is_dir:  # the tree it replaces is deleted
                     self._require_tree(session, "delete", du)
+            if op == "move":  # RFC 4918 9.9.4: the source's locks bar a move but by their owner
+                self._unlocked(session, sg, tree=True, member=True)
+            self._unlocked(session, dg, tree=True, member=existing is None)
             smount, sbp = self._resolve_one(session, sg)
             dmount, dbp = self.namespace.resolve(dg)
             outcome = self._plan(session, op, entry, sg, dg, smount, sbp, dmount, dbp, existing, budget_s, started)

@@ -58,6 +58,10 @@ class Session:
     protocol: str
     remote: str = ""
     id: str = field(default="")
+    #: WebDAV lock tokens this request submitted (its If header): the
+    #: user's own locks with these tokens do not bar its changes (see
+    #: gateway.davstate). Empty for every other protocol.
+    lock_tokens: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.id:

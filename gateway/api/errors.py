@@ -21,6 +21,7 @@ STATUS: dict[type[E.GatewayError], int] = {
     E.LoginBanned: 429,
     E.Conflict: 409,
     E.Busy: 423,
+    E.Locked: 423,
     E.InvalidState: 409,
     E.QuotaExceeded: 507,
     E.ReadOnly: 403,

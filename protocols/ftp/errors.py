@@ -21,6 +21,7 @@ REPLY: dict[type[E.GatewayError], int] = {
     E.LoginBanned: 530,
     E.Conflict: 450,
     E.Busy: 450,
+    E.Locked: 450,
     E.InvalidState: 450,
     E.QuotaExceeded: 452,
     E.ReadOnly: 550,

@@ -28,6 +28,7 @@ STATUS: dict[type[E.GatewayError], type[asyncssh.SFTPError]] = {
     E.LoginBanned: asyncssh.SFTPPermissionDenied,
     E.Conflict: asyncssh.SFTPFailure,
     E.Busy: asyncssh.SFTPFailure,
+    E.Locked: asyncssh.SFTPLockConflict,  # to v3 clients (all we serve): FX_FAILURE
     E.InvalidState: asyncssh.SFTPFailure,
     E.QuotaExceeded: asyncssh.SFTPQuotaExceeded,
     E.ReadOnly: asyncssh.SFTPWriteProtect,

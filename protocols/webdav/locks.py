@@ -1,4 +1,5 @@
-"""wsgidav lock storage over :class:`gateway.davstate.DavState`.
+"""wsgidav lock storage over :class:`gateway.davstate.DavState`, and the
+lock manager that judges a write as the core does.
 
 wsgidav hands us lock roots as resource ref URLs, which our provider makes
 quoted *global* paths (see ``provider._Resource.get_ref_url``); the store keeps
@@ -12,11 +13,12 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-from wsgidav.lock_man.lock_manager import generate_lock_token, normalize_lock_root, validate_lock
+from wsgidav.dav_error import DAVErrorCondition
+from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, normalize_lock_root, validate_lock
 
 from gateway.davstate import DavState
 
-__all__ = ["LockStorage"]
+__all__ = ["LockStorage", "GatewayLockManager"]
 
 LOCK_TIME_OUT_DEFAULT = 604800  # one week, as wsgidav's storages
 LOCK_TIME_OUT_MAX = 4 * 604800
@@ -100,3 +102,21 @@ class LockStorage:
         locks = [_load(d) for d in self.state.locks(_key(path), include_root=include_root,
                                                    include_children=include_children)]
         return [lock["token"] for lock in locks] if token_only else locks
+
+
+class GatewayLockManager(LockManager):
+    """wsgidav's, except that a lock below a tree a request changes (MOVE or
+    DELETE of a folder) does not bar it when its owner sends its token
+    (RFC 4918 9.9.2): wsgidav counts every such lock, so davfs2 could not
+    rename a folder holding a file it had just written and still held
+    locked. The core judges the same way (gateway.davstate.DavState.barring),
+    so both checks agree on every request."""
+
+    def _get_write_conflicts(self, url: str, depth: str, token_list: list, principal: str) -> DAVErrorCondition:
+        conflicts = super()._get_write_conflicts(url, "0", token_list, principal)
+        if depth == "infinity":
+            for lock in self.storage.get_lock_list(url, include_root=False, include_children=True,
+                                                   token_only=False):
+                if not (lock["principal"] == principal and lock["token"] in token_list):
+                    conflicts.add_href(lock["root"])
+        return conflicts

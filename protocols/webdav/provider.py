@@ -32,8 +32,7 @@ from typing import Any, BinaryIO, Callable
 from urllib.parse import quote
 
 from wsgidav import util
-from wsgidav.dav_error import (HTTP_FORBIDDEN, HTTP_LOCKED, DAVError, DAVErrorCondition,
-                               PRECONDITION_CODE_LockConflict, PRECONDITION_CODE_PropfindFiniteDepth)
+from wsgidav.dav_error import HTTP_FORBIDDEN, PRECONDITION_CODE_PropfindFiniteDepth, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.util import etree
 
@@ -47,6 +46,7 @@ from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import GatewayDAVError, translated
 from protocols.webdav.props import key_of
 from protocols.webdav.get import fast_get
+from protocols.webdav.locks import GatewayLockManager
 from protocols.webdav.move import fast_move
 from protocols.webdav.chunking import handle_upload_request
 from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, USER_KEY, OcProps, oc_checksum,
@@ -122,6 +122,11 @@ class GatewayProvider(DAVProvider):
     def mount_path(self, value: str) -> None:
         self._mount_path = value
 
+    def set_lock_manager(self, lock_manager: Any) -> None:
+        """wsgidav gives every provider its LockManager; ours judges locks
+        below a changed tree as the core does (see locks.GatewayLockManager)."""
+        super().set_lock_manager(lock_manager and GatewayLockManager(lock_manager.storage))
+
     def begin_request(self, environ: dict) -> None:
         """Called first for every request: which mount it came through."""
         self._local.mount_path = environ.get(MOUNT_KEY)
@@ -158,6 +163,11 @@ class GatewayProvider(DAVProvider):
             raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity is disabled on this server",
                            err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
         method = environ["REQUEST_METHOD"]
+        if "HTTP_IF" in environ and SESSION_KEY in environ:
+            # The lock tokens it submits: the core's lock check (which binds
+            # every protocol) lets their owner through, as wsgidav's does.
+            util.parse_if_header_dict(environ)
+            environ[SESSION_KEY].lock_tokens = frozenset(environ["wsgidav.ifLockTokenList"])
         if USER_KEY in environ and environ[USER_KEY] != environ[SESSION_KEY].user.name:
             raise GatewayDAVError(403, f"signed in as {environ[SESSION_KEY].user.name!r}, "
                                        f"not {environ[USER_KEY]!r}")
@@ -431,16 +441,12 @@ class _Resource:
     def _check_locks_below(self) -> None:
         """wsgidav's DELETE checks the parent's locks only; a lock on this
         resource or below it also forbids the delete unless its owner sent
-        the token."""
+        the token (raises 423)."""
         env = self.environ
         util.parse_if_header_dict(env)
-        tokens, principal = env["wsgidav.ifLockTokenList"], env["wsgidav.user_name"]
-        cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
-        for lock in self.provider.lock_manager.get_url_lock_list(self.get_ref_url(), recursive=True):
-            if not (lock["principal"] == principal and lock["token"] in tokens):
-                cond.add_href(lock["root"])
-        if cond.hrefs:
-            raise DAVError(HTTP_LOCKED, err_condition=cond)
+        self.provider.lock_manager.check_write_permission(
+            url=self.get_ref_url(), depth="infinity", token_list=env["wsgidav.ifLockTokenList"],
+            principal=env["wsgidav.user_name"])
 
 
 class _File(_Resource, DAVNonCollection):

@@ -169,3 +169,36 @@ def test_locks_are_read_once_across_requests_on_sqlite_until_one_is_written(stor
     clock.now += 20  # expiry holds without a write
     with state.request():
         assert state.locks("/a", include_children=True) == []
+
+
+def test_a_lock_bars_changes_as_wsgidav_judges_them(state, clock):
+    """On the path any lock; from above only depth infinity; below only for
+    a change of the whole tree; never its owner sending its token."""
+    state.put_lock("t0", "/doc/f", {"token": "t0", "principal": "alice", "depth": "0"}, clock.now + 10)
+    state.put_lock("ti", "/tree", {"token": "ti", "principal": "alice", "depth": "infinity"}, clock.now + 10)
+    state.put_lock("td", "/flat", {"token": "td", "principal": "bob", "depth": "0"}, clock.now + 10)
+
+    def bar(path: str, **kw) -> str | None:
+        found = state.barring(path, **kw)
+        return None if found is None else found[1]["token"]
+
+    assert bar("/doc/f") == "t0" and bar("/doc/f", principal="alice", tokens={"t0"}) is None
+    assert bar("/doc/f", principal="bob", tokens={"t0"}) == "t0"  # a token without its owner
+    assert bar("/doc") is None and bar("/doc", tree=True) == "t0" and bar("/", tree=True) is not None
+    assert bar("/doc/f2") is None and bar("/doc/fx", tree=True) is None
+    assert bar("/tree/a/b") == "ti" and bar("/tree") == "ti" and bar("/treetop") is None
+    assert bar("/flat/member") is None and bar("/flat") == "td"  # depth 0: the folder, not its members' content
+    clock.now += 20
+    assert bar("/doc/f") is None and bar("/", tree=True) is None
+
+
+def test_no_lock_no_query(store, clock):
+    """While nothing is locked (or the list is fresh), a change is checked in memory."""
+    state = DavState(store.engine, clock)
+    state.barring("/x")
+    queries = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda *a: "dav_locks" in a[2] and queries.append(a[2]))
+    for _ in range(100):
+        assert state.barring("/x", tree=True) is None
+    assert len(queries) == 0 if store.sqlite else len(queries) < 100  # PostgreSQL: read again after LOCKS_TTL_S

@@ -472,3 +472,30 @@ def test_dead_properties_follow_whatever_protocol_moves_copies_or_deletes(gw, s)
     gw.ops.delete(s, "/e", recursive=True)
     put(gw.ops, s, "/b.txt")
     assert dav.props("/b.txt") == {} and dav.props("/e/in.txt") == {}
+
+
+def test_webdav_locks_bar_changes_but_their_owners_with_the_token(gw, s):
+    """A depth-0 lock on a folder bars its members coming and going, not
+    their content; a lock taken during an upload bars its commit; the
+    owner's session with the token may; another user with the token may not."""
+    ops = gw.ops
+    ops.mkdir(s, "/d")
+    put(ops, s, "/d/f", b"old")
+    lock = {"token": "opaquelocktoken:t", "principal": "alice", "depth": "0", "scope": "exclusive",
+            "expire": 4102444800}
+    ops.davstate.put_lock("opaquelocktoken:t", "/d", lock, 4102444800)
+    put(ops, s, "/d/f", b"new")  # a member's content: not the folder's
+    for change in (lambda: put(ops, s, "/d/g"), lambda: ops.mkdir(s, "/d/sub"), lambda: ops.delete(s, "/d/f"),
+                   lambda: ops.move(s, "/d/f", "/f"), lambda: ops.set_mtime(s, "/d", 1e9)):
+        with pytest.raises(E.Locked, match=r"locked by WebDAV lock of alice \(exclusive on /d\) until 2100-01-01"):
+            change()
+    holder = Session(User("alice"), "webdav", lock_tokens=frozenset({"opaquelocktoken:t"}))
+    with pytest.raises(E.Locked):
+        put(ops, Session(User("bob"), "webdav", lock_tokens=holder.lock_tokens), "/d/g")
+    ops.move(holder, "/d/f", "/d/g")
+    up = ops.open_write(holder, "/d/g")
+    up.write(b"late")
+    ops.davstate.put_lock("opaquelocktoken:u", "/d/g", {**lock, "token": "opaquelocktoken:u"}, 4102444800)
+    with pytest.raises(E.Locked):
+        up.commit()
+    assert read(ops, s, "/d/g") == b"new"
