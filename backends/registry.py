@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -119,13 +120,20 @@ def check_url(url: str, options: dict[str, Any] | None = None) -> None:
                 raise E.BadRequest(f"malformed URL ({exc})") from None
             if protocol not in ("s3", "s3a") and not host:
                 raise E.BadRequest(f"expected a host name in {protocol}://[user@]host[:port]/path")
+    known_hosts = (options or {}).get("known_hosts")
+    if known_hosts and url.split("::")[-1].split("://", 1)[0] in ("sftp", "ssh"):
+        from backends.hostkeys import read_known_hosts
+
+        read_known_hosts(expand_env(known_hosts))
 
 
 def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s: float = 0.0,
-                 timeout_s: float = 30.0, retries: int = 3) -> Backend:
+                 timeout_s: float = 30.0, retries: int = 3, state_dir: Path | str | None = None) -> Backend:
     """Connect a mount. ``options`` are fsspec storage options (for chained
     URLs keyed by protocol, e.g. ``{"slow": {...}}``); ``${NAME}`` in the URL
-    or an option string is the environment variable NAME.
+    or an option string is the environment variable NAME. ``state_dir`` is
+    the gateway's own folder (SFTP mounts record host keys there on first
+    use, see backends.hostkeys).
 
     Raises BadRequest for an unknown protocol or an unset variable,
     BackendUnavailable when the storage cannot be reached, PermissionDenied
@@ -141,6 +149,8 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     remote = target not in _LOCAL and not slow  # slow:: is a test wrapper: faults it injects must show
     settings: dict[str, Any] = {"url": shown, "retries": retries if remote else 0,
                                 "cache_ttl_s": cache_ttl_s if remote else 0.0}
+    if target in ("sftp", "ssh") and not slow:
+        settings["state_dir"] = state_dir
     local = target in ("file", "local")
     follow_links = bool(options.pop("follow_links", False)) if local else False
     builder = None if slow else _BUILDERS.get(target)
@@ -193,12 +203,23 @@ def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dic
 def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
     from dataclasses import replace
 
+    from backends.hostkeys import HostKeyCheck
     from backends.sftp import SFTPBackend, sftp_options, supports_copy_data
 
     opts = sftp_options(options, timeout_s)
+    parts = urlsplit(url)
+    check = HostKeyCheck(parts.hostname or "localhost", parts.port or 22, known_hosts=opts.pop("known_hosts", None),
+                         state_dir=settings.pop("state_dir", None),
+                         skip=bool(opts.pop("insecure_skip_host_key_check", False)))
 
     def connect() -> Any:
-        return fsspec.core.url_to_fs(url, **opts)[0]
+        try:
+            return fsspec.core.url_to_fs(url, **opts, **check.connect_options())[0]
+        except Exception:
+            refused = check.refused()
+            if refused is not None:
+                raise refused from None
+            raise
 
     fs = _first_connection(connect, settings["url"])
     if fs is not None:
