@@ -250,7 +250,9 @@ def _webdav(url: str, options: dict[str, Any], caps, timeout_s: float, settings:
 
     opts, root = webdav_target(url, options, timeout_s)
     fs = _connected(lambda: WebdavFileSystem(**opts))
-    return WebDAVBackend(fs, root, "webdav", caps, **settings)
+    backend = WebDAVBackend(fs, root, "webdav", caps, **settings)
+    backend.probe_mtimes()
+    return backend
 
 
 _BUILDERS: dict[str, Callable[..., Backend]] = {
