@@ -228,7 +228,9 @@ def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: d
 
 
 def _ftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
-    from backends.ftp import FTPBackend, GatewayFTPFileSystem
+    from dataclasses import replace
+
+    from backends.ftp import FTPBackend, GatewayFTPFileSystem, settable_times
 
     parts = urlsplit(url)
     opts = dict(options)
@@ -240,6 +242,8 @@ def _ftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: di
         return GatewayFTPFileSystem(parts.hostname or "localhost", port=parts.port or 21, **opts)
 
     fs = _first_connection(connect, settings["url"])
+    if fs is not None:
+        caps = replace(caps, mtimes=_connected(lambda: settable_times(fs)))
     return FTPBackend(fs, parts.path.rstrip("/") or "/", "ftp", caps, connect=connect, **settings)
 
 

@@ -204,3 +204,27 @@ def test_an_ftp_server_without_mlsd_shows_dot_names_and_dates(servers, gateway_f
     with pytest.raises(E.NotFound):
         r.ops.stat(s, "/v/missing")
     assert r.ops.set_mtime(s, "/v/.env", old) and r.ops.stat(s, "/v/.env").mtime == old  # MDTM with a time
+
+
+def test_an_ftp_server_that_sets_no_times_is_known_to_keep_none(tmp_path, gateway_factory):
+    """Whether an FTP mount keeps times is what its server announces (FEAT:
+    MFMT, or MDTM, which vsftpd also takes with a time): a server with
+    neither is refused at once, in the capability and in set_mtime."""
+    from pyftpdlib.handlers import FTPHandler
+    from servers import FTP
+
+    class NoTimes(FTP):
+        def _handler_class(self):
+            cmds = {k: v for k, v in FTPHandler.proto_cmds.items() if k not in ("MFMT", "MDTM")}
+            return type("NoTimesHandler", (FTPHandler,), {"proto_cmds": cmds})
+
+    server = NoTimes(tmp_path / "srv").start()
+    try:
+        area = server.area()
+        area.put("a.txt", b"a")
+        r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+        assert not r.gw.namespace.mount_for("/m").backend.capabilities.mtimes
+        with pytest.raises(E.Unsupported, match="does not keep modification times"):
+            r.ops.set_mtime(r.session("alice"), "/m/a.txt", 1_600_000_000)
+    finally:
+        server.stop()
