@@ -252,9 +252,12 @@ def _webdav(url: str, options: dict[str, Any], caps, timeout_s: float, settings:
 
     from backends.webdav import WebDAVBackend, webdav_target
 
+    options = dict(options)
+    stream = bool(options.pop("stream_uploads", True))
     opts, root = webdav_target(url, options, timeout_s)
     fs = _connected(lambda: WebdavFileSystem(**opts))
     backend = WebDAVBackend(fs, root, "webdav", caps, **settings)
+    backend.stream_uploads = stream
     backend.probe_mtimes()
     return backend
 

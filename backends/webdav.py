@@ -17,6 +17,8 @@ was found (a server unreachable then counts as refusing until the gateway
 restarts).
 
 Options: ``auth`` ([user, password]) or ``username``/``password``;
+``stream_uploads`` (default True; False for a server that refuses request
+bodies of unknown length with 411: uploads are then spooled and sent whole);
 ``tls_ca_file`` (PEM certificates to trust besides httpx's usual ones, e.g.
 a server's self-signed one) and ``tls_verify`` (default True; False turns
 the certificate check off), as for FTPS mounts; any other key goes to httpx
@@ -146,15 +148,24 @@ class StreamingUpload:
         if self.closed:
             return
         self.closed = True
-        try:
-            self._queue.put(_ABORT, timeout=5)
-        except queue.Full:
-            pass
+        while True:  # what waits is dropped, so the end marker always has room
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put_nowait(_ABORT)
         self._thread.join(30)
 
 
 class WebDAVBackend(Backend):
-    def _open_upload(self, path: str) -> StreamingUpload:
+    #: False for servers that refuse a request body of unknown length (411):
+    #: uploads are then spooled by webdav4 and sent whole (mount option
+    #: ``stream_uploads = false``).
+    stream_uploads = True
+
+    def _open_upload(self, path: str) -> Any:
+        if not self.stream_uploads:
+            return super()._open_upload(path)
         return StreamingUpload(self.fs.client, path)
 
     def probe_mtimes(self) -> None:

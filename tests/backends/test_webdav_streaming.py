@@ -102,3 +102,23 @@ def test_a_64_mib_upload_streams_to_the_server_in_bounded_memory(servers, tmp_pa
     assert area.files() == {"big.bin": SIZE}
     assert hashlib.sha256(area.read("big.bin")).hexdigest() == sent.hexdigest()
     assert peak - before < BOUND, (before >> 20, peak >> 20)
+
+
+def test_an_aborted_upload_leaves_nothing_and_spooling_can_be_chosen(servers, gateway_factory, tmp_path):
+    server = servers("webdav")
+    area, spooled = server.area(), server.area()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area),
+                                "/spooled": (spooled.url, {**spooled.options, "stream_uploads": False})})
+    s = r.session("alice")
+    up = r.ops.open_write(s, "/m/cut.bin")
+    for _ in range(12):  # more than the queue holds: the server has part of it
+        up.write(b"c" * PIECE)
+    _wait(lambda: any(p.stat().st_size for p in (server.root / area.name).glob(".gw-up-*")), "the first bytes")
+    up.abort()
+    assert area.files() == {} and [e.name for e in r.ops.list(s, "/m")] == []
+
+    up = r.ops.open_write(s, "/spooled/whole.bin")
+    up.write(b"w" * (3 * PIECE))
+    assert spooled.files() == {}  # spooled: nothing sent before the commit
+    up.commit()
+    assert spooled.files() == {"whole.bin": 3 * PIECE}
