@@ -20,6 +20,7 @@ from conftest import PASSWORDS
 from servers import fresh_server, mount_spec  # noqa: F401 - fresh_server is a fixture
 
 from backends import open_backend
+from backends.registry import check_url
 from conformance.drivers import SftpDriver
 from gateway import errors as E
 
@@ -121,8 +122,9 @@ def test_known_hosts_file_is_the_only_trust_and_skipping_the_check_is_explicit(f
                               f"which is not in known_hosts {other}: connection refused")
     assert not (tmp_path / "state" / "known_hosts").exists()
 
-    with pytest.raises(E.BadRequest, match=r"known_hosts .*missing: cannot be read"):
-        open_backend(area.url, {**area.options, "known_hosts": str(tmp_path / "missing")})
+    for refuse in (open_backend, check_url):  # check-config says it before serve would
+        with pytest.raises(E.BadRequest, match=r"known_hosts .*missing: cannot be read"):
+            refuse(area.url, {**area.options, "known_hosts": str(tmp_path / "missing")})
     with pytest.raises(E.BadRequest, match="needs known_hosts"):
         open_backend(area.url, area.options)  # no file, nowhere to record: no silent trust
 
