@@ -6,11 +6,13 @@ Mount URLs and what they need (options are the storage library's own):
 - ``s3://bucket/prefix`` — s3fs: ``key``, ``secret``, ``endpoint_url``...
   (see backends.s3)
 - ``sftp://user@host:port/path`` — sshfs/asyncssh: ``password``,
-  ``client_keys``, ``known_hosts``... (see backends.sftp)
-- ``ftp://user@host:port/path`` — ``username``, ``password``, ``tls``
-  (see backends.ftp)
+  ``client_keys``, ``known_hosts``, ``insecure_skip_host_key_check``...
+  (see backends.sftp, backends.hostkeys)
+- ``ftp://user@host:port/path`` — ``username``, ``password``, ``tls``,
+  ``tls_ca_file``, ``tls_verify`` (see backends.ftp)
 - ``webdav://host:port/path``, ``webdavs://...`` — ``auth`` or
-  ``username``/``password`` (see backends.webdav)
+  ``username``/``password``, ``tls_ca_file``, ``tls_verify``,
+  ``stream_uploads`` (see backends.webdav)
 
 **Credentials** may be written as ``${NAME}`` in the URL or in any option
 string; the value comes from the environment variable NAME when the mount
