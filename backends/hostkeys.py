@@ -10,7 +10,8 @@
   gets the mount's credentials; for tests and throw-away setups only).
 
 A key that is not trusted refuses the connection with one line naming the
-host, the port and the key's SHA256 fingerprint; the mount is then
+host, the port and the key's SHA256 fingerprint (and the file by its role,
+not its path: clients of the gateway see the line too); the mount is then
 unavailable (BackendUnavailable), as for a server that cannot be reached,
 and stays so until the key is trusted (edit or remove the line for
 ``[host]:port`` in the file named by the error).
@@ -18,6 +19,7 @@ and stays so until the key is trusted (edit or remove the line for
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -29,6 +31,8 @@ from gateway import errors as E
 from gateway.private import FILE_MODE, create_private, private_dir
 
 __all__ = ["HostKeyCheck", "RECORD_NAME", "read_known_hosts"]
+
+log = logging.getLogger("gateway.backends")
 
 #: The trust-on-first-use record, in the gateway's state_dir.
 RECORD_NAME = "known_hosts"
@@ -105,8 +109,8 @@ class HostKeyCheck:
         fingerprint = key.get_fingerprint("sha256")
         where = f"{self.host} port {self.port}"
         if self.file is not None:
-            self.refusal = (f"SFTP server {where} shows host key {fingerprint}, which is not in known_hosts "
-                            f"{self.file}: connection refused")
+            self.refusal = (f"SFTP server {where} shows host key {fingerprint}, which is not in the mount's "
+                            f"known_hosts file: connection refused")
             raise ValueError(self.refusal)
         with _RECORD_LOCK:
             known = asyncssh.import_known_hosts(self._text()).match(self.host, self.host, self.port)
@@ -120,12 +124,13 @@ class HostKeyCheck:
                         f.write(line)
                     return True
                 except OSError as exc:
+                    log.error("cannot record the host key of %s in %s: %s", where, self.record, exc)
                     self.refusal = (f"SFTP server {where} shows host key {fingerprint} for the first time, and it "
-                                    f"cannot be recorded in {self.record} ({exc}): connection refused")
+                                    f"cannot be recorded in state_dir/{RECORD_NAME}: connection refused")
                     raise ValueError(self.refusal) from None
         self.refusal = (f"SFTP server {where} now shows host key {fingerprint}, not the one recorded in "
-                        f"{self.record} on first use: connection refused (if the server's key really changed, "
-                        f"remove the line for {_pattern(self.host, self.port)} from that file)")
+                        f"state_dir/{RECORD_NAME} on first use: connection refused (if the server's key really "
+                        f"changed, remove the line for {_pattern(self.host, self.port)} from that file)")
         raise ValueError(self.refusal)
 
     def refused(self) -> E.BackendUnavailable | None:

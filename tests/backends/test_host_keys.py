@@ -65,8 +65,8 @@ def test_first_key_is_recorded_and_a_changed_key_refused_in_every_protocol(fresh
     fingerprint = _new_host_key(server)
     server.start()
     said = (f"SFTP server 127.0.0.1 port {server.port} now shows host key {fingerprint}, not the one recorded in "
-            f"{record} on first use: connection refused (if the server's key really changed, remove the line "
-            f"for [127.0.0.1]:{server.port} from that file)")
+            f"state_dir/known_hosts on first use: connection refused (if the server's key really changed, remove "
+            f"the line for [127.0.0.1]:{server.port} from that file)")
     with pytest.raises(E.BackendUnavailable) as refused:
         r.ops.list(s, "/m")  # the connection broke: the retry connects again, and meets the new key
     assert str(refused.value) == f"/m: {said}"
@@ -119,7 +119,7 @@ def test_known_hosts_file_is_the_only_trust_and_skipping_the_check_is_explicit(f
     with pytest.raises(E.BackendUnavailable) as exc:
         refused.listing(refused.join(""))
     assert str(exc.value) == (f"SFTP server 127.0.0.1 port {server.port} shows host key {_fingerprint(server)}, "
-                              f"which is not in known_hosts {other}: connection refused")
+                              f"which is not in the mount's known_hosts file: connection refused")
     assert not (tmp_path / "state" / "known_hosts").exists()
 
     for refuse in (open_backend, check_url):  # check-config says it before serve would
