@@ -173,6 +173,16 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     return backend
 
 
+def _flag(value: Any, name: str) -> bool:
+    """A true/false mount option (a string from ``${NAME}`` too). Raises
+    BadRequest for anything else."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise E.BadRequest(f"mount option {name}: expected true or false, got {value!r}")
+    return value
+
+
 def _connected(make: Callable[[], Any]) -> Any:
     with translated():
         return make()
@@ -210,9 +220,9 @@ def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: d
 
     opts = sftp_options(options, timeout_s)
     parts = urlsplit(url)
+    skip = _flag(opts.pop("insecure_skip_host_key_check", False), "insecure_skip_host_key_check")
     check = HostKeyCheck(parts.hostname or "localhost", parts.port or 22, known_hosts=opts.pop("known_hosts", None),
-                         state_dir=settings.pop("state_dir", None),
-                         skip=bool(opts.pop("insecure_skip_host_key_check", False)))
+                         state_dir=settings.pop("state_dir", None), skip=skip)
 
     def connect() -> Any:
         try:
@@ -255,7 +265,7 @@ def _webdav(url: str, options: dict[str, Any], caps, timeout_s: float, settings:
     from backends.webdav import WebDAVBackend, webdav_target
 
     options = dict(options)
-    stream = bool(options.pop("stream_uploads", True))
+    stream = _flag(options.pop("stream_uploads", True), "stream_uploads")
     opts, root = webdav_target(url, options, timeout_s)
     fs = _connected(lambda: WebdavFileSystem(**opts))
     backend = WebDAVBackend(fs, root, "webdav", caps, **settings)

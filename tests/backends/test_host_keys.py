@@ -128,8 +128,10 @@ def test_known_hosts_file_is_the_only_trust_and_skipping_the_check_is_explicit(f
     with pytest.raises(E.BadRequest, match="needs known_hosts"):
         open_backend(area.url, area.options)  # no file, nowhere to record: no silent trust
 
+    with pytest.raises(E.BadRequest, match="insecure_skip_host_key_check: expected true or false, got 'yes'"):
+        open_backend(area.url, {**area.options, "insecure_skip_host_key_check": "yes"}, state_dir=tmp_path / "state")
     skipped = open_backend(area.url, {**area.options, "known_hosts": str(other),
-                                      "insecure_skip_host_key_check": True}, state_dir=tmp_path / "state")
+                                      "insecure_skip_host_key_check": "true"}, state_dir=tmp_path / "state")
     assert [e.name for e in skipped.listing(skipped.join(""))] == ["a.txt"]
     skipped.close()
     assert not (tmp_path / "state" / "known_hosts").exists()  # nothing recorded either
