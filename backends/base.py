@@ -420,7 +420,7 @@ class Backend:
         if self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem):
             tmp = self._temp_name(path, temp_key)
             with self._io():
-                f = self.fs.open(tmp, "wb")
+                f = self._open_upload(tmp)
             self._writing.add(tmp)
 
             def commit(fh, tmp=tmp):
@@ -433,7 +433,7 @@ class Backend:
 
             def abort(fh, tmp=tmp):
                 try:
-                    fh.close()
+                    getattr(fh, "discard", fh.close)()  # a close would finish the upload
                 finally:
                     self._writing.discard(tmp)
                     self.fs.rm_file(tmp)
@@ -455,6 +455,11 @@ class Backend:
             self.invalidate(path)
 
         return Writer(f, commit_obj, None, self._io)
+
+    def _open_upload(self, path: str) -> Any:
+        """A writable file for the new content of ``path`` (inside ``_io``):
+        ``close()`` finishes it, ``discard()`` (where it has one) drops it."""
+        return self.fs.open(path, "wb")
 
     def _replace(self, tmp: str, path: str) -> None:
         """Put the finished temporary ``tmp`` at ``path`` (inside ``_io``)."""

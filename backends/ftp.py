@@ -22,6 +22,7 @@ import datetime
 import ssl
 import threading
 import time
+from dataclasses import replace
 from ftplib import FTP, FTP_TLS, error_perm
 from typing import Any
 
@@ -30,7 +31,7 @@ from fsspec.implementations.ftp import FTPFileSystem, ImplicitFTPTLS
 from backends.base import Backend, Writer
 from gateway import errors as E
 
-__all__ = ["FTPBackend", "GatewayFTPFileSystem"]
+__all__ = ["FTPBackend", "GatewayFTPFileSystem", "settable_times"]
 
 #: Probe the control connection with NOOP after this long unused.
 _IDLE_S = 20.0
@@ -334,11 +335,26 @@ class _FTPTransfer:
         self.close()
 
 
+def settable_times(fs: GatewayFTPFileSystem) -> bool:
+    """Whether the server announces a command that sets a file's time
+    (FEAT: MFMT, or MDTM, which vsftpd also takes with a time)."""
+    with fs.lock:
+        try:
+            reply = fs.ftp.sendcmd("FEAT")
+        except error_perm:
+            return False
+    features = {line.strip().split(" ", 1)[0].upper() for line in reply.splitlines()[1:]}
+    return bool(features & {"MFMT", "MDTM"})
+
+
 class FTPBackend(Backend):
     def set_mtime(self, path: str, mtime: float) -> bool:
         """MFMT where the server has it (pyftpdlib, ProFTPD), else MDTM with
-        a time (vsftpd); False where the server keeps no settable time."""
+        a time (vsftpd); False where the server keeps no settable time (a
+        server that does not understand either is then known to keep none:
+        the mount's ``mtimes`` capability turns false)."""
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
+        unknown = 0
         try:
             for command in (f"MFMT {stamp} {path}", f"MDTM {stamp} {path}"):
                 try:
@@ -349,6 +365,10 @@ class FTPBackend(Backend):
                 except E.BackendError as exc:
                     if exc.retryable:
                         raise
+                    if isinstance(exc.__cause__, error_perm) and str(exc.__cause__)[:3] in ("500", "502", "504"):
+                        unknown += 1
+            if unknown == 2:
+                self.capabilities = replace(self.capabilities, mtimes=False)
             return False
         finally:
             self.invalidate(path)

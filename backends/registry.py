@@ -6,11 +6,13 @@ Mount URLs and what they need (options are the storage library's own):
 - ``s3://bucket/prefix`` — s3fs: ``key``, ``secret``, ``endpoint_url``...
   (see backends.s3)
 - ``sftp://user@host:port/path`` — sshfs/asyncssh: ``password``,
-  ``client_keys``, ``known_hosts``... (see backends.sftp)
-- ``ftp://user@host:port/path`` — ``username``, ``password``, ``tls``
-  (see backends.ftp)
+  ``client_keys``, ``known_hosts``, ``insecure_skip_host_key_check``...
+  (see backends.sftp, backends.hostkeys)
+- ``ftp://user@host:port/path`` — ``username``, ``password``, ``tls``,
+  ``tls_ca_file``, ``tls_verify`` (see backends.ftp)
 - ``webdav://host:port/path``, ``webdavs://...`` — ``auth`` or
-  ``username``/``password`` (see backends.webdav)
+  ``username``/``password``, ``tls_ca_file``, ``tls_verify``,
+  ``stream_uploads`` (see backends.webdav)
 
 **Credentials** may be written as ``${NAME}`` in the URL or in any option
 string; the value comes from the environment variable NAME when the mount
@@ -34,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -119,13 +122,20 @@ def check_url(url: str, options: dict[str, Any] | None = None) -> None:
                 raise E.BadRequest(f"malformed URL ({exc})") from None
             if protocol not in ("s3", "s3a") and not host:
                 raise E.BadRequest(f"expected a host name in {protocol}://[user@]host[:port]/path")
+    known_hosts = (options or {}).get("known_hosts")
+    if known_hosts and url.split("::")[-1].split("://", 1)[0] in ("sftp", "ssh"):
+        from backends.hostkeys import read_known_hosts
+
+        read_known_hosts(expand_env(known_hosts))
 
 
 def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s: float = 0.0,
-                 timeout_s: float = 30.0, retries: int = 3) -> Backend:
+                 timeout_s: float = 30.0, retries: int = 3, state_dir: Path | str | None = None) -> Backend:
     """Connect a mount. ``options`` are fsspec storage options (for chained
     URLs keyed by protocol, e.g. ``{"slow": {...}}``); ``${NAME}`` in the URL
-    or an option string is the environment variable NAME.
+    or an option string is the environment variable NAME. ``state_dir`` is
+    the gateway's own folder (SFTP mounts record host keys there on first
+    use, see backends.hostkeys).
 
     Raises BadRequest for an unknown protocol or an unset variable,
     BackendUnavailable when the storage cannot be reached, PermissionDenied
@@ -141,6 +151,8 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     remote = target not in _LOCAL and not slow  # slow:: is a test wrapper: faults it injects must show
     settings: dict[str, Any] = {"url": shown, "retries": retries if remote else 0,
                                 "cache_ttl_s": cache_ttl_s if remote else 0.0}
+    if target in ("sftp", "ssh") and not slow:
+        settings["state_dir"] = state_dir
     local = target in ("file", "local")
     follow_links = bool(options.pop("follow_links", False)) if local else False
     builder = None if slow else _BUILDERS.get(target)
@@ -159,6 +171,16 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     if target in _LOCAL:
         backend.mkdir(backend.join(""), exist_ok=True) if not backend.exists(backend.join("")) else None
     return backend
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A true/false mount option (a string from ``${NAME}`` too). Raises
+    BadRequest for anything else."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise E.BadRequest(f"mount option {name}: expected true or false, got {value!r}")
+    return value
 
 
 def _connected(make: Callable[[], Any]) -> Any:
@@ -193,12 +215,23 @@ def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dic
 def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
     from dataclasses import replace
 
+    from backends.hostkeys import HostKeyCheck
     from backends.sftp import SFTPBackend, sftp_options, supports_copy_data
 
     opts = sftp_options(options, timeout_s)
+    parts = urlsplit(url)
+    skip = _flag(opts.pop("insecure_skip_host_key_check", False), "insecure_skip_host_key_check")
+    check = HostKeyCheck(parts.hostname or "localhost", parts.port or 22, known_hosts=opts.pop("known_hosts", None),
+                         state_dir=settings.pop("state_dir", None), skip=skip)
 
     def connect() -> Any:
-        return fsspec.core.url_to_fs(url, **opts)[0]
+        try:
+            return fsspec.core.url_to_fs(url, **opts, **check.connect_options())[0]
+        except Exception:
+            refused = check.refused()
+            if refused is not None:
+                raise refused from None
+            raise
 
     fs = _first_connection(connect, settings["url"])
     if fs is not None:
@@ -207,7 +240,9 @@ def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: d
 
 
 def _ftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
-    from backends.ftp import FTPBackend, GatewayFTPFileSystem
+    from dataclasses import replace
+
+    from backends.ftp import FTPBackend, GatewayFTPFileSystem, settable_times
 
     parts = urlsplit(url)
     opts = dict(options)
@@ -219,6 +254,8 @@ def _ftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: di
         return GatewayFTPFileSystem(parts.hostname or "localhost", port=parts.port or 21, **opts)
 
     fs = _first_connection(connect, settings["url"])
+    if fs is not None:
+        caps = replace(caps, mtimes=_connected(lambda: settable_times(fs)))
     return FTPBackend(fs, parts.path.rstrip("/") or "/", "ftp", caps, connect=connect, **settings)
 
 
@@ -227,9 +264,14 @@ def _webdav(url: str, options: dict[str, Any], caps, timeout_s: float, settings:
 
     from backends.webdav import WebDAVBackend, webdav_target
 
+    options = dict(options)
+    stream = _flag(options.pop("stream_uploads", True), "stream_uploads")
     opts, root = webdav_target(url, options, timeout_s)
     fs = _connected(lambda: WebdavFileSystem(**opts))
-    return WebDAVBackend(fs, root, "webdav", caps, **settings)
+    backend = WebDAVBackend(fs, root, "webdav", caps, **settings)
+    backend.stream_uploads = stream
+    backend.probe_mtimes()
+    return backend
 
 
 _BUILDERS: dict[str, Callable[..., Backend]] = {

@@ -8,8 +8,10 @@ probed when the mount connects), otherwise it is streamed through the
 gateway. The connection is rebuilt after it breaks (Backend ``connect``).
 
 Options are asyncssh's ``connect()`` keywords: ``password``,
-``client_keys`` (key files), ``passphrase``, ``known_hosts`` (a file to check
-the host key against; sshfs's default, None, does not check it).
+``client_keys`` (key files), ``passphrase``; and the host key check
+(backends.hostkeys): ``known_hosts`` (a file: only its keys are trusted),
+else trust on first use recorded in state_dir, or
+``insecure_skip_host_key_check = true``.
 """
 
 from __future__ import annotations

@@ -3,10 +3,22 @@ and ``webdavs://...`` (HTTPS).
 
 Renames are one MOVE and copies one COPY, both server-side and sent with
 ``Overwrite: T`` where the contract replaces the target (webdav4's own ``mv``
-of a file is COPY + DELETE). Uploads are spooled by webdav4 (memory, then a
-temporary file) and sent as one PUT when the file is committed.
+of a file is COPY + DELETE). Uploads stream: one PUT with a chunked body,
+fed while the client sends (webdav4 would spool the whole file first); at
+most :data:`QUEUED_BLOCKS` blocks of up to :data:`BLOCK` bytes wait in
+memory, and a writer faster than the server waits for it.
+
+Modification times are set with PROPPATCH of ``DAV:getlastmodified``
+(RFC 1123 date; wsgidav with ``mutable_live_props``) or, where that is
+refused, ``DAV:lastmodified`` (Unix seconds; ownCloud and Nextcloud). Most
+servers refuse both: when the mount connects, its root folder's own time is
+set to itself to find out, and the mount's ``mtimes`` capability says what
+was found (a server unreachable then counts as refusing until the gateway
+restarts).
 
 Options: ``auth`` ([user, password]) or ``username``/``password``;
+``stream_uploads`` (default True; False for a server that refuses request
+bodies of unknown length with 411: uploads are then spooled and sent whole);
 ``tls_ca_file`` (PEM certificates to trust besides httpx's usual ones, e.g.
 a server's self-signed one) and ``tls_verify`` (default True; False turns
 the certificate check off), as for FTPS mounts; any other key goes to httpx
@@ -16,15 +28,34 @@ the certificate check off), as for FTPS mounts; any other key goes to httpx
 
 from __future__ import annotations
 
+import email.utils
+import logging
+import queue
+import re
 import ssl
-from typing import Any
+import threading
+from dataclasses import replace
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import certifi
 
 from backends.base import Backend
+from backends.errors import translate
+from gateway import errors as E
 
-__all__ = ["WebDAVBackend", "webdav_target"]
+__all__ = ["WebDAVBackend", "webdav_target", "BLOCK", "QUEUED_BLOCKS"]
+
+log = logging.getLogger("gateway.backends")
+
+#: Largest block an upload queues at once (bigger writes are split).
+BLOCK = 1 << 20
+#: How many blocks may wait for the server: an upload holds at most
+#: BLOCK * QUEUED_BLOCKS bytes, whatever the file's size.
+QUEUED_BLOCKS = 4
+_END, _ABORT = object(), object()
+_TIME_PROPS = (("getlastmodified", lambda t: email.utils.formatdate(t, usegmt=True)),
+               ("lastmodified", lambda t: str(int(t))))
 
 
 def webdav_target(url: str, options: dict[str, Any], timeout_s: float) -> tuple[dict[str, Any], str]:
@@ -54,7 +85,126 @@ def webdav_target(url: str, options: dict[str, Any], timeout_s: float) -> tuple[
     return opts, parts.path.rstrip("/") or "/"
 
 
+class _Aborted(Exception):
+    """The upload was dropped: the PUT's body ends with an error."""
+
+
+class StreamingUpload:
+    """One PUT whose body is what :meth:`write` gets, sent as it arrives
+    (chunked transfer encoding) by a thread of its own. ``close()`` ends
+    the body and raises the server's refusal; ``discard()`` cuts the
+    request short, so the server keeps no complete file."""
+
+    def __init__(self, client: Any, path: str) -> None:
+        self._client = client
+        self._path = path
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUED_BLOCKS)
+        self._error: BaseException | None = None
+        self.closed = False
+        self._thread = threading.Thread(target=self._send, name="webdav-put", daemon=True)
+        self._thread.start()
+
+    def _body(self) -> Iterator[bytes]:
+        while True:
+            block = self._queue.get()
+            if block is _END:
+                return
+            if block is _ABORT:
+                raise _Aborted()
+            yield block
+
+    def _send(self) -> None:
+        try:
+            self._client.request("PUT", self._path, content=self._body())
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer, who raises it translated
+            self._error = exc
+
+    def _put(self, item: Any) -> None:
+        while True:
+            if not self._thread.is_alive():
+                raise self._error or E.BackendUnavailable("the upload ended early")
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data)
+        for start in range(0, len(view), BLOCK):
+            self._put(bytes(view[start:start + BLOCK]))  # the caller may reuse its buffer
+        return len(view)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._put(_END)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def discard(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        while True:  # what waits is dropped, so the end marker always has room
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put_nowait(_ABORT)
+        self._thread.join(30)
+
+
 class WebDAVBackend(Backend):
+    #: False for servers that refuse a request body of unknown length (411):
+    #: uploads are then spooled by webdav4 and sent whole (mount option
+    #: ``stream_uploads = false``).
+    stream_uploads = True
+
+    def _open_upload(self, path: str) -> Any:
+        if not self.stream_uploads:
+            return super()._open_upload(path)
+        return StreamingUpload(self.fs.client, path)
+
+    def probe_mtimes(self) -> None:
+        """Find out whether the server sets times (see the module's
+        docstring) and make the ``mtimes`` capability say so. Never raises."""
+        root = self.join("")
+        try:
+            with self._io(root):  # once, without the retries of reads: this runs while the gateway starts
+                stamp = self._entry(self.fs.info(root), root).mtime
+            found = stamp is not None and self.set_mtime(root, stamp)
+        except E.GatewayError as exc:
+            log.warning("mount %s: cannot tell whether it keeps modification times (%s); taken as not", self.url,
+                        exc)
+            found = False
+        self.capabilities = replace(self.capabilities, mtimes=found)
+
+    def set_mtime(self, path: str, mtime: float) -> bool:
+        """PROPPATCH of ``getlastmodified``, else of ``lastmodified``;
+        whether the server took one. Raises NotFound, BackendUnavailable."""
+        try:
+            for name, render in _TIME_PROPS:
+                body = (f'<?xml version="1.0" encoding="utf-8"?><d:propertyupdate xmlns:d="DAV:"><d:set><d:prop>'
+                        f'<d:{name}>{render(mtime)}</d:{name}></d:prop></d:set></d:propertyupdate>')
+                with self._io(path):
+                    try:
+                        reply = self.fs.client._request("PROPPATCH", path, content=body.encode(),
+                                                        headers={"Content-Type": "application/xml"})
+                    except Exception as exc:  # noqa: BLE001 - a refusal is an answer, not a failure
+                        err = translate(exc)
+                        if err.retryable or isinstance(err, E.NotFound):
+                            raise
+                        continue
+                statuses = re.findall(rb"<(?:\w+:)?status>\s*HTTP/[\d.]+\s+(\d{3})", reply.content)
+                if reply.status_code in (200, 207) and statuses and all(s.startswith(b"2") for s in statuses):
+                    return True
+            return False
+        finally:
+            self.invalidate(path)
+
     def _rename(self, src: str, dst: str) -> None:
         self.fs.client.move(src, dst, overwrite=False)
 

@@ -76,7 +76,7 @@ class Gateway:
         for path, spec in mounts.items():
             # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})
             url, options, settings = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
-            table.append(Mount(normalise(path), open_backend(url, options, **settings)))
+            table.append(Mount(normalise(path), open_backend(url, options, **settings, state_dir=state_dir)))
         namespace = Namespace(table)
         store = _open_store(store_url, state_dir, new_store)
         runner = JobRunner(store, namespace, RunnerSettings(heartbeat_s=heartbeat_s, step_retries=step_retries,

@@ -177,7 +177,7 @@ def _make_home(cfg: Config, home: str, create: bool) -> str | None:
     m = max(covering, key=lambda m: len(m.path))
     try:
         namespace = Namespace([Mount(m.path, open_backend(m.url, dict(m.options), timeout_s=m.timeout_s,
-                                                          retries=m.retries))])
+                                                          retries=m.retries, state_dir=cfg.server.state_dir))])
         mount, path = namespace.resolve(home)
         backend = mount.backend
         if backend.exists(path):

@@ -5,8 +5,10 @@ tests), tells the gateway how to mount it (``url``, ``options``) and lets a
 test look at what the server itself holds (``files()``, ``read()``), not
 through the gateway. ``S3`` is moto's server, ``SFTP`` a private OpenSSH
 ``sshd`` with its own config, host key, PidFile and authorized_keys in a temp
-folder, ``FTP`` pyftpdlib and ``WebDAV`` wsgidav's FilesystemProvider on
-cheroot.
+folder, ``FTP`` pyftpdlib, ``VSFTPD`` Debian's vsftpd and ``WebDAV``
+wsgidav's FilesystemProvider on cheroot; ``FTPS``, ``VSFTPDS`` and
+``WebDAVS`` are the same over TLS with a certificate of a test CA
+(:func:`make_test_ca`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "FTPS", "VSFTPD", "WebDAV", "WebDAVS", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
+__all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "FTPS", "VSFTPD", "VSFTPDS", "WebDAV", "WebDAVS", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
            "servers", "fresh_server", "mount_spec", "free_port", "wait_port"]
 
 USER = "gwtest"
@@ -493,31 +495,78 @@ class FTP(Server):
         wait_port(self.port, up=False)
 
 
-class _SelfSigned:
-    """A server's self-signed certificate for 127.0.0.1 (made once in its
-    temporary folder); ``certfile`` is what the mount is told to trust."""
+def make_test_ca(folder: Path) -> tuple[Path, Path, Path]:
+    """(CA certificate, server certificate, server key) in ``folder``, made
+    once: a throw-away CA and a certificate it signed for 127.0.0.1 and
+    localhost. Mounts trust the CA (``tls_ca_file``), as they would a
+    company's own."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    if key_file.exists():
+        return ca_file, cert_file, key_file
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def build(subject: str, issuer: str, public_key, signing_key, ca: bool):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(public_key)
+             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+             .not_valid_after(now + dt.timedelta(days=30))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            b = b.add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                              content_commitment=False, key_encipherment=False,
+                                              data_encipherment=False, key_agreement=False, encipher_only=False,
+                                              decipher_only=False), critical=True)
+            b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        else:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signing_key.public_key()),
+                                critical=False)
+        return b.sign(signing_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("gateway test CA", "gateway test CA", ca_key.public_key(), ca_key, True)
+    server = build("127.0.0.1", "gateway test CA", server_key.public_key(), ca_key, False)
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return ca_file, cert_file, key_file
+
+
+class _TestCA:
+    """A server whose certificate the test CA signed (``ca_file``, which
+    the mount is told to trust via tls_ca_file)."""
 
     tmp: Path
 
     @property
-    def certfile(self) -> Path:
-        return self._tls()[0]
+    def ca_file(self) -> Path:
+        return make_test_ca(self.tmp / "tls")[0]
 
     def _tls(self) -> tuple[Path, Path]:
-        from gateway.tls import ensure_certificate
-
-        return ensure_certificate(self.tmp / "tls")
+        return make_test_ca(self.tmp / "tls")[1:]
 
 
-class FTPS(_SelfSigned, FTP):
-    """pyftpdlib with explicit TLS required, on a self-signed certificate
-    for 127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
+class FTPS(_TestCA, FTP):
+    """pyftpdlib with explicit TLS required (AUTH TLS, PROT P), on a
+    certificate of the test CA."""
 
     kind = "ftps"
 
     @property
     def options(self) -> dict[str, Any]:
-        return {**super().options, "tls": True, "tls_ca_file": str(self.certfile)}
+        return {**super().options, "tls": True, "tls_ca_file": str(self.ca_file)}
 
     def _handler_class(self) -> type:
         from pyftpdlib.handlers import TLS_FTPHandler
@@ -573,12 +622,15 @@ class VSFTPD(Server):
             "anon_mkdir_write_enable=YES", "anon_other_write_enable=YES", "anon_world_readable_only=NO",
             "anon_umask=022", f"secure_chroot_dir={empty}", "pasv_enable=YES", f"pasv_min_port={lo}",
             f"pasv_max_port={lo + 100}", "pasv_address=127.0.0.1", "seccomp_sandbox=NO", "isolate=NO",
-            "isolate_network=NO", "xferlog_enable=NO", "utf8_filesystem=YES",
+            "isolate_network=NO", "xferlog_enable=NO", "utf8_filesystem=YES", *self._extra_config(),
         ]) + "\n")
         self._proc = subprocess.Popen([shutil.which("vsftpd") or "/usr/sbin/vsftpd", str(conf)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         return self
+
+    def _extra_config(self) -> list[str]:
+        return []
 
     def stop(self) -> None:
         if self._proc is None:
@@ -589,8 +641,28 @@ class VSFTPD(Server):
         wait_port(self.port, up=False)
 
 
+class VSFTPDS(_TestCA, VSFTPD):
+    """vsftpd with explicit TLS required for logins and data, on a
+    certificate of the test CA (TLS sessions need not be reused on data
+    connections: ftplib does not reuse them)."""
+
+    kind = "vsftpds"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {**super().options, "tls": True, "tls_ca_file": str(self.ca_file)}
+
+    def _extra_config(self) -> list[str]:
+        cert, key = self._tls()
+        return ["ssl_enable=YES", "allow_anon_ssl=YES", "force_anon_logins_ssl=YES", "force_anon_data_ssl=YES",
+                f"rsa_cert_file={cert}", f"rsa_private_key_file={key}", "require_ssl_reuse=NO"]
+
+
 class WebDAV(Server):
-    """wsgidav's FilesystemProvider on cheroot, basic auth."""
+    """wsgidav's FilesystemProvider on cheroot, basic auth; with
+    ``mutable_times`` it sets a file's time on PROPPATCH of getlastmodified."""
+
+    mutable_times = True
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
@@ -620,6 +692,7 @@ class WebDAV(Server):
             "logging": {"enable": False, "enable_loggers": []},
             "lock_storage": True,
             "property_manager": True,
+            "mutable_live_props": ["{DAV:}getlastmodified"] if self.mutable_times else [],
         })
         logging.getLogger("wsgidav").setLevel(logging.ERROR)
         self._server = wsgi.Server(("127.0.0.1", self.port), app, numthreads=16)
@@ -643,18 +716,20 @@ class WebDAV(Server):
         wait_port(self.port, up=False)
 
 
-class WebDAVS(_SelfSigned, WebDAV):
-    """The WebDAV server over HTTPS, on a self-signed certificate for
-    127.0.0.1 (``certfile``, which the mount trusts via tls_ca_file)."""
+class WebDAVS(_TestCA, WebDAV):
+    """The WebDAV server over HTTPS (cheroot's ssl adapter), on a
+    certificate of the test CA; like most servers, it refuses to set
+    modification times."""
 
     kind = "webdavs"
+    mutable_times = False
 
     def url_for(self, sub: str) -> str:
         return f"webdavs://127.0.0.1:{self.port}/dav/{sub}"
 
     @property
     def options(self) -> dict[str, Any]:
-        return {**super().options, "tls_ca_file": str(self.certfile)}
+        return {**super().options, "tls_ca_file": str(self.ca_file)}
 
     def _ssl_adapter(self) -> Any:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
@@ -663,12 +738,11 @@ class WebDAVS(_SelfSigned, WebDAV):
         return BuiltinSSLAdapter(str(cert), str(key))
 
 
-#: Every kind of mount the suite runs against, by URL scheme.
-KINDS: dict[str, type[Server]] = {c.kind: c for c in (Memory, Local, S3, SFTP, FTP, VSFTPD, WebDAV)}
+#: Every kind of mount the suite runs against, by name.
+KINDS: dict[str, type[Server]] = {c.kind: c for c in (Memory, Local, S3, SFTP, FTP, FTPS, VSFTPD, VSFTPDS, WebDAV,
+                                                     WebDAVS)}
 ALL_KINDS = list(KINDS)
-REMOTE_KINDS = ["s3", "sftp", "ftp", "webdav", "vsftpd"]
-KINDS["ftps"] = FTPS  # by name only: the suites over every kind leave them out
-KINDS["webdavs"] = WebDAVS
+REMOTE_KINDS = [k for k in KINDS if k not in ("memory", "file")]
 
 
 # Fixtures: a test module imports the ones it uses (a conftest.py here would

@@ -97,8 +97,9 @@ def test_s3_server_restarted_mid_rename_the_job_completes(fresh_server, gateway_
     assert _names(r, other, "/m") == ["new"]
 
 
-def test_ftp_server_gone_for_good_the_job_fails_cleanly(fresh_server, gateway_factory, tmp_path):
-    server = fresh_server("ftp")
+@pytest.mark.parametrize("kind", ["ftp", "vsftpds", "webdav"])
+def test_server_gone_for_good_the_job_fails_cleanly(kind, fresh_server, gateway_factory, tmp_path):
+    server = fresh_server(kind)
     area = server.area()
     files = {f"tree/f{i:02}.bin": os.urandom(50_000) for i in range(40)}
     src_url, src_options = _slow_source(files)

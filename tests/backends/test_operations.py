@@ -1,6 +1,6 @@
 """The scenarios every mount passes: memory, local disk, S3 (moto), SFTP
-(OpenSSH sshd), FTP (pyftpdlib and vsftpd) and WebDAV (wsgidav), each a real server on
-127.0.0.1. Every core operation goes through ``gw.ops`` and its effect is
+(OpenSSH sshd), FTP and FTPS (pyftpdlib and vsftpd) and WebDAV over HTTP and
+HTTPS (wsgidav), each a real server on 127.0.0.1. Every core operation goes through ``gw.ops`` and its effect is
 checked on the server itself."""
 
 from __future__ import annotations
@@ -83,17 +83,24 @@ def test_every_core_operation(mounted):
     assert area.read("docs/a.bin") == data[:2000]
     _upload(r, s, "/m/docs/a.bin", data)
 
-    # modification times and free space, where the storage has them
-    if kind in ("file", "sftp", "ftp"):
+    # modification times are kept where the mount says it keeps them, else refused
+    keeps = r.gw.namespace.mount_for("/m").backend.capabilities.mtimes
+    assert keeps == (kind in ("file", "sftp", "ftp", "ftps", "vsftpd", "vsftpds", "webdav")), kind
+    if keeps:
         assert ops.set_mtime(s, "/m/docs/a.bin", 1_600_000_000)
         assert ops.stat(s, "/m/docs/a.bin").mtime == 1_600_000_000
+        assert (area.server.root / area.name / "docs/a.bin").stat().st_mtime == 1_600_000_000
+    else:
+        with pytest.raises(E.Unsupported, match="does not keep modification times"):
+            ops.set_mtime(s, "/m/docs/a.bin", 1_600_000_000)
+    # free space, where the storage tells
     if kind in ("file", "sftp"):
         total, free = ops.disk_usage(s, "/m")
         assert total >= free > 0
 
     # copy and move a file (server-side on S3 and WebDAV, and on SFTP with
     # OpenSSH's copy-data)
-    if kind in ("s3", "sftp", "webdav"):
+    if kind in ("s3", "sftp", "webdav", "webdavs"):
         assert r.gw.namespace.mount_for("/m").backend.capabilities.server_copy
     _done(r, s, ops.copy(s, "/m/docs/a.bin", "/m/docs/b.bin"))
     _done(r, s, ops.move(s, "/m/docs/b.bin", "/m/c.bin"))
@@ -197,3 +204,27 @@ def test_an_ftp_server_without_mlsd_shows_dot_names_and_dates(servers, gateway_f
     with pytest.raises(E.NotFound):
         r.ops.stat(s, "/v/missing")
     assert r.ops.set_mtime(s, "/v/.env", old) and r.ops.stat(s, "/v/.env").mtime == old  # MDTM with a time
+
+
+def test_an_ftp_server_that_sets_no_times_is_known_to_keep_none(tmp_path, gateway_factory):
+    """Whether an FTP mount keeps times is what its server announces (FEAT:
+    MFMT, or MDTM, which vsftpd also takes with a time): a server with
+    neither is refused at once, in the capability and in set_mtime."""
+    from pyftpdlib.handlers import FTPHandler
+    from servers import FTP
+
+    class NoTimes(FTP):
+        def _handler_class(self):
+            cmds = {k: v for k, v in FTPHandler.proto_cmds.items() if k not in ("MFMT", "MDTM")}
+            return type("NoTimesHandler", (FTPHandler,), {"proto_cmds": cmds})
+
+    server = NoTimes(tmp_path / "srv").start()
+    try:
+        area = server.area()
+        area.put("a.txt", b"a")
+        r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+        assert not r.gw.namespace.mount_for("/m").backend.capabilities.mtimes
+        with pytest.raises(E.Unsupported, match="does not keep modification times"):
+            r.ops.set_mtime(r.session("alice"), "/m/a.txt", 1_600_000_000)
+    finally:
+        server.stop()

@@ -34,7 +34,7 @@ def _names(ops, session, path):
     return sorted(e.name for e in ops.list(session, path))
 
 
-@pytest.mark.parametrize("kind", ["s3", "sftp", "ftp", "webdav"])
+@pytest.mark.parametrize("kind", ["s3", "sftp", "ftp", "ftps", "vsftpd", "vsftpds", "webdav", "webdavs"])
 def test_folder_of_300_renamed_through_the_sftp_front_end(kind, servers, gateway_factory, tmp_path):
     server = servers(kind)
     area = server.area()
@@ -108,6 +108,28 @@ def test_move_s3_tree_to_sftp_streams_and_checks_checksums(servers, gateway_fact
     assert s3.files() == {} and s3.dirs() == set()
     assert r.ops.hash(s, "/sftp/tree/big.bin", "md5") == etags["tree/big.bin"]
     assert not any(".gw-" in p for p in sftp.files())
+
+
+@pytest.mark.parametrize("src_kind,dst_kind", [("vsftpds", "webdavs"), ("webdavs", "ftps"), ("vsftpd", "webdav")])
+def test_move_between_ftp_and_webdav_servers_streams_every_byte(src_kind, dst_kind, servers, gateway_factory,
+                                                                 tmp_path):
+    """A tree moved between two remote servers (over TLS or not) is read
+    from one and streamed into the other, then removed from the first."""
+    src, dst = servers(src_kind).area(), servers(dst_kind).area()
+    contents = {f"tree/d{i % 2}/f{i:02}.bin": os.urandom(5_000 + i) for i in range(10)}
+    contents["tree/big.bin"] = os.urandom(5 << 20)  # more than the WebDAV upload queue holds
+    for rel, data in contents.items():
+        src.put(rel, data)
+    r = gateway_factory(budget_ms=100, mounts={"/": f"file://{tmp_path}", "/a": mount_spec(src),
+                                               "/b": mount_spec(dst)})
+    s = r.session("alice")
+    out = r.ops.move(s, "/a/tree", "/b/tree")
+    if out.job is not None:
+        job = r.ops.wait_job(s, out.job_id, 60)
+        assert job.state == "completed", job.error
+    assert dst.files() == {rel: len(d) for rel, d in contents.items()}
+    assert all(dst.read(rel) == data for rel, data in contents.items())
+    assert src.files() == {} and _names(r.ops, s, "/a") == []
 
 
 def test_a_copy_that_fails_its_checksum_is_never_kept(servers, gateway_factory, tmp_path):

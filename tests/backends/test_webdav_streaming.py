@@ -1,0 +1,124 @@
+"""An upload to a WebDAV mount streams: the remote server receives the
+bytes while the client is still sending them (webdav4 alone would keep the
+whole file in a spool and send it at the end), and the gateway's memory
+stays bounded whatever the file's size."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import PASSWORDS, write_config
+from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
+
+from gateway.config import load_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[2]
+SIZE = 64 << 20
+PIECE = 1 << 20
+#: Well above what an upload may hold (4 queued blocks of 1 MiB, the
+#: front end's own buffers), far below the file.
+BOUND = 32 << 20
+
+
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(field)
+
+
+def _wait(predicate, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_64_mib_upload_streams_to_the_server_in_bounded_memory(servers, tmp_path):
+    server = servers("webdav")
+    area = server.area()
+    config = write_config(tmp_path, mounts={"/": f"file://{tmp_path / 'data'}", "/m": mount_spec(area)},
+                          sections={"ftp": {"enabled": False}, "sftp": {"enabled": False}})
+    port = load_config(config).http.port
+    with open(tmp_path / "gateway.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=log,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up():
+            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
+            try:
+                return httpx.get(f"{base}/api/v1", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait(up, "the gateway")
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
+        before = _kib(proc.pid, "VmRSS")
+        sent = hashlib.sha256()
+        arrived: list[int] = []
+        temporaries = server.root / area.name
+
+        def body():
+            for i in range(SIZE // PIECE):
+                piece = (i.to_bytes(4, "big") * (PIECE // 4))
+                sent.update(piece)
+                yield piece
+                if i == SIZE // PIECE // 2:
+                    # half sent: the server already holds part of it, under the upload's temporary name
+                    def received():
+                        sizes = [p.stat().st_size for p in temporaries.glob(".gw-up-*")]
+                        return sizes and max(sizes) >= 8 * PIECE and max(sizes)
+
+                    arrived.append(_wait(received, "bytes to reach the server before the upload ends"))
+
+        r = httpx.put(f"{base}/dav/m/big.bin", content=body(), auth=("alice", PASSWORDS["alice"]), timeout=120)
+        assert r.status_code == 201, r.text
+        peak = _kib(proc.pid, "VmHWM")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    assert arrived and arrived[0] < SIZE
+    assert area.files() == {"big.bin": SIZE}
+    assert hashlib.sha256(area.read("big.bin")).hexdigest() == sent.hexdigest()
+    assert peak - before < BOUND, (before >> 20, peak >> 20)
+
+
+def test_an_aborted_upload_leaves_nothing_and_spooling_can_be_chosen(servers, gateway_factory, tmp_path):
+    server = servers("webdav")
+    area, spooled = server.area(), server.area()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area),
+                                "/spooled": (spooled.url, {**spooled.options, "stream_uploads": False})})
+    s = r.session("alice")
+    up = r.ops.open_write(s, "/m/cut.bin")
+    for _ in range(12):  # more than the queue holds: the server has part of it
+        up.write(b"c" * PIECE)
+    _wait(lambda: any(p.stat().st_size for p in (server.root / area.name).glob(".gw-up-*")), "the first bytes")
+    up.abort()
+    assert area.files() == {} and [e.name for e in r.ops.list(s, "/m")] == []
+
+    up = r.ops.open_write(s, "/spooled/whole.bin")
+    up.write(b"w" * (3 * PIECE))
+    assert spooled.files() == {}  # spooled: nothing sent before the commit
+    up.commit()
+    assert spooled.files() == {"whole.bin": 3 * PIECE}
