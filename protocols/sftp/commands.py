@@ -11,7 +11,8 @@ from gateway.types import Session
 
 __all__ = ["REFUSAL", "run_command"]
 
-REFUSAL = "only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id> are available"
+REFUSAL = ("only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id>, retry <id> and "
+           "abandon <id> (admins) are available")
 
 
 def run_command(ops: Any, session: Session, command: str | None) -> tuple[int, str, str]:
@@ -22,7 +23,8 @@ def run_command(ops: Any, session: Session, command: str | None) -> tuple[int, s
     try:
         if name == "jobs" and not args:
             return 0, _table([ops.public_job(session, job) for job in ops.list_jobs(session)]), ""
-        actions = {"job": ops.get_job, "cancel": ops.cancel_job, "stop": ops.stop_job}
+        actions = {"job": ops.get_job, "cancel": ops.cancel_job, "stop": ops.stop_job, "retry": ops.retry_job,
+                   "abandon": ops.abandon_job}
         if name in actions and len(args) == 1:
             return 0, _details(ops.public_job(session, actions[name](session, args[0]))), ""
     except E.GatewayError as exc:
@@ -34,7 +36,8 @@ def _table(jobs: list[dict]) -> str:
     if not jobs:
         return "no jobs\n"
     rows = [("ID", "STATE", "OPERATION", "DONE", "FROM", "TO")]
-    rows += [(j["id"], j["state"], j["operation"], f"{j['percentageComplete']:.1f}%", j["from"] or "-",
+    rows += [(j["id"], j["state"] + (",stalled" if j.get("stalled") else ""), j["operation"],
+              f"{j['percentageComplete']:.1f}%", j["from"] or "-",
               j["to"] or "-") for j in jobs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] + "\n" for r in rows)
