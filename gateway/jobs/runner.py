@@ -77,6 +77,10 @@ class JobRunner:
             log.info("job %s stopped; destination removed", job.id)
         except Exception as exc:  # noqa: BLE001 - any failure must end in a journaled state
             err = exc if isinstance(exc, E.GatewayError) else E.BackendError(f"{type(exc).__name__}: {exc}")
+            try:  # the steps that succeeded are not redone, and the progress shows them
+                r.flush()
+            except Exception:  # noqa: BLE001 - taken from this attempt, or the store failed too
+                log.info("job %s: progress of the failed attempt not journaled", job.id)
             self._fail_or_retry(job, r, err)
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
