@@ -55,7 +55,8 @@ class Gateway:
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
               store_url: str | None = None, budget_s: float = 2.0, per_protocol: dict[str, float] | None = None,
               queues: dict[str, int] | None = None, node: str | None = None, heartbeat_s: float = 0.25,
-              stall_after_s: float = 30.0, max_attempts: int = 5, step_retries: int = 3,
+              stall_after_s: float = 30.0, stalled_after_s: float = 600.0, max_attempts: int = 5,
+              step_retries: int = 3,
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
               policy: Any = None, auth: Any = None, config: Any = None,
               limits: Limits = Limits(), sweep_interval_s: float = 0.0, temp_grace_s: float = 3600.0,
@@ -83,7 +84,8 @@ class Gateway:
                                                             retry_backoff_s=retry_backoff_s,
                                                             max_attempts=max_attempts))
         dispatcher = EmbeddedDispatcher(store, runner, queues or dict(DEFAULT_QUEUES), node or socket.gethostname(),
-                                        stall_after_s=stall_after_s, max_attempts=max_attempts,
+                                        stall_after_s=stall_after_s, stalled_after_s=stalled_after_s,
+                                        max_attempts=max_attempts,
                                         retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
         ops = Operations(namespace, store, dispatcher, View(store),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
@@ -107,7 +109,8 @@ class Gateway:
         gw = cls.build(
             mounts, state_dir, store_url=j.url(state_dir), policy=cfg.policy,
             queues={q.name: q.workers for q in j.queues}, node=cfg.server.node_id,
-            heartbeat_s=j.heartbeat_s, stall_after_s=j.stall_after_s, max_attempts=j.max_attempts,
+            heartbeat_s=j.heartbeat_s, stall_after_s=j.stall_after_s, stalled_after_s=j.stalled_after_s,
+            max_attempts=j.max_attempts,
             step_retries=j.step_retries, retry_backoff_s=j.retry_backoff_ms / 1000.0,
             monitor_ttl_s=j.monitor_token_ttl_s, keep_finished_s=j.keep_finished_s, config=cfg,
             limits=Limits(property_bytes=cfg.http.max_property_bytes,

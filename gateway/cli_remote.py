@@ -52,7 +52,9 @@ def _run_op(args: argparse.Namespace) -> int:
 
 def _line(j: dict) -> str:
     to = f" -> {j['to']}" if j.get("to") else ""
-    return f"{j['id']}  {j['operation']:10} {j['state']:9} {j['percentageComplete']:5.1f}%  {j['from']}{to}"
+    state = j["state"] + (",stalled" if j.get("stalled") else "")
+    left = f"  (left: {j['leftovers']})" if j.get("leftovers") else ""
+    return f"{j['id']}  {j['operation']:10} {state:9} {j['percentageComplete']:5.1f}%  {j['from']}{to}{left}"
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -65,8 +67,7 @@ def _jobs(args: argparse.Namespace) -> int:
                 for k, v in c.job(args.id).items():
                     print(f"{k}: {v}")
             else:
-                j = (c.cancel if args.action == "cancel" else c.stop)(args.id)
-                print(_line(j))
+                print(_line(getattr(c, args.action)(args.id)))
         except GatewayClientError as exc:
             print(f"gateway jobs {args.action}: {exc.message} ({exc.status})", file=sys.stderr)
             return 1
@@ -113,8 +114,8 @@ def register(sub: Any) -> None:
         p.add_argument("--no-wait", action="store_true", help="return at once with the job id")
         _connection(p)
         p.set_defaults(func=_run_op, op=op)
-    p = sub.add_parser("jobs", help="list, show, cancel or stop jobs on a running gateway")
-    p.add_argument("action", choices=["list", "show", "cancel", "stop"])
+    p = sub.add_parser("jobs", help="list, show, cancel, stop, retry or abandon (admins) jobs on a running gateway")
+    p.add_argument("action", choices=["list", "show", "cancel", "stop", "retry", "abandon"])
     p.add_argument("id", nargs="?")
     p.add_argument("--queue")
     p.add_argument("--state")

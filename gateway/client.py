@@ -78,6 +78,14 @@ class Job:
     def stop(self) -> dict:
         return _check(self.client.http.post(f"/api/v1/jobs/{self.id}/stop"), 200).json()
 
+    def retry(self) -> dict:
+        """Admins: run the (stalled) job again now."""
+        return _check(self.client.http.post(f"/api/v1/jobs/{self.id}/retry"), 200).json()
+
+    def abandon(self) -> dict:
+        """Admins: give the job up (rolled back before commit)."""
+        return _check(self.client.http.post(f"/api/v1/jobs/{self.id}/abandon"), 200).json()
+
 
 class Client:
     def __init__(self, url: str, user: str | None = None, password: str | None = None, token: str | None = None,
@@ -160,3 +168,9 @@ class Client:
 
     def stop(self, job_id: str) -> dict:
         return Job(self, job_id, None).stop()
+
+    def retry(self, job_id: str) -> dict:
+        return Job(self, job_id, None).retry()
+
+    def abandon(self, job_id: str) -> dict:
+        return Job(self, job_id, None).abandon()

@@ -459,6 +459,7 @@ class Jobs(_Model):
     queues: list[Queue] = Field(default_factory=_default_queues)
     heartbeat_s: PositiveFloat = 1.0
     stall_after_s: PositiveFloat = 30.0
+    stalled_after_s: PositiveFloat = 600.0
     max_attempts: PositiveInt = 5
     step_retries: NonNegativeInt = 3
     retry_backoff_ms: NonNegativeInt = 200
@@ -472,7 +473,7 @@ class Jobs(_Model):
             raise _fail("expected at least one queue", show_input=False)
         return _unique(v, lambda q: q.name, "queue name", "name", "jobs.queues")
 
-    @field_validator("stall_after_s")
+    @field_validator("stall_after_s", "stalled_after_s")
     @classmethod
     def _stall_after_heartbeat(cls, v: float, info: ValidationInfo) -> float:
         beat = info.data.get("heartbeat_s")

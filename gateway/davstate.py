@@ -24,6 +24,9 @@ Dead properties follow the resource whoever changes the tree: the core calls
 job store calls :meth:`DavState.committed` inside the transaction that
 commits a job, so a backgrounded move takes them along when it happens for
 everyone, and a job that fails or is stopped leaves them where they were.
+What the initiating session set on the job's projected destination while
+it ran waits under the job's reserved root (``pending_props_root``) and is
+put on the destination by the same commit.
 Locks do not move (RFC 4918 7.5): a move or delete, through any protocol,
 drops those on and below its source, so none is left on a path that now
 holds something else.
@@ -48,7 +51,7 @@ from typing import Any, Callable, Collection, Iterator
 
 import sqlalchemy as sa
 
-from gateway.jobs.model import Job
+from gateway.jobs.model import Job, pending_props_root
 from gateway.jobs.schema import dav_locks, dav_props
 from gateway.jobs.store import write_transaction
 from gateway.namespace import is_under, normalise, to_global, to_user
@@ -353,6 +356,8 @@ class DavState:
         within the commit's own transaction ``c``."""
         if job.src != job.dst and job.operation in _FOLLOWS:
             _follow(c, job.operation, job.src, job.dst)
+            if job.dst is not None:
+                _apply_pending(c, pending_props_root(job.id), job.dst)
             if job.operation != "copy" and _unlock(c, job.src):
                 with self._cache_lock:
                     self._writes += 1
@@ -383,6 +388,21 @@ def _follow(c: sa.Connection, operation: str, src: str, dst: str | None) -> None
         c.execute(dav_props.delete().where(_subtree(dav_props.c.path, src)))
     else:
         _transfer(c, src, dst, True, move=operation == "move")
+
+
+def _apply_pending(c: sa.Connection, root: str, dst: str) -> None:
+    """Put the properties waiting under ``root`` on ``dst`` (an empty value
+    removes the property there) and forget them."""
+    where = _subtree(dav_props.c.path, root)
+    rows = c.execute(sa.select(dav_props.c.path, dav_props.c.name, dav_props.c.value).where(where)).all()
+    if not rows:
+        return
+    c.execute(dav_props.delete().where(where))
+    for r in rows:
+        path = _moved(r.path, root, dst)
+        c.execute(dav_props.delete().where(dav_props.c.path == path, dav_props.c.name == r.name))
+        if r.value:
+            c.execute(dav_props.insert().values(path=path, name=r.name, value=r.value))
 
 
 def _unlock(c: sa.Connection, path: str) -> int:

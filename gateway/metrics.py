@@ -77,9 +77,13 @@ def render(engine: sa.Engine) -> str:
                          .where(jobs.c.state == "completed", jobs.c.started_at.isnot(None))
                          .group_by(jobs.c.operation)).all()
         stuck = c.execute(sa.select(sa.func.count()).where(jobs.c.stuck == sa.true())).scalar() or 0
+        stalled = c.execute(sa.select(sa.func.count()).where(
+            jobs.c.stalled == sa.true(), jobs.c.state.in_(("queued", "running")))).scalar() or 0
     family("gateway_jobs", "gauge", "Jobs in the store by queue and state.",
            [({"queue": q, "state": s}, n) for q, s, n in by_state])
     family("gateway_jobs_stuck", "gauge", "Jobs the watchdog found without a heartbeat.", [({}, stuck)])
+    family("gateway_jobs_stalled", "gauge", "Active jobs without progress for jobs.stalled_after_s.",
+           [({}, stalled)])
     family("gateway_job_duration_seconds_sum", "counter", "Run time of completed jobs.",
            [({"operation": o}, round(float(t or 0), 3)) for o, _, t, _ in done])
     family("gateway_job_duration_seconds_count", "counter", "Completed jobs.",

@@ -28,11 +28,11 @@ from gateway.budget import ByteBudget
 from gateway.davstate import DavState
 from gateway.fileids import FileId, FileIds
 from gateway.jobs.dispatcher import Dispatcher
-from gateway.jobs.model import Job, new_job_id
+from gateway.jobs.model import Job, new_job_id, pending_props_root
 from gateway.jobs.store import JobStore
 from gateway.logs import log_op
 from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join, name_of, normalise, overlaps,
-                               parent_of, to_global, to_user)
+                               parent_of, rel_of, to_global, to_user)
 from gateway.transfer import copy_file
 from gateway.types import Entry, Session
 from gateway.view import HIDDEN, View
@@ -804,32 +804,54 @@ class Operations:
                      dry_run: bool = False) -> None:
         """Set (``value`` a serialised XML element) or remove (None) a dead
         property of a file or folder: a change of the resource, allowed as a
-        content write is (``overwrite``) and refused on a path a job owns.
-        Raises PermissionDenied, NotFound, Busy, Locked, and QuotaExceeded when the
-        name or value is over ``limits.property_bytes`` or the resource's
-        properties would exceed ``limits.resource_property_bytes``."""
+        content write is (``overwrite``) and refused on a path a job owns,
+        except by the session that started a move or copy, on its projected
+        destination: kept aside until the job commits, then set there (lost
+        if the job ends without committing). Raises PermissionDenied,
+        NotFound, Busy, Locked, and QuotaExceeded when the name or value is over
+        ``limits.property_bytes`` or the resource's properties would exceed
+        ``limits.resource_property_bytes``."""
         u, g = self._paths(session, path)
         try:
             self._require(session, "overwrite", u)
-            self._busy([g], session=session)
+            key = self._property_key(session, g)
             self._stat_g(session, g)
             self._unlocked(session, g)
             if value is None:
                 if not dry_run:
-                    self.davstate.remove_prop(g, name)
+                    if key == g:
+                        self.davstate.remove_prop(g, name)
+                    else:  # remembered: the property goes at commit
+                        self.davstate.set_prop(key, name, "")
                 return
             size = len(name.encode()) + len(value.encode())
             if size > self.limits.property_bytes:
                 raise E.QuotaExceeded(f"{u}: property {name} is {size} bytes; at most "
                                       f"{self.limits.property_bytes} are kept", u)
-            others = sum(len(k.encode()) + len(v.encode()) for k, v in self.davstate.props(g).items() if k != name)
+            others = sum(len(k.encode()) + len(v.encode()) for k, v in self.davstate.props(key).items() if k != name)
             if others + size > self.limits.resource_property_bytes:
                 raise E.QuotaExceeded(f"{u}: its properties would take {others + size} bytes; at most "
                                       f"{self.limits.resource_property_bytes} are kept per file or folder", u)
             if not dry_run:
-                self.davstate.set_prop(g, name, value)
+                self.davstate.set_prop(key, name, value)
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
+
+    def _property_key(self, session: Session, g: str) -> str:
+        """Where a dead property of global path ``g`` is written now: ``g``,
+        or, for the initiating session of a move or copy not yet committed,
+        on its projected destination, the job's pending place (the commit
+        puts it at ``g``). Raises Busy for any other path a job owns."""
+        job = self.view.conflict([g])
+        if (job is not None and job.session_id == session.id and job.operation in ("move", "copy")
+                and job.dst and is_under(g, job.dst) and not is_under(g, job.src)
+                and job.phase in ("prepare", "cleanup") and not job.terminal):
+            if job.committed:  # the properties have moved already: the path's own are its
+                return g
+            rel = rel_of(g, job.dst)
+            return join(pending_props_root(job.id), rel) if rel else pending_props_root(job.id)
+        self._busy([g], session=session)
+        return g
 
     def delete(self, session: Session, path: str, *, recursive: bool = False, folder: bool | None = None,
                budget_s: float | None = None, cwd: str = "/") -> Outcome:
@@ -1043,6 +1065,29 @@ class Operations:
         Raises NotFound, InvalidState."""
         self._visible_job(session, job_id)
         return self.dispatcher.stop(job_id)
+
+    def retry_job(self, session: Session, job_id: str) -> Job:
+        """An admin's retry of a queued or running (typically stalled) job:
+        it runs again now with a full set of attempts. Raises
+        PermissionDenied (not an admin), NotFound, InvalidState (ended)."""
+        self._admin_only(session, "retry")
+        self._visible_job(session, job_id)
+        return self.dispatcher.retry(job_id)
+
+    def abandon_job(self, session: Session, job_id: str) -> Job:
+        """An admin gives a job up: rolled back when not committed, ended
+        ``failed`` with its leftovers described when committed (see
+        :meth:`EmbeddedDispatcher.abandon`). Raises PermissionDenied (not an
+        admin), NotFound, InvalidState (ended, or committed with its new
+        destination not in place yet)."""
+        self._admin_only(session, "abandon")
+        self._visible_job(session, job_id)
+        return self.dispatcher.abandon(job_id)
+
+    @staticmethod
+    def _admin_only(session: Session, verb: str) -> None:
+        if not session.user.admin:
+            raise E.PermissionDenied(f"only an admin may {verb} a job")
 
     def wait_job(self, session: Session, job_id: str, timeout: float) -> Job:
         self._visible_job(session, job_id)

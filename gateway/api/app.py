@@ -67,6 +67,8 @@ def routes(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> 
         (f"{v1}/jobs/{{job_id}}", JobResource(gw)),
         (f"{v1}/jobs/{{job_id}}/cancel", JobActionResource(gw, "cancel")),
         (f"{v1}/jobs/{{job_id}}/stop", JobActionResource(gw, "stop")),
+        (f"{v1}/jobs/{{job_id}}/retry", JobActionResource(gw, "retry")),
+        (f"{v1}/jobs/{{job_id}}/abandon", JobActionResource(gw, "abandon")),
         (f"{v1}/monitor/{{token}}", MonitorResource(gw)),
         (f"{v1}/queueinfo", QueueInfoResource(gw)),
         (f"{v1}/events", events),

@@ -47,19 +47,27 @@ class JobResource:
         resp.media = self.ops.public_job(s, self.ops.get_job(s, job_id))
 
 
+_ACTIONS = {
+    "cancel": "Cancel a queued job (what a retried one wrote is removed first)",
+    "stop": "Stop a running job before it commits (what it wrote is removed)",
+    "retry": "Run a queued or running (stalled) job again now with a full set of attempts (admins)",
+    "abandon": "Give a job up: rolled back before commit, ended failed with its leftovers described "
+               "after (admins)",
+}
+
+
 class JobActionResource:
-    """POST /jobs/{id}/cancel (queued only) and /jobs/{id}/stop (running only)."""
+    """POST /jobs/{id}/cancel|stop|retry|abandon; 409 with the job's state
+    when the job is not in a state the action applies to."""
 
     def __init__(self, gw: Any, action: str) -> None:
         self.ops = gw.ops
         self.action = action
-        what = "a queued job" if action == "cancel" else "a running job before it commits"
-        self.spec = {"post": {"summary": f"{action.capitalize()} {what}", "tags": ["jobs"],
-                              "responses": {200: JobView}}}
+        self.spec = {"post": {"summary": _ACTIONS[action], "tags": ["jobs"], "responses": {200: JobView}}}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         s = req.context.session
-        call = self.ops.cancel_job if self.action == "cancel" else self.ops.stop_job
+        call = getattr(self.ops, f"{self.action}_job")
         try:
             job = call(s, job_id)
         except E.InvalidState as exc:
@@ -87,7 +95,7 @@ class MonitorResource:
         if not job.terminal:
             resp.status = falcon.HTTP_202
             resp.media = {"id": job.id, "operation": operation, "percentageComplete": job.percentage,
-                          "sizeKnown": job.enumerated, "status": "inProgress"}
+                          "sizeKnown": job.enumerated, "status": "inProgress", "stalled": job.stalled}
             return
         if job.state == "completed":
             owner = self.gw.auth.get(job.owner)
@@ -230,6 +238,8 @@ class EventsResource:
                     kind = "snapshot" if first else "created"
                 elif before["state"] != view["state"] or before["phase"] != view["phase"]:
                     kind = "state"
+                elif before["stalled"] != view["stalled"]:
+                    kind = "stalled" if view["stalled"] else "progress"
                 elif (before["percentageComplete"], before["itemsDone"], before["bytesDone"]) != (
                         view["percentageComplete"], view["itemsDone"], view["bytesDone"]):
                     kind = "progress"

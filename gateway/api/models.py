@@ -79,6 +79,8 @@ class MonitorStatus(BaseModel):
     resourceId: Optional[str] = None
     error: Optional[str] = None
     id: Optional[str] = None
+    sizeKnown: Optional[bool] = None
+    stalled: Optional[bool] = None
 
 
 class ErrorBody(BaseModel):

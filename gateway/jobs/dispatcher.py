@@ -11,9 +11,10 @@ import threading
 import time
 from typing import Protocol
 
+from gateway.errors import InvalidState
 from gateway.jobs.model import Job
 from gateway.jobs.runner import JobRunner
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import JobStore, rollback_leftovers
 
 __all__ = ["Dispatcher", "EmbeddedDispatcher"]
 
@@ -28,23 +29,29 @@ class Dispatcher(Protocol):
     def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job: ...
     def cancel(self, job_id: str) -> Job: ...
     def stop(self, job_id: str) -> Job: ...
+    def retry(self, job_id: str) -> Job: ...
+    def abandon(self, job_id: str) -> Job: ...
 
 
 class EmbeddedDispatcher:
     """Worker threads per queue + a watchdog thread, all in this process.
 
     On start, jobs this node left running (a crash or a restart) go back to
-    the queue and resume from their journal.
+    the queue and resume from their journal. The watchdog re-queues jobs
+    whose heartbeat stalls (``stall_after_s``) and flags ``stalled`` those
+    that made no progress for ``stalled_after_s`` (an admin may then retry
+    or abandon them).
     """
 
     def __init__(self, store: JobStore, runner: JobRunner, queues: dict[str, int], node: str, *,
                  stall_after_s: float = 30.0, max_attempts: int = 5, retry_backoff_s: float = 0.2,
-                 keep_finished_s: float = 86400.0, poll_s: float = 1.0) -> None:
+                 keep_finished_s: float = 86400.0, poll_s: float = 1.0, stalled_after_s: float = 600.0) -> None:
         self.store = store
         self.runner = runner
         self.queues = queues
         self.node = node
         self.stall_after_s = stall_after_s
+        self.stalled_after_s = stalled_after_s
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
         self.keep_finished_s = keep_finished_s
@@ -122,6 +129,56 @@ class EmbeddedDispatcher:
         self.store.request_stop(job_id)
         return self.wait(job_id, timeout)
 
+    def retry(self, job_id: str) -> Job:
+        """Run a queued or running job again now, with a full set of
+        attempts (an admin's answer to a stalled job). Raises NotFound,
+        InvalidState (ended)."""
+        job = self.store.retry(job_id)
+        self._notify(job.queue)
+        return job
+
+    def abandon(self, job_id: str, timeout: float = 5.0) -> Job:
+        """End an active job for good (an admin's answer to a stalled job):
+        before commit it is rolled back (stopped, or cancelled when it does
+        not answer within ``timeout``) and ends having changed nothing;
+        after commit it ends ``failed`` with its cleanup unfinished, what it
+        left described in ``leftovers``. Its paths are free once this
+        returns (or, when the storage refuses the rollback, once the
+        watchdog's rollback succeeds). Raises NotFound, InvalidState (ended,
+        or committed with its new destination not in place yet: only a
+        retry can finish that)."""
+        for _ in range(5):
+            job = self.store.get(job_id)
+            if job.terminal:
+                raise InvalidState(f"job {job_id} is {job.state}; there is nothing to abandon")
+            if job.committed:
+                if job.staged:
+                    raise InvalidState(f"job {job_id} is committed and its new destination is not in place yet; "
+                                       "retry it (abandoning would lose it)")
+                if self.store.take(job, "failed", phase="done", error_type="BackendError",
+                                   error="abandoned by an admin after commit; its cleanup did not finish",
+                                   leftovers=self.runner.cleanup_leftovers(job)):
+                    return job
+                continue
+            if job.state == "running" and not job.stop_requested:
+                try:
+                    self.store.request_stop(job_id)
+                except InvalidState:
+                    continue  # it committed or ended meanwhile
+                job = self.wait(job_id, timeout, committed=True)
+                if job.terminal:
+                    return job
+                if job.committed:
+                    continue
+            # queued, or a running attempt that does not answer: taken from its worker
+            phase = "rollback" if job.attempts else "prepare"
+            if self.store.take(job, "cancelled", phase=phase, error_type="InvalidState",
+                               error="abandoned by an admin; nothing was changed"):
+                if phase == "rollback" and not self.runner.rollback(job):
+                    self.store.set_leftovers(job_id, rollback_leftovers(job))
+                return self.store.get(job_id)
+        raise InvalidState(f"job {job_id} keeps changing; try again")
+
     def _worker(self, queue: str) -> None:
         wake = self._wake[queue]
         while not self._closing.is_set():
@@ -175,7 +232,7 @@ class EmbeddedDispatcher:
                 wake.notify()
 
     def _watchdog(self) -> None:
-        while not self._closing.wait(max(0.5, self.stall_after_s / 4)):
+        while not self._closing.wait(max(0.5, min(self.stall_after_s, self.stalled_after_s) / 4)):
             try:
                 now = time.time()
                 requeued = self.store.requeue_stalled(now - self.stall_after_s, self.max_attempts,
@@ -183,6 +240,9 @@ class EmbeddedDispatcher:
                 for job, state in requeued:
                     log.error("job %s stuck (no heartbeat for %.0fs): %s", job.id, self.stall_after_s,
                               "retrying" if state == "queued" else "failed")
+                for job in self.store.mark_stalled(now - self.stalled_after_s):
+                    log.error("job %s stalled: no progress for %.0fs (%s %s); an admin may retry or abandon it",
+                              job.id, self.stalled_after_s, job.operation, job.src)
                 self.runner.retry_rollbacks()
                 self.store.purge_finished(now - self.keep_finished_s)
                 for job, state in requeued:

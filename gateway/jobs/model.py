@@ -6,7 +6,9 @@ import secrets
 import time
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["Job", "new_job_id", "TERMINAL", "ACTIVE", "OPERATION_NAMES"]
+from gateway.types import RESERVED_PREFIX
+
+__all__ = ["Job", "new_job_id", "pending_props_root", "TERMINAL", "ACTIVE", "OPERATION_NAMES"]
 
 #: States after which nothing changes any more.
 TERMINAL = frozenset({"completed", "failed", "stopped", "cancelled"})
@@ -22,6 +24,13 @@ def new_job_id() -> str:
         job_id = secrets.token_urlsafe(12)
         if not job_id.startswith("-"):
             return job_id
+
+
+def pending_props_root(job_id: str) -> str:
+    """Where the WebDAV dead properties the initiating session sets on a
+    job's projected destination wait for its commit (a reserved global
+    path: no client can name it)."""
+    return f"/{RESERVED_PREFIX}job-{job_id}"
 
 
 @dataclass
@@ -59,6 +68,10 @@ class Job:
     not_before: float = 0.0
     attempts: int = 0
     stuck: bool = False
+    progress_at: float | None = None
+    stalled: bool = False
+    retries_from: int = 0
+    leftovers: str | None = None
     node: str | None = None
     error: str | None = None
     error_type: str | None = None
@@ -90,6 +103,12 @@ class Job:
         """The destination existed, so the content goes to ``stage`` and is
         put in its place during cleanup."""
         return self.dst is not None and self.stage is not None and self.stage != self.dst
+
+    @property
+    def attempts_used(self) -> int:
+        """Attempts counted against ``max_attempts``: those since the last
+        admin's retry, which gives the job a full set again."""
+        return self.attempts - self.retries_from
 
     @property
     def terminal(self) -> bool:
@@ -153,6 +172,9 @@ class Job:
             "finishedAt": self.finished_at,
             "attempts": self.attempts,
             "stuck": self.stuck,
+            "stalled": self.stalled,
+            "progressAt": self.progress_at,
             "error": self.error,
+            "leftovers": self.leftovers,
             "resourceId": self.resource_id,
         }

@@ -13,7 +13,7 @@ from typing import Callable
 
 from gateway import errors as E
 from gateway.jobs.model import Job
-from gateway.jobs.store import MAX_BACKOFF_S, JobStore
+from gateway.jobs.store import MAX_BACKOFF_S, JobStore, rollback_leftovers
 from gateway.namespace import Namespace, join
 from gateway.transfer import copy_file
 
@@ -72,10 +72,15 @@ class JobRunner:
         except _Stopped:
             phase = None if r.rollback() else "rollback"
             self.store.finish(job, "stopped", error="stopped on request; nothing was changed",
-                              error_type="InvalidState", phase=phase)
+                              error_type="InvalidState", phase=phase,
+                              leftovers=rollback_leftovers(job) if phase else None)
             log.info("job %s stopped; destination removed", job.id)
         except Exception as exc:  # noqa: BLE001 - any failure must end in a journaled state
             err = exc if isinstance(exc, E.GatewayError) else E.BackendError(f"{type(exc).__name__}: {exc}")
+            try:  # the steps that succeeded are not redone, and the progress shows them
+                r.flush()
+            except Exception:  # noqa: BLE001 - taken from this attempt, or the store failed too
+                log.info("job %s: progress of the failed attempt not journaled", job.id)
             self._fail_or_retry(job, r, err)
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
@@ -83,25 +88,44 @@ class JobRunner:
         # only be finished: while its storage fails it stays queued, and
         # shown as stuck once it used its attempts.
         finish_only = job.phase == "cleanup" and job.staged
-        if err.retryable and (job.attempts < self.settings.max_attempts or finish_only):
-            delay = min(MAX_BACKOFF_S, self.settings.retry_backoff_s * (2 ** job.attempts))
+        used = job.attempts_used
+        if err.retryable and (used < self.settings.max_attempts or finish_only):
+            delay = min(MAX_BACKOFF_S, self.settings.retry_backoff_s * (2 ** used))
             if self.store.update(job, state="queued", not_before=time.time() + delay, error=str(err),
-                                 error_type=type(err).__name__,
-                                 stuck=job.attempts >= self.settings.max_attempts):
+                                 error_type=type(err).__name__, stuck=used >= self.settings.max_attempts):
                 self.store._bump()
             log.warning("job %s attempt %d failed (%s); retrying in %.1fs", job.id, job.attempts, err, delay)
             return
-        phase = None
+        phase, leftovers = None, None
         if job.phase == "prepare" and not r.rollback():
-            phase = "rollback"
+            phase, leftovers = "rollback", rollback_leftovers(job)
         elif job.phase == "cleanup" and not job.staged:
             # Committed, but what cleanup could not remove is still there: it
             # shows again and its paths take writes (a failed job's overlay
             # would hide them, and keep them Busy, for good). A staged
             # destination not yet in place keeps the overlay that points at it.
-            phase = "done"
-        self.store.finish(job, "failed", error=str(err), error_type=type(err).__name__, phase=phase)
+            phase, leftovers = "done", self.cleanup_leftovers(job)
+        self.store.finish(job, "failed", error=str(err), error_type=type(err).__name__, phase=phase,
+                          leftovers=leftovers)
         log.error("job %s failed: %s", job.id, err)
+
+    def cleanup_leftovers(self, job: Job) -> str | None:
+        """What a committed job's unfinished cleanup leaves where it was
+        (to be removed by hand): the sources a move or delete did not
+        remove. None when nothing is left."""
+        if job.operation not in ("move", "delete"):
+            return None
+        state = "copied" if job.operation == "move" else "pending"
+        n, size = self.store.count_items(job.id, state)
+        if job.via_trash:
+            if not n and not job.enumerated:
+                return f"the deleted folder stays in the trash ({job.stage}); the sweep removes it"
+            return (f"{n} item(s), {size} bytes, of the deleted folder stay in the trash ({job.stage}); "
+                    "the sweep removes them") if n else None
+        if not n:
+            return None
+        return (f"{n} item(s), {size} bytes, of the source were not removed and show again under {job.src}: "
+                "remove them by hand")
 
     def retry_rollbacks(self) -> None:
         """Finish the rollbacks that could not reach their storage: until one

@@ -42,6 +42,10 @@ jobs = Table(
     Column("error", Text),
     Column("error_type", String(64)),
     Column("resource_id", Text),
+    Column("progress_at", Float),                          # when items or bytes last grew
+    Column("stalled", Boolean, nullable=False, default=False),  # no progress for jobs.stalled_after_s
+    Column("retries_from", Integer, nullable=False, default=0),  # attempts used before an admin's retry
+    Column("leftovers", Text),                             # what an ended job left on storage
 )
 Index("ix_jobs_state_queue", jobs.c.state, jobs.c.queue, jobs.c.created_at)
 Index("ix_jobs_phase", jobs.c.phase)
@@ -57,6 +61,14 @@ job_items = Table(
     UniqueConstraint("job_id", "rel", name="uq_job_items_rel"),
 )
 Index("ix_job_items_job", job_items.c.job_id, job_items.c.state, job_items.c.id)
+
+#: Random keys the store's users share (every node): ``monitor`` derives
+#: each job's one monitor token (gateway.jobs.store.JobStore.monitor_token).
+store_secrets = Table(
+    "store_secrets", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+)
 
 monitor_tokens = Table(
     "monitor_tokens", metadata,

@@ -4,8 +4,10 @@ PostgreSQL for several nodes; same schema, migrated by Alembic at open."""
 
 from __future__ import annotations
 
+import base64
 import builtins
 import hashlib
+import hmac
 import secrets
 import threading
 import time
@@ -17,13 +19,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from gateway.errors import InvalidState, NotFound
-from gateway.jobs.model import Job
-from gateway.jobs.schema import job_items, jobs, metadata, monitor_tokens
+from gateway.jobs.model import Job, pending_props_root
+from gateway.jobs.schema import dav_props, job_items, jobs, metadata, monitor_tokens, store_secrets
 
 __all__ = ["JobStore", "hash_token", "write_transaction"]
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -94,6 +96,7 @@ class JobStore:
         self.on_commit: Callable[[sa.Connection, Job], None] | None = None
         self.generation = 0
         self.changed = threading.Condition()
+        self._monitor_key: bytes | None = None
         self._migrate()
 
     def _migrate(self) -> None:
@@ -244,7 +247,7 @@ class JobStore:
                 jobs.update().where(
                     jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running",
                     jobs.c.phase == "prepare", jobs.c.stop_requested == sa.false(),
-                ).values(phase="cleanup", committed_at=now, heartbeat_at=now)
+                ).values(phase="cleanup", committed_at=now, heartbeat_at=now, progress_at=now, stalled=False)
             )
             ok = res.rowcount == 1
             if ok and self.on_commit is not None:
@@ -255,10 +258,10 @@ class JobStore:
         return ok
 
     def finish(self, job: Job, state: str, *, error: str | None = None, error_type: str | None = None,
-               resource_id: str | None = None, phase: str | None = None) -> bool:
+               resource_id: str | None = None, phase: str | None = None, leftovers: str | None = None) -> bool:
         now = time.time()
         values = dict(state=state, finished_at=now, heartbeat_at=now, error=error, error_type=error_type,
-                      resource_id=resource_id)
+                      resource_id=resource_id, leftovers=leftovers, stalled=False)
         if phase:
             values["phase"] = phase
         with self._tx() as c:
@@ -273,7 +276,7 @@ class JobStore:
         """A job's late rollback succeeded: its overlay can go."""
         with self._tx() as c:
             res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.phase == "rollback")
-                            .values(phase="prepare"))
+                            .values(phase="prepare", leftovers=None))
         self._bump()
         return res.rowcount == 1
 
@@ -323,20 +326,83 @@ class JobStore:
                 job = Job.from_row(row)
                 guard = (jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running")
                 values: dict[str, object]
-                delay = min(MAX_BACKOFF_S, backoff_s * (2 ** max(0, job.attempts - 1)))
-                if job.attempts >= max_attempts and not job.committed:
+                delay = min(MAX_BACKOFF_S, backoff_s * (2 ** max(0, job.attempts_used - 1)))
+                if job.attempts_used >= max_attempts and not job.committed:
                     # What it wrote stays hidden until the watchdog's rollback removed it.
                     values = dict(state="failed", stuck=True, finished_at=time.time(), error_type="BackendError",
                                   phase="rollback",
-                                  error=f"job stalled {job.attempts} times (no heartbeat); gave up")
+                                  error=f"job stalled {job.attempts_used} times (no heartbeat); gave up",
+                                  leftovers=rollback_leftovers(job))
                 else:  # a committed job can only be finished: it stays queued, shown as stuck
-                    values = dict(state="queued", stuck=node is None or job.attempts >= max_attempts,
+                    values = dict(state="queued", stuck=node is None or job.attempts_used >= max_attempts,
                                   not_before=time.time() + delay)
                 if c.execute(jobs.update().where(*guard).values(**values)).rowcount:
                     out.append((job, str(values["state"])))
         if out:
             self._bump()
         return out
+
+    def mark_stalled(self, no_progress_since: float) -> builtins.list[Job]:
+        """Flag ``stalled`` the queued or running jobs that ran before and
+        made no progress (items or bytes) since ``no_progress_since``; a job
+        only waiting for its first worker is not stalled. Returns the jobs
+        newly flagged. Progress clears the flag."""
+        last = sa.func.coalesce(jobs.c.progress_at, jobs.c.started_at)
+        where = (jobs.c.state.in_(("queued", "running")), jobs.c.stalled == sa.false(),
+                 jobs.c.started_at.isnot(None), last < no_progress_since)
+        with self.engine.connect() as c:  # a read first: most passes find nothing
+            if c.execute(sa.select(jobs.c.id).where(*where).limit(1)).first() is None:
+                return []
+        with self._tx() as c:
+            found = [Job.from_row(r) for r in c.execute(sa.select(jobs).where(*where)).fetchall()]
+            if found:
+                c.execute(jobs.update().where(jobs.c.id.in_([j.id for j in found]), *where).values(stalled=True))
+        for job in found:
+            job.stalled = True
+        if found:
+            self._bump()
+        return found
+
+    def retry(self, job_id: str) -> Job:
+        """An admin's retry of a queued or running job: it is queued to run
+        now with a full set of attempts (a running attempt is taken from its
+        worker, whose later writes are refused); it stays committed if it
+        was. Raises NotFound, InvalidState (ended)."""
+        now = time.time()
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.state.in_(("queued", "running")))
+                            .values(state="queued", not_before=0.0, retries_from=jobs.c.attempts, stalled=False,
+                                    stuck=False, progress_at=now, stop_requested=False))
+        job = self.get(job_id)
+        if res.rowcount != 1:
+            raise InvalidState(f"job {job_id} is {job.state}; only a queued or running job can be retried")
+        self._bump()
+        return job
+
+    def take(self, job: Job, state: str, *, phase: str, error: str, error_type: str,
+             leftovers: str | None = None) -> bool:
+        """End ``job`` (as read, queued or running, its attempt and phase
+        unchanged since) from outside its worker: an admin's abandon. A
+        running attempt's later writes are refused (its state is no longer
+        running). False when the job changed meanwhile."""
+        now = time.time()
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(
+                jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == job.state,
+                jobs.c.phase == job.phase).values(
+                state=state, phase=phase, error=error, error_type=error_type, leftovers=leftovers,
+                finished_at=now, heartbeat_at=now, stalled=False))
+        if res.rowcount == 1:
+            job.state, job.phase, job.error, job.error_type, job.leftovers = state, phase, error, error_type, leftovers
+            job.finished_at = now
+            self._bump()
+        return res.rowcount == 1
+
+    def set_leftovers(self, job_id: str, leftovers: str | None) -> None:
+        """Describe (or, None, clear) what an ended job left on storage."""
+        with self._tx() as c:
+            c.execute(jobs.update().where(jobs.c.id == job_id).values(leftovers=leftovers))
+        self._bump()
 
     def purge_finished(self, older_than: float) -> int:
         """Forget terminal jobs (and their journals) finished before ``older_than``."""
@@ -347,6 +413,11 @@ class JobStore:
             if ids:
                 c.execute(job_items.delete().where(job_items.c.job_id.in_(ids)))
                 c.execute(monitor_tokens.delete().where(monitor_tokens.c.job_id.in_(ids)))
+                for job_id in ids:  # what an initiator set on a destination that never came
+                    root = pending_props_root(job_id)
+                    c.execute(dav_props.delete().where(sa.or_(
+                        dav_props.c.path == root,
+                        sa.func.substr(dav_props.c.path, 1, len(root) + 1) == root + "/")))
                 c.execute(jobs.delete().where(jobs.c.id.in_(ids)))
         return len(ids)
 
@@ -368,9 +439,11 @@ class JobStore:
             rows = [dict(job_id=job.id, rel=r, is_dir=d, size=s, state="pending") for r, d, s in new]
             added = _insert_ignore(c, job_items, rows)
             bytes_added = sum(s for _, _, s in new) if added == len(rows) else 0
+            now = time.time()
+            progress = dict(progress_at=now, stalled=False) if added else {}
             c.execute(jobs.update().where(jobs.c.id == job.id).values(
                 items_total=jobs.c.items_total + added, bytes_total=jobs.c.bytes_total + bytes_added,
-                heartbeat_at=time.time()))
+                heartbeat_at=now, **progress))
         job.items_total += added
         job.bytes_total += bytes_added
         return added, bytes_added
@@ -397,7 +470,8 @@ class JobStore:
         with self._tx() as c:
             res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
                                                 jobs.c.state == "running")
-                            .values(items_done=items_done, bytes_done=bytes_done, heartbeat_at=now))
+                            .values(items_done=items_done, bytes_done=bytes_done, heartbeat_at=now,
+                                    **_progress_if_grown(items_done, bytes_done, now)))
             if res.rowcount != 1:
                 return False
             if ids:
@@ -417,12 +491,34 @@ class JobStore:
     # -- monitor tokens ----------------------------------------------------------
 
     def create_monitor_token(self, job_id: str, ttl_s: float) -> str:
-        """A new unguessable (256-bit) token bound to ``job_id`` for ``ttl_s``."""
-        token = secrets.token_urlsafe(32)
+        """The unguessable (256-bit) token of ``job_id``, live for ``ttl_s``
+        from now. A job has one: every request that is answered with it (a
+        retry attaching to the job) gets the same URL, and makes it live
+        ``ttl_s`` again. Derived from the store's secret key (HMAC of the
+        job id), so every node derives the same; only its hash is kept."""
+        token = base64.urlsafe_b64encode(hmac.new(self._secret_key(), job_id.encode(), "sha256").digest())
+        token_s = token.rstrip(b"=").decode()
+        expires = time.time() + ttl_s
         with self._tx() as c:
-            c.execute(monitor_tokens.insert().values(token_hash=hash_token(token), job_id=job_id,
-                                                     expires_at=time.time() + ttl_s))
-        return token
+            where = monitor_tokens.c.token_hash == hash_token(token_s)
+            if c.execute(monitor_tokens.update().where(where).values(expires_at=expires)).rowcount == 0:
+                c.execute(monitor_tokens.insert().values(token_hash=hash_token(token_s), job_id=job_id,
+                                                         expires_at=expires))
+        return token_s
+
+    def _secret_key(self) -> bytes:
+        """The store's ``monitor`` key, made at first use (a race between
+        nodes keeps the first one written)."""
+        if self._monitor_key is None:
+            query = sa.select(store_secrets.c.value).where(store_secrets.c.name == "monitor")
+            with self.engine.connect() as c:
+                value = c.execute(query).scalar()
+            if value is None:
+                with self._tx() as c:
+                    _insert_ignore(c, store_secrets, [{"name": "monitor", "value": secrets.token_hex(32)}])
+                    value = c.execute(query).scalar()
+            self._monitor_key = bytes.fromhex(value)
+        return self._monitor_key
 
     def job_for_token(self, token: str) -> Job | None:
         """The job of a live monitor token; None when unknown or expired."""
@@ -452,6 +548,24 @@ def _create_database_file(url: str) -> None:
             create_private(database)
         except FileNotFoundError:  # no folder: SQLite says so in its own words
             pass
+
+
+def _progress_if_grown(items_done: int, bytes_done: int, now: float) -> dict:
+    """Column values that stamp progress (and clear ``stalled``) when a
+    write's counts are above the row's."""
+    grown = sa.or_(jobs.c.items_done < items_done, jobs.c.bytes_done < bytes_done)
+    return dict(progress_at=sa.case((grown, now), else_=jobs.c.progress_at),
+                stalled=sa.case((grown, sa.false()), else_=jobs.c.stalled))
+
+
+def rollback_leftovers(job: Job) -> str | None:
+    """What a job ending before commit leaves until its rollback succeeds."""
+    if job.via_trash:
+        return f"{job.src} waits in the trash ({job.stage}) to be put back; retried until the storage allows"
+    if job.dst and job.stage and (job.stage != job.dst or not job.dst_existed):
+        return (f"the partial destination {job.stage} is hidden and reserved until it is removed; "
+                "retried until the storage allows")
+    return None
 
 
 def _refusal(job: Job, verb: str) -> str:

@@ -32,6 +32,9 @@ _SITE = {
     "SITE JOB": dict(perm=None, auth=True, arg=True, help="Syntax: SITE JOB <id> (one job)."),
     "SITE CANCEL": dict(perm=None, auth=True, arg=True, help="Syntax: SITE CANCEL <id> (a queued job)."),
     "SITE STOP": dict(perm=None, auth=True, arg=True, help="Syntax: SITE STOP <id> (a running job)."),
+    "SITE RETRY": dict(perm=None, auth=True, arg=True, help="Syntax: SITE RETRY <id> (admins: run a job again now)."),
+    "SITE ABANDON": dict(perm=None, auth=True, arg=True,
+                         help="Syntax: SITE ABANDON <id> (admins: give a job up; rolled back before commit)."),
     "SITE CPFR": dict(perm=None, auth=True, arg=True, help="Syntax: SITE CPFR <path> (copy from)."),
     "SITE CPTO": dict(perm=None, auth=True, arg=True, help="Syntax: SITE CPTO <path> (copy to, server-side)."),
     "HASH": dict(perm="r", auth=True, arg=True, help="Syntax: HASH <path> (checksum, see OPTS HASH)."),
@@ -113,8 +116,10 @@ class _Authorizer:
 def _job_line(job: dict) -> str:
     to = f" -> {job['to']}" if job.get("to") else ""
     error = f" ({job['error']})" if job.get("error") and job["state"] != "completed" else ""
-    return (f"{job['id']} {job['operation']} {job['from']}{to} {job['state']} "
-            f"{job['percentageComplete']:.1f}% {job['itemsDone']}/{job['itemsTotal']} items{error}")
+    stalled = " STALLED" if job.get("stalled") else ""
+    leftovers = f" [left: {job['leftovers']}]" if job.get("leftovers") else ""
+    return (f"{job['id']} {job['operation']} {job['from']}{to} {job['state']}{stalled} "
+            f"{job['percentageComplete']:.1f}% {job['itemsDone']}/{job['itemsTotal']} items{error}{leftovers}")
 
 
 class _GatewayMixin:
@@ -369,6 +374,14 @@ class _GatewayMixin:
 
     def ftp_SITE_STOP(self, arg: str) -> None:
         self._job_action(self.gw.ops.stop_job, arg, "is stopping; what it wrote is being removed")
+
+    def ftp_SITE_RETRY(self, arg: str) -> None:
+        self._job_action(self.gw.ops.retry_job, arg, "queued to run again now")
+
+    def ftp_SITE_ABANDON(self, arg: str) -> None:
+        job = self._core(self.gw.ops.abandon_job, self.session, arg.strip())
+        if job is not None:
+            self.respond(f"200 {_job_line(self.gw.ops.public_job(self.session, job))}")
 
     # -- checksums ---------------------------------------------------------------------
     def _hash(self, path: str, algo: str) -> str | None:

@@ -33,8 +33,8 @@ from protocols.sftp.errors import strerror
 
 __all__ = ["REFUSAL", "CHECKSUM_COMMANDS", "execute", "run_command", "shell_words"]
 
-REFUSAL = ("only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id>, md5sum, sha1sum, sha224sum, "
-           "sha256sum, sha384sum, sha512sum and echo are available")
+REFUSAL = ("only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id>, retry <id> and abandon <id> "
+           "(admins), md5sum, sha1sum, sha224sum, sha256sum, sha384sum, sha512sum and echo are available")
 
 #: command → hashlib algorithm.
 CHECKSUM_COMMANDS = {"md5sum": "md5", "sha1sum": "sha1", "sha224sum": "sha224", "sha256sum": "sha256",
@@ -133,7 +133,8 @@ def run_command(ops: Any, session: Session, words: list[str]) -> tuple[int, str,
     try:
         if name == "jobs" and not args:
             return 0, _table([ops.public_job(session, job) for job in ops.list_jobs(session)]), ""
-        actions = {"job": ops.get_job, "cancel": ops.cancel_job, "stop": ops.stop_job}
+        actions = {"job": ops.get_job, "cancel": ops.cancel_job, "stop": ops.stop_job, "retry": ops.retry_job,
+                   "abandon": ops.abandon_job}
         if name in actions and len(args) == 1:
             return 0, _details(ops.public_job(session, actions[name](session, args[0]))), ""
     except E.GatewayError as exc:
@@ -201,7 +202,8 @@ def _table(jobs: list[dict]) -> str:
     if not jobs:
         return "no jobs\n"
     rows = [("ID", "STATE", "OPERATION", "DONE", "FROM", "TO")]
-    rows += [(j["id"], j["state"], j["operation"], f"{j['percentageComplete']:.1f}%", j["from"] or "-",
+    rows += [(j["id"], j["state"] + (",stalled" if j.get("stalled") else ""), j["operation"],
+              f"{j['percentageComplete']:.1f}%", j["from"] or "-",
               j["to"] or "-") for j in jobs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] + "\n" for r in rows)

@@ -792,3 +792,124 @@ def test_progress_never_goes_back_and_ends_exact_across_failed_attempts(tmp_path
         assert j.bytes_done == j.bytes_total == 39 * 20_000
     finally:
         g.close()
+
+
+ADMIN = User("root", admin=True)
+
+
+def _until(predicate, timeout=30, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
+def test_a_job_without_progress_is_flagged_stalled_and_an_admin_retries_it(tmp_path):
+    """Its storage keeps failing: the job keeps its attempts (re-queued with a
+    backoff) but makes no progress, so it is flagged stalled in the listing
+    and the metric; an admin's retry runs it again at once with fresh attempts."""
+    from gateway import metrics
+
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, max_attempts=50, step_retries=0,
+              retry_backoff_s=0.05, stall_after_s=0.6, stalled_after_s=0.8)
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, "/a/tree", n=10)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*/f007"
+        out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
+        job = _until(lambda: (j := g.store.get(out.job_id)).stalled and j, what="stalled")
+        assert not job.terminal and g.ops.public_job(a, job)["stalled"] is True
+        assert "\ngateway_jobs_stalled 1\n" in metrics.render(g.store.engine)
+        with pytest.raises(E.PermissionDenied):
+            g.ops.retry_job(a, out.job_id)
+        dst.fs.fail_glob = None
+        again = g.ops.retry_job(Session(ADMIN, "api"), out.job_id)
+        assert again.state == "queued" and not again.stalled and again.retries_from == again.attempts
+        done = wait(g, out.job_id)
+        assert done.state == "completed" and not done.stalled
+        assert count(g.ops, a, "/b/tree") == 10
+    finally:
+        g.close()
+
+
+def test_an_admin_abandons_a_job_before_commit_and_it_is_rolled_back(tmp_path):
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, max_attempts=50, step_retries=0,
+              retry_backoff_s=0.05)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=20)
+        dst = g.namespace.resolve("/b")[0].backend
+        dst.fs.fail_glob = "*/f018"
+        out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
+        _until(lambda: g.store.get(out.job_id).attempts >= 2, what="a retried attempt")
+        dst.fs.fail_glob = None
+        with pytest.raises(E.PermissionDenied):
+            g.ops.abandon_job(a, out.job_id)
+        job = g.ops.abandon_job(Session(ADMIN, "api"), out.job_id)
+        assert job.state in ("cancelled", "stopped") and job.phase == "prepare" and job.leftovers is None
+        assert not dst.exists(dst.join("tree"))
+        for s in (a, b):
+            assert names(g.ops, s, "/b") == [] and count(g.ops, s, "/a/tree") == 20
+        g.ops.mkdir(b, "/b/tree")  # every path is free
+        with pytest.raises(E.InvalidState):
+            g.ops.abandon_job(Session(ADMIN, "api"), out.job_id)
+    finally:
+        g.close()
+
+
+def test_a_committed_job_abandoned_ends_failed_with_its_leftovers_described(tmp_path):
+    g = build(tmp_path, mounts={"/a": slow(5), "/b": slow(1)}, max_attempts=50, step_retries=0,
+              retry_backoff_s=0.05)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=30)
+        src = g.namespace.resolve("/a")[0].backend
+        out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
+        _until(lambda: g.store.get(out.job_id).committed, what="the commit")
+        src.fs.fail_glob = "*"  # the source's storage fails every removal
+        _until(lambda: g.store.get(out.job_id).attempts >= 2, what="a retried cleanup")
+        with pytest.raises(E.InvalidState, match="committed"):
+            g.ops.cancel_job(a, out.job_id)
+        job = g.ops.abandon_job(Session(ADMIN, "api"), out.job_id)
+        src.fs.fail_glob = None
+        assert job.state == "failed" and job.phase == "done"
+        assert job.leftovers and "show again under /a/tree" in job.leftovers
+        assert g.ops.public_job(a, g.store.get(out.job_id))["leftovers"] == job.leftovers
+        assert count(g.ops, b, "/b/tree") == 30  # the move happened
+        g.ops.mkdir(b, "/a/tree/new")  # and no path stays busy
+        g.ops.mkdir(b, "/b/tree/new")
+    finally:
+        g.close()
+
+
+def test_the_initiators_property_on_the_projected_destination_is_kept_at_commit(gw):
+    a, b = sessions()
+    make_tree(gw.ops, a)
+    gw.ops.set_property(a, "/tree/f001", "{urn:x}old", "<x:old xmlns:x='urn:x'>1</x:old>")
+    out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    assert out.backgrounded
+    gw.ops.set_property(a, "/moved/f001", "{urn:x}new", "<x:new xmlns:x='urn:x'>2</x:new>")
+    gw.ops.set_property(a, "/moved", "{urn:x}root", "<x:root xmlns:x='urn:x'>3</x:root>")
+    gw.ops.set_property(a, "/moved/f001", "{urn:x}old", None)  # removed at commit
+    with pytest.raises(E.Busy):  # another session still may not
+        gw.ops.set_property(b, "/moved/f001", "{urn:x}new", "<x/>")
+    with pytest.raises(E.Busy):  # nor the initiator on the source
+        gw.ops.set_property(a, "/tree/f002", "{urn:x}new", "<x/>")
+    assert wait(gw, out.job_id).state == "completed"
+    dav = gw.ops.davstate
+    assert dav.props("/moved/f001") == {"{urn:x}new": "<x:new xmlns:x='urn:x'>2</x:new>"}
+    assert dav.props("/moved") == {"{urn:x}root": "<x:root xmlns:x='urn:x'>3</x:root>"}
+    assert dav.props("/tree/f001") == {}
+
+
+def test_a_job_has_one_monitor_token(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a)
+    out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
+    token = gw.ops.monitor_token(out.job)
+    assert len(token) >= 43 and gw.ops.monitor_token(gw.store.get(out.job_id)) == token
+    assert gw.ops.job_for_token(token).id == out.job_id
+    assert gw.ops.job_for_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    wait(gw, out.job_id)

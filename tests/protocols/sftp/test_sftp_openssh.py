@@ -134,7 +134,8 @@ def test_exec_job_commands_and_refusal(gateway_factory, tmp_path):
     assert ssh(port, "alice", "jobs", tmp_path).stdout == "no jobs\n"
     refused = ssh(port, "alice", "ls -la /", tmp_path)
     assert refused.returncode == 1
-    assert "only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id>, md5sum" in refused.stderr
+    assert ("only SFTP/scp and the commands jobs, job <id>, cancel <id>, stop <id>, retry <id> and abandon <id> "
+            "(admins), md5sum") in refused.stderr
     unknown = ssh(port, "alice", "job nope", tmp_path)
     assert unknown.returncode == 1 and "no job 'nope'" in unknown.stderr
 

@@ -9,7 +9,7 @@ const API = "/api/v1";
 const ACTIVE = new Set(["queued", "running"]);
 const KEEP_FINISHED_MS = 10 * 60 * 1000;   // finished jobs stay listed this long
 const OP_NAMES = { ItemCopy: "Copy", ItemMove: "Move", ItemDelete: "Delete" };
-const JOB_EVENTS = ["snapshot", "created", "state", "progress", "message"];
+const JOB_EVENTS = ["snapshot", "created", "state", "progress", "stalled", "message"];
 
 const S = {
   user: null, admin: false, csrf: "", mounts: ["/"],
@@ -579,6 +579,7 @@ function jobParts() {
     op: el("span", { class: "job-op" }),
     state: el("span", { class: "job-state" }),
     stuck: el("span", { class: "job-flag", hidden: true }, "stuck"),
+    stalled: el("span", { class: "job-flag job-stalled", hidden: true }, "stalled"),
     owner: el("span", { class: "job-owner", hidden: true }),
     from: el("span", { class: "job-from" }),
     arrow: el("span", { "aria-hidden": "true" }, " → "),
@@ -588,13 +589,16 @@ function jobParts() {
     stats: el("div", { class: "job-stats" }),
     error: el("div", { class: "job-error", hidden: true }),
     action: el("button", { type: "button", class: "job-action" }),
+    retry: el("button", { type: "button", class: "job-action job-retry", hidden: true }, "Retry"),
+    abandon: el("button", { type: "button", class: "job-action job-abandon", hidden: true }, "Abandon"),
+    leftovers: el("div", { class: "job-error job-leftovers", hidden: true }),
   };
-  top.append(parts.op, parts.state, parts.stuck, parts.owner);
+  top.append(parts.op, parts.state, parts.stuck, parts.stalled, parts.owner);
   const paths = el("div", { class: "job-paths" });
   paths.append(parts.from, parts.arrow, parts.arrowText, parts.to);
   const actions = el("div", { class: "job-actions" });
-  actions.append(parts.action);
-  li.append(top, paths, parts.bar, parts.stats, parts.error, actions);
+  actions.append(parts.action, parts.retry, parts.abandon);
+  li.append(top, paths, parts.bar, parts.stats, parts.error, parts.leftovers, actions);
   return { li, parts };
 }
 
@@ -605,6 +609,8 @@ function upsertJob(job, fromRequest) {
     const { li, parts } = jobParts();
     rec = { job: {}, li, parts, doneAt: null };
     parts.action.addEventListener("click", () => jobAction(rec));
+    parts.retry.addEventListener("click", () => jobAction(rec, "retry"));
+    parts.abandon.addEventListener("click", () => jobAction(rec, "abandon"));
     S.jobs.set(job.id, rec);
     placeJob(rec, job);
     if (!fromRequest && ACTIVE.has(job.state) && job.owner === S.user) {
@@ -645,6 +651,13 @@ function renderJob(rec) {
   p.op.textContent = name;
   p.state.textContent = job.state + (job.state === "running" && job.phase === "cleanup" ? " (finishing)" : "");
   p.stuck.hidden = !job.stuck;
+  p.stalled.hidden = !job.stalled;
+  p.leftovers.hidden = !job.leftovers;
+  p.leftovers.textContent = job.leftovers ? `Left behind: ${job.leftovers}` : "";
+  // An admin answers a stalled job: run it again now, or give it up.
+  p.retry.hidden = p.abandon.hidden = !(S.admin && job.stalled && ACTIVE.has(job.state));
+  p.retry.setAttribute("aria-label", `Retry ${name.toLowerCase()} of ${job.from || ""}`);
+  p.abandon.setAttribute("aria-label", `Abandon ${name.toLowerCase()} of ${job.from || ""}`);
   p.owner.hidden = !S.admin;
   p.owner.textContent = `by ${job.owner || "?"}`;
   p.from.textContent = job.from || "";
@@ -682,11 +695,11 @@ function jobFinished(rec, transition) {
   if (job.owner === S.user || touchesHere) scheduleRefresh();
 }
 
-async function jobAction(rec) {
+async function jobAction(rec, chosen) {
   // aria-disabled, not disabled: a disabled button drops the keyboard focus.
   if (rec.busy) return;
   const job = rec.job;
-  const verb = job.state === "queued" ? "cancel" : "stop";
+  const verb = chosen || (job.state === "queued" ? "cancel" : "stop");
   rec.busy = true;
   rec.parts.action.setAttribute("aria-disabled", "true");
   try {
