@@ -11,10 +11,10 @@ memory, and a writer faster than the server waits for it.
 Modification times are set with PROPPATCH of ``DAV:getlastmodified``
 (RFC 1123 date; wsgidav with ``mutable_live_props``) or, where that is
 refused, ``DAV:lastmodified`` (Unix seconds; ownCloud and Nextcloud). Most
-servers refuse both: when the mount connects, its root folder's own time is
+servers refuse both: when the mount opens, its root folder's own time is
 set to itself to find out, and the mount's ``mtimes`` capability says what
-was found (a server unreachable then counts as refusing until the gateway
-restarts).
+was found (a server unreachable then counts as refusing until a later call
+reaches it, which asks again).
 
 Options: ``auth`` ([user, password]) or ``username``/``password``;
 ``stream_uploads`` (default True; False for a server that refuses request
@@ -43,6 +43,7 @@ import certifi
 from backends.base import Backend
 from backends.errors import translate
 from gateway import errors as E
+from gateway.types import Entry
 
 __all__ = ["WebDAVBackend", "webdav_target", "BLOCK", "QUEUED_BLOCKS"]
 
@@ -168,19 +169,39 @@ class WebDAVBackend(Backend):
             return super()._open_upload(path)
         return StreamingUpload(self.fs.client, path)
 
+    #: The server could not be asked whether it sets times: ask again after
+    #: the next call that reached it.
+    _probe_due = False
+
     def probe_mtimes(self) -> None:
         """Find out whether the server sets times (see the module's
-        docstring) and make the ``mtimes`` capability say so. Never raises."""
+        docstring) and make the ``mtimes`` capability say so. Never raises;
+        a server that cannot be reached counts as keeping no times until a
+        later call reaches it."""
         root = self.join("")
+        self._probe_due = False
         try:
             with self._io(root):  # once, without the retries of reads: this runs while the gateway starts
                 stamp = self._entry(self.fs.info(root), root).mtime
             found = stamp is not None and self.set_mtime(root, stamp)
         except E.GatewayError as exc:
-            log.warning("mount %s: cannot tell whether it keeps modification times (%s); taken as not", self.url,
-                        exc)
+            log.warning("mount %s: cannot tell whether it keeps modification times (%s); taken as not for now",
+                        self.url, exc)
+            self._probe_due = exc.retryable
             found = False
         self.capabilities = replace(self.capabilities, mtimes=found)
+
+    def _info(self, path: str) -> Entry:
+        entry = super()._info(path)
+        if self._probe_due:
+            self.probe_mtimes()
+        return entry
+
+    def _list(self, path: str) -> tuple[Entry, list[Entry]]:
+        listed = super()._list(path)
+        if self._probe_due:
+            self.probe_mtimes()
+        return listed
 
     def set_mtime(self, path: str, mtime: float) -> bool:
         """PROPPATCH of ``getlastmodified``, else of ``lastmodified``;

@@ -142,3 +142,21 @@ def test_what_a_failed_job_copied_stays_hidden_after_the_server_returns(fresh_se
     assert r.ops.wait_job(s, out.job_id, 60).state == "failed"
     server.start()
     assert _names(r, s, "/m") == []
+
+
+def test_a_webdav_server_unreachable_at_start_is_asked_about_times_once_it_answers(fresh_server, gateway_factory,
+                                                                                    tmp_path):
+    server = fresh_server("webdav")
+    area = server.area()
+    area.put("a.txt", b"a")
+    server.stop()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area, retries=0, cache_ttl_s=0.0)})
+    s = r.session("alice")
+    backend = r.gw.namespace.mount_for("/m").backend
+    assert not backend.capabilities.mtimes  # not known yet: taken as not kept, never as kept
+    with pytest.raises(E.BackendUnavailable):
+        r.ops.set_mtime(s, "/m/a.txt", 1_600_000_000)
+    server.start()
+    assert _names(r, s, "/m") == ["a.txt"]
+    assert backend.capabilities.mtimes
+    assert r.ops.set_mtime(s, "/m/a.txt", 1_600_000_000) and r.ops.stat(s, "/m/a.txt").mtime == 1_600_000_000
