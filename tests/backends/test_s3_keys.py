@@ -1,0 +1,217 @@
+"""S3 leaves the bucket exactly as a user expects: after every kind of
+operation (file and folder move, copy, delete, mkdir/rmdir, done at once or
+backgrounded, stopped) the test lists the bucket itself and compares the
+exact key set; a folder marker stands only for an empty folder (or for
+every folder with ``directory_markers = true``). Deletes go 1,000 keys per
+DeleteObjects, counted by the gateway's own storage request metric."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
+
+import backends.s3
+from gateway import metrics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def _done(r, s, outcome):
+    if outcome.job is not None:
+        job = r.ops.wait_job(s, outcome.job_id, 60)
+        assert job.state == "completed", (job.state, job.error)
+    return outcome
+
+
+def _put(r, s, path, data=b"x"):
+    up = r.ops.open_write(s, path)
+    up.write(data)
+    return up.commit()
+
+
+@pytest.fixture
+def s3(servers, gateway_factory, tmp_path):
+    """(running gateway with the area at /m, the S3 server, the area, keys())."""
+    def start(budget_ms=2000, **options):
+        server = servers("s3")
+        area = server.area()
+        url, opts, fields = mount_spec(area)
+        r = gateway_factory(budget_ms=budget_ms, mounts={"/": f"file://{tmp_path}",
+                                                         "/m": (url, {**opts, **options}, fields)})
+        return r, server, area, lambda: set(server.keys(area.name))
+    return start
+
+
+def test_markers_only_ever_stand_for_empty_folders(s3):
+    r, server, area, keys = s3()
+    ops, s = r.ops, r.session("alice")
+
+    ops.mkdir(s, "/m/empty")
+    assert keys() == {"empty/"}
+    _put(r, s, "/m/empty/x")  # content: the marker goes
+    assert keys() == {"empty/x"}
+    ops.mkdir(s, "/m/empty/deeper")
+    assert keys() == {"empty/x", "empty/deeper/"}
+    ops.mkdir(s, "/m/e2")
+    ops.mkdir(s, "/m/e2/inner")  # a sub-folder is content too
+    assert keys() == {"empty/x", "empty/deeper/", "e2/inner/"}
+    ops.delete(s, "/m/e2/inner")  # rmdir: its marker goes, and e2 with it (S3 has no empty prefix)
+    assert keys() == {"empty/x", "empty/deeper/"}
+
+    # a file copy and move into an empty folder the user made
+    ops.mkdir(s, "/m/into")
+    _done(r, s, ops.copy(s, "/m/empty/x", "/m/into/y"))
+    assert keys() == {"empty/x", "empty/deeper/", "into/y"}
+    ops.mkdir(s, "/m/into2")
+    _done(r, s, ops.move(s, "/m/into/y", "/m/into2/z"))
+    assert keys() == {"empty/x", "empty/deeper/", "into2/z"}  # into is gone with its last object
+
+    # a small folder moved and copied at once; its empty sub-folder keeps its marker
+    ops.mkdir(s, "/m/empty/sub")
+    _put(r, s, "/m/empty/sub/a.txt")
+    out = ops.move(s, "/m/empty", "/m/moved")
+    _done(r, s, out)
+    assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "into2/z"}
+    _done(r, s, ops.copy(s, "/m/moved", "/m/copied"))
+    assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "copied/x", "copied/deeper/",
+                      "copied/sub/a.txt", "into2/z"}
+
+    # a copy onto an existing folder (staged under a reserved name, then put in place)
+    _done(r, s, ops.copy(s, "/m/moved/sub", "/m/copied", overwrite=True))
+    assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "copied/a.txt", "into2/z"}
+
+    # deletes: a file, a tree with an empty folder in it
+    ops.delete(s, "/m/into2/z")
+    _done(r, s, ops.delete(s, "/m/moved", recursive=True))
+    assert keys() == {"copied/a.txt"}
+
+
+def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3):
+    r, server, area, keys = s3(budget_ms=50)
+    ops, s, admin = r.ops, r.session("alice"), r.session("admin")
+    tree = {f"tree/d{i % 3}/f{i:02}.txt" for i in range(60)}
+    for k in tree:
+        area.put(k, b"t")
+    ops.mkdir(s, "/m/tree/hollow")
+    ops.mkdir(s, "/m/target")
+    before = tree | {"tree/hollow/", "target/"}
+    assert keys() == before
+
+    # stopped before commit: the bucket is exactly as it was (target keeps its marker)
+    server.latency_s = 0.05
+    try:
+        out = ops.move(s, "/m/tree", "/m/target/tree", budget_s=0)
+        assert out.backgrounded
+        stopped = ops.stop_job(admin, out.job_id)
+    finally:
+        server.latency_s = 0.0
+    assert stopped.state == "stopped", stopped
+    assert keys() == before
+
+    # backgrounded move into the empty folder: its marker goes once the move is done
+    out = ops.move(s, "/m/tree", "/m/target/tree", budget_s=0)
+    assert out.backgrounded
+    _done(r, s, out)
+    assert keys() == {f"target/{k}" for k in tree} | {"target/tree/hollow/"}
+
+    out = ops.copy(s, "/m/target/tree", "/m/again", budget_s=0)
+    _done(r, s, out)
+    assert keys() == {f"target/{k}" for k in tree} | {"target/tree/hollow/"} | {
+        k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+
+    out = ops.delete(s, "/m/target", recursive=True, budget_s=0)
+    _done(r, s, out)
+    assert keys() == {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+
+
+def test_with_directory_markers_every_folder_made_keeps_one(s3):
+    r, server, area, keys = s3(budget_ms=50, directory_markers=True)
+    ops, s = r.ops, r.session("alice")
+    for k in ("src/a.txt", "src/sub/b.txt"):
+        area.put(k, b"m")
+    ops.mkdir(s, "/m/made")
+    _put(r, s, "/m/made/f")
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f"}
+    _done(r, s, ops.copy(s, "/m/src", "/m/made/copy", budget_s=0))
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f", "made/copy/", "made/copy/a.txt",
+                      "made/copy/sub/", "made/copy/sub/b.txt"}
+    _done(r, s, ops.delete(s, "/m/made", recursive=True, budget_s=0))
+    assert keys() == {"src/a.txt", "src/sub/b.txt"}
+
+
+def test_a_folder_of_1200_objects_is_renamed_and_deleted_with_few_requests(s3):
+    """Counted with the gateway's metric gateway_storage_requests_total (what
+    /metrics shows): CopyObject once per object, ListObjectsV2 a page per
+    1,000 keys, DeleteObjects per 1,000 keys and no DeleteObject at all."""
+    r, server, area, keys = s3(budget_ms=50)
+    ops, s = r.ops, r.session("alice")
+    client = server.client()
+    for i in range(1200):
+        client.put_object(Bucket=server.bucket, Key=f"{server.prefix}/{area.name}/big/d{i % 2}/f{i:04}", Body=b"")
+
+    def delta(before):
+        now = metrics.storage_requests("s3")
+        return {k: now[k] - before.get(k, 0) for k in now if now[k] != before.get(k, 0)}
+
+    before = metrics.storage_requests("s3")
+    _done(r, s, ops.move(s, "/m/big", "/m/renamed", budget_s=0))
+    moved = delta(before)
+    assert keys() == {f"renamed/d{i % 2}/f{i:04}" for i in range(1200)}
+    assert moved["CopyObject"] == 1200
+    assert moved["DeleteObjects"] == 2, moved
+    assert moved.get("ListObjectsV2", 0) <= 8 and "DeleteObject" not in moved and "PutObject" not in moved, moved
+    assert sum(moved.values()) <= 1200 + 15, moved
+
+    before = metrics.storage_requests("s3")
+    _done(r, s, ops.delete(s, "/m/renamed", recursive=True, budget_s=0))
+    deleted = delta(before)
+    assert keys() == set()
+    assert deleted["DeleteObjects"] == 2 and "DeleteObject" not in deleted, deleted
+    assert sum(deleted.values()) <= 8, deleted
+    assert 'gateway_storage_requests_total{storage="s3",operation="DeleteObjects"}' in metrics.render(
+        r.gw.store.engine)  # what /metrics shows
+
+
+def test_times_and_checksums_come_from_the_object(s3, monkeypatch):
+    r, server, area, keys = s3()
+    ops, s = r.ops, r.session("alice")
+    data = os.urandom(200_000)
+    client = server.client()
+    key = f"{server.prefix}/{area.name}/sums/a.bin"
+    client.put_object(Bucket=server.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256")
+
+    before = metrics.storage_requests("s3")
+    assert ops.hash(s, "/m/sums/a.bin", "sha256") == hashlib.sha256(data).hexdigest()
+    assert ops.hash(s, "/m/sums/a.bin", "md5") == hashlib.md5(data).hexdigest()
+    after = metrics.storage_requests("s3")
+    assert after.get("GetObject", 0) == before.get("GetObject", 0)  # never read the content
+
+    # a time set is stored as rclone does, read back by stat and listing, carried by copy and move
+    assert ops.set_mtime(s, "/m/sums/a.bin", 1_600_000_000.25)
+    head = client.head_object(Bucket=server.bucket, Key=key)
+    assert head["Metadata"] == {"mtime": "1600000000.25"}
+    assert ops.stat(s, "/m/sums/a.bin").mtime == 1_600_000_000.25
+    assert [e.mtime for e in ops.list(s, "/m/sums")] == [1_600_000_000.25]
+    assert ops.hash(s, "/m/sums/a.bin", "sha256") == hashlib.sha256(data).hexdigest()  # still the object's
+    _done(r, s, ops.copy(s, "/m/sums/a.bin", "/m/sums/b.bin"))
+    _done(r, s, ops.move(s, "/m/sums/b.bin", "/m/c.bin"))
+    assert ops.stat(s, "/m/c.bin").mtime == 1_600_000_000.25
+    assert server.read(f"{area.name}/c.bin") == data
+
+    # past S3's CopyObject limit a copy goes in parts, its time with it (limits lowered to test it)
+    monkeypatch.setattr(backends.s3, "COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(backends.s3, "COPY_PART", 5 << 20)
+    big = os.urandom((11 << 20) + 7)
+    up = ops.open_write(s, "/m/big.bin")
+    for i in range(0, len(big), 1 << 20):
+        up.write(big[i:i + (1 << 20)])
+        assert up._writer._f.buffer.tell() <= backends.s3.UPLOAD_PART + (1 << 20)  # one part in memory
+    up.commit()
+    assert ops.set_mtime(s, "/m/big.bin", 1_500_000_000)
+    _done(r, s, ops.copy(s, "/m/big.bin", "/m/big2.bin"))
+    assert server.etag(f"{area.name}/big2.bin").endswith("-3")
+    assert server.read(f"{area.name}/big2.bin") == big
+    assert ops.stat(s, "/m/big2.bin").mtime == 1_500_000_000
