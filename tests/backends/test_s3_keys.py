@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import pytest
 from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
@@ -105,6 +106,8 @@ def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3
     try:
         out = ops.move(s, "/m/tree", "/m/target/tree", budget_s=0)
         assert out.backgrounded
+        while ops.get_job(admin, out.job_id).state == "queued":
+            time.sleep(0.02)
         stopped = ops.stop_job(admin, out.job_id)
     finally:
         server.latency_s = 0.0
@@ -215,3 +218,42 @@ def test_times_and_checksums_come_from_the_object(s3, monkeypatch):
     assert server.etag(f"{area.name}/big2.bin").endswith("-3")
     assert server.read(f"{area.name}/big2.bin") == big
     assert ops.stat(s, "/m/big2.bin").mtime == 1_500_000_000
+
+
+def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, gateway_factory, tmp_path):
+    """SFTP SETSTAT and WebDAV X-OC-Mtime on an S3 mount store the time where
+    rclone keeps it: rclone's own S3 backend, pointed at the bucket, lists
+    the same times; the gateway's listings (SFTP, PROPFIND) show them too."""
+    import subprocess
+
+    import httpx
+    from conformance.drivers import SftpDriver
+    from conftest import PASSWORDS
+
+    server = servers("s3")
+    area = server.area()
+    r = gateway_factory(protocols=("sftp", "http"), mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    sftp = SftpDriver(r.port("sftp"), "alice", PASSWORDS["alice"])
+    try:
+        sftp.put("/m/by-sftp.txt", b"sftp")
+        sftp._run(sftp.sftp.utime("/m/by-sftp.txt", (1_500_000_000, 1_500_000_000)))
+        listed = {n.filename: n.attrs.mtime for n in sftp._run(sftp.sftp.readdir("/m"))}
+    finally:
+        sftp.close()
+    assert listed["by-sftp.txt"] == 1_500_000_000
+    base = f"http://127.0.0.1:{r.port('http')}"
+    with httpx.Client(base_url=base, auth=("alice", PASSWORDS["alice"]), timeout=30) as c:
+        reply = c.put("/dav/m/by-dav.txt", content=b"dav", headers={"X-OC-Mtime": "1400000000"})
+        assert reply.status_code == 201 and reply.headers["X-OC-MTime"] == "accepted"
+        found = c.request("PROPFIND", "/dav/m/by-dav.txt", headers={"Depth": "0"})
+        assert "Tue, 13 May 2014 16:53:20 GMT" in found.text, found.text
+
+    env = {**os.environ, "RCLONE_CONFIG_MOTO_TYPE": "s3", "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
+           "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": server.key, "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": server.secret,
+           "RCLONE_CONFIG_MOTO_ENDPOINT": server.endpoint, "RCLONE_CONFIG_MOTO_REGION": "us-east-1"}
+    out = subprocess.run(["rclone", "lsl", "--config", "/dev/null", f"moto:{server.bucket}/{server.prefix}/{area.name}"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    times = {line.split()[-1]: " ".join(line.split()[1:3]) for line in out.stdout.splitlines()}
+    assert times == {"by-sftp.txt": "2017-07-14 02:40:00.000000000",
+                     "by-dav.txt": "2014-05-13 16:53:20.000000000"}, out.stdout
