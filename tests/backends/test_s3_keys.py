@@ -257,3 +257,56 @@ def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, ga
     times = {line.split()[-1]: " ".join(line.split()[1:3]) for line in out.stdout.splitlines()}
     assert times == {"by-sftp.txt": "2017-07-14 02:40:00.000000000",
                      "by-dav.txt": "2014-05-13 16:53:20.000000000"}, out.stdout
+
+
+@pytest.mark.timeout(240)
+def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
+    """SIGKILL the gateway (tests/unit/crash_gateway.py) twice during a
+    400-object rename on S3, start it again: the bucket ends with exactly
+    the renamed keys, the empty folder's marker included, nothing else."""
+    import json
+    import random
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = servers("s3")
+    area = server.area()
+    client = server.client()
+    tree = {f"tree/d{i % 4}/f{i:03}" for i in range(400)} | {"tree/hollow/"}
+    for k in tree:
+        client.put_object(Bucket=server.bucket, Key=f"{server.prefix}/{area.name}/{k}", Body=k.encode())
+    script = Path(__file__).parents[1] / "unit" / "crash_gateway.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]),
+           "CRASH_MOUNTS": json.dumps({"/a": [area.url, area.options]}), "CRASH_MOVE": "/a/tree /a/renamed"}
+
+    def spawn(submit=False):
+        args = [sys.executable, str(script), str(tmp_path / "var"), "-", "-"] + (["--submit"] if submit else [])
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+
+    server.latency_s = 0.05  # a distant region: the kills land mid-rename
+    try:
+        proc = spawn(submit=True)
+        line = proc.stdout.readline()
+        assert line.startswith("SUBMITTED"), line
+        rng = random.Random(7)
+        for _ in range(2):
+            time.sleep(rng.uniform(0.5, 1.5))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc = spawn()
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        server.latency_s = 0.0
+    assert "DONE" in out
+    from gateway.jobs.store import JobStore
+
+    store = JobStore(f"sqlite:///{tmp_path / 'var' / 'jobs.db'}")
+    job = store.get(line.split()[1])
+    store.close()
+    assert job.state == "completed" and job.attempts >= 2, (job.state, job.attempts, job.error)
+    assert set(server.keys(area.name)) == {k.replace("tree/", "renamed/", 1) for k in tree}
+    assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
