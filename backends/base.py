@@ -20,10 +20,10 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import logging
 import posixpath
 import secrets
 import threading
-import logging
 import time
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar

@@ -370,9 +370,16 @@ class S3Backend(Backend):
 
     def set_mtime(self, path: str, mtime: float) -> bool:
         """Rewrite the object's ``mtime`` metadata (a CopyObject onto itself
-        keeping its other metadata and type; in parts past 5 GiB)."""
+        keeping its other metadata and type; in parts past 5 GiB). False
+        for a folder: a prefix has no time of its own."""
+        try:
+            with self._io():
+                h = self._head(path)
+        except E.NotFound:
+            if self.info(path).is_dir:
+                return False
+            raise
         with self._io():
-            h = self._head(path)
             kwargs: dict[str, Any] = {"Metadata": {**h.metadata, META_MTIME: mtime_text(mtime)}}
             if h.content_type:
                 kwargs["ContentType"] = h.content_type
@@ -499,7 +506,7 @@ class S3Backend(Backend):
         self.invalidate(parent)
 
     def _rmdir(self, path: str) -> None:
-        if self.listing(path):
+        if not self.is_empty(path):
             raise E.DirectoryNotEmpty("folder is not empty")
         with self._io():
             self.fs.rm_file(self._marker(path))  # S3 deletes are idempotent: no marker is fine

@@ -330,7 +330,7 @@ class _Run:
         j = self.job
         sp, dp = join(self.src_root, rel), join(self.dst_root, rel)
         if is_dir:
-            self.retry(partial(dst_b.make_folder, dp, partial(_empty, src_b, sp)), f"mkdir {rel}", check)
+            self.retry(partial(dst_b.make_folder, dp, partial(src_b.is_empty, sp)), f"mkdir {rel}", check)
             return
 
         def step() -> None:
@@ -430,7 +430,7 @@ class _Run:
                     self.check()
                     sp, dp = join(self.dst_root, rel), join(dst_path, rel)
                     if e is not None and e.is_dir:
-                        b.make_folder(dp, partial(_empty, b, sp))
+                        b.make_folder(dp, partial(b.is_empty, sp))
                     else:
                         self.retry(partial(copy_file, b, sp, b, dp), f"place {rel}")
                 b.rm_tree(self.dst_root)
@@ -470,11 +470,6 @@ def _width(a, b) -> int:
     if a is b and a.capabilities.server_copy and a.capabilities.copy_fan_out > 1:
         return a.capabilities.copy_fan_out
     return min((w for w in (a.capabilities.fan_out, b.capabilities.fan_out) if w > 1), default=1)
-
-
-def _empty(b, path: str) -> bool:
-    """Whether folder ``path`` of backend ``b`` has nothing in it."""
-    return b.is_empty(path)
 
 
 def _rmdir_quiet(b, path: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
 
 import backends.s3
+from gateway import errors as E
 from gateway import metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -192,7 +193,16 @@ def test_times_and_checksums_come_from_the_object(s3, monkeypatch):
     after = metrics.storage_requests("s3")
     assert after.get("GetObject", 0) == before.get("GetObject", 0)  # never read the content
 
-    # a time set is stored as rclone does, read back by stat and listing, carried by copy and move
+    # an upload keeps its time too; a time set is stored as rclone does, read back by stat and
+    # listing, carried by copy and move; a folder has none of its own
+    started = time.time()
+    _put(r, s, "/m/sums/up.txt")
+    stored = float(client.head_object(Bucket=server.bucket, Key=f"{server.prefix}/{area.name}/sums/up.txt")
+                   ["Metadata"]["mtime"])
+    assert started - 1 <= stored <= time.time() and ops.stat(s, "/m/sums/up.txt").mtime == stored
+    ops.delete(s, "/m/sums/up.txt")
+    with pytest.raises(E.Unsupported):
+        ops.set_mtime(s, "/m/sums", 1_600_000_000)
     assert ops.set_mtime(s, "/m/sums/a.bin", 1_600_000_000.25)
     head = client.head_object(Bucket=server.bucket, Key=key)
     assert head["Metadata"] == {"mtime": "1600000000.25"}
