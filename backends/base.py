@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import logging
 import posixpath
 import secrets
 import threading
@@ -40,6 +41,8 @@ __all__ = ["Backend", "Writer", "CHUNK", "TEMPORARY_KINDS"]
 #: The gateway's own names on storage (see :meth:`Backend.temporaries`):
 #: uploads in progress, staged destinations and folders being deleted.
 TEMPORARY_KINDS = (f"{RESERVED_PREFIX}up-", f"{RESERVED_PREFIX}stage-", f"{RESERVED_PREFIX}trash-")
+
+log = logging.getLogger("gateway.backends")
 
 #: Block size for streamed copies and hashing.
 CHUNK = 1 << 20
@@ -514,12 +517,37 @@ class Backend:
         finally:
             self.invalidate(path)
 
-    def remove_many(self, paths: list[str]) -> None:
+    def remove_many(self, paths: list[str], folders: Iterable[str] = ()) -> None:
         """Delete the files ``paths`` (ones already gone are fine), in calls of
-        up to ``capabilities.batch_remove``. Raises the storage's error; the
-        files removed before it stay removed."""
+        up to ``capabilities.batch_remove``, then the emptied ``folders`` in
+        the order given (deepest first; one that got new content meanwhile is
+        kept, with a warning in the log). Raises the storage's error; what was
+        removed before it stays removed."""
         for path in paths:
             self.remove(path, missing_ok=True)
+        for folder in folders:
+            try:
+                self.rmdir(folder, missing_ok=True)
+            except E.DirectoryNotEmpty:
+                log.warning("folder %s got new content meanwhile; kept", folder)
+
+    def is_empty(self, path: str) -> bool:
+        """Whether folder ``path`` has nothing in it. Raises NotFound."""
+        return not self.listing(path)
+
+    def make_folder(self, path: str, empty: Callable[[], bool]) -> None:
+        """Make folder ``path`` as part of a copy or move's destination (its
+        parent exists or is being made by the same job); ``empty()`` says
+        whether the folder copied stays empty. Where folders exist natively
+        this is ``mkdir`` (existing is fine); an object store writes a marker
+        only where its ``directory_markers`` setting asks (backends.s3).
+        Idempotent."""
+        self.mkdir(path, exist_ok=True)
+
+    def filled(self, path: str) -> None:
+        """``path`` now shows to every client: where an empty folder exists
+        only as a marker object, its parent no longer needs one (S3 removes
+        it). A no-op where folders exist natively. Idempotent."""
 
     def rmdir(self, path: str, missing_ok: bool = False) -> None:
         """Delete empty folder ``path``. Raises DirectoryNotEmpty, NotFound."""
@@ -566,16 +594,19 @@ class Backend:
     def _rename(self, src: str, dst: str) -> None:
         self.fs.mv(src, dst, recursive=True)
 
-    def copy_file(self, src: str, dst: str) -> int:
+    def copy_file(self, src: str, dst: str, size: int | None = None) -> int:
         """Copy one file inside this storage (server-side where
-        ``server_copy``); returns its size. Overwrites ``dst``."""
+        ``server_copy``); returns its size. Overwrites ``dst``. ``size``:
+        the source's, when the caller knows it (saves a stat)."""
         try:
             with self._io():
                 if not self.capabilities.server_copy:
                     raise E.Unsupported("no server-side copy")
-                size = self._server_copy(src, dst)
+                copied = self._server_copy(src, dst)
         finally:
             self.invalidate(dst)
+        if copied is not None:
+            return copied
         return size if size is not None else self.info(dst).size
 
     def _server_copy(self, src: str, dst: str) -> int | None:

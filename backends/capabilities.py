@@ -20,6 +20,8 @@ class Capabilities:
     prefixes; the S3 mount keeps a zero-byte ``folder/`` marker instead).
     ``fan_out``: how many per-object calls a job may run at once on it (1:
     one after another; remote stores hide their latency behind parallel calls).
+    ``copy_fan_out``: how many server-side copies a job runs at once inside
+    the mount (0: as ``fan_out``); they move no bytes through the gateway.
     ``batch_remove``: how many files one call can delete (S3's DeleteObjects
     takes 1,000; 1: one call per file).
     ``mtimes``: the storage keeps a modification time a client sets (where
@@ -35,6 +37,7 @@ class Capabilities:
     checksums: tuple[str, ...] = ()
     directories: bool = True
     fan_out: int = 1
+    copy_fan_out: int = 0
     batch_remove: int = 1
     mtimes: bool = False
 
@@ -43,10 +46,13 @@ _TABLE: dict[str, Capabilities] = {
     "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True, mtimes=True),
     "memory": Capabilities(server_copy=True),
     # CopyObject server-side (multipart UploadPartCopy past 5 GiB); no rename: a
-    # folder "rename" is N copies + N deletes; ETag is the MD5 of a
-    # single-part object.
-    "s3": Capabilities(server_copy=True, cheap_list=False, checksums=("md5",), directories=False, fan_out=8,
-                       batch_remove=1000),
+    # folder "rename" is N copies + N/1000 DeleteObjects.
+    # ETag is the MD5 of a single-part object; SHA-256 where the object was
+    # stored with it (ChecksumSHA256). Times in the ``mtime`` user metadata,
+    # as rclone keeps them. Server-side copies: the mount option
+    # ``copy_concurrency`` (default 16).
+    "s3": Capabilities(server_copy=True, cheap_list=False, checksums=("md5", "sha256"), directories=False,
+                       fan_out=8, copy_fan_out=16, batch_remove=1000, mtimes=True),
     # posix-rename@openssh.com; server_copy only where the server offers
     # copy-data (found out when the mount connects; OpenSSH >= 9.0 does).
     "sftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, random_write=True, fan_out=8,

@@ -357,8 +357,8 @@ class LocalBackend(Backend):
                 self._folder_of(dst) as (dst_folder, dst_name):
             os.rename(src_name, dst_name, src_dir_fd=src_folder, dst_dir_fd=dst_folder)
 
-    def copy_file(self, src: str, dst: str) -> int:
-        return self.copy_from(self, src, dst)
+    def copy_file(self, src: str, dst: str, size: int | None = None) -> int:
+        return self.copy_from(self, src, dst, expected_size=size)
 
     def copy_from(self, source: LocalBackend, src: str, dst: str, temp_key: str | None = None,
                   on_bytes: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,

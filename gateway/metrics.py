@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from gateway.jobs.schema import jobs
 
-__all__ = ["record_op", "session_opened", "session_closed", "refused", "in_use", "render"]
+__all__ = ["record_op", "session_opened", "session_closed", "refused", "in_use", "storage_request",
+           "storage_requests", "render"]
 
 _lock = threading.Lock()
 _op_count: dict[tuple[str, str], int] = defaultdict(int)
@@ -21,6 +22,7 @@ _sessions: dict[str, int] = defaultdict(int)
 _sessions_total: dict[str, int] = defaultdict(int)
 _refused: dict[tuple[str, str], int] = defaultdict(int)
 _in_use: dict[str, int] = defaultdict(int)
+_storage: dict[tuple[str, str], int] = defaultdict(int)
 
 
 def record_op(protocol: str, op: str, ok: bool, seconds: float, nbytes: int = 0) -> None:
@@ -53,6 +55,19 @@ def in_use(resource: str, delta: int) -> None:
     """Add ``delta`` to what is held of a bounded ``resource`` (bytes, handles, connections)."""
     with _lock:
         _in_use[resource] += delta
+
+
+def storage_request(storage: str, operation: str) -> None:
+    """Count one request a mount sent to its storage (``operation`` as the
+    storage's API names it, e.g. S3's ``CopyObject``, ``DeleteObjects``)."""
+    with _lock:
+        _storage[(storage, operation)] += 1
+
+
+def storage_requests(storage: str) -> dict[str, int]:
+    """{operation: requests sent so far} to ``storage`` (e.g. "s3") by this process."""
+    with _lock:
+        return {op: n for (s, op), n in _storage.items() if s == storage}
 
 
 def _esc(v: str) -> str:
@@ -105,4 +120,6 @@ def render(engine: sa.Engine) -> str:
                [({"protocol": p, "limit": k}, n) for (p, k), n in sorted(_refused.items())])
         family("gateway_resource_in_use", "gauge", "What is held of a bounded resource.",
                [({"resource": k}, n) for k, n in sorted(_in_use.items())])
+        family("gateway_storage_requests_total", "counter", "Requests sent to remote storage, by API operation.",
+               [({"storage": s, "operation": o}, n) for (s, o), n in sorted(_storage.items())])
     return "\n".join(out) + "\n"

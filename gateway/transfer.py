@@ -32,7 +32,7 @@ def copy_file(src: Backend, src_path: str, dst: Backend, dst_path: str, *,
         return dst.copy_from(src, src_path, dst_path, temp_key=temp_key, on_bytes=on_bytes, check=check,
                              expected_size=expected_size)
     if src is dst and src.capabilities.server_copy:
-        size = dst.copy_file(src_path, dst_path)
+        size = dst.copy_file(src_path, dst_path, expected_size)
         if on_bytes:
             on_bytes(size)
         return size

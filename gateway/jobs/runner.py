@@ -354,7 +354,7 @@ class _Run:
         j = self.job
         sp, dp = join(self.src_root, rel), join(self.dst_root, rel)
         if is_dir:
-            self.retry(partial(dst_b.mkdir, dp, exist_ok=True), f"mkdir {rel}", check)
+            self.retry(partial(dst_b.make_folder, dp, partial(src_b.is_empty, sp)), f"mkdir {rel}", check)
             return
 
         def step() -> None:
@@ -394,12 +394,15 @@ class _Run:
             b = self.src_mount.backend
             if j.operation == "delete":
                 j.items_done = self.store.count_items(j.id, "removed")[0]
+            batched = b.capabilities.batch_remove > 1
             while True:
-                items = self.store.items(j.id, state, limit=_BATCH, descending=True)
+                # One storage call per journal batch where the storage deletes many at once.
+                limit = max(_BATCH, b.capabilities.batch_remove) if batched else _BATCH
+                items = self.store.items(j.id, state, limit=limit, descending=True)
                 if not items:
                     break
                 counts = 1 if j.operation == "delete" else 0
-                if b.capabilities.batch_remove > 1:
+                if batched:
                     self._remove_batched(b, items, counts)
                 else:
                     self.each(items, partial(self._remove_item, b), "removed", counts, b.capabilities.fan_out,
@@ -409,24 +412,23 @@ class _Run:
                 self.retry(lambda: b.rm_tree(self.src_root), "empty the trash")
         if j.staged:
             self._swap_stage()
+        if j.dst and j.operation in ("copy", "move"):
+            # The destination shows now: its parent may drop an empty-folder marker.
+            dst_mount, dst_path = self.runner.namespace.resolve(j.dst)
+            self.retry(partial(dst_mount.backend.filled, dst_path), "settle the destination's parent")
         self.flush()
 
     def _remove_batched(self, b, items: list, counts: int) -> None:
-        """Remove a journal batch with one call for its files, then its
-        folders in journal order (deepest first: a folder's content sorts
-        before it, so it is gone by then)."""
-        files = [(item_id, rel) for item_id, rel, is_dir, _ in items if not is_dir]
+        """Remove a journal batch with one call: its files, then its folders
+        in journal order (deepest first: a folder's content sorts before
+        it, so it is gone by then)."""
+        files = [join(self.src_root, rel) for _, rel, is_dir, _ in items if not is_dir]
+        folders = [join(self.src_root, rel) for _, rel, is_dir, _ in items if is_dir]
         self.check()
-        if files:
-            self.retry(partial(b.remove_many, [join(self.src_root, rel) for _, rel in files]),
-                       f"remove {len(files)} files", self.check)
-        for item_id, _ in files:
+        self.retry(partial(b.remove_many, files, folders), f"remove {len(files)} files, {len(folders)} folders",
+                   self.check)
+        for item_id, *_ in items:
             self.done(item_id, "removed", counts)
-        for item_id, rel, is_dir, size in items:
-            if is_dir:
-                self.check()
-                self._remove_item(b, rel, True, size, self.check)
-                self.done(item_id, "removed", counts)
 
     def _remove_item(self, b, rel: str, is_dir: bool, _size: int, check: Callable[[], None]) -> None:
         p = join(self.src_root, rel)
@@ -452,7 +454,7 @@ class _Run:
                     self.check()
                     sp, dp = join(self.dst_root, rel), join(dst_path, rel)
                     if e is not None and e.is_dir:
-                        b.mkdir(dp, exist_ok=True)
+                        b.make_folder(dp, partial(b.is_empty, sp))
                     else:
                         self.retry(partial(copy_file, b, sp, b, dp), f"place {rel}")
                 b.rm_tree(self.dst_root)
@@ -486,8 +488,11 @@ class _Run:
 
 
 def _width(a, b) -> int:
-    """How many per-object steps run at once between two mounts: the
+    """How many per-object steps run at once between two mounts: inside
+    one mount that copies server-side, its ``copy_fan_out``; else the
     smallest fan-out of the remote side(s) (1 between local ones)."""
+    if a is b and a.capabilities.server_copy and a.capabilities.copy_fan_out > 1:
+        return a.capabilities.copy_fan_out
     return min((w for w in (a.capabilities.fan_out, b.capabilities.fan_out) if w > 1), default=1)
 
 

@@ -79,8 +79,10 @@ def test_folder_of_300_renamed_through_the_sftp_front_end(kind, servers, gateway
             assert _names(r.ops, other, "/m") == ["dst"]
     finally:
         server.latency_s = 0.0
-    # ...and on the server itself
+    # ...and on the server itself, with no folder marker added
     assert area.files() == {f"dst/f{i:03}.txt": 3 for i in range(300)}
+    if kind == "s3":
+        assert set(server.keys(area.name)) == {f"dst/f{i:03}.txt" for i in range(300)}
     assert area.read("dst/f123.txt") == b"123"
 
 
@@ -181,8 +183,8 @@ def test_a_large_upload_to_s3_goes_multipart(servers, gateway_factory, tmp_path)
 
 
 def test_an_s3_folder_is_deleted_in_batches_and_a_refusal_says_which_object(servers, gateway_factory, tmp_path):
-    """DeleteObjects removes up to a journal batch of objects per request
-    instead of one DELETE each; a batch S3 refuses fails the delete naming a
+    """DeleteObjects removes up to 1,000 objects per request (folder
+    markers in the same call) instead of one DELETE each; a batch S3 refuses fails the delete naming a
     refused object, and nothing is lost."""
     server = servers("s3")
     area = server.area()
@@ -199,7 +201,7 @@ def test_an_s3_folder_is_deleted_in_batches_and_a_refusal_says_which_object(serv
     assert set(area.files()) == {"kept/a.txt", "kept/b.txt"}
     deletes = [q for m, q in server.requests if m == "DELETE"]
     batches = [q for m, q in server.requests if m == "POST" and q.startswith("delete")]
-    assert len(batches) == 3 and len(deletes) <= 3, (len(batches), deletes)  # 600 files; markers one by one
+    assert len(batches) == 1 and deletes == [], (len(batches), deletes)  # 600 files and 3 folders: one call
 
     server.refuse_deletes = True
     try:

@@ -1,7 +1,11 @@
 """A gateway process for the crash test: mounts two slow:: local folders,
 optionally submits a move of /a/tree to /b/tree, and runs until no job is
-left. The test SIGKILLs it at random points and starts it again."""
+left. The test SIGKILLs it at random points and starts it again.
+``CRASH_MOUNTS`` (JSON {path: [url, options]}) and ``CRASH_MOVE`` ("from
+to") in the environment replace the mounts and the move (the S3 test)."""
 
+import json
+import os
 import sys
 import time
 
@@ -12,10 +16,13 @@ from gateway.users import User
 
 def main(state: str, a: str, b: str, submit: bool) -> int:
     opts = {"slow": {"latency_ms": 2}}
-    gw = Gateway.build({"/a": (f"slow::file://{a}", opts), "/b": (f"slow::file://{b}", opts)}, state,
-                       node="crash-node", heartbeat_s=0.05).start()
+    mounts = {"/a": (f"slow::file://{a}", opts), "/b": (f"slow::file://{b}", opts)}
+    if os.environ.get("CRASH_MOUNTS"):
+        mounts = {k: tuple(v) for k, v in json.loads(os.environ["CRASH_MOUNTS"]).items()}
+    src, dst = os.environ.get("CRASH_MOVE", "/a/tree /b/tree").split()
+    gw = Gateway.build(mounts, state, node="crash-node", heartbeat_s=0.05).start()
     if submit:
-        out = gw.ops.move(Session(User("alice"), "ftp"), "/a/tree", "/b/tree", budget_s=0)
+        out = gw.ops.move(Session(User("alice"), "ftp"), src, dst, budget_s=0)
         print("SUBMITTED", out.job_id, flush=True)
     while gw.store.list(state="queued") or gw.store.list(state="running"):
         time.sleep(0.05)

@@ -1,0 +1,322 @@
+"""S3 leaves the bucket exactly as a user expects: after every kind of
+operation (file and folder move, copy, delete, mkdir/rmdir, done at once or
+backgrounded, stopped) the test lists the bucket itself and compares the
+exact key set; a folder marker stands only for an empty folder (or for
+every folder with ``directory_markers = true``). Deletes go 1,000 keys per
+DeleteObjects, counted by the gateway's own storage request metric."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
+
+import backends.s3
+from gateway import errors as E
+from gateway import metrics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def _done(r, s, outcome):
+    if outcome.job is not None:
+        job = r.ops.wait_job(s, outcome.job_id, 60)
+        assert job.state == "completed", (job.state, job.error)
+    return outcome
+
+
+def _put(r, s, path, data=b"x"):
+    up = r.ops.open_write(s, path)
+    up.write(data)
+    return up.commit()
+
+
+@pytest.fixture
+def s3(servers, gateway_factory, tmp_path):
+    """(running gateway with the area at /m, the S3 server, the area, keys())."""
+    def start(budget_ms=2000, **options):
+        server = servers("s3")
+        area = server.area()
+        url, opts, fields = mount_spec(area)
+        r = gateway_factory(budget_ms=budget_ms, mounts={"/": f"file://{tmp_path}",
+                                                         "/m": (url, {**opts, **options}, fields)})
+        return r, server, area, lambda: set(server.keys(area.name))
+    return start
+
+
+def test_markers_only_ever_stand_for_empty_folders(s3):
+    r, server, area, keys = s3()
+    ops, s = r.ops, r.session("alice")
+
+    ops.mkdir(s, "/m/empty")
+    assert keys() == {"empty/"}
+    _put(r, s, "/m/empty/x")  # content: the marker goes
+    assert keys() == {"empty/x"}
+    ops.mkdir(s, "/m/empty/deeper")
+    assert keys() == {"empty/x", "empty/deeper/"}
+    ops.mkdir(s, "/m/e2")
+    ops.mkdir(s, "/m/e2/inner")  # a sub-folder is content too
+    assert keys() == {"empty/x", "empty/deeper/", "e2/inner/"}
+    ops.delete(s, "/m/e2/inner")  # rmdir: its marker goes, and e2 with it (S3 has no empty prefix)
+    assert keys() == {"empty/x", "empty/deeper/"}
+
+    # a file copy and move into an empty folder the user made
+    ops.mkdir(s, "/m/into")
+    _done(r, s, ops.copy(s, "/m/empty/x", "/m/into/y"))
+    assert keys() == {"empty/x", "empty/deeper/", "into/y"}
+    ops.mkdir(s, "/m/into2")
+    _done(r, s, ops.move(s, "/m/into/y", "/m/into2/z"))
+    assert keys() == {"empty/x", "empty/deeper/", "into2/z"}  # into is gone with its last object
+
+    # a small folder moved and copied at once; its empty sub-folder keeps its marker
+    ops.mkdir(s, "/m/empty/sub")
+    _put(r, s, "/m/empty/sub/a.txt")
+    out = ops.move(s, "/m/empty", "/m/moved")
+    _done(r, s, out)
+    assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "into2/z"}
+    _done(r, s, ops.copy(s, "/m/moved", "/m/copied"))
+    assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "copied/x", "copied/deeper/",
+                      "copied/sub/a.txt", "into2/z"}
+
+    # a copy onto an existing folder (staged under a reserved name, then put in place)
+    _done(r, s, ops.copy(s, "/m/moved/sub", "/m/copied", overwrite=True))
+    assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "copied/a.txt", "into2/z"}
+
+    # deletes: a file, a tree with an empty folder in it
+    ops.delete(s, "/m/into2/z")
+    _done(r, s, ops.delete(s, "/m/moved", recursive=True))
+    assert keys() == {"copied/a.txt"}
+
+
+def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3):
+    r, server, area, keys = s3(budget_ms=50)
+    ops, s, admin = r.ops, r.session("alice"), r.session("admin")
+    tree = {f"tree/d{i % 3}/f{i:02}.txt" for i in range(60)}
+    for k in tree:
+        area.put(k, b"t")
+    ops.mkdir(s, "/m/tree/hollow")
+    ops.mkdir(s, "/m/target")
+    before = tree | {"tree/hollow/", "target/"}
+    assert keys() == before
+
+    # stopped before commit: the bucket is exactly as it was (target keeps its marker)
+    server.latency_s = 0.05
+    try:
+        out = ops.move(s, "/m/tree", "/m/target/tree", budget_s=0)
+        assert out.backgrounded
+        while ops.get_job(admin, out.job_id).state == "queued":
+            time.sleep(0.02)
+        stopped = ops.stop_job(admin, out.job_id)
+    finally:
+        server.latency_s = 0.0
+    assert stopped.state == "stopped", stopped
+    assert keys() == before
+
+    # backgrounded move into the empty folder: its marker goes once the move is done
+    out = ops.move(s, "/m/tree", "/m/target/tree", budget_s=0)
+    assert out.backgrounded
+    _done(r, s, out)
+    assert keys() == {f"target/{k}" for k in tree} | {"target/tree/hollow/"}
+
+    out = ops.copy(s, "/m/target/tree", "/m/again", budget_s=0)
+    _done(r, s, out)
+    assert keys() == {f"target/{k}" for k in tree} | {"target/tree/hollow/"} | {
+        k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+
+    out = ops.delete(s, "/m/target", recursive=True, budget_s=0)
+    _done(r, s, out)
+    assert keys() == {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+
+
+def test_with_directory_markers_every_folder_made_keeps_one(s3):
+    r, server, area, keys = s3(budget_ms=50, directory_markers=True)
+    ops, s = r.ops, r.session("alice")
+    for k in ("src/a.txt", "src/sub/b.txt"):
+        area.put(k, b"m")
+    ops.mkdir(s, "/m/made")
+    _put(r, s, "/m/made/f")
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f"}
+    _done(r, s, ops.copy(s, "/m/src", "/m/made/copy", budget_s=0))
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f", "made/copy/", "made/copy/a.txt",
+                      "made/copy/sub/", "made/copy/sub/b.txt"}
+    _done(r, s, ops.delete(s, "/m/made", recursive=True, budget_s=0))
+    assert keys() == {"src/a.txt", "src/sub/b.txt"}
+
+
+def test_a_folder_of_1200_objects_is_renamed_and_deleted_with_few_requests(s3):
+    """Counted with the gateway's metric gateway_storage_requests_total (what
+    /metrics shows): CopyObject once per object, ListObjectsV2 a page per
+    1,000 keys, DeleteObjects per 1,000 keys and no DeleteObject at all."""
+    r, server, area, keys = s3(budget_ms=50)
+    ops, s = r.ops, r.session("alice")
+    client = server.client()
+    for i in range(1200):
+        client.put_object(Bucket=server.bucket, Key=f"{server.prefix}/{area.name}/big/d{i % 2}/f{i:04}", Body=b"")
+
+    def delta(before):
+        now = metrics.storage_requests("s3")
+        return {k: now[k] - before.get(k, 0) for k in now if now[k] != before.get(k, 0)}
+
+    before = metrics.storage_requests("s3")
+    _done(r, s, ops.move(s, "/m/big", "/m/renamed", budget_s=0))
+    moved = delta(before)
+    assert keys() == {f"renamed/d{i % 2}/f{i:04}" for i in range(1200)}
+    assert moved["CopyObject"] == 1200
+    assert moved["DeleteObjects"] == 2, moved
+    assert moved.get("ListObjectsV2", 0) <= 8 and "DeleteObject" not in moved and "PutObject" not in moved, moved
+    assert sum(moved.values()) <= 1200 + 15, moved
+
+    before = metrics.storage_requests("s3")
+    _done(r, s, ops.delete(s, "/m/renamed", recursive=True, budget_s=0))
+    deleted = delta(before)
+    assert keys() == set()
+    assert deleted["DeleteObjects"] == 2 and "DeleteObject" not in deleted, deleted
+    assert sum(deleted.values()) <= 8, deleted
+    assert 'gateway_storage_requests_total{storage="s3",operation="DeleteObjects"}' in metrics.render(
+        r.gw.store.engine)  # what /metrics shows
+
+
+def test_times_and_checksums_come_from_the_object(s3, monkeypatch):
+    r, server, area, keys = s3()
+    ops, s = r.ops, r.session("alice")
+    data = os.urandom(200_000)
+    client = server.client()
+    key = f"{server.prefix}/{area.name}/sums/a.bin"
+    client.put_object(Bucket=server.bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256")
+
+    before = metrics.storage_requests("s3")
+    assert ops.hash(s, "/m/sums/a.bin", "sha256") == hashlib.sha256(data).hexdigest()
+    assert ops.hash(s, "/m/sums/a.bin", "md5") == hashlib.md5(data).hexdigest()
+    after = metrics.storage_requests("s3")
+    assert after.get("GetObject", 0) == before.get("GetObject", 0)  # never read the content
+
+    # an upload keeps its time too; a time set is stored as rclone does, read back by stat and
+    # listing, carried by copy and move; a folder has none of its own
+    started = time.time()
+    _put(r, s, "/m/sums/up.txt")
+    stored = float(client.head_object(Bucket=server.bucket, Key=f"{server.prefix}/{area.name}/sums/up.txt")
+                   ["Metadata"]["mtime"])
+    assert started - 1 <= stored <= time.time() and ops.stat(s, "/m/sums/up.txt").mtime == stored
+    ops.delete(s, "/m/sums/up.txt")
+    with pytest.raises(E.Unsupported):
+        ops.set_mtime(s, "/m/sums", 1_600_000_000)
+    assert ops.set_mtime(s, "/m/sums/a.bin", 1_600_000_000.25)
+    head = client.head_object(Bucket=server.bucket, Key=key)
+    assert head["Metadata"] == {"mtime": "1600000000.25"}
+    assert ops.stat(s, "/m/sums/a.bin").mtime == 1_600_000_000.25
+    assert [e.mtime for e in ops.list(s, "/m/sums")] == [1_600_000_000.25]
+    assert ops.hash(s, "/m/sums/a.bin", "sha256") == hashlib.sha256(data).hexdigest()  # still the object's
+    _done(r, s, ops.copy(s, "/m/sums/a.bin", "/m/sums/b.bin"))
+    _done(r, s, ops.move(s, "/m/sums/b.bin", "/m/c.bin"))
+    assert ops.stat(s, "/m/c.bin").mtime == 1_600_000_000.25
+    assert server.read(f"{area.name}/c.bin") == data
+
+    # past S3's CopyObject limit a copy goes in parts, its time with it (limits lowered to test it)
+    monkeypatch.setattr(backends.s3, "COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(backends.s3, "COPY_PART", 5 << 20)
+    big = os.urandom((11 << 20) + 7)
+    up = ops.open_write(s, "/m/big.bin")
+    for i in range(0, len(big), 1 << 20):
+        up.write(big[i:i + (1 << 20)])
+        assert up._writer._f.buffer.tell() <= backends.s3.UPLOAD_PART + (1 << 20)  # one part in memory
+    up.commit()
+    assert ops.set_mtime(s, "/m/big.bin", 1_500_000_000)
+    _done(r, s, ops.copy(s, "/m/big.bin", "/m/big2.bin"))
+    assert server.etag(f"{area.name}/big2.bin").endswith("-3")
+    assert server.read(f"{area.name}/big2.bin") == big
+    assert ops.stat(s, "/m/big2.bin").mtime == 1_500_000_000
+
+
+def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, gateway_factory, tmp_path):
+    """SFTP SETSTAT and WebDAV X-OC-Mtime on an S3 mount store the time where
+    rclone keeps it: rclone's own S3 backend, pointed at the bucket, lists
+    the same times; the gateway's listings (SFTP, PROPFIND) show them too."""
+    import subprocess
+
+    import httpx
+    from conformance.drivers import SftpDriver
+    from conftest import PASSWORDS
+
+    server = servers("s3")
+    area = server.area()
+    r = gateway_factory(protocols=("sftp", "http"), mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    sftp = SftpDriver(r.port("sftp"), "alice", PASSWORDS["alice"])
+    try:
+        sftp.put("/m/by-sftp.txt", b"sftp")
+        sftp._run(sftp.sftp.utime("/m/by-sftp.txt", (1_500_000_000, 1_500_000_000)))
+        listed = {n.filename: n.attrs.mtime for n in sftp._run(sftp.sftp.readdir("/m"))}
+    finally:
+        sftp.close()
+    assert listed["by-sftp.txt"] == 1_500_000_000
+    base = f"http://127.0.0.1:{r.port('http')}"
+    with httpx.Client(base_url=base, auth=("alice", PASSWORDS["alice"]), timeout=30) as c:
+        reply = c.put("/dav/m/by-dav.txt", content=b"dav", headers={"X-OC-Mtime": "1400000000"})
+        assert reply.status_code == 201 and reply.headers["X-OC-MTime"] == "accepted"
+        found = c.request("PROPFIND", "/dav/m/by-dav.txt", headers={"Depth": "0"})
+        assert "Tue, 13 May 2014 16:53:20 GMT" in found.text, found.text
+
+    env = {**os.environ, "RCLONE_CONFIG_MOTO_TYPE": "s3", "RCLONE_CONFIG_MOTO_PROVIDER": "Other",
+           "RCLONE_CONFIG_MOTO_ACCESS_KEY_ID": server.key, "RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY": server.secret,
+           "RCLONE_CONFIG_MOTO_ENDPOINT": server.endpoint, "RCLONE_CONFIG_MOTO_REGION": "us-east-1"}
+    out = subprocess.run(["rclone", "lsl", "--config", "/dev/null", f"moto:{server.bucket}/{server.prefix}/{area.name}"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    times = {line.split()[-1]: " ".join(line.split()[1:3]) for line in out.stdout.splitlines()}
+    assert times == {"by-sftp.txt": "2017-07-14 02:40:00.000000000",
+                     "by-dav.txt": "2014-05-13 16:53:20.000000000"}, out.stdout
+
+
+@pytest.mark.timeout(240)
+def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
+    """SIGKILL the gateway (tests/unit/crash_gateway.py) twice during a
+    400-object rename on S3, start it again: the bucket ends with exactly
+    the renamed keys, the empty folder's marker included, nothing else."""
+    import json
+    import random
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    server = servers("s3")
+    area = server.area()
+    client = server.client()
+    tree = {f"tree/d{i % 4}/f{i:03}" for i in range(400)} | {"tree/hollow/"}
+    for k in tree:
+        client.put_object(Bucket=server.bucket, Key=f"{server.prefix}/{area.name}/{k}", Body=k.encode())
+    script = Path(__file__).parents[1] / "unit" / "crash_gateway.py"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]),
+           "CRASH_MOUNTS": json.dumps({"/a": [area.url, area.options]}), "CRASH_MOVE": "/a/tree /a/renamed"}
+
+    def spawn(submit=False):
+        args = [sys.executable, str(script), str(tmp_path / "var"), "-", "-"] + (["--submit"] if submit else [])
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+
+    server.latency_s = 0.05  # a distant region: the kills land mid-rename
+    try:
+        proc = spawn(submit=True)
+        line = proc.stdout.readline()
+        assert line.startswith("SUBMITTED"), line
+        rng = random.Random(7)
+        for _ in range(2):
+            time.sleep(rng.uniform(0.5, 1.5))
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc = spawn()
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        server.latency_s = 0.0
+    assert "DONE" in out
+    from gateway.jobs.store import JobStore
+
+    store = JobStore(f"sqlite:///{tmp_path / 'var' / 'jobs.db'}")
+    job = store.get(line.split()[1])
+    store.close()
+    assert job.state == "completed" and job.attempts >= 2, (job.state, job.attempts, job.error)
+    assert set(server.keys(area.name)) == {k.replace("tree/", "renamed/", 1) for k in tree}
+    assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
