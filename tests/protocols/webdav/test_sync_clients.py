@@ -11,7 +11,6 @@ storage keeps them), and nothing the user did not delete is gone."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import shutil
@@ -105,35 +104,6 @@ def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     return log
-
-
-class OpLog(logging.Handler):
-    """The gateway's operation log lines (``gateway.ops``) since the last
-    :meth:`take`."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.ops: list[dict] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if getattr(record, "op", {}).get("protocol") == "webdav":  # the sync client's, not the test's reads
-            self.ops.append(record.op)
-
-    def take(self) -> list[dict]:
-        taken, self.ops = self.ops, []
-        return taken
-
-
-@pytest.fixture
-def op_log():
-    handler = OpLog()
-    logger = logging.getLogger("gateway.ops")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 @pytest.mark.parametrize("mount", MOUNTS)
