@@ -72,12 +72,11 @@ def test_bisync_rounds(gateway_factory, tmp_path, op_log, remote):
         env["RCLONE_CONFIG_GW_HOST"] = "127.0.0.1"
         env["RCLONE_CONFIG_GW_PORT"] = str(r.port("sftp"))
 
-    def rclone(*args: str, ok: bool = True) -> str:
+    def rclone(*args: str) -> str:
         proc = subprocess.run([rclone_bin, "--config", str(tmp_path / "rclone.conf"), "--low-level-retries", "2",
                                "--retries", "1", "-v", *args], env=env, capture_output=True, text=True, timeout=120)
         out = proc.stdout + proc.stderr
-        if ok:
-            assert proc.returncode == 0, (args, out[-6000:])
+        assert proc.returncode == 0, (args, out[-6000:])
         return out
 
     local = tmp_path / "local"
