@@ -4,6 +4,7 @@ front ends a test asks for listening on free 127.0.0.1 ports."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import socket
 import uuid
@@ -168,3 +169,35 @@ def gateway_factory(tmp_path):
     yield start
     for r in started:
         r.close()
+
+
+class OpLog(logging.Handler):
+    """The gateway's operation log lines (``gateway.ops``, their ``op``
+    fields) of ``protocols`` since the last :meth:`take`."""
+
+    def __init__(self, protocols: tuple[str, ...]) -> None:
+        super().__init__(logging.INFO)
+        self.protocols = protocols
+        self.ops: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "op", {}).get("protocol") in self.protocols:
+            self.ops.append(record.op)
+
+    def take(self) -> list[dict]:
+        taken, self.ops = self.ops, []
+        return taken
+
+
+@pytest.fixture
+def op_log():
+    """An :class:`OpLog` of what clients did over WebDAV, SFTP and FTP (not
+    the test's own calls to the core)."""
+    handler = OpLog(("webdav", "sftp", "ftp"))
+    logger = logging.getLogger("gateway.ops")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
