@@ -43,7 +43,8 @@ def _fuse_unavailable() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_fuse_unavailable() is not None, reason=str(_fuse_unavailable()))
+_NO_FUSE = _fuse_unavailable()
+pytestmark = pytest.mark.skipif(_NO_FUSE is not None, reason=str(_NO_FUSE))
 
 
 class Davfs2:
