@@ -610,8 +610,13 @@ class Backend:
         return size if size is not None else self.info(dst).size
 
     def _server_copy(self, src: str, dst: str) -> int | None:
-        """Copy inside the storage (inside ``_io``); the size when known."""
+        """Copy inside the storage (inside ``_io``); the size when known.
+        In memory the copy keeps the source's time, as copies do elsewhere:
+        a file moved by copy keeps its ETag (davfs2 uploads with If-Match)."""
         self.fs.cp_file(src, dst)
+        if isinstance(self.inner, MemoryFileSystem):
+            store, strip = self.inner.store, self.inner._strip_protocol
+            store[strip(dst)].created = store[strip(src)].created
         return None
 
     def set_mtime(self, path: str, mtime: float) -> bool:

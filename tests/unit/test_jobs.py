@@ -756,6 +756,8 @@ def test_locks_below_a_moved_folder_go_when_the_job_commits(gw):
     dav = gw.ops.davstate
     dav.put_lock("tok-1", "/tree/f001", {"root": "/tree/f001", "token": "tok-1", "principal": a.user.name},
                  time.time() + 600)
+    with pytest.raises(E.Locked):  # only the lock's owner, sending its token, may move it
+        gw.ops.move(a, "/tree", "/moved", budget_s=0)
     a.lock_tokens = frozenset({"tok-1"})
     out = gw.ops.move(a, "/tree", "/moved", budget_s=0)
     assert out.backgrounded and dav.locks("/tree", include_children=True)  # not yet for everyone
