@@ -11,10 +11,12 @@ import subprocess
 import time
 
 import pytest
+
 from conftest import PASSWORDS
 from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
 
 from gateway import errors as E
+from gateway import metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -160,10 +162,12 @@ def test_a_single_object_moves_inline_server_side_on_s3(servers, gateway_factory
     area.put("a/big.bin", os.urandom(6 << 20))
     r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
     s = r.session("alice")
-    started = time.monotonic()
+    before = metrics.storage_requests("s3")
     out = r.ops.move(s, "/m/a/big.bin", "/m/b.bin")
-    assert out.job is None and not out.backgrounded  # CopyObject + DeleteObject, no bytes through us
-    assert time.monotonic() - started < 2
+    assert out.job is None and not out.backgrounded
+    sent = {k: n - before.get(k, 0) for k, n in metrics.storage_requests("s3").items() if n != before.get(k, 0)}
+    # server-side: CopyObject, no bytes through the gateway (no GetObject, PutObject or multipart upload)
+    assert sent.get("CopyObject") == 1 and not {"GetObject", "PutObject", "UploadPart"} & set(sent), sent
     assert area.files() == {"b.bin": 6 << 20}
 
 
