@@ -220,12 +220,6 @@ def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dic
     return S3Backend(fs, root, "s3", caps, directory_markers=markers, listing_mtimes=listing_mtimes, **settings)
 
 
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise E.BadRequest(f"mount option {name}: expected true or false, got {value!r}")
-    return value
-
-
 def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
     from dataclasses import replace
 
