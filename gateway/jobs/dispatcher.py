@@ -119,7 +119,8 @@ class EmbeddedDispatcher:
         NotFound, InvalidState."""
         job = self.store.cancel(job_id)
         if job.phase == "rollback":
-            self.runner.rollback(job)
+            if not self.runner.rollback(job):
+                self.store.set_leftovers(job_id, rollback_leftovers(job))
             job = self.store.get(job_id)
         return job
 
