@@ -22,7 +22,7 @@ from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job, pending_props_root
 from gateway.jobs.schema import dav_props, job_items, jobs, metadata, monitor_tokens, store_secrets
 
-__all__ = ["JobStore", "hash_token", "write_transaction"]
+__all__ = ["JobStore", "hash_token", "rollback_leftovers", "write_transaction"]
 
 #: The newest migration under migrations/versions (a test keeps them in step).
 SCHEMA_HEAD = "0004"
