@@ -67,6 +67,9 @@ class EmbeddedDispatcher:
         self._closing = threading.Event()
         self._threads: list[threading.Thread] = []
         self.busy = 0
+        #: Ids of the jobs this node's workers are running now (an attempt
+        #: taken from its worker may still be inside a storage call).
+        self.running: set[str] = set()
         runner.closing = self._closing.is_set
 
     def queue_for(self, operation: str) -> str:
@@ -119,7 +122,8 @@ class EmbeddedDispatcher:
         NotFound, InvalidState."""
         job = self.store.cancel(job_id)
         if job.phase == "rollback":
-            self.runner.rollback(job)
+            if not self.runner.rollback(job):
+                self.store.set_leftovers(job_id, rollback_leftovers(job))
             job = self.store.get(job_id)
         return job
 
@@ -174,7 +178,9 @@ class EmbeddedDispatcher:
             phase = "rollback" if job.attempts else "prepare"
             if self.store.take(job, "cancelled", phase=phase, error_type="InvalidState",
                                error="abandoned by an admin; nothing was changed"):
-                if phase == "rollback" and not self.runner.rollback(job):
+                # A worker still inside a storage call may write once more:
+                # the watchdog rolls back after it let go.
+                if phase == "rollback" and (job_id in self.running or not self.runner.rollback(job)):
                     self.store.set_leftovers(job_id, rollback_leftovers(job))
                 return self.store.get(job_id)
         raise InvalidState(f"job {job_id} keeps changing; try again")
@@ -197,11 +203,13 @@ class EmbeddedDispatcher:
             if self._shared:  # other nodes may have queued more: the next idle worker looks too
                 self._notify(queue)
             self.busy += 1
+            self.running.add(job.id)
             try:
                 self.runner.run(job)
             except Exception:  # noqa: BLE001
                 log.exception("job %s: runner crashed", job.id)
             finally:
+                self.running.discard(job.id)
                 self.busy -= 1
             if job.state == "queued":  # to be retried after a backoff: wake a worker then
                 timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify, args=(queue,))
@@ -243,7 +251,7 @@ class EmbeddedDispatcher:
                 for job in self.store.mark_stalled(now - self.stalled_after_s):
                     log.error("job %s stalled: no progress for %.0fs (%s %s); an admin may retry or abandon it",
                               job.id, self.stalled_after_s, job.operation, job.src)
-                self.runner.retry_rollbacks()
+                self.runner.retry_rollbacks(skip=self.running)
                 self.store.purge_finished(now - self.keep_finished_s)
                 for job, state in requeued:
                     if state == "queued":

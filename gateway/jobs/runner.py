@@ -127,11 +127,12 @@ class JobRunner:
         return (f"{n} item(s), {size} bytes, of the source were not removed and show again under {job.src}: "
                 "remove them by hand")
 
-    def retry_rollbacks(self) -> None:
-        """Finish the rollbacks that could not reach their storage: until one
+    def retry_rollbacks(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
+        """Finish the rollbacks that could not reach their storage (or
+        waited for a worker, ``skip``: ids still being run here): until one
         succeeds, the job's overlay keeps its partial destination hidden."""
         for job in self.store.overlays():
-            if job.phase == "rollback":
+            if job.phase == "rollback" and job.id not in skip:
                 self.rollback(job)
 
     def rollback(self, job: Job) -> bool:

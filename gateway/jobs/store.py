@@ -22,7 +22,7 @@ from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job, pending_props_root
 from gateway.jobs.schema import dav_props, job_items, jobs, metadata, monitor_tokens, store_secrets
 
-__all__ = ["JobStore", "hash_token", "write_transaction"]
+__all__ = ["JobStore", "hash_token", "rollback_leftovers", "write_transaction"]
 
 #: The newest migration under migrations/versions (a test keeps them in step).
 SCHEMA_HEAD = "0004"
@@ -465,13 +465,15 @@ class JobStore:
 
     def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_done: int, bytes_done: int) -> bool:
         """Journal a batch of finished steps together with the job's progress,
-        in one transaction. False when the attempt is no longer ours."""
+        in one transaction (finished steps, or grown counts, stamp
+        ``progress_at``). False when the attempt is no longer ours."""
         now = time.time()
         with self._tx() as c:
             res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
                                                 jobs.c.state == "running")
                             .values(items_done=items_done, bytes_done=bytes_done, heartbeat_at=now,
-                                    **_progress_if_grown(items_done, bytes_done, now)))
+                                    **(dict(progress_at=now, stalled=False) if ids
+                                       else _progress_if_grown(items_done, bytes_done, now))))
             if res.rowcount != 1:
                 return False
             if ids:

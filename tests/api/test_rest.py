@@ -290,8 +290,9 @@ def test_a_move_sent_again_without_a_key_attaches_to_its_job(api):
     assert first.status_code == 202, first.text
     again = retry.post("/api/v1/fs/move", json={"from": "/slow/tree", "to": "/slow/moved"})
     assert again.status_code in (201, 202), again.text
-    if again.status_code == 202:
+    if again.status_code == 202:  # the same job, behind the same monitor URL
         assert again.json()["id"] == first.json()["id"]
+        assert again.headers["location"] == first.headers["location"] == again.json()["monitor"]
     assert follow(c, first.headers["location"]).status_code == 303
 
 

@@ -237,20 +237,24 @@ def test_upload_move_stop_and_refresh(portal, tmp_path):
     assert portal.problems == []
 
 
-def test_admin_sees_every_users_jobs_with_owner_and_stuck_flag(portal):
+def test_admin_sees_every_users_jobs_with_owner_stuck_and_stalled_flags(portal):
     from gateway.jobs.model import Job
 
-    # A job of bob's that no worker serves, flagged stuck as the watchdog does.
+    # A job of bob's that no worker serves, flagged stuck and stalled as the watchdog does.
     portal.gw.store.create(Job(id="stuck-job-1", queue="nobody", operation="copy", src="/slow/x", dst="/slow/y",
-                               owner="bob", session_id="test:bob", protocol="test", stuck=True))
+                               owner="bob", session_id="test:bob", protocol="test", stuck=True, stalled=True))
     page = portal.open("admin")
     page.locator("#jobs-toggle").click()
     entry = job_entry(page, "/slow/y")
     entry.wait_for()
     assert entry.locator(".job-owner").inner_text() == "by bob"
-    assert entry.locator(".job-flag").is_visible() and entry.locator(".job-flag").inner_text() == "stuck"
+    flags = entry.locator(".job-flag")
+    assert [flags.nth(i).inner_text() for i in range(flags.count()) if flags.nth(i).is_visible()] == [
+        "stuck", "stalled"]
     assert page.text_content("#jobs-badge") == "1"
-    entry.get_by_role("button", name="Cancel copy of /slow/x").click()
+    # An admin answers a stalled job: Retry or Abandon (here: nothing was written, so it is cancelled).
+    assert entry.get_by_role("button", name="Retry copy of /slow/x").is_visible()
+    entry.get_by_role("button", name="Abandon copy of /slow/x").click()
     wait_job(page, "/slow/y", "cancelled")
     assert page.text_content("#jobs-badge") == "0"
     assert portal.gw.store.get("stuck-job-1").state == "cancelled"

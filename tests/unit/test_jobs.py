@@ -919,3 +919,29 @@ def test_a_job_has_one_monitor_token(gw):
     assert gw.ops.job_for_token(token).id == out.job_id
     assert gw.ops.job_for_token(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
     wait(gw, out.job_id)
+
+
+def test_an_abandoned_attempt_stuck_in_a_storage_call_is_rolled_back_once_it_lets_go(tmp_path):
+    """The attempt hangs in a storage call and does not answer the stop: it
+    is taken from its worker (cancelled at once), and what it wrote is
+    removed only after the worker let go, so a late write leaves nothing."""
+    g = build(tmp_path, mounts={"/a": slow(1), "/b": slow(1)}, stall_after_s=0.6)
+    try:
+        a, b = sessions()
+        make_tree(g.ops, a, "/a/tree", n=30)
+        g.namespace.resolve("/a")[0].backend.fs.latency_s = 0.03
+        dst = g.namespace.resolve("/b")[0].backend
+        out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
+        _until(lambda: g.store.get(out.job_id).items_done >= 3, what="copied files")
+        dst.fs.latency_s = 1.5  # every call hangs
+        job = g.dispatcher.abandon(out.job_id, timeout=0.2)
+        assert (job.state, job.phase) == ("cancelled", "rollback") and "hidden" in job.leftovers
+        dst.fs.latency_s = 0.001
+        for s in (a, b):
+            assert names(g.ops, s, "/b") == []
+        _until(lambda: g.store.get(out.job_id).phase == "prepare", what="the watchdog's rollback")
+        assert g.store.get(out.job_id).leftovers is None
+        assert out.job_id not in g.dispatcher.running and not dst.exists(dst.join("tree"))
+        g.ops.mkdir(b, "/b/tree")
+    finally:
+        g.close()
