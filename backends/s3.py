@@ -270,6 +270,8 @@ class S3Backend(Backend):
         base = path.rstrip("/")
         if len(listing) == 1 and listing[0]["name"] == base and listing[0].get("type") != "directory":
             raise E.NotADirectory("not a folder")
+        # s3fs lists the folder's own marker too: what filled() needs to know
+        self._remember(self._marked, base, any(i["name"] == base + "/" for i in listing))
         if self.listing_mtimes:
             self._with_mtimes(listing)
         return own, self._entries(path, listing)
@@ -279,8 +281,10 @@ class S3Backend(Backend):
         each for those not seen before, a few at once)."""
         wanted = []
         for item in listing:
-            if item.get("type") == "directory" or posixpath.basename(item["name"]).startswith(RESERVED_PREFIX):
-                continue
+            name = item["name"]
+            if item.get("type") == "directory" or name.endswith("/") or \
+                    posixpath.basename(name).startswith(RESERVED_PREFIX):
+                continue  # folders, the folder's own marker, the gateway's temporaries
             h = self._known(item["name"], item.get("ETag"), _seconds(item.get("LastModified")))
             if h is None:
                 wanted.append(item)

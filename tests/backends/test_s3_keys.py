@@ -55,6 +55,16 @@ def test_markers_only_ever_stand_for_empty_folders(s3):
     assert keys() == {"empty/"}
     _put(r, s, "/m/empty/x")  # content: the marker goes
     assert keys() == {"empty/x"}
+    # a folder listed without a marker costs an upload no extra request
+    assert [e.name for e in ops.list(s, "/m/empty")] == ["x"]
+    before = metrics.storage_requests("s3")
+    _put(r, s, "/m/empty/x2")
+    _put(r, s, "/m/empty/x3")
+    after = metrics.storage_requests("s3")
+    assert after.get("DeleteObject", 0) == before.get("DeleteObject", 0)
+    ops.delete(s, "/m/empty/x2")
+    ops.delete(s, "/m/empty/x3")
+    assert keys() == {"empty/x"}
     ops.mkdir(s, "/m/empty/deeper")
     assert keys() == {"empty/x", "empty/deeper/"}
     ops.mkdir(s, "/m/e2")
