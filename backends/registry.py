@@ -101,7 +101,11 @@ def check_url(url: str, options: dict[str, Any] | None = None) -> None:
     Raises BadRequest with a message for the operator (no secrets).
     """
     url = expand_env(url)
-    expand_env(dict(options or {}))
+    opts = expand_env(dict(options or {}))
+    if url.split("://", 1)[0] in ("s3", "s3a"):
+        from backends.s3 import gateway_options
+
+        gateway_options(opts, 1)
     for part in url.split("::"):
         protocol = part.split("://", 1)[0] if "://" in part else part
         if protocol not in _BUILDERS:
@@ -202,22 +206,17 @@ def _first_connection(connect: Callable[[], Any], shown: str) -> Any:
 def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:
     from dataclasses import replace
 
-    from backends.s3 import S3Backend, count_requests, s3_options
+    from backends.s3 import S3Backend, count_requests, gateway_options, s3_options
 
     options = dict(options)
     if not options.pop("etag_is_md5", True):  # e.g. SSE-KMS buckets: ETags are not MD5s
         caps = replace(caps, checksums=tuple(c for c in caps.checksums if c != "md5"))
-    markers = _flag(options.pop("directory_markers", False), "directory_markers")
-    listing_mtimes = _flag(options.pop("listing_mtimes", True), "listing_mtimes")
-    concurrency = options.pop("copy_concurrency", caps.copy_fan_out)
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 1000:
-        raise E.BadRequest(f"mount option copy_concurrency: expected a whole number from 1 to 1000, "
-                           f"got {concurrency!r}")
-    caps = replace(caps, copy_fan_out=concurrency)
+    own = gateway_options(options, caps.copy_fan_out)
+    caps = replace(caps, copy_fan_out=own.pop("copy_concurrency"))
     fs, root = _connected(lambda: fsspec.core.url_to_fs(url, **s3_options(options, timeout_s)))
     fs.retries = 1  # a class attribute in s3fs, not an option
     count_requests(fs)
-    return S3Backend(fs, root, "s3", caps, directory_markers=markers, listing_mtimes=listing_mtimes, **settings)
+    return S3Backend(fs, root, "s3", caps, **own, **settings)
 
 
 def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dict[str, Any]) -> Backend:

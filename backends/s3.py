@@ -47,7 +47,7 @@ from gateway import errors as E
 from gateway import metrics
 from gateway.types import RESERVED_PREFIX, Entry
 
-__all__ = ["S3Backend", "s3_options", "count_requests", "mtime_text", "parse_mtime"]
+__all__ = ["S3Backend", "s3_options", "gateway_options", "count_requests", "mtime_text", "parse_mtime"]
 
 #: The user metadata key of the modification time (rclone's).
 META_MTIME = "mtime"
@@ -84,6 +84,23 @@ def parse_mtime(text: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return t if t == t and abs(t) < 1e11 else None  # not NaN, a plausible date
+
+
+def gateway_options(options: dict[str, Any], copy_concurrency: int) -> dict[str, Any]:
+    """Take the gateway's own S3 mount options out of ``options`` (the rest
+    are s3fs's): ``directory_markers`` (false), ``listing_mtimes`` (true),
+    ``copy_concurrency`` (default given). Raises BadRequest naming a bad one."""
+    out: dict[str, Any] = {}
+    for name, default in (("directory_markers", False), ("listing_mtimes", True)):
+        value = options.pop(name, default)
+        if not isinstance(value, bool):
+            raise E.BadRequest(f"mount option {name}: expected true or false, got {value!r}")
+        out[name] = value
+    n = options.pop("copy_concurrency", copy_concurrency)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+        raise E.BadRequest(f"mount option copy_concurrency: expected a whole number from 1 to 1000, got {n!r}")
+    out["copy_concurrency"] = n
+    return out
 
 
 def s3_options(options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -253,6 +270,8 @@ class S3Backend(Backend):
         base = path.rstrip("/")
         if len(listing) == 1 and listing[0]["name"] == base and listing[0].get("type") != "directory":
             raise E.NotADirectory("not a folder")
+        # s3fs lists the folder's own marker too: what filled() needs to know
+        self._remember(self._marked, base, any(i["name"] == base + "/" for i in listing))
         if self.listing_mtimes:
             self._with_mtimes(listing)
         return own, self._entries(path, listing)
@@ -262,8 +281,10 @@ class S3Backend(Backend):
         each for those not seen before, a few at once)."""
         wanted = []
         for item in listing:
-            if item.get("type") == "directory" or posixpath.basename(item["name"]).startswith(RESERVED_PREFIX):
-                continue
+            name = item["name"]
+            if item.get("type") == "directory" or name.endswith("/") or \
+                    posixpath.basename(name).startswith(RESERVED_PREFIX):
+                continue  # folders, the folder's own marker, the gateway's temporaries
             h = self._known(item["name"], item.get("ETag"), _seconds(item.get("LastModified")))
             if h is None:
                 wanted.append(item)

@@ -55,6 +55,16 @@ def test_markers_only_ever_stand_for_empty_folders(s3):
     assert keys() == {"empty/"}
     _put(r, s, "/m/empty/x")  # content: the marker goes
     assert keys() == {"empty/x"}
+    # a folder listed without a marker costs an upload no extra request
+    assert [e.name for e in ops.list(s, "/m/empty")] == ["x"]
+    before = metrics.storage_requests("s3")
+    _put(r, s, "/m/empty/x2")
+    _put(r, s, "/m/empty/x3")
+    after = metrics.storage_requests("s3")
+    assert after.get("DeleteObject", 0) == before.get("DeleteObject", 0)
+    ops.delete(s, "/m/empty/x2")
+    ops.delete(s, "/m/empty/x3")
+    assert keys() == {"empty/x"}
     ops.mkdir(s, "/m/empty/deeper")
     assert keys() == {"empty/x", "empty/deeper/"}
     ops.mkdir(s, "/m/e2")
@@ -320,3 +330,17 @@ def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
     assert job.state == "completed" and job.attempts >= 2, (job.state, job.attempts, job.error)
     assert set(server.keys(area.name)) == {k.replace("tree/", "renamed/", 1) for k in tree}
     assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
+
+
+@pytest.mark.parametrize("option,value,said", [
+    ("directory_markers", "yes", "mount option directory_markers: expected true or false, got 'yes'"),
+    ("listing_mtimes", 1, "mount option listing_mtimes: expected true or false, got 1"),
+    ("copy_concurrency", 0, "mount option copy_concurrency: expected a whole number from 1 to 1000, got 0"),
+])
+def test_a_bad_s3_mount_option_is_one_clear_line_at_check_time(option, value, said):
+    from backends.registry import check_url, open_backend
+
+    for call in (check_url, open_backend):
+        with pytest.raises(E.BadRequest) as bad:
+            call("s3://bucket/prefix", {"endpoint_url": "http://127.0.0.1:9", option: value})
+        assert str(bad.value) == said
