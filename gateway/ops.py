@@ -379,10 +379,12 @@ class Operations:
         self.davstate.committed(c, job)
         self.fileids.committed(c, job)
 
-    def _follow(self, op: str, src: str, dst: str | None) -> None:
-        """What keys on paths follows an operation done at once."""
+    def _follow(self, op: str, src: str, dst: str | None, before: Entry | None = None,
+                after: Entry | None = None) -> None:
+        """What keys on paths follows an operation done at once (``before``
+        and ``after``: a moved file at both places, see FileIds.follow)."""
         self.davstate.follow(op, src, dst)
-        self.fileids.follow(op, src, dst)
+        self.fileids.follow(op, src, dst, before, after)
 
     def change_stamp(self) -> tuple[int, int]:
         """A value that changes whenever something made through this
@@ -989,8 +991,9 @@ class Operations:
                 copy_file(sb, sbp, db, dbp, expected_size=entry.size)
                 if op == "move":
                     sb.remove(sbp)
-            self._follow(op, sg, dg)
-            return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
+            after = self._stat_g(session, dg)
+            self._follow(op, sg, dg, entry, after)
+            return Outcome(after.renamed(self._user(session, dg)))
         return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s,
                             started=started)
 

@@ -144,6 +144,11 @@ class OcProps:
         found = self._id(path)
         return folder_etag(found.id, found.version)
 
+    def file_etag(self, path: str, entry: Entry) -> str:
+        """A file's ETag: the one kept across its last move while the
+        storage still reports that copy, else the storage's (gateway.fileids)."""
+        return self._id(path).served_etag(entry)
+
     def folder_mtime(self, path: str) -> float:
         """A time for a folder whose storage keeps none (a mount point on
         an object store): when something below it last changed through the

@@ -5,11 +5,13 @@ and a folder's version changes when anything below it changes."""
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 
 from conftest import unique_memory
 from gateway import errors as E
+from gateway.fileids import storage_etag
 
 
 def _ids(ops, s, *paths):
@@ -125,3 +127,50 @@ def test_hash_answers_from_the_kept_checksum_while_the_size_matches(gateway_fact
     assert ops.hash(s, "/k.txt", "md5") == hashlib.md5(b"longer content").hexdigest()
     with pytest.raises(E.BadRequest):
         ops.hash(s, "/k.txt", "crc32")
+
+
+def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_factory):
+    """On storage that moves by copy and keeps no times (memory) the copy
+    has a new storage ETag: the file's kept one is served while the storage
+    reports that copy, across further moves; any change of the content,
+    through the gateway or behind it, gives the storage's ETag again."""
+    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}"})
+    ops, s = r.ops, r.session()
+    backend = r.gw.namespace.resolve("/")[0].backend
+    w = ops.open_write(s, "/f.txt")
+    w.write(b"content")
+    w.commit()
+
+    def etag(path):
+        return ops.file_ids(s, [path])[0].served_etag(ops.stat(s, path))
+
+    first = etag("/f.txt")  # a sync client saw it: the file has an id
+    time.sleep(0.002)  # the copy's time differs from the original's
+    ops.move(s, "/f.txt", "/g.txt")
+    assert storage_etag(ops.stat(s, "/g.txt")) != first
+    assert etag("/g.txt") == first
+    time.sleep(0.002)
+    ops.mkdir(s, "/d")
+    ops.move(s, "/g.txt", "/d/h.txt")
+    assert etag("/d/h.txt") == first
+    ops.copy(s, "/d/h.txt", "/c.txt")  # a copy is another file
+    assert etag("/c.txt") == storage_etag(ops.stat(s, "/c.txt"))
+    # Rewritten behind the gateway's back (same size): the storage's new ETag.
+    time.sleep(0.002)
+    backend.fs.pipe_file(backend.join("d/h.txt"), b"CONTENT")
+    assert etag("/d/h.txt") == storage_etag(ops.stat(s, "/d/h.txt")) != first
+    # Moved again and rewritten through the gateway: the same.
+    time.sleep(0.002)
+    ops.move(s, "/d/h.txt", "/h.txt")
+    assert etag("/h.txt") != storage_etag(ops.stat(s, "/h.txt"))
+    w = ops.open_write(s, "/h.txt")
+    w.write(b"content")
+    w.commit()
+    assert etag("/h.txt") == storage_etag(ops.stat(s, "/h.txt"))
+    # A file nobody asked an id for keeps nothing.
+    w = ops.open_write(s, "/n.txt")
+    w.write(b"n")
+    w.commit()
+    time.sleep(0.002)
+    ops.move(s, "/n.txt", "/m.txt")
+    assert etag("/m.txt") == storage_etag(ops.stat(s, "/m.txt"))
