@@ -14,12 +14,13 @@ so they survive restarts and every node sees the same:
   gateway (upload, mkdir, delete, move, copy, time set), so a folder's
   version changes when anything below it changes. A job changes versions
   once, in the transaction that commits it;
-- ``checksum``: the digest an uploader sent and the core verified, and
-  others computed with it (``"sha1:<hex> md5:<hex>"``), with the size they
-  cover; a new content without one
-  drops it, a move takes it along, a copy copies it. Changes behind the
-  gateway's back are not seen: a reader trusts it only while the size is
-  still the same.
+- ``checksum``: the digests computed of a whole upload as it streamed
+  through the core (``[policy] upload_checksums``, any protocol), with the
+  one an uploader sent and the core verified first
+  (``"sha1:<hex> md5:<hex>"``), and the size they cover; a new content
+  without one (an upload that continued a file) drops it, a move takes it
+  along, a copy copies it. Changes behind the gateway's back are not seen:
+  a reader trusts it only while the size is still the same.
 
 - ``etag``: the ETag a file had before a move made through the gateway
   that the storage did by copy and that changed what the storage reports
@@ -34,9 +35,9 @@ so they survive restarts and every node sees the same:
   below get the storage's new ETags.
 
 Changes made directly on the storage, behind the gateway's back, change no
-version. Until somebody asks for an id the table is empty and a change costs
-no write (on SQLite, where this process is the only writer, that is known
-without a query).
+version. Until somebody asks for an id or an upload keeps a checksum the
+table is empty and a change costs no write (on SQLite, where this process
+is the only writer, that is known without a query).
 
 Thread-safe. Database errors after an operation are logged, not raised: the
 operation is done whatever happens here.
@@ -224,8 +225,11 @@ class FileIds:
             return
         try:
             if checksum is not None:
-                self.ids([path])
+                with self._lock:
+                    self._seen = True
             with write_transaction(self.engine) as c:
+                if checksum is not None:
+                    _insert_ignore(c, file_ids, [{"path": path, "version": self._version()}])
                 c.execute(file_ids.update().where(file_ids.c.path == path).values(
                     checksum=checksum, checksum_size=size if checksum is not None else None,
                     etag=None, etag_stamp=None))

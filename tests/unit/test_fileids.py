@@ -5,11 +5,13 @@ and a folder's version changes when anything below it changes."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import pytest
 
-from conftest import unique_memory
+from conformance.drivers import FtpDriver, SftpDriver
+from conftest import PASSWORDS, unique_memory
 from gateway import errors as E
 from gateway.fileids import storage_etag
 
@@ -95,8 +97,13 @@ def test_verified_checksums_are_kept_and_follow_the_file(gateway_factory):
     found = ops.file_ids(s, ["/d.txt", "/e.txt"])
     assert [f.checksum for f in found] == [f"sha1:{sha1} md5:{md5}"] * 2 and found[0].id != found[1].id
     assert found[0].checksum_size == len(data)
-    w = ops.open_write(s, "/d.txt")  # a new content without one drops it
+    w = ops.open_write(s, "/d.txt")  # a new content has its own, computed as it streamed
     w.write(b"other")
+    w.commit()
+    assert ops.file_ids(s, ["/d.txt"])[0].checksum == (f"sha1:{hashlib.sha1(b'other').hexdigest()} "
+                                                       f"md5:{hashlib.md5(b'other').hexdigest()}")
+    w = ops.open_write(s, "/d.txt", offset=5)  # one continuing the file has none: it is dropped
+    w.write(b" more")
     w.commit()
     assert ops.file_ids(s, ["/d.txt"])[0].checksum is None
     w = ops.open_write(s, "/f.txt")
@@ -167,10 +174,27 @@ def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_
     w.write(b"content")
     w.commit()
     assert etag("/h.txt") == storage_etag(ops.stat(s, "/h.txt"))
-    # A file nobody asked an id for keeps nothing.
-    w = ops.open_write(s, "/n.txt")
-    w.write(b"n")
-    w.commit()
+    # A file the table does not know (written behind the gateway's back,
+    # no id asked yet) keeps nothing: no client was served its ETag.
+    backend.fs.pipe_file(backend.join("n.txt"), b"n")
     time.sleep(0.002)
     ops.move(s, "/n.txt", "/m.txt")
     assert etag("/m.txt") == storage_etag(ops.stat(s, "/m.txt"))
+
+
+@pytest.mark.parametrize("protocol", ["ftp", "sftp"])
+def test_every_upload_has_checksums_unless_switched_off(gateway_factory, protocol):
+    """``[policy] upload_checksums``: the digests of every whole upload, on
+    any protocol, computed as it streams and kept; ``[]``: none."""
+    data = os.urandom(200_000)
+    want = f"sha1:{hashlib.sha1(data).hexdigest()} md5:{hashlib.md5(data).hexdigest()}"
+    for checksums, expected in ((None, want), ([], None)):
+        sections = {} if checksums is None else {"policy": {"upload_checksums": checksums}}
+        r = gateway_factory(protocols=(protocol,), sections=sections)
+        driver = (FtpDriver if protocol == "ftp" else SftpDriver)(r.port(protocol), "alice", PASSWORDS["alice"])
+        driver.put("/up.bin", data)
+        found = r.ops.file_ids(r.session(), ["/up.bin"])[0]
+        assert (found.checksum, found.checksum_size) == (expected, len(data) if expected else None)
+        if expected:  # md5sum over SSH, FTP HASH answer from it
+            assert r.ops.hash(r.session(), "/up.bin", "md5") == hashlib.md5(data).hexdigest()
+        driver.close()
