@@ -20,8 +20,7 @@ so they survive restarts and every node sees the same:
   (``"sha1:<hex> md5:<hex>"``), and the size they cover; a new content
   without one (an upload that continued a file) drops it, a move takes it
   along, a copy copies it. Changes behind the gateway's back are not seen:
-  a reader trusts it only while the size is still the same.
-
+  a reader trusts it only while the size is still the same;
 - ``etag``: the ETag a file had before a move made through the gateway
   that the storage did by copy and that changed what the storage reports
   (a new time where it keeps none, a new object ETag), with
