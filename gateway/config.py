@@ -426,6 +426,11 @@ class Policy(_Model):
     """``[policy]``: how long an operation may run before it is backgrounded."""
 
     sync_budget_ms: NonNegativeInt = 2000
+    #: digests computed of every whole upload as it streams (any protocol),
+    #: kept for sync clients, md5sum/sha1sum over SSH and FTP HASH; [] for none
+    upload_checksums: list[Annotated[Literal["md5", "sha1", "sha256", "sha512"],
+                                     BeforeValidator(_choice_check("md5", "sha1", "sha256", "sha512"))]] = Field(
+        default_factory=lambda: ["sha1", "md5"])
     ftp: ProtocolPolicy = Field(default_factory=ProtocolPolicy)
     sftp: ProtocolPolicy = Field(default_factory=ProtocolPolicy)
     webdav: ProtocolPolicy = Field(default_factory=ProtocolPolicy)

@@ -14,17 +14,29 @@ so they survive restarts and every node sees the same:
   gateway (upload, mkdir, delete, move, copy, time set), so a folder's
   version changes when anything below it changes. A job changes versions
   once, in the transaction that commits it;
-- ``checksum``: the digest an uploader sent and the core verified, and
-  others computed with it (``"sha1:<hex> md5:<hex>"``), with the size they
-  cover; a new content without one
-  drops it, a move takes it along, a copy copies it. Changes behind the
-  gateway's back are not seen: a reader trusts it only while the size is
-  still the same.
+- ``checksum``: the digests computed of a whole upload as it streamed
+  through the core (``[policy] upload_checksums``, any protocol), with the
+  one an uploader sent and the core verified first
+  (``"sha1:<hex> md5:<hex>"``), and the size they cover; a new content
+  without one (an upload that continued a file) drops it, a move takes it
+  along, a copy copies it. Changes behind the gateway's back are not seen:
+  a reader trusts it only while the size is still the same;
+- ``etag``: the ETag a file had before a move made through the gateway
+  that the storage did by copy and that changed what the storage reports
+  (a new time where it keeps none, a new object ETag), with
+  ``etag_stamp``, what the storage reported of the copy (:func:`stamp`).
+  :meth:`FileId.served_etag` answers the kept ETag only while the storage
+  still reports exactly that stamp: any change of content or time, through
+  the gateway or behind it, changes the stamp (a new upload also drops the
+  kept ETag), and the file's ETag is the storage's again. A move of a
+  renamed-in-place file keeps nothing (its ETag did not change); a job's
+  moves (folders, large files across mounts) keep none either: the files
+  below get the storage's new ETags.
 
 Changes made directly on the storage, behind the gateway's back, change no
-version. Until somebody asks for an id the table is empty and a change costs
-no write (on SQLite, where this process is the only writer, that is known
-without a query).
+version. Until somebody asks for an id or an upload keeps a checksum the
+table is empty and a change costs no write (on SQLite, where this process
+is the only writer, that is known without a query).
 
 Thread-safe. Database errors after an operation are logged, not raised: the
 operation is done whatever happens here.
@@ -43,8 +55,9 @@ from gateway.jobs.model import Job
 from gateway.jobs.schema import file_ids
 from gateway.jobs.store import _insert_ignore, write_transaction
 from gateway.namespace import parent_of
+from gateway.types import Entry
 
-__all__ = ["FileIds", "FileId"]
+__all__ = ["FileIds", "FileId", "storage_etag", "stamp"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,24 @@ def _lineage(path: str) -> list[str]:
     return out
 
 
+def storage_etag(entry: Entry) -> str:
+    """A file's ETag (without quotes) from what the storage reports: its
+    own version tag when it has one, else one derived from modification
+    time and size."""
+    if entry.etag:
+        tag = entry.etag.removeprefix("W/").replace('"', "").strip()
+        if tag:
+            return tag
+    mtime_us = int((entry.mtime or 0) * 1_000_000)
+    return f"{mtime_us:x}-{entry.size:x}"
+
+
+def stamp(entry: Entry) -> str:
+    """What the storage reports of a file's version: its ETag (or time)
+    and size. A kept ETag stands for the file only while this is the same."""
+    return f"{storage_etag(entry)}/{entry.size:x}"
+
+
 class FileId(NamedTuple):
     """What the table knows of one path."""
 
@@ -82,6 +113,16 @@ class FileId(NamedTuple):
     version: int
     checksum: str | None = None  # "sha1:<hex> md5:<hex>"
     checksum_size: int | None = None
+    etag: str | None = None  # kept across a move by copy, see the module's doc
+    etag_stamp: str | None = None
+
+    def served_etag(self, entry: Entry) -> str:
+        """The ETag of the file ``entry`` (the storage's report of this
+        path now): the one kept across its last move while the storage
+        still reports the copy that move made, else :func:`storage_etag`."""
+        if self.etag is not None and self.etag_stamp == stamp(entry):
+            return self.etag
+        return storage_etag(entry)
 
 
 class FileIds:
@@ -132,7 +173,8 @@ class FileIds:
         return [found[p] for p in paths]
 
     def _read(self, paths: Sequence[str], folder: str | None) -> dict[str, FileId]:
-        cols = (file_ids.c.path, file_ids.c.id, file_ids.c.version, file_ids.c.checksum, file_ids.c.checksum_size)
+        cols = (file_ids.c.path, file_ids.c.id, file_ids.c.version, file_ids.c.checksum, file_ids.c.checksum_size,
+                file_ids.c.etag, file_ids.c.etag_stamp)
         with self.engine.connect() as c:
             if folder is not None:
                 rows = c.execute(sa.select(*cols).where(_members(file_ids.c.path, folder))).all()
@@ -141,7 +183,7 @@ class FileIds:
                 unique = list(dict.fromkeys(paths))
                 for i in range(0, len(unique), 500):
                     rows += c.execute(sa.select(*cols).where(file_ids.c.path.in_(unique[i:i + 500]))).all()
-        return {r.path: FileId(r.id, r.version, r.checksum, r.checksum_size) for r in rows}
+        return {r.path: FileId(r.id, r.version, r.checksum, r.checksum_size, r.etag, r.etag_stamp) for r in rows}
 
     def stored_checksum(self, path: str, algorithm: str, size: int) -> str | None:
         """The hex digest by ``algorithm`` (``sha1``, ``md5``...) kept for
@@ -182,25 +224,51 @@ class FileIds:
             return
         try:
             if checksum is not None:
-                self.ids([path])
+                with self._lock:
+                    self._seen = True
             with write_transaction(self.engine) as c:
+                if checksum is not None:
+                    _insert_ignore(c, file_ids, [{"path": path, "version": self._version()}])
                 c.execute(file_ids.update().where(file_ids.c.path == path).values(
-                    checksum=checksum, checksum_size=size if checksum is not None else None))
+                    checksum=checksum, checksum_size=size if checksum is not None else None,
+                    etag=None, etag_stamp=None))
                 self._bump(c, [path])
         except sa.exc.SQLAlchemyError as exc:
             log.warning("file version or checksum of %s not updated: %s", path, exc)
 
-    def follow(self, operation: str, src: str, dst: str | None) -> None:
+    def follow(self, operation: str, src: str, dst: str | None, before: Entry | None = None,
+               after: Entry | None = None) -> None:
         """After the core moved, copied or deleted global path ``src`` (to
         ``dst``) itself: the ids go along (move), are dropped (delete, and
-        whatever ``dst`` held before), and both places get new versions."""
+        whatever ``dst`` held before), and both places get new versions.
+        ``before``/``after``: the moved file as the storage reported it at
+        ``src`` before and at ``dst`` after; when its ETag changed on the
+        way (a move by copy) the one it had is kept for the copy."""
         if not self._may_have_rows():
             return
         try:
             with write_transaction(self.engine) as c:
+                kept = None
+                if operation == "move" and before is not None and after is not None and not before.is_dir:
+                    kept = self._kept_across(c, src, before, after)
                 self._follow(c, operation, src, dst)
+                if kept is not None:
+                    c.execute(file_ids.update().where(file_ids.c.path == dst).values(
+                        etag=kept, etag_stamp=stamp(after)))
         except sa.exc.SQLAlchemyError as exc:
             log.warning("file ids of %s not updated after %s: %s", src, operation, exc)
+
+    def _kept_across(self, c: sa.Connection, src: str, before: Entry, after: Entry) -> str | None:
+        """The ETag to keep for the copy a move made of ``src``: the one it
+        was served with (``before``), when the copy's differs; None when
+        nothing is to be kept, or nobody was given an id for ``src`` (no
+        sync client has seen it)."""
+        row = c.execute(sa.select(file_ids.c.etag, file_ids.c.etag_stamp)
+                        .where(file_ids.c.path == src)).first()
+        if row is None:
+            return None
+        served = FileId(0, 0, etag=row.etag, etag_stamp=row.etag_stamp).served_etag(before)
+        return None if served == storage_etag(after) else served
 
     def committed(self, c: sa.Connection, job: Job) -> None:
         """The job store's commit hook: as :meth:`follow`, for ``job``,

@@ -74,10 +74,12 @@ _RECENT_WRITES = 128
 
 @dataclass
 class Policy:
-    """Sync budget per protocol (seconds); ``budget_s(protocol)``."""
+    """Sync budget per protocol (seconds); ``budget_s(protocol)``; the
+    digests computed of every whole upload (``[policy] upload_checksums``)."""
 
     default_s: float = 2.0
     per_protocol: dict[str, float] | None = None
+    upload_checksums: tuple[str, ...] = ("sha1", "md5")
 
     def budget_s(self, protocol: str) -> float:
         return (self.per_protocol or {}).get(protocol, self.default_s)
@@ -142,7 +144,10 @@ class Upload:
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._expected: tuple[str, str] | None = None
-        self._hashers: dict[str, Any] = {}
+        #: The digests computed as the content streams through ([policy]
+        #: upload_checksums), kept as the file's checksum at commit; none
+        #: for an upload that continues a file (they would cover only the new bytes).
+        self._hashers: dict[str, Any] = {} if offset else {a: hashlib.new(a) for a in ops.policy.upload_checksums}
         #: How many separately sent parts this upload was assembled from
         #: (gateway.chunked), for its operation log line; None: one stream.
         self.chunks: int | None = None
@@ -173,7 +178,7 @@ class Upload:
         if self._next:
             raise E.InvalidState(f"{self.path}: a checksum must be given before the content", self.path)
         self._expected = (algorithm, hexdigest.lower())
-        self._hashers = {a: hashlib.new(a) for a in dict.fromkeys((algorithm, "sha1", "md5"))}
+        self._hashers = {a: hashlib.new(a) for a in dict.fromkeys((algorithm, "sha1", "md5", *self._hashers))}
 
     def write(self, data: bytes | memoryview) -> int:
         """Append ``data``. Raises the storage's error (the upload is then aborted)."""
@@ -273,7 +278,7 @@ class Upload:
             try:
                 if self._held:
                     raise E.BadRequest(f"{self.path}: upload has a gap at offset {self._next}; not saved", self.path)
-                checksum = self._verified()
+                checksum = self._checksum()
                 # A lock taken while the content arrived bars it as well.
                 self._ops._unlocked(self._session, to_global(self._session.user.home, self.path),
                                     member=not self.replaced)
@@ -291,18 +296,17 @@ class Upload:
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 
-    def _verified(self) -> str | None:
-        """``"algorithm:hex ..."`` (the expected one first) of a content
-        that matches the expected checksum, None when none was given. Raises
-        BadRequest on a mismatch."""
-        if self._expected is None:
-            return None
-        algorithm, expected = self._expected
-        got = self._hashers[algorithm].hexdigest()
-        if got != expected:
-            raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
-                               f"the client said {expected}); not saved", self.path)
-        return " ".join(f"{a}:{h.hexdigest()}" for a, h in self._hashers.items())
+    def _checksum(self) -> str | None:
+        """``"algorithm:hex ..."`` (the expected one first) of the content,
+        None when none was computed. Raises BadRequest when it does not
+        match the expected checksum."""
+        if self._expected is not None:
+            algorithm, expected = self._expected
+            got = self._hashers[algorithm].hexdigest()
+            if got != expected:
+                raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
+                                   f"the client said {expected}); not saved", self.path)
+        return " ".join(f"{a}:{h.hexdigest()}" for a, h in self._hashers.items()) or None
 
     def abort(self) -> None:
         """Forget the upload (never raises); later writes and commit raise InvalidState."""
@@ -379,10 +383,12 @@ class Operations:
         self.davstate.committed(c, job)
         self.fileids.committed(c, job)
 
-    def _follow(self, op: str, src: str, dst: str | None) -> None:
-        """What keys on paths follows an operation done at once."""
+    def _follow(self, op: str, src: str, dst: str | None, before: Entry | None = None,
+                after: Entry | None = None) -> None:
+        """What keys on paths follows an operation done at once (``before``
+        and ``after``: a moved file at both places, see FileIds.follow)."""
         self.davstate.follow(op, src, dst)
-        self.fileids.follow(op, src, dst)
+        self.fileids.follow(op, src, dst, before, after)
 
     def change_stamp(self) -> tuple[int, int]:
         """A value that changes whenever something made through this
@@ -989,8 +995,9 @@ class Operations:
                 copy_file(sb, sbp, db, dbp, expected_size=entry.size)
                 if op == "move":
                     sb.remove(sbp)
-            self._follow(op, sg, dg)
-            return Outcome(self._stat_g(session, dg).renamed(self._user(session, dg)))
+            after = self._stat_g(session, dg)
+            self._follow(op, sg, dg, entry, after)
+            return Outcome(after.renamed(self._user(session, dg)))
         return self._submit(session, op, sg, dg, dst_existed=existing is not None, budget_s=budget_s,
                             started=started)
 

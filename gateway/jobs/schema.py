@@ -114,6 +114,8 @@ file_ids = Table(
     Column("version", BigInteger, nullable=False),
     Column("checksum", Text),                              # "sha1:<hex> md5:<hex>", verified at upload
     Column("checksum_size", BigInteger),                   # the size it is the checksum of
+    Column("etag", Text),                                  # the file's ETag before a move by copy
+    Column("etag_stamp", Text),                            # what the storage reported of the copy
     sqlite_autoincrement=True,
 )
 

@@ -17,6 +17,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
+from protocols.webdav import logfilter
 from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
 from protocols.webdav.locks import LockStorage
 from protocols.webdav.owncloud import MOUNT_KEY
@@ -36,6 +37,7 @@ MOUNT_PATH = "/dav"
 def make_dav_app(gw: Any, cfg: Any) -> Callable:
     """WebDAV class 1 and 2 over ``gw.ops``; locks and dead properties live
     in the job store's database (see gateway.davstate)."""
+    logfilter.install()  # listings are sent chunked on purpose: not an error
     state = gw.ops.davstate
     uploads = ChunkedUploads(Path(cfg.server.state_dir) / "uploads")
     provider = GatewayProvider(gw.ops, state, uploads, propfind_infinity=cfg.http.propfind_infinity)

@@ -16,7 +16,9 @@ On those mounts every entry also has the clients' live properties
 (``oc:id``, ``oc:fileid``, ``oc:permissions``, ``oc:size``,
 ``oc:checksums``, a folder ``getetag``; see :class:`OcProps`), and upload
 replies carry ``OC-FileId`` and ``OC-ETag``. An upload's ``OC-Checksum``
-(any WebDAV URL) is verified by the core and kept.
+(any WebDAV URL) is verified by the core and kept, with the digests the
+core computes of every upload. A file's ETag here survives moves made
+through the gateway (gateway.fileids).
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ class OcProps:
         found = self._id(path)
         return folder_etag(found.id, found.version)
 
+    def file_etag(self, path: str, entry: Entry) -> str:
+        """A file's ETag: the one kept across its last move while the
+        storage still reports that copy, else the storage's (gateway.fileids)."""
+        return self._id(path).served_etag(entry)
+
     def folder_mtime(self, path: str) -> float:
         """A time for a folder whose storage keeps none (a mount point on
         an object store): when something below it last changed through the
@@ -151,8 +158,9 @@ class OcProps:
         return self._id(path).version / 1e9
 
     def checksum(self, path: str, entry: Entry) -> str | None:
-        """The checksums ("SHA1:<hex> MD5:<hex>") of a file uploaded with a
-        verified one, while its size still says it is that content."""
+        """The checksums ("SHA1:<hex> MD5:<hex>") kept at the file's last
+        upload (computed, and verified when the client sent one), while its
+        size still says it is that content."""
         found = self._id(path)
         if entry.is_dir or found.checksum is None or found.checksum_size != entry.size:
             return None

@@ -158,6 +158,9 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
             text = dates[second] = util.get_rfc1123_time(second)
         return text
 
+    def file_etag(path: str, entry: Entry) -> str | None:
+        return etag_of(entry) if oc is None else oc.file_etag(path, entry)
+
     def allprop_response(path: str, entry: Entry, href: str) -> str:
         """allprop: wsgidav's live properties, in its order."""
         modified = lastmod(entry, path)
@@ -172,7 +175,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
             return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop>"
                     f"<D:resourcetype><D:collection/></D:resourcetype>{quota}{modified}{tag}"
                     f"<D:displayname>{name}</D:displayname>{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
-        etag = etag_of(entry)
+        etag = file_etag(path, entry)
         etag = "" if etag is None else f"<D:getetag>{escape(etag)}</D:getetag>"
         return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/>"
                 f"<D:getcontentlength>{entry.size}</D:getcontentlength>"
@@ -213,7 +216,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                 if is_dir:
                     value = None if oc is None else oc.folder_etag(path)
                 else:
-                    value = etag_of(entry)
+                    value = file_etag(path, entry)
                     value = None if value is None else escape(value)
             else:
                 value = None

@@ -39,6 +39,7 @@ from wsgidav.util import etree
 from gateway import errors as E
 from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
+from gateway.fileids import storage_etag
 from gateway.ops import Operations, Outcome, Upload
 from gateway.types import Entry, Session
 from gateway.webcontent import content_headers
@@ -85,16 +86,12 @@ def _member(folder: str, name: str) -> str:
 
 
 def _etag(entry: Entry | None) -> str | None:
-    """A strong ETag without quotes (wsgidav adds them): the storage's own
-    when it has one, else one derived from modification time and size."""
+    """A file's strong ETag without quotes (wsgidav adds them), as the
+    storage reports it (gateway.fileids.storage_etag). The sync-API mounts
+    serve the one kept across a move instead (:meth:`GatewayProvider.etag_of`)."""
     if entry is None or entry.is_dir:
         return None
-    if entry.etag:
-        tag = entry.etag.removeprefix("W/").replace('"', "").strip()
-        if tag:
-            return tag
-    mtime_us = int((entry.mtime or 0) * 1_000_000)
-    return f"{mtime_us:x}-{entry.size:x}"
+    return storage_etag(entry)
 
 
 class GatewayProvider(DAVProvider):
@@ -183,7 +180,8 @@ class GatewayProvider(DAVProvider):
             start_response = self._get_reply(environ, start_response)
         if method == "GET" and not any(h in environ for h in _CONDITIONS):
             with translated(environ):
-                reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"], _etag)
+                reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
+                                 partial(self.etag_of, environ, environ["PATH_INFO"]))
             if reply is not None:
                 return reply
         elif method in ("PROPFIND", "MOVE", "PUT") and self._plain(environ):
@@ -198,6 +196,17 @@ class GatewayProvider(DAVProvider):
             if reply is not None:
                 return reply
         return default_handler(environ, start_response)
+
+    def etag_of(self, environ: dict, path: str, entry: Entry | None) -> str | None:
+        """The ETag of file ``path`` (``entry``: the storage's report): on
+        the sync-API mounts the one kept across its last move while the
+        storage still reports that copy (gateway.fileids), else the
+        storage's. Raises the core's errors."""
+        if entry is None or entry.is_dir:
+            return None
+        if not environ.get(OC_KEY):
+            return storage_etag(entry)
+        return self.ops.file_ids(environ[SESSION_KEY], [path])[0].served_etag(entry)
 
     def _put_reply(self, environ: dict, start_response: Callable) -> Callable:
         """wsgidav's PUT computes the ETag before it sets X-OC-Mtime's
@@ -464,7 +473,8 @@ class _File(_Resource, DAVNonCollection):
         return util.guess_mime_type(self.path)
 
     def get_etag(self) -> str | None:
-        return _etag(self.entry)
+        with translated(self.environ):
+            return self.provider.etag_of(self.environ, self.path, self.entry)
 
     def support_etag(self) -> bool:
         return True

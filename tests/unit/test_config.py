@@ -55,7 +55,7 @@ def test_an_empty_file_gives_every_default(tmp_path, monkeypatch):
     assert (cfg.ftp.max_connections, cfg.ftp.max_connections_per_ip, cfg.ftp.idle_timeout_s) == (512, 32, 300)
     assert cfg.sftp.host_keys == [] and not cfg.sftp.keyboard_interactive
     assert cfg.http.threads == 32 and not cfg.http.propfind_infinity
-    assert cfg.policy.sync_budget_ms == 2000
+    assert cfg.policy.sync_budget_ms == 2000 and cfg.policy.upload_checksums == ["sha1", "md5"]
     assert (cfg.auth.max_failures, cfg.auth.window_s, cfg.auth.ban_s) == (5, 300, 900)
     assert (cfg.jobs.heartbeat_s, cfg.jobs.stall_after_s, cfg.jobs.max_attempts) == (1.0, 30.0, 5)
     assert (cfg.logging.level, cfg.logging.format) == ("INFO", "text")
@@ -182,6 +182,8 @@ def test_the_light_key_check_accepts_what_asyncssh_accepts():
         ("[sftp]\nhost_keys = 'k'", "sftp.host_keys: expected a list, got 'k'"),
         ("[policy]\nsync_budget_ms = -1", "policy.sync_budget_ms: expected an integer >= 0, got -1"),
         ("[policy.ftp]\nsync_budget_ms = 1.5", "policy.ftp.sync_budget_ms: expected an integer >= 0, got 1.5"),
+        ("[policy]\nupload_checksums = ['crc32']",
+         "policy.upload_checksums[0]: expected one of 'md5', 'sha1', 'sha256', 'sha512', got 'crc32'"),
         ("[jobs]\nstore = 'mysql://db'",
          "jobs.store: expected \"sqlite\" or a URL like \"postgresql://user@host/db\", got 'mysql://db'"),
         ("[[jobs.queues]]\nname = 'copy'\nworkers = 0", "jobs.queues[0].workers: expected an integer >= 1, got 0"),

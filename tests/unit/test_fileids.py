@@ -5,11 +5,15 @@ and a folder's version changes when anything below it changes."""
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 
 import pytest
 
-from conftest import unique_memory
+from conformance.drivers import FtpDriver, SftpDriver
+from conftest import PASSWORDS, unique_memory
 from gateway import errors as E
+from gateway.fileids import storage_etag
 
 
 def _ids(ops, s, *paths):
@@ -93,8 +97,13 @@ def test_verified_checksums_are_kept_and_follow_the_file(gateway_factory):
     found = ops.file_ids(s, ["/d.txt", "/e.txt"])
     assert [f.checksum for f in found] == [f"sha1:{sha1} md5:{md5}"] * 2 and found[0].id != found[1].id
     assert found[0].checksum_size == len(data)
-    w = ops.open_write(s, "/d.txt")  # a new content without one drops it
+    w = ops.open_write(s, "/d.txt")  # a new content has its own, computed as it streamed
     w.write(b"other")
+    w.commit()
+    assert ops.file_ids(s, ["/d.txt"])[0].checksum == (f"sha1:{hashlib.sha1(b'other').hexdigest()} "
+                                                       f"md5:{hashlib.md5(b'other').hexdigest()}")
+    w = ops.open_write(s, "/d.txt", offset=5)  # one continuing the file has none: it is dropped
+    w.write(b" more")
     w.commit()
     assert ops.file_ids(s, ["/d.txt"])[0].checksum is None
     w = ops.open_write(s, "/f.txt")
@@ -125,3 +134,67 @@ def test_hash_answers_from_the_kept_checksum_while_the_size_matches(gateway_fact
     assert ops.hash(s, "/k.txt", "md5") == hashlib.md5(b"longer content").hexdigest()
     with pytest.raises(E.BadRequest):
         ops.hash(s, "/k.txt", "crc32")
+
+
+def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_factory):
+    """On storage that moves by copy and keeps no times (memory) the copy
+    has a new storage ETag: the file's kept one is served while the storage
+    reports that copy, across further moves; any change of the content,
+    through the gateway or behind it, gives the storage's ETag again."""
+    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}"})
+    ops, s = r.ops, r.session()
+    backend = r.gw.namespace.resolve("/")[0].backend
+    w = ops.open_write(s, "/f.txt")
+    w.write(b"content")
+    w.commit()
+
+    def etag(path):
+        return ops.file_ids(s, [path])[0].served_etag(ops.stat(s, path))
+
+    first = etag("/f.txt")  # a sync client saw it: the file has an id
+    time.sleep(0.002)  # the copy's time differs from the original's
+    ops.move(s, "/f.txt", "/g.txt")
+    assert storage_etag(ops.stat(s, "/g.txt")) != first
+    assert etag("/g.txt") == first
+    time.sleep(0.002)
+    ops.mkdir(s, "/d")
+    ops.move(s, "/g.txt", "/d/h.txt")
+    assert etag("/d/h.txt") == first
+    ops.copy(s, "/d/h.txt", "/c.txt")  # a copy is another file
+    assert etag("/c.txt") == storage_etag(ops.stat(s, "/c.txt"))
+    # Rewritten behind the gateway's back (same size): the storage's new ETag.
+    time.sleep(0.002)
+    backend.fs.pipe_file(backend.join("d/h.txt"), b"CONTENT")
+    assert etag("/d/h.txt") == storage_etag(ops.stat(s, "/d/h.txt")) != first
+    # Moved again and rewritten through the gateway: the same.
+    time.sleep(0.002)
+    ops.move(s, "/d/h.txt", "/h.txt")
+    assert etag("/h.txt") != storage_etag(ops.stat(s, "/h.txt"))
+    w = ops.open_write(s, "/h.txt")
+    w.write(b"content")
+    w.commit()
+    assert etag("/h.txt") == storage_etag(ops.stat(s, "/h.txt"))
+    # A file the table does not know (written behind the gateway's back,
+    # no id asked yet) keeps nothing: no client was served its ETag.
+    backend.fs.pipe_file(backend.join("n.txt"), b"n")
+    time.sleep(0.002)
+    ops.move(s, "/n.txt", "/m.txt")
+    assert etag("/m.txt") == storage_etag(ops.stat(s, "/m.txt"))
+
+
+@pytest.mark.parametrize("protocol", ["ftp", "sftp"])
+def test_every_upload_has_checksums_unless_switched_off(gateway_factory, protocol):
+    """``[policy] upload_checksums``: the digests of every whole upload, on
+    any protocol, computed as it streams and kept; ``[]``: none."""
+    data = os.urandom(200_000)
+    want = f"sha1:{hashlib.sha1(data).hexdigest()} md5:{hashlib.md5(data).hexdigest()}"
+    for checksums, expected in ((None, want), ([], None)):
+        sections = {} if checksums is None else {"policy": {"upload_checksums": checksums}}
+        r = gateway_factory(protocols=(protocol,), sections=sections)
+        driver = (FtpDriver if protocol == "ftp" else SftpDriver)(r.port(protocol), "alice", PASSWORDS["alice"])
+        driver.put("/up.bin", data)
+        found = r.ops.file_ids(r.session(), ["/up.bin"])[0]
+        assert (found.checksum, found.checksum_size) == (expected, len(data) if expected else None)
+        if expected:  # md5sum over SSH, FTP HASH answer from it
+            assert r.ops.hash(r.session(), "/up.bin", "md5") == hashlib.md5(data).hexdigest()
+        driver.close()

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import ftplib
 import http.client
+import logging
 import os
 import socket
 import time
@@ -507,6 +508,22 @@ def _propstats(body: bytes) -> dict[str, dict[str, dict[str, str | None]]]:
                 value = ET.tostring(prop, encoding="unicode") if len(prop) else (prop.text or None)
                 props[prop.tag] = "n" if "quota" in prop.tag and value else value
     return out
+
+
+def test_a_streamed_listing_logs_no_error(dav, caplog):
+    """A listing sent chunked is no error: wsgidav's "Missing required
+    Content-Length header in 207-response" is dropped, its other records are not."""
+    (dav.data / "one.txt").write_bytes(b"1")
+    with caplog.at_level(logging.INFO):
+        with client(dav) as c:
+            r = c.request("PROPFIND", "/", headers={"Depth": "1"})
+            assert r.status_code == 207 and r.headers["transfer-encoding"] == "chunked"
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], caplog.text
+    wsgidav = logging.getLogger("wsgidav.wsgidav_app")
+    with caplog.at_level(logging.INFO):
+        wsgidav.error("Missing required Content-Length header in 200-response: closing connection")
+        wsgidav.error("Invalid Content-Length header in response ('x'): closing connection")
+    assert len([rec for rec in caplog.records if rec.levelno >= logging.ERROR]) == 2, caplog.text
 
 
 def test_a_large_listing_arrives_whole_and_keeps_the_connection(dav):
