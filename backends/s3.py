@@ -233,8 +233,8 @@ class S3Backend(Backend):
             return h
         return None
 
-    def _file_entry(self, path: str, h: _Head, modified: float | None = None) -> Entry:
-        mtime = h.mtime if h.mtime is not None else (modified if modified is not None else float(h.modified))
+    def _file_entry(self, path: str, h: _Head) -> Entry:
+        mtime = h.mtime if h.mtime is not None else float(h.modified)
         return Entry(posixpath.basename(path.rstrip("/")), path, False, h.size, mtime, h.etag or None)
 
     def _info(self, path: str) -> Entry:
@@ -288,8 +288,8 @@ class S3Backend(Backend):
             h = self._known(item["name"], item.get("ETag"), _seconds(item.get("LastModified")))
             if h is None:
                 wanted.append(item)
-            elif h.mtime is not None:
-                item["mtime"] = h.mtime
+            else:
+                item["mtime"] = self._file_entry(name, h).mtime
 
         async def heads() -> list[Any]:
             gate = asyncio.Semaphore(_HEADS_AT_ONCE)
@@ -305,8 +305,8 @@ class S3Backend(Backend):
 
         if wanted:
             for item, h in zip(wanted, sync(self.fs.loop, heads)):
-                if h is not None and h.mtime is not None:
-                    item["mtime"] = h.mtime
+                if h is not None:  # the time a stat shows: the metadata's, else LastModified's second
+                    item["mtime"] = self._file_entry(item["name"], h).mtime
 
     def walk(self, path: str) -> Iterator[tuple[str, Entry]]:
         """As :meth:`Backend.walk`, from one flat LIST of the prefix (1,000
