@@ -24,6 +24,9 @@ class Capabilities:
     takes 1,000; 1: one call per file).
     ``mtimes``: the storage keeps a modification time a client sets (where
     it does not, setting one is refused rather than silently dropped).
+    ``copy_mtimes``: a copy inside the mount (``server_copy``) keeps the
+    source's modification time by itself, so a copy or move that carries
+    the time (gateway.transfer) needs no second call to set it.
     """
 
     atomic_rename: bool = False
@@ -37,16 +40,18 @@ class Capabilities:
     fan_out: int = 1
     batch_remove: int = 1
     mtimes: bool = False
+    copy_mtimes: bool = False
 
 
 _TABLE: dict[str, Capabilities] = {
-    "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True, mtimes=True),
+    "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True, mtimes=True,
+                         copy_mtimes=True),
     "memory": Capabilities(server_copy=True),
     # CopyObject server-side (multipart UploadPartCopy past 5 GiB); no rename: a
     # folder "rename" is N copies + N deletes; ETag is the MD5 of a
     # single-part object.
     "s3": Capabilities(server_copy=True, cheap_list=False, checksums=("md5",), directories=False, fan_out=8,
-                       batch_remove=1000),
+                       batch_remove=1000, copy_mtimes=True),
     # posix-rename@openssh.com; server_copy only where the server offers
     # copy-data (found out when the mount connects; OpenSSH >= 9.0 does).
     "sftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, random_write=True, fan_out=8,

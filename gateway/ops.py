@@ -986,7 +986,7 @@ class Operations:
                     db.remove(dbp, missing_ok=True)
                 sb.rename(sbp, dbp)
             else:
-                copy_file(sb, sbp, db, dbp, expected_size=entry.size)
+                copy_file(sb, sbp, db, dbp, expected_size=entry.size, mtime=entry.mtime)
                 if op == "move":
                     sb.remove(sbp)
             self._follow(op, sg, dg)
