@@ -113,7 +113,7 @@ def _carry_time(dst: Backend, dst_path: str, mtime: float | None) -> None:
         kept = False
         log.warning("copy %s: its time was not kept (%s)", dst_path, exc)
     if not kept:
-        log.info("copy %s: the storage keeps its own time", dst_path)
+        log.debug("copy %s: the storage keeps its own time", dst_path)
 
 
 def _shared_checksum(src: Backend, dst: Backend) -> str | None:
