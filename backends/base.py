@@ -21,6 +21,7 @@ import datetime as _dt
 import hashlib
 import io
 import logging
+import os
 import posixpath
 import secrets
 import threading
@@ -28,6 +29,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
 
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from backends.cache import ListingCache
@@ -621,8 +623,16 @@ class Backend:
 
     def set_mtime(self, path: str, mtime: float) -> bool:
         """Set the modification time where the storage keeps one; returns
-        whether it did."""
-        return False
+        whether it did. Subclasses say how their storage does it; here only
+        a folder of this machine's disk under a ``slow::`` wrapper (whose
+        latency and injected faults still apply) keeps one."""
+        if not isinstance(self.inner, LocalFileSystem):
+            return False
+        with self._io(path):
+            self.fs.info(path)
+            os.utime(path, (mtime, mtime))
+        self.invalidate(path)
+        return True
 
     # -- the gateway's own names -----------------------------------------------
 

@@ -26,6 +26,9 @@ class Capabilities:
     takes 1,000; 1: one call per file).
     ``mtimes``: the storage keeps a modification time a client sets (where
     it does not, setting one is refused rather than silently dropped).
+    ``copy_mtimes``: a copy inside the mount (``server_copy``) keeps the
+    source's modification time by itself, so a copy or move that carries
+    the time (gateway.transfer) needs no second call to set it.
     """
 
     atomic_rename: bool = False
@@ -40,10 +43,12 @@ class Capabilities:
     copy_fan_out: int = 0
     batch_remove: int = 1
     mtimes: bool = False
+    copy_mtimes: bool = False
 
 
 _TABLE: dict[str, Capabilities] = {
-    "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True, mtimes=True),
+    "file": Capabilities(atomic_rename=True, server_copy=True, append=True, random_write=True, mtimes=True,
+                         copy_mtimes=True),
     "memory": Capabilities(server_copy=True),
     # CopyObject server-side (multipart UploadPartCopy past 5 GiB); no rename: a
     # folder "rename" is N copies + N/1000 DeleteObjects.
@@ -52,7 +57,7 @@ _TABLE: dict[str, Capabilities] = {
     # as rclone keeps them. Server-side copies: the mount option
     # ``copy_concurrency`` (default 16).
     "s3": Capabilities(server_copy=True, cheap_list=False, checksums=("md5", "sha256"), directories=False,
-                       fan_out=8, copy_fan_out=16, batch_remove=1000, mtimes=True),
+                       fan_out=8, copy_fan_out=16, batch_remove=1000, mtimes=True, copy_mtimes=True),
     # posix-rename@openssh.com; server_copy only where the server offers
     # copy-data (found out when the mount connects; OpenSSH >= 9.0 does).
     "sftp": Capabilities(atomic_rename=True, cheap_list=False, append=True, random_write=True, fan_out=8,

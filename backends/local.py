@@ -370,7 +370,9 @@ class LocalBackend(Backend):
         ``on_bytes(n)`` reports each block copied and ``check()``, called
         before each, may raise to abandon the copy (``dst`` is then as it
         was). Raises BackendError, placing nothing, when the copy's size is
-        not ``expected_size`` (the source changed while it was copied)."""
+        not ``expected_size`` (the source changed while it was copied). The
+        copy keeps the source's access and modification times (as ``cp -p``),
+        so it appears in place with them."""
         with translated():
             reader = source._reopen(src, os.O_RDONLY)
         try:
@@ -379,6 +381,9 @@ class LocalBackend(Backend):
             try:
                 try:
                     size = _copy_descriptor(reader, writer, on_bytes, check)
+                    with translated():
+                        st = os.fstat(reader)
+                        os.utime(writer, ns=(st.st_atime_ns, st.st_mtime_ns))
                 finally:
                     os.close(writer)
                 if expected_size is not None and size != expected_size:

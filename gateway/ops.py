@@ -992,7 +992,7 @@ class Operations:
                     db.remove(dbp, missing_ok=True)
                 sb.rename(sbp, dbp)
             else:
-                copy_file(sb, sbp, db, dbp, expected_size=entry.size)
+                copy_file(sb, sbp, db, dbp, expected_size=entry.size, mtime=entry.mtime)
                 if op == "move":
                     sb.remove(sbp)
             after = self._stat_g(session, dg)

@@ -1,6 +1,7 @@
 """SIGKILL the gateway at random points of a 500-object move, restart it,
 and check the job completes with the tree exact: nothing lost, nothing
-duplicated, nothing half-visible left behind."""
+duplicated, nothing half-visible left behind, every file with its source's
+modification time (the resumed attempts carry it too)."""
 
 import os
 import random
@@ -29,6 +30,10 @@ def _content(i: int) -> bytes:
     return (f"file {i} " * (1 + i % 7)).encode()
 
 
+def _mtime(i: int) -> int:
+    return 981158400 + i * 61  # from 2001-02-03 on, each file its own
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_during_move_then_restart(tmp_path, seed):
@@ -39,6 +44,7 @@ def test_sigkill_during_move_then_restart(tmp_path, seed):
         p = a / "tree" / f"d{i % 10}" / f"f{i:03}"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(_content(i))
+        os.utime(p, (_mtime(i), _mtime(i)))
 
     proc = _spawn(state, a, b, submit=True)
     line = proc.stdout.readline()
@@ -67,6 +73,7 @@ def test_sigkill_during_move_then_restart(tmp_path, seed):
     for p in moved:
         i = int(p.name[1:])
         assert p.read_bytes() == _content(i), p
+        assert p.stat().st_mtime == _mtime(i), p
     leftovers = [p for p in b.rglob(".gw-*")]
     assert leftovers == [], leftovers
     assert kills >= 1 and job.attempts >= 2, (kills, job.attempts)
