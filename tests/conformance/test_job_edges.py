@@ -295,6 +295,8 @@ def test_a_stalled_job_shows_everywhere_and_an_admin_retries_then_abandons_it(gw
                     if line == "event: stalled":
                         break
             assert admin.get(f"/api/v1/jobs/{job_id}").json()["stalled"] is True
+            assert [j["id"] for j in admin.get("/api/v1/jobs", params={"state": "stalled"}).json()["jobs"]] == [
+                job_id]
             assert "\ngateway_jobs_stalled 1\n" in admin.get("/metrics").text
         listing = connect("ftp", "admin").ftp.sendcmd("SITE JOBS")
         assert re.search(rf"{job_id} ItemMove \S+ -> \S+ queued STALLED", listing), listing
