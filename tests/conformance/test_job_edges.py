@@ -12,7 +12,6 @@ Idempotency-Key replay (tests/api/test_rest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import ftplib
 import hashlib
 import io
@@ -201,7 +200,7 @@ def test_cancel_of_a_retrying_job_with_progress_leaves_the_tree_as_it_was(gw, co
 
 
 def _s3():
-    sys.path.insert(0, str(ROOT / "tests" / "backends"))
+    sys.path.append(str(ROOT / "tests" / "backends"))
     from servers import S3
 
     return S3
