@@ -843,19 +843,46 @@ class Operations:
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
+    def property_keys(self, session: Session, key: str) -> builtins.list[str]:
+        """The keys whose dead properties make up what ``session`` sees on
+        global path ``key``, later ones overriding earlier ones (an empty
+        value removes the name): ``[key]``, or for the initiating session of
+        a move or copy not yet committed, on its projected destination, the
+        source it is projected from and then what that session set on it
+        meanwhile (what the commit will leave there)."""
+        job = self._projecting(session, key)
+        if job is None:
+            return [key]
+        rel = rel_of(key, job.dst)
+        return [join(job.src, rel) if rel else job.src, _pending_key(job, key)]
+
+    def projects_properties(self, session: Session, folder: str) -> bool:
+        """Whether :meth:`property_keys` differs from ``[path]`` for global
+        path ``folder`` or one of its members (a listing's fast path must
+        then read properties resource by resource)."""
+        return any(_projects(job, session) and (is_under(job.dst, folder) or is_under(folder, job.dst))
+                   for job in self.view.overlays())
+
+    def _projecting(self, session: Session, g: str) -> Job | None:
+        """The move or copy not yet committed that ``session`` started and
+        whose destination holds global path ``g``."""
+        return next((job for job in self.view.overlays() if _projects(job, session) and is_under(g, job.dst)),
+                    None)
+
     def _property_key(self, session: Session, g: str) -> str:
         """Where a dead property of global path ``g`` is written now: ``g``,
         or, for the initiating session of a move or copy not yet committed,
         on its projected destination, the job's pending place (the commit
-        puts it at ``g``). Raises Busy for any other path a job owns."""
+        puts it at ``g``). Raises Busy for any other path a job owns (the
+        initiator's destination after commit is its own: the properties
+        have moved there)."""
+        job = self._projecting(session, g)
+        if job is not None:
+            return _pending_key(job, g)
         job = self.view.conflict([g])
-        if (job is not None and job.session_id == session.id and job.operation in ("move", "copy")
-                and job.dst and is_under(g, job.dst) and not is_under(g, job.src)
-                and job.phase in ("prepare", "cleanup") and not job.terminal):
-            if job.committed:  # the properties have moved already: the path's own are its
-                return g
-            rel = rel_of(g, job.dst)
-            return join(pending_props_root(job.id), rel) if rel else pending_props_root(job.id)
+        if (job is not None and job.committed and not job.terminal and job.session_id == session.id
+                and job.operation in ("move", "copy") and job.dst and is_under(g, job.dst)):
+            return g
         self._busy([g], session=session)
         return g
 
@@ -1117,3 +1144,16 @@ class Operations:
         if d.get("resourceId") and is_under(d["resourceId"], home):
             d["resourceId"] = to_user(home, d["resourceId"])
         return d
+
+
+def _projects(job: Job, session: Session) -> bool:
+    """Whether ``job`` is a move or copy ``session`` started that has not
+    committed yet (its destination is projected for that session)."""
+    return (job.session_id == session.id and job.operation in ("move", "copy") and job.dst is not None
+            and job.phase == "prepare" and not job.terminal)
+
+
+def _pending_key(job: Job, g: str) -> str:
+    """Where a property of ``g`` (on ``job``'s destination) waits for the commit."""
+    rel = rel_of(g, job.dst or g)
+    return join(pending_props_root(job.id), rel) if rel else pending_props_root(job.id)

@@ -165,10 +165,14 @@ class JobStore:
 
     def list(self, queue: str | None = None, state: str | None = None, owner: str | None = None,
              limit: int = 500, offset: int = 0) -> builtins.list[Job]:
+        """Jobs, newest first; ``state`` "stalled" means queued or running
+        and flagged stalled."""
         q = sa.select(jobs)
         if queue:
             q = q.where(sa.func.lower(jobs.c.queue) == queue.lower())
-        if state:
+        if state == "stalled":
+            q = q.where(jobs.c.stalled == sa.true(), jobs.c.state.in_(("queued", "running")))
+        elif state:
             q = q.where(jobs.c.state == state)
         if owner:
             q = q.where(jobs.c.owner == owner)

@@ -72,7 +72,8 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
     key = res._key()
     href = res.get_href()
     members = res._entries() if depth == "1" and res.is_collection else []
-    if state.props(key) if depth == "0" else state.any_props(key):
+    if (state.props(key) if depth == "0" else state.any_props(key)) or \
+            provider.ops.projects_properties(res.session, key):
         return None
     folder = res.path.rstrip("/")
     usage: dict[str, tuple[int, int] | None] = {}

@@ -36,10 +36,28 @@ class PropertyManager:
         return "PropertyManager(gateway.davstate)"
 
     def get_properties(self, norm_url: str, environ: dict | None = None) -> list[str]:
-        return list(self.state.props(key_of(norm_url)))
+        return list(self._props(norm_url, environ))
 
     def get_property(self, norm_url: str, name: str, environ: dict | None = None) -> str | None:
-        return self.state.prop(key_of(norm_url), name)
+        return self._props(norm_url, environ).get(name)
+
+    def _props(self, norm_url: str, environ: dict | None) -> dict[str, str]:
+        """What the asking session sees: the resource's own properties, or
+        on the projected destination of its own job what the commit will
+        leave there (Operations.property_keys)."""
+        key = key_of(norm_url)
+        session = (environ or {}).get(SESSION_KEY)
+        keys = self.ops.property_keys(session, key) if session is not None else [key]
+        if len(keys) == 1:
+            return self.state.props(key)
+        seen: dict[str, str] = {}
+        for k in keys:
+            for name, value in self.state.props(k).items():
+                if value:
+                    seen[name] = value
+                else:
+                    seen.pop(name, None)
+        return seen
 
     def write_property(self, norm_url: str, name: str, property_value: bytes | str, dry_run: bool = False,
                        environ: dict | None = None) -> None:

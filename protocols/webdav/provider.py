@@ -393,9 +393,11 @@ class _Resource:
 
     def prevent_locking(self) -> bool:
         """A LOCK is a write intent: refused where this user may not change
-        the resource (403) or a job owns it (423)."""
-        with translated(self.environ):
-            self.ops.check_change(self.session, self.path)
+        the resource (403) or a job owns it (423). Elsewhere (a PROPFIND
+        listing the lock properties) the resource can be locked."""
+        if self.environ.get("REQUEST_METHOD") == "LOCK":
+            with translated(self.environ):
+                self.ops.check_change(self.session, self.path)
         return False
 
     # -- COPY / MOVE / DELETE -----------------------------------------------------------

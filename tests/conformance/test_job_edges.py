@@ -12,7 +12,6 @@ Idempotency-Key replay (tests/api/test_rest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import ftplib
 import hashlib
 import io
@@ -201,7 +200,7 @@ def test_cancel_of_a_retrying_job_with_progress_leaves_the_tree_as_it_was(gw, co
 
 
 def _s3():
-    sys.path.insert(0, str(ROOT / "tests" / "backends"))
+    sys.path.append(str(ROOT / "tests" / "backends"))
     from servers import S3
 
     return S3
@@ -295,6 +294,8 @@ def test_a_stalled_job_shows_everywhere_and_an_admin_retries_then_abandons_it(gw
                     if line == "event: stalled":
                         break
             assert admin.get(f"/api/v1/jobs/{job_id}").json()["stalled"] is True
+            assert [j["id"] for j in admin.get("/api/v1/jobs", params={"state": "stalled"}).json()["jobs"]] == [
+                job_id]
             assert "\ngateway_jobs_stalled 1\n" in admin.get("/metrics").text
         listing = connect("ftp", "admin").ftp.sendcmd("SITE JOBS")
         assert re.search(rf"{job_id} ItemMove \S+ -> \S+ queued STALLED", listing), listing
@@ -332,6 +333,8 @@ def test_the_initiators_proppatch_during_a_move_survives_the_commit(gw):
     prop = ('<?xml version="1.0" encoding="utf-8"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:t:">'
             '<D:set><D:prop><Z:colour>{}</Z:colour></D:prop></D:set></D:propertyupdate>')
     with http(gw, session="mover") as mover, http(gw, session="other") as other:
+        r = mover.request("PROPPATCH", f"/dav{src}/x001", content=prop.replace("colour", "shade").format("old").encode())
+        assert r.status_code == 207 and "200 OK" in r.text, r.text
         r = mover.request("MOVE", f"/dav{src}", headers={"Destination": f"/dav{dst}", **LAZY})
         assert r.status_code == 202, r.text
         job_id = job_of(gw, src).id
@@ -340,10 +343,15 @@ def test_the_initiators_proppatch_during_a_move_survives_the_commit(gw):
             assert r.status_code == 207 and "200 OK" in r.text, r.text
         r = other.request("PROPPATCH", f"/dav{src}/x001", content=prop.format("green").encode())
         assert r.status_code == 423 or "423" in r.text, r.text
+        body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
+        # The initiator reads what it set (and what the source had) on the projected destination.
+        r = mover.request("PROPFIND", f"/dav{dst}/x001", content=body, headers={"Depth": "0"})
+        assert ">red</" in r.text and ">old</" in r.text, r.text
+        r = mover.request("PROPFIND", f"/dav{dst}/", content=body, headers={"Depth": "1"})
+        assert ">blue</" in r.text and ">red</" in r.text, r.text
         assert not gw.gw.store.get(job_id).terminal, "the job ended too soon to tell"
         assert gw.ops.wait_job(gw.session("admin"), job_id, 60).state == "completed"
-        body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
-        for path, colour in ((f"{dst}/x001", "red"), (dst, "blue")):
+        for path, colour in ((f"{dst}/x001", "red"), (dst, "blue"), (f"{dst}/x001", "old")):
             r = other.request("PROPFIND", f"/dav{path}", content=body, headers={"Depth": "0"})
             assert f">{colour}</" in r.text, (path, r.text)
 
