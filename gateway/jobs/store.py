@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -20,10 +21,15 @@ from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job
 from gateway.jobs.schema import job_items, jobs, metadata, monitor_tokens
 
-__all__ = ["JobStore", "hash_token", "write_transaction"]
+__all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "write_transaction"]
+
+log = logging.getLogger("gateway.jobs")
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
+#: The PostgreSQL advisory lock key held while the schema is migrated
+#: (any constant: "gw-migr" in ASCII).
+MIGRATION_LOCK = 0x67772D6D69677220
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -84,6 +90,8 @@ class JobStore:
         else:
             kwargs["pool_size"] = 10
             kwargs["pool_pre_ping"] = True
+            # An unreachable server is an answer within seconds (readiness, start), not a hang.
+            kwargs["connect_args"] = {"connect_timeout": 5}
         self.engine = sa.create_engine(url, future=True, **kwargs)
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -99,36 +107,50 @@ class JobStore:
     def _migrate(self) -> None:
         """Bring the schema to ``SCHEMA_HEAD``. A new database gets the
         tables of ``schema.metadata`` stamped with the head revision; only an
-        older one runs Alembic's migrations. Alembic and Mako cost ~12 MiB of
-        resident memory for the life of the process, so they are imported
-        only then."""
+        older one runs Alembic's migrations. On PostgreSQL the work holds a
+        transaction-level advisory lock, so of several nodes starting at once
+        one migrates and the others wait, then find the head. Alembic and
+        Mako cost ~12 MiB of resident memory for the life of the process, so
+        they are imported only when a migration runs.
+
+        Raises SchemaTooNew when the database is at a revision this version
+        does not know (a newer gateway migrated it)."""
         revision = self.schema_revision()
         if revision == SCHEMA_HEAD:
             return
-        if revision is None:
-            with self.engine.begin() as conn:
-                if not sa.inspect(conn).get_table_names():
-                    metadata.create_all(conn)
-                    version = sa.Table("alembic_version", sa.MetaData(),
-                                       sa.Column("version_num", sa.String(32), primary_key=True))
-                    version.create(conn)
-                    conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
-                    return
-        from alembic import command
-        from alembic.config import Config as AlembicConfig
-
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        _check_known(revision, self.url)
         with self.engine.begin() as conn:
+            if not self.sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            revision = _revision(conn)  # again: another node may have migrated while we waited
+            if revision == SCHEMA_HEAD:
+                return
+            _check_known(revision, self.url)
+            if revision is None and not sa.inspect(conn).get_table_names():
+                metadata.create_all(conn)
+                version = sa.Table("alembic_version", sa.MetaData(),
+                                   sa.Column("version_num", sa.String(32), primary_key=True))
+                version.create(conn)
+                conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
+                return
+            from alembic import command
+            from alembic.config import Config as AlembicConfig
+
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            log.info("job store migrated from revision %s to %s", revision, SCHEMA_HEAD)
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None: not created yet)."""
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision(conn)
+
+    def ping(self) -> None:
+        """One round trip to the database; raises what the driver raises."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -306,6 +328,20 @@ class JobStore:
         self._bump()
         return job
 
+    def release(self, job: Job) -> bool:
+        """Give a running attempt back to the queue at once (its node is
+        draining or stopping): any node resumes it from its journal. False
+        when the attempt was no longer ours."""
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
+                                                jobs.c.state == "running")
+                            .values(state="queued", not_before=0.0, heartbeat_at=time.time()))
+        if res.rowcount != 1:
+            return False
+        job.state = "queued"
+        self._bump()
+        return True
+
     def requeue_stalled(self, stalled_before: float, max_attempts: int, backoff_s: float,
                         node: str | None = None) -> builtins.list[tuple[Job, str]]:
         """Running jobs whose heartbeat is older than ``stalled_before`` (or, with
@@ -435,6 +471,30 @@ class JobStore:
             return self.get(row.job_id)
         except NotFound:
             return None
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer gateway than this one."""
+
+
+def known_revisions() -> set[str]:
+    """The revisions of migrations/versions (files are named ``<revision>_<what>.py``)."""
+    return {p.name.split("_", 1)[0] for p in (_MIGRATIONS / "versions").glob("*_*.py")}
+
+
+def _check_known(revision: str | None, url: str) -> None:
+    if revision is not None and revision not in known_revisions():
+        from sqlalchemy.engine import make_url
+
+        where = make_url(url).render_as_string(hide_password=True)
+        raise SchemaTooNew(f"{where}: the job store's schema is at revision {revision}, newer than this "
+                           f"gateway knows (up to {SCHEMA_HEAD}); upgrade the gateway on this node")
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _create_database_file(url: str) -> None:
