@@ -12,10 +12,12 @@ from typing import Any
 from backends import open_backend
 from gateway.auth import CachedLogins
 from gateway.descriptors import DescriptorGuard, raise_limit
+from gateway.health import Readiness
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore
 from gateway.namespace import Mount, Namespace, normalise, set_name_form
+from gateway.nodes import NodeRegistry
 from gateway.ops import Limits, Operations, Policy
 from gateway.private import create_private, private_dir
 from gateway.sweep import Sweeper
@@ -34,7 +36,8 @@ class Gateway:
 
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
                  auth: Any = None, config: Any = None, state_dir: Path | None = None,
-                 sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None) -> None:
+                 sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None,
+                 nodes: NodeRegistry | None = None) -> None:
         self.namespace = namespace
         self.store = store
         self.dispatcher = dispatcher
@@ -50,6 +53,20 @@ class Gateway:
         self.sweeper = sweeper
         #: Admission of new connections against the descriptor limit.
         self.descriptors = descriptors or DescriptorGuard(DEFAULT_DESCRIPTOR_RESERVE)
+        #: This node's row in the store's ``nodes`` table (heartbeat, drain flag).
+        self.nodes = nodes
+        #: What ``/readyz`` checks; other parts add theirs (``readiness.add``).
+        self.readiness = Readiness()
+        self.readiness.add("store", lambda: store.ping())
+        self.readiness.add("workers", dispatcher.health)
+        self.readiness.add("draining", lambda: "draining: claiming no new jobs" if dispatcher.draining else None)
+        if nodes is not None:
+            self.readiness.add("heartbeat", nodes.health)
+
+    @property
+    def node(self) -> str:
+        """This node's id (``[server] node_id``)."""
+        return self.dispatcher.node
 
     @classmethod
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
@@ -88,8 +105,9 @@ class Gateway:
         ops = Operations(namespace, store, dispatcher, View(store),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
+        registry = NodeRegistry(store, dispatcher.node, dispatcher, interval_s=max(heartbeat_s, 0.5))
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
-                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve))
+                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve), nodes=registry)
 
     @classmethod
     def from_config(cls, cfg: Any, new_store: bool = False) -> "Gateway":
@@ -124,9 +142,11 @@ class Gateway:
 
     def start(self) -> "Gateway":
         """Raise the process's open-files limit (gateway.descriptors), start
-        the job workers and the sweep."""
+        the job workers, this node's heartbeat and the sweep."""
         raise_limit()
         self.dispatcher.start()
+        if self.nodes is not None:
+            self.nodes.start()
         if self.sweeper is not None:
             self.sweeper.start()
         return self
@@ -135,6 +155,8 @@ class Gateway:
         if self.sweeper is not None:
             self.sweeper.close()
         self.dispatcher.close()
+        if self.nodes is not None:
+            self.nodes.close()
         self.store.close()
         self.descriptors.close()
 
