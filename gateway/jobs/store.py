@@ -33,6 +33,10 @@ MIGRATION_LOCK = 0x67772D6D69677220
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+#: PostgreSQL ends a session idle this long inside a transaction (every
+#: transaction of the store is a few statements run back to back).
+IDLE_IN_TRANSACTION_MS = 10000
+
 #: The longest wait between two attempts of a job that keeps failing.
 MAX_BACKOFF_S = 300.0
 
@@ -56,13 +60,18 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 def _insert_ignore(conn, table, rows):
     """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns the
-    number of rows really inserted."""
+    number of rows really inserted. (psycopg reports no row count for a
+    many-row insert, so on PostgreSQL the inserted keys are returned and
+    counted.)"""
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+
+        stmt = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        return len(conn.execute(stmt, rows).all())
+    from sqlalchemy.dialects.sqlite import insert
+
     result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
     return max(0, result.rowcount or 0)
 
@@ -90,8 +99,11 @@ class JobStore:
         else:
             kwargs["pool_size"] = 10
             kwargs["pool_pre_ping"] = True
-            # An unreachable server is an answer within seconds (readiness, start), not a hang.
-            kwargs["connect_args"] = {"connect_timeout": 5}
+            # An unreachable server is an answer within seconds (readiness, start), not a hang;
+            # a node frozen inside a transaction (SIGSTOP, a VM pause) loses it and its row locks
+            # after IDLE_IN_TRANSACTION_MS, so the others can take its jobs over.
+            kwargs["connect_args"] = {"connect_timeout": 5, "options": (
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}")}
         self.engine = sa.create_engine(url, future=True, **kwargs)
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -72,3 +72,21 @@ def test_jobs_queued_by_another_node_run_side_by_side(tmp_path, pg_url):
     finally:
         a.close()
         b.close()
+
+
+def test_journaled_items_count_once_each_on_postgresql(pg_url):
+    """psycopg gives no row count for a many-row insert: the totals must
+    still grow by exactly what was new (a job's progress depends on them)."""
+    from gateway.jobs.model import Job
+    from gateway.jobs.store import JobStore
+
+    store = JobStore(pg_url)
+    try:
+        job = store.create(Job(id="j1", queue="copy", operation="copy", src="/a", dst="/b", owner="alice",
+                               session_id="s", protocol="ftp", state="queued", phase="prepare"))
+        assert store.add_items(job, [("", True, 0), ("f1", False, 10), ("f2", False, 5)]) == (3, 15)
+        assert store.add_items(job, [("f2", False, 5), ("f3", False, 1)]) == (1, 1)
+        got = store.get("j1")
+        assert (got.items_total, got.bytes_total) == (4, 16) == store.count_items("j1")
+    finally:
+        store.close()
