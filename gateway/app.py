@@ -15,7 +15,7 @@ from gateway.descriptors import DescriptorGuard, raise_limit
 from gateway.health import Readiness
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import JobStore, SchemaTooNew
 from gateway.namespace import Mount, Namespace, normalise, set_name_form
 from gateway.nodes import NodeRegistry
 from gateway.ops import Limits, Operations, Policy
@@ -114,6 +114,7 @@ class Gateway:
         """The gateway a validated config describes (see gateway.config);
         ``new_store`` as in :meth:`build`."""
         from gateway.auth import Authenticator
+        from gateway.bans import StoredBans
 
         set_name_form(cfg.server.unicode_normalization)
         state_dir = Path(cfg.server.state_dir)
@@ -134,6 +135,8 @@ class Gateway:
             descriptor_reserve=cfg.server.descriptor_reserve, new_store=new_store,
         )
         gw.auth = Authenticator.from_config(cfg)
+        # Bans in the job store: one earned on any node holds on every node, and across restarts.
+        gw.auth.bans = StoredBans(gw.store.engine, cfg.auth)
         gw.auth.audit = gw.ops.audit = cfg.logging.audit
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
         gw.auth.on_change(gw.auth.all())
@@ -175,7 +178,8 @@ def _open_store(store_url: str | None, state_dir: Path, new_store: bool = False)
     store is made: every earlier job is forgotten).
 
     Raises ConfigError (one line naming the file or URL and the cause) when
-    the store cannot be opened, e.g. a corrupt or missing file.
+    the store cannot be opened, e.g. a corrupt or missing file, or holds a
+    schema newer than this version knows.
     """
     from gateway.config import ConfigError
     from gateway.preflight import STORE_MARKER, check_store_file, store_error
@@ -192,6 +196,8 @@ def _open_store(store_url: str | None, state_dir: Path, new_store: bool = False)
                         "earlier job is forgotten", db)
     try:
         store = JobStore(url)
+    except SchemaTooNew as e:  # a newer gateway migrated it: not a broken store
+        raise ConfigError(str(e)) from None
     except Exception as e:  # the driver's own error: sqlite3/psycopg, through SQLAlchemy
         cause = str(getattr(e, "orig", None) or e).strip() or type(e).__name__
         raise ConfigError(store_error(where, cause.splitlines()[0])) from None
