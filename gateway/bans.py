@@ -1,0 +1,102 @@
+"""Failed-login counts and bans per source address (gateway.auth decides
+when to count; this module keeps the counts).
+
+``max_failures`` failures from one address within ``window_s`` (a sliding
+window) ban it for ``ban_s``. :class:`MemoryBans` keeps them in this process
+(a fake clock in tests); :class:`StoredBans` in the job store's tables
+``login_failures`` and ``login_bans``, with wall-clock times, so a ban earned
+on one node holds on every node sharing the store, and across restarts.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import TYPE_CHECKING, Callable, Protocol
+
+import sqlalchemy as sa
+
+from gateway.jobs.schema import login_bans, login_failures
+from gateway.jobs.store import write_transaction
+
+if TYPE_CHECKING:
+    from gateway.config import Auth
+
+__all__ = ["Bans", "MemoryBans", "StoredBans"]
+
+
+class Bans(Protocol):
+    def banned_for(self, addr: str) -> float:
+        """Seconds ``addr`` stays banned (0: not banned)."""
+        ...
+
+    def fail(self, addr: str) -> tuple[int, bool]:
+        """Count one failure of ``addr``: (failures in the window, now banned)."""
+        ...
+
+
+class MemoryBans:
+    """Counts and bans in this process. Thread-safe. ``clock`` is a
+    monotonic clock in seconds."""
+
+    def __init__(self, cfg: "Auth", clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._banned_until: dict[str, float] = {}
+
+    def banned_for(self, addr: str) -> float:
+        with self._lock:
+            until = self._banned_until.get(addr)
+            if until is None:
+                return 0.0
+            left = until - self.clock()
+            if left <= 0:
+                del self._banned_until[addr]
+                return 0.0
+            return left
+
+    def fail(self, addr: str) -> tuple[int, bool]:
+        now = self.clock()
+        with self._lock:
+            window = self._failures.setdefault(addr, collections.deque())
+            window.append(now)
+            while window and window[0] <= now - self.cfg.window_s:
+                window.popleft()
+            count = len(window)
+            banned = count >= self.cfg.max_failures
+            if banned:
+                self._banned_until[addr] = now + self.cfg.ban_s
+                del self._failures[addr]
+        return count, banned
+
+
+class StoredBans:
+    """Counts and bans in the job store, shared by every node using it.
+    ``clock`` is the wall clock (every node must agree on it)."""
+
+    def __init__(self, engine: sa.Engine, cfg: "Auth", clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.clock = clock
+
+    def banned_for(self, addr: str) -> float:
+        with self.engine.connect() as c:
+            until = c.execute(sa.select(login_bans.c.until).where(login_bans.c.address == addr)).scalar()
+        return max(0.0, until - self.clock()) if until is not None else 0.0
+
+    def fail(self, addr: str) -> tuple[int, bool]:
+        now = self.clock()
+        with write_transaction(self.engine) as c:
+            # Every address's failures older than the window go (a few rows: each failure cost an argon2 check).
+            c.execute(login_failures.delete().where(login_failures.c.at <= now - self.cfg.window_s))
+            c.execute(login_failures.insert().values(address=addr, at=now))
+            count = c.execute(sa.select(sa.func.count()).where(login_failures.c.address == addr)).scalar() or 0
+            banned = count >= self.cfg.max_failures
+            if banned:
+                c.execute(login_failures.delete().where(login_failures.c.address == addr))
+                c.execute(login_bans.delete().where(sa.or_(login_bans.c.address == addr, login_bans.c.until < now)))
+                c.execute(login_bans.insert().values(address=addr, until=now + self.cfg.ban_s))
+        return int(count), banned
