@@ -48,7 +48,7 @@ class _Metrics:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = metrics.render(self.gw.store.engine)
+        resp.text = metrics.render(self.gw.store.engine, getattr(self.gw, "node", None))
 
 
 def routes(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> list[tuple[str, Any]]:

@@ -152,6 +152,7 @@ class Job:
             "committedAt": self.committed_at,
             "finishedAt": self.finished_at,
             "attempts": self.attempts,
+            "node": self.node,
             "stuck": self.stuck,
             "error": self.error,
             "resourceId": self.resource_id,
