@@ -127,13 +127,18 @@ class Node:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
+    def terminate(self) -> None:
+        """SIGTERM (a clean stop), without waiting."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM and wait (SIGKILL after ``timeout``); the exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -158,9 +163,12 @@ class Cluster:
         self._haproxy: subprocess.Popen | None = None
         self.lb: dict[str, int] = {}
 
-    def mounts(self, latency_ms: int = 20) -> dict[str, Any]:
+    def mounts(self, latency_ms: int = 20, bytes_per_s: int = 200_000) -> dict[str, Any]:
+        """``/``: the shared local folder; ``/slow``: another one, each call
+        ``latency_ms`` late and file data at ``bytes_per_s`` (one stream at
+        a time between local folders), so jobs last long enough to watch."""
         return {"/": f"file://{self.data}",
-                "/slow": (f"slow::file://{self.slow}", {"slow": {"latency_ms": latency_ms}})}
+                "/slow": (f"slow::file://{self.slow}", {"slow": {"latency_ms": latency_ms, "bytes_per_s": bytes_per_s}})}
 
     def add(self, *, mounts: dict[str, Any] | None = None, sections: dict[str, dict] | None = None,
             stall_after_s: float = 3.0) -> Node:
@@ -241,6 +249,8 @@ class Cluster:
         return self.lb
 
     def close(self) -> None:
+        for node in self.nodes:
+            node.terminate()
         for node in self.nodes:
             node.stop(timeout=10)
         if self._haproxy is not None:
