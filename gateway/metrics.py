@@ -60,9 +60,10 @@ def _esc(v: str) -> str:
 
 
 def render(engine: sa.Engine, node: str | None = None) -> str:
-    """The metrics page (text/plain; version=0.0.4); with ``node``, every
-    sample carries a ``node`` label (the job counts read from the store are
-    those of every node sharing it, as this node sees them)."""
+    """The metrics page (text/plain; version=0.0.4); with ``node`` (several
+    nodes share the store), every sample carries a ``node`` label last (the
+    job counts read from the store are those of every node sharing it, as
+    this node sees them)."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
@@ -70,7 +71,7 @@ def render(engine: sa.Engine, node: str | None = None) -> str:
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             if node:
-                labels = {"node": node, **labels}
+                labels = {**labels, "node": node}
             lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
             out.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
 

@@ -48,7 +48,9 @@ class _Metrics:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = metrics.render(self.gw.store.engine, getattr(self.gw, "node", None))
+        # Several nodes share a PostgreSQL store: each sample names its node.
+        node = None if self.gw.store.sqlite else getattr(self.gw, "node", None)
+        resp.text = metrics.render(self.gw.store.engine, node)
 
 
 def routes(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> list[tuple[str, Any]]:

@@ -1,6 +1,7 @@
 """Several real ``gateway serve`` processes on one PostgreSQL database.
 
-``cluster`` (a fixture) gives a :class:`Cluster`: ``cluster.start(3)``
+``cluster`` (a fixture; ``module_cluster`` shares one per module) gives a
+:class:`Cluster`: ``cluster.start(3)``
 writes one config per node (own ports, own state folder, node id ``a``,
 ``b``, ``c``...; one shared host key; the same local folders mounted at
 ``/`` and, 20 ms a call, at ``/slow``), starts the nodes at once (so their
@@ -44,21 +45,34 @@ NAMES = "abcdefgh"
 #: take the nodes' FTP passive port ranges too.
 LB_ADDR = "127.0.0.2"
 
-__all__ = ["Cluster", "Node", "cluster", "pg_database", "PASSWORDS", "LB_ADDR"]
+__all__ = ["Cluster", "Node", "cluster", "module_cluster", "pg_database", "create_database", "drop_database",
+           "PASSWORDS", "LB_ADDR"]
 
 
-@pytest.fixture
-def pg_database():
+def create_database() -> tuple[str, str]:
     """A fresh PostgreSQL database on 127.0.0.1:5432: (SQLAlchemy URL, the
-    gateway's ``[jobs] store`` URL); dropped after the test."""
+    gateway's ``[jobs] store`` URL)."""
     name = f"gw_cluster_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
     admin.dispose()
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(url: str) -> None:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh database (see :func:`create_database`), dropped after the test."""
+    db = create_database()
+    yield db
+    drop_database(db[0])
 
 
 @dataclass
@@ -249,10 +263,8 @@ class Cluster:
         return self.lb
 
     def close(self) -> None:
-        for node in self.nodes:
-            node.terminate()
-        for node in self.nodes:
-            node.stop(timeout=10)
+        for node in self.nodes:  # tests stop nodes cleanly where that matters; teardown need not wait
+            node.kill()
         if self._haproxy is not None:
             self._haproxy.terminate()
             try:
@@ -270,3 +282,17 @@ def cluster(tmp_path, pg_database):
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory):
+    """One :class:`Cluster` (not started) for every test of a module, on
+    its own database: starting nodes is the slow part. Tests that share it
+    use their own paths and leave every node running (or start it again)."""
+    db = create_database()
+    c = Cluster(tmp_path_factory.mktemp("cluster"), db)
+    try:
+        yield c
+    finally:
+        c.close()
+        drop_database(db[0])

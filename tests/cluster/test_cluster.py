@@ -1,5 +1,5 @@
 """Three gateway processes on one PostgreSQL store, over shared local
-folders (``/`` and a ``slow::`` mount at ``/slow``: a 60-file job lasts ~7 s), with
+folders (``/`` and a ``slow::`` mount at ``/slow``: a 40-file job lasts ~5 s), with
 HAProxy in front for HTTP and SFTP (see cluster_harness): one job seen and
 controlled from every node, a node lost mid-job, a node that comes back
 after its job was taken, state shared between nodes, and the operations
@@ -20,11 +20,22 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from cluster_harness import LB_ADDR, PASSWORDS, cluster, pg_database  # noqa: F401 - fixtures
+from cluster_harness import LB_ADDR, PASSWORDS, create_database, drop_database, module_cluster  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
-FILES = 60
+FILES = 40
+STALL_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def nodes(module_cluster):
+    """Nodes a, b and c, started together (so their schema migration
+    races), with HAProxy in front; the tests below run in order on them."""
+    module_cluster.start(3, stall_after_s=STALL_S,
+                         sections={"policy": {"sync_budget_ms": 100}, "auth": {"max_failures": 3, "ban_s": 600}})
+    module_cluster.haproxy()
+    return module_cluster
 
 
 def make_tree(root: Path, n: int = FILES) -> dict[str, str]:
@@ -73,9 +84,10 @@ def start_copy(node, src: str, dst: str) -> str:
     return r.json()["id"]
 
 
-def test_a_move_started_over_ftp_on_a_is_followed_on_b_and_stopped_from_c(cluster):
-    a, b, c = cluster.start(3, sections={"policy": {"sync_budget_ms": 100}})
-    lb = cluster.haproxy()
+def test_a_move_started_over_ftp_on_a_is_followed_on_b_and_stopped_from_c(nodes):
+    cluster = nodes
+    a, b, c = cluster.nodes
+    lb = cluster.lb
     before = make_tree(cluster.slow / "tree")
     ftp = ftp_login(a)
     try:
@@ -119,45 +131,9 @@ def test_a_move_started_over_ftp_on_a_is_followed_on_b_and_stopped_from_c(cluste
     assert [n for n in asyncio.run(sftp_list()) if n not in (".", "..")] == ["d0", "d1", "d2", "d3"]
 
 
-def test_a_node_lost_mid_job_is_taken_over_and_a_returning_node_is_fenced(cluster):
-    stall = 3.0
-    a, b, c = cluster.start(3, stall_after_s=stall)
-    before = make_tree(cluster.slow / "src")
-
-    # A node frozen mid-job (SIGSTOP): its job goes to another node, and
-    # once thawed it finds its attempt superseded and writes no more.
-    first = start_copy(a, "/slow/src", "/first")
-    wait_for(lambda: job(b, first)["itemsDone"] > 0, 30)
-    runner = next(n for n in (a, b, c) if n.name == job(b, first)["node"])
-    runner.pause()
-    try:
-        taken = wait_for(lambda: (j := job(next(n for n in (a, b, c) if n is not runner), first))["node"]
-                         != runner.name and j["state"] == "running" and j, stall + 20)
-    finally:
-        runner.resume()
-    assert taken["attempts"] >= 2
-    wait_for(lambda: f"job {first} left for a later attempt" in runner.log_text(), 15)
-    done = wait_for(lambda: (j := job(a, first))["state"] == "completed" and j, 60)
-    assert done["node"] != runner.name
-    assert manifest(cluster.data / "first") == before
-    assert done["itemsDone"] == done["itemsTotal"] == FILES + 4 + 1 and done["bytesDone"] == done["bytesTotal"]
-
-    # A node killed mid-job (SIGKILL): the others resume it from the journal
-    # once its heartbeat is stall_after_s old; nothing twice, nothing lost.
-    second = start_copy(a, "/slow/src", "/second")
-    wait_for(lambda: (j := job(b, second))["itemsDone"] > 0 and j["node"] == "a", 30)
-    a.kill()
-    done = wait_for(lambda: (j := job(b, second))["state"] == "completed" and j, stall + 30)
-    assert done["node"] in ("b", "c") and done["attempts"] >= 2
-    assert manifest(cluster.data / "second") == before
-    assert done["itemsDone"] == done["itemsTotal"] == FILES + 4 + 1 and done["bytesDone"] == done["bytesTotal"]
-    assert manifest(cluster.slow / "src") == before
-    leftovers = [p for p in cluster.data.rglob(".gw-*")]
-    assert leftovers == [], leftovers
-
-
-def test_locks_bans_sessions_tokens_and_keys_hold_on_every_node(cluster):
-    a, b, c = cluster.start(3, sections={"auth": {"max_failures": 3, "ban_s": 600}})
+def test_locks_bans_sessions_tokens_and_keys_hold_on_every_node(nodes):
+    cluster = nodes
+    a, b, c = cluster.nodes
     (cluster.data / "doc.txt").write_text("v1")
 
     # A WebDAV lock taken on A blocks a PUT on B (and C), and its holder may write on B.
@@ -232,47 +208,100 @@ def test_locks_bans_sessions_tokens_and_keys_hold_on_every_node(cluster):
         assert cc.get("/api/v1/fs/list", params={"path": "/"}).status_code == 200
 
 
-def test_nodes_lists_the_nodes_and_drain_hands_jobs_over(cluster):
-    a, b, c = cluster.start(3)
+def test_a_node_lost_mid_job_is_taken_over_and_a_returning_node_is_fenced(nodes):
+    cluster, stall = nodes, STALL_S
+    a, b, c = cluster.nodes
+    before = make_tree(cluster.slow / "src")
+
+    # A node frozen mid-job (SIGSTOP): its job goes to another node, and
+    # once thawed it finds its attempt superseded and writes no more.
+    first = start_copy(a, "/slow/src", "/first")
+    wait_for(lambda: job(b, first)["itemsDone"] > 0, 30)
+    runner = next(n for n in (a, b, c) if n.name == job(b, first)["node"])
+    runner.pause()
+    try:
+        taken = wait_for(lambda: (j := job(next(n for n in (a, b, c) if n is not runner), first))["node"]
+                         != runner.name and j["state"] == "running" and j, stall + 20)
+    finally:
+        runner.resume()
+    assert taken["attempts"] >= 2
+    # Thawed, its next journal write is refused (or, when its connection
+    # died while frozen, fails): it gives the job up.
+    wait_for(lambda: re.search(rf"job {first} (left for a later attempt|attempt \d+ failed)", runner.log_text()), 30)
+    done = wait_for(lambda: (j := job(a, first))["state"] == "completed" and j, 60)
+    assert done["node"] != runner.name
+    assert manifest(cluster.data / "first") == before
+    assert done["itemsDone"] == done["itemsTotal"] == FILES + 4 + 1 and done["bytesDone"] == done["bytesTotal"]
+
+    # A node killed mid-job (SIGKILL): the others resume it from the journal
+    # once its heartbeat is stall_after_s old; nothing twice, nothing lost.
+    second = start_copy(a, "/slow/src", "/second")
+    wait_for(lambda: (j := job(b, second))["itemsDone"] > 0 and j["node"] == "a", 30)
+    a.kill()
+    done = wait_for(lambda: (j := job(b, second))["state"] == "completed" and j, stall + 30)
+    assert done["node"] in ("b", "c") and done["attempts"] >= 2
+    assert manifest(cluster.data / "second") == before
+    assert done["itemsDone"] == done["itemsTotal"] == FILES + 4 + 1 and done["bytesDone"] == done["bytesTotal"]
+    assert manifest(cluster.slow / "src") == before
+    leftovers = [p for p in cluster.data.rglob(".gw-*")]
+    assert leftovers == [], leftovers
+    a.start()  # back, with the same node id, for the tests that follow
+
+
+def test_nodes_lists_the_nodes_and_drain_hands_jobs_over(nodes):
+    cluster = nodes
+    a, b, c = cluster.nodes
     out = cluster.gateway("nodes", "--json")
     assert out.returncode == 0, out.stderr
     listed = {n["node"]: n for n in json.loads(out.stdout)}
     assert {k: v["state"] for k, v in listed.items()} == {"a": "live", "b": "live", "c": "live"}
     assert all(v["jobs"] == [] and v["heartbeatAgeSeconds"] < 3 for v in listed.values())
 
-    before = make_tree(cluster.slow / "src")
-    job_id = start_copy(a, "/slow/src", "/copied")
+    # A long job (~10 s) running on a: drained, a hands it over at its next
+    # step and another node resumes it from the journal.
+    before = make_tree(cluster.slow / "drain-src", 80)
+    job_id = start_copy(a, "/slow/drain-src", "/drained")
     wait_for(lambda: (j := job(b, job_id))["itemsDone"] > 0 and j["node"] == "a", 30)
-    table = cluster.gateway("nodes", node=c)
-    assert re.search(rf"^a\s+live\s+.*\b1: {job_id}$", table.stdout, re.M), table.stdout
-
     drained = cluster.gateway("drain", "a", "--wait", "30")
     assert drained.returncode == 0, drained.stdout + drained.stderr
     assert "node a drained" in drained.stdout
+    assert f"job {job_id} handed back to the queue (node a draining)" in a.log_text()
     r = httpx.get(f"{a.url}/readyz")
     assert r.status_code == 503 and r.json()["checks"]["draining"] != "ok"
-    listed = {n["node"]: n for n in json.loads(cluster.gateway("nodes", "--json").stdout)}
-    assert listed["a"]["state"] == "draining" and listed["a"]["jobs"] == []
+    table = cluster.gateway("nodes", node=c).stdout
+    assert re.search(r"^a\s+draining\s+.*\s0$", table, re.M), table
+    assert re.search(rf"^[bc]\s+live\s+.*\b1: {job_id}$", table, re.M), table
     done = wait_for(lambda: (j := job(b, job_id))["state"] == "completed" and j, 60)
     assert done["node"] in ("b", "c")
-    assert manifest(cluster.data / "copied") == before
-    assert f"job {job_id} handed back to the queue (node a draining)" in a.log_text()
+    assert manifest(cluster.data / "drained") == before
 
     assert cluster.gateway("drain", "a", "--undo").returncode == 0
     wait_for(a.ready, 10)
-    assert cluster.gateway("drain", "nobody").returncode == 1
+    assert cluster.gateway("drain", "nobody", "--wait", "0").returncode == 1
+    metrics = httpx.get(f"{b.url}/metrics").text
+    samples = [line for line in metrics.splitlines() if line and not line.startswith("#")]
+    assert samples and all('node="b"}' in line for line in samples), metrics
     assert c.stop() == 0  # a clean stop leaves the list
     assert sorted(n["node"] for n in json.loads(cluster.gateway("nodes", "--json").stdout)) == ["a", "b"]
     # Every log line names its node.
     assert all(re.match(r"\S+Z b ", line) for line in b.log_text().splitlines() if line[:4].isdigit())
 
 
-def test_a_node_refuses_a_schema_newer_than_it_knows(cluster):
-    (a,) = cluster.start(1)
-    assert a.stop() == 0
-    with sa.create_engine(cluster.db_url).begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
-    a.spawn()
-    assert a.proc.wait(30) == 2
-    errors = [line for line in a.log_text().splitlines() if "9999" in line]
-    assert len(errors) == 1 and "newer than this gateway knows" in errors[0], a.log_text()[-2000:]
+def test_a_node_refuses_a_schema_newer_than_it_knows(tmp_path):
+    from gateway.jobs.store import JobStore
+
+    from cluster_harness import Cluster
+
+    db = create_database()
+    try:
+        JobStore(db[0]).close()  # today's schema
+        with sa.create_engine(db[0]).begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        cluster = Cluster(tmp_path, db)
+        node = cluster.add()
+        node.spawn()
+        assert node.proc.wait(60) == 2
+        errors = [line for line in node.log_text().splitlines() if "9999" in line]
+        assert len(errors) == 1 and "newer than this gateway knows" in errors[0], node.log_text()[-2000:]
+    finally:
+        drop_database(db[0])
