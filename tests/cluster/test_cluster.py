@@ -33,7 +33,9 @@ def nodes(module_cluster):
     """Nodes a, b and c, started together (so their schema migration
     races), with HAProxy in front; the tests below run in order on them."""
     module_cluster.start(3, stall_after_s=STALL_S,
-                         sections={"policy": {"sync_budget_ms": 100}, "auth": {"max_failures": 3, "ban_s": 600}})
+                         sections={"policy": {"sync_budget_ms": 100}, "auth": {"max_failures": 3, "ban_s": 600},
+                                   # FTP through the balancer: each node announces its address
+                                   "ftp": {"masquerade_address": LB_ADDR}})
     module_cluster.haproxy()
     return module_cluster
 
@@ -129,6 +131,17 @@ def test_a_move_started_over_ftp_on_a_is_followed_on_b_and_stopped_from_c(nodes)
                 return sorted(await sftp.listdir("/slow/tree"))
 
     assert [n for n in asyncio.run(sftp_list()) if n not in (".", "..")] == ["d0", "d1", "d2", "d3"]
+
+    # So does FTP through HAProxy: control to one node, passive data through
+    # that node's own port range on the balancer.
+    ftp = ftplib.FTP()
+    ftp.connect(LB_ADDR, lb["ftp"], timeout=30)
+    try:
+        ftp.login("alice", PASSWORDS["alice"])
+        assert sorted(ftp.nlst("/slow/tree")) == ["d0", "d1", "d2", "d3"]
+        assert ftp.sendcmd("PASV").split("(")[1].startswith(LB_ADDR.replace(".", ","))
+    finally:
+        ftp.close()
 
 
 def test_locks_bans_sessions_tokens_and_keys_hold_on_every_node(nodes):
