@@ -90,3 +90,45 @@ def test_journaled_items_count_once_each_on_postgresql(pg_url):
         assert (got.items_total, got.bytes_total) == (4, 16) == store.count_items("j1")
     finally:
         store.close()
+
+
+def test_stores_opened_at_once_migrate_one_database_once(pg_url):
+    """Nodes starting together: each opens the store, one creates the
+    schema under the advisory lock, the others wait and find it made."""
+    import threading
+
+    from gateway.jobs.store import JobStore
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as c:  # an older schema, so the migrations themselves run
+        from alembic import command
+        from alembic.config import Config
+
+        from gateway.jobs.store import _MIGRATIONS
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.attributes["connection"] = c
+        command.upgrade(cfg, "0003")
+    opened, failed = [], []
+
+    def open_store():
+        try:
+            opened.append(JobStore(pg_url))
+        except Exception as e:  # noqa: BLE001
+            failed.append(e)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert failed == [] and len(opened) == 4
+        assert {s.schema_revision() for s in opened} == {SCHEMA_HEAD}
+        with engine.connect() as c:
+            assert c.exec_driver_sql("select count(*) from alembic_version").scalar() == 1
+    finally:
+        for s in opened:
+            s.close()
+        engine.dispose()
