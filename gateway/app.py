@@ -17,7 +17,7 @@ from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
 from gateway.jobs.store import JobStore, SchemaTooNew
 from gateway.namespace import Mount, Namespace, normalise, set_name_form
-from gateway.nodes import NodeRegistry
+from gateway.nodes import NodeIdInUse, NodeRegistry
 from gateway.ops import Limits, Operations, Policy
 from gateway.private import create_private, private_dir
 from gateway.sweep import Sweeper
@@ -57,7 +57,7 @@ class Gateway:
         self.nodes = nodes
         #: What ``/readyz`` checks; other parts add theirs (``readiness.add``).
         self.readiness = Readiness()
-        self.readiness.add("store", lambda: store.ping())
+        self.readiness.add("store", store.ping)
         self.readiness.add("workers", dispatcher.health)
         self.readiness.add("draining", lambda: "draining: claiming no new jobs" if dispatcher.draining else None)
         if nodes is not None:
@@ -84,7 +84,8 @@ class Gateway:
         front ends refuse connections that would leave fewer than
         ``descriptor_reserve`` descriptors (gateway.descriptors).
         ``new_store`` makes an empty SQLite job store where one existed and
-        is missing (else that is a ConfigError). Not started: call :meth:`start`."""
+        is missing (else that is a ConfigError). Raises ConfigError too when
+        another running node uses ``node``. Not started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
         mode = stat.S_IMODE(state_dir.stat().st_mode)
         if mode & 0o077:  # made by an older version, or by hand: left alone, but said
@@ -106,6 +107,14 @@ class Gateway:
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
         registry = NodeRegistry(store, dispatcher.node, dispatcher, interval_s=max(heartbeat_s, 0.5))
+        try:
+            if not store.sqlite:  # a shared store: before any worker takes "its own" running jobs back
+                registry.check_unique()
+        except NodeIdInUse as e:
+            from gateway.config import ConfigError
+
+            store.close()
+            raise ConfigError(str(e)) from None
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
                    sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve), nodes=registry)
 

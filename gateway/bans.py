@@ -75,17 +75,37 @@ class MemoryBans:
 
 class StoredBans:
     """Counts and bans in the job store, shared by every node using it.
-    ``clock`` is the wall clock (every node must agree on it)."""
+    ``clock`` is the wall clock (every node must agree on it).
 
-    def __init__(self, engine: sa.Engine, cfg: "Auth", clock: Callable[[], float] = time.time) -> None:
+    Every HTTP request with Basic credentials asks whether its address is
+    banned, so an address found not banned is not asked about again for
+    ``recheck_s``: a ban earned on another node holds here within that
+    time, one earned here at once."""
+
+    def __init__(self, engine: sa.Engine, cfg: "Auth", clock: Callable[[], float] = time.time,
+                 recheck_s: float = 1.0, max_cached: int = 4096) -> None:
         self.engine = engine
         self.cfg = cfg
         self.clock = clock
+        self.recheck_s = recheck_s
+        self.max_cached = max_cached
+        self._clear_until: dict[str, float] = {}  # address -> until when it is known not banned
+        self._lock = threading.Lock()
 
     def banned_for(self, addr: str) -> float:
+        now = self.clock()
+        with self._lock:
+            if self._clear_until.get(addr, 0.0) > now:
+                return 0.0
         with self.engine.connect() as c:
             until = c.execute(sa.select(login_bans.c.until).where(login_bans.c.address == addr)).scalar()
-        return max(0.0, until - self.clock()) if until is not None else 0.0
+        left = max(0.0, until - now) if until is not None else 0.0
+        if not left:
+            with self._lock:
+                if len(self._clear_until) >= self.max_cached:
+                    self._clear_until.clear()
+                self._clear_until[addr] = now + self.recheck_s
+        return left
 
     def fail(self, addr: str) -> tuple[int, bool]:
         now = self.clock()
@@ -99,4 +119,7 @@ class StoredBans:
                 c.execute(login_failures.delete().where(login_failures.c.address == addr))
                 c.execute(login_bans.delete().where(sa.or_(login_bans.c.address == addr, login_bans.c.until < now)))
                 c.execute(login_bans.insert().values(address=addr, until=now + self.cfg.ban_s))
+        if banned:
+            with self._lock:
+                self._clear_until.pop(addr, None)
         return int(count), banned

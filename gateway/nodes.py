@@ -25,9 +25,13 @@ from gateway.errors import NotFound
 from gateway.jobs.schema import jobs, nodes
 from gateway.jobs.store import JobStore, write_transaction
 
-__all__ = ["NodeRegistry", "NodeInfo", "list_nodes", "set_draining", "running_jobs"]
+__all__ = ["NodeRegistry", "NodeInfo", "NodeIdInUse", "list_nodes", "set_draining", "running_jobs"]
 
 log = logging.getLogger("gateway.nodes")
+
+
+class NodeIdInUse(RuntimeError):
+    """Another running node has this node's id."""
 
 
 @dataclass
@@ -64,6 +68,30 @@ class NodeRegistry:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def check_unique(self) -> None:
+        """Raise NodeIdInUse when another live process beats this node's row
+        (two nodes given one ``node_id``: each would take the other's jobs
+        for its own). A row beaten lately by another process may be a
+        previous run killed a moment ago: it is watched for a few heartbeats
+        first, and taken over when it stays still."""
+        me = (socket.gethostname(), os.getpid())
+        first = self._row()
+        if first is None or (first.host, first.pid) == me or time.time() - first.heartbeat_at > self._late_s():
+            return
+        time.sleep(self._late_s())
+        again = self._row()
+        if again is not None and again.heartbeat_at > first.heartbeat_at:
+            raise NodeIdInUse(f"node id {self.node!r} is in use by a running node ({again.host}, pid {again.pid}); "
+                              "give every node its own [server] node_id")
+
+    def _row(self) -> Any:
+        with self.store.engine.connect() as c:
+            return c.execute(sa.select(nodes).where(nodes.c.node == self.node)).first()
+
+    def _late_s(self) -> float:
+        """How long without a heartbeat a node is taken for stopped."""
+        return max(3 * self.interval_s, 5.0)
+
     def start(self) -> None:
         now = time.time()
         row = dict(host=socket.gethostname(), pid=os.getpid(), version=__version__, started_at=now,
@@ -88,7 +116,7 @@ class NodeRegistry:
     def health(self) -> str | None:
         """None while heartbeats are written, else since when they are not."""
         late = time.time() - self.last_beat
-        if late > max(3 * self.interval_s, 5.0):
+        if late > self._late_s():
             return f"no node heartbeat written for {late:.0f} s"
         return None
 

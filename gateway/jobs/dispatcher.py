@@ -25,33 +25,9 @@ class Dispatcher(Protocol):
     def close(self) -> None: ...
     def queue_for(self, operation: str) -> str: ...
     @property
-    def draining(self) -> bool:
-        return self._draining.is_set()
-
-    def drain(self, on: bool = True) -> None:
-        """Stop claiming jobs (``on``) or claim again. While draining, the
-        jobs running here pause at their next step and go back to the
-        queue, where any node resumes them from their journal."""
-        if on == self._draining.is_set():
-            return
-        if on:
-            self._draining.set()
-            log.warning("node %s draining: claiming no new jobs, handing running ones over", self.node)
-        else:
-            self._draining.clear()
-            log.warning("node %s claims jobs again", self.node)
-            for name in self.queues:
-                self._notify(name, everyone=True)
-
-    def health(self) -> str | None:
-        """None while every worker and the watchdog run, else why not."""
-        if self._closing.is_set():
-            return "stopping"
-        if not self._threads:
-            return "workers not started"
-        dead = [t.name for t in self._threads if not t.is_alive()]
-        return f"threads ended: {', '.join(dead)}" if dead else None
-
+    def draining(self) -> bool: ...
+    def drain(self, on: bool = True) -> None: ...
+    def health(self) -> str | None: ...
     def enqueue(self, job: Job) -> None: ...
     def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job: ...
     def cancel(self, job_id: str) -> Job: ...

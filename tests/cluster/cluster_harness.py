@@ -176,13 +176,27 @@ class Cluster:
         self.host_key = tmp / "ssh_host_ed25519_key"
         self._haproxy: subprocess.Popen | None = None
         self.lb: dict[str, int] = {}
+        self.s3: Any = None
+
+    def start_s3(self) -> Any:
+        """moto's S3 in this process (tests/backends/servers.py), mounted at
+        ``/s3`` (no listing cache) by every node added from now on."""
+        sys.path.insert(0, str(ROOT / "tests" / "backends"))
+        from servers import S3
+
+        self.s3 = S3(self.tmp / "s3").start()
+        return self.s3
 
     def mounts(self, latency_ms: int = 20, bytes_per_s: int = 200_000) -> dict[str, Any]:
         """``/``: the shared local folder; ``/slow``: another one, each call
         ``latency_ms`` late and file data at ``bytes_per_s`` (one stream at
         a time between local folders), so jobs last long enough to watch."""
-        return {"/": f"file://{self.data}",
-                "/slow": (f"slow::file://{self.slow}", {"slow": {"latency_ms": latency_ms, "bytes_per_s": bytes_per_s}})}
+        out: dict[str, Any] = {
+            "/": f"file://{self.data}",
+            "/slow": (f"slow::file://{self.slow}", {"slow": {"latency_ms": latency_ms, "bytes_per_s": bytes_per_s}})}
+        if self.s3 is not None:
+            out["/s3"] = (self.s3.url_for("cluster"), self.s3.options, {"cache_ttl_s": 0})
+        return out
 
     def add(self, *, mounts: dict[str, Any] | None = None, sections: dict[str, dict] | None = None,
             stall_after_s: float = 3.0) -> Node:
@@ -265,6 +279,8 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes:  # tests stop nodes cleanly where that matters; teardown need not wait
             node.kill()
+        if self.s3 is not None:
+            self.s3.stop()
         if self._haproxy is not None:
             self._haproxy.terminate()
             try:

@@ -132,3 +132,41 @@ def test_stores_opened_at_once_migrate_one_database_once(pg_url):
         for s in opened:
             s.close()
         engine.dispose()
+
+
+def test_a_second_live_node_with_the_same_id_is_refused(tmp_path, pg_url, monkeypatch):
+    """Two nodes given one node_id would each take the other's running jobs
+    for their own: the second refuses to start while the first beats."""
+    import threading
+    import time
+
+    from gateway.config import ConfigError
+    from gateway.jobs.schema import nodes
+    from gateway.jobs.store import JobStore
+    from gateway.nodes import NodeRegistry
+
+    monkeypatch.setattr(NodeRegistry, "_late_s", lambda self: 0.5)
+    store = JobStore(pg_url)
+    beating = threading.Event()
+
+    def other_process_beats():  # a row another host's process keeps fresh
+        with store.engine.begin() as c:
+            c.execute(nodes.insert().values(node="n1", host="elsewhere", pid=1, version="x", started_at=time.time(),
+                                            heartbeat_at=time.time(), draining=False))
+        while not beating.wait(0.1):
+            with store.engine.begin() as c:
+                c.execute(nodes.update().where(nodes.c.node == "n1").values(heartbeat_at=time.time()))
+
+    t = threading.Thread(target=other_process_beats)
+    t.start()
+    try:
+        time.sleep(0.3)
+        with pytest.raises(ConfigError, match="node id 'n1' is in use by a running node \\(elsewhere, pid 1\\)"):
+            Gateway.build({"/": f"memory://{unique_memory()}"}, tmp_path / "a", store_url=pg_url, node="n1")
+    finally:
+        beating.set()
+        t.join()
+    # Once it stopped beating (a node killed a moment ago), the id is free.
+    g = Gateway.build({"/": f"memory://{unique_memory()}"}, tmp_path / "b", store_url=pg_url, node="n1").start()
+    g.close()
+    store.close()
