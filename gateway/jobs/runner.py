@@ -79,6 +79,19 @@ class JobRunner:
             self._fail_or_retry(job, r, err)
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
+        # An attempt that was superseded (this node froze or lost the store
+        # while another node took the job over) must neither retry nor roll
+        # back: the new attempt is writing the same destination.
+        try:
+            ours, _ = self.store.refresh_control(job)
+        except Exception:  # noqa: BLE001 - the store is away: leave the job to the watchdogs
+            log.warning("job %s attempt %d failed (%s) and the store cannot be asked whether it is still "
+                        "ours; left for a later attempt", job.id, job.attempts, err)
+            return
+        if not ours:
+            log.info("job %s left for a later attempt (attempt %d superseded; it failed with: %s)",
+                     job.id, job.attempts, err)
+            return
         # A committed job whose staged destination is not in place yet can
         # only be finished: while its storage fails it stays queued, and
         # shown as stuck once it used its attempts.

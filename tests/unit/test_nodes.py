@@ -133,3 +133,33 @@ def test_every_log_line_names_the_node():
     text, js = stream.getvalue().splitlines()
     assert text.endswith("Z node-7 WARNING gateway.x: hello")
     assert json.loads(js)["node"] == "node-7"
+
+
+def test_a_superseded_attempt_that_fails_leaves_the_destination_to_the_new_one(tmp_path):
+    """A node that froze while another took its job over, and then hits a
+    storage error, must not roll back: the destination is the new attempt's."""
+    import shutil
+
+    from gateway.jobs.schema import jobs
+
+    src = tmp_path / "src"
+    (src / "t").mkdir(parents=True)
+    for i in range(40):
+        (src / "t" / f"f{i:02}").write_bytes(b"x" * 100)
+    (tmp_path / "dst").mkdir()
+    opts = {"slow": {"latency_ms": 30}}
+    g = Gateway.build({"/a": (f"slow::file://{src}", opts), "/b": (f"slow::file://{tmp_path / 'dst'}", opts)},
+                      tmp_path / "var", node="n1", budget_s=0, heartbeat_s=30.0).start()
+    try:
+        s = Session(User("alice"), "ftp")
+        job_id = g.ops.copy(s, "/a/t", "/b/t").job_id
+        wait_for(lambda: len(list((tmp_path / "dst").rglob("f*"))) >= 3)
+        with g.store.engine.begin() as c:  # another node took it over (a new attempt)
+            c.execute(jobs.update().where(jobs.c.id == job_id).values(attempts=jobs.c.attempts + 1, node="n2"))
+        shutil.rmtree(src / "t")  # the old attempt's next step fails
+        wait_for(lambda: g.dispatcher.busy == 0)
+        job = g.store.get(job_id)
+        assert (job.state, job.node, job.attempts) == ("running", "n2", 2)
+        assert list((tmp_path / "dst").rglob("f*")), "the superseded attempt removed the destination"
+    finally:
+        g.close()
