@@ -11,6 +11,7 @@ on one node holds on every node sharing the store, and across restarts.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Callable, Protocol
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from gateway.config import Auth
 
 __all__ = ["Bans", "MemoryBans", "StoredBans"]
+
+log = logging.getLogger("gateway.auth")
 
 
 class Bans(Protocol):
@@ -80,7 +83,9 @@ class StoredBans:
     Every HTTP request with Basic credentials asks whether its address is
     banned, so an address found not banned is not asked about again for
     ``recheck_s``: a ban earned on another node holds here within that
-    time, one earned here at once."""
+    time, one earned here at once. While the store cannot be reached, this
+    node counts and bans in its own memory (a warning says so), so logins
+    neither fail for that reason nor go uncounted."""
 
     def __init__(self, engine: sa.Engine, cfg: "Auth", clock: Callable[[], float] = time.time,
                  recheck_s: float = 1.0, max_cached: int = 4096) -> None:
@@ -91,14 +96,23 @@ class StoredBans:
         self.max_cached = max_cached
         self._clear_until: dict[str, float] = {}  # address -> until when it is known not banned
         self._lock = threading.Lock()
+        self._local = MemoryBans(cfg, clock)
 
     def banned_for(self, addr: str) -> float:
         now = self.clock()
+        local = self._local.banned_for(addr)
+        if local:
+            return local
         with self._lock:
             if self._clear_until.get(addr, 0.0) > now:
                 return 0.0
-        with self.engine.connect() as c:
-            until = c.execute(sa.select(login_bans.c.until).where(login_bans.c.address == addr)).scalar()
+        try:
+            with self.engine.connect() as c:
+                until = c.execute(sa.select(login_bans.c.until).where(login_bans.c.address == addr)).scalar()
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("login bans: the job store cannot be reached (%s); using this node's own counts",
+                        type(e).__name__)
+            return 0.0
         left = max(0.0, until - now) if until is not None else 0.0
         if not left:
             with self._lock:
@@ -108,6 +122,14 @@ class StoredBans:
         return left
 
     def fail(self, addr: str) -> tuple[int, bool]:
+        try:
+            return self._fail(addr)
+        except sa.exc.SQLAlchemyError as e:
+            log.warning("login bans: the job store cannot be reached (%s); counting on this node only",
+                        type(e).__name__)
+            return self._local.fail(addr)
+
+    def _fail(self, addr: str) -> tuple[int, bool]:
         now = self.clock()
         with write_transaction(self.engine) as c:
             # Every address's failures older than the window go (a few rows: each failure cost an argon2 check).

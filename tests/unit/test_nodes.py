@@ -163,3 +163,21 @@ def test_a_superseded_attempt_that_fails_leaves_the_destination_to_the_new_one(t
         assert list((tmp_path / "dst").rglob("f*")), "the superseded attempt removed the destination"
     finally:
         g.close()
+
+
+def test_bans_fall_back_to_this_node_while_the_store_is_away(tmp_path):
+    from gateway.bans import StoredBans
+    from gateway.config import Auth
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    JobStore(url).close()
+    engine = sa.create_engine(url)
+    bans = StoredBans(engine, Auth(max_failures=2, ban_s=60))
+    assert bans.fail("192.0.2.1") == (1, False)
+    with engine.begin() as c:  # the store loses its tables: every query fails
+        c.exec_driver_sql("DROP TABLE login_bans")
+        c.exec_driver_sql("DROP TABLE login_failures")
+    assert bans.banned_for("192.0.2.1") == 0.0
+    assert bans.fail("192.0.2.1") == (1, False) and bans.fail("192.0.2.1") == (2, True)
+    assert bans.banned_for("192.0.2.1") > 59
+    engine.dispose()
