@@ -3,6 +3,7 @@ journaled steps, so a restart continues where the last attempt stopped."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -149,6 +150,12 @@ class _Run:
         self._pending_ids: list[int] = []
         self._pending_state = ""
         self._cursor = 0  # last journaled item handed to transfer in this attempt
+        #: Names the temporaries of this job's copies on this node: the same
+        #: after a restart (a resumed copy reuses its temporary), another on
+        #: another node, so an attempt that was taken over and still writes
+        #: (a frozen node thawed) never writes or removes the new attempt's.
+        #: Starts with the job id, which the sweep reads as the owner.
+        self.temp_key = f"{job.id}-{hashlib.sha256((job.node or '').encode()).hexdigest()[:6]}"
         self._bytes_lock = threading.Lock()
         #: Bytes already in bytes_done that a step will copy again (a file
         #: retried, or one an interrupted attempt had begun): they are not
@@ -355,7 +362,8 @@ class _Run:
                 self._add_bytes(n)
 
             try:
-                copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size, temp_key=j.id)
+                copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size,
+                          temp_key=self.temp_key)
             except BaseException:
                 with self._bytes_lock:  # a retry copies these bytes again
                     self._credit += counted
