@@ -1,15 +1,16 @@
 """Several real ``gateway serve`` processes on one PostgreSQL database.
 
 ``cluster`` (a fixture; ``module_cluster`` shares one per module) gives a
-:class:`Cluster`: ``cluster.start(3)``
-writes one config per node (own ports, own state folder, node id ``a``,
-``b``, ``c``...; one shared host key; the same local folders mounted at
-``/`` and, 20 ms a call, at ``/slow``), starts the nodes at once (so their
-schema migration races) and waits for each node's ``/readyz``. A node can be
-SIGKILLed, paused (SIGSTOP), stopped and started again; ``cluster.haproxy()``
-puts Debian's HAProxy in front, configured from ``etc/haproxy.cfg.example``
-with the ports in its environment. Every test gets its own database, dropped
-afterwards.
+:class:`Cluster`: ``cluster.start(3)`` writes one config per node (own
+ports, own state folder, node id ``a``, ``b``, ``c``...; one shared host
+key; the same local folders mounted at ``/`` and, 20 ms a call and 200 kB/s,
+at ``/slow``; with ``start_s3()`` first, moto's S3 at ``/s3``), starts the
+nodes at once (so their schema migration races) and waits for each node's
+``/readyz``. A node can be SIGKILLed, paused (SIGSTOP), stopped and started
+again; ``cluster.gateway(...)`` runs the CLI on a node's config;
+``cluster.haproxy()`` puts Debian's HAProxy in front, configured from
+``etc/haproxy.cfg.example`` with the ports in its environment. Each cluster
+has its own database, dropped afterwards.
 
 (Not a ``conftest.py``: conftest modules outside packages are all imported
 as ``conftest``, and a second one would shadow ``tests/conftest.py`` for
