@@ -12,10 +12,12 @@ from typing import Any
 from backends import open_backend
 from gateway.auth import CachedLogins
 from gateway.descriptors import DescriptorGuard, raise_limit
+from gateway.health import Readiness
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
-from gateway.jobs.store import JobStore
+from gateway.jobs.store import JobStore, SchemaTooNew
 from gateway.namespace import Mount, Namespace, normalise, set_name_form
+from gateway.nodes import NodeIdInUse, NodeRegistry
 from gateway.ops import Limits, Operations, Policy
 from gateway.private import create_private, private_dir
 from gateway.sweep import Sweeper
@@ -34,7 +36,8 @@ class Gateway:
 
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
                  auth: Any = None, config: Any = None, state_dir: Path | None = None,
-                 sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None) -> None:
+                 sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None,
+                 nodes: NodeRegistry | None = None) -> None:
         self.namespace = namespace
         self.store = store
         self.dispatcher = dispatcher
@@ -50,6 +53,20 @@ class Gateway:
         self.sweeper = sweeper
         #: Admission of new connections against the descriptor limit.
         self.descriptors = descriptors or DescriptorGuard(DEFAULT_DESCRIPTOR_RESERVE)
+        #: This node's row in the store's ``nodes`` table (heartbeat, drain flag).
+        self.nodes = nodes
+        #: What ``/readyz`` checks; other parts add theirs (``readiness.add``).
+        self.readiness = Readiness()
+        self.readiness.add("store", store.ping)
+        self.readiness.add("workers", dispatcher.health)
+        self.readiness.add("draining", lambda: "draining: claiming no new jobs" if dispatcher.draining else None)
+        if nodes is not None:
+            self.readiness.add("heartbeat", nodes.health)
+
+    @property
+    def node(self) -> str:
+        """This node's id (``[server] node_id``)."""
+        return self.dispatcher.node
 
     @classmethod
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
@@ -68,7 +85,8 @@ class Gateway:
         front ends refuse connections that would leave fewer than
         ``descriptor_reserve`` descriptors (gateway.descriptors).
         ``new_store`` makes an empty SQLite job store where one existed and
-        is missing (else that is a ConfigError). Not started: call :meth:`start`."""
+        is missing (else that is a ConfigError). Raises ConfigError too when
+        another running node uses ``node``. Not started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
         mode = stat.S_IMODE(state_dir.stat().st_mode)
         if mode & 0o077:  # made by an older version, or by hand: left alone, but said
@@ -90,14 +108,24 @@ class Gateway:
         ops = Operations(namespace, store, dispatcher, View(store),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
+        registry = NodeRegistry(store, dispatcher.node, dispatcher, interval_s=max(heartbeat_s, 0.5))
+        try:
+            if not store.sqlite:  # a shared store: before any worker takes "its own" running jobs back
+                registry.check_unique()
+        except NodeIdInUse as e:
+            from gateway.config import ConfigError
+
+            store.close()
+            raise ConfigError(str(e)) from None
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
-                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve))
+                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve), nodes=registry)
 
     @classmethod
     def from_config(cls, cfg: Any, new_store: bool = False) -> "Gateway":
         """The gateway a validated config describes (see gateway.config);
         ``new_store`` as in :meth:`build`."""
         from gateway.auth import Authenticator
+        from gateway.bans import StoredBans
 
         set_name_form(cfg.server.unicode_normalization)
         state_dir = Path(cfg.server.state_dir)
@@ -119,6 +147,8 @@ class Gateway:
             descriptor_reserve=cfg.server.descriptor_reserve, new_store=new_store,
         )
         gw.auth = Authenticator.from_config(cfg)
+        # Bans in the job store: one earned on any node holds on every node, and across restarts.
+        gw.auth.bans = StoredBans(gw.store.engine, cfg.auth)
         gw.auth.audit = gw.ops.audit = cfg.logging.audit
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
         gw.auth.on_change(gw.auth.all())
@@ -127,9 +157,11 @@ class Gateway:
 
     def start(self) -> "Gateway":
         """Raise the process's open-files limit (gateway.descriptors), start
-        the job workers and the sweep."""
+        the job workers, this node's heartbeat and the sweep."""
         raise_limit()
         self.dispatcher.start()
+        if self.nodes is not None:
+            self.nodes.start()
         if self.sweeper is not None:
             self.sweeper.start()
         return self
@@ -138,6 +170,8 @@ class Gateway:
         if self.sweeper is not None:
             self.sweeper.close()
         self.dispatcher.close()
+        if self.nodes is not None:
+            self.nodes.close()
         self.store.close()
         self.descriptors.close()
 
@@ -156,7 +190,8 @@ def _open_store(store_url: str | None, state_dir: Path, new_store: bool = False)
     store is made: every earlier job is forgotten).
 
     Raises ConfigError (one line naming the file or URL and the cause) when
-    the store cannot be opened, e.g. a corrupt or missing file.
+    the store cannot be opened, e.g. a corrupt or missing file, or holds a
+    schema newer than this version knows.
     """
     from gateway.config import ConfigError
     from gateway.preflight import STORE_MARKER, check_store_file, store_error
@@ -173,6 +208,8 @@ def _open_store(store_url: str | None, state_dir: Path, new_store: bool = False)
                         "earlier job is forgotten", db)
     try:
         store = JobStore(url)
+    except SchemaTooNew as e:  # a newer gateway migrated it: not a broken store
+        raise ConfigError(str(e)) from None
     except Exception as e:  # the driver's own error: sqlite3/psycopg, through SQLAlchemy
         cause = str(getattr(e, "orig", None) or e).strip() or type(e).__name__
         raise ConfigError(store_error(where, cause.splitlines()[0])) from None

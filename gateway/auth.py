@@ -9,12 +9,14 @@ log in without a restart.
 Failed logins are counted per source address (not per user, so guessing many
 names from one address is caught too) in a sliding window; ``max_failures``
 within ``window_s`` bans the address for ``ban_s``. A success resets nothing:
-an attacker who owns one account cannot use it to clear their count.
+an attacker who owns one account cannot use it to clear their count. The
+counts live in this process (:class:`gateway.bans.MemoryBans`) unless the
+gateway gives the authenticator the job store's (``StoredBans``: shared by
+every node, kept across restarts).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import fcntl
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, NoReturn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from gateway.bans import Bans, MemoryBans
 from gateway.config import UserConfig, load_users_file, split_public_key
 from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned, NotFound, ReadOnly
 from gateway.logs import log_login
@@ -83,12 +86,12 @@ class Authenticator:
         self._cfg = auth_cfg
         self._state_dir = Path(state_dir)
         self._path = self._state_dir / USERS_FILE
-        self._clock = clock
         self._lock = threading.RLock()
         self._stored: dict[str, User] = {}
         self._stored_stamp: tuple[int, int] | None = None
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._banned_until: dict[str, float] = {}
+        #: Failed-login counts and bans: this process's memory, or the job
+        #: store's tables when the gateway shares them (gateway.bans).
+        self.bans: Bans = MemoryBans(auth_cfg, clock)
         self._dummy_hash = hash_password(secrets.token_urlsafe(16))
         #: ``[logging] audit``: a failed login is an operation log line too (successes are
         #: logged with their session by Operations.logged_in).
@@ -187,34 +190,16 @@ class Authenticator:
 
     def is_banned(self, remote: str) -> bool:
         """Whether ``remote``'s address is banned right now."""
-        addr = _address(remote)
-        with self._lock:
-            return self._banned_until.get(addr, -math.inf) > self._clock()
+        return self.bans.banned_for(_address(remote)) > 0
 
     def _check_ban(self, addr: str) -> None:
-        with self._lock:
-            until = self._banned_until.get(addr)
-            if until is None:
-                return
-            left = until - self._clock()
-            if left <= 0:
-                del self._banned_until[addr]
-                return
-        raise LoginBanned(f"too many failed logins from {addr}; try again in {math.ceil(left)} s")
+        left = self.bans.banned_for(addr)
+        if left > 0:
+            raise LoginBanned(f"too many failed logins from {addr}; try again in {math.ceil(left)} s")
 
     def _failed(self, name: str, addr: str, method: str) -> NoReturn:
         """Count a failure from ``addr``; always raises."""
-        now = self._clock()
-        with self._lock:
-            window = self._failures.setdefault(addr, collections.deque())
-            window.append(now)
-            while window and window[0] <= now - self._cfg.window_s:
-                window.popleft()
-            count = len(window)
-            banned = count >= self._cfg.max_failures
-            if banned:
-                self._banned_until[addr] = now + self._cfg.ban_s
-                del self._failures[addr]
+        count, banned = self.bans.fail(addr)
         log.warning(
             "login failed: user %r from %s (%s; %d/%d in %g s)",
             name, addr, method, count, self._cfg.max_failures, self._cfg.window_s,

@@ -6,6 +6,7 @@
                           [--admin] [--permissions list,download,...] [--config F]
     gateway user list | passwd NAME [--password-stdin] | remove NAME | key add NAME FILE
     gateway serve [--new-store] [--config F]
+    gateway nodes [--json] | drain NODE [--wait S] [--undo]   (gateway.cli_nodes)
 
 Exit codes: 0 success, 1 the command failed (e.g. the user exists), 2 bad
 usage, an invalid config (one line on stderr naming file, key and what was
@@ -31,6 +32,7 @@ from typing import Any, Callable
 
 from gateway import __version__
 from gateway.cli_common import EXIT_CONFIG, add_config_option, load_config_for
+from gateway.cli_nodes import register as register_nodes
 from gateway.config import Config, ConfigError, load_users_file, split_public_key
 from gateway.users import PERMISSIONS
 
@@ -367,14 +369,14 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e.message, file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(cfg.logging)
+    setup_logging(cfg.logging, node=cfg.server.node_id)
     return server.run(cfg, new_store=args.new_store)
 
 
 # --------------------------------------------------------------------- main
 
 #: The built-in commands; :func:`build_parser` appends ``gateway.cli_remote.register``.
-COMMANDS: list[Register] = [_register_serve, _register_check_config, _register_user]
+COMMANDS: list[Register] = [_register_serve, _register_check_config, _register_user, register_nodes]
 
 
 def _registrars() -> list[Register]:

@@ -220,26 +220,34 @@ def flush_repeated() -> None:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-01-02T03:04:05.678Z INFO gateway.ops: user=... op=...``"""
+    """``2026-01-02T03:04:05.678Z INFO gateway.ops: user=... op=...``; with a
+    ``node``, its id follows the time: ``...678Z node-a INFO gateway.ops: ...``."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, node: str | None = None) -> None:
+        tag = f" {node.replace('%', '%%')}" if node else ""
+        super().__init__(f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _iso(record.created)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, the op fields
-    when present, and ``exc`` for a traceback."""
+    """One JSON object per line: time, the node (when given), level, logger,
+    message, the op fields when present, and ``exc`` for a traceback."""
+
+    def __init__(self, node: str | None = None) -> None:
+        super().__init__()
+        self.node = node
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": _iso(record.created),
+        out: dict[str, Any] = {"time": _iso(record.created)}
+        if self.node:
+            out["node"] = self.node
+        out.update({
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-        }
+        })
         op = getattr(record, "op", None)
         if isinstance(op, dict):
             for k, v in op.items():
@@ -263,10 +271,12 @@ def _iso(created: float) -> str:
     return f"{text}{int((created - whole) * 1000):03d}Z"
 
 
-def setup_logging(cfg: "Logging", stream: Any = None) -> logging.Handler:
+def setup_logging(cfg: "Logging", stream: Any = None, node: str | None = None) -> logging.Handler:
     """Send every log record at ``cfg.level`` or above to ``stream`` (default
-    stderr) as text or JSON lines. Idempotent: calling it again replaces the
-    handler it installed before. Returns the handler."""
+    stderr) as text or JSON lines, each naming ``node`` when given (the
+    node id, so the lines of several nodes can be merged). Idempotent:
+    calling it again replaces the handler it installed before. Returns the
+    handler."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_gateway_handler", False):
@@ -275,7 +285,7 @@ def setup_logging(cfg: "Logging", stream: Any = None) -> logging.Handler:
     handler._gateway_handler = True  # type: ignore[attr-defined]
     handler.addFilter(RepeatFilter(cfg.repeat_window_s, cfg.repeat_burst, target=handler))
     handler.addFilter(OpLogFilter())
-    handler.setFormatter(JsonFormatter() if cfg.format == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(node) if cfg.format == "json" else TextFormatter(node))
     root.addHandler(handler)
     level = logging.getLevelName(cfg.level)
     root.setLevel(level)

@@ -74,14 +74,19 @@ def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(engine: sa.Engine) -> str:
-    """The metrics page (text/plain; version=0.0.4)."""
+def render(engine: sa.Engine, node: str | None = None) -> str:
+    """The metrics page (text/plain; version=0.0.4); with ``node`` (several
+    nodes share the store), every sample carries a ``node`` label last (the
+    job counts read from the store are those of every node sharing it, as
+    this node sees them)."""
     out: list[str] = []
 
     def family(name: str, kind: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
         out.append(f"# HELP {name} {help_}")
         out.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
+            if node:
+                labels = {**labels, "node": node}
             lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
             out.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
 

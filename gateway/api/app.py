@@ -15,9 +15,10 @@ from gateway.api.auth import Authentication
 from gateway.api.common import JSONTooDeep
 from gateway.api.docs import DocsResource, IndexResource
 from gateway.api.errors import handle_gateway_error
-from gateway.api.idempotency import Idempotency
 from gateway.api.fs import (ContentResource, DeleteResource, ListResource, MkdirResource, StatResource,
                             TransferResource)
+from gateway.api.health import HealthResource, ReadyResource
+from gateway.api.idempotency import Idempotency
 from gateway.api.jobs import (EventsResource, JobActionResource, JobResource, JobsResource, MonitorResource,
                               QueueInfoResource)
 from gateway.api.openapi import build_document
@@ -47,7 +48,9 @@ class _Metrics:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = metrics.render(self.gw.store.engine)
+        # Several nodes share a PostgreSQL store: each sample names its node.
+        node = None if self.gw.store.sqlite else getattr(self.gw, "node", None)
+        resp.text = metrics.render(self.gw.store.engine, node)
 
 
 def routes(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> list[tuple[str, Any]]:
@@ -100,7 +103,7 @@ def _json_loads(max_depth: int) -> Any:
 
 def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = None) -> falcon.App:
     """Everything on the HTTP port that is not WebDAV: /api/v1 (its index,
-    ``openapi.json`` and ``docs``), /metrics
+    ``openapi.json`` and ``docs``), /metrics, /healthz and /readyz
     (and the portal under /ui when it is installed)."""
     portal = Portal(gw)
     app = falcon.App(middleware=[Authentication(gw, portal), Idempotency(gw.store.engine)])
@@ -117,6 +120,8 @@ def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = No
     app.add_route("/api/v1", index)
     app.add_route("/api/v1/", index)
     app.add_route("/api/v1/docs", DocsResource(document))
+    app.add_route("/healthz", HealthResource(gw))
+    app.add_route("/readyz", ReadyResource(gw))
     metrics_mode = cfg.http.metrics if cfg else Http().metrics
     if metrics_mode != "off":
         app.add_route("/metrics", _Metrics(gw, public=metrics_mode == "public"))

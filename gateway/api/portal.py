@@ -2,8 +2,8 @@
 
 A browser logs in once (``POST /ui/login``, form or JSON ``user`` /
 ``password``) and gets a session cookie: an opaque random token, HttpOnly,
-``SameSite=Strict``, ``Secure`` over TLS, mapped server-side to the user (this
-process's memory: a restart or another node asks the user to log in again).
+``SameSite=Strict``, ``Secure`` over TLS, mapped server-side to the user in
+the job store (every node sharing the store knows it; it survives a restart).
 Every state-changing request made with the cookie must carry the session's
 CSRF token in ``X-CSRF-Token``. Requests that authenticate with Basic or
 bearer credentials never use the cookie and are exempt.
@@ -33,17 +33,19 @@ import hmac
 import html
 import importlib.resources
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import falcon
+import sqlalchemy as sa
 
 from gateway import errors as E
 from gateway.api.auth import SAFE_METHODS, from_another_site
 from gateway.api.errors import status_for
 from gateway.auth import http_session_id
+from gateway.jobs.schema import portal_sessions
+from gateway.jobs.store import write_transaction
 from gateway.namespace import is_under, to_user
 from gateway.users import User
 
@@ -56,8 +58,11 @@ CSRF_HEADER = "X-CSRF-Token"
 #: A session ends after this long without a request, or this long after login.
 IDLE_S = 2 * 3600.0
 MAX_AGE_S = 12 * 3600.0
-#: Sessions kept at most (each needs a good password, so this only bounds memory).
+#: Sessions kept at most (each needs a good password, so this only bounds the table).
 MAX_SESSIONS = 10000
+#: A session's last use is written at most this often (it only needs to be
+#: finer than IDLE_S).
+SEEN_EVERY_S = 60.0
 
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8"}
@@ -85,16 +90,18 @@ class _BrowserSession:
 
 
 class Portal:
-    """Browser sessions for one gateway. Thread-safe.
+    """Browser sessions for one gateway, kept in its job store (table
+    ``portal_sessions``, keyed by a digest of the token): every node sharing
+    the store knows them, and they outlive a restart. Thread-safe.
 
-    ``clock`` is a monotonic clock in seconds (tests may pass a fake).
+    ``clock`` is the wall clock in seconds (tests may pass a fake); every
+    node must agree on it.
     """
 
-    def __init__(self, gw: Any, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, gw: Any, clock: Callable[[], float] = time.time) -> None:
         self.gw = gw
+        self._engine = gw.store.engine
         self._clock = clock
-        self._lock = threading.Lock()
-        self._logins: dict[bytes, _BrowserSession] = {}
 
     # ----------------------------------------------------------- sessions
 
@@ -112,20 +119,23 @@ class Portal:
         # Each login is its own conversation for the view's overlay.
         login = _BrowserSession(user.name, user.password_hash, secrets.token_urlsafe(32),
                                 http_session_id(user.name, "ui-" + secrets.token_hex(8)), now, now)
-        with self._lock:
-            if len(self._logins) >= MAX_SESSIONS:
-                self._purge(now)
-                if len(self._logins) >= MAX_SESSIONS:  # drop the oldest
-                    del self._logins[min(self._logins, key=lambda k: self._logins[k].seen)]
-            self._logins[_key(token)] = login
+        with write_transaction(self._engine) as c:
+            if c.execute(sa.select(sa.func.count()).select_from(portal_sessions)).scalar() >= MAX_SESSIONS:
+                self._purge(c, now)
+                if c.execute(sa.select(sa.func.count()).select_from(portal_sessions)).scalar() >= MAX_SESSIONS:
+                    oldest = sa.select(portal_sessions.c.token_hash).order_by(portal_sessions.c.seen_at).limit(1)
+                    c.execute(portal_sessions.delete().where(portal_sessions.c.token_hash.in_(oldest)))
+            c.execute(portal_sessions.insert().values(
+                token_hash=_key(token), user=login.user, password_hash=login.password_hash, csrf=login.csrf,
+                session_id=login.session_id, created_at=now, seen_at=now))
         return token, user, login
 
     def logout(self, token: str | None) -> None:
         """End the session of ``token``; idempotent."""
         if not token:
             return
-        with self._lock:
-            self._logins.pop(_key(token), None)
+        with write_transaction(self._engine) as c:
+            c.execute(portal_sessions.delete().where(portal_sessions.c.token_hash == _key(token)))
 
     def lookup(self, token: str | None) -> tuple[User, _BrowserSession] | None:
         """The user and login of a live session token, or None (unknown,
@@ -133,13 +143,18 @@ class Portal:
         if not token:
             return None
         now = self._clock()
-        with self._lock:
-            login = self._logins.get(_key(token))
-            if login is None:
-                return None
-            if now - login.seen > IDLE_S or now - login.created > MAX_AGE_S:
-                del self._logins[_key(token)]
-                return None
+        key = _key(token)
+        with self._engine.connect() as c:
+            row = c.execute(sa.select(portal_sessions).where(portal_sessions.c.token_hash == key)).first()
+        if row is None:
+            return None
+        login = _BrowserSession(row.user, row.password_hash, row.csrf, row.session_id, row.created_at, row.seen_at)
+        if now - login.seen > IDLE_S or now - login.created > MAX_AGE_S:
+            self.logout(token)
+            return None
+        if now - login.seen >= SEEN_EVERY_S:  # a write per minute of use, not per request
+            with write_transaction(self._engine) as c:
+                c.execute(portal_sessions.update().where(portal_sessions.c.token_hash == key).values(seen_at=now))
             login.seen = now
         user = self.gw.auth.get(login.user)
         if user is None or user.password_hash != login.password_hash:
@@ -165,9 +180,10 @@ class Portal:
                 raise E.PermissionDenied("missing or wrong X-CSRF-Token header for a portal session")
         return user, login.session_id
 
-    def _purge(self, now: float) -> None:
-        for k in [k for k, v in self._logins.items() if now - v.seen > IDLE_S or now - v.created > MAX_AGE_S]:
-            del self._logins[k]
+    @staticmethod
+    def _purge(c: sa.Connection, now: float) -> None:
+        c.execute(portal_sessions.delete().where(sa.or_(portal_sessions.c.seen_at < now - IDLE_S,
+                                                        portal_sessions.c.created_at < now - MAX_AGE_S)))
 
     def describe(self, user: User) -> dict:
         """What the page needs to know about its session (not its CSRF
@@ -177,9 +193,9 @@ class Portal:
         return {"user": user.name, "admin": user.admin, "mounts": mounts}
 
 
-def _key(token: str) -> bytes:
-    # Keyed by a digest so the dict never holds a usable token.
-    return hashlib.sha256(token.encode()).digest()
+def _key(token: str) -> str:
+    # Keyed by a digest so the store never holds a usable token.
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _tls(req: falcon.Request) -> bool:

@@ -25,6 +25,10 @@ class Dispatcher(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
     def queue_for(self, operation: str) -> str: ...
+    @property
+    def draining(self) -> bool: ...
+    def drain(self, on: bool = True) -> None: ...
+    def health(self) -> str | None: ...
     def enqueue(self, job: Job) -> None: ...
     def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job: ...
     def cancel(self, job_id: str) -> Job: ...
@@ -65,12 +69,14 @@ class EmbeddedDispatcher:
         self._polling = dict.fromkeys(queues, False)
         self._shared = not store.sqlite
         self._closing = threading.Event()
+        #: Set by :meth:`drain`: claim nothing more, hand running jobs back.
+        self._draining = threading.Event()
         self._threads: list[threading.Thread] = []
         self.busy = 0
         #: Ids of the jobs this node's workers are running now (an attempt
         #: taken from its worker may still be inside a storage call).
         self.running: set[str] = set()
-        runner.closing = self._closing.is_set
+        runner.closing = lambda: self._closing.is_set() or self._draining.is_set()
 
     def queue_for(self, operation: str) -> str:
         return operation if operation in self.queues else next(iter(self.queues))
@@ -89,14 +95,43 @@ class EmbeddedDispatcher:
         self._threads.append(t)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop taking jobs; running ones pause at their next step and stay
-        journaled as running, to resume on the next start."""
+        """Stop taking jobs; running ones pause at their next step and go
+        back to the queue, to resume from their journal on the next start
+        or at once on another node."""
         self._closing.set()
         for name in self.queues:
             self._notify(name, everyone=True)
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def drain(self, on: bool = True) -> None:
+        """Stop claiming jobs (``on``) or claim again. While draining, the
+        jobs running here pause at their next step and go back to the
+        queue, where any node resumes them from their journal."""
+        if on == self._draining.is_set():
+            return
+        if on:
+            self._draining.set()
+            log.warning("node %s draining: claiming no new jobs, handing running ones over", self.node)
+        else:
+            self._draining.clear()
+            log.warning("node %s claims jobs again", self.node)
+            for name in self.queues:
+                self._notify(name, everyone=True)
+
+    def health(self) -> str | None:
+        """None while every worker and the watchdog run, else why not."""
+        if self._closing.is_set():
+            return "stopping"
+        if not self._threads:
+            return "workers not started"
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        return f"threads ended: {', '.join(dead)}" if dead else None
 
     def enqueue(self, job: Job) -> None:
         self._notify(job.queue)
@@ -190,6 +225,9 @@ class EmbeddedDispatcher:
         while not self._closing.is_set():
             with wake:
                 seen = self._enqueued[queue]
+                if self._draining.is_set():
+                    wake.wait(self.poll_s)
+                    continue
             try:
                 job = self.store.claim([queue], self.node)
             except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker
@@ -211,10 +249,23 @@ class EmbeddedDispatcher:
             finally:
                 self.running.discard(job.id)
                 self.busy -= 1
+            if job.state == "running" and job.phase != "done" and self.runner.closing():
+                self._hand_back(job)
             if job.state == "queued":  # to be retried after a backoff: wake a worker then
                 timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify, args=(queue,))
                 timer.daemon = True
                 timer.start()
+
+    def _hand_back(self, job: Job) -> None:
+        """A job this node paused (draining or closing) goes back to the
+        queue at once, so any node resumes it from its journal instead of
+        waiting ``stall_after_s`` for its heartbeat to go stale."""
+        try:
+            if self.store.release(job):
+                log.info("job %s handed back to the queue (node %s %s)", job.id, self.node,
+                         "draining" if self._draining.is_set() else "stopping")
+        except Exception:  # noqa: BLE001 - the watchdog of another node takes it over later
+            log.exception("handing job %s back failed", job.id)
 
     def _idle(self, queue: str) -> None:
         """Sleep until woken (under ``_wake[queue]``); the first idle worker

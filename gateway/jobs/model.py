@@ -171,6 +171,7 @@ class Job:
             "committedAt": self.committed_at,
             "finishedAt": self.finished_at,
             "attempts": self.attempts,
+            "node": self.node,
             "stuck": self.stuck,
             "stalled": self.stalled,
             "progressAt": self.progress_at,

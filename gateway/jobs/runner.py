@@ -3,6 +3,7 @@ journaled steps, so a restart continues where the last attempt stopped."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -84,6 +85,19 @@ class JobRunner:
             self._fail_or_retry(job, r, err)
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
+        # An attempt that was superseded (this node froze or lost the store
+        # while another node took the job over) must neither retry nor roll
+        # back: the new attempt is writing the same destination.
+        try:
+            ours, _ = self.store.refresh_control(job)
+        except Exception:  # noqa: BLE001 - the store is away: leave the job to the watchdogs
+            log.warning("job %s attempt %d failed (%s) and the store cannot be asked whether it is still "
+                        "ours; left for a later attempt", job.id, job.attempts, err)
+            return
+        if not ours:
+            log.info("job %s left for a later attempt (attempt %d superseded; it failed with: %s)",
+                     job.id, job.attempts, err)
+            return
         # A committed job whose staged destination is not in place yet can
         # only be finished: while its storage fails it stays queued, and
         # shown as stuck once it used its attempts.
@@ -161,6 +175,12 @@ class _Run:
         self._pending_ids: list[int] = []
         self._pending_state = ""
         self._cursor = 0  # last journaled item handed to transfer in this attempt
+        #: Names the temporaries of this job's copies on this node: the same
+        #: after a restart (a resumed copy reuses its temporary), another on
+        #: another node, so an attempt that was taken over and still writes
+        #: (a frozen node thawed) never writes or removes the new attempt's.
+        #: Starts with the job id, which the sweep reads as the owner.
+        self.temp_key = f"{job.id}-{hashlib.sha256((job.node or '').encode()).hexdigest()[:6]}"
         self._bytes_lock = threading.Lock()
         #: Bytes already in bytes_done that a step will copy again (a file
         #: retried, or one an interrupted attempt had begun): they are not
@@ -367,7 +387,8 @@ class _Run:
                 self._add_bytes(n)
 
             try:
-                copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size, temp_key=j.id)
+                copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size,
+                          temp_key=self.temp_key)
             except BaseException:
                 with self._bytes_lock:  # a retry copies these bytes again
                     self._credit += counted

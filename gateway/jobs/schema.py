@@ -131,3 +131,46 @@ idempotency_keys = Table(
     Column("location", Text),
     Column("created_at", Float, nullable=False),
 )
+
+#: The nodes sharing this store: each beats every few seconds (gateway.nodes);
+#: ``draining`` asks that node to claim no more jobs and hand its running ones back.
+nodes = Table(
+    "nodes", metadata,
+    Column("node", String(128), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("draining", Boolean, nullable=False, default=False),
+)
+
+#: Failed logins per source address (a sliding window, gateway.bans) and the
+#: addresses banned until a time: shared by every node of the store.
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("address", String(64), nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_login_failures_address", login_failures.c.address, login_failures.c.at)
+
+login_bans = Table(
+    "login_bans", metadata,
+    Column("address", String(64), primary_key=True),
+    Column("until", Float, nullable=False),
+)
+
+#: Portal (browser) sessions, keyed by a digest of the cookie's token, so
+#: they work on every node and survive a restart (gateway.api.portal).
+portal_sessions = Table(
+    "portal_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user", String(128), nullable=False),
+    Column("password_hash", Text),
+    Column("csrf", String(64), nullable=False),
+    Column("session_id", String(128), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
+Index("ix_portal_sessions_seen", portal_sessions.c.seen_at)

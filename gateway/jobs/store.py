@@ -8,6 +8,7 @@ import base64
 import builtins
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -22,12 +23,21 @@ from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job, pending_props_root
 from gateway.jobs.schema import dav_props, job_items, jobs, metadata, monitor_tokens, store_secrets
 
-__all__ = ["JobStore", "hash_token", "rollback_leftovers", "write_transaction"]
+__all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollback_leftovers", "write_transaction"]
+
+log = logging.getLogger("gateway.jobs")
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
+#: The PostgreSQL advisory lock key held while the schema is migrated
+#: (any constant: "gw-migr" in ASCII).
+MIGRATION_LOCK = 0x67772D6D69677220
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
+
+#: PostgreSQL ends a session idle this long inside a transaction (every
+#: transaction of the store is a few statements run back to back).
+IDLE_IN_TRANSACTION_MS = 10000
 
 #: The longest wait between two attempts of a job that keeps failing.
 MAX_BACKOFF_S = 300.0
@@ -52,13 +62,18 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 def _insert_ignore(conn, table, rows):
     """INSERT ... ON CONFLICT DO NOTHING on SQLite and PostgreSQL; returns the
-    number of rows really inserted."""
+    number of rows really inserted. (psycopg reports no row count for a
+    many-row insert, so on PostgreSQL the inserted keys are returned and
+    counted.)"""
     if not rows:
         return 0
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+
+        stmt = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+        return len(conn.execute(stmt, rows).all())
+    from sqlalchemy.dialects.sqlite import insert
+
     result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
     return max(0, result.rowcount or 0)
 
@@ -86,6 +101,11 @@ class JobStore:
         else:
             kwargs["pool_size"] = 10
             kwargs["pool_pre_ping"] = True
+            # An unreachable server is an answer within seconds (readiness, start), not a hang;
+            # a node frozen inside a transaction (SIGSTOP, a VM pause) loses it and its row locks
+            # after IDLE_IN_TRANSACTION_MS, so the others can take its jobs over.
+            kwargs["connect_args"] = {"connect_timeout": 5, "options": (
+                f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}")}
         self.engine = sa.create_engine(url, future=True, **kwargs)
         if self.sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -102,36 +122,50 @@ class JobStore:
     def _migrate(self) -> None:
         """Bring the schema to ``SCHEMA_HEAD``. A new database gets the
         tables of ``schema.metadata`` stamped with the head revision; only an
-        older one runs Alembic's migrations. Alembic and Mako cost ~12 MiB of
-        resident memory for the life of the process, so they are imported
-        only then."""
+        older one runs Alembic's migrations. On PostgreSQL the work holds a
+        transaction-level advisory lock, so of several nodes starting at once
+        one migrates and the others wait, then find the head. Alembic and
+        Mako cost ~12 MiB of resident memory for the life of the process, so
+        they are imported only when a migration runs.
+
+        Raises SchemaTooNew when the database is at a revision this version
+        does not know (a newer gateway migrated it)."""
         revision = self.schema_revision()
         if revision == SCHEMA_HEAD:
             return
-        if revision is None:
-            with self.engine.begin() as conn:
-                if not sa.inspect(conn).get_table_names():
-                    metadata.create_all(conn)
-                    version = sa.Table("alembic_version", sa.MetaData(),
-                                       sa.Column("version_num", sa.String(32), primary_key=True))
-                    version.create(conn)
-                    conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
-                    return
-        from alembic import command
-        from alembic.config import Config as AlembicConfig
-
-        cfg = AlembicConfig()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        _check_known(revision, self.url)
         with self.engine.begin() as conn:
+            if not self.sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            revision = _revision(conn)  # again: another node may have migrated while we waited
+            if revision == SCHEMA_HEAD:
+                return
+            _check_known(revision, self.url)
+            if revision is None and not sa.inspect(conn).get_table_names():
+                metadata.create_all(conn)
+                version = sa.Table("alembic_version", sa.MetaData(),
+                                   sa.Column("version_num", sa.String(32), primary_key=True))
+                version.create(conn)
+                conn.execute(version.insert().values(version_num=SCHEMA_HEAD))
+                return
+            from alembic import command
+            from alembic.config import Config as AlembicConfig
+
+            cfg = AlembicConfig()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            log.info("job store migrated from revision %s to %s", revision, SCHEMA_HEAD)
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None: not created yet)."""
         with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("alembic_version"):
-                return None
-            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            return _revision(conn)
+
+    def ping(self) -> None:
+        """One round trip to the database; raises what the driver raises."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -312,6 +346,20 @@ class JobStore:
             raise InvalidState(_refusal(job, "stopped"))
         self._bump()
         return job
+
+    def release(self, job: Job) -> bool:
+        """Give a running attempt back to the queue at once (its node is
+        draining or stopping): any node resumes it from its journal. False
+        when the attempt was no longer ours."""
+        with self._tx() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
+                                                jobs.c.state == "running")
+                            .values(state="queued", not_before=0.0, heartbeat_at=time.time()))
+        if res.rowcount != 1:
+            return False
+        job.state = "queued"
+        self._bump()
+        return True
 
     def requeue_stalled(self, stalled_before: float, max_attempts: int, backoff_s: float,
                         node: str | None = None) -> builtins.list[tuple[Job, str]]:
@@ -537,6 +585,30 @@ class JobStore:
             return self.get(row.job_id)
         except NotFound:
             return None
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer gateway than this one."""
+
+
+def known_revisions() -> set[str]:
+    """The revisions of migrations/versions (files are named ``<revision>_<what>.py``)."""
+    return {p.name.split("_", 1)[0] for p in (_MIGRATIONS / "versions").glob("*_*.py")}
+
+
+def _check_known(revision: str | None, url: str) -> None:
+    if revision is not None and revision not in known_revisions():
+        from sqlalchemy.engine import make_url
+
+        where = make_url(url).render_as_string(hide_password=True)
+        raise SchemaTooNew(f"{where}: the job store's schema is at revision {revision}, newer than this "
+                           f"gateway knows (up to {SCHEMA_HEAD}); upgrade the gateway on this node")
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def _create_database_file(url: str) -> None:

@@ -72,3 +72,101 @@ def test_jobs_queued_by_another_node_run_side_by_side(tmp_path, pg_url):
     finally:
         a.close()
         b.close()
+
+
+def test_journaled_items_count_once_each_on_postgresql(pg_url):
+    """psycopg gives no row count for a many-row insert: the totals must
+    still grow by exactly what was new (a job's progress depends on them)."""
+    from gateway.jobs.model import Job
+    from gateway.jobs.store import JobStore
+
+    store = JobStore(pg_url)
+    try:
+        job = store.create(Job(id="j1", queue="copy", operation="copy", src="/a", dst="/b", owner="alice",
+                               session_id="s", protocol="ftp", state="queued", phase="prepare"))
+        assert store.add_items(job, [("", True, 0), ("f1", False, 10), ("f2", False, 5)]) == (3, 15)
+        assert store.add_items(job, [("f2", False, 5), ("f3", False, 1)]) == (1, 1)
+        got = store.get("j1")
+        assert (got.items_total, got.bytes_total) == (4, 16) == store.count_items("j1")
+    finally:
+        store.close()
+
+
+def test_stores_opened_at_once_migrate_one_database_once(pg_url):
+    """Nodes starting together: each opens the store, one creates the
+    schema under the advisory lock, the others wait and find it made."""
+    import threading
+
+    from gateway.jobs.store import JobStore
+
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as c:  # an older schema, so the migrations themselves run
+        from alembic import command
+        from alembic.config import Config
+
+        from gateway.jobs.store import _MIGRATIONS
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        cfg.attributes["connection"] = c
+        command.upgrade(cfg, "0003")
+    opened, failed = [], []
+
+    def open_store():
+        try:
+            opened.append(JobStore(pg_url))
+        except Exception as e:  # noqa: BLE001
+            failed.append(e)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert failed == [] and len(opened) == 4
+        assert {s.schema_revision() for s in opened} == {SCHEMA_HEAD}
+        with engine.connect() as c:
+            assert c.exec_driver_sql("select count(*) from alembic_version").scalar() == 1
+    finally:
+        for s in opened:
+            s.close()
+        engine.dispose()
+
+
+def test_a_second_live_node_with_the_same_id_is_refused(tmp_path, pg_url, monkeypatch):
+    """Two nodes given one node_id would each take the other's running jobs
+    for their own: the second refuses to start while the first beats."""
+    import threading
+    import time
+
+    from gateway.config import ConfigError
+    from gateway.jobs.schema import nodes
+    from gateway.jobs.store import JobStore
+    from gateway.nodes import NodeRegistry
+
+    monkeypatch.setattr(NodeRegistry, "_late_s", lambda self: 0.5)
+    store = JobStore(pg_url)
+    beating = threading.Event()
+
+    def other_process_beats():  # a row another host's process keeps fresh
+        with store.engine.begin() as c:
+            c.execute(nodes.insert().values(node="n1", host="elsewhere", pid=1, version="x", started_at=time.time(),
+                                            heartbeat_at=time.time(), draining=False))
+        while not beating.wait(0.1):
+            with store.engine.begin() as c:
+                c.execute(nodes.update().where(nodes.c.node == "n1").values(heartbeat_at=time.time()))
+
+    t = threading.Thread(target=other_process_beats)
+    t.start()
+    try:
+        time.sleep(0.3)
+        with pytest.raises(ConfigError, match="node id 'n1' is in use by a running node \\(elsewhere, pid 1\\)"):
+            Gateway.build({"/": f"memory://{unique_memory()}"}, tmp_path / "a", store_url=pg_url, node="n1")
+    finally:
+        beating.set()
+        t.join()
+    # Once it stopped beating (a node killed a moment ago), the id is free.
+    g = Gateway.build({"/": f"memory://{unique_memory()}"}, tmp_path / "b", store_url=pg_url, node="n1").start()
+    g.close()
+    store.close()
