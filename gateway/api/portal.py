@@ -47,6 +47,7 @@ from gateway.auth import http_session_id
 from gateway.jobs.schema import portal_sessions
 from gateway.jobs.store import write_transaction
 from gateway.namespace import is_under, to_user
+from gateway.types import Session
 from gateway.users import User
 
 __all__ = ["Portal", "COOKIE", "CSRF_HEADER", "register"]
@@ -236,6 +237,7 @@ class _LoginResource:
             # browser's own password dialog.
             return _json_error(resp, status_for(exc), str(exc))
         self.portal.logout(req.cookies.get(COOKIE))  # a new login replaces the old session
+        self.portal.gw.ops.logged_in(Session(user, "api", req.remote_addr or "", id=login.session_id), "password")
         resp.set_cookie(COOKIE, token, path="/", secure=_tls(req), http_only=True, same_site="Strict",
                         max_age=int(MAX_AGE_S))
         resp.cache_control = ["no-store"]
@@ -255,12 +257,16 @@ class _LogoutResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         token = req.cookies.get(COOKIE)
-        if self.portal.lookup(token) is not None:
+        found = self.portal.lookup(token)
+        if found is not None:
             try:
                 self.portal.authenticate(req)  # the CSRF check
             except E.PermissionDenied as exc:
                 return _json_error(resp, 403, str(exc))
             self.portal.logout(token)
+            user, login = found
+            self.portal.gw.ops.logged_out(Session(user, "api", req.remote_addr or "", id=login.session_id),
+                                          time.time() - login.created)
         resp.unset_cookie(COOKIE, path="/", same_site="Strict")
         resp.status = falcon.HTTP_204
 

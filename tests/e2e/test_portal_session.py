@@ -176,3 +176,16 @@ def test_sessions_expire_and_end_with_a_password_change(gateway_factory):
     r.gw.auth.get("alice").password_hash = "changed elsewhere"
     assert portal.lookup(fresh) is None
     assert portal.lookup(bob) is None and portal.lookup("no such token") is None
+
+
+def test_portal_login_and_logout_are_audit_lines_of_one_session(gateway_factory, login, caplog):
+    r = gateway_factory(protocols=("http",), sections={"logging": {"audit": True}})
+    base = f"http://127.0.0.1:{r.port('http')}"
+    with caplog.at_level("INFO", logger="gateway.ops"):
+        c, resp = login(base)
+        assert c.get("/api/v1/fs/list", params={"path": "/"}).status_code == 200
+        assert c.post("/ui/logout", headers={"X-CSRF-Token": resp.json()["csrf"]}).status_code == 204
+    lines = [rec.op for rec in caplog.records if rec.name == "gateway.ops" and hasattr(rec, "op")]
+    kinds = [(o["op"], o.get("method")) for o in lines]
+    assert kinds == [("login", "password"), ("login", "cookie"), ("list", None), ("logout", None)]
+    assert len({o["session"] for o in lines}) == 1 and all(o["user"] == "alice" for o in lines)
