@@ -1,8 +1,11 @@
 """Who runs jobs. The operations core talks to a :class:`Dispatcher` only:
 enqueue, wait, cancel, stop. The embedded one runs bounded worker threads per
-named queue in this process, picking jobs from the store in order; a
-distributed one (several nodes on one PostgreSQL store) implements the same
-four calls."""
+named queue in this process, picking jobs from the store in order. With
+several nodes on one PostgreSQL store the same dispatcher runs on each: an
+enqueue wakes an idle worker of this node directly and one of every other
+node through the bus (LISTEN/NOTIFY), so nobody polls; a slow safety poll
+(``safety_poll_s``) only covers a wake-up the bus could not deliver, and
+while the bus is down the poll is every ``poll_s``."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import threading
 import time
 from typing import Protocol
 
+from gateway.bus import Bus, Change, LocalBus
 from gateway.jobs.model import Job
 from gateway.jobs.runner import JobRunner
 from gateway.jobs.store import JobStore
@@ -39,7 +43,8 @@ class EmbeddedDispatcher:
 
     def __init__(self, store: JobStore, runner: JobRunner, queues: dict[str, int], node: str, *,
                  stall_after_s: float = 30.0, max_attempts: int = 5, retry_backoff_s: float = 0.2,
-                 keep_finished_s: float = 86400.0, poll_s: float = 1.0) -> None:
+                 keep_finished_s: float = 86400.0, poll_s: float = 1.0, safety_poll_s: float = 10.0,
+                 bus: Bus | None = None) -> None:
         self.store = store
         self.runner = runner
         self.queues = queues
@@ -49,6 +54,10 @@ class EmbeddedDispatcher:
         self.retry_backoff_s = retry_backoff_s
         self.keep_finished_s = keep_finished_s
         self.poll_s = poll_s
+        self.safety_poll_s = safety_poll_s
+        self.bus: Bus = bus or LocalBus()
+        self.bus.listeners.on_change.append(self._woken)
+        self.bus.listeners.on_reset.append(self._wake_all)
         # One condition per queue: an enqueue wakes one of that queue's idle
         # workers (waking all twelve made them race for SQLite's write lock).
         self._wake = {name: threading.Condition() for name in queues}
@@ -90,6 +99,17 @@ class EmbeddedDispatcher:
 
     def enqueue(self, job: Job) -> None:
         self._notify(job.queue)
+        self.bus.publish(Change(wake={job.queue}))
+
+    def _woken(self, change: Change) -> None:
+        """Another node queued work (the bus's thread)."""
+        for queue in change.wake:
+            self._notify(queue)
+
+    def _wake_all(self) -> None:
+        """The bus is back after a gap: a wake-up may have been missed."""
+        for queue in self.queues:
+            self._notify(queue)
 
     def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job:
         """The job once terminal (or, with ``committed``, once committed), or
@@ -129,8 +149,12 @@ class EmbeddedDispatcher:
                 seen = self._enqueued[queue]
             try:
                 job = self.store.claim([queue], self.node)
-            except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker
-                log.exception("claiming a job from queue %s failed", queue)
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the worker
+                if self.store.lost_connection(exc):
+                    log.warning("claiming a job from queue %s failed: the job store is unreachable", queue)
+                    self._closing.wait(1.0)
+                else:
+                    log.exception("claiming a job from queue %s failed", queue)
                 job = None
             if job is None:
                 with wake:
@@ -153,12 +177,15 @@ class EmbeddedDispatcher:
 
     def _idle(self, queue: str) -> None:
         """Sleep until woken (under ``_wake[queue]``); the first idle worker
-        of the queue also wakes every ``poll_s`` to look in the store."""
+        of the queue also wakes every ``poll_s`` to look in the store, or,
+        on a shared store whose bus delivers other nodes' wake-ups, every
+        ``safety_poll_s``."""
         poller = not self._polling[queue]
         if poller:
             self._polling[queue] = True
+        timeout = self.safety_poll_s if self._shared and self.bus.trusted else self.poll_s
         try:
-            self._wake[queue].wait(self.poll_s if poller else None)
+            self._wake[queue].wait(timeout if poller else None)
         finally:
             if poller:
                 self._polling[queue] = False
@@ -188,5 +215,6 @@ class EmbeddedDispatcher:
                 for job, state in requeued:
                     if state == "queued":
                         self._notify(job.queue)
+                        self.bus.publish(Change(wake={job.queue}))
             except Exception:  # noqa: BLE001
                 log.exception("watchdog pass failed")

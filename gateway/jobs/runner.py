@@ -75,8 +75,35 @@ class JobRunner:
                               error_type="InvalidState", phase=phase)
             log.info("job %s stopped; destination removed", job.id)
         except Exception as exc:  # noqa: BLE001 - any failure must end in a journaled state
+            if self.store.lost_connection(exc):
+                self._outlast(job, exc)
+                return
             err = exc if isinstance(exc, E.GatewayError) else E.BackendError(f"{type(exc).__name__}: {exc}")
             self._fail_or_retry(job, r, err)
+
+    def _outlast(self, job: Job, exc: Exception) -> None:
+        """The job store went away mid-job (a PostgreSQL restart): wait for
+        it with backoff, then go on with the same attempt from its journal,
+        unless another node took the job over meanwhile (its heartbeat
+        stalled) or this process is closing (the next start resumes it)."""
+        log.warning("job %s: the job store is unreachable (%s); waiting for it", job.id,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        delay = 0.1
+        while not self.closing():
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+            try:
+                fresh = self.store.get(job.id)
+            except Exception as again:  # noqa: BLE001
+                if self.store.lost_connection(again):
+                    continue
+                raise
+            if fresh.attempts != job.attempts or fresh.state != "running":
+                log.info("job %s was taken over while the store was away", job.id)
+                return
+            log.info("job %s: the job store is back; continuing from the journal", job.id)
+            self.run(fresh)
+            return
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
         # A committed job whose staged destination is not in place yet can

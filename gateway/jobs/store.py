@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from gateway.bus import Change
 from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job
 from gateway.jobs.schema import job_items, jobs, metadata, monitor_tokens
@@ -26,6 +27,8 @@ __all__ = ["JobStore", "hash_token", "write_transaction"]
 SCHEMA_HEAD = "0003"
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
+
+_JOBS_CHANGED = Change(jobs=True)
 
 #: The longest wait between two attempts of a job that keeps failing.
 MAX_BACKOFF_S = 300.0
@@ -94,6 +97,9 @@ class JobStore:
         self.on_commit: Callable[[sa.Connection, Job], None] | None = None
         self.generation = 0
         self.changed = threading.Condition()
+        #: Tells the other nodes of every change of the view (gateway.bus);
+        #: the gateway sets it for a shared store.
+        self.publish: Callable[[Change], None] | None = None
         self._migrate()
 
     def _migrate(self) -> None:
@@ -133,12 +139,30 @@ class JobStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def lost_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the shared database cannot be reached now (a
+        PostgreSQL restart or a broken connection), so the same call may
+        work once it is back. Never for SQLite, whose file does not go away."""
+        if self.sqlite:
+            return False
+        return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(
+            getattr(exc, "connection_invalidated", False))
+
     # -- plumbing ------------------------------------------------------------
 
     def _tx(self):
         return write_transaction(self.engine)
 
     def _bump(self) -> None:
+        """A change here that alters the view: this node's waiters wake
+        now, the other nodes' once the bus delivered it."""
+        self.touch()
+        if self.publish is not None:
+            self.publish(_JOBS_CHANGED)
+
+    def touch(self) -> None:
+        """Something may have changed (another node's change arrived):
+        ``generation`` grows and waiters wake, nothing is published."""
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
