@@ -58,8 +58,13 @@ def _insert_ignore(conn, table, rows):
         return 0
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+
+        # psycopg reports no row count for a many-row insert (-1): count
+        # the rows it returns instead.
+        key = next(iter(table.primary_key.columns))
+        return len(conn.execute(insert(table).on_conflict_do_nothing().returning(key), rows).all())
+    from sqlalchemy.dialects.sqlite import insert
+
     result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
     return max(0, result.rowcount or 0)
 
