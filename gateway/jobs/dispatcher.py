@@ -70,6 +70,7 @@ class EmbeddedDispatcher:
         self._threads: list[threading.Thread] = []
         self.busy = 0
         runner.closing = self._closing.is_set
+        runner.want_help = self._want_help
 
     def queue_for(self, operation: str) -> str:
         return operation if operation in self.queues else next(iter(self.queues))
@@ -157,6 +158,8 @@ class EmbeddedDispatcher:
                     log.exception("claiming a job from queue %s failed", queue)
                 job = None
             if job is None:
+                if self._help(queue):
+                    continue
                 with wake:
                     if self._enqueued[queue] == seen:
                         self._idle(queue)
@@ -174,6 +177,31 @@ class EmbeddedDispatcher:
                 timer = threading.Timer(max(0.0, job.not_before - time.time()), self._notify, args=(queue,))
                 timer.daemon = True
                 timer.start()
+
+    def _help(self, queue: str) -> bool:
+        """Nothing queued: copy a batch of a running job of ``queue`` (any
+        node's) instead, where the store shares jobs. Whether it did."""
+        if not self.store.shares_jobs or self._closing.is_set():
+            return False
+        try:
+            job = self.store.helpable([queue])
+            if job is None:
+                return False
+            self.busy += 1
+            try:
+                return self.runner.help(job)
+            finally:
+                self.busy -= 1
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the worker
+            if not self.store.lost_connection(exc):
+                log.exception("helping with a job of queue %s failed", queue)
+            return False
+
+    def _want_help(self, queue: str) -> None:
+        """A running job has batches to hand out: wake an idle worker here
+        and on every other node."""
+        self._notify(queue)
+        self.bus.publish(Change(wake={queue}))
 
     def _idle(self, queue: str) -> None:
         """Sleep until woken (under ``_wake[queue]``); the first idle worker
