@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-__all__ = ["Bus", "Change", "LocalBus", "Listeners", "encode", "decode", "MAX_PAYLOAD"]
+__all__ = ["Bus", "Change", "LocalBus", "Listeners", "Stamp", "encode", "decode", "MAX_PAYLOAD", "MAX_PATHS_PER_MOUNT"]
 
 log = logging.getLogger("gateway.bus")
 

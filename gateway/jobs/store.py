@@ -22,7 +22,7 @@ from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job
 from gateway.jobs.schema import job_items, jobs, metadata, monitor_tokens
 
-__all__ = ["JobStore", "hash_token", "write_transaction"]
+__all__ = ["JobStore", "hash_token", "write_transaction", "BATCH_ITEMS"]
 
 #: The newest migration under migrations/versions (a test keeps them in step).
 SCHEMA_HEAD = "0003"
@@ -501,8 +501,11 @@ class JobStore:
                         yield items
                         return
                 finally:
-                    c.execute(_UNLOCK, {"key": key, "batch": b})
-                    c.commit()
+                    try:
+                        c.execute(_UNLOCK, {"key": key, "batch": b})
+                        c.commit()
+                    except sa.exc.DBAPIError:  # never back to the pool still holding it
+                        c.invalidate()
             yield None
 
     def batches_held(self, job: Job) -> int:
