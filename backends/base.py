@@ -197,6 +197,13 @@ class Backend:
         self.retry_backoff_s = retry_backoff_s
         self.cache: ListingCache[Entry] | None = (
             ListingCache(cache_ttl_s) if cache_ttl_s > 0 else None)
+        #: Told the backend path of every change made through this mount
+        #: (None: anything may have changed); see :meth:`invalidate`.
+        self.on_change: Callable[[str | None], None] | None = None
+        #: Whether cached listings may be served now (False while other
+        #: nodes' changes may go unannounced: the cache then has a time to
+        #: live of 0).
+        self.cache_trusted: Callable[[], bool] = lambda: True
         self._lock = threading.Lock()
         #: Backend paths of temporaries this process is writing now: never swept.
         self._writing: set[str] = set()
@@ -289,7 +296,7 @@ class Backend:
         """``path``'s entry as fetched with its own cached listing (a folder
         is stat'ed before it is listed), else from its parent's; raises
         NotFound when the parent's listing lacks it; None when neither is cached."""
-        if self.cache is None:
+        if self.cache is None or not self.cache_trusted():
             return None
         own = self.cache.own(path)
         if own is not None or path.rstrip("/") == self.root.rstrip("/"):
@@ -326,14 +333,15 @@ class Backend:
     def listing(self, path: str) -> list[Entry]:
         """The entries of folder ``path`` as one list (from the cache when
         fresh). Raises NotFound, NotADirectory. Idempotent."""
-        if self.cache is not None:
-            hit = self.cache.get(path)
+        cache = self.cache if self.cache is not None and self.cache_trusted() else None
+        if cache is not None:
+            hit = cache.get(path)
             if hit is not None:
                 return hit
-            generation = self.cache.generation()
+            generation = cache.generation()
         own, entries = self._idempotent(lambda: self._list(path))
-        if self.cache is not None:
-            self.cache.put(path, entries, generation, own)
+        if cache is not None:
+            cache.put(path, entries, generation, own)
         return entries
 
     def _list(self, path: str) -> tuple[Entry, list[Entry]]:
@@ -678,8 +686,17 @@ class Backend:
         return Entry(name, path, is_dir, size, mtime)
 
     def invalidate(self, path: str | None = None) -> None:
+        """``path`` (everything when None) changed through this mount: drop
+        the cached listings that may hold it (:meth:`forget`) and tell
+        ``on_change`` (the gateway passes it on to the other nodes). Every
+        mutating method calls it."""
+        self.forget(path)
+        if self.on_change is not None:
+            self.on_change(path)
+
+    def forget(self, path: str | None = None) -> None:
         """Drop cached listings that may hold ``path`` (all when None): its
-        parent's, its own, and those below it. Every mutating method calls it."""
+        parent's, its own, and those below it."""
         if self.cache is not None:
             self.cache.invalidate(path)
         try:

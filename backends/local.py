@@ -272,6 +272,7 @@ class LocalBackend(Backend):
         with self._folder_of(path) as (folder, name):
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
         self._writing.discard(self._temp_path(path, tmp))
+        self.invalidate(path)
 
     def _drop_temp(self, tmp: str, path: str) -> None:
         """Remove temporary ``tmp`` beside ``path``; best effort, never raises
@@ -316,7 +317,12 @@ class LocalBackend(Backend):
         with translated():
             f = os.fdopen(self._reopen(path, os.O_RDWR), "r+b")  # noqa: SIM115 - the Writer closes it
             f.seek(offset)
-        return Writer(f, lambda fh: fh.close(), lambda fh: fh.close())
+
+        def commit(fh: BinaryIO) -> None:
+            fh.close()
+            self.invalidate(path)
+
+        return Writer(f, commit, lambda fh: fh.close())
 
     def mkdir(self, path: str, exist_ok: bool = False) -> None:
         with translated(), self._folder_of(path) as (folder, name):
@@ -325,6 +331,8 @@ class LocalBackend(Backend):
             except FileExistsError:
                 if not (exist_ok and _stat.S_ISDIR(os.stat(name, dir_fd=folder).st_mode)):
                     raise
+                return
+        self.invalidate(path)
 
     def remove(self, path: str, missing_ok: bool = False) -> None:
         self._delete(os.unlink, path, missing_ok)
@@ -339,6 +347,8 @@ class LocalBackend(Backend):
         except E.NotFound:
             if not missing_ok:
                 raise
+            return
+        self.invalidate(path)
 
     def rm_tree(self, path: str) -> None:
         """Delete ``path`` and everything below it; missing is fine. Links
@@ -350,12 +360,15 @@ class LocalBackend(Backend):
                 else:
                     os.unlink(name, dir_fd=folder)
         except E.NotFound:
-            pass
+            return
+        self.invalidate(path)
 
     def rename(self, src: str, dst: str) -> None:
         with translated(), self._folder_of(src) as (src_folder, src_name), \
                 self._folder_of(dst) as (dst_folder, dst_name):
             os.rename(src_name, dst_name, src_dir_fd=src_folder, dst_dir_fd=dst_folder)
+        self.invalidate(src)
+        self.invalidate(dst)
 
     def copy_file(self, src: str, dst: str, size: int | None = None) -> int:
         return self.copy_from(self, src, dst, expected_size=size)
@@ -404,6 +417,7 @@ class LocalBackend(Backend):
                 os.utime(f"/proc/self/fd/{fd}", (mtime, mtime))
             finally:
                 os.close(fd)
+        self.invalidate(path)
         return True
 
     def temporaries(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Entry]:
@@ -441,7 +455,7 @@ class LocalBackend(Backend):
                         size += 0 if _stat.S_ISDIR(s.st_mode) else s.st_size
         return Entry(name, path, is_dir, size, mtime, None, st.st_mode)
 
-    def invalidate(self, path: str | None = None) -> None:
+    def forget(self, path: str | None = None) -> None:
         """Nothing is cached."""
 
     def disk_usage(self) -> tuple[int, int] | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from backends import open_backend
 from gateway.auth import CachedLogins
+from gateway.bus import Bus, Change, LocalBus
 from gateway.descriptors import DescriptorGuard, raise_limit
 from gateway.health import Readiness
 from gateway.jobs.dispatcher import EmbeddedDispatcher
@@ -37,7 +38,7 @@ class Gateway:
     def __init__(self, namespace: Namespace, store: JobStore, dispatcher: EmbeddedDispatcher, ops: Operations,
                  auth: Any = None, config: Any = None, state_dir: Path | None = None,
                  sweeper: Sweeper | None = None, descriptors: DescriptorGuard | None = None,
-                 nodes: NodeRegistry | None = None) -> None:
+                 nodes: NodeRegistry | None = None, bus: Bus | None = None) -> None:
         self.namespace = namespace
         self.store = store
         self.dispatcher = dispatcher
@@ -62,11 +63,43 @@ class Gateway:
         self.readiness.add("draining", lambda: "draining: claiming no new jobs" if dispatcher.draining else None)
         if nodes is not None:
             self.readiness.add("heartbeat", nodes.health)
+        #: What this node changed, told to the other nodes, and theirs applied here.
+        self.bus: Bus = bus or dispatcher.bus
+        self.bus.listeners.on_change.append(self._apply)
+        self.bus.listeners.on_reset.append(self._forget_all)
 
     @property
     def node(self) -> str:
         """This node's id (``[server] node_id``)."""
         return self.dispatcher.node
+
+    def _apply(self, change: Change) -> None:
+        """Another node's change: drop what this node cached of it (the
+        bus's thread; the job workers' wake-ups are the dispatcher's)."""
+        mounts = {m.path: m.backend for m in self.namespace.mounts}
+        for path, changed in change.paths.items():
+            backend = mounts.get(path)
+            if backend is None:
+                continue
+            for p in changed if changed is not None else (None,):
+                backend.forget(p)
+        if change.jobs:
+            self.store.touch()
+        if change.users:
+            self._forget_users()
+
+    def _forget_all(self) -> None:
+        """The bus is back after a gap: anything may have changed."""
+        for m in self.namespace.mounts:
+            m.backend.forget(None)
+        self.store.touch()
+        self._forget_users()
+
+    def _forget_users(self) -> None:
+        if self.auth is not None and hasattr(self.auth, "reload"):
+            self.auth.reload()
+        if self.logins is not None:
+            self.logins.clear()
 
     @classmethod
     def build(cls, mounts: dict[str, str | tuple], state_dir: Path | str, *,
@@ -77,7 +110,8 @@ class Gateway:
               retry_backoff_s: float = 0.2, monitor_ttl_s: float = 3600.0, keep_finished_s: float = 86400.0,
               policy: Any = None, auth: Any = None, config: Any = None,
               limits: Limits = Limits(), sweep_interval_s: float = 0.0, temp_grace_s: float = 3600.0,
-              descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE, new_store: bool = False) -> "Gateway":
+              descriptor_reserve: int = DEFAULT_DESCRIPTOR_RESERVE, new_store: bool = False,
+              safety_poll_s: float = 10.0) -> "Gateway":
         """A gateway over ``mounts`` ({virtual path: url or (url, options)});
         the job store lives in ``state_dir`` unless ``store_url`` says
         otherwise. ``sweep_interval_s`` > 0 sweeps abandoned temporaries
@@ -86,7 +120,10 @@ class Gateway:
         ``descriptor_reserve`` descriptors (gateway.descriptors).
         ``new_store`` makes an empty SQLite job store where one existed and
         is missing (else that is a ConfigError). Raises ConfigError too when
-        another running node uses ``node``. Not started: call :meth:`start`."""
+        another running node uses ``node``. On a PostgreSQL store the nodes
+        tell each other their changes by LISTEN/NOTIFY (gateway.bus); idle
+        workers look in the store every ``safety_poll_s`` besides. Not
+        started: call :meth:`start`."""
         state_dir = private_dir(state_dir)
         mode = stat.S_IMODE(state_dir.stat().st_mode)
         if mode & 0o077:  # made by an older version, or by hand: left alone, but said
@@ -98,15 +135,23 @@ class Gateway:
             table.append(Mount(normalise(path), open_backend(url, options, **settings, state_dir=state_dir)))
         namespace = Namespace(table)
         store = _open_store(store_url, state_dir, new_store)
+        bus = _open_bus(store)
+        if not isinstance(bus, LocalBus):
+            store.publish = bus.publish
+            for m in namespace.mounts:
+                m.backend.on_change = _announcer(bus, m.path)
+                m.backend.cache_trusted = lambda: bus.trusted
         runner = JobRunner(store, namespace, RunnerSettings(heartbeat_s=heartbeat_s, step_retries=step_retries,
                                                             retry_backoff_s=retry_backoff_s,
                                                             max_attempts=max_attempts))
         dispatcher = EmbeddedDispatcher(store, runner, queues or dict(DEFAULT_QUEUES), node or socket.gethostname(),
                                         stall_after_s=stall_after_s, stalled_after_s=stalled_after_s,
                                         max_attempts=max_attempts,
-                                        retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s)
-        ops = Operations(namespace, store, dispatcher, View(store),
+                                        retry_backoff_s=retry_backoff_s, keep_finished_s=keep_finished_s,
+                                        safety_poll_s=safety_poll_s, bus=bus)
+        ops = Operations(namespace, store, dispatcher, View(store, lambda: bus.trusted),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
+        ops.remote_stamp = bus.stamp
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
         registry = NodeRegistry(store, dispatcher.node, dispatcher, interval_s=max(heartbeat_s, 0.5))
         try:
@@ -118,7 +163,7 @@ class Gateway:
             store.close()
             raise ConfigError(str(e)) from None
         return cls(namespace, store, dispatcher, ops, auth=auth, config=config, state_dir=state_dir,
-                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve), nodes=registry)
+                   sweeper=sweeper, descriptors=DescriptorGuard(descriptor_reserve), nodes=registry, bus=bus)
 
     @classmethod
     def from_config(cls, cfg: Any, new_store: bool = False) -> "Gateway":
@@ -145,6 +190,7 @@ class Gateway:
                           resource_property_bytes=cfg.http.max_resource_property_bytes),
             sweep_interval_s=cfg.server.sweep_interval_s, temp_grace_s=cfg.server.temp_grace_s,
             descriptor_reserve=cfg.server.descriptor_reserve, new_store=new_store,
+            safety_poll_s=j.safety_poll_s,
         )
         gw.auth = Authenticator.from_config(cfg)
         # Bans in the job store: one earned on any node holds on every node, and across restarts.
@@ -153,12 +199,14 @@ class Gateway:
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
         gw.auth.on_change(gw.auth.all())
         gw.logins = CachedLogins(gw.auth)
+        gw.auth.on_stored = lambda: gw.bus.publish(Change(users=True))
         return gw
 
     def start(self) -> "Gateway":
         """Raise the process's open-files limit (gateway.descriptors), start
         the job workers, this node's heartbeat and the sweep."""
         raise_limit()
+        self.bus.start()
         self.dispatcher.start()
         if self.nodes is not None:
             self.nodes.start()
@@ -172,6 +220,7 @@ class Gateway:
         self.dispatcher.close()
         if self.nodes is not None:
             self.nodes.close()
+        self.bus.close()
         self.store.close()
         self.descriptors.close()
 
@@ -180,6 +229,26 @@ class Gateway:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _open_bus(store: JobStore) -> Bus:
+    """LISTEN/NOTIFY between the nodes of a PostgreSQL store; nobody to
+    tell for the embedded SQLite one (psycopg is then never imported)."""
+    if store.sqlite:
+        return LocalBus()
+    from gateway.jobs.pgbus import PgBus
+
+    return PgBus(store.url)
+
+
+def _announcer(bus: Bus, mount: str) -> Any:
+    """A backend's ``on_change``: publish its changed path under ``mount``."""
+    def announce(path: str | None) -> None:
+        change = Change()
+        change.add_path(mount, path)
+        bus.publish(change)
+
+    return announce
 
 
 def _open_store(store_url: str | None, state_dir: Path, new_store: bool = False) -> JobStore:

@@ -98,6 +98,8 @@ class Authenticator:
         self.audit = False
         #: Called with every user whenever the set of users changes.
         self.on_change: Callable[[list[User]], None] | None = None
+        #: Called after this process wrote a user change (to tell other nodes).
+        self.on_stored: Callable[[], None] | None = None
         self._reload()
 
     @classmethod
@@ -295,6 +297,15 @@ class Authenticator:
                 self._stored[name] = old
             raise
         self._changed()
+        if self.on_stored is not None:
+            self.on_stored()
+
+    def reload(self) -> None:
+        """Read the users file again even if it looks unchanged (another
+        node said it changed it)."""
+        with self._lock:
+            self._stored_stamp = (-1, -1)  # no file has this stamp
+            self._reload()
 
     def check_stored(self, name: str) -> None:
         """Raises as :meth:`update_user` would for ``name``: ReadOnly for a
@@ -459,6 +470,11 @@ class CachedLogins:
                     self._cache.clear()
             self._cache[key] = (user.password_hash, now + self.ttl_s)
         return user
+
+    def clear(self) -> None:
+        """Forget every remembered login (users changed on another node)."""
+        with self._lock:
+            self._cache = {}
 
 
 def http_session_id(user: str, tag: str | None) -> str:

@@ -470,6 +470,7 @@ class Jobs(_Model):
     retry_backoff_ms: NonNegativeInt = 200
     monitor_token_ttl_s: PositiveInt = 3600
     keep_finished_s: NonNegativeInt = 86400
+    safety_poll_s: PositiveFloat = 10.0
 
     @field_validator("queues")
     @classmethod

@@ -19,7 +19,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterator, NoReturn
+from typing import Any, BinaryIO, Callable, Iterator, NoReturn
 
 from backends.base import Writer
 from gateway import errors as E
@@ -378,6 +378,9 @@ class Operations:
         self._changes = 0
         #: ``[logging] audit``: listings and downloads are operation log lines too.
         self.audit = False
+        #: Changes whenever another node's change arrived (gateway.bus), and
+        #: on every call while such changes may go unannounced.
+        self.remote_stamp: Callable[[], int] = lambda: 0
 
     def _committed(self, c: Any, job: Job) -> None:
         self.davstate.committed(c, job)
@@ -390,11 +393,12 @@ class Operations:
         self.davstate.follow(op, src, dst)
         self.fileids.follow(op, src, dst, before, after)
 
-    def change_stamp(self) -> tuple[int, int]:
+    def change_stamp(self) -> tuple[int, int, int]:
         """A value that changes whenever something made through this
-        gateway changed the tree (an operation, a job's step): what a front
-        end cached before answers for nothing after it changed."""
-        return self._changes, self.store.generation
+        gateway, on this node or another, changed the tree (an operation, a
+        job's step): what a front end cached before answers for nothing
+        after it changed."""
+        return self._changes, self.store.generation, self.remote_stamp()
 
     # -- helpers ------------------------------------------------------------------
 

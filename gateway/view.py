@@ -10,7 +10,7 @@ overlay, not a million.
 from __future__ import annotations
 
 import threading
-import time
+from typing import Callable
 
 from gateway.jobs.model import Job
 from gateway.jobs.store import JobStore
@@ -23,25 +23,28 @@ HIDDEN = None
 
 
 class View:
-    """Reads overlays from the store; caches them until the store's generation
-    changes (and, for a shared store, for at most ``ttl_s``)."""
+    """Reads overlays from the store; caches them until the store's
+    generation changes. Another node's job change grows the generation when
+    the bus delivers it; while the bus is not trusted (``trusted()`` False)
+    nothing is cached (gateway.bus)."""
 
-    def __init__(self, store: JobStore, ttl_s: float | None = None) -> None:
+    def __init__(self, store: JobStore, trusted: Callable[[], bool] = lambda: True) -> None:
         self.store = store
-        self.ttl_s = 0.0 if store.sqlite else (0.5 if ttl_s is None else ttl_s)
-        self._cache: tuple[int, float, list[Job]] | None = None
+        self.trusted = trusted
+        self._cache: tuple[int, list[Job]] | None = None
         self._lock = threading.Lock()
 
     def overlays(self) -> list[Job]:
         gen = self.store.generation
-        now = time.monotonic()
+        trusted = self.trusted()
         with self._lock:
             c = self._cache
-            if c and c[0] == gen and (not self.ttl_s or now - c[1] < self.ttl_s):
-                return c[2]
+            if c and c[0] == gen and trusted:
+                return c[1]
         jobs = self.store.overlays()
-        with self._lock:
-            self._cache = (gen, now, jobs)
+        if trusted:
+            with self._lock:
+                self._cache = (gen, jobs)
         return jobs
 
     @staticmethod

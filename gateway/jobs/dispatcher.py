@@ -1,8 +1,11 @@
 """Who runs jobs. The operations core talks to a :class:`Dispatcher` only:
 enqueue, wait, cancel, stop. The embedded one runs bounded worker threads per
-named queue in this process, picking jobs from the store in order; a
-distributed one (several nodes on one PostgreSQL store) implements the same
-four calls."""
+named queue in this process, picking jobs from the store in order. With
+several nodes on one PostgreSQL store the same dispatcher runs on each: an
+enqueue wakes an idle worker of this node directly and one of every other
+node through the bus (LISTEN/NOTIFY), so nobody polls; a slow safety poll
+(``safety_poll_s``) only covers a wake-up the bus could not deliver, and
+while the bus is down the poll is every ``poll_s``."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import threading
 import time
 from typing import Protocol
 
+from gateway.bus import Bus, Change, LocalBus
 from gateway.errors import InvalidState
 from gateway.jobs.model import Job
 from gateway.jobs.runner import JobRunner
@@ -49,7 +53,8 @@ class EmbeddedDispatcher:
 
     def __init__(self, store: JobStore, runner: JobRunner, queues: dict[str, int], node: str, *,
                  stall_after_s: float = 30.0, max_attempts: int = 5, retry_backoff_s: float = 0.2,
-                 keep_finished_s: float = 86400.0, poll_s: float = 1.0, stalled_after_s: float = 600.0) -> None:
+                 keep_finished_s: float = 86400.0, poll_s: float = 1.0, stalled_after_s: float = 600.0,
+                 safety_poll_s: float = 10.0, bus: Bus | None = None) -> None:
         self.store = store
         self.runner = runner
         self.queues = queues
@@ -60,6 +65,10 @@ class EmbeddedDispatcher:
         self.retry_backoff_s = retry_backoff_s
         self.keep_finished_s = keep_finished_s
         self.poll_s = poll_s
+        self.safety_poll_s = safety_poll_s
+        self.bus: Bus = bus or LocalBus()
+        self.bus.listeners.on_change.append(self._woken)
+        self.bus.listeners.on_reset.append(self._wake_all)
         # One condition per queue: an enqueue wakes one of that queue's idle
         # workers (waking all twelve made them race for SQLite's write lock).
         self._wake = {name: threading.Condition() for name in queues}
@@ -77,6 +86,7 @@ class EmbeddedDispatcher:
         #: taken from its worker may still be inside a storage call).
         self.running: set[str] = set()
         runner.closing = lambda: self._closing.is_set() or self._draining.is_set()
+        runner.want_help = self._want_help
 
     def queue_for(self, operation: str) -> str:
         return operation if operation in self.queues else next(iter(self.queues))
@@ -135,6 +145,17 @@ class EmbeddedDispatcher:
 
     def enqueue(self, job: Job) -> None:
         self._notify(job.queue)
+        self.bus.publish(Change(wake={job.queue}))
+
+    def _woken(self, change: Change) -> None:
+        """Another node queued work (the bus's thread)."""
+        for queue in change.wake:
+            self._notify(queue)
+
+    def _wake_all(self) -> None:
+        """The bus is back after a gap: a wake-up may have been missed."""
+        for queue in self.queues:
+            self._notify(queue)
 
     def wait(self, job_id: str, timeout: float, *, committed: bool = False) -> Job:
         """The job once terminal (or, with ``committed``, once committed), or
@@ -230,10 +251,16 @@ class EmbeddedDispatcher:
                     continue
             try:
                 job = self.store.claim([queue], self.node)
-            except Exception:  # noqa: BLE001 - a store hiccup must not kill the worker
-                log.exception("claiming a job from queue %s failed", queue)
+            except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the worker
+                if self.store.lost_connection(exc):
+                    log.warning("claiming a job from queue %s failed: the job store is unreachable", queue)
+                    self._closing.wait(1.0)
+                else:
+                    log.exception("claiming a job from queue %s failed", queue)
                 job = None
             if job is None:
+                if self._help(queue):
+                    continue
                 with wake:
                     if self._enqueued[queue] == seen:
                         self._idle(queue)
@@ -267,14 +294,42 @@ class EmbeddedDispatcher:
         except Exception:  # noqa: BLE001 - the watchdog of another node takes it over later
             log.exception("handing job %s back failed", job.id)
 
+    def _help(self, queue: str) -> bool:
+        """Nothing queued: copy a batch of a running job of ``queue`` (any
+        node's) instead, where the store shares jobs. Whether it did."""
+        if not self.store.shares_jobs or self._closing.is_set():
+            return False
+        try:
+            job = self.store.helpable([queue])
+            if job is None:
+                return False
+            self.busy += 1
+            try:
+                return self.runner.help(job)
+            finally:
+                self.busy -= 1
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not kill the worker
+            if not self.store.lost_connection(exc):
+                log.exception("helping with a job of queue %s failed", queue)
+            return False
+
+    def _want_help(self, queue: str) -> None:
+        """A running job has batches to hand out: wake an idle worker here
+        and on every other node."""
+        self._notify(queue)
+        self.bus.publish(Change(wake={queue}))
+
     def _idle(self, queue: str) -> None:
         """Sleep until woken (under ``_wake[queue]``); the first idle worker
-        of the queue also wakes every ``poll_s`` to look in the store."""
+        of the queue also wakes every ``poll_s`` to look in the store, or,
+        on a shared store whose bus delivers other nodes' wake-ups, every
+        ``safety_poll_s``."""
         poller = not self._polling[queue]
         if poller:
             self._polling[queue] = True
+        timeout = self.safety_poll_s if self._shared and self.bus.trusted else self.poll_s
         try:
-            self._wake[queue].wait(self.poll_s if poller else None)
+            self._wake[queue].wait(timeout if poller else None)
         finally:
             if poller:
                 self._polling[queue] = False
@@ -307,5 +362,6 @@ class EmbeddedDispatcher:
                 for job, state in requeued:
                     if state == "queued":
                         self._notify(job.queue)
+                        self.bus.publish(Change(wake={job.queue}))
             except Exception:  # noqa: BLE001
                 log.exception("watchdog pass failed")

@@ -51,6 +51,38 @@ class JobRunner:
         self.namespace = namespace
         self.settings = settings
         self.closing = closing
+        #: Called with a queue when a job of it has batches idle workers may
+        #: help with (the dispatcher wakes them, on every node).
+        self.want_help: Callable[[str], None] | None = None
+
+    def help(self, job: Job) -> bool:
+        """Copy one batch of the journaled items of ``job``, a running copy
+        or move of another worker (any node), as that attempt (fenced by its
+        attempt number: a batch of a superseded attempt is not journaled).
+        False when no batch could be claimed or the batch failed (its items
+        stay for the job's own worker, which retries or fails the job)."""
+        r = _Run(self, job, helper=True)
+        src_b, dst_b = r.src_mount.backend, r.dst_mount.backend
+        with self.store.claim_batch(job) as items:
+            if not items:
+                return False
+            try:
+                r.copy_batch(items, src_b, dst_b, _width(src_b, dst_b))
+            except (_Lost, _Abandoned):
+                return False
+            except Exception as exc:  # noqa: BLE001 - the job's own worker meets it again and decides
+                log.warning("job %s: helping with a batch failed: %s", job.id, exc)
+                return False
+        return True
+
+    def _wait_for_helpers(self, job: Job, timeout: float = 60.0) -> None:
+        """Before removing what a job wrote: until no helper holds a batch
+        (they stop at their next step once the job is stopping or ended)."""
+        if not self.store.shares_jobs:
+            return
+        deadline = time.monotonic() + timeout
+        while self.store.batches_held(job) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def run(self, job: Job) -> None:
         """Drive ``job`` (already claimed, state running) to a terminal state,
@@ -71,18 +103,46 @@ class JobRunner:
         except _Lost:
             log.info("job %s left for a later attempt", job.id)
         except _Stopped:
+            self._wait_for_helpers(job)
             phase = None if r.rollback() else "rollback"
             self.store.finish(job, "stopped", error="stopped on request; nothing was changed",
                               error_type="InvalidState", phase=phase,
                               leftovers=rollback_leftovers(job) if phase else None)
             log.info("job %s stopped; destination removed", job.id)
         except Exception as exc:  # noqa: BLE001 - any failure must end in a journaled state
+            if self.store.lost_connection(exc):
+                self._outlast(job, exc)
+                return
             err = exc if isinstance(exc, E.GatewayError) else E.BackendError(f"{type(exc).__name__}: {exc}")
             try:  # the steps that succeeded are not redone, and the progress shows them
                 r.flush()
             except Exception:  # noqa: BLE001 - taken from this attempt, or the store failed too
                 log.info("job %s: progress of the failed attempt not journaled", job.id)
             self._fail_or_retry(job, r, err)
+
+    def _outlast(self, job: Job, exc: Exception) -> None:
+        """The job store went away mid-job (a PostgreSQL restart): wait for
+        it with backoff, then go on with the same attempt from its journal,
+        unless another node took the job over meanwhile (its heartbeat
+        stalled) or this process is closing (the next start resumes it)."""
+        log.warning("job %s: the job store is unreachable (%s); waiting for it", job.id,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        delay = 0.1
+        while not self.closing():
+            time.sleep(delay)
+            delay = min(5.0, delay * 2)
+            try:
+                fresh = self.store.get(job.id)
+            except Exception as again:  # noqa: BLE001
+                if self.store.lost_connection(again):
+                    continue
+                raise
+            if fresh.attempts != job.attempts or fresh.state != "running":
+                log.info("job %s was taken over while the store was away", job.id)
+                return
+            log.info("job %s: the job store is back; continuing from the journal", job.id)
+            self.run(fresh)
+            return
 
     def _fail_or_retry(self, job: Job, r: "_Run", err: E.GatewayError) -> None:
         # An attempt that was superseded (this node froze or lost the store
@@ -111,6 +171,12 @@ class JobRunner:
             log.warning("job %s attempt %d failed (%s); retrying in %.1fs", job.id, job.attempts, err, delay)
             return
         phase, leftovers = None, None
+        if job.phase == "prepare" and self.store.shares_jobs:
+            try:  # helpers stop at their next step
+                self.store.request_stop(job.id)
+            except E.GatewayError:
+                pass
+            self._wait_for_helpers(job)
         if job.phase == "prepare" and not r.rollback():
             phase, leftovers = "rollback", rollback_leftovers(job)
         elif job.phase == "cleanup" and not job.staged:
@@ -152,6 +218,7 @@ class JobRunner:
     def rollback(self, job: Job) -> bool:
         """Remove what ``job`` (ended before commit, phase ``rollback``)
         wrote, and release its paths; False when the storage refused."""
+        self._wait_for_helpers(job)
         try:
             done = _Run(self, job).rollback()
         except E.GatewayError:
@@ -164,10 +231,16 @@ class JobRunner:
 class _Run:
     """The state of one attempt at one job."""
 
-    def __init__(self, runner: JobRunner, job: Job) -> None:
+    def __init__(self, runner: JobRunner, job: Job, helper: bool = False) -> None:
         self.runner = runner
         self.store = runner.store
         self.job = job
+        #: Helping another worker's attempt with a batch of its items (see
+        #: JobRunner.help): progress is added to the job's, control stays
+        #: with the attempt's own worker.
+        self.helper = helper
+        self._flushed = (job.items_done, job.bytes_done)  # progress the journal already has
+        self._wanted_at = 0.0
         self.src_mount, self.src_root = runner.namespace.resolve(job.src)
         if job.dst:
             self.dst_mount, self.dst_root = runner.namespace.resolve(job.stage or job.dst)
@@ -200,14 +273,19 @@ class _Run:
             if not ours:
                 raise _Lost()
             if stop and self.job.phase == "prepare":
-                raise _Stopped()
+                raise _Lost() if self.helper else _Stopped()
 
     def flush(self) -> None:
         j = self.job
-        with self._bytes_lock:  # mark_items writes bytes_done back: no parallel step may add meanwhile
-            if not self.store.mark_items(j, self._pending_ids, self._pending_state or "pending", j.items_done,
-                                         j.bytes_done):
+        with self._bytes_lock:  # the progress since the last flush: no parallel step may add meanwhile
+            done = self.store.mark_items(j, self._pending_ids, self._pending_state or "pending",
+                                         j.items_done - self._flushed[0], j.bytes_done - self._flushed[1],
+                                         helper=self.helper)
+            if done is None:
                 raise _Lost()
+            if not self.helper:  # helpers on other nodes may have added theirs
+                j.items_done, j.bytes_done = done
+            self._flushed = (j.items_done, j.bytes_done)
         self._pending_ids = []
         self._last_flush = time.monotonic()
 
@@ -313,7 +391,7 @@ class _Run:
             _, journaled = self.store.count_items(j.id, "copied")
             self._credit = max(0, j.bytes_done - journaled)
         self._enumerate()
-        self.transfer_pending()
+        self.transfer_pending(finish=True)
         self.flush()
 
     def _enumerate(self) -> None:
@@ -357,19 +435,58 @@ class _Run:
         assert self.job.stage is not None  # via_trash
         return self.runner.namespace.resolve(self.job.stage)[1]
 
-    def transfer_pending(self) -> None:
+    def transfer_pending(self, finish: bool = False) -> None:
+        """Copy what is journaled and not copied yet. On a store that
+        shares jobs, idle workers of any node (woken for it) copy batches
+        while the source is walked; with ``finish`` (the walk is done) this
+        worker claims batches too, until no item is left, waiting for those
+        helpers hold (a helper that dies releases its batch, which is then
+        claimed here)."""
         j = self.job
         if j.operation == "delete":
             self.check()
             return
         src_b, dst_b = self.src_mount.backend, self.dst_mount.backend
         width = _width(src_b, dst_b)
+        if self.store.shares_jobs:
+            if finish:
+                self._transfer_batches(src_b, dst_b, width)
+            else:  # still walking the source: helpers copy meanwhile
+                self._ask_for_help()
+                self.check()
+            return
         while True:
             items = self.store.items(j.id, "pending", after_id=self._cursor, limit=_BATCH)
             if not items:
                 return
             self._cursor = items[-1][0]
             self.each(items, partial(self._copy_item, src_b, dst_b), "copied", 1, width, folders_wait=False)
+
+    def _transfer_batches(self, src_b, dst_b, width: int) -> None:
+        j = self.job
+        while True:
+            self._ask_for_help()
+            with self.store.claim_batch(j) as items:
+                if items:
+                    self.copy_batch(items, src_b, dst_b, width)
+                    continue
+            if not self.store.count_items(j.id, "pending")[0]:
+                return
+            self.check()  # helpers hold the rest
+            time.sleep(min(0.2, self.runner.settings.heartbeat_s))
+
+    def copy_batch(self, items: list, src_b, dst_b, width: int) -> None:
+        """Copy a claimed batch and journal it before its claim is let go."""
+        self.each(items, partial(self._copy_item, src_b, dst_b), "copied", 1, width, folders_wait=False)
+        self.flush()
+
+    def _ask_for_help(self) -> None:
+        """Wake idle workers (of every node) to help with this job's
+        batches; at most once a second."""
+        now = time.monotonic()
+        if self.runner.want_help is not None and now - self._wanted_at >= 1.0:
+            self._wanted_at = now
+            self.runner.want_help(self.job.queue)
 
     def _copy_item(self, src_b, dst_b, rel: str, is_dir: bool, size: int, check: Callable[[], None]) -> None:
         j = self.job

@@ -12,6 +12,7 @@ import logging
 import secrets
 import threading
 import time
+import zlib
 from pathlib import Path
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator
@@ -19,11 +20,13 @@ from typing import Callable, Iterable, Iterator
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from gateway.bus import Change
 from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job, pending_props_root
 from gateway.jobs.schema import dav_props, job_items, jobs, metadata, monitor_tokens, store_secrets
 
-__all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollback_leftovers", "write_transaction"]
+__all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollback_leftovers", "write_transaction",
+           "BATCH_ITEMS"]
 
 log = logging.getLogger("gateway.jobs")
 
@@ -38,6 +41,8 @@ _MIGRATIONS = Path(__file__).with_name("migrations")
 #: PostgreSQL ends a session idle this long inside a transaction (every
 #: transaction of the store is a few statements run back to back).
 IDLE_IN_TRANSACTION_MS = 10000
+
+_JOBS_CHANGED = Change(jobs=True)
 
 #: The longest wait between two attempts of a job that keeps failing.
 MAX_BACKOFF_S = 300.0
@@ -70,8 +75,10 @@ def _insert_ignore(conn, table, rows):
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
-        return len(conn.execute(stmt, rows).all())
+        # psycopg reports no row count for a many-row insert (-1): count
+        # the rows it returns instead.
+        key = next(iter(table.primary_key.columns))
+        return len(conn.execute(insert(table).on_conflict_do_nothing().returning(key), rows).all())
     from sqlalchemy.dialects.sqlite import insert
 
     result = conn.execute(insert(table).on_conflict_do_nothing(), rows)
@@ -117,6 +124,9 @@ class JobStore:
         self.generation = 0
         self.changed = threading.Condition()
         self._monitor_key: bytes | None = None
+        #: Tells the other nodes of every change of the view (gateway.bus);
+        #: the gateway sets it for a shared store.
+        self.publish: Callable[[Change], None] | None = None
         self._migrate()
 
     def _migrate(self) -> None:
@@ -170,12 +180,30 @@ class JobStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def lost_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the shared database cannot be reached now (a
+        PostgreSQL restart or a broken connection), so the same call may
+        work once it is back. Never for SQLite, whose file does not go away."""
+        if self.sqlite:
+            return False
+        return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(
+            getattr(exc, "connection_invalidated", False))
+
     # -- plumbing ------------------------------------------------------------
 
     def _tx(self):
         return write_transaction(self.engine)
 
     def _bump(self) -> None:
+        """A change here that alters the view: this node's waiters wake
+        now, the other nodes' once the bus delivered it."""
+        self.touch()
+        if self.publish is not None:
+            self.publish(_JOBS_CHANGED)
+
+    def touch(self) -> None:
+        """Something may have changed (another node's change arrived):
+        ``generation`` grows and waiters wake, nothing is published."""
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
@@ -515,23 +543,102 @@ class JobStore:
         with self.engine.connect() as c:
             return [tuple(r) for r in c.execute(q.limit(limit))]
 
-    def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_done: int, bytes_done: int) -> bool:
-        """Journal a batch of finished steps together with the job's progress,
-        in one transaction (finished steps, or grown counts, stamp
-        ``progress_at``). False when the attempt is no longer ours."""
+    def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_added: int, bytes_added: int,
+                   *, helper: bool = False) -> tuple[int, int] | None:
+        """Journal a batch of finished steps together with the progress they
+        made (added to the job's, since helpers on other nodes add theirs
+        too), in one transaction. Returns the job's (items_done, bytes_done)
+        after it; None when the attempt is no longer ours (for a ``helper``,
+        also once the job was asked to stop or committed)."""
         now = time.time()
+        guard = [jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running"]
+        values: dict = dict(items_done=jobs.c.items_done + items_added, bytes_done=jobs.c.bytes_done + bytes_added)
+        if helper:
+            guard += [jobs.c.phase == "prepare", jobs.c.stop_requested == sa.false()]
+        else:
+            values["heartbeat_at"] = now
+        if ids or items_added > 0 or bytes_added > 0:  # progress: stamped, and no longer stalled
+            values.update(progress_at=now, stalled=False)
         with self._tx() as c:
-            res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
-                                                jobs.c.state == "running")
-                            .values(items_done=items_done, bytes_done=bytes_done, heartbeat_at=now,
-                                    **(dict(progress_at=now, stalled=False) if ids
-                                       else _progress_if_grown(items_done, bytes_done, now))))
-            if res.rowcount != 1:
-                return False
+            if c.execute(jobs.update().where(*guard).values(**values)).rowcount != 1:
+                return None
             if ids:
                 c.execute(job_items.update().where(job_items.c.id.in_(ids)).values(state=state))
-        job.items_done, job.bytes_done, job.heartbeat_at = items_done, bytes_done, now
-        return True
+            done = c.execute(sa.select(jobs.c.items_done, jobs.c.bytes_done).where(jobs.c.id == job.id)).one()
+        if not helper:
+            job.heartbeat_at = now
+        return int(done[0]), int(done[1])
+
+    # -- one job, many nodes (PostgreSQL) ----------------------------------------
+
+    @property
+    def shares_jobs(self) -> bool:
+        """Whether idle workers (of any node) may help a running job with
+        batches of its journaled items: PostgreSQL only, where a batch is
+        claimed with an advisory lock that its holder's death releases."""
+        return not self.sqlite
+
+    def helpable(self, queues: Iterable[str]) -> Job | None:
+        """A running copy or move of ``queues`` still copying, not asked to
+        stop, with journaled items no one has copied yet (oldest first)."""
+        pending = sa.select(job_items.c.id).where(job_items.c.job_id == jobs.c.id,
+                                                  job_items.c.state == "pending").exists()
+        q = sa.select(jobs).where(jobs.c.state == "running", jobs.c.phase == "prepare",
+                                  jobs.c.stop_requested == sa.false(),
+                                  jobs.c.operation.in_(("copy", "move")), jobs.c.queue.in_(list(queues)),
+                                  pending).order_by(jobs.c.started_at, jobs.c.id).limit(1)
+        with self.engine.connect() as c:
+            row = c.execute(q).first()
+        return Job.from_row(row) if row is not None else None
+
+    @contextmanager
+    def claim_batch(self, job: Job) -> Iterator[builtins.list[tuple[int, str, bool, int]] | None]:
+        """Yield the pending items of one batch of ``job`` (items whose id
+        // BATCH_ITEMS is the same) that nobody else holds, held (advisory
+        lock on its own connection) until the block ends; None when every
+        batch with pending items is held by someone else or none is left.
+        The holder dying releases the lock: its items are still pending and
+        the next claimer copies them."""
+        key = _job_key(job.id)
+        batch = (job_items.c.id // BATCH_ITEMS).label("batch")
+        pending = (job_items.c.job_id == job.id, job_items.c.state == "pending")
+        with self.engine.connect() as c:
+            batches = [r.batch for r in c.execute(sa.select(batch).where(*pending).distinct().order_by(batch))]
+            # A file is copied into its folder: no batch past a folder still
+            # to make is handed out (a walk lists a folder before its content).
+            first_folder = c.execute(sa.select(sa.func.min(job_items.c.id)).where(
+                *pending, job_items.c.is_dir == sa.true())).scalar()
+            if first_folder is not None:
+                batches = [b for b in batches if b <= first_folder // BATCH_ITEMS]
+            c.commit()
+            for b in batches:
+                if not c.execute(_TRY_LOCK, {"key": key, "batch": b}).scalar():
+                    c.commit()
+                    continue
+                try:
+                    items = [tuple(r) for r in c.execute(
+                        sa.select(job_items.c.id, job_items.c.rel, job_items.c.is_dir, job_items.c.size).where(
+                            job_items.c.job_id == job.id, job_items.c.state == "pending",
+                            job_items.c.id >= b * BATCH_ITEMS, job_items.c.id < (b + 1) * BATCH_ITEMS)
+                        .order_by(job_items.c.id))]
+                    c.commit()  # no transaction stays open while the batch is worked
+                    if items:
+                        yield items
+                        return
+                finally:
+                    try:
+                        c.execute(_UNLOCK, {"key": key, "batch": b})
+                        c.commit()
+                    except sa.exc.DBAPIError:  # never back to the pool still holding it
+                        c.invalidate()
+            yield None
+
+    def batches_held(self, job: Job) -> int:
+        """How many batches of ``job`` someone holds now (helpers at work)."""
+        q = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = :key AND objsubid = 2")
+        with self.engine.connect() as c:
+            return int(c.execute(q, {"key": _job_key(job.id)}).scalar() or 0)
 
     def count_items(self, job_id: str, state: str | None = None) -> tuple[int, int]:
         q = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(job_items.c.size), 0)).where(
@@ -611,6 +718,19 @@ def _revision(conn: sa.Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
+#: Journaled items are claimed by several nodes' workers in batches of
+#: consecutive ids this wide.
+BATCH_ITEMS = 256
+_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(CAST(:key AS integer), CAST(:batch AS integer))")
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(CAST(:key AS integer), CAST(:batch AS integer))")
+
+
+def _job_key(job_id: str) -> int:
+    """A job's first advisory-lock key: a positive int4 (pg_locks shows it
+    as the lock's classid)."""
+    return zlib.crc32(job_id.encode()) & 0x7FFFFFFF
+
+
 def _create_database_file(url: str) -> None:
     """Create the SQLite file of ``url`` empty and 0600 (an empty file is an
     empty database) before SQLite makes it with the umask's mode: SQLite
@@ -626,14 +746,6 @@ def _create_database_file(url: str) -> None:
             create_private(database)
         except FileNotFoundError:  # no folder: SQLite says so in its own words
             pass
-
-
-def _progress_if_grown(items_done: int, bytes_done: int, now: float) -> dict:
-    """Column values that stamp progress (and clear ``stalled``) when a
-    write's counts are above the row's."""
-    grown = sa.or_(jobs.c.items_done < items_done, jobs.c.bytes_done < bytes_done)
-    return dict(progress_at=sa.case((grown, now), else_=jobs.c.progress_at),
-                stalled=sa.case((grown, sa.false()), else_=jobs.c.stalled))
 
 
 def rollback_leftovers(job: Job) -> str | None:

@@ -112,7 +112,7 @@ class GatewayFS(AbstractedFS):
         self.session = cmd_channel.session
         self._listed: dict[str, Entry] = {}
         self._listed_at = 0.0
-        self._listed_stamp: tuple[int, int] | None = None
+        self._listed_stamp: tuple[int, int, int] | None = None
 
     def _call(self, fn, *args, **kwargs):
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
 from gateway import metrics
@@ -27,7 +28,10 @@ class _Server(ThreadedFTPServer):
     place of its own limits (which count a connection from its accept on)."""
 
     def __init__(self, address: Any, handler: type, slots: Slots) -> None:
-        super().__init__(address, handler)
+        # An event loop of its own, not pyftpdlib's process-wide instance:
+        # two gateways in one process (tests of several nodes) would run
+        # one loop from two threads and close each other's sockets.
+        super().__init__(address, handler, ioloop=IOLoop())
         self.slots = slots
         #: The slot taken for the connection being accepted, handed to its
         #: handler (accepts all happen in the acceptor's thread).

@@ -42,7 +42,7 @@ def test_backgrounded_move_on_postgresql_store(tmp_path, pg_url):
         assert [e.name for e in g.ops.list(a, "/")] == ["u"]
         assert [e.name for e in g.ops.list(b, "/")] == ["t"]
         job = g.dispatcher.wait(out.job_id, 60)
-        assert job.state == "completed" and job.items_done == 31
+        assert job.state == "completed" and job.items_done == job.items_total == 31
         assert [e.name for e in g.ops.list(b, "/")] == ["u"]
         with sa.create_engine(pg_url).connect() as c:
             assert c.exec_driver_sql("select version_num from alembic_version").scalar() == SCHEMA_HEAD

@@ -1,0 +1,92 @@
+"""Helpers for tests of several nodes on this machine's PostgreSQL
+(127.0.0.1:5432, trust): a database of its own per test, dropped after it,
+and a few things done to the server from outside (cut a node's listener,
+refuse new connections, restart it)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """``postgresql://...`` of a new, empty database (a config's
+    ``jobs.store``), dropped after the test."""
+    name = f"gw_cluster_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    deadline = time.monotonic() + 60
+    while True:  # the server may still be coming back from a restart
+        try:
+            with admin.connect() as c:
+                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            break
+        except sa.exc.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    admin.dispose()
+
+
+def admin_sql(sql: str) -> None:
+    """Run ``sql`` on the server as postgres (autocommit)."""
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(sql)
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def database_unreachable(url: str) -> Iterator[None]:
+    """Within the block nobody can connect to ``url``'s database and every
+    connection to it but the store pools' idle ones is cut: what a node
+    sees when its network to PostgreSQL fails."""
+    name = url.rsplit("/", 1)[1]
+    admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    try:
+        admin_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  f"WHERE datname = '{name}' AND left(application_name, 11) = 'gateway-bus'")
+        yield
+    finally:
+        admin_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def restart_postgresql() -> None:
+    """Restart this machine's PostgreSQL 15 cluster (``pg_ctlcluster``)
+    and wait until it accepts connections again. Every test on this server
+    sees it for a second or two."""
+    subprocess.run(["pg_ctlcluster", "15", "main", "restart"], check=True, timeout=120)
+    wait_for(lambda: _accepts(), 60, "PostgreSQL to accept connections after the restart")
+
+
+def _accepts() -> bool:
+    try:
+        admin_sql("SELECT 1")
+        return True
+    except sa.exc.OperationalError:
+        return False
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``condition`` until it is truthy (returned) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
