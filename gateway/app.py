@@ -67,6 +67,9 @@ class Gateway:
         self.bus: Bus = bus or dispatcher.bus
         self.bus.listeners.on_change.append(self._apply)
         self.bus.listeners.on_reset.append(self._forget_all)
+        if not isinstance(self.bus, LocalBus):
+            self.readiness.add("listener", lambda: None if self.bus.trusted else
+                               "not listening to the other nodes' changes: caches distrusted")
 
     @property
     def node(self) -> str:

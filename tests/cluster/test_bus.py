@@ -194,10 +194,13 @@ def test_while_the_bus_is_down_b_serves_nothing_from_its_caches(nodes, pg_url, f
     assert names() == set()  # cached
     with database_unreachable(pg_url):
         wait_for(lambda: not b.gw.bus.trusted, DELIVERY_S, "B to notice the lost connection")
+        ready, checks = b.gw.readiness.report()  # what /readyz answers: B is not ready meanwhile
+        assert not ready and "caches distrusted" in checks["listener"], checks
         assert names() == {"one.txt"}  # TTL 0: the storage is asked
         (storage / "two.txt").write_bytes(b"2")
         assert names() == {"one.txt", "two.txt"}
     wait_for(lambda: b.gw.bus.trusted, 30, "B's listener to reconnect")
+    assert b.gw.readiness.report()[1]["listener"] == "ok"
     assert names() == {"one.txt", "two.txt"}
     (storage / "three.txt").write_bytes(b"3")
     assert names() == {"one.txt", "two.txt"}  # cached again
