@@ -654,7 +654,12 @@ def test_an_enqueued_job_wakes_one_worker_of_its_queue(tmp_path):
             (tmp_path / "d" / f"f{i}").touch()
         out = g.ops.delete(a, "/d", recursive=True, budget_s=0)
         assert wait(g, out.job_id).state == "completed"
-        # the woken worker's claim, and its claim for more once done
+        # the woken worker's claim, and its claim for more once done (made
+        # just after the job ends: waited for, then nothing else comes)
+        deadline = time.monotonic() + 10
+        while len(claims) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
         assert claims == [["delete"], ["delete"]], claims
     finally:
         g.close()
