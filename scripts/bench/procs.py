@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-__all__ = ["Procs", "free_port", "wait_port", "tree_pids", "tree_rss", "RssSampler", "install_signal_handlers"]
+__all__ = ["Procs", "free_port", "wait_port", "tree_pids", "tree_rss", "tree_cpu", "RssSampler", "install_signal_handlers"]
 
 
 def free_port() -> int:
@@ -159,6 +159,28 @@ def _status(pid: int) -> dict[str, int]:
 def tree_rss(root: int) -> int:
     """Current resident bytes of ``root`` and its descendants."""
     return sum(_status(pid).get("VmRSS", 0) for pid in tree_pids(root))
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(pid: int) -> int:
+    """utime + stime of ``pid`` plus cutime + cstime (its reaped children)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    # Fields after the command name: state is field 3; utime..cstime are 14..17.
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return sum(int(x) for x in fields[11:15])
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and its
+    descendants, live or reaped (a forked session that ended is counted in
+    its parent's cutime/cstime). Resolution: one clock tick (10 ms)."""
+    return sum(_cpu_ticks(pid) for pid in tree_pids(root)) / _TICK
 
 
 class RssSampler:
