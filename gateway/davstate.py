@@ -100,8 +100,8 @@ class DavState:
         self._writes = 0  # bumped after each commit, so a read that overlapped one is not kept
         self._cache_lock = threading.Lock()
         #: Whether the props table may hold a row (None: not asked yet); only
-        #: kept where this process is the only writer, so that a delete or move
-        #: of a server nobody PROPPATCHes costs no query.
+        #: kept where this process is the only writer, so that a PROPFIND, a
+        #: delete or a move on a server nobody PROPPATCHes costs no query.
         self._props_seen: bool | None = None
 
     @contextmanager
@@ -219,6 +219,8 @@ class DavState:
     def any_props(self, folder: str) -> bool:
         """Whether global path ``folder`` or one of its direct members has a
         dead property (one query per request with a snapshot)."""
+        if not self._may_have_props():
+            return False
         snap = self._snapshot()
         if snap is None:
             with self.engine.connect() as c:
@@ -241,6 +243,8 @@ class DavState:
         return snap.props.get(path, {})
 
     def _read_props(self, where: sa.ColumnElement[bool]) -> dict[str, dict[str, str]]:
+        if not self._may_have_props():  # no query per PROPFIND on a server nobody PROPPATCHes
+            return {}
         with self.engine.connect() as c:
             rows = c.execute(sa.select(dav_props.c.path, dav_props.c.name, dav_props.c.value)
                              .where(where).order_by(dav_props.c.name)).all()
@@ -253,6 +257,8 @@ class DavState:
         snap = self._snapshot()
         if snap is not None:
             return self._snapshot_props(snap, path).get(name)
+        if not self._may_have_props():
+            return None
         with self.engine.connect() as c:
             return c.execute(sa.select(dav_props.c.value)
                              .where(dav_props.c.path == path, dav_props.c.name == name)).scalar()

@@ -169,3 +169,19 @@ def test_locks_are_read_once_across_requests_on_sqlite_until_one_is_written(stor
     clock.now += 20  # expiry holds without a write
     with state.request():
         assert state.locks("/a", include_children=True) == []
+
+
+def test_properties_cost_no_query_on_sqlite_until_one_is_set(store, clock):
+    state = DavState(store.engine, clock)
+    queries = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda *a: "dav_props" in a[2] and a[2].startswith("SELECT") and queries.append(a[2]))
+    for _ in range(3):  # what each PROPFIND of a folder asks
+        with state.request():
+            assert not state.any_props("/f") and state.props("/f/x") == {}
+        assert state.prop("/f/x", "{urn:x}p") is None
+    assert len(queries) == (1 if store.sqlite else 9)  # PostgreSQL may have other writers
+    state.set_prop("/f/x", "{urn:x}p", "<p/>")
+    with state.request():
+        assert state.any_props("/f") and state.props("/f/x") == {"{urn:x}p": "<p/>"}
+    assert state.prop("/f/x", "{urn:x}p") == "<p/>"
