@@ -17,7 +17,8 @@ not 40,000. A write through this object drops the snapshot, so the request
 reads its own writes; another request's write becomes visible at the next
 request, as it would in a transaction. On SQLite, the embedded store that
 only this process writes, the lock list is kept between requests too and
-dropped by every lock write.
+dropped by every lock write; it also answers the lock check of an FTP or
+SFTP delete or rename, made outside any request.
 
 Dead properties follow the resource whoever changes the tree: the core calls
 :meth:`DavState.follow` after a move, copy or delete it made at once, and the
@@ -172,12 +173,16 @@ class DavState:
     def locks(self, root: str, *, include_root: bool = True, include_children: bool = False) -> list[dict[str, Any]]:
         """Data of the unexpired locks whose root is ``root`` and/or below it."""
         snap = self._snapshot()
-        if snap is not None:
-            if snap.locks is None:
+        if snap is not None or self._shared:  # outside a request (a delete by FTP or SFTP): the kept list
+            if snap is not None and snap.locks is not None:
+                every = snap.locks
+            else:
                 now = self.clock()
-                snap.locks = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
+                every = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
+                if snap is not None:
+                    snap.locks = every
             prefix = root.rstrip("/") + "/"
-            return [json.loads(data) for key, data in snap.locks
+            return [json.loads(data) for key, data in every
                     if (include_root and key == root)
                     or (include_children and key != root and key.startswith(prefix))]
         with self.engine.connect() as c:
