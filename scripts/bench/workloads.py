@@ -15,7 +15,7 @@ from typing import Callable
 
 from clients import ClientError, Unsupported, client_for, rename_reply
 from peers import Endpoint
-from procs import RssSampler, tree_cpu
+from procs import RssSampler
 
 __all__ = ["Sizes", "SIZES", "Fixtures", "Workload", "WORKLOADS", "run_once"]
 
@@ -202,15 +202,11 @@ WORKLOADS = [
 ]
 
 
-def _cpu(r: Run) -> float:
-    pid = r.ep.server.pid
-    return tree_cpu(pid) if pid else 0.0
-
-
 def run_once(w: Workload, r: Run) -> dict:
     """One timed run: {reply_s, done_s, rss, cpu_s, ops} or {error} /
     {unsupported}. ``cpu_s``: user + system seconds the server's process
-    tree spent from the start of the action until the result was done."""
+    tree spent from the start of the action until the result was done (see
+    RssSampler)."""
     try:
         w.prepare(r)
         r.ep.server.refresh()
@@ -218,7 +214,6 @@ def run_once(w: Workload, r: Run) -> dict:
         return {"error": f"prepare: {e}"}
     sampler = RssSampler(lambda: [pid for pid in (r.ep.server.pid,) if pid]).start()
     try:
-        cpu0 = _cpu(r)
         t0 = time.perf_counter()
         reply = w.act(r)
         t1 = time.perf_counter()
@@ -229,7 +224,7 @@ def run_once(w: Workload, r: Run) -> dict:
                 raise ClientError(f"not done {r.timeout:.0f} s after the reply")
             time.sleep(0.01)
         done_s = time.perf_counter() - t1 + reply_s
-        cpu_s = _cpu(r) - cpu0
+        cpu_s = sampler.cpu_seconds()
         error = w.check(r)
     except Unsupported as e:
         return {"unsupported": str(e)}
