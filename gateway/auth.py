@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -387,6 +388,7 @@ class Authenticator:
         self._stored_stamp = (st.st_mtime_ns, st.st_size)
 
 
+@functools.lru_cache(maxsize=1024)  # an HTTP login asks it on every request of a connection
 def _address(remote: str) -> str:
     """The host part of ``remote`` ("1.2.3.4:5678", "[::1]:22", "::1", "h")."""
     remote = (remote or "").strip()

@@ -17,7 +17,8 @@ not 40,000. A write through this object drops the snapshot, so the request
 reads its own writes; another request's write becomes visible at the next
 request, as it would in a transaction. On SQLite, the embedded store that
 only this process writes, the lock list is kept between requests too and
-dropped by every lock write.
+dropped by every lock write; it also answers the lock check of an FTP or
+SFTP delete or rename, made outside any request.
 
 Dead properties follow the resource whoever changes the tree: the core calls
 :meth:`DavState.follow` after a move, copy or delete it made at once, and the
@@ -117,8 +118,8 @@ class DavState:
         self._writes = 0  # bumped after each commit, so a read that overlapped one is not kept
         self._cache_lock = threading.Lock()
         #: Whether the props table may hold a row (None: not asked yet); only
-        #: kept where this process is the only writer, so that a delete or move
-        #: of a server nobody PROPPATCHes costs no query.
+        #: kept where this process is the only writer, so that a PROPFIND, a
+        #: delete or a move on a server nobody PROPPATCHes costs no query.
         self._props_seen: bool | None = None
 
     @contextmanager
@@ -189,12 +190,16 @@ class DavState:
     def locks(self, root: str, *, include_root: bool = True, include_children: bool = False) -> list[dict[str, Any]]:
         """Data of the unexpired locks whose root is ``root`` and/or below it."""
         snap = self._snapshot()
-        if snap is not None:
-            if snap.locks is None:
+        if snap is not None or self._shared:  # outside a request (a delete by FTP or SFTP): the kept list
+            if snap is not None and snap.locks is not None:
+                every = snap.locks
+            else:
                 now = self.clock()
-                snap.locks = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
+                every = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
+                if snap is not None:
+                    snap.locks = every
             prefix = root.rstrip("/") + "/"
-            return [json.loads(data) for key, data in snap.locks
+            return [json.loads(data) for key, data in every
                     if (include_root and key == root)
                     or (include_children and key != root and key.startswith(prefix))]
         with self.engine.connect() as c:
@@ -266,6 +271,8 @@ class DavState:
     def any_props(self, folder: str) -> bool:
         """Whether global path ``folder`` or one of its direct members has a
         dead property (one query per request with a snapshot)."""
+        if not self._may_have_props():
+            return False
         snap = self._snapshot()
         if snap is None:
             with self.engine.connect() as c:
@@ -288,6 +295,8 @@ class DavState:
         return snap.props.get(path, {})
 
     def _read_props(self, where: sa.ColumnElement[bool]) -> dict[str, dict[str, str]]:
+        if not self._may_have_props():  # no query per PROPFIND on a server nobody PROPPATCHes
+            return {}
         with self.engine.connect() as c:
             rows = c.execute(sa.select(dav_props.c.path, dav_props.c.name, dav_props.c.value)
                              .where(where).order_by(dav_props.c.name)).all()
@@ -300,6 +309,8 @@ class DavState:
         snap = self._snapshot()
         if snap is not None:
             return self._snapshot_props(snap, path).get(name)
+        if not self._may_have_props():
+            return None
         with self.engine.connect() as c:
             return c.execute(sa.select(dav_props.c.value)
                              .where(dav_props.c.path == path, dav_props.c.name == name)).scalar()

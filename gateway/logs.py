@@ -320,8 +320,43 @@ def log_op(session: "Session", op: str, paths: list[str], result: str, duration_
         "duration_ms": round(duration_s * 1000.0, 1),
     }
     fields.update((k, v) for k, v in extra.items() if v is not None)
+    handler = _direct_handler()
+    if handler is not None:
+        # The line the handler would write, without a LogRecord and the trip
+        # through the logging machinery (two thirds of an operation line's cost).
+        line = f"{_iso(time.time())} INFO gateway.ops: {render_op(fields)}\n"
+        handler.acquire()
+        try:
+            handler.stream.write(line)
+            handler.flush()
+            return
+        except Exception:  # noqa: BLE001 - logged through the machinery, which reports its failure
+            pass
+        finally:
+            handler.release()
     # The message is what a handler without OpLogFilter shows.
     ops_log.info("%s %s %s", op, " -> ".join(paths), result, extra={"op": fields})
+
+
+def _direct_handler() -> logging.StreamHandler | None:
+    """The handler :func:`setup_logging` installed when it is the only one an
+    operation line reaches, with its text format and its two filters (which
+    pass an operation line unchanged but for the text OpLogFilter gives it):
+    the line may then be written to its stream directly. None otherwise (a
+    JSON format, another handler such as pytest's caplog, a filter added)."""
+    logger: logging.Logger | None = ops_log
+    while logger is not None and logger is not logging.root:
+        if logger.handlers or not logger.propagate:
+            return None
+        logger = logger.parent
+    handlers = logging.root.handlers
+    if len(handlers) != 1 or ops_log.filters:
+        return None
+    h = handlers[0]
+    if (getattr(h, "_gateway_handler", False) and h.formatter.__class__ is TextFormatter and h.level <= logging.INFO
+            and len(h.filters) == 2 and isinstance(h, logging.StreamHandler)):
+        return h
+    return None
 
 
 def log_login(user: str, address: str, method: str, result: str) -> None:

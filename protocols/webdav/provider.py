@@ -137,14 +137,20 @@ class GatewayProvider(DAVProvider):
     def get_resource_inst(self, path: str, environ: dict) -> "_Resource | None":
         """The resource at ``path`` as the asking session sees it; None when
         it does not exist."""
+        entry = self.entry_of(path, environ)
+        return None if entry is None else _resource(self, path, entry, environ)
+
+    def entry_of(self, path: str, environ: dict) -> Entry | None:
+        """The core's entry at ``path`` as the asking session sees it (what
+        :meth:`get_resource_inst` wraps); None when it does not exist. Raises
+        the translated errors of the core's stat."""
         session: Session = environ[SESSION_KEY]
         self._local.session = session
         with translated(environ):
             try:
-                entry = self.ops.stat(session, path)
+                return self.ops.stat(session, path)
             except (E.NotFound, E.NotADirectory):
                 return None
-        return _resource(self, path, entry, environ)
 
     def ref_url_to_path(self, ref_url: str) -> str:
         """The asking user's path of a lock root (a global path; see

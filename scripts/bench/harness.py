@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
             if w.remote and "s3" not in args.protocols:
                 continue
             title = w.title.format(**sizes.words())
-            row = {id(ep): Cell(w.key, title, ep.protocol, ep.name, w.target, w.kind, ep.note) for ep in eps}
+            row = {id(ep): Cell(w.key, title, ep.protocol, ep.name, w.target, w.kind, ep.note, unit=w.unit)
+                   for ep in eps}
             cells += row.values()
             for i in range(args.repeat):
                 for ep in eps:
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
                     result = run_once(w, Run(ep, fx, ctx.client_key, i, args.timeout))
                     cell.runs.append(result)
                     _log(f"{w.key} {ep.protocol} {ep.name}#{i}: " +
-                         (f"{result['done_s']:.3f} s" if "done_s" in result else str(result)[:300]))
+                         (f"{result['done_s']:.3f} s, CPU {result['cpu_s']:.2f} s" if "done_s" in result
+                          else str(result)[:300]))
     except KeyboardInterrupt:
         interrupted = True
         _log("interrupted; stopping every server")
@@ -202,7 +204,8 @@ def render(args: argparse.Namespace) -> int:
     for d in doc["results"]:
         w = workloads[d["workload"]]
         note = "" if d["runs"] else d["status"]
-        cells.append(Cell(d["workload"], d["title"], d["protocol"], d["server"], w.target, w.kind, note, d["runs"]))
+        cells.append(Cell(d["workload"], d["title"], d["protocol"], d["server"], w.target, w.kind, note, d["runs"],
+                          w.unit))
     print(markdown(cells))
     if args.markdown:
         args.markdown.write_text(document(doc, cells))

@@ -37,9 +37,10 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, h
     return False
 
 
-def _children() -> dict[int, list[int]]:
-    """ppid -> [pid] for every process (one pass over /proc)."""
-    kids: dict[int, list[int]] = {}
+def _table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, start time, own CPU ticks: utime + stime) for every
+    process (one pass over /proc)."""
+    table: dict[int, tuple[int, int, int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -49,14 +50,23 @@ def _children() -> dict[int, list[int]]:
         except OSError:
             continue
         # The command name may hold spaces and parentheses: split after the last ')'.
+        # After it: state is field 3, ppid 4, utime 14, stime 15, starttime 22.
         fields = stat[stat.rfind(b")") + 2:].split()
-        kids.setdefault(int(fields[1]), []).append(int(entry.name))
+        table[int(entry.name)] = (int(fields[1]), int(fields[19]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def _children(table: dict[int, tuple[int, int, int]] | None = None) -> dict[int, list[int]]:
+    """ppid -> [pid] for every process."""
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in (table if table is not None else _table()).items():
+        kids.setdefault(ppid, []).append(pid)
     return kids
 
 
-def tree_pids(root: int) -> list[int]:
+def tree_pids(root: int, table: dict[int, tuple[int, int, int]] | None = None) -> list[int]:
     """``root`` and all its live descendants (sshd and vsftpd fork per session)."""
-    kids = _children()
+    kids = _children(table)
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -161,12 +171,19 @@ def tree_rss(root: int) -> int:
     return sum(_status(pid).get("VmRSS", 0) for pid in tree_pids(root))
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
 class RssSampler:
-    """Peak resident memory of the process trees under ``roots`` while a
-    workload runs: every ``interval`` seconds, the sum over the live
-    processes of their VmHWM (peak RSS; for processes already running at
-    :meth:`start` it is reset there via /proc/PID/clear_refs, so spikes
-    between samples count). Where the reset is refused, VmRSS is used."""
+    """Peak resident memory and CPU time of the process trees under
+    ``roots`` while a workload runs. Every ``interval`` seconds: the sum
+    over the live processes of their VmHWM (peak RSS; for processes already
+    running at :meth:`start` it is reset there via /proc/PID/clear_refs, so
+    spikes between samples count; where the reset is refused, VmRSS), and
+    each process's own user + system ticks, so that the CPU of a forked
+    session (sshd, vsftpd) that ends before the workload does still counts
+    (its parent may never add it to its cutime); a process that lives less
+    than one interval is missed."""
 
     def __init__(self, roots: Callable[[], Iterable[int]], interval: float = 0.02) -> None:
         self._roots = roots
@@ -175,17 +192,32 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._rss_only: set[int] = set()
+        self._ticks: dict[tuple[int, int], int] = {}   # (pid, start time) -> last seen own ticks
+        self._base: dict[tuple[int, int], int] = {}    # the same at start()
+        self._lock = threading.Lock()
 
-    def _pids(self) -> list[int]:
-        return [pid for root in self._roots() for pid in tree_pids(root)]
+    def _pids(self, table: dict[int, tuple[int, int, int]] | None = None) -> list[int]:
+        return [pid for root in self._roots() for pid in tree_pids(root, table)]
 
     def _sample(self) -> None:
+        table = _table()
         total = 0
-        for pid in self._pids():
-            st = _status(pid)
-            rss = st.get("VmRSS", 0)
-            total += rss if pid in self._rss_only else max(rss, st.get("VmHWM", 0))
-        self.peak = max(self.peak, total)
+        with self._lock:
+            for pid in self._pids(table):
+                if pid not in table:  # the root has exited
+                    continue
+                st = _status(pid)
+                rss = st.get("VmRSS", 0)
+                total += rss if pid in self._rss_only else max(rss, st.get("VmHWM", 0))
+                _, started, ticks = table[pid]
+                self._ticks[(pid, started)] = ticks
+            self.peak = max(self.peak, total)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the trees since :meth:`start`, as of now."""
+        self._sample()
+        with self._lock:
+            return sum(t - self._base.get(k, 0) for k, t in self._ticks.items()) / _TICK
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -199,6 +231,7 @@ class RssSampler:
             except OSError:
                 self._rss_only.add(pid)
         self._sample()
+        self._base = dict(self._ticks)
         self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
         self._thread.start()
         return self

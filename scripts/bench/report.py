@@ -18,6 +18,8 @@ MEMORY_TARGET = 150 << 20
 BASELINES = frozenset(LIBRARIES.values())
 #: reply time a backgrounded operation must stay under
 REPLY_TARGET_S = 0.2
+#: the gateway's CPU seconds per operation, where the issue (#28) sets one
+CPU_TARGETS = {("upload_small", "webdav"): 400e-6}
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Cell:
     kind: str
     note: str = ""                       # set when the endpoint could not run it at all
     runs: list[dict] = field(default_factory=list)
+    unit: str = ""                       # what one operation is (file, entry, MiB)
 
     def ok(self) -> list[dict]:
         return [r for r in self.runs if "done_s" in r]
@@ -49,11 +52,16 @@ class Cell:
         return ("error: " + errors[0][:160]) if errors else "not run"
 
     def stat(self, key: str) -> tuple[float, float, float] | None:
-        values = [r[key] for r in self.ok()]
+        values = [r[key] for r in self.ok() if key in r]
         return (statistics.median(values), min(values), max(values)) if values else None
 
     def peak_rss(self) -> int:
         return max((r["rss"] for r in self.ok()), default=0)
+
+    def cpu_per_op(self) -> float | None:
+        """Median server CPU seconds per operation (runs of older JSON files have none)."""
+        values = [r["cpu_s"] / r["ops"] for r in self.ok() if "cpu_s" in r and r.get("ops")]
+        return statistics.median(values) if values else None
 
 
 def summarise(cells: list[Cell]) -> list[dict[str, Any]]:
@@ -61,12 +69,14 @@ def summarise(cells: list[Cell]) -> list[dict[str, Any]]:
     for c in cells:
         d = {"workload": c.workload, "title": c.title, "protocol": c.protocol, "server": c.server,
              "status": c.status() or "ok", "runs": c.runs}
-        for key in ("done_s", "reply_s"):
+        for key in ("done_s", "reply_s", "cpu_s"):
             s = c.stat(key)
             if s:
                 d[key] = {"median": s[0], "min": s[1], "max": s[2]}
         if c.ok():
             d["peak_rss_bytes"] = c.peak_rss()
+        if c.cpu_per_op() is not None:
+            d["cpu_per_op_s"] = c.cpu_per_op()
         out.append(d)
     return out
 
@@ -80,6 +90,10 @@ def _groups(cells: list[Cell]) -> dict[tuple[str, str], list[Cell]]:
 
 def _fmt_s(x: float) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def _fmt_cpu_op(seconds: float, unit: str) -> str:
+    return f"{seconds * 1e6:,.0f} µs/{unit}" if seconds < 1 else f"{seconds:.2f} s/{unit}"
 
 
 def _fmt_ratio(x: float) -> str:
@@ -102,6 +116,8 @@ def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) 
                 ratio = _fmt_ratio(gw_s[0] / s[0]) + (" library" if c.server in BASELINES else "")
         if c.server == "gateway" and s:
             verdict = _verdict(c, key, s[0], best, target)
+        cpu = c.stat("cpu_s") if key == "done_s" else None
+        per_op = c.cpu_per_op() if cpu else None
         note = c.status()
         if s and key == "done_s":
             reply = c.stat("reply_s")
@@ -110,6 +126,7 @@ def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) 
         rss = f"{c.peak_rss() / 2**20:.0f}" if s else ""
         rows.append([c.title + label_suffix, c.protocol, c.server,
                      _fmt_s(s[0]) if s else "n/a", f"{_fmt_s(s[1])}–{_fmt_s(s[2])}" if s else "",
+                     f"{cpu[0]:.2f}" if cpu else "", _fmt_cpu_op(per_op, c.unit) if per_op is not None else "",
                      ratio, rss, verdict, note])
     return rows
 
@@ -122,6 +139,9 @@ def _verdict(c: Cell, key: str, median: float, best: float | None, target: float
         marks.append(("✔" if median <= target * best else "✘") + f" ≤ {target}×")
     if key == "done_s":
         marks.append(("✔" if c.peak_rss() < MEMORY_TARGET else "✘") + " < 150 MiB")
+        cpu_target, per_op = CPU_TARGETS.get((c.workload, c.protocol)), c.cpu_per_op()
+        if cpu_target is not None and per_op is not None:
+            marks.append(("✔" if per_op <= cpu_target else "✘") + f" ≤ {cpu_target * 1e6:.0f} µs CPU/{c.unit}")
     return ", ".join(marks)
 
 
@@ -138,7 +158,8 @@ def _table_rows(cells: list[Cell]) -> list[list[str]]:
 
 
 def markdown(cells: list[Cell]) -> str:
-    head = ["workload", "protocol", "server", "median s", "min–max s", "gateway/peer", "peak RSS MiB",
+    head = ["workload", "protocol", "server", "median s", "min–max s", "server CPU s", "CPU per op",
+            "gateway/peer", "peak RSS MiB",
             "gateway target", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     for row in _table_rows(cells):
@@ -150,11 +171,12 @@ def misses(cells: list[Cell]) -> list[str]:
     """One line per gateway row that misses a target or could not run."""
     out = []
     for row in _table_rows(cells):
-        title, proto, server, median, _, ratio, rss, verdict, note = row
+        title, proto, server, median, _, cpu, per_op, ratio, rss, verdict, note = row
         if server != "gateway":
             continue
         if median == "n/a":
             out.append(f"{title} ({proto}): n/a — {note}")
         elif "✘" in verdict:
-            out.append(f"{title} ({proto}): {median} s, {ratio}, {rss} MiB — {verdict}")
+            cpu_text = f"CPU {cpu} s ({per_op}), " if cpu else ""
+            out.append(f"{title} ({proto}): {median} s, {ratio}, {cpu_text}{rss} MiB — {verdict}")
     return out

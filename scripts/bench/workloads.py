@@ -118,6 +118,9 @@ class Workload:
     remote: bool = False
     target: float | None = None
     kind: str = "bulk"
+    #: what one operation is, for the server's CPU per operation, and how many a run makes
+    unit: str = "MiB"
+    ops: Callable[[Sizes], int] = lambda s: max(1, s.big >> 20)
 
 
 def _mismatch(what: str, got: int, want: int) -> str:
@@ -152,32 +155,35 @@ WORKLOADS = [
         "upload_small", "upload {small} × 4 KiB in {dirs} folders",
         act=lambda r: r.client.put_tree(r.fx.small, f"tree{r.i}"),
         check=lambda r: _mismatch("files", r.st.count(f"tree{r.i}"), r.fx.sizes.small),
-        cleanup=lambda r: r.st.remove(f"tree{r.i}"), target=1.5, kind="small"),
+        cleanup=lambda r: r.st.remove(f"tree{r.i}"), target=1.5, kind="small",
+        unit="file", ops=lambda s: s.small),
     Workload(
         "download_small", "download {small} × 4 KiB in {dirs} folders",
         prepare=lambda r: r.st.exists("treesrc") or r.st.link_tree(r.fx.small, "treesrc"),
         act=lambda r: r.client.get_tree("treesrc", r.local),
         check=lambda r: _mismatch("files", _local_count(r.local), r.fx.sizes.small),
-        cleanup=_rm_local, target=1.5, kind="small"),
+        cleanup=_rm_local, target=1.5, kind="small", unit="file", ops=lambda s: s.small),
     Workload(
         "list", "list a folder of {listing} entries",
         prepare=lambda r: r.st.empty_files("listing", r.fx.sizes.listing),
         # Timed: the client's listing. Counting what it printed is the harness's work.
         act=lambda r: setattr(r, "listed", r.client.list("listing")),
         check=lambda r: _mismatch("entries", r.client.entries(getattr(r, "listed", "")), r.fx.sizes.listing),
-        target=1.5, kind="small"),
+        target=1.5, kind="small", unit="entry", ops=lambda s: s.listing),
     Workload(
         "rename_folder", "rename a folder of {folder} files",
         prepare=lambda r: r.st.link_tree(r.fx.flat, f"ren{r.i}"),
         act=lambda r: r.client.rename(f"ren{r.i}", f"ren{r.i}x"),
         done=lambda r: not r.st.exists(f"ren{r.i}") and r.st.count(f"ren{r.i}x") == r.fx.sizes.folder,
-        cleanup=lambda r: (r.st.remove(f"ren{r.i}"), r.st.remove(f"ren{r.i}x")), target=1.5, kind="small"),
+        cleanup=lambda r: (r.st.remove(f"ren{r.i}"), r.st.remove(f"ren{r.i}x")), target=1.5, kind="small",
+        unit="file", ops=lambda s: s.folder),
     Workload(
         "delete_folder", "delete a folder of {folder} files",
         prepare=lambda r: r.st.link_tree(r.fx.flat, f"del{r.i}"),
         act=lambda r: r.client.delete_tree(f"del{r.i}"),
         done=lambda r: not r.st.exists(f"del{r.i}"),
-        cleanup=lambda r: r.st.remove(f"del{r.i}"), target=1.5, kind="small"),
+        cleanup=lambda r: r.st.remove(f"del{r.i}"), target=1.5, kind="small",
+        unit="file", ops=lambda s: s.folder),
     Workload(
         "copy_big", "server-side copy of {big}",
         prepare=lambda r: r.st.link_file(r.fx.big, "big.bin"),
@@ -192,12 +198,15 @@ WORKLOADS = [
         done=lambda r: (not r.st.exists(f"{r.ep.protocol}{r.i}/src")
                         and r.st.count(f"{r.ep.protocol}{r.i}/dst") == r.fx.sizes.s3_folder),
         cleanup=lambda r: (r.st.remove(f"{r.ep.protocol}{r.i}/src"), r.st.remove(f"{r.ep.protocol}{r.i}/dst")),
-        remote=True, target=1.2, kind="remote"),
+        remote=True, target=1.2, kind="remote", unit="object", ops=lambda s: s.s3_folder),
 ]
 
 
 def run_once(w: Workload, r: Run) -> dict:
-    """One timed run: {reply_s, done_s, rss} or {error} / {unsupported}."""
+    """One timed run: {reply_s, done_s, rss, cpu_s, ops} or {error} /
+    {unsupported}. ``cpu_s``: user + system seconds the server's process
+    tree spent from the start of the action until the result was done (see
+    RssSampler)."""
     try:
         w.prepare(r)
         r.ep.server.refresh()
@@ -215,6 +224,7 @@ def run_once(w: Workload, r: Run) -> dict:
                 raise ClientError(f"not done {r.timeout:.0f} s after the reply")
             time.sleep(0.01)
         done_s = time.perf_counter() - t1 + reply_s
+        cpu_s = sampler.cpu_seconds()
         error = w.check(r)
     except Unsupported as e:
         return {"unsupported": str(e)}
@@ -228,4 +238,6 @@ def run_once(w: Workload, r: Run) -> dict:
             w.cleanup(r)
         except Exception:  # noqa: BLE001 - leftovers only cost disk in the temp folder
             pass
-    return {"error": error} if error else {"reply_s": reply_s, "done_s": done_s, "rss": peak}
+    if error:
+        return {"error": error}
+    return {"reply_s": reply_s, "done_s": done_s, "rss": peak, "cpu_s": cpu_s, "ops": w.ops(r.fx.sizes)}

@@ -22,3 +22,13 @@ def test_a_bare_library_faster_than_every_peer_is_not_the_best_peer():
     assert "| 2.00× best |" in rows["gateway"] and "✘ ≤ 1.5×" in rows["gateway"]
     assert "| 4.00× library |" in rows["pyftpdlib"]
     assert misses(cells) == ["delete a folder (ftp): 0.400 s, 2.00× best, 1 MiB — ✘ ≤ 1.5×, ✔ < 150 MiB"]
+
+
+def test_server_cpu_is_shown_per_run_and_per_operation_and_judged_where_targeted():
+    runs = [{"done_s": 1.0, "reply_s": 1.0, "rss": 1 << 20, "cpu_s": cpu, "ops": 1000} for cpu in (0.5, 0.3, 0.7)]
+    cells = [Cell("upload_small", "upload", "webdav", "gateway", 1.5, "small", runs=runs, unit="file"),
+             Cell("upload_small", "upload", "webdav", "nginx", None, "small", runs=runs[:1], unit="file")]
+    rows = {line.split(" | ")[2]: line for line in markdown(cells).splitlines()[2:]}
+    assert "| 0.50 | 500 µs/file |" in rows["gateway"]
+    assert "✘ ≤ 400 µs CPU/file" in rows["gateway"]
+    assert "CPU 0.50 s (500 µs/file)" in misses(cells)[0]

@@ -202,3 +202,37 @@ def test_no_lock_no_query(store, clock):
     for _ in range(100):
         assert state.barring("/x", tree=True) is None
     assert len(queries) == 0 if store.sqlite else len(queries) < 100  # PostgreSQL: read again after LOCKS_TTL_S
+
+
+def test_properties_cost_no_query_on_sqlite_until_one_is_set(store, clock):
+    state = DavState(store.engine, clock)
+    queries = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda *a: "dav_props" in a[2] and a[2].startswith("SELECT") and queries.append(a[2]))
+    for _ in range(3):  # what each PROPFIND of a folder asks
+        with state.request():
+            assert not state.any_props("/f") and state.props("/f/x") == {}
+        assert state.prop("/f/x", "{urn:x}p") is None
+    assert len(queries) == (1 if store.sqlite else 9)  # PostgreSQL may have other writers
+    state.set_prop("/f/x", "{urn:x}p", "<p/>")
+    with state.request():
+        assert state.any_props("/f") and state.props("/f/x") == {"{urn:x}p": "<p/>"}
+    assert state.prop("/f/x", "{urn:x}p") == "<p/>"
+
+
+def test_lock_checks_outside_a_request_read_the_kept_list_on_sqlite(store, clock):
+    state = DavState(store.engine, clock)
+    state.put_lock("t1", "/a/b", {"token": "t1"}, clock.now + 10)
+    queries = []
+    sa.event.listen(store.engine, "before_cursor_execute",
+                    lambda *a: "dav_locks" in a[2] and a[2].startswith("SELECT") and queries.append(a[2]))
+    for i in range(3):  # what each file delete of an FTP or SFTP client asks
+        assert state.locks(f"/x/f{i}", include_children=True) == []
+        assert [d["token"] for d in state.locks("/a", include_children=True)] == ["t1"]
+    assert len(queries) == (1 if store.sqlite else 6)
+    state.delete_lock("t1")  # a write is seen at once
+    assert state.locks("/a", include_children=True) == []
+    state.put_lock("t2", "/a", {"token": "t2"}, clock.now + 10)
+    assert [d["token"] for d in state.locks("/a")] == ["t2"]
+    clock.now += 20  # expiry holds without a write
+    assert state.locks("/a") == []

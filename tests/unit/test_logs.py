@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import gateway.logs
 from gateway.config import Logging
 from gateway.logs import log_op, setup_logging
 from gateway.types import Session
@@ -208,3 +209,25 @@ def test_no_audit_lines_by_default(gateway_factory, caplog):
             assert f.read() == b"x"
         list(r.ops.list(r.session(), "/"))
     assert not [rec for rec in caplog.records if rec.name == "gateway.ops"]
+
+
+def test_op_line_written_directly_is_the_line_the_logging_machinery_writes(stream):
+    """With the gateway's handler the only one (as in `gateway serve`), an
+    operation line skips the logging machinery; it must read the same."""
+    handler = setup_logging(Logging(), stream)
+    session = Session(User("alice"), "webdav", id="http:alice")
+    root = logging.getLogger()
+    others = [h for h in root.handlers if h is not handler]  # pytest's own capture handlers
+    log_op(session, "upload", ["/a b/c"], "ok", 0.0012, bytes=4096)  # through the machinery
+    for h in others:
+        root.removeHandler(h)
+    try:
+        assert gateway.logs._direct_handler() is handler
+        log_op(session, "upload", ["/a b/c"], "ok", 0.0012, bytes=4096)  # directly
+    finally:
+        for h in others:
+            root.addHandler(h)
+    slow, direct = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", direct[:24])
+    assert slow[24:] == direct[24:] == (' INFO gateway.ops: user=alice session=http:alice protocol=webdav op=upload '
+                                        'paths="/a b/c" result=ok duration_ms=1.2 bytes=4096')
