@@ -23,12 +23,11 @@ import io
 import logging
 import posixpath
 import secrets
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
-
-from fsspec.implementations.memory import MemoryFileSystem
 
 from backends.cache import ListingCache
 from backends.capabilities import Capabilities
@@ -218,6 +217,14 @@ class Backend:
         """The filesystem under any ``slow::`` wrapper, to pick write strategies."""
         fs = self._fs
         return getattr(fs, "fs", fs) if getattr(fs, "protocol", None) == "slow" else fs
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the filesystem under any ``slow::`` wrapper is fsspec's
+        MemoryFileSystem (never true before fsspec's memory module is loaded,
+        so asking does not import it)."""
+        memory = sys.modules.get("fsspec.implementations.memory")
+        return memory is not None and isinstance(self.inner, memory.MemoryFileSystem)
 
     @contextmanager
     def _io(self, path: str | None = None) -> Iterator[None]:
@@ -420,7 +427,7 @@ class Backend:
         same temporary instead of leaving one behind per attempt."""
         if offset:
             return self._open_continue(path, offset)
-        if self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem):
+        if self.capabilities.atomic_rename and not self.in_memory:
             tmp = self._temp_name(path, temp_key)
             with self._io():
                 f = self._open_upload(tmp)
@@ -442,7 +449,7 @@ class Backend:
                     self.fs.rm_file(tmp)
 
             return Writer(f, commit, abort, self._io)
-        if isinstance(self.inner, MemoryFileSystem):
+        if self.in_memory:
             buf = io.BytesIO()
 
             def commit_mem(fh):
@@ -614,7 +621,7 @@ class Backend:
         In memory the copy keeps the source's time, as copies do elsewhere:
         a file moved by copy keeps its ETag (davfs2 uploads with If-Match)."""
         self.fs.cp_file(src, dst)
-        if isinstance(self.inner, MemoryFileSystem):
+        if self.in_memory:
             store, strip = self.inner.store, self.inner._strip_protocol
             store[strip(dst)].created = store[strip(src)].created
         return None
