@@ -126,9 +126,12 @@ class Gateway:
         return gw
 
     def start(self) -> "Gateway":
-        """Raise the process's open-files limit (gateway.descriptors), start
-        the job workers and the sweep."""
+        """Raise the process's open-files limit (gateway.descriptors), read
+        the overlays once (SQLAlchemy compiles that query on first use, ~25
+        ms: paid here, not by the first client request, which the SFTP front
+        end would take for a slow disk), start the job workers and the sweep."""
         raise_limit()
+        self.ops.view.overlays()
         self.dispatcher.start()
         if self.sweeper is not None:
             self.sweeper.start()
