@@ -24,13 +24,11 @@ import logging
 import os
 import posixpath
 import secrets
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, TypeVar
-
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.implementations.memory import MemoryFileSystem
 
 from backends.cache import ListingCache
 from backends.capabilities import Capabilities
@@ -227,6 +225,14 @@ class Backend:
         """The filesystem under any ``slow::`` wrapper, to pick write strategies."""
         fs = self._fs
         return getattr(fs, "fs", fs) if getattr(fs, "protocol", None) == "slow" else fs
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the filesystem under any ``slow::`` wrapper is fsspec's
+        MemoryFileSystem (never true before fsspec's memory module is loaded,
+        so asking does not import it)."""
+        memory = sys.modules.get("fsspec.implementations.memory")
+        return memory is not None and isinstance(self.inner, memory.MemoryFileSystem)
 
     @contextmanager
     def _io(self, path: str | None = None) -> Iterator[None]:
@@ -430,7 +436,7 @@ class Backend:
         same temporary instead of leaving one behind per attempt."""
         if offset:
             return self._open_continue(path, offset)
-        if self.capabilities.atomic_rename and not isinstance(self.inner, MemoryFileSystem):
+        if self.capabilities.atomic_rename and not self.in_memory:
             tmp = self._temp_name(path, temp_key)
             with self._io():
                 f = self._open_upload(tmp)
@@ -452,7 +458,7 @@ class Backend:
                     self.fs.rm_file(tmp)
 
             return Writer(f, commit, abort, self._io)
-        if isinstance(self.inner, MemoryFileSystem):
+        if self.in_memory:
             buf = io.BytesIO()
 
             def commit_mem(fh):
@@ -624,7 +630,7 @@ class Backend:
         In memory the copy keeps the source's time, as copies do elsewhere:
         a file moved by copy keeps its ETag (davfs2 uploads with If-Match)."""
         self.fs.cp_file(src, dst)
-        if isinstance(self.inner, MemoryFileSystem):
+        if self.in_memory:
             store, strip = self.inner.store, self.inner._strip_protocol
             store[strip(dst)].created = store[strip(src)].created
         return None
@@ -634,7 +640,8 @@ class Backend:
         whether it did. Subclasses say how their storage does it; here only
         a folder of this machine's disk under a ``slow::`` wrapper (whose
         latency and injected faults still apply) keeps one."""
-        if not isinstance(self.inner, LocalFileSystem):
+        local = sys.modules.get("fsspec.implementations.local")  # loaded whenever such a mount exists
+        if local is None or not isinstance(self.inner, local.LocalFileSystem):
             return False
         with self._io(path):
             self.fs.info(path)

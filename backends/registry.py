@@ -40,9 +40,6 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-import fsspec
-
-import backends.slow  # noqa: F401 - registers the slow:: protocol
 from backends.base import Backend
 from backends.capabilities import for_protocol
 from backends.errors import translated
@@ -50,6 +47,37 @@ from backends.local import LocalBackend
 from gateway import errors as E
 
 __all__ = ["open_backend", "check_url", "expand_env", "redact_url"]
+
+
+def _fsspec() -> Any:
+    """fsspec, with the ``slow::`` protocol registered. Imported on first
+    need, not with this module: a gateway whose mounts are all local folders
+    never loads it (nor a storage library), which keeps its resident memory
+    small (tests/unit/test_lazy_storage.py)."""
+    import fsspec
+
+    import backends.slow  # noqa: F401 - registers the slow:: protocol
+
+    return fsspec
+
+
+def _local_root(url: str) -> str | None:
+    """The folder a plain ``file://`` or ``local://`` URL names, absolute,
+    exactly as fsspec's LocalFileSystem would strip it (POSIX); None for
+    any other URL (chained, or another protocol)."""
+    if "::" in url or os.sep != "/":
+        return None
+    for prefix in ("file://", "local://"):
+        if url.startswith(prefix):
+            path = url[len(prefix):]
+            break
+    else:
+        return None
+    if path.startswith("~"):
+        path = os.path.expanduser(path)
+    elif not path.startswith("/"):
+        path = f"{os.getcwd()}/{'' if path == '.' else path.removeprefix('./')}"
+    return path.rstrip("/") or "/"
 
 log = logging.getLogger("gateway.backends")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -108,9 +136,9 @@ def check_url(url: str, options: dict[str, Any] | None = None) -> None:
         gateway_options(opts, 1)
     for part in url.split("::"):
         protocol = part.split("://", 1)[0] if "://" in part else part
-        if protocol not in _BUILDERS:
+        if protocol not in _BUILDERS and protocol not in ("file", "local"):
             try:
-                fsspec.get_filesystem_class(protocol or "file")
+                _fsspec().get_filesystem_class(protocol or "file")
             except (ValueError, ImportError):
                 known = sorted({*_BUILDERS, "file", "memory"})
                 raise E.BadRequest(f"unknown storage protocol {protocol!r} (expected one of "
@@ -162,6 +190,16 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     builder = None if slow else _BUILDERS.get(target)
     if builder is not None:
         return builder(url, options, caps, timeout_s, settings)
+    root = _local_root(url) if local and not slow and not options else None
+    if root is not None:
+        # LocalBackend works through the os module; fsspec's LocalFileSystem
+        # is built only if a generic Backend method ever asks for it.
+        backend: Backend = LocalBackend(None, root, target, caps, follow_links=follow_links,
+                                        connect=lambda: _fsspec().filesystem(target), **settings)
+        if not backend.exists(backend.join("")):
+            backend.mkdir(backend.join(""), exist_ok=True)
+        return backend
+    fsspec = _fsspec()
     try:
         fsspec.get_filesystem_class(target)
     except (ValueError, ImportError) as exc:
@@ -169,7 +207,7 @@ def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s
     with translated():
         fs, root = fsspec.core.url_to_fs(url, **options)
     if local and not slow:
-        backend: Backend = LocalBackend(fs, root, target, caps, follow_links=follow_links, **settings)
+        backend = LocalBackend(fs, root, target, caps, follow_links=follow_links, **settings)
     else:
         backend = Backend(fs, root, target, caps, **settings)
     if target in _LOCAL:
@@ -213,6 +251,7 @@ def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dic
         caps = replace(caps, checksums=tuple(c for c in caps.checksums if c != "md5"))
     own = gateway_options(options, caps.copy_fan_out)
     caps = replace(caps, copy_fan_out=own.pop("copy_concurrency"))
+    fsspec = _fsspec()
     fs, root = _connected(lambda: fsspec.core.url_to_fs(url, **s3_options(options, timeout_s)))
     fs.retries = 1  # a class attribute in s3fs, not an option
     count_requests(fs)
@@ -233,7 +272,7 @@ def _sftp(url: str, options: dict[str, Any], caps, timeout_s: float, settings: d
 
     def connect() -> Any:
         try:
-            return fsspec.core.url_to_fs(url, **opts, **check.connect_options())[0]
+            return _fsspec().core.url_to_fs(url, **opts, **check.connect_options())[0]
         except Exception:
             refused = check.refused()
             if refused is not None:

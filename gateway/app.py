@@ -206,9 +206,13 @@ class Gateway:
         return gw
 
     def start(self) -> "Gateway":
-        """Raise the process's open-files limit (gateway.descriptors), start
-        the job workers, this node's heartbeat and the sweep."""
+        """Raise the process's open-files limit (gateway.descriptors), read
+        the overlays once (SQLAlchemy compiles that query on first use, ~25
+        ms: paid here, not by the first client request, which the SFTP front
+        end would take for a slow disk), start the job workers, this node's
+        heartbeat and the sweep."""
         raise_limit()
+        self.ops.view.overlays()
         self.bus.start()
         self.dispatcher.start()
         if self.nodes is not None:

@@ -1,15 +1,21 @@
 """CLI commands on the SDK against a running gateway (cp, mv, rm, jobs) and
-local API-token management (token)."""
+local API-token management (token).
+
+The SDK (gateway.client, hence httpx) is imported only when one of these
+commands runs: ``gateway serve`` registers them too, and must not pay for
+httpx (and the click/rich/pygments its CLI pulls in) in its resident memory."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli_common import EXIT_CONFIG, add_config_option, load_config_for
-from gateway.client import Client, GatewayClientError
+
+if TYPE_CHECKING:
+    from gateway.client import Client
 
 __all__ = ["register"]
 
@@ -21,7 +27,9 @@ def _connection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=os.environ.get("GATEWAY_TOKEN"))
 
 
-def _client(args: argparse.Namespace) -> Client:
+def _client(args: argparse.Namespace) -> "Client":
+    from gateway.client import Client
+
     return Client(args.url, user=args.user, password=args.password, token=args.token)
 
 
@@ -32,6 +40,8 @@ def _bar(status: dict) -> None:
 
 
 def _run_op(args: argparse.Namespace) -> int:
+    from gateway.client import GatewayClientError
+
     with _client(args) as c:
         try:
             if args.op == "rm":
@@ -58,6 +68,8 @@ def _line(j: dict) -> str:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    from gateway.client import GatewayClientError
+
     with _client(args) as c:
         try:
             if args.action == "list":

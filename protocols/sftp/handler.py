@@ -34,6 +34,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import os
 import stat as st
 import struct
 import threading
@@ -70,9 +71,43 @@ _COPY_BLOCK = MAX_IO_LEN
 
 #: A call made on the event loop (see GatewaySFTPServer._quick) that takes
 #: longer than this means the disk is struggling: every call of the listener
-#: then goes to the worker pool for SLOW_DISK_PAUSE_S.
+#: then goes to the worker pool for SLOW_DISK_PAUSE_S. The time the thread
+#: spent waiting for a CPU (other processes' load, see :class:`RunQueueWait`)
+#: is not counted: the pool would not be faster then, only cost more CPU.
 SLOW_INLINE_S = 0.01
 SLOW_DISK_PAUSE_S = 60.0
+
+
+class RunQueueWait:
+    """How long the calling thread has waited for a CPU (the second field of
+    Linux's ``/proc/thread-self/schedstat``), in seconds; 0.0 where the file
+    is missing. One descriptor per thread, re-read with ``pread`` (~2 µs),
+    closed when the thread ends."""
+
+    _local = threading.local()
+
+    class _File:
+        def __init__(self) -> None:
+            try:
+                self.fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self.fd = None
+
+        def __del__(self) -> None:
+            if self.fd is not None:
+                os.close(self.fd)
+
+    @classmethod
+    def seconds(cls) -> float:
+        f = getattr(cls._local, "file", None)
+        if f is None:
+            f = cls._local.file = cls._File()
+        if f.fd is None:
+            return 0.0
+        try:
+            return int(os.pread(f.fd, 64, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
 #: Writes below this offset are quick calls. Reads always are: the page cache
 #: and readahead answer a file being streamed in microseconds (1 GiB download
 #: 5% faster than through the pool), while a large upload can be held up by
@@ -286,18 +321,20 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         set a time), reads, and an upload's first MiB. On the local disk it
         is made on the event loop: the hop to a worker thread and back costs
         0.1-0.3 ms, the largest part of a small request. Elsewhere, or while
-        the disk is slow (one such call took over SLOW_INLINE_S), it goes to
+        the disk is slow (one such call took over SLOW_INLINE_S, not counting
+        the time it waited for a CPU), it goes to
         the worker pool like any call."""
         ctx = self.ctx
         if time.monotonic() < ctx.pool_only_until or not self.ops.on_local_disk(self.session, path):
             return await call(ctx, fn, *args, **kwargs)
         started = time.monotonic()
+        waited = RunQueueWait.seconds()
         try:
             with translated(fn):
                 return fn(*args, **kwargs)
         finally:
             took = time.monotonic() - started
-            if took > SLOW_INLINE_S:
+            if took > SLOW_INLINE_S and took - (RunQueueWait.seconds() - waited) > SLOW_INLINE_S:
                 ctx.pool_only_until = time.monotonic() + SLOW_DISK_PAUSE_S
                 # A warning the first time; a disk that stays slow says so at INFO once a minute.
                 log.log(logging.INFO if ctx.disk_was_slow else logging.WARNING,
