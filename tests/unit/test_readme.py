@@ -263,3 +263,50 @@ def test_the_install_command_verbatim_in_a_fresh_checkout(installs, tmp_path, py
     password = next(x for x in install.lines if marker in x).split(":", 1)[1].strip()
     _use_the_gateway(ports, password)
     assert install.stop() == 0, install.output()[-3000:]
+
+
+def _shell_commands() -> list[str]:
+    """Every command line of the README's ``sh`` blocks (comments and line
+    continuations folded)."""
+    out = []
+    for block in _blocks("sh"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def test_every_shell_command_of_the_readme_runs():
+    """The install line and scripts/test are run as written (the install
+    test above; CI runs scripts/test); every other command of the README's
+    sh blocks is the project's own script, run here with its arguments
+    checked (``--help`` after them: argparse parses everything first)."""
+    commands = _shell_commands()
+    assert _install_line() in commands and "scripts/test" in commands
+    scripts = [c for c in commands if c != _install_line() and not c.startswith("scripts/test")]
+    assert scripts, commands
+    for command in scripts:
+        words = command.split()
+        if words[0] == "python3":
+            words = words[1:]
+        assert (ROOT / words[0]).is_file(), command
+        out = subprocess.run([sys.executable, str(ROOT / words[0]), *words[1:], "--help"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "usage:" in out.stdout, (command, out.stderr[-2000:])
+
+
+def test_every_gateway_command_of_the_readme_runs():
+    """Each ``gateway`` command the command-line section lists answers
+    ``--help`` (what each does is tested in tests/unit/test_cli.py,
+    tests/api/test_sdk_cli.py and tests/cluster)."""
+    import contextlib
+    import io
+
+    from gateway.cli import main
+
+    for command in _commands():
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown):
+            code = main([*command.split()[1:], "--help"])
+        assert code == 0 and "usage:" in shown.getvalue(), command
