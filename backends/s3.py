@@ -526,6 +526,26 @@ class S3Backend(Backend):
         self._remember(self._marked, parent, False)
         self.invalidate(parent)
 
+    def emptied(self, path: str) -> None:
+        """Keep ``path``'s parent as an empty folder when nothing else lies
+        under it (one LIST of one key; then one PutObject of its marker):
+        a client deleting a folder's files one by one, or moving its last
+        file out, still finds the folder and removes it itself. The mount's
+        root needs none."""
+        parent = posixpath.dirname(path.rstrip("/"))
+        if not parent or self._is_root(parent) or len(parent) < len(self.root.rstrip("/")):
+            return
+        bucket, key = self._split(parent)
+        prefix = key.rstrip("/") + "/"
+        with self._io():
+            out = self._call("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            if out.get("Contents"):
+                if out["Contents"][0]["Key"] == prefix:
+                    self._remember(self._marked, parent, True)
+                return
+            self._put_marker(parent)
+        self.invalidate(parent)
+
     def _rmdir(self, path: str) -> None:
         if not self.is_empty(path):
             raise E.DirectoryNotEmpty("folder is not empty")
