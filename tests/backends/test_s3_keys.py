@@ -110,9 +110,9 @@ def test_markers_only_ever_stand_for_empty_folders(s3):
 def test_a_folder_emptied_file_by_file_stays_until_it_is_removed(s3):
     """A client deleting a folder's files one by one (rm -r on a mounted
     drive, an FTP DELE loop) or moving its last file out still finds the
-    folder, empty, and removes it itself: only then is its marker written,
-    one LIST per single delete tells; a tree deleted or moved by a job
-    leaves no marker inside it, and its own folder stays."""
+    folder, empty, and removes it itself: its marker is written only when
+    nothing else is left; a tree deleted or moved by a job leaves no marker
+    inside it, and the folder it was in stays."""
     r, server, area, keys = s3(budget_ms=50, protocols=("ftp",))
     ops, s = r.ops, r.session("alice")
     for k in ("f/a", "f/b", "g/c", "t/sub/deep/d", "t/sub/e", "u/v/w"):
