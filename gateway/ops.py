@@ -38,7 +38,7 @@ from gateway.transfer import copy_file
 from gateway.types import Entry, Session
 from gateway.view import HIDDEN, View
 
-log = logging.getLogger("gateway.ops")
+log = logging.getLogger("gateway.backends")  # not gateway.ops: that logger holds one line per operation
 
 __all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits", "HASH_ALGORITHMS", "hash_algorithm", "new_hasher"]
 
