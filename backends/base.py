@@ -565,6 +565,14 @@ class Backend:
         only as a marker object, its parent no longer needs one (S3 removes
         it). A no-op where folders exist natively. Idempotent."""
 
+    def emptied(self, path: str) -> None:
+        """``path`` (one file, or one empty folder, or the root of a tree a
+        job moved or deleted) is gone on its own: its parent stays as a
+        folder, as on a file system, although nothing may be left in it.
+        Where a folder exists only while something lies under it, S3 writes
+        the parent's empty-folder marker then. A no-op where folders exist
+        natively. Idempotent."""
+
     def rmdir(self, path: str, missing_ok: bool = False) -> None:
         """Delete empty folder ``path``. Raises DirectoryNotEmpty, NotFound."""
         try:

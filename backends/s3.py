@@ -2,12 +2,14 @@
 
 Folders are key prefixes. **Directory markers** (zero-byte ``folder/``
 objects): with the mount option ``directory_markers = false`` (the default,
-as rclone) a marker stands only for an empty folder a user made (mkdir, or
-an empty folder copied or moved); it goes when the folder gets content or is
-removed, and moves, copies and deletes never leave one behind, so the bucket
-holds exactly the keys a user expects. With ``true`` every folder the
-gateway makes keeps its marker (as the AWS console does). A folder whose
-last object is moved or deleted is gone, as on any S3 tool.
+as rclone) a marker stands only for an empty folder: one a user made (mkdir,
+or an empty folder copied or moved), or one whose last file or sub-folder
+was deleted or moved out on its own (:meth:`S3Backend.emptied`: the folder
+stays until it is removed, as on a file system); it goes when the folder
+gets content or is removed, and a tree a job moves, copies or deletes gets
+none inside it, so the bucket holds exactly the keys a user expects. With
+``true`` every folder the gateway makes keeps its marker (as the AWS
+console does).
 
 A copy inside the mount is CopyObject (server-side; past S3's 5 GiB limit a
 multipart UploadPartCopy), ``copy_concurrency`` of them at once in a job
@@ -524,6 +526,26 @@ class S3Backend(Backend):
         with self._io():
             self.fs.rm_file(self._marker(parent))  # S3 deletes are idempotent: no marker is fine
         self._remember(self._marked, parent, False)
+        self.invalidate(parent)
+
+    def emptied(self, path: str) -> None:
+        """Keep ``path``'s parent as an empty folder when nothing else lies
+        under it (one LIST of one key; then one PutObject of its marker):
+        a client deleting a folder's files one by one, or moving its last
+        file out, still finds the folder and removes it itself. The mount's
+        root needs none."""
+        parent = posixpath.dirname(path.rstrip("/"))
+        if not parent or self._is_root(parent) or len(parent) < len(self.root.rstrip("/")):
+            return
+        bucket, key = self._split(parent)
+        prefix = key.rstrip("/") + "/"
+        with self._io():
+            out = self._call("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
+            if out.get("Contents"):
+                if out["Contents"][0]["Key"] == prefix:
+                    self._remember(self._marked, parent, True)
+                return
+            self._put_marker(parent)
         self.invalidate(parent)
 
     def _rmdir(self, path: str) -> None:

@@ -14,6 +14,7 @@ import builtins
 import hashlib
 import io
 import itertools
+import logging
 import threading
 import time
 import zlib
@@ -21,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, NoReturn
 
-from backends.base import Writer
+from backends.base import Backend, Writer
 from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
@@ -36,6 +37,8 @@ from gateway.namespace import (RESERVED_PREFIX, Mount, Namespace, is_under, join
 from gateway.transfer import copy_file
 from gateway.types import Entry, Session
 from gateway.view import HIDDEN, View
+
+log = logging.getLogger("gateway.backends")  # not gateway.ops: that logger holds one line per operation
 
 __all__ = ["Operations", "Outcome", "Upload", "Policy", "Limits", "HASH_ALGORITHMS", "hash_algorithm", "new_hasher"]
 
@@ -355,6 +358,17 @@ class _AuditedRead:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._f, attr)
+
+
+def keep_parent(backend: Backend, path: str) -> None:
+    """After ``path`` (one file or empty folder, or a tree a job moved or
+    deleted) went on its own, its parent stays a folder where the storage
+    needs telling (:meth:`Backend.emptied`). The operation is done either
+    way: a failure here is logged, the folder may then be gone (S3)."""
+    try:
+        backend.emptied(path)
+    except E.GatewayError as exc:
+        log.warning("%s: its folder could not be kept as an empty folder: %s", path, exc)
 
 
 class Operations:
@@ -918,12 +932,14 @@ class Operations:
             mount, bp = self.namespace.resolve(g)
             if not entry.is_dir:
                 mount.backend.remove(bp)
+                keep_parent(mount.backend, bp)
                 self._follow("delete", g, None)
                 outcome = Outcome(entry.renamed(u))
             else:
                 empty = not any(True for _ in self._list_g(session, g, u))
                 if empty:
                     mount.backend.rmdir(bp)
+                    keep_parent(mount.backend, bp)
                     self._follow("delete", g, None)
                     outcome = Outcome(entry.renamed(u))
                 elif not recursive:
@@ -1022,10 +1038,12 @@ class Operations:
                 if existing is not None and not existing.is_dir:
                     db.remove(dbp, missing_ok=True)
                 sb.rename(sbp, dbp)
+                keep_parent(sb, sbp)
             else:
                 copy_file(sb, sbp, db, dbp, expected_size=entry.size, mtime=entry.mtime)
                 if op == "move":
                     sb.remove(sbp)
+                    keep_parent(sb, sbp)
             after = self._stat_g(session, dg)
             self._follow(op, sg, dg, entry, after)
             return Outcome(after.renamed(self._user(session, dg)))

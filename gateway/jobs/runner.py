@@ -549,6 +549,9 @@ class _Run:
                 self.flush()
             if j.via_trash:  # what listings do not show (links out of the mount, reserved names) goes too
                 self.retry(lambda: b.rm_tree(self.src_root), "empty the trash")
+            # The tree is gone on its own: the folder it was in stays (S3 keeps it as a marker).
+            src_mount, src_path = self.runner.namespace.resolve(j.src)
+            self.retry(partial(src_mount.backend.emptied, src_path), "keep the source's folder")
         if j.staged:
             self._swap_stage()
         if j.dst and j.operation in ("copy", "move"):

@@ -166,9 +166,11 @@ def test_a_single_object_moves_inline_server_side_on_s3(servers, gateway_factory
     out = r.ops.move(s, "/m/a/big.bin", "/m/b.bin")
     assert out.job is None and not out.backgrounded
     sent = {k: n - before.get(k, 0) for k, n in metrics.storage_requests("s3").items() if n != before.get(k, 0)}
-    # server-side: CopyObject, no bytes through the gateway (no GetObject, PutObject or multipart upload)
-    assert sent.get("CopyObject") == 1 and not {"GetObject", "PutObject", "UploadPart"} & set(sent), sent
-    assert area.files() == {"b.bin": 6 << 20}
+    # server-side: CopyObject, no bytes through the gateway (no GetObject or multipart upload; the one
+    # PutObject is the zero-byte marker that keeps the emptied folder a/)
+    assert sent.get("CopyObject") == 1 and sent.get("PutObject") == 1, sent
+    assert not {"GetObject", "UploadPart", "CreateMultipartUpload"} & set(sent), sent
+    assert {k: o["Size"] for k, o in area.server.keys(area.name).items()} == {"b.bin": 6 << 20, "a/": 0}
 
 
 def test_a_large_upload_to_s3_goes_multipart(servers, gateway_factory, tmp_path):

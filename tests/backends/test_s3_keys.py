@@ -7,11 +7,13 @@ DeleteObjects, counted by the gateway's own storage request metric."""
 
 from __future__ import annotations
 
+import ftplib
 import hashlib
 import os
 import time
 
 import pytest
+from conftest import PASSWORDS
 from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
 
 import backends.s3
@@ -37,11 +39,11 @@ def _put(r, s, path, data=b"x"):
 @pytest.fixture
 def s3(servers, gateway_factory, tmp_path):
     """(running gateway with the area at /m, the S3 server, the area, keys())."""
-    def start(budget_ms=2000, **options):
+    def start(budget_ms=2000, protocols=(), **options):
         server = servers("s3")
         area = server.area()
         url, opts, fields = mount_spec(area)
-        r = gateway_factory(budget_ms=budget_ms, mounts={"/": f"file://{tmp_path}",
+        r = gateway_factory(protocols, budget_ms=budget_ms, mounts={"/": f"file://{tmp_path}",
                                                          "/m": (url, {**opts, **options}, fields)})
         return r, server, area, lambda: set(server.keys(area.name))
     return start
@@ -70,7 +72,9 @@ def test_markers_only_ever_stand_for_empty_folders(s3):
     ops.mkdir(s, "/m/e2")
     ops.mkdir(s, "/m/e2/inner")  # a sub-folder is content too
     assert keys() == {"empty/x", "empty/deeper/", "e2/inner/"}
-    ops.delete(s, "/m/e2/inner")  # rmdir: its marker goes, and e2 with it (S3 has no empty prefix)
+    ops.delete(s, "/m/e2/inner")  # rmdir: its marker goes; e2 stays, now an empty folder
+    assert keys() == {"empty/x", "empty/deeper/", "e2/"}
+    ops.delete(s, "/m/e2")
     assert keys() == {"empty/x", "empty/deeper/"}
 
     # a file copy and move into an empty folder the user made
@@ -79,7 +83,9 @@ def test_markers_only_ever_stand_for_empty_folders(s3):
     assert keys() == {"empty/x", "empty/deeper/", "into/y"}
     ops.mkdir(s, "/m/into2")
     _done(r, s, ops.move(s, "/m/into/y", "/m/into2/z"))
-    assert keys() == {"empty/x", "empty/deeper/", "into2/z"}  # into is gone with its last object
+    assert keys() == {"empty/x", "empty/deeper/", "into/", "into2/z"}  # into stays, empty
+    ops.delete(s, "/m/into")
+    assert keys() == {"empty/x", "empty/deeper/", "into2/z"}
 
     # a small folder moved and copied at once; its empty sub-folder keeps its marker
     ops.mkdir(s, "/m/empty/sub")
@@ -95,10 +101,62 @@ def test_markers_only_ever_stand_for_empty_folders(s3):
     _done(r, s, ops.copy(s, "/m/moved/sub", "/m/copied", overwrite=True))
     assert keys() == {"moved/x", "moved/deeper/", "moved/sub/a.txt", "copied/a.txt", "into2/z"}
 
-    # deletes: a file, a tree with an empty folder in it
+    # deletes: a file (its folder stays, empty), a tree with an empty folder in it
     ops.delete(s, "/m/into2/z")
     _done(r, s, ops.delete(s, "/m/moved", recursive=True))
-    assert keys() == {"copied/a.txt"}
+    assert keys() == {"copied/a.txt", "into2/"}
+
+
+def test_a_folder_emptied_file_by_file_stays_until_it_is_removed(s3):
+    """A client deleting a folder's files one by one (rm -r on a mounted
+    drive, an FTP DELE loop) or moving its last file out still finds the
+    folder, empty, and removes it itself: its marker is written only when
+    nothing else is left; a tree deleted or moved by a job leaves no marker
+    inside it, and the folder it was in stays."""
+    r, server, area, keys = s3(budget_ms=50, protocols=("ftp",))
+    ops, s = r.ops, r.session("alice")
+    for k in ("f/a", "f/b", "g/c", "t/sub/deep/d", "t/sub/e", "u/v/w"):
+        area.put(k, b"k")
+
+    before = metrics.storage_requests("s3")
+    ops.delete(s, "/m/f/a")  # one of two files: no marker, no write
+    after = metrics.storage_requests("s3")
+    assert keys() == {"f/b", "g/c", "t/sub/deep/d", "t/sub/e", "u/v/w"}
+    assert "PutObject" not in {k for k in after if after[k] != before.get(k, 0)}
+    ops.delete(s, "/m/f/b")  # the last file: the folder stays as its marker alone
+    assert keys() == {"f/", "g/c", "t/sub/deep/d", "t/sub/e", "u/v/w"}
+    assert [e.name for e in ops.list(s, "/m/f")] == []
+    ops.delete(s, "/m/f")  # rmdir: nothing left
+    assert keys() == {"g/c", "t/sub/deep/d", "t/sub/e", "u/v/w"}
+
+    _done(r, s, ops.move(s, "/m/g/c", "/m/c"))  # the last file moved out: its folder stays
+    assert keys() == {"g/", "c", "t/sub/deep/d", "t/sub/e", "u/v/w"}
+    _done(r, s, ops.move(s, "/m/c", "/m/g/c"))  # content again: the marker goes
+    assert keys() == {"g/c", "t/sub/deep/d", "t/sub/e", "u/v/w"}
+
+    # a job deletes a tree: no marker inside it, the folder it was in stays
+    _done(r, s, ops.delete(s, "/m/t/sub", recursive=True, budget_s=0))
+    assert keys() == {"g/c", "t/", "u/v/w"}
+    _done(r, s, ops.move(s, "/m/u/v", "/m/g/v", budget_s=0))
+    assert keys() == {"g/c", "g/v/w", "t/", "u/"}
+
+    # FTP: DELE each file, then RMD the folders, deepest first
+    for k in ("d/x/1", "d/x/2", "d/3"):
+        area.put(k, b"f")
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", r.port("ftp"), timeout=20)
+    ftp.login("alice", PASSWORDS["alice"])
+    try:
+        ftp.delete("/m/d/x/1")
+        ftp.delete("/m/d/x/2")
+        ftp.delete("/m/d/3")
+        assert keys() == {"g/c", "g/v/w", "t/", "u/", "d/x/"}
+        ftp.rmd("/m/d/x")
+        assert keys() == {"g/c", "g/v/w", "t/", "u/", "d/"}
+        ftp.rmd("/m/d")
+    finally:
+        ftp.quit()
+    assert keys() == {"g/c", "g/v/w", "t/", "u/"}
 
 
 def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3):
