@@ -182,6 +182,57 @@ def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_
     assert etag("/m.txt") == storage_etag(ops.stat(s, "/m.txt"))
 
 
+def test_a_folder_moved_as_a_job_keeps_its_files_etags(gateway_factory):
+    """A folder moved as a background job by copy into storage that keeps
+    no client times (a memory mount: each copy has a new time, so a new
+    storage ETag): each file a sync client saw keeps its ETag (also one
+    kept by an earlier inline move) while the storage reports the job's
+    copy; a file changed after the move gets the storage's new ETag."""
+    slow = {"slow": {"latency_ms": 0}}
+    r = gateway_factory(mounts={"/": (f"slow::memory://{unique_memory()}", slow),
+                                "/b": (f"slow::memory://{unique_memory()}", slow)}, budget_ms=0)
+    ops, s = r.ops, r.session()
+    ops.mkdir(s, "/t")
+    ops.mkdir(s, "/t/sub")
+    names = ["/t/a.txt", "/t/sub/b.txt", "/b/c.txt"]
+    for name in names:
+        w = ops.open_write(s, name)
+        w.write(name.encode())
+        w.commit()
+    root = r.gw.namespace.resolve("/")[0].backend
+    root.fs.pipe_file(root.join("t/unseen.txt"), b"unseen")  # no row: no client was served its ETag
+
+    def etag(path):
+        return ops.file_ids(s, [path])[0].served_etag(ops.stat(s, path))
+
+    etag("/b/c.txt")  # seen by a sync client before it moves inline, keeping its ETag
+    time.sleep(0.002)
+    ops.move(s, "/b/c.txt", "/t/c.txt")
+    names[2] = "/t/c.txt"
+    before = {n: etag(n) for n in names}
+    assert before["/t/c.txt"] != storage_etag(ops.stat(s, "/t/c.txt"))
+    time.sleep(0.002)  # the copies' times differ from the originals'
+    outcome = ops.move(s, "/t", "/b/u", budget_s=0)
+    assert outcome.job is not None
+    assert r.gw.dispatcher.wait(outcome.job_id, 30).state == "completed"
+    for n in names:
+        moved = "/b/u" + n[2:]
+        assert storage_etag(ops.stat(s, moved)) != before[n]
+        assert etag(moved) == before[n], moved
+    # A file the table did not know gets the storage's ETag.
+    assert etag("/b/u/unseen.txt") == storage_etag(ops.stat(s, "/b/u/unseen.txt"))
+    # Changed after the move, through the gateway or behind it: a new ETag.
+    time.sleep(0.002)
+    w = ops.open_write(s, "/b/u/a.txt")
+    w.write(b"/t/a.txt")
+    w.commit()
+    assert etag("/b/u/a.txt") == storage_etag(ops.stat(s, "/b/u/a.txt")) != before["/t/a.txt"]
+    backend = r.gw.namespace.resolve("/b")[0].backend
+    time.sleep(0.002)
+    backend.fs.pipe_file(backend.join("u/sub/b.txt"), b"/T/sub/b.txt")
+    assert etag("/b/u/sub/b.txt") == storage_etag(ops.stat(s, "/b/u/sub/b.txt")) != before["/t/sub/b.txt"]
+
+
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_every_upload_has_checksums_unless_switched_off(gateway_factory, protocol):
     """``[policy] upload_checksums``: the digests of every whole upload, on
