@@ -137,11 +137,13 @@ def test_hash_answers_from_the_kept_checksum_while_the_size_matches(gateway_fact
 
 
 def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_factory):
-    """On storage that moves by copy and keeps no times (memory) the copy
-    has a new storage ETag: the file's kept one is served while the storage
-    reports that copy, across further moves; any change of the content,
-    through the gateway or behind it, gives the storage's ETag again."""
-    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}"})
+    """Moved by copy into storage that keeps no client times (a memory
+    mount: inside one, a copy keeps the source's time; across mounts it
+    has a new one) the copy has a new storage ETag: the file's kept one is
+    served while the storage reports that copy, across further moves; any
+    change of the content, through the gateway or behind it, gives the
+    storage's ETag again."""
+    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}", "/b": f"memory://{unique_memory()}"})
     ops, s = r.ops, r.session()
     backend = r.gw.namespace.resolve("/")[0].backend
     w = ops.open_write(s, "/f.txt")
@@ -153,33 +155,33 @@ def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_
 
     first = etag("/f.txt")  # a sync client saw it: the file has an id
     time.sleep(0.002)  # the copy's time differs from the original's
-    ops.move(s, "/f.txt", "/g.txt")
-    assert storage_etag(ops.stat(s, "/g.txt")) != first
-    assert etag("/g.txt") == first
+    ops.move(s, "/f.txt", "/b/g.txt")
+    assert storage_etag(ops.stat(s, "/b/g.txt")) != first
+    assert etag("/b/g.txt") == first
     time.sleep(0.002)
     ops.mkdir(s, "/d")
-    ops.move(s, "/g.txt", "/d/h.txt")
+    ops.move(s, "/b/g.txt", "/d/h.txt")
     assert etag("/d/h.txt") == first
-    ops.copy(s, "/d/h.txt", "/c.txt")  # a copy is another file
-    assert etag("/c.txt") == storage_etag(ops.stat(s, "/c.txt"))
+    ops.copy(s, "/d/h.txt", "/b/c.txt")  # a copy is another file
+    assert etag("/b/c.txt") == storage_etag(ops.stat(s, "/b/c.txt"))
     # Rewritten behind the gateway's back (same size): the storage's new ETag.
     time.sleep(0.002)
     backend.fs.pipe_file(backend.join("d/h.txt"), b"CONTENT")
     assert etag("/d/h.txt") == storage_etag(ops.stat(s, "/d/h.txt")) != first
     # Moved again and rewritten through the gateway: the same.
     time.sleep(0.002)
-    ops.move(s, "/d/h.txt", "/h.txt")
-    assert etag("/h.txt") != storage_etag(ops.stat(s, "/h.txt"))
-    w = ops.open_write(s, "/h.txt")
+    ops.move(s, "/d/h.txt", "/b/h.txt")
+    assert etag("/b/h.txt") != storage_etag(ops.stat(s, "/b/h.txt"))
+    w = ops.open_write(s, "/b/h.txt")
     w.write(b"content")
     w.commit()
-    assert etag("/h.txt") == storage_etag(ops.stat(s, "/h.txt"))
+    assert etag("/b/h.txt") == storage_etag(ops.stat(s, "/b/h.txt"))
     # A file the table does not know (written behind the gateway's back,
     # no id asked yet) keeps nothing: no client was served its ETag.
     backend.fs.pipe_file(backend.join("n.txt"), b"n")
     time.sleep(0.002)
-    ops.move(s, "/n.txt", "/m.txt")
-    assert etag("/m.txt") == storage_etag(ops.stat(s, "/m.txt"))
+    ops.move(s, "/n.txt", "/b/m.txt")
+    assert etag("/b/m.txt") == storage_etag(ops.stat(s, "/b/m.txt"))
 
 
 def test_a_folder_moved_as_a_job_keeps_its_files_etags(gateway_factory):
