@@ -316,9 +316,9 @@ class FileIds:
             return {}
         rows: dict[str, sa.Row] = {}
         srcs = [join(job.src, i.rel) for i in items]
+        cols = (file_ids.c.path, file_ids.c.etag, file_ids.c.etag_stamp)
         for k in range(0, len(srcs), 500):
-            rows.update((r.path, r) for r in c.execute(sa.select(file_ids.c.path, file_ids.c.etag, file_ids.c.etag_stamp)
-                                                       .where(file_ids.c.path.in_(srcs[k:k + 500]))))
+            rows.update((r.path, r) for r in c.execute(sa.select(*cols).where(file_ids.c.path.in_(srcs[k:k + 500]))))
         kept = {}
         for src, i in zip(srcs, items):
             row = rows.get(src)

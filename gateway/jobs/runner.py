@@ -326,8 +326,8 @@ class _Run:
     def each(self, items: list, run: Callable[[str, bool, int, Callable[[], None]], str | None], state: str,
              items_each: int, width: int, folders_wait: bool) -> None:
         """Run ``run(rel, is_dir, size, check)`` for each journaled item and
-        mark it ``state`` once it succeeded (journaling what ``run``
-        returned as the item's ``dst_stamp``, unless None). Folders run here, in journal
+        mark it ``state`` once it succeeded (with what ``run`` returned as
+        its ``dst_stamp``, unless None). Folders run here, in journal
         order; files run ``width`` at a time on a small pool (remote stores
         hide their latency that way), and with ``folders_wait`` a folder
         waits for every running step first (it is removed after its content).
