@@ -155,6 +155,7 @@ class Gateway:
         ops = Operations(namespace, store, dispatcher, View(store, lambda: bus.trusted),
                          policy or Policy(budget_s, per_protocol), monitor_ttl_s, limits)
         ops.remote_stamp = bus.stamp
+        runner.having_ids = ops.fileids.having_ids
         sweeper = Sweeper(namespace, store, temp_grace_s, sweep_interval_s) if sweep_interval_s > 0 else None
         registry = NodeRegistry(store, dispatcher.node, dispatcher, interval_s=max(heartbeat_s, 0.5))
         try:

@@ -29,9 +29,11 @@ so they survive restarts and every node sees the same:
   still reports exactly that stamp: any change of content or time, through
   the gateway or behind it, changes the stamp (a new upload also drops the
   kept ETag), and the file's ETag is the storage's again. A move of a
-  renamed-in-place file keeps nothing (its ETag did not change); a job's
-  moves (folders, large files across mounts) keep none either: the files
-  below get the storage's new ETags.
+  renamed-in-place file keeps nothing (its ETag did not change). A job's
+  move (folders, large files across mounts) keeps them the same way, at its
+  commit: its journal has what the storage reported of each file when the
+  source was walked (``job_items.src_stamp``) and, for the files with an id
+  when copied, of the copy (``dst_stamp``, one stat each).
 
 Changes made directly on the storage, behind the gateway's back, change no
 version. Until somebody asks for an id or an upload keeps a checksum the
@@ -52,9 +54,9 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import sqlalchemy as sa
 
 from gateway.jobs.model import Job
-from gateway.jobs.schema import file_ids
+from gateway.jobs.schema import file_ids, job_items
 from gateway.jobs.store import _insert_ignore, write_transaction
-from gateway.namespace import parent_of
+from gateway.namespace import join, parent_of
 from gateway.types import Entry
 
 __all__ = ["FileIds", "FileId", "storage_etag", "stamp"]
@@ -106,6 +108,11 @@ def stamp(entry: Entry) -> str:
     return f"{storage_etag(entry)}/{entry.size:x}"
 
 
+def _tag_of(stamp_: str) -> str:
+    """The storage ETag a :func:`stamp` was made of."""
+    return stamp_.rsplit("/", 1)[0]
+
+
 class FileId(NamedTuple):
     """What the table knows of one path."""
 
@@ -120,9 +127,14 @@ class FileId(NamedTuple):
         """The ETag of the file ``entry`` (the storage's report of this
         path now): the one kept across its last move while the storage
         still reports the copy that move made, else :func:`storage_etag`."""
-        if self.etag is not None and self.etag_stamp == stamp(entry):
+        return self.etag_at(stamp(entry))
+
+    def etag_at(self, stamp_: str) -> str:
+        """As :meth:`served_etag`, for a file the storage reported as
+        ``stamp_`` (:func:`stamp`)."""
+        if self.etag is not None and self.etag_stamp == stamp_:
             return self.etag
-        return storage_etag(entry)
+        return _tag_of(stamp_)
 
 
 class FileIds:
@@ -184,6 +196,14 @@ class FileIds:
                 for i in range(0, len(unique), 500):
                     rows += c.execute(sa.select(*cols).where(file_ids.c.path.in_(unique[i:i + 500]))).all()
         return {r.path: FileId(r.id, r.version, r.checksum, r.checksum_size, r.etag, r.etag_stamp) for r in rows}
+
+    def having_ids(self, paths: Sequence[str]) -> set[str]:
+        """Those of the global ``paths`` that have an id (a sync client was
+        told of them). Reads only; on SQLite with an empty table, no query.
+        Raises the database's error."""
+        if not paths or not self._may_have_rows():
+            return set()
+        return set(self._read(paths, None))
 
     def stored_checksum(self, path: str, algorithm: str, size: int) -> str | None:
         """The hex digest by ``algorithm`` (``sha1``, ``md5``...) kept for
@@ -272,9 +292,42 @@ class FileIds:
 
     def committed(self, c: sa.Connection, job: Job) -> None:
         """The job store's commit hook: as :meth:`follow`, for ``job``,
-        within the commit's own transaction ``c``."""
-        if self._may_have_rows():
-            self._follow(c, job.operation, job.src, job.dst)
+        within the commit's own transaction ``c``; a move keeps the ETag of
+        each file whose copy the runner stamped (see the module's doc)."""
+        if not self._may_have_rows():
+            return
+        kept = self._kept_by_job(c, job) if job.operation == "move" and job.dst else {}
+        self._follow(c, job.operation, job.src, job.dst)
+        if kept:
+            c.execute(file_ids.update().where(file_ids.c.path == sa.bindparam("dst"))
+                      .values(etag=sa.bindparam("etag"), etag_stamp=sa.bindparam("stamp")),
+                      [{"dst": p, "etag": e, "stamp": st} for p, (e, st) in kept.items()])
+
+    def _kept_by_job(self, c: sa.Connection, job: Job) -> dict[str, tuple[str, str]]:
+        """Destination path → (ETag to keep, the copy's stamp) for the files
+        of move ``job`` whose copy was stamped: the ETag each was served
+        with when the source was walked, where the copy's storage ETag
+        differs."""
+        assert job.dst is not None
+        items = c.execute(sa.select(job_items.c.rel, job_items.c.src_stamp, job_items.c.dst_stamp).where(
+            job_items.c.job_id == job.id, job_items.c.dst_stamp.is_not(None),
+            job_items.c.src_stamp.is_not(None))).all()
+        if not items:
+            return {}
+        rows: dict[str, sa.Row] = {}
+        srcs = [join(job.src, i.rel) for i in items]
+        cols = (file_ids.c.path, file_ids.c.etag, file_ids.c.etag_stamp)
+        for k in range(0, len(srcs), 500):
+            rows.update((r.path, r) for r in c.execute(sa.select(*cols).where(file_ids.c.path.in_(srcs[k:k + 500]))))
+        kept = {}
+        for src, i in zip(srcs, items):
+            row = rows.get(src)
+            if row is None:
+                continue
+            served = FileId(0, 0, etag=row.etag, etag_stamp=row.etag_stamp).etag_at(i.src_stamp)
+            if served != _tag_of(i.dst_stamp):
+                kept[join(job.dst, i.rel)] = (served, i.dst_stamp)
+        return kept
 
     def _follow(self, c: sa.Connection, operation: str, src: str, dst: str | None) -> None:
         if operation == "delete" or dst is None:

@@ -13,6 +13,7 @@ from functools import partial
 from typing import Callable
 
 from gateway import errors as E
+from gateway.fileids import stamp
 from gateway.jobs.model import Job
 from gateway.jobs.store import MAX_BACKOFF_S, JobStore, rollback_leftovers
 from gateway.namespace import Namespace, join
@@ -54,6 +55,11 @@ class JobRunner:
         #: Called with a queue when a job of it has batches idle workers may
         #: help with (the dispatcher wakes them, on every node).
         self.want_help: Callable[[str], None] | None = None
+        #: Which of some global paths have a file id (sync clients saw
+        #: them: gateway.fileids.FileIds.having_ids); a move records what
+        #: the storage reports of those files' copies, so they keep their
+        #: ETags at its commit. None: nothing is recorded.
+        self.having_ids: Callable[[list[str]], set[str]] | None = None
 
     def help(self, job: Job) -> bool:
         """Copy one batch of the journaled items of ``job``, a running copy
@@ -247,6 +253,7 @@ class _Run:
         self._last_flush = time.monotonic()
         self._pending_ids: list[int] = []
         self._pending_state = ""
+        self._pending_stamps: dict[int, str] = {}  # item id → its copy's stamp (see _copy_item)
         self._cursor = 0  # last journaled item handed to transfer in this attempt
         #: Names the temporaries of this job's copies on this node: the same
         #: after a restart (a resumed copy reuses its temporary), another on
@@ -280,20 +287,23 @@ class _Run:
         with self._bytes_lock:  # the progress since the last flush: no parallel step may add meanwhile
             done = self.store.mark_items(j, self._pending_ids, self._pending_state or "pending",
                                          j.items_done - self._flushed[0], j.bytes_done - self._flushed[1],
-                                         helper=self.helper)
+                                         helper=self.helper, stamps=self._pending_stamps)
             if done is None:
                 raise _Lost()
             if not self.helper:  # helpers on other nodes may have added theirs
                 j.items_done, j.bytes_done = done
             self._flushed = (j.items_done, j.bytes_done)
         self._pending_ids = []
+        self._pending_stamps = {}
         self._last_flush = time.monotonic()
 
-    def done(self, item_id: int, state: str, items: int = 1) -> None:
+    def done(self, item_id: int, state: str, items: int = 1, copy_stamp: str | None = None) -> None:
         if self._pending_state and self._pending_state != state:
             self.flush()
         self._pending_state = state
         self._pending_ids.append(item_id)
+        if copy_stamp is not None:
+            self._pending_stamps[item_id] = copy_stamp
         self.job.items_done += items
         if len(self._pending_ids) >= _BATCH:
             self.flush()
@@ -313,10 +323,11 @@ class _Run:
                 (check or self.check)()
         return None
 
-    def each(self, items: list, run: Callable[[str, bool, int, Callable[[], None]], None], state: str,
+    def each(self, items: list, run: Callable[[str, bool, int, Callable[[], None]], str | None], state: str,
              items_each: int, width: int, folders_wait: bool) -> None:
         """Run ``run(rel, is_dir, size, check)`` for each journaled item and
-        mark it ``state`` once it succeeded. Folders run here, in journal
+        mark it ``state`` once it succeeded (with what ``run`` returned as
+        its ``dst_stamp``, unless None). Folders run here, in journal
         order; files run ``width`` at a time on a small pool (remote stores
         hide their latency that way), and with ``folders_wait`` a folder
         waits for every running step first (it is removed after its content).
@@ -326,8 +337,7 @@ class _Run:
         if width <= 1:
             for item_id, rel, is_dir, size in items:
                 self.check()
-                run(rel, is_dir, size, self.check)
-                self.done(item_id, state, items_each)
+                self.done(item_id, state, items_each, run(rel, is_dir, size, self.check))
             return
         abandon = threading.Event()
 
@@ -345,7 +355,7 @@ class _Run:
                     item_id = running.pop(fut)
                     exc = fut.exception()
                     if exc is None:
-                        self.done(item_id, state, items_each)
+                        self.done(item_id, state, items_each, fut.result())
                     else:
                         failures.append(exc)
                 self.check()
@@ -400,12 +410,15 @@ class _Run:
         j, b = self.job, self.src_mount.backend
         if not j.enumerated:
             root = self.retry(lambda: b.info(self.src_root), "stat source")
-            self.store.add_items(j, [("", root.is_dir, root.size)])
+            # A move journals what the storage reports of each file (kept
+            # ETags follow it at commit, see gateway.fileids): no extra call.
+            stamps = j.operation == "move" and self.runner.having_ids is not None
+            self.store.add_items(j, [("", root.is_dir, root.size, stamp(root) if stamps and not root.is_dir else None)])
             self.transfer_pending()
             if root.is_dir:
-                batch: list[tuple[str, bool, int]] = []
+                batch: list[tuple[str, bool, int, str | None]] = []
                 for rel, e in b.walk(self.src_root):
-                    batch.append((rel, e.is_dir, e.size))
+                    batch.append((rel, e.is_dir, e.size, stamp(e) if stamps and not e.is_dir else None))
                     if len(batch) >= _BATCH:
                         self.store.add_items(j, batch)
                         batch = []
@@ -460,7 +473,8 @@ class _Run:
             if not items:
                 return
             self._cursor = items[-1][0]
-            self.each(items, partial(self._copy_item, src_b, dst_b), "copied", 1, width, folders_wait=False)
+            self.each(items, partial(self._copy_item, src_b, dst_b, self._with_ids(items)), "copied", 1, width,
+                      folders_wait=False)
 
     def _transfer_batches(self, src_b, dst_b, width: int) -> None:
         j = self.job
@@ -477,7 +491,8 @@ class _Run:
 
     def copy_batch(self, items: list, src_b, dst_b, width: int) -> None:
         """Copy a claimed batch and journal it before its claim is let go."""
-        self.each(items, partial(self._copy_item, src_b, dst_b), "copied", 1, width, folders_wait=False)
+        self.each(items, partial(self._copy_item, src_b, dst_b, self._with_ids(items)), "copied", 1, width,
+                  folders_wait=False)
         self.flush()
 
     def _ask_for_help(self) -> None:
@@ -488,12 +503,26 @@ class _Run:
             self._wanted_at = now
             self.runner.want_help(self.job.queue)
 
-    def _copy_item(self, src_b, dst_b, rel: str, is_dir: bool, size: int, check: Callable[[], None]) -> None:
+    def _with_ids(self, items: list) -> set[str]:
+        """The rels of the files of a move's batch that have a file id (one
+        query; none on a store whose table is empty)."""
+        j = self.job
+        if j.operation != "move" or self.runner.having_ids is None:
+            return set()
+        files = {join(j.src, rel): rel for _, rel, is_dir, _ in items if not is_dir}
+        return {files[p] for p in self.runner.having_ids(list(files))} if files else set()
+
+    def _copy_item(self, src_b, dst_b, with_id: set[str], rel: str, is_dir: bool, size: int,
+                   check: Callable[[], None]) -> str | None:
+        """Copy one item; for a file in ``with_id``, return what the storage
+        reports of the copy (one stat: the copy calls return no entry), for
+        the item's ``dst_stamp``; None when it cannot be told (the file then
+        gets the storage's ETag)."""
         j = self.job
         sp, dp = join(self.src_root, rel), join(self.dst_root, rel)
         if is_dir:
             self.retry(partial(dst_b.make_folder, dp, partial(src_b.is_empty, sp)), f"mkdir {rel}", check)
-            return
+            return None
 
         def step() -> None:
             counted = 0
@@ -512,6 +541,13 @@ class _Run:
                 raise
 
         self.retry(step, f"copy {rel or j.src}", check)
+        if rel not in with_id:
+            return None
+        try:
+            return stamp(dst_b.info(dp))
+        except E.GatewayError as exc:
+            log.info("job %s: the copy of %s not stat'ed (%s); it gets a new ETag", j.id, rel or j.src, exc)
+            return None
 
     def _add_bytes(self, n: int) -> None:
         with self._bytes_lock:

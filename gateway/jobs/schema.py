@@ -58,6 +58,8 @@ job_items = Table(
     Column("is_dir", Boolean, nullable=False),
     Column("size", BigInteger, nullable=False, default=0),
     Column("state", String(16), nullable=False),           # pending copied removed
+    Column("src_stamp", Text),                             # a moved file as enumerated (gateway.fileids.stamp)
+    Column("dst_stamp", Text),                             # its copy, when the file has an id
     UniqueConstraint("job_id", "rel", name="uq_job_items_rel"),
 )
 Index("ix_job_items_job", job_items.c.job_id, job_items.c.state, job_items.c.id)

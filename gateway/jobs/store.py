@@ -31,7 +31,7 @@ __all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollbac
 log = logging.getLogger("gateway.jobs")
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 #: The PostgreSQL advisory lock key held while the schema is migrated
 #: (any constant: "gw-migr" in ASCII).
 MIGRATION_LOCK = 0x67772D6D69677220
@@ -503,9 +503,11 @@ class JobStore:
 
     # -- journaled items -------------------------------------------------------
 
-    def add_items(self, job: Job, items: builtins.list[tuple[str, bool, int]]) -> tuple[int, int]:
-        """Journal enumerated (rel, is_dir, size) items once each; bump the
-        job's totals by what was new. Returns (items added, bytes added)."""
+    def add_items(self, job: Job, items: builtins.list[tuple]) -> tuple[int, int]:
+        """Journal enumerated (rel, is_dir, size[, src_stamp]) items once
+        each (``src_stamp``: what the storage reported of a file a move
+        copies, see gateway.fileids.stamp); bump the job's totals by what
+        was new. Returns (items added, bytes added)."""
         if not items:
             return 0, 0
         added = bytes_added = 0
@@ -515,10 +517,11 @@ class JobStore:
             for chunk in range(0, len(rels), 500):
                 existing.update(r.rel for r in c.execute(sa.select(job_items.c.rel).where(
                     job_items.c.job_id == job.id, job_items.c.rel.in_(rels[chunk:chunk + 500]))))
-            new = [(r, d, s) for r, d, s in items if r not in existing]
-            rows = [dict(job_id=job.id, rel=r, is_dir=d, size=s, state="pending") for r, d, s in new]
+            new = [i for i in items if i[0] not in existing]
+            rows = [dict(job_id=job.id, rel=r, is_dir=d, size=s, state="pending", src_stamp=(st or [None])[0])
+                    for r, d, s, *st in new]
             added = _insert_ignore(c, job_items, rows)
-            bytes_added = sum(s for _, _, s in new) if added == len(rows) else 0
+            bytes_added = sum(i[2] for i in new) if added == len(rows) else 0
             now = time.time()
             progress = dict(progress_at=now, stalled=False) if added else {}
             c.execute(jobs.update().where(jobs.c.id == job.id).values(
@@ -544,12 +547,14 @@ class JobStore:
             return [tuple(r) for r in c.execute(q.limit(limit))]
 
     def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_added: int, bytes_added: int,
-                   *, helper: bool = False) -> tuple[int, int] | None:
+                   *, helper: bool = False, stamps: dict[int, str] | None = None) -> tuple[int, int] | None:
         """Journal a batch of finished steps together with the progress they
         made (added to the job's, since helpers on other nodes add theirs
-        too), in one transaction. Returns the job's (items_done, bytes_done)
-        after it; None when the attempt is no longer ours (for a ``helper``,
-        also once the job was asked to stop or committed)."""
+        too), in one transaction; ``stamps``: item id → what the storage
+        reported of the copy the step made (its ``dst_stamp``). Returns the
+        job's (items_done, bytes_done) after it; None when the attempt is no
+        longer ours (for a ``helper``, also once the job was asked to stop or
+        committed)."""
         now = time.time()
         guard = [jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running"]
         values: dict = dict(items_done=jobs.c.items_done + items_added, bytes_done=jobs.c.bytes_done + bytes_added)
@@ -564,6 +569,10 @@ class JobStore:
                 return None
             if ids:
                 c.execute(job_items.update().where(job_items.c.id.in_(ids)).values(state=state))
+            if stamps:
+                c.execute(job_items.update().where(job_items.c.id == sa.bindparam("item"))
+                          .values(dst_stamp=sa.bindparam("stamp")),
+                          [{"item": i, "stamp": st} for i, st in stamps.items()])
             done = c.execute(sa.select(jobs.c.items_done, jobs.c.bytes_done).where(jobs.c.id == job.id)).one()
         if not helper:
             job.heartbeat_at = now

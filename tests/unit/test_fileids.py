@@ -137,11 +137,13 @@ def test_hash_answers_from_the_kept_checksum_while_the_size_matches(gateway_fact
 
 
 def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_factory):
-    """On storage that moves by copy and keeps no times (memory) the copy
-    has a new storage ETag: the file's kept one is served while the storage
-    reports that copy, across further moves; any change of the content,
-    through the gateway or behind it, gives the storage's ETag again."""
-    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}"})
+    """Moved by copy into storage that keeps no client times (a memory
+    mount: inside one, a copy keeps the source's time; across mounts it
+    has a new one) the copy has a new storage ETag: the file's kept one is
+    served while the storage reports that copy, across further moves; any
+    change of the content, through the gateway or behind it, gives the
+    storage's ETag again."""
+    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}", "/b": f"memory://{unique_memory()}"})
     ops, s = r.ops, r.session()
     backend = r.gw.namespace.resolve("/")[0].backend
     w = ops.open_write(s, "/f.txt")
@@ -153,33 +155,84 @@ def test_a_moved_file_keeps_its_etag_while_the_storage_reports_the_copy(gateway_
 
     first = etag("/f.txt")  # a sync client saw it: the file has an id
     time.sleep(0.002)  # the copy's time differs from the original's
-    ops.move(s, "/f.txt", "/g.txt")
-    assert storage_etag(ops.stat(s, "/g.txt")) != first
-    assert etag("/g.txt") == first
+    ops.move(s, "/f.txt", "/b/g.txt")
+    assert storage_etag(ops.stat(s, "/b/g.txt")) != first
+    assert etag("/b/g.txt") == first
     time.sleep(0.002)
     ops.mkdir(s, "/d")
-    ops.move(s, "/g.txt", "/d/h.txt")
+    ops.move(s, "/b/g.txt", "/d/h.txt")
     assert etag("/d/h.txt") == first
-    ops.copy(s, "/d/h.txt", "/c.txt")  # a copy is another file
-    assert etag("/c.txt") == storage_etag(ops.stat(s, "/c.txt"))
+    ops.copy(s, "/d/h.txt", "/b/c.txt")  # a copy is another file
+    assert etag("/b/c.txt") == storage_etag(ops.stat(s, "/b/c.txt"))
     # Rewritten behind the gateway's back (same size): the storage's new ETag.
     time.sleep(0.002)
     backend.fs.pipe_file(backend.join("d/h.txt"), b"CONTENT")
     assert etag("/d/h.txt") == storage_etag(ops.stat(s, "/d/h.txt")) != first
     # Moved again and rewritten through the gateway: the same.
     time.sleep(0.002)
-    ops.move(s, "/d/h.txt", "/h.txt")
-    assert etag("/h.txt") != storage_etag(ops.stat(s, "/h.txt"))
-    w = ops.open_write(s, "/h.txt")
+    ops.move(s, "/d/h.txt", "/b/h.txt")
+    assert etag("/b/h.txt") != storage_etag(ops.stat(s, "/b/h.txt"))
+    w = ops.open_write(s, "/b/h.txt")
     w.write(b"content")
     w.commit()
-    assert etag("/h.txt") == storage_etag(ops.stat(s, "/h.txt"))
+    assert etag("/b/h.txt") == storage_etag(ops.stat(s, "/b/h.txt"))
     # A file the table does not know (written behind the gateway's back,
     # no id asked yet) keeps nothing: no client was served its ETag.
     backend.fs.pipe_file(backend.join("n.txt"), b"n")
     time.sleep(0.002)
-    ops.move(s, "/n.txt", "/m.txt")
-    assert etag("/m.txt") == storage_etag(ops.stat(s, "/m.txt"))
+    ops.move(s, "/n.txt", "/b/m.txt")
+    assert etag("/b/m.txt") == storage_etag(ops.stat(s, "/b/m.txt"))
+
+
+def test_a_folder_moved_as_a_job_keeps_its_files_etags(gateway_factory):
+    """A folder moved as a background job by copy into storage that keeps
+    no client times (a memory mount: each copy has a new time, so a new
+    storage ETag): each file a sync client saw keeps its ETag (also one
+    kept by an earlier inline move) while the storage reports the job's
+    copy; a file changed after the move gets the storage's new ETag."""
+    slow = {"slow": {"latency_ms": 0}}
+    r = gateway_factory(mounts={"/": (f"slow::memory://{unique_memory()}", slow),
+                                "/b": (f"slow::memory://{unique_memory()}", slow)}, budget_ms=0)
+    ops, s = r.ops, r.session()
+    ops.mkdir(s, "/t")
+    ops.mkdir(s, "/t/sub")
+    names = ["/t/a.txt", "/t/sub/b.txt", "/b/c.txt"]
+    for name in names:
+        w = ops.open_write(s, name)
+        w.write(name.encode())
+        w.commit()
+    root = r.gw.namespace.resolve("/")[0].backend
+    root.fs.pipe_file(root.join("t/unseen.txt"), b"unseen")  # no row: no client was served its ETag
+
+    def etag(path):
+        return ops.file_ids(s, [path])[0].served_etag(ops.stat(s, path))
+
+    etag("/b/c.txt")  # seen by a sync client before it moves inline, keeping its ETag
+    time.sleep(0.002)
+    ops.move(s, "/b/c.txt", "/t/c.txt")
+    names[2] = "/t/c.txt"
+    before = {n: etag(n) for n in names}
+    assert before["/t/c.txt"] != storage_etag(ops.stat(s, "/t/c.txt"))
+    time.sleep(0.002)  # the copies' times differ from the originals'
+    outcome = ops.move(s, "/t", "/b/u", budget_s=0)
+    assert outcome.job is not None
+    assert r.gw.dispatcher.wait(outcome.job_id, 30).state == "completed"
+    for n in names:
+        moved = "/b/u" + n[2:]
+        assert storage_etag(ops.stat(s, moved)) != before[n]
+        assert etag(moved) == before[n], moved
+    # A file the table did not know gets the storage's ETag.
+    assert etag("/b/u/unseen.txt") == storage_etag(ops.stat(s, "/b/u/unseen.txt"))
+    # Changed after the move, through the gateway or behind it: a new ETag.
+    time.sleep(0.002)
+    w = ops.open_write(s, "/b/u/a.txt")
+    w.write(b"/t/a.txt")
+    w.commit()
+    assert etag("/b/u/a.txt") == storage_etag(ops.stat(s, "/b/u/a.txt")) != before["/t/a.txt"]
+    backend = r.gw.namespace.resolve("/b")[0].backend
+    time.sleep(0.002)
+    backend.fs.pipe_file(backend.join("u/sub/b.txt"), b"/T/sub/b.txt")
+    assert etag("/b/u/sub/b.txt") == storage_etag(ops.stat(s, "/b/u/sub/b.txt")) != before["/t/sub/b.txt"]
 
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])

@@ -2,12 +2,14 @@
 the distributed mode), against the server this machine kind runs on
 127.0.0.1:5432."""
 
+import time
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from gateway.app import Gateway
+from gateway.fileids import storage_etag
 from gateway.jobs.store import SCHEMA_HEAD
 from gateway.types import Session
 from gateway.users import User
@@ -46,6 +48,37 @@ def test_backgrounded_move_on_postgresql_store(tmp_path, pg_url):
         assert [e.name for e in g.ops.list(b, "/")] == ["u"]
         with sa.create_engine(pg_url).connect() as c:
             assert c.exec_driver_sql("select version_num from alembic_version").scalar() == SCHEMA_HEAD
+    finally:
+        g.close()
+
+
+def test_a_move_job_keeps_etags_on_postgresql(tmp_path, pg_url):
+    """A folder moved as a job by copy into a mount that keeps no times
+    (each copy a new storage ETag), its batches claimed by the store's
+    workers: the copies' stamps journaled with each batch, each file keeps
+    the ETag the sync URLs served before."""
+    mounts = {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 2}}),
+              "/b": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 2}})}
+    g = Gateway.build(mounts, tmp_path / "var", store_url=pg_url, budget_s=0).start()
+    try:
+        s = Session(User("alice"), "ftp")
+        g.ops.mkdir(s, "/t")
+        names = [f"/t/f{i}" for i in range(30)]
+        for n in names:
+            w = g.ops.open_write(s, n)
+            w.write(n.encode())
+            w.commit()
+
+        def etag(path):
+            return g.ops.file_ids(s, [path])[0].served_etag(g.ops.stat(s, path))
+
+        before = {n: etag(n) for n in names}
+        time.sleep(0.002)  # the copies' times differ from the originals'
+        out = g.ops.move(s, "/t", "/b/u")
+        assert g.dispatcher.wait(out.job_id, 60).state == "completed"
+        after = {n: etag("/b/u" + n[2:]) for n in names}
+        assert after == before
+        assert all(storage_etag(g.ops.stat(s, "/b/u" + n[2:])) != before[n] for n in names)
     finally:
         g.close()
 

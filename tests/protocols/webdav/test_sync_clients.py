@@ -3,7 +3,8 @@ running gateway on local disk, a ``slow::memory`` store and moto's S3,
 several rounds each: an initial sync with a big file uploaded in chunks
 (the gateway's operation log says it was assembled from them), rounds with
 no changes that transfer nothing (neither the client's log nor the
-gateway's says so), local edits and edits, new files and renames made
+gateway's says so), local edits and edits, new files and renames (of
+files, and of a folder: a job where the storage has no rename) made
 through FTP and SFTP between rounds, a conflict. After each round both
 sides hold the same files (sha256, and modification times where the
 storage keeps them), and nothing the user did not delete is gone."""
@@ -176,24 +177,44 @@ def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
     names = {"a.txt", "sub/b.txt", "sub/big.bin", "sub/n.txt"}
     check(names)
     assert (local / "sub" / "b.txt").read_bytes() == b"bravo, edited over FTP\n"
-    # 4: renames through SFTP and FTP (the big file moves: not sent again)
+    # 4: a folder renamed through FTP: where the storage has no rename
+    # (memory, S3) a job moves it by copy; the sync URLs serve the ETags the
+    # files had, and no file is fetched again.
+    def etags(folder: str) -> dict[str, str]:
+        """The ETags the sync URLs serve of the files in ``folder``."""
+        return {n: ops.file_ids(session, [f"{folder}/{n}"])[0].served_etag(ops.stat(session, f"{folder}/{n}"))
+                for n in ("b.txt", "big.bin", "n.txt")}
+
+    served = etags("/sub")
+    ftp.rename("/sub", "/sub2")
+    for job in r.gw.store.list(owner="alice"):
+        if job.state in ("queued", "running"):
+            assert r.gw.dispatcher.wait(job.id, 60).state == "completed"
+    assert etags("/sub2") == served
+    op_log.take()
+    _sync(client, local, url, tmp_path)
+    names = {"a.txt", "sub2/b.txt", "sub2/big.bin", "sub2/n.txt"}
+    check(names)
+    moved = [o for o in op_log.take() if o["op"] in ("upload", "download")]
+    assert not moved, moved
+    # 5: renames through SFTP and FTP (the big file moves: not sent again)
     # and one made locally.
-    sftp.rename("/sub/b.txt", "/sub/c.txt")
-    ftp.rename("/sub/big.bin", "/big.bin")
+    sftp.rename("/sub2/b.txt", "/sub2/c.txt")
+    ftp.rename("/sub2/big.bin", "/big.bin")
     (local / "a.txt").rename(local / "a2.txt")
     op_log.take()
     _sync(client, local, url, tmp_path)
-    names = {"a2.txt", "sub/c.txt", "big.bin", "sub/n.txt"}
+    names = {"a2.txt", "sub2/c.txt", "big.bin", "sub2/n.txt"}
     check(names)
     # The moved files are neither sent nor fetched again: where the storage
     # moves by copy and delete and keeps no time (memory, S3) the copy has
     # a new storage ETag, and the gateway serves the one the file had.
     moved = [o for o in op_log.take() if o["op"] in ("upload", "download")]
     assert not moved, moved
-    # 5: quiet again.
+    # 6: quiet again.
     quiet()
     check(names)
-    # 6: a conflict: the same file edited on both sides. The server's
+    # 7: a conflict: the same file edited on both sides. The server's
     # version wins the name, the local one is kept beside it as a conflict
     # copy; nothing is lost.
     (local / "a2.txt").write_bytes(b"local side of the conflict\n")
