@@ -145,7 +145,10 @@ def test_bisync_rounds(gateway_factory, tmp_path, op_log, remote):
     # so, and so does the gateway's operation log).
     op_log.take()
     quiet = bisync()
-    assert "No changes found" in quiet, quiet[-4000:]
+    # rclone may list a file it downloaded in round 2 with the sub-second
+    # time it had before rclone set the server's whole-second time, and
+    # then call it "changed: time (older)"; it still copies nothing.
+    assert "No changes found" in quiet or "There was nothing to transfer" in quiet, quiet[-4000:]
     assert not [o for o in op_log.take() if o["op"] in ("upload", "download", "delete", "move", "copy", "mkdir")]
     check(names)
     ftp.ftp.quit()
