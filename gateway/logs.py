@@ -224,7 +224,9 @@ class TextFormatter(logging.Formatter):
     ``node``, its id follows the time: ``...678Z node-a INFO gateway.ops: ...``."""
 
     def __init__(self, node: str | None = None) -> None:
-        tag = f" {node.replace('%', '%%')}" if node else ""
+        #: What follows the time on every line (the direct operation line too).
+        self.node_tag = f" {node}" if node else ""
+        tag = self.node_tag.replace("%", "%%")
         super().__init__(f"%(asctime)s{tag} %(levelname)s %(name)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
@@ -324,7 +326,7 @@ def log_op(session: "Session", op: str, paths: list[str], result: str, duration_
     if handler is not None:
         # The line the handler would write, without a LogRecord and the trip
         # through the logging machinery (two thirds of an operation line's cost).
-        line = f"{_iso(time.time())} INFO gateway.ops: {render_op(fields)}\n"
+        line = f"{_iso(time.time())}{handler.formatter.node_tag} INFO gateway.ops: {render_op(fields)}\n"
         handler.acquire()
         try:
             handler.stream.write(line)

@@ -292,8 +292,6 @@ def only_on(cluster, node):
     return undo
 
 
-@pytest.mark.xfail(reason="known bug (#27 note): the direct operation log line (#28) omits the node id",
-                   strict=False)
 def test_nodes_lists_the_nodes_and_drain_hands_jobs_over(nodes):
     cluster = nodes
     a, b, c = cluster.nodes
