@@ -99,7 +99,7 @@ class Gateway:
         self._forget_users()
 
     def _forget_users(self) -> None:
-        if self.auth is not None and hasattr(self.auth, "reload"):
+        if self.auth is not None and hasattr(self.auth, "reload"):  # read again at the next lookup
             self.auth.reload()
         if self.logins is not None:
             self.logins.clear()
@@ -175,6 +175,7 @@ class Gateway:
         ``new_store`` as in :meth:`build`."""
         from gateway.auth import Authenticator
         from gateway.bans import StoredBans
+        from gateway.userstore import StoredUsers
 
         set_name_form(cfg.server.unicode_normalization)
         state_dir = Path(cfg.server.state_dir)
@@ -196,14 +197,19 @@ class Gateway:
             descriptor_reserve=cfg.server.descriptor_reserve, new_store=new_store,
             safety_poll_s=j.safety_poll_s,
         )
-        gw.auth = Authenticator.from_config(cfg)
+        # With PostgreSQL the users live in the store: shared by every node; a change commits
+        # with its notice to the other nodes (gateway.userstore).
+        gw.auth = Authenticator.from_config(cfg, engine=gw.store.engine)
+        storage = gw.auth.storage
+        if isinstance(storage, StoredUsers):
+            storage.trusted = lambda: gw.bus.trusted
+            storage.origin = getattr(gw.bus, "origin", storage.origin)  # this node skips its own notices
         # Bans in the job store: one earned on any node holds on every node, and across restarts.
         gw.auth.bans = StoredBans(gw.store.engine, cfg.auth)
         gw.auth.audit = gw.ops.audit = cfg.logging.audit
         gw.auth.on_change = lambda users: gw.namespace.fence_homes(u.home for u in users)
         gw.auth.on_change(gw.auth.all())
         gw.logins = CachedLogins(gw.auth)
-        gw.auth.on_stored = lambda: gw.bus.publish(Change(users=True))
         return gw
 
     def start(self) -> "Gateway":

@@ -1,10 +1,13 @@
 """Who may log in: argon2id passwords, SSH public keys, and bans.
 
-Users come from two places: ``[[users]]`` in the config file, and
-``state_dir/users.toml``, which the gateway itself writes (``gateway user
-add``, the first-start ``admin``). On a name clash the config file wins.
-The users file is re-read when it changes, so a user added from the CLI can
-log in without a restart.
+Users come from two places: ``[[users]]`` in the config file, and the
+gateway's own users (``gateway user add``, the first-start ``admin``), kept
+by a :class:`gateway.userstore.UserStorage`: ``state_dir/users.toml`` with
+the embedded SQLite store, the job store's ``users`` table with PostgreSQL
+(every node sees the same users). On a name clash the config file wins.
+Stored users are read again when they change (the file's stamp; another
+node's notice on the bus), so a user added from the CLI can log in without
+a restart.
 
 Failed logins are counted per source address (not per user, so guessing many
 names from one address is caught too) in a sliding window; ``max_failures``
@@ -19,16 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import ipaddress
-import json
 import logging
 import math
-import os
 import secrets
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,21 +37,20 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway.bans import Bans, MemoryBans
-from gateway.config import UserConfig, load_users_file, split_public_key
+from gateway.config import UserConfig, split_public_key
 from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned, NotFound, ReadOnly
 from gateway.logs import log_login
-from gateway.private import FILE_MODE, private_dir
-from gateway.users import PERMISSIONS, User
+from gateway.users import User
+from gateway.userstore import USERS_FILE, StoredUsers, UsersFile, UsersTransaction, UserStorage
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from gateway.config import Auth, Config
 
 __all__ = ["hash_password", "Authenticator", "CachedLogins", "http_session_id", "USERS_FILE"]
 
 log = logging.getLogger("gateway.auth")
-
-#: Name of the users file inside ``server.state_dir``.
-USERS_FILE = "users.toml"
 
 #: argon2id with the 7 MiB, 5 passes, 1 lane profile, one of the settings
 #: OWASP lists as giving equal defence (with 19 MiB/2 passes and 46 MiB/1):
@@ -72,8 +70,9 @@ def hash_password(password: str) -> str:
 class Authenticator:
     """Checks logins and keeps the ban list. Thread-safe.
 
-    ``users`` are the config's users; those in ``state_dir/users.toml`` are
-    merged in. ``clock`` is a monotonic clock in seconds (tests pass a fake).
+    ``users`` are the config's users; those of ``storage`` (default:
+    ``state_dir/users.toml``, see gateway.userstore) are merged in.
+    ``clock`` is a monotonic clock in seconds (tests pass a fake).
     """
 
     def __init__(
@@ -82,14 +81,13 @@ class Authenticator:
         auth_cfg: "Auth",
         state_dir: Path,
         clock: Callable[[], float] = time.monotonic,
+        storage: UserStorage | None = None,
     ) -> None:
         self._config_users = {u.name: u for u in users}
         self._cfg = auth_cfg
-        self._state_dir = Path(state_dir)
-        self._path = self._state_dir / USERS_FILE
+        self.storage: UserStorage = storage or UsersFile(Path(state_dir))
         self._lock = threading.RLock()
         self._stored: dict[str, User] = {}
-        self._stored_stamp: tuple[int, int] | None = None
         #: Failed-login counts and bans: this process's memory, or the job
         #: store's tables when the gateway shares them (gateway.bans).
         self.bans: Bans = MemoryBans(auth_cfg, clock)
@@ -99,17 +97,30 @@ class Authenticator:
         self.audit = False
         #: Called with every user whenever the set of users changes.
         self.on_change: Callable[[list[User]], None] | None = None
-        #: Called after this process wrote a user change (to tell other nodes).
-        self.on_stored: Callable[[], None] | None = None
         self._reload()
 
     @classmethod
-    def from_config(cls, cfg: "Config", clock: Callable[[], float] = time.monotonic) -> "Authenticator":
+    def from_config(cls, cfg: "Config", clock: Callable[[], float] = time.monotonic,
+                    engine: "sa.Engine | None" = None) -> "Authenticator":
         """The authenticator for ``cfg``'s users, ``[auth]`` and state_dir.
 
-        Raises ConfigError when ``state_dir/users.toml`` is invalid.
+        With a PostgreSQL job store the gateway's own users live in it
+        (``engine``: the store's, else the store is opened here, which
+        migrates its schema), and a ``state_dir/users.toml`` is imported into
+        a store that never held users; with SQLite they live in that file.
+
+        Raises ConfigError when the stored users are invalid, or the
+        PostgreSQL store cannot be opened.
         """
-        return cls(cfg.user_objects(), cfg.auth, cfg.server.state_dir, clock=clock)
+        storage: UserStorage
+        if not cfg.jobs.distributed:
+            storage = UsersFile(cfg.server.state_dir)
+        else:
+            if engine is None:
+                engine = _open_store_engine(cfg)
+            storage = StoredUsers(engine, where="the job store's users")
+            storage.import_file(Path(cfg.server.state_dir) / USERS_FILE)
+        return cls(cfg.user_objects(), cfg.auth, cfg.server.state_dir, clock=clock, storage=storage)
 
     # ------------------------------------------------------------ lookups
 
@@ -217,34 +228,37 @@ class Authenticator:
         raise AuthenticationFailed("login incorrect")
 
     def _rehash(self, user: User, password: str) -> None:
-        new_hash = hash_password(password)
+        old_hash, new_hash = user.password_hash, hash_password(password)
         with self._lock:
             user.password_hash = new_hash
             if user.name not in self._config_users:
-                with self._file_lock():
-                    self._reload()
-                    stored = self._stored.get(user.name)
-                    if stored is not None:
-                        stored.password_hash = new_hash
-                        self._write_stored()
+                with self._change() as tx:
+                    stored = tx.users.get(user.name)
+                    if stored is not None and stored.password_hash == old_hash:  # not changed meanwhile
+                        tx.put(user.name, dataclasses.replace(stored, password_hash=new_hash,
+                                                              authorized_keys=list(stored.authorized_keys)))
         log.info("rehashed the password of user %r with current argon2 parameters", user.name)
 
     # ------------------------------------------------------- stored users
 
+    @property
+    def where(self) -> str:
+        """Where :meth:`add_user` keeps users (a file, or the job store)."""
+        return self.storage.where
+
     def add_user(self, user: UserConfig) -> User:
-        """Store ``user`` in ``state_dir/users.toml`` (hashes only, never a
-        plaintext password) and return it.
+        """Store ``user`` (hashes only, never a plaintext password) and
+        return it.
 
         Raises AlreadyExists when a user of that name exists in the config or
-        the users file.
+        the storage.
         """
-        with self._lock, self._file_lock():
-            self._reload()
-            if user.name in self._config_users or user.name in self._stored:
+        with self._change() as tx:
+            if user.name in self._config_users or user.name in tx.users:
                 raise AlreadyExists(f"user {user.name!r} already exists")
             new = user.to_user()
-            self._store(user.name, new)
-        log.info("added user %r (admin=%s) to %s", user.name, user.admin, self._path)
+            tx.put(user.name, new)
+        log.info("added user %r (admin=%s) to %s", user.name, user.admin, self.where)
         return new
 
     def is_from_config(self, name: str) -> bool:
@@ -252,140 +266,104 @@ class Authenticator:
         return name in self._config_users
 
     def update_user(self, name: str, change: Callable[[User], None]) -> User:
-        """Apply ``change`` to a copy of the stored user ``name`` and write it
-        back to ``state_dir/users.toml``; return the new user.
+        """Apply ``change`` to a copy of the stored user ``name`` and store
+        it; return the new user.
 
         Raises ReadOnly for a user of the config file (edit the file
         instead), NotFound when there is no such user.
         """
-        with self._lock, self._file_lock():
-            self._reload()
-            self._check_stored(name)
-            old = self._stored[name]
+        with self._change() as tx:
+            self._check_stored(name, tx.users)
+            old = tx.users[name]
             new = dataclasses.replace(old, authorized_keys=list(old.authorized_keys))
             change(new)
-            self._store(name, new)
-        log.info("changed user %r in %s", name, self._path)
+            tx.put(name, new)
+        log.info("changed user %r in %s", name, self.where)
         return new
 
     def remove_user(self, name: str) -> None:
-        """Delete the stored user ``name`` from ``state_dir/users.toml``.
+        """Delete the stored user ``name``.
 
         Raises ReadOnly for a user of the config file, NotFound when there
         is no such user.
         """
-        with self._lock, self._file_lock():
-            self._reload()
-            self._check_stored(name)
-            self._store(name, None)
-        log.info("removed user %r from %s", name, self._path)
+        with self._change() as tx:
+            self._check_stored(name, tx.users)
+            tx.put(name, None)
+        log.info("removed user %r from %s", name, self.where)
 
-    def _store(self, name: str, user: User | None) -> None:
-        """Make ``user`` (None: nobody) the stored user ``name`` and write the
-        users file; on a failed write the stored users are as they were.
-        The caller holds the locks."""
-        old = self._stored.get(name)
-        if user is None:
-            self._stored.pop(name, None)
-        else:
-            self._stored[name] = user
-        try:
-            self._write_stored()
-        except BaseException:
-            if old is None:
-                self._stored.pop(name, None)
-            else:
-                self._stored[name] = old
-            raise
-        self._changed()
-        if self.on_stored is not None:
-            self.on_stored()
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[UsersTransaction]:
+        """A locked change of the stored users (gateway.userstore); once
+        written, this process's copy is the new one. On an error nothing
+        changed."""
+        with self._lock:
+            with self.storage.transaction() as tx:
+                yield tx
+            self._stored = dict(tx.users)
+            self._changed()
 
     def reload(self) -> None:
-        """Read the users file again even if it looks unchanged (another
-        node said it changed it)."""
-        with self._lock:
-            self._stored_stamp = (-1, -1)  # no file has this stamp
-            self._reload()
+        """Read the stored users again at the next lookup even if they look
+        unchanged (another node said it changed them). Never blocks."""
+        self.storage.invalidate()
 
     def check_stored(self, name: str) -> None:
         """Raises as :meth:`update_user` would for ``name``: ReadOnly for a
         user of the config file, NotFound for no user."""
         with self._lock:
             self._reload()
-            self._check_stored(name)
+            self._check_stored(name, self._stored)
 
-    def _check_stored(self, name: str) -> None:
+    def _check_stored(self, name: str, stored: dict[str, User]) -> None:
         if name in self._config_users:
             raise ReadOnly(f"user {name!r} is defined in the config file; change it there")
-        if name not in self._stored:
+        if name not in stored:
             raise NotFound(f"no user {name!r}")
 
     def ensure_admin(self) -> str | None:
         """First start: when there are no users at all, create ``admin``
         (admin, home "/", every permission) with a random password, store only
         its hash, and return the password for the caller to show once.
-        Otherwise return None. Idempotent."""
-        with self._lock:
-            if self.all():
+        Otherwise return None. Idempotent, and one admin only when several
+        nodes start at once on one store (the check and the write are one
+        locked change)."""
+        if self._config_users:
+            return None
+        with self._change() as tx:
+            if tx.users:
                 return None
             password = secrets.token_urlsafe(12)
-            self.add_user(
-                UserConfig(name="admin", password_hash=hash_password(password), admin=True, home="/", permissions=["*"])
-            )
+            admin = UserConfig(name="admin", password_hash=hash_password(password), admin=True, home="/",
+                               permissions=["*"])
+            tx.put("admin", admin.to_user())
+        log.info("added user 'admin' (admin=True) to %s", self.where)
         return password
 
     def _reload(self) -> None:
-        """Re-read the users file when it changed (size or mtime)."""
+        """Read the stored users again when they may have changed."""
         with self._lock:
-            try:
-                st = self._path.stat()
-                stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
-            except FileNotFoundError:
-                stamp = None
-            if stamp == self._stored_stamp:
+            if not self.storage.stale():
                 return
-            self._stored = {u.name: u.to_user() for u in load_users_file(self._path)} if stamp else {}
-            self._stored_stamp = stamp
+            stored = self.storage.load()
+            if stored == self._stored:
+                return
+            self._stored = stored
             for name in self._stored.keys() & self._config_users.keys():
-                log.warning("user %r is in both the config and %s; the config's entry wins", name, self._path)
+                log.warning("user %r is in both the config and %s; the config's entry wins", name, self.where)
             self._changed()
 
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self.all())
 
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        """Serialise read-modify-write of the users file across processes
-        (the server rehashing while `gateway user add` runs)."""
-        private_dir(self._state_dir)
-        fd = os.open(self._state_dir / (USERS_FILE + ".lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        with os.fdopen(fd, "a") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
-    def _write_stored(self) -> None:
-        private_dir(self._state_dir)
-        text = _users_toml(list(self._stored.values()))
-        fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".toml", dir=self._state_dir)  # made 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        st = self._path.stat()
-        self._stored_stamp = (st.st_mtime_ns, st.st_size)
+def _open_store_engine(cfg: "Config") -> "sa.Engine":
+    """The engine of ``cfg``'s (PostgreSQL) job store, for a process that
+    has no gateway (the CLI). Raises ConfigError when it cannot be opened."""
+    from gateway.app import _open_store
+
+    return _open_store(cfg.jobs.url(cfg.server.state_dir), Path(cfg.server.state_dir)).engine
 
 
 @functools.lru_cache(maxsize=1024)  # an HTTP login asks it on every request of a connection
@@ -402,39 +380,6 @@ def _address(remote: str) -> str:
     if sep and port.isdigit() and ":" not in host:
         return host
     return remote or "unknown"
-
-
-def _toml_str(value: str) -> str:
-    # JSON string escapes are valid TOML basic-string escapes; DEL is the one
-    # control character JSON leaves raw and TOML forbids.
-    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def _toml_list(values: list[str]) -> str:
-    return "[" + ", ".join(_toml_str(v) for v in values) + "]"
-
-
-def _permissions(perms: frozenset[str]) -> list[str]:
-    return ["*"] if perms >= set(PERMISSIONS) else [p for p in PERMISSIONS if p in perms]
-
-
-def _users_toml(users: list[User]) -> str:
-    out = ["# Users added by `gateway user add` and the first start. Written by the",
-           "# gateway; passwords are stored as argon2id hashes only.", ""]
-    for u in users:
-        out.append("[[users]]")
-        out.append(f"name = {_toml_str(u.name)}")
-        if u.password_hash is not None:
-            out.append(f"password_hash = {_toml_str(u.password_hash)}")
-        out.append(f"authorized_keys = {_toml_list(u.authorized_keys)}")
-        out.append(f"home = {_toml_str(u.home)}")
-        out.append(f"permissions = {_toml_list(_permissions(u.permissions))}")
-        pp = ", ".join(f"{_toml_str(k)} = {_toml_list(_permissions(v))}" for k, v in u.path_permissions.items())
-        out.append(f"path_permissions = {{{(' ' + pp + ' ') if pp else ''}}}")
-        out.append(f"admin = {'true' if u.admin else 'false'}")
-        out.append(f"require_tls = {'true' if u.require_tls else 'false'}")
-        out.append("")
-    return "\n".join(out)
 
 
 class CachedLogins:

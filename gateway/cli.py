@@ -74,7 +74,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _register_user(sub: Any) -> None:
-    p = sub.add_parser("user", help="manage the users kept in state_dir/users.toml")
+    p = sub.add_parser("user", help="manage the gateway's own users (state_dir/users.toml; with a PostgreSQL "
+                                   "job store, the store: every node at once)")
     users = p.add_subparsers(dest="user_command", metavar="ACTION")
     users.required = True
     add = users.add_parser("add", help="add a user (argon2id hash; the password is never stored)")
@@ -90,7 +91,7 @@ def _register_user(sub: Any) -> None:
                      help="comma-separated: list,download,upload,overwrite,rename,delete,mkdir,copy or * (default)")
     add_config_option(add)
     add.set_defaults(func=_user_add)
-    lst = users.add_parser("list", help="list every user (config file and users.toml)")
+    lst = users.add_parser("list", help="list every user (config file, and users.toml or the store)")
     add_config_option(lst)
     lst.set_defaults(func=_user_list)
     pw = users.add_parser("passwd", help="set a new password (asked twice, or --password-stdin)")
@@ -98,7 +99,7 @@ def _register_user(sub: Any) -> None:
     pw.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add_config_option(pw)
     pw.set_defaults(func=_user_passwd)
-    rm = users.add_parser("remove", help="remove a user from users.toml")
+    rm = users.add_parser("remove", help="remove a user (not one of the config file)")
     rm.add_argument("name", metavar="NAME")
     add_config_option(rm)
     rm.set_defaults(func=_user_remove)
@@ -239,7 +240,7 @@ def _user_add(args: argparse.Namespace) -> int:
     except AlreadyExists as e:
         print(f"gateway: {e}", file=sys.stderr)
         return 1
-    print(f"added user {user.name}{' (admin)' if user.admin else ''} to {cfg.server.state_dir / 'users.toml'}")
+    print(f"added user {user.name}{' (admin)' if user.admin else ''} to {auth.where}")
     return 0
 
 
@@ -265,7 +266,7 @@ def _user_list(args: argparse.Namespace) -> int:
         perms = "*" if u.permissions >= set(PERMISSIONS) else ",".join(p for p in PERMISSIONS if p in u.permissions)
         print(f"{u.name}\thome={u.home}\tpermissions={perms}\tadmin={'yes' if u.admin else 'no'}"
               f"\tpassword={'yes' if u.password_hash else 'no'}\tkeys={len(u.authorized_keys)}"
-              f"\tsource={'config' if auth.is_from_config(u.name) else 'users.toml'}")
+              f"\tsource={'config' if auth.is_from_config(u.name) else auth.storage.source}")
     return 0
 
 

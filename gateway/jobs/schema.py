@@ -176,3 +176,22 @@ portal_sessions = Table(
     Column("seen_at", Float, nullable=False),
 )
 Index("ix_portal_sessions_seen", portal_sessions.c.seen_at)
+
+#: The users the gateway manages itself (``gateway user add``...) when the
+#: store is PostgreSQL, so every node sees the same ones (gateway.userstore);
+#: the embedded SQLite mode keeps them in ``state_dir/users.toml`` and leaves
+#: this table empty. Lists are JSON; passwords are argon2 hashes only.
+#: ``store_secrets`` row ``users_seeded`` marks a store that has held users
+#: (no users.toml is imported into it any more).
+users = Table(
+    "users", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("password_hash", Text),
+    Column("authorized_keys", Text, nullable=False),       # JSON list of OpenSSH public key lines
+    Column("home", Text, nullable=False),
+    Column("permissions", Text, nullable=False),           # JSON list, ["*"] for all
+    Column("path_permissions", Text, nullable=False),      # JSON {path: [permission...]}
+    Column("admin", Boolean, nullable=False),
+    Column("require_tls", Boolean, nullable=False),
+    Column("changed_at", Float, nullable=False),
+)
