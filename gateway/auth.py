@@ -118,7 +118,7 @@ class Authenticator:
         else:
             if engine is None:
                 engine = _open_store_engine(cfg)
-            storage = StoredUsers(engine, where="the job store's users")
+            storage = StoredUsers(engine)
             storage.import_file(Path(cfg.server.state_dir) / USERS_FILE)
         return cls(cfg.user_objects(), cfg.auth, cfg.server.state_dir, clock=clock, storage=storage)
 

@@ -148,8 +148,8 @@ def test_a_webdav_lock_and_a_property_set_on_a_hold_on_b(nodes):
 
 
 def test_a_user_changed_on_a_logs_in_with_the_new_password_on_b(tmp_path, pg_url):
-    """Nodes sharing a state folder (users.toml): a password changed on A
-    is the only one B accepts, remembered logins included."""
+    """Users live in the store (gateway.userstore): a password changed on
+    A is the only one B accepts, remembered logins included."""
     from gateway.auth import hash_password
 
     shared = tmp_path / "var"
