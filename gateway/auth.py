@@ -328,7 +328,7 @@ class Authenticator:
         Otherwise return None. Idempotent, and one admin only when several
         nodes start at once on one store (the check and the write are one
         locked change)."""
-        if self._config_users:
+        if self.all():  # the usual start: no lock, no write
             return None
         with self._change() as tx:
             if tx.users:

@@ -237,3 +237,33 @@ def test_a_nodes_users_toml_is_imported_once_into_an_empty_store(tmp_path, pg_ur
             assert c.exec_driver_sql("SELECT count(*) FROM users").scalar() == 0
     finally:
         engine.dispose()
+
+
+def test_nodes_starting_together_on_an_empty_store_make_one_admin(tmp_path, pg_url):
+    """Four nodes' first-start checks at the same instant: one makes the
+    admin and shows its password, the others find it and show nothing."""
+    import threading
+
+    from gateway.auth import Authenticator
+    from gateway.config import load_config
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    auths = [Authenticator.from_config(load_config(Serve(tmp_path, n, pg_url, shared).config)) for n in "abcd"]
+    barrier = threading.Barrier(len(auths))
+    results: list[object] = []
+
+    def start(auth: Authenticator) -> None:
+        barrier.wait()
+        try:
+            results.append(auth.ensure_admin())
+        except Exception as e:  # noqa: BLE001 - reported below
+            results.append(e)
+
+    threads = [threading.Thread(target=start, args=(a,)) for a in auths]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    passwords = [r for r in results if r is not None]
+    assert len(results) == 4 and len(passwords) == 1 and isinstance(passwords[0], str), results
+    for auth in auths:
+        assert auth.login_password("admin", passwords[0], "127.0.0.1").admin
