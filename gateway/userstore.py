@@ -38,7 +38,8 @@ from gateway.config import ConfigError, load_users_file, validate_user
 from gateway.private import FILE_MODE, private_dir
 from gateway.users import PERMISSIONS, User
 
-__all__ = ["UserStorage", "UsersTransaction", "UsersFile", "StoredUsers", "USERS_FILE", "USERS_LOCK"]
+__all__ = ["UserStorage", "UsersTransaction", "UsersFile", "StoredUsers", "USERS_FILE", "USERS_LOCK", "permission_list",
+           "users_toml"]
 
 log = logging.getLogger("gateway.auth")
 

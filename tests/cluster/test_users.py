@@ -55,7 +55,7 @@ class Serve:
                                          cwd=self.dir, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                          stdout=out, stderr=log)
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 90.0) -> None:
         def ready() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
             try:
@@ -63,7 +63,10 @@ class Serve:
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, timeout, f"{self.dir.name} to be ready")
+        try:
+            wait_for(ready, timeout, f"{self.dir.name} to be ready")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.log.read_text()[-3000:]}") from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
