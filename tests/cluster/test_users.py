@@ -270,3 +270,28 @@ def test_nodes_starting_together_on_an_empty_store_make_one_admin(tmp_path, pg_u
     assert len(results) == 4 and len(passwords) == 1 and isinstance(passwords[0], str), results
     for auth in auths:
         assert auth.login_password("admin", passwords[0], "127.0.0.1").admin
+
+
+def test_while_a_nodes_bus_is_not_trusted_it_reads_the_users_at_every_lookup(tmp_path, pg_url):
+    """The bus's rule for users: a node keeps its copy only while its bus
+    promises delivery; otherwise (listener lost) every lookup asks the store."""
+    from gateway.auth import Authenticator, hash_password
+    from gateway.config import UserConfig, load_config
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    a, b = (Authenticator.from_config(load_config(Serve(tmp_path, n, pg_url, shared).config)) for n in "ab")
+    trusted = True
+    b.storage.trusted = lambda: trusted
+    assert b.get("heidi") is None
+    a.add_user(UserConfig(name="heidi", password_hash=hash_password("heidi-pw")))
+    assert b.get("heidi") is None  # B's copy, trusted: the notice (no bus in this test) would drop it
+    trusted = False
+    assert b.get("heidi") is not None
+    a.remove_user("heidi")
+    assert b.get("heidi") is None
+    trusted = True
+    a.add_user(UserConfig(name="ivan", password_hash=hash_password("ivan-pw")))
+    assert b.get("ivan") is None  # cached again
+    b.reload()  # what another node's notice (or the bus coming back) does
+    assert b.get("ivan") is not None
