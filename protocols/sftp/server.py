@@ -12,8 +12,8 @@ not logged in holds an unauthenticated slot (``max_unauthenticated_per_ip``,
 trades it for a session slot (``max_connections``, ``max_connections_per_ip``).
 So idle or stalled sockets cannot lock logins out.
 
-The port is bound at start, but asyncssh (~7 MiB of resident memory; ~17 MiB
-with cryptography under it, a fifth of an idle gateway's) is imported, and
+The port is bound at start, but asyncssh (and cryptography under it: ~17 MiB
+of resident memory, a fifth of an idle gateway's) is imported, and
 the host keys parsed, only when the first client connects: :mod:`protocols.sftp.ssh`
 then takes the listening socket over, and the client waiting in its backlog
 is served by it. A host key the gateway must generate is made at start (the

@@ -1,6 +1,7 @@
 """A gateway whose mounts are all local folders loads no storage library
-(nor the SDK's HTTP client, nor Alembic on a new job store), and until an
-SSH client connects no asyncssh: they cost resident memory for the life of the process (issue
+(nor the SDK's HTTP client, nor Alembic on a new job store), no pyOpenSSL
+for plain FTP, and until an SSH client connects neither asyncssh nor
+cryptography: they cost resident memory for the life of the process (issue
 #28). Checked in a fresh interpreter that builds the gateway from its config
 and starts every front end, as ``gateway serve`` does; the first SFTP client
 is then served as any other."""
@@ -16,9 +17,9 @@ from protocols.sftp.server import HOST_KEY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Loaded only when a mount (or command, or an SSH client) needs them.
+#: Loaded only when a mount (or command, or an SSH client, or FTPS) needs them.
 LAZY = ("fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "sshfs", "webdav4", "httpx", "alembic",
-        "asyncssh")
+        "asyncssh", "cryptography", "OpenSSL")
 
 SCRIPT = """
 import json, sys
