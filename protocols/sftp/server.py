@@ -17,14 +17,21 @@ of resident memory, a fifth of an idle gateway's) is imported, and
 the host keys parsed, only when the first client connects: :mod:`protocols.sftp.ssh`
 then takes the listening socket over, and the client waiting in its backlog
 is served by it. A host key the gateway must generate is made at start (the
-first start only), so its fingerprint is logged then.
+first start only; by ssh-keygen where installed), so its fingerprint is
+logged then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
+import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +39,7 @@ from typing import Any, Callable
 
 from gateway import errors as E
 from gateway.budget import ByteBudget
+from gateway.private import private_dir, write_private
 from gateway.slots import Slots
 from protocols.sftp.loop import AcceptLoop
 
@@ -43,6 +51,8 @@ log = logging.getLogger("gateway.sftp")
 WORKERS = 32
 #: The host key made in ``state_dir`` when ``sftp.host_keys`` is empty.
 HOST_KEY_FILE = "ssh_host_ed25519_key"
+
+_key_lock = threading.Lock()
 #: Connections waiting to be accepted (asyncio's default, as before).
 BACKLOG = 100
 
@@ -54,12 +64,40 @@ def host_key_paths(cfg: Any) -> list[Path]:
     holds a private key)."""
     if cfg.sftp.host_keys:
         return [Path(p) for p in cfg.sftp.host_keys]
-    path = Path(cfg.server.state_dir) / HOST_KEY_FILE
-    if not path.exists():
-        from protocols.sftp.ssh import generate_host_key
+    return [_ensure_host_key(Path(cfg.server.state_dir) / HOST_KEY_FILE)]
 
-        generate_host_key(path)
-    return [path]
+
+def _ensure_host_key(path: Path) -> Path:
+    """Make an ed25519 host key at ``path`` (0600, its ``.pub`` beside it)
+    unless one is there; returns ``path``. Made by OpenSSH's ssh-keygen
+    where it is installed, so that the first start too goes without
+    asyncssh; else by asyncssh."""
+    state_dir = path.parent
+    with _key_lock:
+        if path.exists():
+            return path
+        private_dir(state_dir)
+        work = Path(tempfile.mkdtemp(prefix=".hostkey-", dir=state_dir))  # mode 0700
+        try:
+            tmp = work / "key"
+            try:
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp)],
+                               check=True, capture_output=True, timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                from protocols.sftp.ssh import write_new_key
+
+                write_new_key(tmp)
+            kind, blob = tmp.with_name("key.pub").read_text().split()[:2]
+            try:
+                os.link(tmp, path)  # another process may have made one first: keep that
+            except FileExistsError:
+                return path
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        write_private(path.with_name(path.name + ".pub"), f"{kind} {blob}\n".encode())
+        digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).decode().rstrip("=")
+        log.info("generated SSH host key %s (SHA256:%s)", path, digest)
+    return path
 
 
 def host_keys(cfg: Any) -> list[Any]:

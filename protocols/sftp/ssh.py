@@ -2,7 +2,7 @@
 connection slots, the gateway session), its channels, host key files.
 
 Imported by :mod:`protocols.sftp.server` when the first client connects (or
-when a host key must be generated): asyncssh and cryptography cost ~17 MiB
+when a host key must be generated without ssh-keygen): asyncssh and cryptography cost ~17 MiB
 of resident memory that a gateway nobody reaches over SFTP does without.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -25,7 +23,6 @@ from asyncssh.stream import SSHServerStreamSession
 from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
-from gateway.private import private_dir, write_private
 from gateway.slots import Slot
 from gateway.types import Session
 from protocols.sftp.commands import execute
@@ -35,11 +32,9 @@ from protocols.sftp.packets import PacketHandler
 if TYPE_CHECKING:
     from protocols.sftp.server import SftpHandle
 
-__all__ = ["listen", "read_host_keys", "generate_host_key", "CIPHERS"]
+__all__ = ["listen", "read_host_keys", "write_new_key", "CIPHERS"]
 
 log = logging.getLogger("gateway.sftp")
-
-_key_lock = threading.Lock()
 
 
 def _log_when_enabled(log_text: Callable[..., None]) -> Callable[..., None]:
@@ -69,28 +64,14 @@ def read_host_keys(paths: Sequence[Path]) -> list[asyncssh.SSHKey]:
     return keys
 
 
-def generate_host_key(path: Path) -> Path:
-    """Make an ed25519 host key at ``path`` (0600, its ``.pub`` beside it)
-    unless one is there; returns ``path``."""
-    state_dir = path.parent
-    with _key_lock:
-        if path.exists():
-            return path
-        private_dir(state_dir)
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=state_dir)  # mode 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(key.export_private_key())
-            try:
-                os.link(tmp, path)  # another process may have made one first: keep that
-            except FileExistsError:
-                return path
-        finally:
-            os.unlink(tmp)
-        write_private(path.with_name(path.name + ".pub"), key.export_public_key())
-        log.info("generated SSH host key %s (%s)", path, key.get_fingerprint())
-    return path
+def write_new_key(path: Path) -> None:
+    """Write a new ed25519 private key to ``path`` (made 0600) and its public
+    key to ``path.pub``."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key())
+    path.with_name(path.name + ".pub").write_bytes(key.export_public_key())
 
 
 async def listen(handle: "SftpHandle", sock: socket.socket, key_paths: Sequence[Path]) -> asyncssh.SSHAcceptor:

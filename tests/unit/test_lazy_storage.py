@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from conftest import PASSWORDS, write_config
-from protocols.sftp.server import HOST_KEY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,10 +52,6 @@ print(json.dumps([loaded, listed]))
 
 def test_local_mounts_load_no_storage_library(tmp_path):
     config = write_config(tmp_path, mounts={"/": f"file://{tmp_path / 'data'}"})
-    # The host key of an earlier start (the first start generates it with asyncssh).
-    (tmp_path / "var").mkdir(mode=0o700)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "var" / HOST_KEY_FILE)],
-                   check=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(config), PASSWORDS["alice"]], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
@@ -67,3 +62,4 @@ def test_local_mounts_load_no_storage_library(tmp_path):
     assert not loaded & set(LAZY), f"loaded without a mount that needs them: {sorted(loaded & set(LAZY))}"
     assert (tmp_path / "data" / "made").is_dir()  # the local mount works without fsspec
     assert "made" in listed  # the first SSH client was served once asyncssh was loaded for it
+    assert (tmp_path / "var" / "ssh_host_ed25519_key").exists()  # a first start: its host key made without asyncssh
