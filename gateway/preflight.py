@@ -4,7 +4,8 @@
 each key's type and range) and looks at what only the whole config, the
 environment and the state folder tell: mount URLs (protocol known, host and
 port well-formed, ``${NAME}`` variables set), two front ends on one port or a
-front end inside FTP's passive range, TLS files and SFTP host keys readable,
+front end inside FTP's passive range, TLS files readable, SFTP host keys
+readable and holding a private key,
 and a job store file that is not an SQLite database. ``gateway check-config`` and ``gateway
 serve`` both call it, so a config that checks ``ok`` does not crash at start
 for any of these reasons.
@@ -110,10 +111,16 @@ def _check_key_files(cfg: Config, source: Any) -> None:
                   for i, path in enumerate(cfg.sftp.host_keys)]
     for key, path, what in files:
         try:
-            with open(path, "rb"):
-                pass
+            with open(path, "rb") as f:
+                head = f.read(4096)
         except OSError as e:
             raise ConfigError(f"{source}: {key}: expected {what}, got {str(path)!r} ({e.strerror or e})") from None
+        # The SFTP listener parses its keys only when the first client
+        # connects (asyncssh is loaded then): a public key named by mistake
+        # is caught here. OpenSSH, PEM and PuTTY keys say what they hold;
+        # DER starts with a SEQUENCE.
+        if key.startswith("sftp.") and not (b"PRIVATE KEY" in head or head.startswith((b"PuTTY-User-Key-File", b"\x30"))):
+            raise ConfigError(f"{source}: {key}: expected {what}, got {str(path)!r} (holds no private key)")
 
 
 def check_bind(cfg: Config) -> None:

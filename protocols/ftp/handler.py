@@ -12,7 +12,8 @@ from typing import Any
 
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.filesystems import FilesystemError
-from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.handlers.ftp.control import FTPHandler
+from pyftpdlib.handlers.ftp.data import DTPHandler
 
 from gateway import errors as E
 from gateway import metrics
@@ -445,11 +446,24 @@ class _DataChannel(DataErrorsMixin):
 DATA_BLOCK = 1 << 20
 
 
+def _tls_classes() -> tuple[type, type]:
+    """pyftpdlib's FTPS control and data handlers. pyOpenSSL is imported only
+    here, for a TLS listener (see ``protocols.ftp``), and handed to
+    ``pyftpdlib.utils``, which tells TLS sockets apart by it."""
+    from OpenSSL import SSL
+    from pyftpdlib import utils
+    from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
+    from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
+
+    utils.SSL = SSL
+    return TLS_FTPHandler, TLS_DTPHandler
+
+
 def make_handler(gw: Any, cfg: Any) -> type:
     """The handler class for ``cfg.ftp`` (TLS when explicit or implicit)."""
     c = cfg.ftp
     tls = c.tls != "off"
-    base = TLS_FTPHandler if tls else FTPHandler
+    base, data = (_tls_classes() if tls else (FTPHandler, DTPHandler))
     attrs: dict[str, Any] = {
         "gw": gw,
         "authorizer": _Authorizer(gw),
@@ -460,7 +474,7 @@ def make_handler(gw: Any, cfg: Any) -> type:
         "use_sendfile": True,  # only taken for real OS files (local-disk downloads)
         "implicit_tls": c.tls == "implicit",
         "encoding": "utf-8",
-        "dtp_handler": type("GatewayDTPHandler", (_DataChannel, TLS_DTPHandler if tls else DTPHandler),
+        "dtp_handler": type("GatewayDTPHandler", (_DataChannel, data),
                             {"ac_out_buffer_size": DATA_BLOCK}),
         "offers_tls": tls,
         "login_timeout": c.login_timeout_s,

@@ -11,37 +11,39 @@ not logged in holds an unauthenticated slot (``max_unauthenticated_per_ip``,
 ``max_unauthenticated``) and is closed after ``login_timeout_s``; a login
 trades it for a session slot (``max_connections``, ``max_connections_per_ip``).
 So idle or stalled sockets cannot lock logins out.
+
+The port is bound at start, but asyncssh (and cryptography under it: ~17 MiB
+of resident memory, a fifth of an idle gateway's) is imported, and
+the host keys parsed, only when the first client connects: :mod:`protocols.sftp.ssh`
+then takes the listening socket over, and the client waiting in its backlog
+is served by it. A host key the gateway must generate is made at start (the
+first start only; by ssh-keygen where installed), so its fingerprint is
+logged then.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
+import shutil
+import socket
+import subprocess
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import asyncssh
-from asyncssh.logging import SSHLogger
-from asyncssh.stream import SSHServerStreamSession
+from typing import Any, Callable
 
 from gateway import errors as E
-from gateway import metrics
 from gateway.budget import ByteBudget
 from gateway.private import private_dir, write_private
-from gateway.slots import Slot, Slots
-from gateway.types import Session
-from protocols.sftp.commands import execute
-from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
+from gateway.slots import Slots
 from protocols.sftp.loop import AcceptLoop
-from protocols.sftp.packets import PacketHandler
 
-__all__ = ["serve", "SftpHandle", "host_keys", "WORKERS", "HOST_KEY_FILE"]
+__all__ = ["serve", "SftpHandle", "host_keys", "host_key_paths", "WORKERS", "HOST_KEY_FILE"]
 
 log = logging.getLogger("gateway.sftp")
 
@@ -51,189 +53,59 @@ WORKERS = 32
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 
 _key_lock = threading.Lock()
+#: Connections waiting to be accepted (asyncio's default, as before).
+BACKLOG = 100
 
 
-def _log_when_enabled(log_text: Callable[..., None]) -> Callable[..., None]:
-    """asyncssh's ``SSHLogger.log`` turns every argument into text before the
-    logging module looks at the level: its two debug lines per SFTP request
-    cost ~5% of the event loop with debug logging off. The level is checked
-    first; with it on, the same lines are written."""
-
-    def log(self: SSHLogger, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if self.isEnabledFor(level):
-            log_text(self, level, msg, *args, **kwargs)
-
-    return log
+def host_key_paths(cfg: Any) -> list[Path]:
+    """The configured host key files, or the one kept in ``state_dir`` (an
+    ed25519 key generated now when missing). They are parsed when the first
+    client connects (``gateway serve``'s preflight has checked that each
+    holds a private key)."""
+    if cfg.sftp.host_keys:
+        return [Path(p) for p in cfg.sftp.host_keys]
+    return [_ensure_host_key(Path(cfg.server.state_dir) / HOST_KEY_FILE)]
 
 
-SSHLogger.log = _log_when_enabled(SSHLogger.log)  # type: ignore[method-assign]
-
-
-def host_keys(cfg: Any) -> list[asyncssh.SSHKey]:
-    """The configured host keys, or the one kept in ``state_dir`` (an ed25519
-    key generated on first use). Raises ValueError naming an unreadable key."""
-    paths = list(cfg.sftp.host_keys) or [_ensure_host_key(Path(cfg.server.state_dir))]
-    keys = []
-    for path in paths:
-        try:
-            keys.append(asyncssh.read_private_key(path))
-        except (OSError, asyncssh.KeyImportError) as exc:
-            raise ValueError(f"sftp.host_keys: cannot read {path}: {exc}") from None
-    return keys
-
-
-def _ensure_host_key(state_dir: Path) -> Path:
-    path = state_dir / HOST_KEY_FILE
+def _ensure_host_key(path: Path) -> Path:
+    """Make an ed25519 host key at ``path`` (0600, its ``.pub`` beside it)
+    unless one is there; returns ``path``. Made by OpenSSH's ssh-keygen
+    where it is installed, so that the first start too goes without
+    asyncssh; else by asyncssh."""
+    state_dir = path.parent
     with _key_lock:
         if path.exists():
             return path
         private_dir(state_dir)
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        fd, tmp = tempfile.mkstemp(prefix=".hostkey-", dir=state_dir)  # mode 0600
+        work = Path(tempfile.mkdtemp(prefix=".hostkey-", dir=state_dir))  # mode 0700
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(key.export_private_key())
+            tmp = work / "key"
+            try:
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(tmp)],
+                               check=True, capture_output=True, timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                from protocols.sftp.ssh import write_new_key
+
+                write_new_key(tmp)
+            kind, blob = tmp.with_name("key.pub").read_text().split()[:2]
             try:
                 os.link(tmp, path)  # another process may have made one first: keep that
             except FileExistsError:
                 return path
         finally:
-            os.unlink(tmp)
-        write_private(path.with_name(HOST_KEY_FILE + ".pub"), key.export_public_key())
-        log.info("generated SSH host key %s (%s)", path, key.get_fingerprint())
+            shutil.rmtree(work, ignore_errors=True)
+        write_private(path.with_name(path.name + ".pub"), f"{kind} {blob}\n".encode())
+        digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).decode().rstrip("=")
+        log.info("generated SSH host key %s (SHA256:%s)", path, digest)
     return path
 
 
-#: The ciphers offered: AES-GCM and AES-CTR, which OpenSSL runs with AES-NI.
-#: chacha20-poly1305 is left out on purpose: OpenSSH prefers it, but asyncssh
-#: builds a cipher object per packet for it, so a 300 MB download took 4.5 s
-#: with it and 2.6-3.0 s with aes128-ctr or aes128-gcm on the bench machine.
-#: Every SSH client in use speaks AES-CTR or AES-GCM.
-CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+def host_keys(cfg: Any) -> list[Any]:
+    """The host keys as asyncssh keys (imports asyncssh). Raises ValueError
+    naming an unreadable key."""
+    from protocols.sftp.ssh import read_host_keys
 
-
-class _Connection(asyncssh.SSHServer):
-    """One SSH connection: its logins and its gateway session."""
-
-    def __init__(self, handle: "SftpHandle") -> None:
-        self._handle = handle
-        self._conn: asyncssh.SSHServerConnection | None = None
-        self.remote = ""
-        self._slot: Slot | None = None
-        self._logged_in = False
-        self.session: Session | None = None
-        self.limits: SessionLimits | None = None
-        self.channels = 0  # session channels open
-        self._users: dict[str, Any] = {}
-        self._keys: dict[tuple[str, bytes], bool] = {}
-        self._method = "password"  # of the login that succeeded
-        self._since = 0.0  # when the session began (monotonic)
-
-    def _refuse(self, limit: str, reason: str) -> None:
-        assert self._conn is not None
-        metrics.refused("sftp", limit)
-        log.info("sftp: refusing %s: %s", self.remote, reason)
-        self._conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, reason)
-
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        h = self._handle
-        self._conn = conn
-        host, port = conn.get_extra_info("peername")[:2]
-        self.remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        h.connections.add(conn)
-        guard = getattr(h.gw, "descriptors", None)
-        slot = (("descriptors", "too many connections; try again later")
-                if guard is not None and not guard.admit(None) else h.slots.admit(host))
-        if isinstance(slot, tuple):
-            self._refuse(*slot)
-        else:
-            self._slot = slot
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        h = self._handle
-        h.connections.discard(self._conn)
-        if not self._logged_in and isinstance(exc, asyncssh.ConnectionLost) and "timeout" in str(exc).lower():
-            metrics.refused("sftp", "login_timeout")
-            log.info("sftp: %s did not log in within %d s: closed", self.remote, h.cfg.sftp.login_timeout_s)
-        h.slots.release(self._slot)
-        if self.session is not None:
-            metrics.session_closed("sftp")
-            h.gw.ops.logged_out(self.session, time.monotonic() - self._since)
-        rejected = [name for (name, _), ok in self._keys.items() if not ok]
-        if not self._logged_in and rejected:
-            self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
-
-    def begin_auth(self, username: str) -> bool:
-        return True
-
-    async def _login(self, login: Callable, username: str, secret: Any, method: str) -> bool:
-        try:
-            user = await self._handle.run(login, username, secret, self.remote)
-        except E.AuthenticationFailed:
-            return False
-        self._users[username] = user
-        self._method = method
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    async def validate_password(self, username: str, password: str) -> bool:
-        return await self._login(self._handle.gw.logins.login, username, password, "password")
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
-        # asyncssh asks once when the client offers a key and again to check
-        # its signature: count one login (or failure) per key.
-        k = (username, key.public_data)
-        if k not in self._keys:
-            login = partial(self._handle.gw.auth.login_key, count_failure=False)
-            self._keys[k] = await self._login(login, username, key.public_data, "key")
-        return self._keys[k]
-
-    def kbdint_auth_supported(self) -> bool:
-        return self._handle.cfg.sftp.keyboard_interactive
-
-    def get_kbdint_challenge(self, username: str, lang: str, submethods: str) -> tuple:
-        return "", "", "", [("Password: ", False)]
-
-    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
-        return len(responses) == 1 and await self.validate_password(username, responses[0])
-
-    def auth_completed(self) -> None:
-        assert self._conn is not None
-        h = self._handle
-        self._logged_in = True
-        refusal = h.slots.promote(self._slot)
-        if refusal is not None:
-            self._refuse(*refusal)
-            return
-        user = self._users[self._conn.get_extra_info("username")]
-        self.session = Session(user, "sftp", self.remote)
-        self._since = time.monotonic()
-        h.gw.ops.logged_in(self.session, self._method)
-        self.limits = SessionLimits(h.cfg.sftp.max_handles_per_session, ByteBudget(
-            h.cfg.sftp.max_reorder_bytes_per_session, "sftp", "reorder_bytes_per_session", _session_refusal,
-            parent=h.reorder))
-        metrics.session_opened("sftp")
-
-    def session_requested(self) -> "_Channel | bool":
-        """A new session channel, or False (the client is told the channel
-        was refused) when the connection has its most open: each holds
-        its own buffers of requests in flight."""
-        if self.channels >= self._handle.cfg.sftp.max_channels_per_connection:
-            metrics.refused("sftp", "channels_per_connection")
-            log.info("sftp: %s: refusing one more session channel (%d open)", self.remote, self.channels)
-            return False
-        self.channels += 1
-        return _Channel(self._handle, self)
-
-
-def _session_refusal(n: int) -> E.GatewayError:
-    return E.BadRequest("writes too far out of order: this session holds the most out-of-order data it may "
-                        "(sftp.max_reorder_bytes_per_session); upload aborted")
+    return read_host_keys(host_key_paths(cfg))
 
 
 def _process_refusal(n: int) -> E.GatewayError:
@@ -241,40 +113,23 @@ def _process_refusal(n: int) -> E.GatewayError:
                   "upload aborted, try again later")
 
 
-class _Channel(SSHServerStreamSession):
-    """A session channel: the SFTP subsystem, scp, or a job command."""
-
-    def __init__(self, handle: "SftpHandle", owner: _Connection) -> None:
-        super().__init__(self._command, sftp_factory=self._sftp_server, allow_scp=True)
-        self._handle = handle
-        self._owner = owner
-
-    def _sftp_server(self, chan: asyncssh.SSHServerChannel) -> GatewaySFTPServer:
-        assert self._owner.session is not None and self._owner.limits is not None
-        return GatewaySFTPServer(chan, self._handle.ctx, self._owner.session, self._owner.limits)
-
-    def subsystem_requested(self, subsystem: str) -> bool:
-        return subsystem == "sftp"
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._owner.channels -= 1
-        super().connection_lost(exc)
-
-    def session_started(self) -> None:
-        if self._chan.get_subsystem() != "sftp":
-            super().session_started()  # scp (asyncssh's server over our SFTP hooks) or _command
-            return
-        reader = asyncssh.SSHReader(self, self._chan)
-        writer = asyncssh.SSHWriter(self, self._chan)
-        handler = PacketHandler(self._sftp_server(self._chan), reader, writer)
-        self._conn.create_task(handler.run(), reader.logger)
-
-    async def _command(self, stdin: Any, stdout: Any, stderr: Any) -> None:
-        status, out, err = await execute(self._handle.gw.ops, self._owner.session, self._chan.get_command(),
-                                         stdin, self._handle.run)
-        stdout.write(out)
-        stderr.write(err)
-        self._chan.exit(status)
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``'s first address, as the other front
+    ends bind (SO_REUSEADDR, IPv6 only on an IPv6 address). Raises OSError."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class SftpHandle:
@@ -284,33 +139,41 @@ class SftpHandle:
         self.gw = gw
         self.cfg = cfg
         #: every connection, logged in or not (closed by close())
-        self.connections: set[asyncssh.SSHServerConnection] = set()
+        self.connections: set[Any] = set()
         s = cfg.sftp
         self.slots = Slots(s.max_connections, s.max_connections_per_ip, s.max_unauthenticated,
                            s.max_unauthenticated_per_ip)
         self.reorder = ByteBudget(s.max_reorder_bytes, "sftp", "reorder_bytes", _process_refusal, gauge="sftp_reorder_bytes")
-        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
-        self.ctx = Context(gw, self._pool, cfg.policy.budget_s("sftp"))
+        self.pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="sftp-core")
+        self.ctx: Any = None  # protocols.sftp.handler.Context, made with the SSH side
+        self._key_paths = host_key_paths(cfg)
+        self._sock = _listening_socket(cfg.server.host, s.port)
+        self.address = (cfg.server.host, self._sock.getsockname()[1])
+        self._acceptor: Any = None
+        self._starting: asyncio.Task | None = None
         self._loop = AcceptLoop(getattr(gw, "descriptors", None))
         self._thread = threading.Thread(target=self._loop.run_forever, name="sftp", daemon=True)
         self._closed = False
-        keys = host_keys(cfg)
+        self._loop.call_soon(self._loop.add_reader, self._sock.fileno(), self._first_client)
         self._thread.start()
-        try:
-            self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(keys), self._loop).result(timeout=30)
-        except BaseException:
-            self._stop_loop()
-            raise
-        self.address = (cfg.server.host, self._acceptor.get_port())
 
-    async def _listen(self, keys: list[asyncssh.SSHKey]) -> asyncssh.SSHAcceptor:
-        return await asyncssh.listen(self.cfg.server.host, self.cfg.sftp.port, server_factory=lambda: _Connection(self),
-                                     server_host_keys=keys, encoding=None, encryption_algs=CIPHERS,
-                                     login_timeout=self.cfg.sftp.login_timeout_s)
+    def _first_client(self) -> None:
+        """A client waits in the backlog: start the SSH side, which accepts it."""
+        self._loop.remove_reader(self._sock.fileno())
+        self._starting = self._loop.create_task(self._start_ssh())
+
+    async def _start_ssh(self) -> None:
+        try:
+            from protocols.sftp import ssh
+
+            self._acceptor = await ssh.listen(self, self._sock, self._key_paths)
+        except Exception as exc:
+            log.error("sftp: cannot serve on %s:%d: %s", *self.address, exc)
+            self._sock.close()  # clients are refused rather than left waiting
 
     async def run(self, fn: Callable, *args: Any) -> Any:
         """``fn(*args)`` in the worker pool."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def close(self) -> None:
         """Stop listening, close every connection (open uploads are settled
@@ -324,6 +187,13 @@ class SftpHandle:
             self._stop_loop()
 
     async def _shutdown(self) -> None:
+        if self._starting is not None:
+            await asyncio.wait([self._starting])
+        if self._acceptor is None:
+            if self._sock.fileno() >= 0:
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            return
         self._acceptor.close()
         conns = list(self.connections)
         for conn in conns:
@@ -341,10 +211,11 @@ class SftpHandle:
         self._thread.join(10)
         if not self._thread.is_alive():
             self._loop.close()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def serve(gw: Any, cfg: Any) -> SftpHandle:
     """Start the SFTP/scp listener (``cfg.sftp``) and return once it listens;
-    port 0 picks a free one (see ``handle.address``)."""
+    port 0 picks a free one (see ``handle.address``). Raises OSError when the
+    port cannot be bound."""
     return SftpHandle(gw, cfg)

@@ -273,6 +273,8 @@ def _write(tmp_path: Path, body: str) -> Path:
      "http.certfile: expected a readable PEM file, got '/nonexistent/cert.pem' (No such file or directory)"),
     ("[sftp]\nhost_keys = ['/nonexistent/key']\n",
      "sftp.host_keys[0]: expected a readable private key file, got '/nonexistent/key' (No such file or directory)"),
+    ("[sftp]\nhost_keys = ['/etc/passwd']\n",  # e.g. the .pub named: SFTP parses keys only for its first client
+     "sftp.host_keys[0]: expected a readable private key file, got '/etc/passwd' (holds no private key)"),
 ])
 def test_check_config_catches_what_serve_would_crash_on(tmp_path, monkeypatch, capsys, body, message):
     monkeypatch.delenv("GW_TEST_UNSET_VAR", raising=False)

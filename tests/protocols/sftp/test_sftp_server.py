@@ -30,7 +30,18 @@ def test_generated_host_key_is_made_once_and_served(gateway_factory):
     path = r.cfg.server.state_dir / HOST_KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     key = host_keys(r.cfg)[0]
+    assert path.with_name(HOST_KEY_FILE + ".pub").read_bytes() == key.export_public_key()
     assert host_keys(r.cfg)[0].public_data == key.public_data  # not regenerated
+    assert asyncio.run(_server_key(r.port("sftp"))).public_data == key.public_data
+
+
+def test_host_key_is_generated_without_ssh_keygen(gateway_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # the gateway makes it with asyncssh then
+    r = gateway_factory(protocols=("sftp",))
+    path = r.cfg.server.state_dir / HOST_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    key = host_keys(r.cfg)[0]
+    assert path.with_name(HOST_KEY_FILE + ".pub").read_bytes() == key.export_public_key()
     assert asyncio.run(_server_key(r.port("sftp"))).public_data == key.public_data
 
 
