@@ -7,7 +7,8 @@ Each tree runs as its own gateway process (its own temporary config, state
 dir and local mount) at the same time; the rounds are interleaved (round r:
 tree 1, tree 2, ..., then round r+1) so machine load hits them alike. One
 client (Python http.client, one kept-alive connection, Basic auth) sends
-``--n`` requests of 4 KiB per round; the CPU is the gateway process's
+``--n`` requests of 4 KiB per round (PUTs replace 200 files over and over, or
+with ``--fresh`` each make a new file); the CPU is the gateway process's
 utime+stime from /proc/PID/stat before and after the round. ``--floor`` adds
 an empty WSGI app on cheroot (reads the body, answers 201) as the floor.
 A benchmark, not a test: it prints µs of CPU per request.
@@ -49,10 +50,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cpu(pid: int) -> float:
-    """Seconds of user+system CPU of process ``pid`` (all its threads)."""
+def cpu(pid: int) -> tuple[float, float]:
+    """Seconds of user and of system CPU of process ``pid`` (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def wait_port(port: int, proc: subprocess.Popen, seconds: float = 90) -> None:
@@ -88,12 +89,14 @@ def start_gateway(tree: Path, tmp: Path, password_hash: str) -> tuple[subprocess
     return proc, port
 
 
-def run(port: int, op: str, n: int, prefix: str, body: bytes) -> None:
+def run(port: int, op: str, n: int, prefix: str, body: bytes, fresh: str = "") -> None:
+    """``n`` requests; ``fresh``: PUT new files named after it (else the 200
+    files of the warm-up are replaced, over and over)."""
     auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": auth}
     for i in range(n):
-        name = f"{prefix}/f{i % 200}.bin"
+        name = f"{prefix}/{fresh}{i}.bin" if fresh else f"{prefix}/f{i % 200}.bin"
         if op == "put":
             conn.request("PUT", name, body=body, headers=headers)
         else:
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--floor", action="store_true", help="also an empty WSGI app on cheroot")
+    p.add_argument("--fresh", action="store_true", help="PUT new files (else replace the same 200)")
     p.add_argument("--hold", type=float, default=0, help="seconds to keep the servers up after (for py-spy)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(args.tree[0].split("=", 1)[1]).resolve()))
@@ -133,15 +137,18 @@ def main(argv: list[str] | None = None) -> int:
                 servers["empty app on cheroot"] = (proc, port, "")
             for _, port, prefix in servers.values():  # warm up; files exist for GET
                 run(port, "put", 200, prefix, body)
-            results: dict[str, list[float]] = {k: [] for k in servers}
-            for _ in range(args.rounds):
+            results: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
+            for r in range(args.rounds):
                 for name, (proc, port, prefix) in servers.items():
-                    before = cpu(proc.pid)
-                    run(port, args.op, args.n, prefix, body)
-                    results[name].append((cpu(proc.pid) - before) / args.n * 1e6)
-            for name, us in results.items():
+                    user, system = cpu(proc.pid)
+                    run(port, args.op, args.n, prefix, body, f"r{r}-" if args.fresh else "")
+                    user2, system2 = cpu(proc.pid)
+                    results[name].append(((user2 - user) / args.n * 1e6, (system2 - system) / args.n * 1e6))
+            for name, rounds in results.items():
+                us = [u + s for u, s in rounds]
                 print(f"{args.op.upper()} {name}: " + " / ".join(f"{u:.0f}" for u in us)
-                      + f" µs CPU per request (median {sorted(us)[len(us) // 2]:.0f})", flush=True)
+                      + f" µs CPU per request (median {sorted(us)[len(us) // 2]:.0f}; system "
+                      + " / ".join(f"{s:.0f}" for _, s in rounds) + ")", flush=True)
             if args.hold:
                 time.sleep(args.hold)
         finally:
