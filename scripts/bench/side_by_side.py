@@ -1,0 +1,165 @@
+"""CPU per small WebDAV request of two (or more) gateway trees, side by side.
+
+    python scripts/bench/side_by_side.py --tree base=/tmp/base --tree new=. \
+        [--op put|get] [--n 1000] [--rounds 3] [--floor]
+
+Each tree runs as its own gateway process (its own temporary config, state
+dir and local mount) at the same time; the rounds are interleaved (round r:
+tree 1, tree 2, ..., then round r+1) so machine load hits them alike. One
+client (Python http.client, one kept-alive connection, Basic auth) sends
+``--n`` requests of 4 KiB per round (PUTs replace 200 files over and over, or
+with ``--fresh`` each make a new file); the CPU is the gateway process's
+utime+stime from /proc/PID/stat before and after the round. ``--floor`` adds
+an empty WSGI app on cheroot (reads the body, answers 201) as the floor.
+A benchmark, not a test: it prints µs of CPU per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+USER, PASSWORD = "bench", "bench-password"
+TICK = os.sysconf("SC_CLK_TCK")
+
+FLOOR_APP = r'''
+import sys
+from cheroot import wsgi
+def app(environ, start_response):
+    n = int(environ.get("CONTENT_LENGTH") or 0)
+    if n:
+        environ["wsgi.input"].read(n)
+    start_response("201 Created", [("Content-Length", "0")])
+    return [b""]
+s = wsgi.Server(("127.0.0.1", int(sys.argv[1])), app, numthreads=10)
+s.start()
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu(pid: int) -> tuple[float, float]:
+    """Seconds of user and of system CPU of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def wait_port(port: int, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server on {port} exited {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"server on {port} did not start")
+
+
+def start_gateway(tree: Path, tmp: Path, password_hash: str) -> tuple[subprocess.Popen, int]:
+    root, state = tmp / "root", tmp / "var"
+    root.mkdir(parents=True)
+    port = free_port()
+    config = tmp / "gateway.toml"
+    config.write_text(
+        "[server]\nhost = \"127.0.0.1\"\n"
+        f"state_dir = \"{state}\"\n"
+        f"[ftp]\nport = {free_port()}\n[sftp]\nport = {free_port()}\n[http]\nport = {port}\n"
+        f"[[mounts]]\npath = \"/\"\nurl = \"file://{root}\"\n"
+        f"[[users]]\nname = \"{USER}\"\npassword_hash = \"{password_hash}\"\n"
+        "[logging]\nlevel = \"INFO\"\n")
+    log = open(tmp / "gateway.log", "wb")
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
+                            cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, proc)
+    return proc, port
+
+
+def run(port: int, op: str, n: int, prefix: str, body: bytes, fresh: str = "") -> None:
+    """``n`` requests; ``fresh``: PUT new files named after it (else the 200
+    files of the warm-up are replaced, over and over)."""
+    auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": auth}
+    for i in range(n):
+        name = f"{prefix}/{fresh}{i}.bin" if fresh else f"{prefix}/f{i % 200}.bin"
+        if op == "put":
+            conn.request("PUT", name, body=body, headers=headers)
+        else:
+            conn.request("GET", name, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        if r.status >= 300:
+            raise SystemExit(f"{op} {name}: {r.status} {r.reason}")
+    conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tree", action="append", required=True, help="name=path of a gateway source tree")
+    p.add_argument("--op", choices=("put", "get"), default="put")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--floor", action="store_true", help="also an empty WSGI app on cheroot")
+    p.add_argument("--fresh", action="store_true", help="PUT new files (else replace the same 200)")
+    p.add_argument("--hold", type=float, default=0, help="seconds to keep the servers up after (for py-spy)")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(Path(args.tree[0].split("=", 1)[1]).resolve()))
+    from gateway.auth import hash_password
+
+    body = os.urandom(4096)
+    servers: dict[str, tuple[subprocess.Popen, int, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="sbs-") as t:
+        try:
+            for spec in args.tree:
+                name, path = spec.split("=", 1)
+                proc, port = start_gateway(Path(path).resolve(), Path(t) / name, hash_password(PASSWORD))
+                servers[name] = (proc, port, "/dav")
+                print(f"{name}: pid {proc.pid} port {port}", flush=True)
+            if args.floor:
+                port = free_port()
+                proc = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
+                wait_port(port, proc)
+                servers["empty app on cheroot"] = (proc, port, "")
+            for _, port, prefix in servers.values():  # warm up; files exist for GET
+                run(port, "put", 200, prefix, body)
+            results: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
+            for r in range(args.rounds):
+                for name, (proc, port, prefix) in servers.items():
+                    user, system = cpu(proc.pid)
+                    run(port, args.op, args.n, prefix, body, f"r{r}-" if args.fresh else "")
+                    user2, system2 = cpu(proc.pid)
+                    results[name].append(((user2 - user) / args.n * 1e6, (system2 - system) / args.n * 1e6))
+            for name, rounds in results.items():
+                us = [u + s for u, s in rounds]
+                print(f"{args.op.upper()} {name}: " + " / ".join(f"{u:.0f}" for u in us)
+                      + f" µs CPU per request (median {sorted(us)[len(us) // 2]:.0f}; system "
+                      + " / ".join(f"{s:.0f}" for _, s in rounds) + ")", flush=True)
+            if args.hold:
+                time.sleep(args.hold)
+        finally:
+            for proc, _, _ in servers.values():
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
