@@ -60,6 +60,9 @@ job_items = Table(
     Column("state", String(16), nullable=False),           # pending copied removed
     Column("src_stamp", Text),                             # a moved file as enumerated (gateway.fileids.stamp)
     Column("dst_stamp", Text),                             # its copy, when the file has an id
+    # Bytes of this item in its job's bytes_done (<= size; size once copied):
+    # a step copying it again adds only what goes past them.
+    Column("counted", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("job_id", "rel", name="uq_job_items_rel"),
 )
 Index("ix_job_items_job", job_items.c.job_id, job_items.c.state, job_items.c.id)
