@@ -44,7 +44,9 @@ jobs = Table(
     Column("resource_id", Text),
     Column("progress_at", Float),                          # when items or bytes last grew
     Column("stalled", Boolean, nullable=False, default=False),  # no progress for jobs.stalled_after_s
-    Column("retries_from", Integer, nullable=False, default=0),  # attempts used before an admin's retry
+    # Attempts not counted against max_attempts: those before an admin's
+    # retry, and those handed over on purpose (a node draining or stopping).
+    Column("retries_from", Integer, nullable=False, default=0),
     Column("leftovers", Text),                             # what an ended job left on storage
 )
 Index("ix_jobs_state_queue", jobs.c.state, jobs.c.queue, jobs.c.created_at)

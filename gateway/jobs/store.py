@@ -377,15 +377,20 @@ class JobStore:
 
     def release(self, job: Job) -> bool:
         """Give a running attempt back to the queue at once (its node is
-        draining or stopping): any node resumes it from its journal. False
+        draining or stopping): any node resumes it from its journal. A
+        planned handover is no failure: the attempt is not counted against
+        ``max_attempts`` (``retries_from`` grows with it; the attempt number
+        itself, the fencing token, still grows at the next claim). False
         when the attempt was no longer ours."""
         with self._tx() as c:
             res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
                                                 jobs.c.state == "running")
-                            .values(state="queued", not_before=0.0, heartbeat_at=time.time()))
+                            .values(state="queued", not_before=0.0, heartbeat_at=time.time(),
+                                    retries_from=jobs.c.retries_from + 1))
         if res.rowcount != 1:
             return False
         job.state = "queued"
+        job.retries_from += 1
         self._bump()
         return True
 

@@ -1,7 +1,8 @@
 """A job's progress is exact on both stores (SQLite and PostgreSQL) when
 attempts overlap: a superseded attempt (a node frozen, then thawed after
 another took its job over) adds nothing, and an item copied again counts
-once. Store and runner level, no timing: the takeover is made by hand."""
+once; a planned handover (drain, SIGTERM) uses none of the job's attempts.
+Store and runner level, no timing: the takeover is made by hand."""
 
 from __future__ import annotations
 
@@ -132,3 +133,28 @@ def test_a_takeover_after_a_flushed_copy_ends_with_exact_bytes(store_url, tmp_pa
         assert sorted(e.name for e in g.ops.list(s, "/b/t")) == sorted(sizes)
     finally:
         g.close()
+
+
+def test_a_job_handed_over_again_and_again_keeps_its_attempts(store_url):
+    """Drained (or stopped) nodes hand a running job back many times: no
+    attempt is used up by it, the attempt number still fences the node that
+    handed it over, and a real stall still counts."""
+    store = JobStore(store_url)
+    try:
+        job = _job(store)
+        store.add_items(job, [("", False, 10)])
+        item = store.items(job.id, "pending")[0][0]
+        for n in range(1, 8):  # more handovers than max_attempts
+            attempt = store.claim(["copy"], f"node{n}")
+            assert attempt.attempts == n and attempt.attempts_used == 1
+            assert store.release(attempt)
+            assert store.mark_items(attempt, [item], "copied") is None  # fenced once handed over
+        # A stall counts: with max_attempts=2, two of them fail the job.
+        attempt = store.claim(["copy"], "x")
+        assert store.requeue_stalled(time.time() + 1, max_attempts=2, backoff_s=0.0)[0][1] == "queued"
+        attempt = store.claim(["copy"], "y")
+        assert attempt.attempts_used == 2
+        assert store.requeue_stalled(time.time() + 1, max_attempts=2, backoff_s=0.0)[0][1] == "failed"
+        assert store.get(job.id).items_done == 0
+    finally:
+        store.close()
