@@ -107,7 +107,8 @@ class Job:
     @property
     def attempts_used(self) -> int:
         """Attempts counted against ``max_attempts``: those since the last
-        admin's retry, which gives the job a full set again."""
+        admin's retry, which gives the job a full set again, less those its
+        node handed back on purpose (draining or stopping: no failure)."""
         return self.attempts - self.retries_from
 
     @property

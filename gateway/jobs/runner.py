@@ -245,7 +245,6 @@ class _Run:
         #: JobRunner.help): progress is added to the job's, control stays
         #: with the attempt's own worker.
         self.helper = helper
-        self._flushed = (job.items_done, job.bytes_done)  # progress the journal already has
         self._wanted_at = 0.0
         self.src_mount, self.src_root = runner.namespace.resolve(job.src)
         if job.dst:
@@ -253,6 +252,7 @@ class _Run:
         self._last_flush = time.monotonic()
         self._pending_ids: list[int] = []
         self._pending_state = ""
+        self._pending_each = 1  # items each pending id counts (0: a moved source's removal)
         self._pending_stamps: dict[int, str] = {}  # item id → its copy's stamp (see _copy_item)
         self._cursor = 0  # last journaled item handed to transfer in this attempt
         #: Names the temporaries of this job's copies on this node: the same
@@ -262,10 +262,11 @@ class _Run:
         #: Starts with the job id, which the sweep reads as the owner.
         self.temp_key = f"{job.id}-{hashlib.sha256((job.node or '').encode()).hexdigest()[:6]}"
         self._bytes_lock = threading.Lock()
-        #: Bytes already in bytes_done that a step will copy again (a file
-        #: retried, or one an interrupted attempt had begun): they are not
-        #: counted twice, so progress neither goes back nor past the total.
-        self._credit = 0
+        #: Item id → bytes copied so far of a file in flight (its step's
+        #: latest try). The store credits an item's bytes once, whoever
+        #: copies it how often (JobStore.mark_items), so progress neither
+        #: goes back nor past the total.
+        self._partial: dict[int, int] = {}
 
     # -- control -------------------------------------------------------------
 
@@ -283,28 +284,30 @@ class _Run:
                 raise _Lost() if self.helper else _Stopped()
 
     def flush(self) -> None:
+        """Journal the steps done since the last flush and the bytes of the
+        files in flight. Raises _Lost when the attempt is no longer ours
+        (nothing of it is journaled then)."""
         j = self.job
-        with self._bytes_lock:  # the progress since the last flush: no parallel step may add meanwhile
-            done = self.store.mark_items(j, self._pending_ids, self._pending_state or "pending",
-                                         j.items_done - self._flushed[0], j.bytes_done - self._flushed[1],
-                                         helper=self.helper, stamps=self._pending_stamps)
-            if done is None:
-                raise _Lost()
-            if not self.helper:  # helpers on other nodes may have added theirs
-                j.items_done, j.bytes_done = done
-            self._flushed = (j.items_done, j.bytes_done)
+        with self._bytes_lock:  # parallel steps report bytes meanwhile
+            partial = {i: n for i, n in self._partial.items() if n}
+        done = self.store.mark_items(j, self._pending_ids, self._pending_state or "pending", self._pending_each,
+                                     partial=partial, helper=self.helper, stamps=self._pending_stamps)
+        if done is None:
+            raise _Lost()
+        j.items_done, j.bytes_done = done  # with what helpers on other nodes journaled
         self._pending_ids = []
         self._pending_stamps = {}
         self._last_flush = time.monotonic()
 
     def done(self, item_id: int, state: str, items: int = 1, copy_stamp: str | None = None) -> None:
-        if self._pending_state and self._pending_state != state:
+        if self._pending_ids and (self._pending_state, self._pending_each) != (state, items):
             self.flush()
-        self._pending_state = state
+        self._pending_state, self._pending_each = state, items
         self._pending_ids.append(item_id)
+        with self._bytes_lock:  # its bytes are credited with its state now
+            self._partial.pop(item_id, None)
         if copy_stamp is not None:
             self._pending_stamps[item_id] = copy_stamp
-        self.job.items_done += items
         if len(self._pending_ids) >= _BATCH:
             self.flush()
 
@@ -323,9 +326,9 @@ class _Run:
                 (check or self.check)()
         return None
 
-    def each(self, items: list, run: Callable[[str, bool, int, Callable[[], None]], str | None], state: str,
+    def each(self, items: list, run: Callable[[int, str, bool, int, Callable[[], None]], str | None], state: str,
              items_each: int, width: int, folders_wait: bool) -> None:
-        """Run ``run(rel, is_dir, size, check)`` for each journaled item and
+        """Run ``run(item_id, rel, is_dir, size, check)`` for each journaled item and
         mark it ``state`` once it succeeded (with what ``run`` returned as
         its ``dst_stamp``, unless None). Folders run here, in journal
         order; files run ``width`` at a time on a small pool (remote stores
@@ -337,7 +340,7 @@ class _Run:
         if width <= 1:
             for item_id, rel, is_dir, size in items:
                 self.check()
-                self.done(item_id, state, items_each, run(rel, is_dir, size, self.check))
+                self.done(item_id, state, items_each, run(item_id, rel, is_dir, size, self.check))
             return
         abandon = threading.Event()
 
@@ -371,14 +374,14 @@ class _Run:
                             settle(True)
                         if failures:
                             break
-                        run(rel, True, size, self.check)
+                        run(item_id, rel, True, size, self.check)
                         self.done(item_id, state, items_each)
                         continue
                     while len(running) >= width and not failures:
                         settle(False)
                     if failures:
                         break
-                    running[pool.submit(run, rel, False, size, abandoned)] = item_id
+                    running[pool.submit(run, item_id, rel, False, size, abandoned)] = item_id
                 settle(True)
             finally:
                 if failures or running:
@@ -396,10 +399,6 @@ class _Run:
         if self.job.via_trash:
             self._to_trash()
             return
-        j = self.job
-        if j.attempts > 1 and j.operation != "delete":
-            _, journaled = self.store.count_items(j.id, "copied")
-            self._credit = max(0, j.bytes_done - journaled)
         self._enumerate()
         self.transfer_pending(finish=True)
         self.flush()
@@ -512,7 +511,7 @@ class _Run:
         files = {join(j.src, rel): rel for _, rel, is_dir, _ in items if not is_dir}
         return {files[p] for p in self.runner.having_ids(list(files))} if files else set()
 
-    def _copy_item(self, src_b, dst_b, with_id: set[str], rel: str, is_dir: bool, size: int,
+    def _copy_item(self, src_b, dst_b, with_id: set[str], item_id: int, rel: str, is_dir: bool, size: int,
                    check: Callable[[], None]) -> str | None:
         """Copy one item; for a file in ``with_id``, return what the storage
         reports of the copy (one stat: the copy calls return no entry), for
@@ -525,20 +524,16 @@ class _Run:
             return None
 
         def step() -> None:
-            counted = 0
+            with self._bytes_lock:  # a retry copies from the start
+                self._partial[item_id] = 0
 
             def on_bytes(n: int) -> None:
-                nonlocal counted
-                counted += n
-                self._add_bytes(n)
+                with self._bytes_lock:
+                    if item_id in self._partial:
+                        self._partial[item_id] += n
 
-            try:
-                copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size,
-                          temp_key=self.temp_key)
-            except BaseException:
-                with self._bytes_lock:  # a retry copies these bytes again
-                    self._credit += counted
-                raise
+            copy_file(src_b, sp, dst_b, dp, on_bytes=on_bytes, check=check, expected_size=size,
+                      temp_key=self.temp_key)
 
         self.retry(step, f"copy {rel or j.src}", check)
         if rel not in with_id:
@@ -548,12 +543,6 @@ class _Run:
         except E.GatewayError as exc:
             log.info("job %s: the copy of %s not stat'ed (%s); it gets a new ETag", j.id, rel or j.src, exc)
             return None
-
-    def _add_bytes(self, n: int) -> None:
-        with self._bytes_lock:
-            repeated = min(n, self._credit)
-            self._credit -= repeated
-            self.job.bytes_done += n - repeated
 
     # -- cleanup -------------------------------------------------------------
 
@@ -567,8 +556,6 @@ class _Run:
         if j.operation in ("move", "delete"):
             state = "copied" if j.operation == "move" else "pending"
             b = self.src_mount.backend
-            if j.operation == "delete":
-                j.items_done = self.store.count_items(j.id, "removed")[0]
             batched = b.capabilities.batch_remove > 1
             while True:
                 # One storage call per journal batch where the storage deletes many at once.
@@ -608,7 +595,7 @@ class _Run:
         for item_id, *_ in items:
             self.done(item_id, "removed", counts)
 
-    def _remove_item(self, b, rel: str, is_dir: bool, _size: int, check: Callable[[], None]) -> None:
+    def _remove_item(self, b, _item_id: int, rel: str, is_dir: bool, _size: int, check: Callable[[], None]) -> None:
         p = join(self.src_root, rel)
         if is_dir:
             self.retry(partial(_rmdir_quiet, b, p), f"remove folder {rel}", check)

@@ -44,7 +44,9 @@ jobs = Table(
     Column("resource_id", Text),
     Column("progress_at", Float),                          # when items or bytes last grew
     Column("stalled", Boolean, nullable=False, default=False),  # no progress for jobs.stalled_after_s
-    Column("retries_from", Integer, nullable=False, default=0),  # attempts used before an admin's retry
+    # Attempts not counted against max_attempts: those before an admin's
+    # retry, and those handed over on purpose (a node draining or stopping).
+    Column("retries_from", Integer, nullable=False, default=0),
     Column("leftovers", Text),                             # what an ended job left on storage
 )
 Index("ix_jobs_state_queue", jobs.c.state, jobs.c.queue, jobs.c.created_at)
@@ -60,6 +62,9 @@ job_items = Table(
     Column("state", String(16), nullable=False),           # pending copied removed
     Column("src_stamp", Text),                             # a moved file as enumerated (gateway.fileids.stamp)
     Column("dst_stamp", Text),                             # its copy, when the file has an id
+    # Bytes of this item in its job's bytes_done (<= size; size once copied):
+    # a step copying it again adds only what goes past them.
+    Column("counted", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("job_id", "rel", name="uq_job_items_rel"),
 )
 Index("ix_job_items_job", job_items.c.job_id, job_items.c.state, job_items.c.id)

@@ -31,7 +31,7 @@ __all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollbac
 log = logging.getLogger("gateway.jobs")
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 #: The PostgreSQL advisory lock key held while the schema is migrated
 #: (any constant: "gw-migr" in ASCII).
 MIGRATION_LOCK = 0x67772D6D69677220
@@ -377,15 +377,20 @@ class JobStore:
 
     def release(self, job: Job) -> bool:
         """Give a running attempt back to the queue at once (its node is
-        draining or stopping): any node resumes it from its journal. False
+        draining or stopping): any node resumes it from its journal. A
+        planned handover is no failure: the attempt is not counted against
+        ``max_attempts`` (``retries_from`` grows with it; the attempt number
+        itself, the fencing token, still grows at the next claim). False
         when the attempt was no longer ours."""
         with self._tx() as c:
             res = c.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.attempts == job.attempts,
                                                 jobs.c.state == "running")
-                            .values(state="queued", not_before=0.0, heartbeat_at=time.time()))
+                            .values(state="queued", not_before=0.0, heartbeat_at=time.time(),
+                                    retries_from=jobs.c.retries_from + 1))
         if res.rowcount != 1:
             return False
         job.state = "queued"
+        job.retries_from += 1
         self._bump()
         return True
 
@@ -520,8 +525,15 @@ class JobStore:
             new = [i for i in items if i[0] not in existing]
             rows = [dict(job_id=job.id, rel=r, is_dir=d, size=s, state="pending", src_stamp=(st or [None])[0])
                     for r, d, s, *st in new]
-            added = _insert_ignore(c, job_items, rows)
-            bytes_added = sum(i[2] for i in new) if added == len(rows) else 0
+            if self.sqlite:  # writers take turns (BEGIN IMMEDIATE): every new row goes in
+                added = _insert_ignore(c, job_items, rows)
+                bytes_added = sum(i[2] for i in new)
+            else:  # another attempt may insert the same rels meanwhile: count what went in
+                from sqlalchemy.dialects.postgresql import insert
+
+                sizes = c.execute(insert(job_items).on_conflict_do_nothing().returning(job_items.c.size),
+                                  rows).scalars().all() if rows else []
+                added, bytes_added = len(sizes), sum(sizes)
             now = time.time()
             progress = dict(progress_at=now, stalled=False) if added else {}
             c.execute(jobs.update().where(jobs.c.id == job.id).values(
@@ -546,33 +558,70 @@ class JobStore:
         with self.engine.connect() as c:
             return [tuple(r) for r in c.execute(q.limit(limit))]
 
-    def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_added: int, bytes_added: int,
-                   *, helper: bool = False, stamps: dict[int, str] | None = None) -> tuple[int, int] | None:
-        """Journal a batch of finished steps together with the progress they
-        made (added to the job's, since helpers on other nodes add theirs
-        too), in one transaction; ``stamps``: item id → what the storage
-        reported of the copy the step made (its ``dst_stamp``). Returns the
-        job's (items_done, bytes_done) after it; None when the attempt is no
+    def mark_items(self, job: Job, ids: builtins.list[int], state: str, items_each: int = 1, *,
+                   partial: dict[int, int] | None = None, helper: bool = False,
+                   stamps: dict[int, str] | None = None) -> tuple[int, int] | None:
+        """Journal a batch of finished steps of the attempt ``job`` together
+        with the progress they made, in one transaction; returns the job's
+        (items_done, bytes_done) after it, or None when the attempt is no
         longer ours (for a ``helper``, also once the job was asked to stop or
-        committed)."""
+        committed): then nothing is written.
+
+        Progress is credited per item, never added blindly (helpers on other
+        nodes, and after a takeover a new attempt, may step through the same
+        items): an item of ``ids`` not yet in ``state`` moves to it and adds
+        ``items_each`` to items_done; moving to ``copied`` it adds the bytes
+        of its size not counted yet (``job_items.counted``). ``partial``:
+        item id → bytes copied so far of an item still pending (a file in
+        flight); only what goes past the item's counted bytes is added. So
+        bytes_done is always the sum of the items' counted bytes, never more
+        than bytes_total, and equal to it once everything is copied.
+        ``stamps``: item id → what the storage reported of the copy the step
+        made (its ``dst_stamp``)."""
         now = time.time()
         guard = [jobs.c.id == job.id, jobs.c.attempts == job.attempts, jobs.c.state == "running"]
-        values: dict = dict(items_done=jobs.c.items_done + items_added, bytes_done=jobs.c.bytes_done + bytes_added)
         if helper:
             guard += [jobs.c.phase == "prepare", jobs.c.stop_requested == sa.false()]
-        else:
-            values["heartbeat_at"] = now
-        if ids or items_added > 0 or bytes_added > 0:  # progress: stamped, and no longer stalled
-            values.update(progress_at=now, stalled=False)
+        mine = (job_items.c.job_id == job.id,)
+        items_added = bytes_added = moved = 0
         with self._tx() as c:
-            if c.execute(jobs.update().where(*guard).values(**values)).rowcount != 1:
+            # The attempt's fence, and (PostgreSQL) the job's row locked until
+            # the commit: the flushes of one job take turns, so the counted
+            # bytes read below are the ones updated.
+            if c.execute(sa.select(jobs.c.id).where(*guard).with_for_update()).first() is None:
                 return None
             if ids:
-                c.execute(job_items.update().where(job_items.c.id.in_(ids)).values(state=state))
+                rows = c.execute(sa.select(job_items.c.id, job_items.c.size, job_items.c.counted).where(
+                    *mine, job_items.c.id.in_(ids), job_items.c.state != state)).all()
+                if rows:
+                    values: dict = dict(state=state)
+                    if state == "copied":
+                        values["counted"] = job_items.c.size
+                        bytes_added += sum(max(0, r.size - r.counted) for r in rows)
+                    c.execute(job_items.update().where(job_items.c.id.in_([r.id for r in rows])).values(**values))
+                    moved = len(rows)
+                    items_added = moved * items_each
+            if partial:
+                grown = []
+                for r in c.execute(sa.select(job_items.c.id, job_items.c.size, job_items.c.counted).where(
+                        *mine, job_items.c.id.in_(list(partial)), job_items.c.state == "pending")):
+                    counted = min(r.size, partial[r.id])
+                    if counted > r.counted:
+                        bytes_added += counted - r.counted
+                        grown.append({"item": r.id, "counted": counted})
+                if grown:
+                    c.execute(job_items.update().where(job_items.c.id == sa.bindparam("item"))
+                              .values(counted=sa.bindparam("counted")), grown)
             if stamps:
                 c.execute(job_items.update().where(job_items.c.id == sa.bindparam("item"))
                           .values(dst_stamp=sa.bindparam("stamp")),
                           [{"item": i, "stamp": st} for i, st in stamps.items()])
+            values = dict(items_done=jobs.c.items_done + items_added, bytes_done=jobs.c.bytes_done + bytes_added)
+            if not helper:
+                values["heartbeat_at"] = now
+            if moved or bytes_added:  # progress: stamped, and no longer stalled
+                values.update(progress_at=now, stalled=False)
+            c.execute(jobs.update().where(jobs.c.id == job.id).values(**values))
             done = c.execute(sa.select(jobs.c.items_done, jobs.c.bytes_done).where(jobs.c.id == job.id)).one()
         if not helper:
             job.heartbeat_at = now

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 
+import fsspec
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -59,23 +60,36 @@ def test_healthz_and_readyz_follow_the_workers_and_the_drain_flag(gateway_factor
 
 
 def test_a_drained_node_hands_its_running_job_back(tmp_path):
-    slow = (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 20}})
-    g = Gateway.build({"/": slow}, tmp_path / "var", node="n1", budget_s=0).start()
+    root = unique_memory()
+    memory = fsspec.filesystem("memory")  # the source is made behind the gateway: quicker
+    for i in range(80):
+        memory.pipe_file(f"/{root}/t/f{i}", b"x")
+    slow = (f"slow::memory://{root}", {"slow": {"latency_ms": 30}})
+    g = Gateway.build({"/": slow}, tmp_path / "var", node="n1", budget_s=0, max_attempts=2, step_retries=0,
+                      retry_backoff_s=2.0).start()
     try:
         s = Session(User("alice"), "ftp")
-        g.ops.mkdir(s, "/t")
-        for i in range(40):
-            g.ops.open_write(s, f"/t/f{i}").commit()
         job_id = g.ops.copy(s, "/t", "/u").job_id
         wait_for(lambda: g.store.get(job_id).items_done > 0)
-        set_draining(g.store.engine, "n1")  # as `gateway drain n1` does
-        queued = wait_for(lambda: (j := g.store.get(job_id)).state == "queued" and j)
-        assert queued.attempts == 1 and queued.node == "n1"
-        time.sleep(0.3)
-        assert g.store.get(job_id).state == "queued"  # a draining node claims nothing
-        set_draining(g.store.engine, "n1", False)
+        # Handed back more often than max_attempts: a planned handover is no failure.
+        for attempt in (1, 2, 3):
+            wait_for(lambda: (j := g.store.get(job_id)).state == "running" and j.attempts == attempt)
+            set_draining(g.store.engine, "n1")  # as `gateway drain n1` does
+            queued = wait_for(lambda: (j := g.store.get(job_id)).state != "running" and j)
+            assert queued.attempts == attempt, queued
+            assert queued.state == "queued", queued
+            if attempt == 1:
+                time.sleep(0.3)
+                assert g.store.get(job_id).state == "queued"  # a draining node claims nothing
+            if attempt == 3:  # the next attempt's storage fails
+                g.namespace.resolve("/")[0].backend.fs.fail_glob = "*/u/*"
+            set_draining(g.store.engine, "n1", False)
+        # Its first failure after them is retried, not "too many attempts".
+        retried = wait_for(lambda: (j := g.store.get(job_id)).attempts == 4 and j.state != "running" and j)
+        assert retried.state == "queued" and "injected fault" in retried.error
+        g.namespace.resolve("/")[0].backend.fs.fail_glob = None
         done = g.dispatcher.wait(job_id, 60)
-        assert done.state == "completed" and done.attempts == 2 and done.items_done == done.items_total == 41
+        assert done.state == "completed" and done.attempts == 5 and done.items_done == done.items_total == 81
     finally:
         g.close()
     store = JobStore(f"sqlite:///{tmp_path / 'var' / 'jobs.db'}")
