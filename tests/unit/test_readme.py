@@ -199,7 +199,8 @@ def _start_install(tmp: Path, python: str) -> _Install | str:
     config = (checkout / "etc" / "gateway.toml").read_text()
     for section, default in (("ftp", 2121), ("sftp", 2222), ("http", 8080)):
         config = config.replace(f"port = {default}\n", f"port = {ports[section]}\n", 1)
-    config = config.replace('passive_ports = "60000-60100"', f'passive_ports = "{ports["ftp"] + 1}-{ports["ftp"] + 1}"')
+    # twenty passive ports: one alone may be held by any other program's connection (425)
+    config = config.replace('passive_ports = "60000-60100"', f'passive_ports = "{ports["ftp"] + 1}-{ports["ftp"] + 20}"')
     (checkout / "etc" / "gateway.toml").write_text(config)
     # The system interpreter, not this test's environment.
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
