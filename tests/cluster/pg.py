@@ -9,10 +9,11 @@ import subprocess
 import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
+from conftest import wait_until
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -69,7 +70,7 @@ def restart_postgresql() -> None:
     and wait until it accepts connections again. Every test on this server
     sees it for a second or two."""
     subprocess.run(["pg_ctlcluster", "15", "main", "restart"], check=True, timeout=120)
-    wait_for(lambda: _accepts(), 60, "PostgreSQL to accept connections after the restart")
+    wait_until(_accepts, 60, "PostgreSQL to accept connections after the restart")
 
 
 def _accepts() -> bool:
@@ -79,14 +80,3 @@ def _accepts() -> bool:
     except sa.exc.OperationalError:
         return False
 
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``condition`` until it is truthy (returned) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)

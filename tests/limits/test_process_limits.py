@@ -24,7 +24,7 @@ import pytest
 from gateway.config import load_config
 from gateway.jobs.model import Job, new_job_id
 from gateway.sweep import Sweeper
-from tests.conftest import PASSWORDS, unique_memory, write_config
+from tests.conftest import PASSWORDS, unique_memory, wait_for_port, wait_until, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = time.time() - 7200
@@ -35,16 +35,6 @@ def _ftp(port: int, user: str = "alice") -> ftplib.FTP:
     ftp.connect("127.0.0.1", port, timeout=20)
     ftp.login(user, PASSWORDS[user])
     return ftp
-
-
-def _wait(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _plant(path: Path, size: int, mtime: float = OLD) -> None:
@@ -58,18 +48,6 @@ def _serve(config: Path, log: Path, preexec=None) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
                                 cwd=config.parent, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=preexec,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    def up():
-        assert proc.poll() is None, "the gateway exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    _wait(up, timeout, f"port {port}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -95,12 +73,12 @@ def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
     (tmp_path / "data" / "in").mkdir(parents=True)
     proc = _serve(config, log)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc)
         ftp = _ftp(port)
         data = ftp.transfercmd("STOR in/big.bin")
         data.sendall(b"y" * 300_000)
-        temps = _wait(lambda: [p for p in (tmp_path / "data" / "in").glob(".gw-up-*") if p.stat().st_size == 300_000],
-                      what="the upload's temporary")
+        temps = wait_until(lambda: [p for p in (tmp_path / "data" / "in").glob(".gw-up-*")
+                                    if p.stat().st_size == 300_000], what="the upload's temporary")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         data.close()
@@ -112,8 +90,8 @@ def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
     time.sleep(1.2)  # older than the grace time
     proc = _serve(config, log)
     try:
-        _wait(lambda: not temp.exists(), what="the sweep")
-        _wait_port(port, proc)
+        wait_until(lambda: not temp.exists(), what="the sweep")
+        wait_for_port(port, proc)
         ftp = _ftp(port)  # and it serves
         ftp.storbinary("STOR in/ok.bin", io.BytesIO(b"ok"))
         assert [n.rsplit("/", 1)[-1] for n in ftp.nlst("in")] == ["ok.bin"]
@@ -149,7 +127,7 @@ def test_sweep_spares_live_jobs_open_uploads_and_fresh_temporaries(gateway_facto
     ftp = _ftp(r.port("ftp"))
     conn = ftp.transfercmd("STOR a/open.bin")
     conn.sendall(b"z" * 5000)
-    open_temp = _wait(lambda: [p for p in (data / "a").glob(".gw-up-*-open.bin")], what="open upload")[0]
+    open_temp = wait_until(lambda: [p for p in (data / "a").glob(".gw-up-*-open.bin")], what="open upload")[0]
     os.utime(open_temp, (OLD, OLD))  # however old it looks
 
     sweeper = Sweeper(r.gw.namespace, r.gw.store, grace_s=600, interval_s=3600)
@@ -273,7 +251,7 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
     clients: list[socket.socket] = []
     try:
         for port in ports:
-            _wait_port(port, proc)
+            wait_for_port(port, proc)
         before = log.stat().st_size
         ftp = _ftp(cfg.ftp.port)  # the well-behaved client, connected before the attack
         refused: set[str] = set()
@@ -316,8 +294,8 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
             c.close()
     try:
         # released: everything serves again
-        _wait(lambda: _http_status(cfg.http.port).startswith("HTTP/1.1 401"), what="HTTP serving again")
-        again = _wait(lambda: _try_ftp(cfg.ftp.port), what="FTP serving again")
+        wait_until(lambda: _http_status(cfg.http.port).startswith("HTTP/1.1 401"), what="HTTP serving again")
+        again = wait_until(lambda: _try_ftp(cfg.ftp.port), what="FTP serving again")
         again.storbinary("STOR after.txt", io.BytesIO(b"after"))
         again.quit()
         assert _open_fds(proc.pid) < FD_LIMIT // 2
