@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from conftest import PASSWORDS, start_gateway, unique_memory, wait_for_port, wait_until, write_config
-from conformance.drivers import DRIVERS, ProtoError
+from conformance.drivers import ProtoError, driver_pool, open_driver
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,17 +56,8 @@ def gw(tmp_path_factory):
 
 @pytest.fixture
 def connect(gw):
-    opened = []
-
-    def make(proto: str, user: str = "alice"):
-        cls, port_of = DRIVERS[proto]
-        d = cls(gw.port(port_of), user, PASSWORDS[user])
-        opened.append(d)
-        return d
-
-    yield make
-    for d in opened:
-        d.close()
+    with driver_pool(gw, PASSWORDS.__getitem__) as open_:
+        yield open_
 
 
 def _fs(gw, mount: str):
@@ -368,8 +359,7 @@ def test_a_move_sent_again_after_a_dropped_connection_attaches_to_its_job(gw, co
                     assert r.status_code == 202, r.text
                     replies.append(r.headers["location"])
             else:
-                cls, port_of = DRIVERS[proto]
-                d = cls(gw.port(port_of), "alice", PASSWORDS["alice"])
+                d = open_driver(gw, proto, "alice", PASSWORDS["alice"])
                 try:
                     replies.append(d.rename(src, dst))
                 finally:
