@@ -120,6 +120,14 @@ class DescriptorGuard:
                         min(max(self._in_use, (fd or 0) + 1), limit), limit, self.reserve)
         return ok
 
+    def past_reserve(self, fd: int) -> bool:
+        """Whether a connection just accepted on descriptor ``fd`` already
+        reaches into the reserve (:meth:`admit` will refuse it). An accept
+        loop that takes several connections per wake-up stops its round
+        there, so a burst cannot hold more than one descriptor of the
+        reserve before each is refused. Never raises."""
+        return fd >= self.limit() - self.reserve
+
     def accept_failed(self, exc: OSError, listener: socket.socket, pause: bool = True) -> bool:
         """Handle ``exc`` raised by ``listener.accept()``: when it says the
         process (or system) is out of descriptors, refuse the waiting

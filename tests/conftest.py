@@ -7,10 +7,12 @@ import json
 import logging
 import random
 import socket
+import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pytest
 
@@ -45,6 +47,41 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
     raise TypeError(value)
+
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "the condition", *,
+               step: float = 0.05) -> T:
+    """Call ``predicate`` every ``step`` seconds until it returns something
+    truthy, and return that. Raises AssertionError naming ``what`` once
+    ``timeout`` seconds have passed (the predicate is asked once more at
+    the deadline, so a slow check still gets its last chance)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    """Wait until 127.0.0.1:``port`` accepts a connection. Raises
+    AssertionError when ``proc`` (the server's process) exits first, or
+    after ``timeout`` seconds."""
+
+    def up() -> bool:
+        assert proc is None or proc.poll() is None, f"the server exited ({proc.returncode})"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(up, timeout, f"port {port}")
 
 
 def unique_memory(prefix: str = "t") -> str:

@@ -19,7 +19,9 @@ The command line is split into words as a POSIX shell would (quotes,
 backslashes, ``$NAME`` expanding to nothing: there is no environment).
 Pipes, redirections, command substitution, wildcards and several commands
 are refused: there is no shell. Everything else is refused with a message
-that says what is available.
+that says what is available. (Not ``shlex``: its words come back unquoted,
+so rclone's escaped ``\\$`` would be expanded and a quoted or escaped ``*``
+or ``[`` in a file name could not be told from a wildcard.)
 """
 
 from __future__ import annotations

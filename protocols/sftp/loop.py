@@ -7,6 +7,12 @@ scheduling one more restart of the listener for each: at the descriptor
 limit it logged 270,881 times in a minute and kept a core busy. Here the
 first failure refuses the waiting connection (gateway.descriptors), stops
 the round and pauses the listener for asyncio's ``ACCEPT_RETRY_DELAY``.
+
+The round also stops at the first connection that reaches into the
+descriptor reserve: asyncssh refuses it ("too many connections") only once
+its task runs, so a round of 100 accepts held up to 100 descriptors of the
+reserve meanwhile (seen on a loaded machine). The listener stays readable,
+so the next wake-up goes on.
 """
 
 from __future__ import annotations
@@ -44,4 +50,6 @@ class AcceptLoop(asyncio.SelectorEventLoop):
                 return None
             self.create_task(self._accept_connection2(protocol_factory, conn, {"peername": addr}, sslcontext,
                                                       server, *rest))
+            if self._guard.past_reserve(conn.fileno()):
+                return None
         return None

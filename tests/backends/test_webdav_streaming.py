@@ -10,12 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORDS, write_config
+from conftest import PASSWORDS, wait_until, write_config
 from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
 
 from gateway.config import load_config
@@ -35,16 +34,6 @@ def _kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     raise KeyError(field)
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_a_64_mib_upload_streams_to_the_server_in_bounded_memory(servers, tmp_path):
@@ -67,7 +56,7 @@ def test_a_64_mib_upload_streams_to_the_server_in_bounded_memory(servers, tmp_pa
             except httpx.TransportError:
                 return False
 
-        _wait(up, "the gateway")
+        wait_until(up, 60, "the gateway")
         Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # peak RSS := current RSS
         before = _kib(proc.pid, "VmRSS")
         sent = hashlib.sha256()
@@ -85,7 +74,7 @@ def test_a_64_mib_upload_streams_to_the_server_in_bounded_memory(servers, tmp_pa
                         sizes = [p.stat().st_size for p in temporaries.glob(".gw-up-*")]
                         return sizes and max(sizes) >= 8 * PIECE and max(sizes)
 
-                    arrived.append(_wait(received, "bytes to reach the server before the upload ends"))
+                    arrived.append(wait_until(received, 60, "bytes to reach the server before the upload ends"))
 
         r = httpx.put(f"{base}/dav/m/big.bin", content=body(), auth=("alice", PASSWORDS["alice"]), timeout=120)
         assert r.status_code == 201, r.text
@@ -113,7 +102,8 @@ def test_an_aborted_upload_leaves_nothing_and_spooling_can_be_chosen(servers, ga
     up = r.ops.open_write(s, "/m/cut.bin")
     for _ in range(12):  # more than the queue holds: the server has part of it
         up.write(b"c" * PIECE)
-    _wait(lambda: any(p.stat().st_size for p in (server.root / area.name).glob(".gw-up-*")), "the first bytes")
+    wait_until(lambda: any(p.stat().st_size for p in (server.root / area.name).glob(".gw-up-*")), 60,
+               "the first bytes")
     up.abort()
     assert area.files() == {} and [e.name for e in r.ops.list(s, "/m")] == []
 

@@ -26,20 +26,18 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import PASSWORDS, free_port, write_config  # noqa: E402
+from pg import create_database, drop_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 HAPROXY_EXAMPLE = ROOT / "etc" / "haproxy.cfg.example"
 NAMES = "abcdefgh"
 #: HAProxy binds here: another loopback address than the nodes', so it can
@@ -48,24 +46,6 @@ LB_ADDR = "127.0.0.2"
 
 __all__ = ["Cluster", "Node", "cluster", "module_cluster", "pg_database", "create_database", "drop_database",
            "PASSWORDS", "LB_ADDR"]
-
-
-def create_database() -> tuple[str, str]:
-    """A fresh PostgreSQL database on 127.0.0.1:5432: (SQLAlchemy URL, the
-    gateway's ``[jobs] store`` URL)."""
-    name = f"gw_cluster_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
-def drop_database(url: str) -> None:
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    admin.dispose()
 
 
 @pytest.fixture

@@ -1,42 +1,54 @@
 """Helpers for tests of several nodes on this machine's PostgreSQL
-(127.0.0.1:5432, trust): a database of its own per test, dropped after it,
+(127.0.0.1:5432, trust): a database of its own per test, dropped after it
+(cluster_harness makes its clusters' the same way),
 and a few things done to the server from outside (cut a node's listener,
 refuse new connections, restart it)."""
 
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
+from conftest import wait_until
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+def create_database() -> tuple[str, str]:
+    """A new, empty database on 127.0.0.1:5432: (its SQLAlchemy URL, the
+    gateway's ``[jobs] store`` URL)."""
+    name = f"gw_cluster_{uuid.uuid4().hex[:8]}"
+    admin_sql(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", f"postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop ``url``'s database (either form of URL), its connections forced
+    out; waits up to 60 s for a server coming back from a restart, then
+    raises AssertionError. Idempotent."""
+    name = url.rsplit("/", 1)[1]
+
+    def dropped() -> bool:
+        try:
+            admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return True
+        except sa.exc.OperationalError:
+            return False
+
+    wait_until(dropped, 60, f"PostgreSQL to drop {name}", step=0.5)
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """``postgresql://...`` of a new, empty database (a config's
     ``jobs.store``), dropped after the test."""
-    name = f"gw_cluster_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    deadline = time.monotonic() + 60
-    while True:  # the server may still be coming back from a restart
-        try:
-            with admin.connect() as c:
-                c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            break
-        except sa.exc.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-    admin.dispose()
+    url = create_database()[1]
+    yield url
+    drop_database(url)
 
 
 def admin_sql(sql: str) -> None:
@@ -69,7 +81,7 @@ def restart_postgresql() -> None:
     and wait until it accepts connections again. Every test on this server
     sees it for a second or two."""
     subprocess.run(["pg_ctlcluster", "15", "main", "restart"], check=True, timeout=120)
-    wait_for(lambda: _accepts(), 60, "PostgreSQL to accept connections after the restart")
+    wait_until(_accepts, 60, "PostgreSQL to accept connections after the restart")
 
 
 def _accepts() -> bool:
@@ -78,15 +90,3 @@ def _accepts() -> bool:
         return True
     except sa.exc.OperationalError:
         return False
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``condition`` until it is truthy (returned) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)

@@ -22,8 +22,8 @@ from pyftpdlib.handlers import FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
-from conftest import PASSWORDS, start_gateway
-from pg import database_unreachable, pg_url, wait_for  # noqa: F401 - pg_url is a fixture
+from conftest import PASSWORDS, start_gateway, wait_until
+from pg import database_unreachable, pg_url  # noqa: F401 - pg_url is a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ def nodes(tmp_path, pg_url, ftp_storage):
         r = start_gateway(sub, tuple(protocols), mounts=mounts, budget_ms=1000,
                           sections={"jobs": {"store": pg_url, **jobs}, "server": {"node_id": node}})
         started.append(r)
-        wait_for(lambda: r.gw.bus.trusted, 10, f"node {node}'s bus to listen")
+        wait_until(lambda: r.gw.bus.trusted, 10, f"node {node}'s bus to listen")
         return r
 
     yield start
@@ -113,7 +113,7 @@ def test_an_upload_through_a_is_listed_by_b_over_ftp_and_webdav(nodes, ftp_stora
     f.storbinary("STOR /r/new.txt", io.BytesIO(b"hello"))
     f.quit()
     want = {"first.txt", "behind-the-back.txt", "new.txt"}  # B listed /r afresh
-    wait_for(lambda: ftp_names(b, "/r") == want, DELIVERY_S, "B's FTP to list the upload")
+    wait_until(lambda: ftp_names(b, "/r") == want, DELIVERY_S, "B's FTP to list the upload")
     assert dav_names(b, "/r") == want
 
     # A rename and a delete through A's WebDAV reach B as well.
@@ -121,7 +121,7 @@ def test_an_upload_through_a_is_listed_by_b_over_ftp_and_webdav(nodes, ftp_stora
                headers={"Destination": f"http://127.0.0.1:{a.port('http')}/dav/r/renamed.txt"}).status_code == 201
     assert dav(a, "DELETE", "/r/first.txt").status_code == 204
     want = {"behind-the-back.txt", "renamed.txt"}
-    wait_for(lambda: dav_names(b, "/r") == want, DELIVERY_S, "B's WebDAV to list the rename and the delete")
+    wait_until(lambda: dav_names(b, "/r") == want, DELIVERY_S, "B's WebDAV to list the rename and the delete")
     assert ftp_names(b, "/r") == want
 
 
@@ -161,7 +161,7 @@ def test_a_user_changed_on_a_logs_in_with_the_new_password_on_b(tmp_path, pg_url
             started.append(start_gateway(sub, ("http",), sections={
                 "jobs": {"store": pg_url}, "server": {"node_id": node, "state_dir": str(shared)}}))
         a, b = started
-        wait_for(lambda: a.gw.bus.trusted and b.gw.bus.trusted, 10, "both buses to listen")
+        wait_until(lambda: a.gw.bus.trusted and b.gw.bus.trusted, 10, "both buses to listen")
         from gateway.config import UserConfig
 
         a.gw.auth.add_user(UserConfig(name="carol", password_hash=hash_password("old-password-1")))
@@ -170,10 +170,10 @@ def test_a_user_changed_on_a_logs_in_with_the_new_password_on_b(tmp_path, pg_url
             return httpx.get(f"http://127.0.0.1:{node.port('http')}/api/v1/jobs", auth=("carol", password),
                              timeout=10).status_code
 
-        wait_for(lambda: rest(b, "old-password-1") == 200, DELIVERY_S, "B to know carol")
+        wait_until(lambda: rest(b, "old-password-1") == 200, DELIVERY_S, "B to know carol")
         new_hash = hash_password("new-password-2")
         a.gw.auth.update_user("carol", lambda u: setattr(u, "password_hash", new_hash))
-        wait_for(lambda: rest(b, "new-password-2") == 200, DELIVERY_S, "B to take carol's new password")
+        wait_until(lambda: rest(b, "new-password-2") == 200, DELIVERY_S, "B to take carol's new password")
         assert rest(b, "old-password-1") == 401
     finally:
         for r in started:
@@ -193,13 +193,13 @@ def test_while_the_bus_is_down_b_serves_nothing_from_its_caches(nodes, pg_url, f
     (storage / "one.txt").write_bytes(b"1")
     assert names() == set()  # cached
     with database_unreachable(pg_url):
-        wait_for(lambda: not b.gw.bus.trusted, DELIVERY_S, "B to notice the lost connection")
+        wait_until(lambda: not b.gw.bus.trusted, DELIVERY_S, "B to notice the lost connection")
         ready, checks = b.gw.readiness.report()  # what /readyz answers: B is not ready meanwhile
         assert not ready and "caches distrusted" in checks["listener"], checks
         assert names() == {"one.txt"}  # TTL 0: the storage is asked
         (storage / "two.txt").write_bytes(b"2")
         assert names() == {"one.txt", "two.txt"}
-    wait_for(lambda: b.gw.bus.trusted, 30, "B's listener to reconnect")
+    wait_until(lambda: b.gw.bus.trusted, 30, "B's listener to reconnect")
     assert b.gw.readiness.report()[1]["listener"] == "ok"
     assert names() == {"one.txt", "two.txt"}
     (storage / "three.txt").write_bytes(b"3")

@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from cluster_harness import LB_ADDR, PASSWORDS, create_database, drop_database, module_cluster  # noqa: F401
+from conftest import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,17 +64,6 @@ def job(node, job_id: str) -> dict:
     return r.json()
 
 
-def wait_for(what, timeout: float, step: float = 0.1):
-    """``what()`` once truthy; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(step)
-
-
 def ftp_login(node) -> ftplib.FTP:
     ftp = ftplib.FTP()
     ftp.connect("127.0.0.1", node.ftp_port, timeout=30)
@@ -103,7 +93,7 @@ def test_a_move_started_over_ftp_on_a_is_followed_on_b_and_stopped_from_c(nodes)
 
     # Node B's REST shows it with progress, as does the event stream of any
     # node (here through HAProxy).
-    seen = wait_for(lambda: (j := job(b, job_id))["state"] == "running" and j["percentageComplete"] > 0 and j, 30)
+    seen = wait_until(lambda: (j := job(b, job_id))["state"] == "running" and j["percentageComplete"] > 0 and j, 30)
     assert seen["operation"] == "ItemMove" and seen["node"] in ("a", "b", "c")
     assert seen["sizeKnown"] and 0 < seen["itemsDone"] < seen["itemsTotal"] == FILES + 4 + 1
     events = []
@@ -219,7 +209,7 @@ def test_locks_bans_sessions_tokens_and_keys_hold_on_every_node(nodes):
     assert [from_3(a, "wrong") for _ in range(3)] == [401, 401, 401]
     assert from_3(a, PASSWORDS["alice"]) == 429
     # Another node rechecks an address it found clean after a second at most.
-    wait_for(lambda: from_3(b, PASSWORDS["alice"]) == 429, 10)
+    wait_until(lambda: from_3(b, PASSWORDS["alice"]) == 429, 10)
     assert from_3(c, PASSWORDS["alice"]) == 429
     with c.client() as cc:  # the other addresses are not banned
         assert cc.get("/api/v1/fs/list", params={"path": "/"}).status_code == 200
@@ -233,19 +223,19 @@ def test_a_node_lost_mid_job_is_taken_over_and_a_returning_node_is_fenced(nodes)
     # A node frozen mid-job (SIGSTOP): its job goes to another node, and
     # once thawed it finds its attempt superseded and writes no more.
     first = start_copy(a, "/slow/src", "/first")
-    wait_for(lambda: job(b, first)["itemsDone"] > 0, 30)
+    wait_until(lambda: job(b, first)["itemsDone"] > 0, 30)
     runner = next(n for n in (a, b, c) if n.name == job(b, first)["node"])
     runner.pause()
     try:
-        taken = wait_for(lambda: (j := job(next(n for n in (a, b, c) if n is not runner), first))["node"]
-                         != runner.name and j["state"] == "running" and j, stall + 20)
+        taken = wait_until(lambda: (j := job(next(n for n in (a, b, c) if n is not runner), first))["node"]
+                           != runner.name and j["state"] == "running" and j, stall + 20)
     finally:
         runner.resume()
     assert taken["attempts"] >= 2
     # Thawed, its next journal write is refused (or, when its connection
     # died while frozen, fails): it gives the job up.
-    wait_for(lambda: re.search(rf"job {first} (left for a later attempt|attempt \d+ failed)", runner.log_text()), 30)
-    done = wait_for(lambda: (j := job(a, first))["state"] == "completed" and j, 60)
+    wait_until(lambda: re.search(rf"job {first} (left for a later attempt|attempt \d+ failed)", runner.log_text()), 30)
+    done = wait_until(lambda: (j := job(a, first))["state"] == "completed" and j, 60)
     assert done["node"] != runner.name
     assert manifest(cluster.data / "first") == before
     assert done["itemsDone"] == done["itemsTotal"] == FILES + 4 + 1 and done["bytesDone"] == done["bytesTotal"]
@@ -255,10 +245,10 @@ def test_a_node_lost_mid_job_is_taken_over_and_a_returning_node_is_fenced(nodes)
     # (here into the S3 bucket every node mounts).
     undo = only_on(cluster, a)
     second = start_copy(a, "/slow/src", "/s3/second")
-    wait_for(lambda: (j := job(b, second))["itemsDone"] > 0 and j["node"] == "a", 30)
+    wait_until(lambda: (j := job(b, second))["itemsDone"] > 0 and j["node"] == "a", 30)
     a.kill()
     undo()  # b and c claim again: one of them takes the job over
-    done = wait_for(lambda: (j := job(b, second))["state"] == "completed" and j, stall + 30)
+    done = wait_until(lambda: (j := job(b, second))["state"] == "completed" and j, stall + 30)
     assert done["node"] in ("b", "c") and done["attempts"] >= 2
     s3 = cluster.s3
     assert {k: hashlib.sha256(s3.read(f"cluster/second/{k}")).hexdigest()
@@ -279,13 +269,13 @@ def only_on(cluster, node):
         out = cluster.gateway("drain", n.name, "--wait", "0")
         assert out.returncode == 0, out.stdout + out.stderr
     for n in others:
-        wait_for(lambda: not n.ready(), 10)
+        wait_until(lambda: not n.ready(), 10)
 
     def undo() -> None:
         for n in others:
             assert cluster.gateway("drain", n.name, "--undo").returncode == 0
         for n in others:
-            wait_for(n.ready, 10)
+            wait_until(n.ready, 10)
 
     return undo
 
@@ -298,7 +288,7 @@ def test_nodes_lists_the_nodes_and_drain_hands_jobs_over(nodes):
     before = make_tree(cluster.slow / "drain-src", 120)
     undo = only_on(cluster, a)
     job_id = start_copy(a, "/slow/drain-src", "/drained")
-    wait_for(lambda: (j := job(b, job_id))["itemsDone"] > 0 and j["node"] == "a", 30)
+    wait_until(lambda: (j := job(b, job_id))["itemsDone"] > 0 and j["node"] == "a", 30)
     undo()
     out = cluster.gateway("nodes", "--json", node=c)
     assert out.returncode == 0, out.stderr
@@ -313,12 +303,12 @@ def test_nodes_lists_the_nodes_and_drain_hands_jobs_over(nodes):
     assert r.status_code == 503 and r.json()["checks"]["draining"] != "ok"
     table = cluster.gateway("nodes").stdout
     assert re.search(r"^a\s+draining\s+.*\s0$", table, re.M), table
-    done = wait_for(lambda: (j := job(b, job_id))["state"] == "completed" and j, 60)
+    done = wait_until(lambda: (j := job(b, job_id))["state"] == "completed" and j, 60)
     assert done["node"] in ("b", "c")
     assert manifest(cluster.data / "drained") == before
 
     assert cluster.gateway("drain", "a", "--undo").returncode == 0
-    wait_for(a.ready, 10)
+    wait_until(a.ready, 10)
     assert cluster.gateway("drain", "nobody", "--wait", "0").returncode == 1
     metrics = httpx.get(f"{b.url}/metrics").text
     samples = [line for line in metrics.splitlines() if line and not line.startswith("#")]

@@ -12,11 +12,11 @@ import hashlib
 
 import pytest
 
-from conftest import unique_memory
+from conftest import unique_memory, wait_until
 from gateway.app import Gateway
 from gateway.types import Session
 from gateway.users import User
-from pg import pg_url, restart_postgresql, wait_for  # noqa: F401 - pg_url is a fixture
+from pg import pg_url, restart_postgresql  # noqa: F401 - pg_url is a fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.restarts_postgresql]
 
@@ -31,7 +31,7 @@ def test_a_job_completes_across_a_postgresql_restart(tmp_path, pg_url):
     b = Gateway.build({"/": slow}, tmp_path / "b", store_url=url, node="b", budget_s=0,
                       queues={"copy": 1}).start()
     try:
-        wait_for(lambda: a.bus.trusted and b.bus.trusted, 10, "both buses to listen")
+        wait_until(lambda: a.bus.trusted and b.bus.trusted, 10, "both buses to listen")
         s = Session(User("alice"), "ftp")
         a.ops.mkdir(s, "/src")
         want = {}
@@ -43,10 +43,10 @@ def test_a_job_completes_across_a_postgresql_restart(tmp_path, pg_url):
             want[f"f{i:03}"] = hashlib.sha256(data).hexdigest()
         out = a.ops.copy(s, "/src", "/dst")
         assert out.backgrounded
-        wait_for(lambda: a.store.get(out.job_id).items_done >= 5, 60, "the copy to be under way")
+        wait_until(lambda: a.store.get(out.job_id).items_done >= 5, 60, "the copy to be under way")
 
         restart_postgresql()
-        job = wait_for(lambda: _ended(a, out.job_id), 120, "the copy to end after the restart")
+        job = wait_until(lambda: _ended(a, out.job_id), 120, "the copy to end after the restart")
         assert job.state == "completed", job
         assert job.items_done == job.items_total == FILES + 1
         assert job.attempts == 1  # the same attempt carried on
@@ -57,9 +57,9 @@ def test_a_job_completes_across_a_postgresql_restart(tmp_path, pg_url):
                 got[e.name] = hashlib.sha256(f.read()).hexdigest()
         assert got == want
         # Both buses are back: B learns of A's changes again.
-        wait_for(lambda: a.bus.trusted and b.bus.trusted, 30, "both buses to reconnect")
+        wait_until(lambda: a.bus.trusted and b.bus.trusted, 30, "both buses to reconnect")
         a.ops.mkdir(s, "/after")
-        wait_for(lambda: "after" in {e.name for e in b.ops.list(s, "/")}, 10, "B to list A's new folder")
+        wait_until(lambda: "after" in {e.name for e in b.ops.list(s, "/")}, 10, "B to list A's new folder")
     finally:
         b.close()
         a.close()

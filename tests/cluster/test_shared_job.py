@@ -9,12 +9,12 @@ import hashlib
 import fsspec
 import pytest
 
-from conftest import unique_memory
+from conftest import unique_memory, wait_until
 from gateway.app import Gateway
 from gateway.jobs.store import BATCH_ITEMS
 from gateway.types import Session
 from gateway.users import User
-from pg import pg_url, wait_for  # noqa: F401 - pg_url is a fixture
+from pg import pg_url  # noqa: F401 - pg_url is a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_idle_workers_of_other_nodes_copy_batches_of_one_move(tmp_path, pg_url):
     helped_b, helped_c = _spy_batches(b), _spy_batches(c)
     nodes = [a.start(), b.start(), c.start()]
     try:
-        wait_for(lambda: all(g.bus.trusted for g in nodes), 10, "the buses to listen")
+        wait_until(lambda: all(g.bus.trusted for g in nodes), 10, "the buses to listen")
         s = Session(User("alice"), "ftp")
         want = {}
         memory = fsspec.filesystem("memory")  # the source is made behind the gateway: quicker
@@ -60,9 +60,9 @@ def test_idle_workers_of_other_nodes_copy_batches_of_one_move(tmp_path, pg_url):
                 want[f"/dst/d{d}/f{i}"] = hashlib.sha256(data).hexdigest()
         out = a.ops.move(s, "/src", "/dst")
         assert out.backgrounded
-        owner = wait_for(lambda: a.store.get(out.job_id).node, 30, "the move to be claimed")
+        owner = wait_until(lambda: a.store.get(out.job_id).node, 30, "the move to be claimed")
         # A helper that goes away mid-job leaves what it holds to the others.
-        wait_for(lambda: helped_b or helped_c or a.store.get(out.job_id).terminal, 60, "a helper to copy a batch")
+        wait_until(lambda: helped_b or helped_c or a.store.get(out.job_id).terminal, 60, "a helper to copy a batch")
         leaver = next(g for g in (b, c) if g.dispatcher.node != owner)
         leaver.close()
         nodes.remove(leaver)

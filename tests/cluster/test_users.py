@@ -20,8 +20,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import free_port
-from pg import pg_url, wait_for  # noqa: F401 - pg_url is a fixture
+from conftest import free_port, wait_until
+from pg import pg_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,7 @@ class Serve:
                 return False
 
         try:
-            wait_for(ready, timeout, f"{self.dir.name} to be ready")
+            wait_until(ready, timeout, f"{self.dir.name} to be ready")
         except AssertionError as e:
             raise AssertionError(f"{e}\n{self.log.read_text()[-3000:]}") from None
 
@@ -130,14 +130,14 @@ def test_users_changed_from_the_cli_of_one_node_change_logins_on_both(two_nodes,
     assert code == 0, out
     assert "to the job store" in out, out
     for n in both:  # no restart: the NOTIFY committed with the row told both nodes
-        wait_for(lambda: n.ftp_login("carol", "old-password-1"), DELIVERY_S, f"{n.dir.name} to know carol")
+        wait_until(lambda: n.ftp_login("carol", "old-password-1"), DELIVERY_S, f"{n.dir.name} to know carol")
         assert n.rest_login("carol", "old-password-1")  # now remembered by each node's login cache
 
     code, out = cli(monkeypatch, capsys, "user", "passwd", "carol", "--password-stdin", "--config", str(a.config),
                     stdin="new-password-2\n")
     assert code == 0, out
     for n in both:
-        wait_for(lambda: not n.rest_login("carol", "old-password-1"), DELIVERY_S,
+        wait_until(lambda: not n.rest_login("carol", "old-password-1"), DELIVERY_S,
                  f"{n.dir.name} to forget carol's old password")
         assert not n.ftp_login("carol", "old-password-1")
         assert n.ftp_login("carol", "new-password-2") and n.rest_login("carol", "new-password-2")
@@ -148,7 +148,7 @@ def test_users_changed_from_the_cli_of_one_node_change_logins_on_both(two_nodes,
     code, out = cli(monkeypatch, capsys, "user", "remove", "carol", "--config", str(b.config))
     assert code == 0, out
     for n in both:
-        wait_for(lambda: not n.rest_login("carol", "new-password-2"), DELIVERY_S,
+        wait_until(lambda: not n.rest_login("carol", "new-password-2"), DELIVERY_S,
                  f"{n.dir.name} to refuse the removed carol")
         assert not n.ftp_login("carol", "new-password-2")
 
@@ -171,24 +171,24 @@ def test_a_key_added_on_one_node_is_the_others_at_once(tmp_path, pg_url, monkeyp
     a, b = (Serve(tmp_path, name, pg_url, shared) for name in ("a", "b"))
     gw = Gateway.from_config(load_config(b.config)).start()
     try:
-        wait_for(lambda: gw.bus.trusted, DELIVERY_S, "B's bus to listen")
+        wait_until(lambda: gw.bus.trusted, DELIVERY_S, "B's bus to listen")
         assert gw.auth.ensure_admin() is not None  # B, and only B, made the admin
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
         key = (tmp_path / "k.pub").read_text()
         code, out = cli(monkeypatch, capsys, "user", "add", "dave", "--password-stdin", "--config", str(a.config),
                         stdin="dave-password-1\n")
         assert code == 0, out
-        wait_for(lambda: gw.auth.get("dave") is not None, DELIVERY_S, "B to know dave")
+        wait_until(lambda: gw.auth.get("dave") is not None, DELIVERY_S, "B to know dave")
         with pytest.raises(Exception, match="login incorrect"):
             gw.auth.login_key("dave", key, "127.0.0.1")
         code, out = cli(monkeypatch, capsys, "user", "key", "add", "dave", str(tmp_path / "k.pub"),
                         "--config", str(a.config))
         assert code == 0, out
-        wait_for(lambda: gw.auth.get("dave").authorized_keys, DELIVERY_S, "B to know dave's key")
+        wait_until(lambda: gw.auth.get("dave").authorized_keys, DELIVERY_S, "B to know dave's key")
         assert gw.auth.login_key("dave", key, "127.0.0.1").name == "dave"
         code, out = cli(monkeypatch, capsys, "user", "remove", "dave", "--config", str(a.config))
         assert code == 0, out
-        wait_for(lambda: gw.auth.get("dave") is None, DELIVERY_S, "B to forget dave")
+        wait_until(lambda: gw.auth.get("dave") is None, DELIVERY_S, "B to forget dave")
     finally:
         gw.close()
 

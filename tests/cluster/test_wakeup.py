@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import unique_memory
+from conftest import unique_memory, wait_until
 from gateway.app import Gateway
 from gateway.types import Session
 from gateway.users import User
-from pg import pg_url, wait_for  # noqa: F401 - pg_url is a fixture
+from pg import pg_url  # noqa: F401 - pg_url is a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +28,8 @@ def test_an_enqueue_on_b_wakes_an_idle_worker_on_a(tmp_path, pg_url):
     a.start()
     b.bus.start()  # B's workers are not started: only A can run the job
     try:
-        wait_for(lambda: a.bus.trusted and b.bus.trusted, 10, "both buses to listen")
-        wait_for(lambda: a.dispatcher._polling["move"] and a.dispatcher.busy == 0, 10, "A's workers to be idle")
+        wait_until(lambda: a.bus.trusted and b.bus.trusted, 10, "both buses to listen")
+        wait_until(lambda: a.dispatcher._polling["move"] and a.dispatcher.busy == 0, 10, "A's workers to be idle")
         s = Session(User("alice"), "ftp")
         b.ops.mkdir(s, "/d")
         for i in range(5):

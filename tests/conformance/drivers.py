@@ -9,6 +9,8 @@ import ftplib
 import io
 import threading
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 from urllib.parse import quote, unquote, urlparse
 
 import asyncssh
@@ -334,3 +336,31 @@ class RestDriver:
 
 DRIVERS = {"ftp": (FtpDriver, "ftp"), "sftp": (SftpDriver, "sftp"), "webdav": (DavDriver, "http"),
            "rest": (RestDriver, "http")}
+
+
+def open_driver(gw: Any, proto: str, user: str, password: str) -> Any:
+    """A driver of ``proto`` (a key of DRIVERS) logged in as ``user`` on the
+    running gateway ``gw`` (conftest's Running). Raises what the client
+    library raises when the login fails."""
+    cls, port_of = DRIVERS[proto]
+    return cls(gw.port(port_of), user, password)
+
+
+@contextmanager
+def driver_pool(gw: Any, password: Callable[[str], str]) -> Iterator[Callable[..., Any]]:
+    """``open(proto, user="alice")``: a new logged-in driver on ``gw`` (one
+    connection, one session), with ``password(user)``; every driver opened
+    is closed when the block ends. What the conformance modules' ``connect``
+    fixtures hand their tests."""
+    opened: list[Any] = []
+
+    def open_(proto: str, user: str = "alice") -> Any:
+        driver = open_driver(gw, proto, user, password(user))
+        opened.append(driver)
+        return driver
+
+    try:
+        yield open_
+    finally:
+        for driver in opened:
+            driver.close()

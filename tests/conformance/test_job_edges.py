@@ -18,7 +18,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,8 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PASSWORDS, start_gateway, unique_memory, write_config
-from conformance.drivers import DRIVERS, ProtoError
+from conftest import PASSWORDS, start_gateway, unique_memory, wait_for_port, wait_until, write_config
+from conformance.drivers import ProtoError, driver_pool, open_driver
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,17 +56,8 @@ def gw(tmp_path_factory):
 
 @pytest.fixture
 def connect(gw):
-    opened = []
-
-    def make(proto: str, user: str = "alice"):
-        cls, port_of = DRIVERS[proto]
-        d = cls(gw.port(port_of), user, PASSWORDS[user])
-        opened.append(d)
-        return d
-
-    yield make
-    for d in opened:
-        d.close()
+    with driver_pool(gw, PASSWORDS.__getitem__) as open_:
+        yield open_
 
 
 def _fs(gw, mount: str):
@@ -108,14 +98,6 @@ def job_of(gw, src: str):
     jobs = [j for j in gw.gw.store.list() if j.src == src]
     assert len(jobs) == 1, jobs
     return jobs[0]
-
-
-def until(predicate, timeout: float = 30, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 def http(gw, user: str = "alice", session: str | None = None) -> httpx.Client:
@@ -185,8 +167,8 @@ def test_cancel_of_a_retrying_job_with_progress_leaves_the_tree_as_it_was(gw, co
     fb.fail_glob = f"*{base}/tree/x027"
     try:
         job_id = start_move(gw, connect, proto, src, dst)
-        job = until(lambda: (j := gw.gw.store.get(job_id)).state == "queued" and j.attempts and j,
-                    what="the failed attempt")
+        job = wait_until(lambda: (j := gw.gw.store.get(job_id)).state == "queued" and j.attempts and j,
+                         what="the failed attempt")
         assert job.items_done >= 5 and on_storage(gw, f"{dst}/x001")  # it wrote part of the tree
     finally:
         fb.fail_glob = None
@@ -226,10 +208,10 @@ def test_cancel_of_a_retrying_copy_on_s3_leaves_the_bucket_as_it_was(tmp_path):
             resp = c.post("/api/v1/fs/copy", json={"from": "/s3/src", "to": "/s3/dst"}, headers=ASYNC)
             assert resp.status_code == 202, resp.text
             job_id = resp.json()["id"]
-            until(lambda: r.gw.store.get(job_id).items_done >= 10, what="copied objects")
+            wait_until(lambda: r.gw.store.get(job_id).items_done >= 10, what="copied objects")
             server.stop()
-            job = until(lambda: (j := r.gw.store.get(job_id)).state == "queued" and j.attempts and j,
-                        what="the failed attempt")
+            job = wait_until(lambda: (j := r.gw.store.get(job_id)).state == "queued" and j.attempts and j,
+                             what="the failed attempt")
             server.latency_s = 0.0
             server.start()
             assert any(k.startswith("dst/") for k in area.files())  # it had written part of the copy
@@ -253,7 +235,7 @@ def test_cancel_after_commit_is_refused_and_the_job_completes(gw, connect, proto
     fa.latency_s = 0.02  # cleanup (removing the sources) takes a while
     try:
         job_id = start_move(gw, connect, proto, src, dst)
-        until(lambda: gw.gw.store.get(job_id).committed, what="the commit")
+        wait_until(lambda: gw.gw.store.get(job_id).committed, what="the commit")
         with pytest.raises(ProtoError, match="committed, finishing"):
             job_command(gw, connect, proto, "cancel", job_id)
     finally:
@@ -268,7 +250,7 @@ def test_cancel_after_commit_is_refused_and_the_job_completes(gw, connect, proto
 
 
 def _stalled(gw, job_id: str):
-    return until(lambda: (j := gw.gw.store.get(job_id)).stalled and j, what="the stalled flag")
+    return wait_until(lambda: (j := gw.gw.store.get(job_id)).stalled and j, what="the stalled flag")
 
 
 def test_a_stalled_job_shows_everywhere_and_an_admin_retries_then_abandons_it(gw, connect, monkeypatch, capsys):
@@ -377,8 +359,7 @@ def test_a_move_sent_again_after_a_dropped_connection_attaches_to_its_job(gw, co
                     assert r.status_code == 202, r.text
                     replies.append(r.headers["location"])
             else:
-                cls, port_of = DRIVERS[proto]
-                d = cls(gw.port(port_of), "alice", PASSWORDS["alice"])
+                d = open_driver(gw, proto, "alice", PASSWORDS["alice"])
                 try:
                     replies.append(d.rename(src, dst))
                 finally:
@@ -423,7 +404,7 @@ class Served:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=self.tmp)
-        _wait_port(getattr(self.cfg, self.front).port, self.proc)
+        wait_for_port(getattr(self.cfg, self.front).port, self.proc)
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -447,18 +428,6 @@ def _keep_ports(old: str, new: str) -> str:
     """``new`` config text with the ports of ``old`` (write_config picks new ones)."""
     ports = iter(re.findall(r"^(?:port|passive_ports) = .*$", old, flags=re.M))
     return re.sub(r"^(?:port|passive_ports) = .*$", lambda _: next(ports), new, flags=re.M)
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "gateway serve exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 def _disk_mounts(tmp: Path, fail_a: str | None = None, **slow) -> dict:
@@ -485,11 +454,11 @@ def test_kill_9_in_cleanup_then_storage_failing_releases_every_path_and_says_wha
         reply = ftp.rename("/a/tree", "/b/tree")
         job_id = re.search(r"job (\S+)", reply)[1]
         store = gw.store()
-        until(lambda: store.get(job_id).committed, what="the commit")
+        wait_until(lambda: store.get(job_id).committed, what="the commit")
         gw.kill()  # kill -9 in cleanup
         assert len(list((tmp_path / "A" / "tree").iterdir())) > 20  # cleanup had not finished
         gw.start(mounts=_disk_mounts(tmp_path, fail_a="*/tree/x*", latency_ms=1))
-        job = until(lambda: (j := store.get(job_id)).terminal and j, what="the job's end")
+        job = wait_until(lambda: (j := store.get(job_id)).terminal and j, what="the job's end")
         store.close()
         assert (job.state, job.phase) == ("failed", "done"), job
         # what the journal had not marked removed (the folder, and the files

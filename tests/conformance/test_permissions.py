@@ -13,7 +13,7 @@ from typing import Callable
 import pytest
 
 from conftest import start_gateway
-from conformance.drivers import DRIVERS, ProtoError
+from conformance.drivers import ProtoError, driver_pool
 from gateway.auth import hash_password
 
 PROTOCOLS = ["ftp", "sftp", "webdav", "rest"]
@@ -52,17 +52,8 @@ def proto(request):
 
 @pytest.fixture
 def connect(gw, proto):
-    opened = []
-
-    def make(user: str):
-        cls, port_of = DRIVERS[proto]
-        d = cls(gw.port(port_of), user, _password(user))
-        opened.append(d)
-        return d
-
-    yield make
-    for d in opened:
-        d.close()
+    with driver_pool(gw, _password) as open_:
+        yield lambda user: open_(proto, user)
 
 
 @pytest.fixture

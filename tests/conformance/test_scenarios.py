@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from conftest import PASSWORDS, start_gateway, unique_memory
-from conformance.drivers import DRIVERS, ProtoError
+from conftest import PASSWORDS, start_gateway, unique_memory, wait_until
+from conformance.drivers import ProtoError, driver_pool
 
 PROTOCOLS = ["ftp", "sftp", "webdav"]
 BUDGET_S = 0.3
@@ -34,17 +34,8 @@ def proto(request):
 
 @pytest.fixture
 def connect(gw, proto):
-    opened = []
-
-    def make(user: str = "alice"):
-        cls, port_of = DRIVERS[proto]
-        d = cls(gw.port(port_of), user, PASSWORDS[user])
-        opened.append(d)
-        return d
-
-    yield make
-    for d in opened:
-        d.close()
+    with driver_pool(gw, PASSWORDS.__getitem__) as open_:
+        yield lambda user="alice": open_(proto, user)
 
 
 @pytest.fixture
@@ -125,10 +116,8 @@ def test_read_only_user_is_denied(connect, base):
 
 
 def _wait_done(gw, timeout=60):
-    deadline = time.monotonic() + timeout
-    while gw.gw.store.list(state="queued") or gw.gw.store.list(state="running"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: not (gw.gw.store.list(state="queued") or gw.gw.store.list(state="running")), timeout,
+               "every job to end")
 
 
 def test_backgrounded_rename_consistency_and_busy(gw, connect, proto):

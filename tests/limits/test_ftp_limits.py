@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORDS
+from conftest import PASSWORDS, wait_until
 from gateway import metrics
 
 pytestmark = pytest.mark.timeout(120)
@@ -115,13 +115,6 @@ def slots(r) -> tuple[int, int]:
     return r.handles["ftp"].server.slots.counts()
 
 
-def wait_for(check, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def ftp_gw(gateway_factory):
     return gateway_factory(protocols=("ftp",))
@@ -153,7 +146,7 @@ def test_a_line_too_long_is_refused_whole_and_closes_the_connection(ftp_gw, segm
     assert not (ftp_gw.data / "smuggled").exists()
     assert refused(ftp_gw, "line_too_long") == before + 1
     works(ftp_gw)
-    wait_for(lambda: slots(ftp_gw) == (0, 0))
+    wait_until(lambda: slots(ftp_gw) == (0, 0), 20, "the slots freed")
 
 
 def test_a_line_at_the_limit_is_a_command(ftp_gw):
@@ -217,7 +210,7 @@ def test_passive_ports_under_concurrent_load_never_drop_a_connection(gateway_fac
     if busy:
         assert refused(r, "passive_ports") >= len(busy)
     works(r)
-    wait_for(lambda: slots(r) == (0, 0))
+    wait_until(lambda: slots(r) == (0, 0), 20, "the slots freed")
 
 
 def test_a_used_up_passive_range_answers_425(gateway_factory):
@@ -324,7 +317,8 @@ def test_idle_unauthenticated_sockets_neither_lock_out_nor_stay(gateway_factory)
     assert time.monotonic() - t < 20
     for s in idle:
         s.close()
-    wait_for(lambda: slots(r) == (0, 0))
-    wait_for(lambda: not any(th.is_alive() for th in r.handles["ftp"].server._active_tasks))  # no thread left
+    wait_until(lambda: slots(r) == (0, 0), 20, "the slots freed")
+    wait_until(lambda: not any(th.is_alive() for th in r.handles["ftp"].server._active_tasks), 20,
+               "no session thread left")
     assert refused(r, "login_timeout") >= 16
     works(r, "127.0.0.1")  # the address that attacked may log in again

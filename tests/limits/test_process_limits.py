@@ -24,7 +24,7 @@ import pytest
 from gateway.config import load_config
 from gateway.jobs.model import Job, new_job_id
 from gateway.sweep import Sweeper
-from tests.conftest import PASSWORDS, unique_memory, write_config
+from tests.conftest import PASSWORDS, unique_memory, wait_for_port, wait_until, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = time.time() - 7200
@@ -35,16 +35,6 @@ def _ftp(port: int, user: str = "alice") -> ftplib.FTP:
     ftp.connect("127.0.0.1", port, timeout=20)
     ftp.login(user, PASSWORDS[user])
     return ftp
-
-
-def _wait(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _plant(path: Path, size: int, mtime: float = OLD) -> None:
@@ -58,18 +48,6 @@ def _serve(config: Path, log: Path, preexec=None) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
                                 cwd=config.parent, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=preexec,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    def up():
-        assert proc.poll() is None, "the gateway exited"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    _wait(up, timeout, f"port {port}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -95,12 +73,12 @@ def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
     (tmp_path / "data" / "in").mkdir(parents=True)
     proc = _serve(config, log)
     try:
-        _wait_port(port, proc)
+        wait_for_port(port, proc)
         ftp = _ftp(port)
         data = ftp.transfercmd("STOR in/big.bin")
         data.sendall(b"y" * 300_000)
-        temps = _wait(lambda: [p for p in (tmp_path / "data" / "in").glob(".gw-up-*") if p.stat().st_size == 300_000],
-                      what="the upload's temporary")
+        temps = wait_until(lambda: [p for p in (tmp_path / "data" / "in").glob(".gw-up-*")
+                                    if p.stat().st_size == 300_000], what="the upload's temporary")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         data.close()
@@ -112,8 +90,8 @@ def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
     time.sleep(1.2)  # older than the grace time
     proc = _serve(config, log)
     try:
-        _wait(lambda: not temp.exists(), what="the sweep")
-        _wait_port(port, proc)
+        wait_until(lambda: not temp.exists(), what="the sweep")
+        wait_for_port(port, proc)
         ftp = _ftp(port)  # and it serves
         ftp.storbinary("STOR in/ok.bin", io.BytesIO(b"ok"))
         assert [n.rsplit("/", 1)[-1] for n in ftp.nlst("in")] == ["ok.bin"]
@@ -149,7 +127,7 @@ def test_sweep_spares_live_jobs_open_uploads_and_fresh_temporaries(gateway_facto
     ftp = _ftp(r.port("ftp"))
     conn = ftp.transfercmd("STOR a/open.bin")
     conn.sendall(b"z" * 5000)
-    open_temp = _wait(lambda: [p for p in (data / "a").glob(".gw-up-*-open.bin")], what="open upload")[0]
+    open_temp = wait_until(lambda: [p for p in (data / "a").glob(".gw-up-*-open.bin")], what="open upload")[0]
     os.utime(open_temp, (OLD, OLD))  # however old it looks
 
     sweeper = Sweeper(r.gw.namespace, r.gw.store, grace_s=600, interval_s=3600)
@@ -210,21 +188,57 @@ def _ftp_greeting(port: int) -> str:
         return ""
 
 
+def _fill(proc: subprocess.Popen, ports: tuple[int, ...], clients: list[socket.socket], full: int,
+          most: int, probe, deadline: float) -> None:
+    """Open idle connections to ``ports`` in turn until the gateway holds
+    ``full`` descriptors (read from /proc, not from how many connects
+    succeeded: on a loaded machine some time out in a full backlog) and
+    ``probe()`` is true, never more than ``most``. Fails at ``deadline``.
+
+    Topped up in small steps and re-counted each time: the gateway refuses
+    a connection that would eat into the reserve and keeps the one before,
+    so the last free descriptor is taken by whoever comes next, a probe as
+    well as an attacker."""
+    in_use = _open_fds(proc.pid)
+    while True:
+        assert proc.poll() is None, "the gateway exited"
+        assert in_use <= most, in_use
+        if in_use >= full and probe():
+            return
+        assert time.monotonic() < deadline, (
+            f"the gateway holds {in_use} descriptors after {len(clients)} connections, not {full}")
+        for _ in range(max(1, full - in_use)):
+            try:
+                clients.append(socket.create_connection(("127.0.0.1", ports[len(clients) % len(ports)]),
+                                                        timeout=5))
+            except OSError:
+                pass  # counted below by what the gateway holds
+        time.sleep(0.2)  # past the guard's 50 ms recount, and the accept loops caught up
+        in_use = _open_fds(proc.pid)
+
+
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("reserve", [32, 0])
 def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, reserve):
-    """With RLIMIT_NOFILE at 200, 300 idle connections to every port: past the
-    reserve new ones are refused (503, 421, SSH disconnect); with no reserve
-    accept() hits EMFILE and pauses instead of spinning. Either way the log
-    stays a few lines, a session opened before keeps working (reserve), and
-    once the clients leave the gateway serves again."""
+    """With RLIMIT_NOFILE at 200, idle connections to every port until the
+    gateway holds all the descriptors it may: with a reserve, new ones are
+    then refused (503, 421, SSH disconnect); with none, accept() hits EMFILE
+    and pauses instead of spinning. Either way the log stays a few lines, a
+    session opened before keeps working (reserve), and once the clients
+    leave the gateway serves again."""
     import resource
 
+    # No login or request-head timeout during the test (10 s by default): a
+    # loaded machine may take longer than that to open the connections, and
+    # the first ones closed meanwhile kept the gateway below its reserve.
+    idle = {"login_timeout_s": 3600}
     config = write_config(tmp_path, mounts={"/": f"file://{tmp_path / 'data'}"},
                           sections={"server": {"descriptor_reserve": reserve},
-                                    "http": {"max_connections_per_ip": 500, "max_connections": 500},
+                                    "http": {"max_connections_per_ip": 500, "max_connections": 500,
+                                             "header_timeout_s": 3600.0},
                                     **{proto: {"max_connections_per_ip": 500, "max_connections": 500,
-                                               "max_unauthenticated": 500, "max_unauthenticated_per_ip": 500}
+                                               "max_unauthenticated": 500, "max_unauthenticated_per_ip": 500,
+                                               **idle}
                                        for proto in ("ftp", "sftp")}})
     cfg = load_config(config)
     ports = (cfg.http.port, cfg.ftp.port, cfg.sftp.port)
@@ -237,32 +251,29 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
     clients: list[socket.socket] = []
     try:
         for port in ports:
-            _wait_port(port, proc)
+            wait_for_port(port, proc)
         before = log.stat().st_size
         ftp = _ftp(cfg.ftp.port)  # the well-behaved client, connected before the attack
-        refused, ceiling = set(), False
-        for _ in range(8):  # bounded: at most 480 connections
-            for i in range(60):
-                try:
-                    clients.append(socket.create_connection(("127.0.0.1", ports[i % 3]), timeout=1))
-                except OSError:
-                    pass
-            time.sleep(1)  # let every accept loop see its backlog
-            assert proc.poll() is None
-            in_use = _open_fds(proc.pid)
-            assert in_use <= (FD_LIMIT - reserve + 8 if reserve else FD_LIMIT), in_use
-            ceiling = ceiling or in_use >= FD_LIMIT - 2
-            h, f = _http_status(cfg.http.port), _ftp_greeting(cfg.ftp.port)
-            if h in ("", "HTTP/1.1 503 Service Unavailable"):
+        refused: set[str] = set()
+
+        def probes_refused() -> bool:
+            """A new HTTP and FTP connection each refused, at some time
+            while the gateway is full (a probe that found a descriptor
+            freed meanwhile is served, and the filling goes on)."""
+            if _http_status(cfg.http.port) == "HTTP/1.1 503 Service Unavailable":
                 refused.add("http")
-            if not f.startswith("220"):
+            if _ftp_greeting(cfg.ftp.port).startswith("421 "):
                 refused.add("ftp")
-            if len(refused) == 2 or (not reserve and ceiling):
-                break
-        if reserve:  # every new connection past the reserve is refused: the probes too
-            assert refused == {"http", "ftp"}
-        else:  # accept() fails; which waiting connection is refused is the kernel's order
-            assert ceiling
+            return refused == {"http", "ftp"}
+
+        def accept_failed() -> bool:
+            return b"out of descriptors" in log.read_bytes()[before:]
+
+        if reserve:  # every descriptor but the reserve, and then new connections are refused
+            _fill(proc, ports, clients, FD_LIMIT - reserve, FD_LIMIT - reserve + 8, probes_refused,
+                  time.monotonic() + 60)
+        else:  # the limit itself (less the spare the guard keeps for refusing), and accept() fails
+            _fill(proc, ports, clients, FD_LIMIT - 2, FD_LIMIT, accept_failed, time.monotonic() + 60)
         if reserve:
             # the session opened before goes on: the reserve is for it
             ftp.storbinary("STOR during.txt", io.BytesIO(b"during the attack"))
@@ -283,8 +294,8 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
             c.close()
     try:
         # released: everything serves again
-        _wait(lambda: _http_status(cfg.http.port).startswith("HTTP/1.1 401"), what="HTTP serving again")
-        again = _wait(lambda: _try_ftp(cfg.ftp.port), what="FTP serving again")
+        wait_until(lambda: _http_status(cfg.http.port).startswith("HTTP/1.1 401"), what="HTTP serving again")
+        again = wait_until(lambda: _try_ftp(cfg.ftp.port), what="FTP serving again")
         again.storbinary("STOR after.txt", io.BytesIO(b"after"))
         again.quit()
         assert _open_fds(proc.pid) < FD_LIMIT // 2

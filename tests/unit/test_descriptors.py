@@ -32,6 +32,16 @@ def test_admit_keeps_the_reserve_and_counts_refusals():
         guard.close()
 
 
+def test_past_reserve_is_where_admit_refuses_by_descriptor_number():
+    limit = DescriptorGuard.limit()
+    guard = DescriptorGuard(10, refresh_s=0.0, count=lambda: 0)
+    try:
+        assert not guard.past_reserve(limit - 11) and guard.admit(limit - 11)
+        assert guard.past_reserve(limit - 10) and not guard.admit(limit - 10)
+    finally:
+        guard.close()
+
+
 def test_accept_failed_refuses_the_waiting_client_and_lets_other_errors_pass():
     guard = DescriptorGuard(10, pause_s=0.0)
     with socket.create_server(("127.0.0.1", 0)) as listener:

@@ -16,7 +16,7 @@ from gateway.jobs.model import Job
 from gateway.types import Session
 from gateway.users import User
 
-from conftest import unique_memory
+from conftest import unique_memory, wait_until
 
 N = 60
 
@@ -808,14 +808,6 @@ def test_progress_never_goes_back_and_ends_exact_across_failed_attempts(tmp_path
 ADMIN = User("root", admin=True)
 
 
-def _until(predicate, timeout=30, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
-
-
 def test_a_job_without_progress_is_flagged_stalled_and_an_admin_retries_it(tmp_path):
     """Its storage keeps failing: the job keeps its attempts (re-queued with a
     backoff) but makes no progress, so it is flagged stalled in the listing
@@ -830,7 +822,7 @@ def test_a_job_without_progress_is_flagged_stalled_and_an_admin_retries_it(tmp_p
         dst = g.namespace.resolve("/b")[0].backend
         dst.fs.fail_glob = "*/f007"
         out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
-        job = _until(lambda: (j := g.store.get(out.job_id)).stalled and j, what="stalled")
+        job = wait_until(lambda: (j := g.store.get(out.job_id)).stalled and j, what="stalled")
         assert not job.terminal and g.ops.public_job(a, job)["stalled"] is True
         assert "\ngateway_jobs_stalled 1\n" in metrics.render(g.store.engine)
         with pytest.raises(E.PermissionDenied):
@@ -854,7 +846,7 @@ def test_an_admin_abandons_a_job_before_commit_and_it_is_rolled_back(tmp_path):
         dst = g.namespace.resolve("/b")[0].backend
         dst.fs.fail_glob = "*/f018"
         out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
-        _until(lambda: g.store.get(out.job_id).attempts >= 2, what="a retried attempt")
+        wait_until(lambda: g.store.get(out.job_id).attempts >= 2, what="a retried attempt")
         dst.fs.fail_glob = None
         with pytest.raises(E.PermissionDenied):
             g.ops.abandon_job(a, out.job_id)
@@ -862,7 +854,7 @@ def test_an_admin_abandons_a_job_before_commit_and_it_is_rolled_back(tmp_path):
         assert job.state in ("cancelled", "stopped")
         # Rolled back before the reply, or, when its worker did not answer
         # within 5 s (a loaded machine), by the watchdog once it lets go.
-        job = _until(lambda: (j := g.store.get(out.job_id)).phase == "prepare" and j, what="the rollback")
+        job = wait_until(lambda: (j := g.store.get(out.job_id)).phase == "prepare" and j, what="the rollback")
         assert job.leftovers is None
         assert not dst.exists(dst.join("tree"))
         for s in (a, b):
@@ -882,9 +874,9 @@ def test_a_committed_job_abandoned_ends_failed_with_its_leftovers_described(tmp_
         make_tree(g.ops, a, "/a/tree", n=30)
         src = g.namespace.resolve("/a")[0].backend
         out = g.ops.move(a, "/a/tree", "/b/tree", budget_s=0)
-        _until(lambda: g.store.get(out.job_id).committed, what="the commit")
+        wait_until(lambda: g.store.get(out.job_id).committed, what="the commit")
         src.fs.fail_glob = "*"  # the source's storage fails every removal
-        _until(lambda: g.store.get(out.job_id).attempts >= 2, what="a retried cleanup")
+        wait_until(lambda: g.store.get(out.job_id).attempts >= 2, what="a retried cleanup")
         with pytest.raises(E.InvalidState, match="committed"):
             g.ops.cancel_job(a, out.job_id)
         job = g.ops.abandon_job(Session(ADMIN, "api"), out.job_id)
@@ -941,14 +933,14 @@ def test_an_abandoned_attempt_stuck_in_a_storage_call_is_rolled_back_once_it_let
         g.namespace.resolve("/a")[0].backend.fs.latency_s = 0.03
         dst = g.namespace.resolve("/b")[0].backend
         out = g.ops.copy(a, "/a/tree", "/b/tree", budget_s=0)
-        _until(lambda: g.store.get(out.job_id).items_done >= 3, what="copied files")
+        wait_until(lambda: g.store.get(out.job_id).items_done >= 3, what="copied files")
         dst.fs.latency_s = 1.5  # every call hangs
         job = g.dispatcher.abandon(out.job_id, timeout=0.2)
         assert (job.state, job.phase) == ("cancelled", "rollback") and "hidden" in job.leftovers
         dst.fs.latency_s = 0.001
         for s in (a, b):
             assert names(g.ops, s, "/b") == []
-        _until(lambda: g.store.get(out.job_id).phase == "prepare", what="the watchdog's rollback")
+        wait_until(lambda: g.store.get(out.job_id).phase == "prepare", what="the watchdog's rollback")
         assert g.store.get(out.job_id).leftovers is None
         assert out.job_id not in g.dispatcher.running and not dst.exists(dst.join("tree"))
         g.ops.mkdir(b, "/b/tree")

@@ -23,15 +23,7 @@ from gateway.nodes import list_nodes, set_draining
 from gateway.types import Session
 from gateway.users import User
 
-from conftest import PASSWORDS, start_gateway, unique_memory
-
-
-def wait_for(what, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := what()):
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(0.05)
-    return value
+from conftest import PASSWORDS, start_gateway, unique_memory, wait_until
 
 
 def test_healthz_and_readyz_follow_the_workers_and_the_drain_flag(gateway_factory):
@@ -47,12 +39,12 @@ def test_healthz_and_readyz_follow_the_workers_and_the_drain_flag(gateway_factor
     # The flag in the store, as `gateway drain` sets it: within a heartbeat
     # the node drains and says so.
     set_draining(r.gw.store.engine, node)
-    wait_for(lambda: r.gw.dispatcher.draining)
+    wait_until(lambda: r.gw.dispatcher.draining, what="the drain flag")
     ready = httpx.get(f"{base}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["draining"].startswith("draining")
     assert [(n.node, n.draining) for n in list_nodes(r.gw.store.engine)] == [(node, True)]
     set_draining(r.gw.store.engine, node, False)
-    wait_for(lambda: httpx.get(f"{base}/readyz").status_code == 200)
+    wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="ready again")
 
     # A check another part registers counts too.
     r.gw.readiness.add("listener", lambda: "not listening")
@@ -70,12 +62,12 @@ def test_a_drained_node_hands_its_running_job_back(tmp_path):
     try:
         s = Session(User("alice"), "ftp")
         job_id = g.ops.copy(s, "/t", "/u").job_id
-        wait_for(lambda: g.store.get(job_id).items_done > 0)
+        wait_until(lambda: g.store.get(job_id).items_done > 0)
         # Handed back more often than max_attempts: a planned handover is no failure.
         for attempt in (1, 2, 3):
-            wait_for(lambda: (j := g.store.get(job_id)).state == "running" and j.attempts == attempt)
+            wait_until(lambda: (j := g.store.get(job_id)).state == "running" and j.attempts == attempt)
             set_draining(g.store.engine, "n1")  # as `gateway drain n1` does
-            queued = wait_for(lambda: (j := g.store.get(job_id)).state != "running" and j)
+            queued = wait_until(lambda: (j := g.store.get(job_id)).state != "running" and j)
             assert queued.attempts == attempt, queued
             assert queued.state == "queued", queued
             if attempt == 1:
@@ -85,7 +77,7 @@ def test_a_drained_node_hands_its_running_job_back(tmp_path):
                 g.namespace.resolve("/")[0].backend.fs.fail_glob = "*/u/*"
             set_draining(g.store.engine, "n1", False)
         # Its first failure after them is retried, not "too many attempts".
-        retried = wait_for(lambda: (j := g.store.get(job_id)).attempts == 4 and j.state != "running" and j)
+        retried = wait_until(lambda: (j := g.store.get(job_id)).attempts == 4 and j.state != "running" and j)
         assert retried.state == "queued" and "injected fault" in retried.error
         g.namespace.resolve("/")[0].backend.fs.fail_glob = None
         done = g.dispatcher.wait(job_id, 60)
@@ -167,11 +159,11 @@ def test_a_superseded_attempt_that_fails_leaves_the_destination_to_the_new_one(t
     try:
         s = Session(User("alice"), "ftp")
         job_id = g.ops.copy(s, "/a/t", "/b/t").job_id
-        wait_for(lambda: len(list((tmp_path / "dst").rglob("f*"))) >= 3)
+        wait_until(lambda: len(list((tmp_path / "dst").rglob("f*"))) >= 3, what="three copied files")
         with g.store.engine.begin() as c:  # another node took it over (a new attempt)
             c.execute(jobs.update().where(jobs.c.id == job_id).values(attempts=jobs.c.attempts + 1, node="n2"))
         shutil.rmtree(src / "t")  # the old attempt's next step fails
-        wait_for(lambda: g.dispatcher.busy == 0)
+        wait_until(lambda: g.dispatcher.busy == 0, what="idle workers")
         job = g.store.get(job_id)
         assert (job.state, job.node, job.attempts) == ("running", "n2", 2)
         assert list((tmp_path / "dst").rglob("f*")), "the superseded attempt removed the destination"
