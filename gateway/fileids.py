@@ -154,9 +154,11 @@ class FileIds:
         self._clock_ns = clock_ns
         self._last = 0
         self._lock = threading.Lock()
+        #: SQLite: this process is the table's only writer, so what it knows
+        #: of the table holds, and the driver is used straight on the hot path.
+        self._sole_writer = engine.dialect.name == "sqlite"
         #: Whether the table may hold a row (None: not asked yet); kept only
-        #: where this process is the only writer (SQLite).
-        self._shared = engine.dialect.name == "sqlite"
+        #: for a sole writer.
         self._seen: bool | None = None
 
     def _version(self) -> int:
@@ -166,7 +168,7 @@ class FileIds:
             return self._last
 
     def _may_have_rows(self) -> bool:
-        if not self._shared:
+        if not self._sole_writer:
             return True
         with self._lock:
             if self._seen is None:
@@ -255,7 +257,7 @@ class FileIds:
             if checksum is not None:
                 with self._lock:
                     self._seen = True
-            if self._shared:
+            if self._sole_writer:
                 self._content_changed_sqlite(path, checksum, size)
                 return
             with write_transaction(self.engine) as c:
