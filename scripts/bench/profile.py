@@ -63,6 +63,8 @@ _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _WAIT = re.compile(r"(\.|\b)(poll|select|wait|accept|acquire|recv_into|readinto|sleep|epoll_wait|join)\(|"
                    r"\w*queue\.get\(|\.get\(block=True|^\s*waiter\.acquire")
 
+#: files of helpers whose caller names a library call better (a transaction helper)
+_HELPERS = ("gateway/jobs/store.py",)
 #: gateway source files by path prefix (relative to the repository) -> layer
 _OWN = [
     ("gateway/logs.py", "operation log line (gateway/logs.py)"),
@@ -126,10 +128,12 @@ def is_wait(func: str, path: str, line: int) -> bool:
     return bool(_WAIT.search(linecache.getline(path, line))) if line else False
 
 
-def analyse(raw: Path) -> tuple[int, int, Counter, Counter]:
-    """(all samples, busy samples, busy samples per layer, per innermost function)."""
+def analyse(raw: Path) -> tuple[int, int, Counter, Counter, Counter]:
+    """(all samples, busy samples, busy samples per layer, per innermost
+    function, per library and the innermost gateway function that called it)."""
     layers: Counter = Counter()
     selfs: Counter = Counter()
+    callers: Counter = Counter()
     total = busy = 0
     for text in raw.read_text(errors="replace").splitlines():
         stack, _, count = text.rpartition(" ")
@@ -145,21 +149,28 @@ def analyse(raw: Path) -> tuple[int, int, Counter, Counter]:
         layers[layer or "standard library only (thread start-up, loops)"] += n
         func, f, _ = frames[-1]
         selfs[f"`{func}` ({_short(f)})"] += n
-    return total, busy, layers, selfs
+        if layer and not f.startswith(REPO + "/"):
+            own = next(((fn, fl) for fn, fl, _ in reversed(frames)
+                        if fl.startswith(REPO + "/") and not fl.endswith(_HELPERS)), None)
+            if own:
+                callers[f"{layer} ← `{own[0]}` ({_short(own[1])})"] += n
+    return total, busy, layers, selfs, callers
 
 
 def report(raw: Path, top: int) -> str:
     """The Markdown for ``raw`` and its ``.json`` sidecar."""
     meta = json.loads(raw.with_suffix(".json").read_text())
     cpu = meta["user_s"] + meta["system_s"]
-    per_op = cpu / meta["ops"]
+    per_op = (meta["user_s"] if meta.get("gil") else cpu) / meta["ops"]
     unit = meta["unit"]
-    total, busy, layers, selfs = analyse(raw)
+    total, busy, layers, selfs, callers = analyse(raw)
     lines = [f"### {meta['protocol']} {meta['title']}: {meta['runs']} runs, {meta['ops']:,} {unit}s", "",
              f"- gateway CPU {cpu:.2f} s (user {meta['user_s']:.2f}, system {meta['system_s']:.2f}: "
              f"{meta['system_s'] / cpu:.0%} kernel), {per_op * 1e6:,.0f} µs per {unit}; wall {meta['wall_s']:.1f} s",
-             f"- py-spy {meta['rate']} Hz, every thread: {total:,} samples, {busy:,} busy "
-             f"(the rest blocked in a wait)", "",
+             (f"- py-spy {meta['rate']} Hz, the thread holding the GIL: {busy:,} samples (Python's own time; "
+              f"the µs column scales the shares to user time only)" if meta.get("gil") else
+              f"- py-spy {meta['rate']} Hz, every thread: {total:,} samples, {busy:,} busy "
+              f"(the rest blocked in a wait)"), "",
              f"| layer | share of busy samples | µs per {unit} |", "| --- | --- | --- |"]
     for layer, n in layers.most_common():
         lines.append(f"| {layer} | {n / busy:.1%} | {n / busy * per_op * 1e6:,.0f} |")
@@ -167,6 +178,10 @@ def report(raw: Path, top: int) -> str:
               f"| function | share | µs per {unit} |", "| --- | --- | --- |"]
     for func, n in selfs.most_common(top):
         lines.append(f"| {func} | {n / busy:.1%} | {n / busy * per_op * 1e6:,.0f} |")
+    lines += ["", "Libraries by the innermost gateway function that called them:", "",
+              f"| library ← gateway function | share | µs per {unit} |", "| --- | --- | --- |"]
+    for key, n in callers.most_common(top):
+        lines.append(f"| {key} | {n / busy:.1%} | {n / busy * per_op * 1e6:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +196,7 @@ def record(args: argparse.Namespace) -> Path:
     out = args.out or Path(tempfile.mkdtemp(prefix="gateway-profile-out-"))
     out.mkdir(parents=True, exist_ok=True)
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    raw = out / f"{args.protocol}-{args.workload}.raw"
+    raw = out / f"{args.protocol}-{args.workload}{'-gil' if args.gil else ''}.raw"
     procs = Procs(tmp / "logs")
     ctx = Context(tmp, procs, {args.protocol}, args.budget_ms, None, "")
     try:
@@ -198,7 +213,8 @@ def record(args: argparse.Namespace) -> Path:
             raise SystemExit(f"warm-up run failed: {warm}")
         with open(out / "py-spy.log", "wb") as log:
             spy = subprocess.Popen(["nice", "-n", str(args.nice), spy_bin, "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
-                                    "--nonblocking", "--idle", "--full-filenames", "--output", str(raw)],
+                                    "--nonblocking", "--full-filenames", "--output", str(raw),
+                                    *(["--gil"] if args.gil else ["--idle"])],
                                    stdout=log, stderr=subprocess.STDOUT)
         time.sleep(1.0)  # py-spy attaches
         u0, s0 = _cpu_ticks(pid)
@@ -219,7 +235,7 @@ def record(args: argparse.Namespace) -> Path:
         raise SystemExit("py-spy wrote nothing: " + (out / "py-spy.log").read_text(errors="replace")[-500:])
     raw.with_suffix(".json").write_text(json.dumps({
         "protocol": args.protocol, "workload": args.workload, "title": workload.title.format(**sizes.words()),
-        "unit": workload.unit, "runs": args.repeat, "ops": ops, "wall_s": wall, "rate": args.rate,
+        "unit": workload.unit, "runs": args.repeat, "gil": args.gil, "ops": ops, "wall_s": wall, "rate": args.rate,
         "user_s": (u1 - u0) / _TICK, "system_s": (s1 - s0) / _TICK}, indent=1) + "\n")
     return raw
 
@@ -237,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=15, help="functions to list by self time")
     p.add_argument("--nice", type=int, default=-10, help="py-spy's niceness: on a loaded machine it falls behind (default -10, needs root)")
     p.add_argument("--out", type=Path, help="keep the raw py-spy file here (default: a new temporary folder)")
+    p.add_argument("--gil", action="store_true",
+                   help="sample only the thread holding the GIL: Python's own time, without the kernel's and "
+                        "without C code that releases the GIL (a cipher, SQLite's engine)")
     p.add_argument("--analyse", type=Path, metavar="RAW", help="run nothing: report an earlier raw file")
     args = p.parse_args(argv)
     if args.analyse:
