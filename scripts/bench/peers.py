@@ -49,6 +49,8 @@ class Context:
     moto_url: str | None = None
     s3: Any = None                      # boto3 client of the moto server
     next_port_range: int = field(default_factory=lambda: 40000 + secrets.randbelow(150) * 100)
+    #: more [policy] settings of the gateway (scripts/bench/profile.py compares with and without one)
+    gateway_policy: dict = field(default_factory=dict)
 
     @property
     def wire(self) -> list[str]:
@@ -163,7 +165,7 @@ def gateway_config(ctx: Context, root: Path, ports: dict[str, int]) -> Path:
         "ftp": {"port": ports["ftp"], "passive_ports": ctx.ports()},
         "sftp": {"port": ports["sftp"]},
         "http": {"port": ports["webdav"]},
-        "policy": {"sync_budget_ms": ctx.budget_ms},
+        "policy": {"sync_budget_ms": ctx.budget_ms, **ctx.gateway_policy},
     }
     lines = []
     for name, values in sections.items():

@@ -164,7 +164,8 @@ def report(raw: Path, top: int) -> str:
     per_op = (meta["user_s"] if meta.get("gil") else cpu) / meta["ops"]
     unit = meta["unit"]
     total, busy, layers, selfs, callers = analyse(raw)
-    lines = [f"### {meta['protocol']} {meta['title']}: {meta['runs']} runs, {meta['ops']:,} {unit}s", "",
+    policy = "".join(f", {k} = {v}" for k, v in meta.get("policy", {}).items())
+    lines = [f"### {meta['protocol']} {meta['title']}: {meta['runs']} runs, {meta['ops']:,} {unit}s{policy}", "",
              f"- gateway CPU {cpu:.2f} s (user {meta['user_s']:.2f}, system {meta['system_s']:.2f}: "
              f"{meta['system_s'] / cpu:.0%} kernel), {per_op * 1e6:,.0f} µs per {unit}; wall {meta['wall_s']:.1f} s",
              (f"- py-spy {meta['rate']} Hz, the thread holding the GIL: {busy:,} samples (Python's own time; "
@@ -196,9 +197,12 @@ def record(args: argparse.Namespace) -> Path:
     out = args.out or Path(tempfile.mkdtemp(prefix="gateway-profile-out-"))
     out.mkdir(parents=True, exist_ok=True)
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    raw = out / f"{args.protocol}-{args.workload}{'-gil' if args.gil else ''}.raw"
+    raw = out / (f"{args.protocol}-{args.workload}{'-gil' if args.gil else ''}"
+                 f"{'-nosums' if args.no_upload_checksums else ''}.raw")
     procs = Procs(tmp / "logs")
     ctx = Context(tmp, procs, {args.protocol}, args.budget_ms, None, "")
+    if args.no_upload_checksums:
+        ctx.gateway_policy["upload_checksums"] = []
     try:
         for name in ("client_key", "host_key"):
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
@@ -235,7 +239,7 @@ def record(args: argparse.Namespace) -> Path:
         raise SystemExit("py-spy wrote nothing: " + (out / "py-spy.log").read_text(errors="replace")[-500:])
     raw.with_suffix(".json").write_text(json.dumps({
         "protocol": args.protocol, "workload": args.workload, "title": workload.title.format(**sizes.words()),
-        "unit": workload.unit, "runs": args.repeat, "gil": args.gil, "ops": ops, "wall_s": wall, "rate": args.rate,
+        "unit": workload.unit, "runs": args.repeat, "gil": args.gil, "policy": ctx.gateway_policy, "ops": ops, "wall_s": wall, "rate": args.rate,
         "user_s": (u1 - u0) / _TICK, "system_s": (s1 - s0) / _TICK}, indent=1) + "\n")
     return raw
 
@@ -256,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gil", action="store_true",
                    help="sample only the thread holding the GIL: Python's own time, without the kernel's and "
                         "without C code that releases the GIL (a cipher, SQLite's engine)")
+    p.add_argument("--no-upload-checksums", action="store_true",
+                   help="run the gateway with [policy] upload_checksums = [] (default: its default, SHA1 and MD5)")
     p.add_argument("--analyse", type=Path, metavar="RAW", help="run nothing: report an earlier raw file")
     args = p.parse_args(argv)
     if args.analyse:
