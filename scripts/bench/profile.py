@@ -158,31 +158,46 @@ def analyse(raw: Path) -> tuple[int, int, Counter, Counter, Counter]:
 
 
 def report(raw: Path, top: int) -> str:
-    """The Markdown for ``raw`` and its ``.json`` sidecar."""
+    """The Markdown for ``raw`` and its ``.json`` sidecar. Every-thread
+    profile: shares of the busy samples, scaled to the CPU per operation.
+    GIL profile: shares of the whole CPU, the kernel's (system time from
+    /proc) on a row of its own and the user time split by the samples."""
     meta = json.loads(raw.with_suffix(".json").read_text())
-    cpu = meta["user_s"] + meta["system_s"]
-    per_op = (meta["user_s"] if meta.get("gil") else cpu) / meta["ops"]
-    unit = meta["unit"]
+    user, system = meta["user_s"], meta["system_s"]
+    cpu = user + system
+    ops, unit, gil = meta["ops"], meta["unit"], meta.get("gil", False)
+    per_op = cpu / ops
+    #: what one busy sample stands for, as a fraction of the CPU
+    weight = (user / cpu) if gil else 1.0
     total, busy, layers, selfs, callers = analyse(raw)
+    units = unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+
+    def us(x: float) -> str:
+        return f"{x:,.1f}" if per_op < 100e-6 else f"{x:,.0f}"
+
+    def row(name: str, n: int) -> str:
+        share = n / busy * weight
+        return f"| {name} | {share:.1%} | {us(share * per_op * 1e6)} |"
+
     policy = "".join(f", {k} = {v}" for k, v in meta.get("policy", {}).items())
-    lines = [f"### {meta['protocol']} {meta['title']}: {meta['runs']} runs, {meta['ops']:,} {unit}s{policy}", "",
-             f"- gateway CPU {cpu:.2f} s (user {meta['user_s']:.2f}, system {meta['system_s']:.2f}: "
-             f"{meta['system_s'] / cpu:.0%} kernel), {per_op * 1e6:,.0f} µs per {unit}; wall {meta['wall_s']:.1f} s",
-             (f"- py-spy {meta['rate']} Hz, the thread holding the GIL: {busy:,} samples (Python's own time; "
-              f"the µs column scales the shares to user time only)" if meta.get("gil") else
-              f"- py-spy {meta['rate']} Hz, every thread: {total:,} samples, {busy:,} busy "
-              f"(the rest blocked in a wait)"), "",
-             f"| layer | share of busy samples | µs per {unit} |", "| --- | --- | --- |"]
-    for layer, n in layers.most_common():
-        lines.append(f"| {layer} | {n / busy:.1%} | {n / busy * per_op * 1e6:,.0f} |")
+    lines = [f"### {meta['protocol']} {meta['title']}: {meta['runs']} runs, {ops:,} {units}{policy}", "",
+             f"- gateway CPU {cpu:.2f} s (user {user:.2f}, system {system:.2f}: {system / cpu:.0%} kernel), "
+             f"{per_op * 1e6:,.0f} µs per {unit}; wall {meta['wall_s']:.1f} s",
+             (f"- py-spy {meta['rate']} Hz, the thread holding the GIL: {busy:,} samples; they split the user "
+              f"time, the kernel's is the process's system time" if gil else
+              f"- py-spy {meta['rate']} Hz, every thread: {total:,} samples, {busy:,} busy (the rest blocked "
+              f"in a wait; a thread in a system call counts, waiting on the disk or preempted too)"), "",
+             f"| layer | share of CPU | µs per {unit} |", "| --- | --- | --- |"]
+    if gil:
+        lines.append(f"| kernel (system calls of every layer: files, sockets) | {system / cpu:.1%} | "
+                     f"{us(system / ops * 1e6)} |")
+    lines += [row(layer, n) for layer, n in layers.most_common()]
     lines += ["", f"Top {top} functions by self time (innermost frame):", "",
-              f"| function | share | µs per {unit} |", "| --- | --- | --- |"]
-    for func, n in selfs.most_common(top):
-        lines.append(f"| {func} | {n / busy:.1%} | {n / busy * per_op * 1e6:,.0f} |")
+              f"| function | share of CPU | µs per {unit} |", "| --- | --- | --- |"]
+    lines += [row(func, n) for func, n in selfs.most_common(top)]
     lines += ["", "Libraries by the innermost gateway function that called them:", "",
-              f"| library ← gateway function | share | µs per {unit} |", "| --- | --- | --- |"]
-    for key, n in callers.most_common(top):
-        lines.append(f"| {key} | {n / busy:.1%} | {n / busy * per_op * 1e6:,.0f} |")
+              f"| library ← gateway function | share of CPU | µs per {unit} |", "| --- | --- | --- |"]
+    lines += [row(key, n) for key, n in callers.most_common(top)]
     return "\n".join(lines) + "\n"
 
 
