@@ -180,6 +180,7 @@ def report(raw: Path, top: int) -> str:
         return f"| {name} | {share:.1%} | {us(share * per_op * 1e6)} |"
 
     policy = "".join(f", {k} = {v}" for k, v in meta.get("policy", {}).items())
+    policy += "".join(f", after {k}" for k in meta.get("before", []))
     lines = [f"### {meta['protocol']} {meta['title']}: {meta['runs']} runs, {ops:,} {units}{policy}", "",
              f"- gateway CPU {cpu:.2f} s (user {user:.2f}, system {system:.2f}: {system / cpu:.0%} kernel), "
              f"{per_op * 1e6:,.0f} µs per {unit}; wall {meta['wall_s']:.1f} s",
@@ -213,7 +214,7 @@ def record(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = out / (f"{args.protocol}-{args.workload}{'-gil' if args.gil else ''}"
-                 f"{'-nosums' if args.no_upload_checksums else ''}.raw")
+                 f"{'-nosums' if args.no_upload_checksums else ''}{''.join('-after-' + k for k in args.before)}.raw")
     procs = Procs(tmp / "logs")
     ctx = Context(tmp, procs, {args.protocol}, args.budget_ms, None, "")
     if args.no_upload_checksums:
@@ -227,6 +228,11 @@ def record(args: argparse.Namespace) -> Path:
             raise SystemExit(f"gateway not available: {ep.note}")
         pid = ep.server.pid
         fx = Fixtures(tmp / "fixtures", sizes)
+        for i, key in enumerate(args.before, start=100):
+            before = next(w for w in WORKLOADS if w.key == key)
+            r = run_once(before, Run(ep, fx, ctx.client_key, i, 900))
+            if "done_s" not in r:
+                raise SystemExit(f"--before {key} failed: {r}")
         warm = run_once(workload, Run(ep, fx, ctx.client_key, 0, 900))
         if "done_s" not in warm:
             raise SystemExit(f"warm-up run failed: {warm}")
@@ -254,7 +260,8 @@ def record(args: argparse.Namespace) -> Path:
         raise SystemExit("py-spy wrote nothing: " + (out / "py-spy.log").read_text(errors="replace")[-500:])
     raw.with_suffix(".json").write_text(json.dumps({
         "protocol": args.protocol, "workload": args.workload, "title": workload.title.format(**sizes.words()),
-        "unit": workload.unit, "runs": args.repeat, "gil": args.gil, "policy": ctx.gateway_policy, "ops": ops, "wall_s": wall, "rate": args.rate,
+        "unit": workload.unit, "runs": args.repeat, "gil": args.gil, "policy": ctx.gateway_policy,
+        "before": args.before, "ops": ops, "wall_s": wall, "rate": args.rate,
         "user_s": (u1 - u0) / _TICK, "system_s": (s1 - s0) / _TICK}, indent=1) + "\n")
     return raw
 
@@ -277,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                         "without C code that releases the GIL (a cipher, SQLite's engine)")
     p.add_argument("--no-upload-checksums", action="store_true",
                    help="run the gateway with [policy] upload_checksums = [] (default: its default, SHA1 and MD5)")
+    p.add_argument("--before", action="append", default=[], metavar="WORKLOAD",
+                   help="run this workload first, unprofiled (e.g. upload_small: the file id table then has rows, "
+                        "as in the full run, where deletes update it)")
     p.add_argument("--analyse", type=Path, metavar="RAW", help="run nothing: report an earlier raw file")
     args = p.parse_args(argv)
     if args.analyse:
