@@ -236,11 +236,15 @@ def record(args: argparse.Namespace) -> Path:
         warm = run_once(workload, Run(ep, fx, ctx.client_key, 0, 900))
         if "done_s" not in warm:
             raise SystemExit(f"warm-up run failed: {warm}")
+        if args.strace:
+            # Every thread's system calls, counted (strace slows the gateway: its CPU is not the point here).
+            argv = ["strace", "-f", "-c", "-o", str(raw.with_suffix(".strace")), "-p", str(pid)]
+        else:
+            argv = ["nice", "-n", str(args.nice), spy_bin, "record", "--pid", str(pid), "--rate", str(args.rate),
+                    "--format", "raw", "--nonblocking", "--full-filenames", "--output", str(raw),
+                    *(["--gil"] if args.gil else ["--idle"])]
         with open(out / "py-spy.log", "wb") as log:
-            spy = subprocess.Popen(["nice", "-n", str(args.nice), spy_bin, "record", "--pid", str(pid), "--rate", str(args.rate), "--format", "raw",
-                                    "--nonblocking", "--full-filenames", "--output", str(raw),
-                                    *(["--gil"] if args.gil else ["--idle"])],
-                                   stdout=log, stderr=subprocess.STDOUT)
+            spy = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         time.sleep(1.0)  # py-spy attaches
         u0, s0 = _cpu_ticks(pid)
         ops, wall = 0, 0.0
@@ -256,6 +260,16 @@ def record(args: argparse.Namespace) -> Path:
     finally:
         procs.stop_all()
         subprocess.run(["rm", "-rf", str(tmp)])
+    if args.strace:
+        text = raw.with_suffix(".strace").read_text()
+        print(f"system calls of the gateway over {ops:,} {workload.unit}s (per {workload.unit}: calls / ops):\n")
+        for line in text.splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[3].isdigit():
+                print(f"{line}    {int(f[3]) / ops:8.2f} per {workload.unit}")
+            elif f and f[0] != "------" and "calls" not in line:
+                print(line)
+        raise SystemExit(0)
     if not raw.exists():
         raise SystemExit("py-spy wrote nothing: " + (out / "py-spy.log").read_text(errors="replace")[-500:])
     raw.with_suffix(".json").write_text(json.dumps({
@@ -287,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", action="append", default=[], metavar="WORKLOAD",
                    help="run this workload first, unprofiled (e.g. upload_small: the file id table then has rows, "
                         "as in the full run, where deletes update it)")
+    p.add_argument("--strace", action="store_true",
+                   help="count the gateway's system calls per operation with strace -c -f instead of profiling")
     p.add_argument("--analyse", type=Path, metavar="RAW", help="run nothing: report an earlier raw file")
     args = p.parse_args(argv)
     if args.analyse:
