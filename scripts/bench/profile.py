@@ -170,7 +170,7 @@ def report(raw: Path, top: int) -> str:
     #: what one busy sample stands for, as a fraction of the CPU
     weight = (user / cpu) if gil else 1.0
     total, busy, layers, selfs, callers = analyse(raw)
-    units = unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+    units = unit[:-1] + "ies" if unit.endswith("y") else unit if unit == "MiB" else unit + "s"
 
     def us(x: float) -> str:
         return f"{x:,.1f}" if per_op < 100e-6 else f"{x:,.0f}"
