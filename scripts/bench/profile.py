@@ -1,31 +1,42 @@
 #!/usr/bin/env python3
 """Where the gateway's CPU goes in one benchmark workload: py-spy on the gateway.
 
-    scripts/bench/profile.py --protocol webdav --workload upload_small [--repeat 3] [--rate 50]
-                             [--sizes full|quick|smoke] [--out DIR]
-    scripts/bench/profile.py --analyse DIR/webdav-upload_small.raw
+    scripts/bench/profile.py --gil --protocol webdav --workload upload_small [--repeat 3] [--rate 250]
+                             [--sizes full|quick|smoke] [--before WORKLOAD] [--no-upload-checksums]
+                             [--out DIR]
+    scripts/bench/profile.py --analyse DIR/webdav-upload_small-gil.raw
+    scripts/bench/profile.py --strace --protocol webdav --workload upload_small --repeat 1
 
 Starts the gateway alone, configured as ``scripts/bench/run`` configures it
-(same config, same standard client: lftp, OpenSSH sftp, curl), runs the
-workload once to warm up, then ``--repeat`` times under ``py-spy record
---nonblocking --idle`` (every thread at every sample), and prints, as Markdown:
+(same config, same standard client: lftp, OpenSSH sftp, curl), runs
+``--before`` workloads and the workload once, unprofiled, then ``--repeat``
+times under ``py-spy record``, and prints, as Markdown:
 
 - the gateway's CPU over the profiled runs from /proc (user and system) and
   per operation;
-- each layer's share of the busy samples, and that share of the CPU per
-  operation: a sample is given to the innermost frame that belongs to a
-  named layer (the gateway's adapters, core, backend, log line, login; a
-  library by its package name); standard-library frames go to their caller;
-- the functions with the most self time (innermost frame, stdlib included).
+- each layer's share of that CPU and its µs per operation: a sample is given
+  to the innermost frame that belongs to a named layer (the gateway's
+  adapters, core, backend, log line, login; a library by its package name);
+  standard-library frames go to their caller;
+- the functions with the most self time, and the libraries by the gateway
+  function that called them.
 
-A sample is *idle* when its innermost Python line is a blocking wait (a
-``poll``, ``select``, ``wait``, ``accept``, lock ``acquire``, queue ``get``,
-``sleep``, socket ``recv_into``/``readinto``): py-spy's own idle test cannot
-tell here (with Python 3.11 names it misses ``Condition.wait``), so every
-sample is recorded and the waits are dropped by source line. A thread inside
-any other call into the kernel (open, rename, send) is busy and counts for
-the frame that made the call, so the shares include kernel time.
+``--gil`` (the mode RESULTS.md uses) samples only the thread holding the GIL:
+the samples split the user time, and the kernel's share is the process's
+system time. C code that releases the GIL (SQLite's engine, hashlib, a
+cipher) is in the user time but not in the samples, so it is spread over the
+layers pro rata.
 
+Without ``--gil`` every thread is sampled (``--idle``) and a sample is idle
+when its innermost Python line is a blocking wait (a ``poll``, ``select``,
+``wait``, ``accept``, lock ``acquire``, queue ``get``, ``sleep``, socket
+``recv_into``/``readinto``; py-spy's own idle test misses Python 3.11's
+qualified names such as ``Condition.wait``). Any other system call counts as
+busy for the frame that made it, so that mode sees C code outside the GIL,
+but on a loaded machine it also counts a thread waiting on the disk or
+preempted after a send.
+
+``--strace`` counts the gateway's system calls per operation instead.
 The raw py-spy file and its ``.json`` (CPU, operations) stay in ``--out``.
 Needs py-spy (``pip install py-spy``) and root or ptrace rights.
 """
