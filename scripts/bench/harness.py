@@ -206,6 +206,7 @@ def render(args: argparse.Namespace) -> int:
         note = "" if d["runs"] else d["status"]
         cells.append(Cell(d["workload"], d["title"], d["protocol"], d["server"], w.target, w.kind, note, d["runs"],
                           w.unit))
+    doc["misses"] = misses(cells)  # judged by today's targets
     print(markdown(cells))
     if args.markdown:
         args.markdown.write_text(document(doc, cells))

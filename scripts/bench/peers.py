@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bare import LIBRARIES
-from install import NGINX_DAV_MODULE, find_binary
+from install import CACHE, NGINX_DAV_MODULE, find_binary
 from procs import Procs, free_port, wait_port
 from storage import LocalStorage, S3Storage
 
@@ -49,6 +49,9 @@ class Context:
     moto_url: str | None = None
     s3: Any = None                      # boto3 client of the moto server
     next_port_range: int = field(default_factory=lambda: 40000 + secrets.randbelow(150) * 100)
+    #: more [policy] settings of the gateway (scripts/bench/profile.py compares with and without one)
+    gateway_policy: dict = field(default_factory=dict)
+    bench_password: str = ""            # the system account's (vsftpd); kept across runs
 
     @property
     def wire(self) -> list[str]:
@@ -163,7 +166,7 @@ def gateway_config(ctx: Context, root: Path, ports: dict[str, int]) -> Path:
         "ftp": {"port": ports["ftp"], "passive_ports": ctx.ports()},
         "sftp": {"port": ports["sftp"]},
         "http": {"port": ports["webdav"]},
-        "policy": {"sync_budget_ms": ctx.budget_ms},
+        "policy": {"sync_budget_ms": ctx.budget_ms, **ctx.gateway_policy},
     }
     lines = []
     for name, values in sections.items():
@@ -233,9 +236,25 @@ def start_gateway(ctx: Context) -> list[Endpoint]:
 # -- peers ----------------------------------------------------------------------------------
 
 
-def ensure_bench_user(password: str) -> tuple[int, int]:
-    """The system account ``gwbench`` (vsftpd and sshd refuse root), with
-    ``password`` set for this run; returns (uid, gid)."""
+def _bench_password() -> str:
+    """The bench account's password: made once and kept (root only) in the
+    bench cache, the same for every run, so that two runs side by side (a
+    benchmark and the tests' smoke run) do not log each other out of vsftpd."""
+    path = CACHE / "bench-user-password"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(12) + "\n")
+        return path.read_text().strip()
+
+
+def ensure_bench_user() -> tuple[int, int, str]:
+    """The system account ``gwbench`` (vsftpd and sshd refuse root) with its
+    kept password (see _bench_password); returns (uid, gid, password)."""
+    password = _bench_password()
     try:
         pw = pwd.getpwnam(BENCH_USER)
     except KeyError:
@@ -244,7 +263,7 @@ def ensure_bench_user(password: str) -> tuple[int, int]:
                         "--shell", "/bin/sh", BENCH_USER], check=True, capture_output=True)
         pw = pwd.getpwnam(BENCH_USER)
     subprocess.run(["chpasswd"], input=f"{BENCH_USER}:{password}", text=True, check=True, capture_output=True)
-    return pw.pw_uid, pw.pw_gid
+    return pw.pw_uid, pw.pw_gid, password
 
 
 def start_vsftpd(ctx: Context, owner: tuple[int, int]) -> Endpoint:
@@ -254,7 +273,7 @@ def start_vsftpd(ctx: Context, owner: tuple[int, int]) -> Endpoint:
     server = Server("vsftpd", None, version=_version(["dpkg-query", "-W", "-f=${Version}", "vsftpd"]))
     port = free_port()
     if not binary:
-        return Endpoint(server, "ftp", port, BENCH_USER, ctx.password, root, note="vsftpd not installed")
+        return Endpoint(server, "ftp", port, BENCH_USER, ctx.bench_password, root, note="vsftpd not installed")
     empty = ctx.tmp / "vsftpd-empty"
     empty.mkdir(exist_ok=True)
     lo, hi = ctx.ports().split("-")
@@ -271,7 +290,7 @@ def start_vsftpd(ctx: Context, owner: tuple[int, int]) -> Endpoint:
     proc = ctx.procs.spawn("vsftpd", [binary, str(conf)])
     server.proc = proc
     note = "" if wait_port(port, 10, proc) else "did not start: " + ctx.procs.log_tail("vsftpd")
-    return Endpoint(server, "ftp", port, BENCH_USER, ctx.password, root, note=note)
+    return Endpoint(server, "ftp", port, BENCH_USER, ctx.bench_password, root, note=note)
 
 
 def start_sshd(ctx: Context, owner: tuple[int, int]) -> Endpoint:
@@ -435,7 +454,8 @@ def start_all(ctx: Context) -> list[Endpoint]:
     account_note = ""
     if ctx.protocols & {"ftp", "sftp"}:
         try:
-            owner = ensure_bench_user(ctx.password)
+            uid, gid, ctx.bench_password = ensure_bench_user()
+            owner = (uid, gid)
         except (OSError, subprocess.CalledProcessError) as e:
             account_note = f"cannot set up the system account {BENCH_USER} (needs root): {e}"
     for proto in ctx.wire:
@@ -444,7 +464,7 @@ def start_all(ctx: Context) -> list[Endpoint]:
                 endpoints.append(start_nginx(ctx))
             elif owner is None:
                 server = Server("vsftpd" if proto == "ftp" else "openssh", None)
-                endpoints.append(Endpoint(server, proto, 0, BENCH_USER, ctx.password, None, note=account_note))
+                endpoints.append(Endpoint(server, proto, 0, BENCH_USER, "", None, note=account_note))
             else:
                 endpoints.append((start_vsftpd if proto == "ftp" else start_sshd)(ctx, owner))
             endpoints.append(start_rclone(ctx, proto, s3=False))

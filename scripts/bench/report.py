@@ -1,6 +1,9 @@
 """Summaries of the runs: a Markdown table (medians, min–max, the ratio
-gateway/peer, peak server memory, whether the gateway meets the issue's
-target) and the JSON document of everything measured."""
+gateway/peer of wall time and of server CPU per operation, peak server
+memory, whether the gateway meets the issue's target) and the JSON document
+of everything measured. The CPU ratio of the gateway's row is taken against
+the peer that spent the least CPU per operation ("least"), which need not
+be the fastest one ("best")."""
 
 from __future__ import annotations
 
@@ -105,6 +108,8 @@ def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) 
     gw_s = gw.stat(key) if gw else None
     peers = [c for c in group if c.server != "gateway" and c.server not in BASELINES and c.stat(key)]
     best = min((c.stat(key)[0] for c in peers), default=None)
+    gw_cpu = gw.cpu_per_op() if gw and key == "done_s" else None
+    least = min((x for c in peers if (x := c.cpu_per_op())), default=None)
     rows = []
     for c in group:
         s = c.stat(key)
@@ -118,6 +123,12 @@ def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) 
             verdict = _verdict(c, key, s[0], best, target)
         cpu = c.stat("cpu_s") if key == "done_s" else None
         per_op = c.cpu_per_op() if cpu else None
+        cpu_ratio = ""
+        if gw_cpu and per_op:
+            if c.server == "gateway" and least:
+                cpu_ratio = f"{_fmt_ratio(gw_cpu / least)} least"
+            elif c.server != "gateway":
+                cpu_ratio = _fmt_ratio(gw_cpu / per_op) + (" library" if c.server in BASELINES else "")
         note = c.status()
         if s and key == "done_s":
             reply = c.stat("reply_s")
@@ -127,7 +138,7 @@ def _rows(group: list[Cell], key: str, label_suffix: str, target: float | None) 
         rows.append([c.title + label_suffix, c.protocol, c.server,
                      _fmt_s(s[0]) if s else "n/a", f"{_fmt_s(s[1])}–{_fmt_s(s[2])}" if s else "",
                      f"{cpu[0]:.2f}" if cpu else "", _fmt_cpu_op(per_op, c.unit) if per_op is not None else "",
-                     ratio, rss, verdict, note])
+                     ratio, cpu_ratio, rss, verdict, note])
     return rows
 
 
@@ -159,7 +170,7 @@ def _table_rows(cells: list[Cell]) -> list[list[str]]:
 
 def markdown(cells: list[Cell]) -> str:
     head = ["workload", "protocol", "server", "median s", "min–max s", "server CPU s", "CPU per op",
-            "gateway/peer", "peak RSS MiB",
+            "gateway/peer", "gateway/peer CPU", "peak RSS MiB",
             "gateway target", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     for row in _table_rows(cells):
@@ -171,12 +182,13 @@ def misses(cells: list[Cell]) -> list[str]:
     """One line per gateway row that misses a target or could not run."""
     out = []
     for row in _table_rows(cells):
-        title, proto, server, median, _, cpu, per_op, ratio, rss, verdict, note = row
+        title, proto, server, median, _, cpu, per_op, ratio, cpu_ratio, rss, verdict, note = row
         if server != "gateway":
             continue
         if median == "n/a":
             out.append(f"{title} ({proto}): n/a — {note}")
         elif "✘" in verdict:
             cpu_text = f"CPU {cpu} s ({per_op}), " if cpu else ""
+            cpu_text += f"{cpu_ratio} CPU, " if cpu_ratio else ""
             out.append(f"{title} ({proto}): {median} s, {ratio}, {cpu_text}{rss} MiB — {verdict}")
     return out

@@ -32,3 +32,19 @@ def test_server_cpu_is_shown_per_run_and_per_operation_and_judged_where_targeted
     assert "| 0.50 | 500 µs/file |" in rows["gateway"]
     assert "✘ ≤ 400 µs CPU/file" in rows["gateway"]
     assert "CPU 0.50 s (500 µs/file)" in misses(cells)[0]
+
+
+def test_cpu_ratio_is_against_the_peer_that_spent_least_cpu_not_the_fastest_nor_the_library():
+    def cell(server: str, seconds: float, cpu: float) -> Cell:
+        return Cell("upload_small", "upload", "sftp", server, 1.5, "small", unit="file",
+                    runs=[{"done_s": seconds, "reply_s": seconds, "rss": 1 << 20, "cpu_s": cpu, "ops": 1000}])
+
+    cells = [cell("gateway", 2.0, 3.0), cell("openssh", 1.5, 1.0), cell("rclone", 1.0, 1.5),
+             cell("asyncssh", 3.0, 0.5)]
+    rows = {line.split(" | ")[2]: line.split(" | ") for line in markdown(cells).splitlines()[2:]}
+    head = markdown(cells).splitlines()[0].split(" | ")
+    col = head.index("gateway/peer CPU")
+    assert rows["gateway"][col] == "3.00× least" and rows["gateway"][col - 1] == "2.00× best"
+    assert rows["openssh"][col] == "3.00×" and rows["rclone"][col] == "2.00×"
+    assert rows["asyncssh"][col] == "6.00× library"
+    assert "3.00× least CPU" in misses(cells)[0]
