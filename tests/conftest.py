@@ -128,12 +128,15 @@ def write_config(tmp: Path, *, mounts: dict[str, Any] | None = None, budget_ms: 
     fields such as cache_ttl_s)}; default: local disk at
     ``/`` and a 20 ms ``slow::memory`` mount at ``/slow``. ``users``: name →
     extra user fields (alice, bob and admin always exist)."""
+    ports = {proto: free_port() for proto in ("ftp", "sftp", "http")}
     lo = random.randrange(40000, 59000)
+    while any(lo <= p <= lo + 60 for p in ports.values()):  # the config refuses such a range
+        lo = random.randrange(40000, 59000)
     base: dict[str, dict] = {
         "server": {"host": "127.0.0.1", "state_dir": str(tmp / "var")},
-        "ftp": {"port": free_port(), "passive_ports": f"{lo}-{lo + 60}"},
-        "sftp": {"port": free_port()},
-        "http": {"port": free_port()},
+        "ftp": {"port": ports["ftp"], "passive_ports": f"{lo}-{lo + 60}"},
+        "sftp": {"port": ports["sftp"]},
+        "http": {"port": ports["http"]},
         "policy": {"sync_budget_ms": budget_ms},
         "jobs": {"heartbeat_s": 0.25, "retry_backoff_ms": 50},
     }
