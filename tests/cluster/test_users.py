@@ -36,7 +36,7 @@ class Serve:
         self.dir = tmp / name
         self.dir.mkdir()
         self.ftp, self.http = free_port(), free_port()
-        lo = random.randrange(40000, 59000)
+        lo = random.randrange(61000, 65000)  # above the kernel's ephemeral ports, where the ones above are
         self.config = self.dir / "gateway.toml"
         self.config.write_text(
             f"[server]\nhost = '127.0.0.1'\nstate_dir = '{self.dir / 'var'}'\nnode_id = '{name}'\n"
