@@ -16,6 +16,11 @@ Opening for writing, as SFTP v3 clients do it:
   decides: offset 0 replaces the file, offset == size continues it (resume).
   Closed without a write, the file is left as it was.
 
+Writes run concurrently, so blocks may reach an upload out of order: one
+ahead of a gap is held in memory and answered only once the gap is filled
+and it is written (see :meth:`GatewaySFTPServer.start_write`); a failure
+then answers each such write with the error.
+
 A connection that drops mid-upload commits what arrived when it has no gap,
 as OpenSSH's sftp-server leaves a partial file behind: that is what ``reput``
 resumes from. A write below an upload's end that is not an exact
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
 import itertools
 import logging
 import os
@@ -231,6 +237,8 @@ class _File:
     end: int = 0                        # where the next write of an append handle goes
     copied: bool = False                # content replaced by a server-side copy (copy-data)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: held writes not yet answered: (end offset, sequence, future), a heap
+    waiting: list[tuple[int, int, asyncio.Future]] = field(default_factory=list)
 
 
 class Names:
@@ -465,19 +473,70 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         return f.upload
 
     async def write(self, f: _File, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``; returns once it is written (a block
+        ahead of a gap: once the gap is filled). Raises the write's SFTP error."""
+        held = await self.start_write(f, offset, data)
+        if held is not None:
+            await held
+        return len(data)
+
+    async def start_write(self, f: _File, offset: int, data: bytes) -> "asyncio.Future[None] | None":
+        """Write ``data`` at ``offset``: None once it is written, or, for a
+        block the upload holds ahead of a gap, a future that is done when the
+        gap is filled and the block written. Answering such a write only then
+        lets the client's window of requests in flight (OpenSSH: 64 of 32 KiB)
+        bound what is held, not the reorder budget (which still refuses a
+        client that sends more out of order). Raises the write's SFTP error;
+        the future raises the error of the write that failed the upload, or
+        of the close that found the gap still open."""
         if not f.writable:
             raise to_sftp_error(E.BadRequest(f"{f.path}: not opened for writing", f.path))
         upload = await self._upload(f, offset)
-        if offset < QUICK_WRITE_BYTES:
-            await self._quick(f.path, upload.write_at, offset, data)
+        try:
+            if offset < QUICK_WRITE_BYTES:
+                await self._quick(f.path, upload.write_at, offset, data)
+            else:
+                await self._run(upload.write_at, offset, data)
+        except Exception as exc:
+            self._fail_waiting(f, exc)  # the upload is aborted: its held writes were not written
+            raise
+        # Held blocks written by this write (or by one that returned first) are answered now.
+        self._wake(f, upload.size)
+        end = offset + len(data)
+        if end <= upload.size:
+            return None
+        held: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(f.waiting, (end, id(held), held))
+        return held
+
+    @staticmethod
+    def _wake(f: _File, size: int) -> None:
+        """Answer the held writes of ``f`` that end at or below ``size``."""
+        while f.waiting and f.waiting[0][0] <= size:
+            held = heapq.heappop(f.waiting)[2]
+            if not held.done():
+                held.set_result(None)
+
+    @staticmethod
+    def _fail_waiting(f: _File, exc: BaseException) -> None:
+        """Fail every held write of ``f`` with ``exc`` (an SFTP error) or, for
+        any other exception, a generic failure: none is left unanswered."""
+        if not f.waiting:
+            return
+        if isinstance(exc, asyncssh.SFTPError):
+            code, reason = exc.code, exc.reason
         else:
-            await self._run(upload.write_at, offset, data)
-        return len(data)
+            code, reason = asyncssh.FX_FAILURE, f"{f.path}: the upload failed; this write was not saved"
+        waiting, f.waiting = f.waiting, []
+        for _, _, held in waiting:
+            if not held.done():
+                held.set_exception(asyncssh.SFTPError(code, reason))  # one each: raised in its own task
 
     async def close(self, f: _File) -> None:
         """Close a handle: commit its upload (raises why it was not saved:
         a gap, a refused write, the storage's error; the upload is then
-        discarded). The handle is released whatever fails."""
+        discarded). The handle is released whatever fails, and writes still
+        held ahead of a gap are answered with the failure."""
         try:
             if f.reader is not None:
                 await self._quick(f.path, f.reader.close)
@@ -487,10 +546,15 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
                 except asyncssh.SFTPError:
                     return  # the writes already reported why
             if f.upload is not None and not f.copied:
-                await self._quick(f.path, f.upload.commit)
+                try:
+                    await self._quick(f.path, f.upload.commit)
+                except BaseException as exc:
+                    self._fail_waiting(f, exc)  # the gap, say: each held write is told
+                    raise
             if f.mtime is not None:
                 await self._quick(f.path, self.ops.set_mtime, self.session, f.path, f.mtime)
         finally:
+            self._fail_waiting(f, asyncssh.SFTPFailure(f"{f.path}: closed before this write was placed; not saved"))
             self.limits.close_handle()
 
     async def fstat(self, f: _File) -> SFTPAttrs:
@@ -629,6 +693,7 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         if whole:
             upload, dst.upload, dst.copied = dst.upload, None, True
             await self._run(upload.abort)
+            self._fail_waiting(dst, asyncssh.SFTPFailure(f"{dst.path}: replaced by a server-side copy; not saved"))
             await self._run(self.ops.copy, self.session, src.path, dst.path, overwrite=True,
                             budget_s=self.ctx.budget_s)
             return

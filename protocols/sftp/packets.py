@@ -11,7 +11,14 @@
    requests, of ``MAX_IN_FLIGHT_BYTES`` in all, run per session; beyond that
    the loop stops reading and SSH flow control holds the client (asyncssh
    takes WRITEs of up to 4 MiB whatever limits@openssh.com offers: 64 of
-   them would hold 256 MiB).
+   them would hold 256 MiB). **A WRITE whose block is held ahead of a gap
+   is answered once the gap is filled and the block written**, so the
+   client's own window bounds what is held (OpenSSH: 64 of 32 KiB); it no
+   longer delays the requests after it, and keeps its slot unless only held
+   writes fill the slots (the gap's block is then still unread: reading goes
+   on, and the reorder budget refuses a client that sends too much ahead).
+   Answered at once, held writes let a client on a busy machine send on
+   while the gap's write waited for a CPU, past the budget: uploads aborted.
 2. **opendir lists at once**, so "no such folder" answers the opendir rather
    than the first readdir; **a readdir answers up to 1,000 names** written
    straight to their wire form (asyncssh sends 128, one awaited step and
@@ -96,11 +103,13 @@ class PacketHandler(SFTPServerHandler):
 
     def __init__(self, server: GatewaySFTPServer, reader: Any, writer: Any) -> None:
         super().__init__(server, reader, writer, 3)
-        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._last_other: asyncio.Future | None = None
         self._io: set[asyncio.Future] = set()
-        self._bytes = 0  # of the requests dispatched and not finished
-        self._bytes_freed = asyncio.Event()
+        #: dispatched task → its size, while it holds one of the MAX_IN_FLIGHT slots
+        self._sizes: dict[asyncio.Future, int] = {}
+        self._bytes = 0  # of the tasks in _sizes
+        self._held: set[asyncio.Future] = set()  # WRITE tasks whose block waits for a gap before it
+        self._changed = asyncio.Event()  # a task freed its slot or became held
 
     # -- the loop -------------------------------------------------------------------
 
@@ -116,11 +125,9 @@ class PacketHandler(SFTPServerHandler):
                     packet = self._prepare_write(packet)
                 if pkttype in (FXP_READ, FXP_WRITE) or self._pending():
                     size = len(packet.get_full_payload())
-                    await self._slots.acquire()
-                    while self._bytes and self._bytes + size > MAX_IN_FLIGHT_BYTES:
-                        self._bytes_freed.clear()
-                        await self._bytes_freed.wait()
-                    self._bytes += size
+                    while not self._room(size):
+                        self._changed.clear()
+                        await self._changed.wait()
                     self._dispatch(pkttype, pktid, packet, size)
                 else:  # nothing runs: answered here, as a sequential server would (no task to schedule)
                     self._io, self._last_other = set(), None
@@ -165,28 +172,63 @@ class PacketHandler(SFTPServerHandler):
     def _pending(self) -> list[asyncio.Future]:
         return [t for t in (self._last_other, *self._io) if t is not None and not t.done()]
 
+    def _room(self, size: int) -> bool:
+        """Whether a request of ``size`` bytes may run now. When only held
+        writes fill the slots, the block that fills their gap has not been
+        read yet (the client sent it later): they give their slots back, so
+        reading goes on and the reorder budget bounds what is held."""
+        if len(self._sizes) < MAX_IN_FLIGHT and (not self._bytes or self._bytes + size <= MAX_IN_FLIGHT_BYTES):
+            return True
+        if self._held.issuperset(self._sizes):
+            for task in list(self._sizes):
+                self._free(task)
+            return True
+        return False
+
     def _dispatch(self, pkttype: int, pktid: int, packet: SSHPacket, size: int) -> None:
         if pkttype in (FXP_READ, FXP_WRITE):
             before = [self._last_other] if self._last_other is not None else []
-            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet, size))
+            task = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
             self._io.add(task)
             task.add_done_callback(self._io.discard)
         else:
             before = self._pending()
             self._io = set()
-            self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet, size))
+            task = self._last_other = asyncio.ensure_future(self._run_after(before, pkttype, pktid, packet))
+        self._sizes[task] = size
+        self._bytes += size
 
-    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket,
-                         size: int) -> None:
+    async def _run_after(self, before: list[asyncio.Future], pkttype: int, pktid: int, packet: SSHPacket) -> None:
         try:
             pending = [t for t in before if not t.done()]
             if pending:
                 await asyncio.wait(pending)
             await self._process_packet(pkttype, pktid, packet)
         finally:
-            self._slots.release()
+            task = asyncio.current_task()
+            assert task is not None
+            self._free(task)
+            self._held.discard(task)
+
+    def _free(self, task: asyncio.Future) -> None:
+        """Give back the slot and bytes of ``task`` (once)."""
+        size = self._sizes.pop(task, None)
+        if size is not None:
             self._bytes -= size
-            self._bytes_freed.set()
+            self._changed.set()
+
+    def _hold(self) -> None:
+        """The running WRITE's block is held ahead of a gap: its reply waits
+        until the gap is filled (so the client's window bounds what is held),
+        but its work is done: the requests after it no longer wait for it. It
+        keeps its slot, so a client with a large window is slowed by SSH flow
+        control rather than refused by the reorder budget (see _room)."""
+        task = asyncio.current_task()
+        if task is None or task not in self._sizes:
+            return
+        self._io.discard(task)
+        self._held.add(task)
+        self._changed.set()
 
     async def _cleanup(self, exc: Exception | None) -> None:
         """Close every handle, each whatever the others do: an upload that
@@ -202,9 +244,25 @@ class PacketHandler(SFTPServerHandler):
                 pass
         self._server.limits.close_handle(len(self._dir_handles))
         self._dir_handles = {}
+        if self._held:  # answered by now (the closes failed what was still held): let them send it
+            await asyncio.wait(list(self._held))
         await super()._cleanup(exc)
 
     # -- requests handled differently --------------------------------------------------
+
+    async def _process_write(self, packet: SSHPacket) -> int:
+        handle = packet.get_string()
+        offset = packet.get_uint64()
+        data = packet.get_string()
+        packet.check_end()
+        f = self._file_handles.get(handle)
+        if f is None:
+            raise asyncssh.SFTPInvalidHandle("Invalid file handle")
+        held = await self._server.start_write(f, offset, data)
+        if held is not None:
+            self._hold()
+            await held
+        return len(data)
 
     async def _process_opendir(self, packet: SSHPacket) -> bytes:
         path = packet.get_string()
@@ -278,6 +336,7 @@ class PacketHandler(SFTPServerHandler):
 
     _packet_handlers = {
         **{k: v for k, v in SFTPServerHandler._packet_handlers.items() if k not in _NOT_OFFERED},
+        FXP_WRITE: _process_write,
         FXP_OPENDIR: _process_opendir,
         FXP_READDIR: _process_readdir,
         FXP_CLOSE: _process_close,

@@ -210,19 +210,28 @@ def test_out_of_order_bytes_bounded_per_session_and_process(gateway_factory):
     async def go():
         async with connect(port) as (_, a), connect(port, "bob") as (_, b), connect(port) as (_, c):
             fa, fb = await a.open("/a.bin", "wb"), await b.open("/b.bin", "wb")
-            for i in range(1, 5):  # 1 MiB held: the session's bound
-                await a._handler.write(fa._handle, i * BLOCK, block)
-            for i in range(1, 3):  # 512 KiB more: the process's bound
-                await b._handler.write(fb._handle, i * BLOCK, block)
-            assert budget.used == 1536 * KIB
+            # Blocks ahead of a gap are held, and answered only once written.
+            held_a = [asyncio.ensure_future(a._handler.write(fa._handle, i * BLOCK, block))
+                      for i in range(1, 5)]  # 1 MiB held: the session's bound
+            held_b = [asyncio.ensure_future(b._handler.write(fb._handle, i * BLOCK, block))
+                      for i in range(1, 3)]  # 512 KiB more: the process's bound
+            await eventually(lambda: budget.used == 1536 * KIB, "the blocks held", detail=lambda: budget.used)
+            assert not any(t.done() for t in (*held_a, *held_b))
             with pytest.raises(asyncssh.SFTPFailure, match="server holds the most out-of-order"):
                 await b._handler.write(fb._handle, 3 * BLOCK, block)
+            for t in held_b:  # not written: each told so on its own request
+                with pytest.raises(asyncssh.SFTPFailure, match="server holds the most out-of-order"):
+                    await t
             with pytest.raises(asyncssh.SFTPFailure, match="upload aborted"):
                 await b._handler.write(fb._handle, 0, block)  # aborted for good
             with pytest.raises(asyncssh.SFTPFailure, match="out-of-order"):
                 await fb.close()
+            assert not any(t.done() for t in held_a)
             with pytest.raises(asyncssh.SFTPFailure, match="this session holds the most out-of-order"):
                 await a._handler.write(fa._handle, 5 * BLOCK, block)
+            for t in held_a:
+                with pytest.raises(asyncssh.SFTPFailure, match="this session holds the most out-of-order"):
+                    await t
             with pytest.raises(asyncssh.SFTPFailure):
                 await fa.close()
             assert budget.used == 0
@@ -231,8 +240,11 @@ def test_out_of_order_bytes_bounded_per_session_and_process(gateway_factory):
             # Within the bounds, out-of-order writes are reassembled.
             fc = await c.open("/c.bin", "wb")
             parts = [bytes([65 + i]) * BLOCK for i in range(4)]
-            for i in (3, 1, 2, 0):
-                await c._handler.write(fc._handle, i * BLOCK, parts[i])
+            ahead = [asyncio.ensure_future(c._handler.write(fc._handle, i * BLOCK, parts[i])) for i in (3, 1, 2)]
+            await eventually(lambda: budget.used == 3 * BLOCK, "the blocks held", detail=lambda: budget.used)
+            assert not any(t.done() for t in ahead)
+            await c._handler.write(fc._handle, 0, parts[0])
+            await asyncio.gather(*ahead)
             await fc.close()
             assert (r.data / "c.bin").read_bytes() == b"".join(parts)
             await well_behaved(port, "during.txt")
@@ -254,7 +266,8 @@ def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_facto
         before = fds(r.data)
         async with connect(port) as (conn, sftp):
             gap = await sftp.open("/gap.bin", "wb")  # first: asyncssh's clean-up stopped at its failed commit
-            await sftp._handler.write(gap._handle, BLOCK, b"g" * BLOCK)
+            held = asyncio.ensure_future(sftp._handler.write(gap._handle, BLOCK, b"g" * BLOCK))
+            await eventually(lambda: r.handles["sftp"].reorder.used == BLOCK, "the block held")
             uploads = [await sftp.open(p, "wb") for p in ("/one.bin", "/sub/two.bin", "/three.bin")]
             for f in uploads:
                 await f.write(b"u" * 100 * KIB)
@@ -262,7 +275,9 @@ def test_dropped_session_closes_every_handle_when_one_commit_fails(gateway_facto
             await readers[0].read(10)
             folders = [await sftp._handler.opendir(b"/") for _ in range(2)]
             assert len(temporaries(r.data)) == 4 and readers and folders
+            assert not held.done()  # answered once written: never, the gap stays open
             conn.abort()  # the connection drops
+            await asyncio.gather(held, return_exceptions=True)
         await eventually(released(r.data, before), "every descriptor of the session released",
                          detail=lambda: set(fds(r.data)) - set(before))
         await eventually(lambda: not temporaries(r.data), "no .gw-up-* temporary left")
@@ -310,6 +325,20 @@ def test_full_storage_is_reported_as_such(tiny_disk):
             async with sftp.open("/small/fits.bin", "wb") as f:  # the space was given back
                 await f.write(b"z" * 512 * KIB)
             assert (small / "fits.bin").stat().st_size == 512 * KIB
+            (small / "fits.bin").unlink()
+            # Blocks held ahead of a gap and written once it is filled: each is told the disk is full.
+            f = await sftp.open("/small/held.bin", "wb")
+            held = [asyncio.ensure_future(sftp._handler.write(f._handle, i * BLOCK, b"h" * BLOCK))
+                    for i in range(1, 6)]
+            await eventually(lambda: r.handles["sftp"].reorder.used == 5 * BLOCK, "the blocks held")
+            with pytest.raises(asyncssh.SFTPFailure, match="full"):
+                await sftp._handler.write(f._handle, 0, b"h" * BLOCK)
+            for t in held:
+                with pytest.raises(asyncssh.SFTPFailure, match="full"):
+                    await t
+            with pytest.raises(asyncssh.SFTPFailure, match="full"):
+                await f.close()
+            assert r.handles["sftp"].reorder.used == 0 and temporaries(small) == []
 
     asyncio.run(go())
 

@@ -34,10 +34,13 @@ def _run(cmd: list[str], cwd: Path, stdin: str | None, check: bool) -> subproces
 
 
 def sftp_batch(port: int, user: str, commands: list[str], cwd: Path, *, key: Path | None = None,
-               check: bool = True, verbose: bool = False) -> subprocess.CompletedProcess:
-    """OpenSSH ``sftp -b -`` running ``commands`` (it stops at the first failure)."""
+               check: bool = True, verbose: bool = False, options: tuple[str, ...] = ()
+               ) -> subprocess.CompletedProcess:
+    """OpenSSH ``sftp -b -`` running ``commands`` (it stops at the first
+    failure); ``options`` go before the destination (``-R 256``, say)."""
     prefix, opts = _auth(user, key)
-    cmd = [*prefix, "sftp", *SSH_OPTS, *opts, *(["-v"] if verbose else []), "-P", str(port), "-b", "-", f"{user}@127.0.0.1"]
+    cmd = [*prefix, "sftp", *SSH_OPTS, *opts, *(["-v"] if verbose else []), *options, "-P", str(port), "-b", "-",
+           f"{user}@127.0.0.1"]
     return _run(cmd, cwd, "\n".join(commands) + "\n", check)
 
 

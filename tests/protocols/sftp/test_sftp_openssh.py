@@ -4,6 +4,7 @@ ssh job commands."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -52,6 +53,19 @@ def test_batch_put_get_rename_rm_mkdir_rmdir_ls_cp(gateway_factory, tmp_path, pa
     # rmdir of a folder with content removes the tree (the gateway's recursive delete).
     sftp_batch(r.port("sftp"), "alice", ["rmdir /d/sub", "ls /d"], tmp_path)
     assert not (d / "sub").exists()
+
+
+def test_put_with_a_large_window_is_byte_exact(gateway_factory, tmp_path):
+    """OpenSSH's sftp with 256 requests of 128 KiB in flight (32 MiB, twice
+    the reorder budget per session; 256 KiB writes are past its own message
+    limit): writes held ahead of a gap are answered once written, and the
+    server reads no further than its own window while the gap's write runs,
+    so the upload is slowed, never refused."""
+    r = gateway_factory(protocols=("sftp",))
+    data = os.urandom(64 << 20)
+    (tmp_path / "big.bin").write_bytes(data)
+    sftp_batch(r.port("sftp"), "alice", ["put big.bin /big.bin"], tmp_path, options=("-R", "256", "-B", "131072"))
+    assert hashlib.sha256((r.data / "big.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
 
 
 def test_a_folder_larger_than_one_reply_lists_whole(gateway_factory, tmp_path):
