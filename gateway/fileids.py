@@ -88,6 +88,25 @@ _SET_CONTENT = ("UPDATE file_ids SET version = ?, checksum = ?, checksum_size = 
 _INSERT_CONTENT = ("INSERT INTO file_ids (path, version, checksum, checksum_size) VALUES (?, ?, ?, ?) "
                    "ON CONFLICT (path) DO NOTHING")
 _BUMP = "UPDATE file_ids SET version = ? WHERE path IN (%s)"
+#: follow's statements on SQLite (see FileIds._follow_sqlite).
+_SELECT_ETAG = "SELECT etag, etag_stamp FROM file_ids WHERE path = ?"
+_SET_ETAG = "UPDATE file_ids SET etag = ?, etag_stamp = ? WHERE path = ?"
+
+
+def _sql_subtree(path: str) -> tuple[str, tuple[str, ...]]:
+    """SQLite: a condition (and its arguments) that ``path`` is the given
+    path or lies below it, as :func:`_subtree`, by a range on the index:
+    the paths below ``/a`` are those from ``/a/`` up to ``/a0`` (``0``
+    follows ``/``; SQLite compares text by its UTF-8 bytes, in code point
+    order)."""
+    if path == "/":
+        return "1", ()
+    return "(path = ? OR (path >= ? AND path < ?))", (path, path + "/", path + "0")
+
+
+def _sql_delete_subtree(cur: sqlite3.Cursor, path: str) -> None:
+    where, args = _sql_subtree(path)
+    cur.execute(f"DELETE FROM file_ids WHERE {where}", args)
 
 
 def _lineage(path: str) -> list[str]:
@@ -304,6 +323,9 @@ class FileIds:
         if not self._may_have_rows():
             return
         try:
+            if self._sole_writer:
+                self._follow_sqlite(operation, src, dst, before, after)
+                return
             with write_transaction(self.engine) as c:
                 kept = None
                 if operation == "move" and before is not None and after is not None and not before.is_dir:
@@ -312,8 +334,56 @@ class FileIds:
                 if kept is not None:
                     c.execute(file_ids.update().where(file_ids.c.path == dst).values(
                         etag=kept, etag_stamp=stamp(after)))
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
             log.warning("file ids of %s not updated after %s: %s", src, operation, exc)
+
+    def _follow_sqlite(self, operation: str, src: str, dst: str | None, before: Entry | None,
+                       after: Entry | None) -> None:
+        """:meth:`follow` on SQLite, through the driver: the same rows
+        deleted, moved, copied and bumped as :meth:`_follow` and
+        :meth:`_kept_across` would, in one BEGIN IMMEDIATE transaction,
+        without SQLAlchemy's statement building (1.2 ms of CPU per file
+        deleted by FTP or SFTP). A subtree is found by a range on the path's
+        index instead of ``substr`` (a scan of the table). Raises
+        sqlite3.Error (the transaction is rolled back when the connection
+        goes back to the pool)."""
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            if operation == "delete" or dst is None:
+                _sql_delete_subtree(cur, src)
+                self._bump_sqlite(cur, [parent_of(src)] if src != "/" else ["/"])
+            elif src != dst:
+                kept = None
+                if operation == "move" and before is not None and after is not None and not before.is_dir:
+                    row = cur.execute(_SELECT_ETAG, (src,)).fetchone()
+                    if row is not None:
+                        served = FileId(0, 0, etag=row[0], etag_stamp=row[1]).served_etag(before)
+                        kept = None if served == storage_etag(after) else served
+                _sql_delete_subtree(cur, dst)
+                where, args = _sql_subtree(src)
+                if operation == "move":
+                    cur.execute(f"UPDATE file_ids SET path = ? || substr(path, ?) WHERE {where}",
+                                (dst, len(src) + 1, *args))
+                    self._bump_sqlite(cur, [parent_of(src), dst])
+                else:
+                    cur.execute("INSERT INTO file_ids (path, version, checksum, checksum_size) "
+                                f"SELECT ? || substr(path, ?), ?, checksum, checksum_size FROM file_ids "
+                                f"WHERE ({where}) AND checksum IS NOT NULL ORDER BY id",  # ids as a scan gives them
+                                (dst, len(src) + 1, self._version(), *args))
+                    self._bump_sqlite(cur, [dst])
+                if kept is not None:
+                    assert after is not None
+                    cur.execute(_SET_ETAG, (kept, stamp(after), dst))
+            cur.execute("COMMIT")
+        finally:
+            raw.close()
+
+    def _bump_sqlite(self, cur: sqlite3.Cursor, paths: Iterable[str]) -> None:
+        """:meth:`_bump` through the driver."""
+        lineage = sorted({p for path in paths for p in _lineage(path)})
+        cur.execute(_BUMP % ", ".join("?" * len(lineage)), (self._version(), *lineage))
 
     def _kept_across(self, c: sa.Connection, src: str, before: Entry, after: Entry) -> str | None:
         """The ETag to keep for the copy a move made of ``src``: the one it

@@ -251,3 +251,57 @@ def test_every_upload_has_checksums_unless_switched_off(gateway_factory, protoco
         if expected:  # md5sum over SSH, FTP HASH answer from it
             assert r.ops.hash(r.session(), "/up.bin", "md5") == hashlib.md5(data).hexdigest()
         driver.close()
+
+
+def test_follow_on_sqlite_writes_the_rows_the_portable_statements_write(tmp_path):
+    """FileIds.follow goes through the sqlite3 driver where this process is
+    the only writer: every delete, move and copy (subtrees, neighbours whose
+    names share a prefix, a kept ETag) leaves the table as SQLAlchemy's
+    portable statements leave it, row for row (ids and versions too)."""
+    import sqlalchemy as sa
+
+    from gateway.fileids import FileIds, stamp
+    from gateway.jobs.schema import file_ids
+    from gateway.jobs.store import JobStore
+    from gateway.types import Entry
+
+    def entry(path, etag, size=3):
+        return Entry(path=path, name=path.rsplit("/", 1)[-1], is_dir=False, size=size, mtime=1.0, etag=etag)
+
+    steps = [
+        ("move", "/a/f", "/a/g", entry("/a/f", "e1"), entry("/a/g", "e2")),  # by copy: ETag kept
+        ("move", "/a/g", "/b/g", entry("/b/g", "e2"), entry("/b/g", "e3")),  # kept again, then the new one
+        ("copy", "/a", "/c", None, None),
+        ("move", "/a", "/ab2", None, None),       # /ab and /a-x share the name's start, stay put
+        ("delete", "/c", None, None, None),
+        ("copy", "/b/g", "/ab/g", None, None),    # replaces a row with a checksum
+        ("move", "/ab", "/a-x", None, None),      # replaces a subtree
+        ("delete", "/ab2/d/é.txt", None, None, None),
+        ("move", "/b/g", "/b/g", None, None),     # onto itself: nothing
+        ("delete", "/", None, None, None),
+    ]
+    tables = []
+    for sole in (True, False):
+        store = JobStore(f"sqlite:///{tmp_path / f'{sole}.db'}")
+        try:
+            clock = iter(range(1000, 10**9, 1000))
+            ids = FileIds(store.engine, clock_ns=lambda: next(clock))
+            ids.ids(["/", "/a", "/a/d", "/ab", "/ab/g", "/a-x", "/a-x/y", "/b", "/a/d/é.txt"])
+            for p, i in (("/a/f", 1), ("/a/d/é.txt", 2), ("/ab/g", 3), ("/a/d/e", 4)):
+                ids.content_changed(p, f"sha1:{i:040x}", i)
+            ids._sole_writer = sole
+            seen = []
+            for op, src, dst, before, after in steps:
+                ids.follow(op, src, dst, before, after)
+                with store.engine.connect() as c:
+                    seen.append(c.execute(sa.select(file_ids).order_by(file_ids.c.path)).all())
+            tables.append(seen)
+        finally:
+            store.close()
+    fast, portable = tables
+    for step, a, b in zip(steps, fast, portable):
+        assert a == b, step
+    kept = {r.path: (r.etag, r.etag_stamp) for r in fast[0]}
+    assert kept["/a/g"] == ("e1", stamp(entry("/a/g", "e2")))  # the case is exercised
+    assert {r.path for r in fast[3]} >= {"/ab", "/ab/g", "/a-x", "/a-x/y", "/ab2", "/ab2/d/é.txt"}
+    assert fast[-1] == []
