@@ -27,6 +27,7 @@ from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
 from gateway.davstate import DavState
+from gateway.digests import StreamHashes
 from gateway.fileids import FileId, FileIds
 from gateway.jobs.dispatcher import Dispatcher
 from gateway.jobs.model import Job, new_job_id, pending_props_root
@@ -149,8 +150,10 @@ class Upload:
         self._expected: tuple[str, str] | None = None
         #: The digests computed as the content streams through ([policy]
         #: upload_checksums), kept as the file's checksum at commit; none
-        #: for an upload that continues a file (they would cover only the new bytes).
-        self._hashers: dict[str, Any] = {} if offset else {a: hashlib.new(a) for a in ops.policy.upload_checksums}
+        #: for an upload that continues a file (they would cover only the new
+        #: bytes). A large upload's run beside its writes (gateway.digests).
+        self._hashes = StreamHashes(() if offset else ops.policy.upload_checksums)
+        self._algorithms: tuple[str, ...] = () if offset else tuple(ops.policy.upload_checksums)
         #: How many separately sent parts this upload was assembled from
         #: (gateway.chunked), for its operation log line; None: one stream.
         self.chunks: int | None = None
@@ -181,7 +184,8 @@ class Upload:
         if self._next:
             raise E.InvalidState(f"{self.path}: a checksum must be given before the content", self.path)
         self._expected = (algorithm, hexdigest.lower())
-        self._hashers = {a: hashlib.new(a) for a in dict.fromkeys((algorithm, "sha1", "md5", *self._hashers))}
+        self._algorithms = tuple(dict.fromkeys((algorithm, "sha1", "md5", *self._algorithms)))
+        self._hashes = StreamHashes(self._algorithms)
 
     def write(self, data: bytes | memoryview) -> int:
         """Append ``data``. Raises the storage's error (the upload is then aborted)."""
@@ -223,14 +227,15 @@ class Upload:
             raise type(self._failed)(self._failed.message, self._failed.path)
 
     def _put(self, data: bytes | memoryview) -> None:
+        # Handed to the digests first: a large upload's are computed by other
+        # threads while this one writes (the write failing aborts them).
+        self._hashes.update(data)
         try:
             self._writer.write(data)
         except E.GatewayError as exc:
             self._refuse(self._ops._at(exc, self.path))
         except BaseException:
             self._refuse(E.BackendError(f"{self.path}: the storage failed a write; upload aborted", self.path))
-        for hasher in self._hashers.values():
-            hasher.update(data)
         self._next += len(data)
 
     def _put_at(self, offset: int, data: bytes) -> None:
@@ -260,6 +265,7 @@ class Upload:
         """Forget the held blocks and what was written (never raises)."""
         self._held.clear()
         self._release(self._held_bytes)
+        self._hashes.stop()
         self._writer.abort()
 
     def _refuse(self, exc: E.GatewayError) -> NoReturn:
@@ -303,13 +309,14 @@ class Upload:
         """``"algorithm:hex ..."`` (the expected one first) of the content,
         None when none was computed. Raises BadRequest when it does not
         match the expected checksum."""
+        digests = self._hashes.hexdigests()
         if self._expected is not None:
             algorithm, expected = self._expected
-            got = self._hashers[algorithm].hexdigest()
+            got = digests[algorithm]
             if got != expected:
                 raise E.BadRequest(f"{self.path}: checksum mismatch ({algorithm} of the content is {got}, "
                                    f"the client said {expected}); not saved", self.path)
-        return " ".join(f"{a}:{h.hexdigest()}" for a, h in self._hashers.items()) or None
+        return " ".join(f"{a}:{h}" for a, h in digests.items()) or None
 
     def abort(self) -> None:
         """Forget the upload (never raises); later writes and commit raise InvalidState."""

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conformance.drivers import FtpDriver, SftpDriver
+from conformance.drivers import DavDriver, FtpDriver, SftpDriver
 from conftest import PASSWORDS, unique_memory
 from gateway import errors as E
 from gateway.fileids import storage_etag
@@ -305,3 +305,19 @@ def test_follow_on_sqlite_writes_the_rows_the_portable_statements_write(tmp_path
     assert kept["/a/g"] == ("e1", stamp(entry("/a/g", "e2")))  # the case is exercised
     assert {r.path for r in fast[3]} >= {"/ab", "/ab/g", "/a-x", "/a-x/y", "/ab2", "/ab2/d/é.txt"}
     assert fast[-1] == []
+
+
+@pytest.mark.parametrize("protocol", ["ftp", "http", "sftp"])
+def test_a_large_upload_keeps_the_digests_of_its_bytes(gateway_factory, protocol):
+    """A large upload's digests are computed beside its writes (other
+    threads, gateway.digests); what is kept covers exactly the bytes saved,
+    sent in many writes (WebDAV's reuse one buffer)."""
+    data = os.urandom(8 << 20)
+    r = gateway_factory(protocols=(protocol,))
+    driver = {"ftp": FtpDriver, "http": DavDriver, "sftp": SftpDriver}[protocol](
+        r.port(protocol), "alice", PASSWORDS["alice"])
+    driver.put("/big.bin", data)
+    found = r.ops.file_ids(r.session(), ["/big.bin"])[0]
+    assert found.checksum == f"sha1:{hashlib.sha1(data).hexdigest()} md5:{hashlib.md5(data).hexdigest()}"
+    assert found.checksum_size == len(data)
+    driver.close()

@@ -139,3 +139,90 @@ def test_failed_commit_removes_its_temporary(gw, s, tiny_disk):
         up.commit()
     assert temporaries(tiny_disk) == []
     assert not gw.ops.exists(s, "/small/f")
+
+
+def _hashing_now() -> int:
+    """Threads in the middle of an upload's digests (gateway.digests)."""
+    import sys
+
+    from gateway.digests import StreamHashes
+    count = 0
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code is StreamHashes._run.__code__:
+                count += 1
+                break
+            frame = frame.f_back
+    return count
+
+
+def test_a_large_upload_from_a_reused_buffer_keeps_the_digests_of_its_bytes(gw, s):
+    """Digests of a large upload run beside its writes; a view of a buffer
+    the caller refills after each write must still be hashed as written, and
+    a client's expected checksum is verified against them."""
+    import hashlib
+    import os
+    data = os.urandom(6 << 20)
+    for expected, ok in ((hashlib.sha256(data).hexdigest(), True), ("0" * 64, False)):
+        up = gw.ops.open_write(s, "/big.bin")
+        up.expect_checksum("SHA256", expected)
+        buf = memoryview(bytearray(64 << 10))
+        for i in range(0, len(data), len(buf)):
+            buf[:] = data[i:i + len(buf)]
+            up.write(buf)
+        if not ok:
+            with pytest.raises(E.BadRequest, match="checksum mismatch"):
+                up.commit()
+            continue
+        up.commit()
+        found = gw.ops.file_ids(s, ["/big.bin"])[0]
+        assert found.checksum == (f"sha256:{expected} sha1:{hashlib.sha1(data).hexdigest()} "
+                                  f"md5:{hashlib.md5(data).hexdigest()}")
+    f, _ = gw.ops.open_read(s, "/big.bin")
+    with f:
+        assert f.read() == data
+
+
+def test_an_aborted_upload_leaves_no_hashing_running(gw, s, tmp_path):
+    """Aborting (or failing) a large upload stops its digests at once; the
+    hashing threads are one small shared pool, not a thread per upload."""
+    import threading
+
+    from gateway import digests
+    before = set(threading.enumerate())
+    block = bytes(1 << 20)
+    uploads = [gw.ops.open_write(s, f"/u{i}") for i in range(8)]
+    for _ in range(5):
+        for up in uploads:
+            up.write(block)
+    for up in uploads:
+        up.abort()
+        with pytest.raises(E.InvalidState):
+            up.commit()
+    assert _hashing_now() == 0
+    new = set(threading.enumerate()) - before
+    assert all(t.name.startswith(digests.THREAD_PREFIX) for t in new)
+    assert len([t for t in threading.enumerate() if t.name.startswith(digests.THREAD_PREFIX)]) <= digests._WORKERS
+    assert temporaries(tmp_path / "data") == []
+
+
+def test_digests_of_writes_of_every_size_and_kind_are_in_order():
+    """Small writes after large ones (an FTP data connection's reads vary)
+    keep their order through the hand-off; bytearrays and views of them are
+    hashed as they were at the call."""
+    import hashlib
+    import random
+
+    from gateway.digests import StreamHashes
+    rng = random.Random(7)
+    data = rng.randbytes(7 << 20)
+    hashes, i = StreamHashes(("sha1", "md5")), 0
+    while i < len(data):
+        n = rng.choice((1, 100, 1500, 4096, 65536, 300_000, 1 << 20))
+        piece = data[i:i + n]
+        kind = rng.randrange(3)
+        buf = bytearray(piece)
+        hashes.update(piece if kind == 0 else buf if kind == 1 else memoryview(buf))
+        buf[:] = bytes(len(buf))  # the caller reuses its buffer
+        i += n
+    assert hashes.hexdigests() == {"sha1": hashlib.sha1(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}

@@ -1,0 +1,177 @@
+"""The digests of an upload's content, computed beside its writes.
+
+An upload's checksums (``[policy] upload_checksums``, sha1 and md5 by
+default, plus a client's expected one) cost ~3 ms of CPU per MiB; computed in
+the request's thread they are serialised with the storage writes and double
+the time of a large upload. hashlib releases the GIL while it digests a
+buffer of 2 KiB or more, so :class:`StreamHashes` hands the bytes, batched,
+to a small process-wide pool where each digest runs in order on its own
+worker, overlapping with the request thread's writes and with each other.
+
+Memory is bounded per upload: at most :data:`QUEUED_BYTES` wait to be hashed
+(the writer blocks for room) plus the batch being gathered. The first
+:data:`INLINE_BYTES` of an upload are hashed inline: for a small file the
+hand-off would cost more CPU than it saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterable
+
+__all__ = ["StreamHashes", "INLINE_BYTES", "QUEUED_BYTES", "BATCH_BYTES", "THREAD_PREFIX"]
+
+#: An upload's first bytes up to this many are hashed in the writing thread.
+INLINE_BYTES = 256 << 10
+#: Bytes gathered before they are handed to the workers (one hand-off per batch).
+BATCH_BYTES = 1 << 20
+#: Bytes of one upload handed off and not yet hashed by every digest; past it
+#: the writer waits.
+QUEUED_BYTES = 4 << 20
+#: The name prefix of the pool's threads.
+THREAD_PREFIX = "gateway-hash"
+_WORKERS = max(2, min(4, os.cpu_count() or 2))
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    """The shared pool (made again in a forked child, where the parent's
+    threads do not exist)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix=THREAD_PREFIX)
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def _immutable(data: bytes | memoryview) -> bytes | memoryview:
+    """``data``, or a copy of it when it views a buffer its caller may reuse."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, memoryview) and data.readonly and type(data.obj) is bytes:
+        return data
+    return bytes(data)
+
+
+class _Lane:
+    """One digest: its batches waiting and whether a worker runs it."""
+
+    __slots__ = ("hasher", "queue", "queued", "running")
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.queue: deque[tuple[list[bytes | memoryview], int]] = deque()
+        self.queued = 0
+        self.running = False
+
+
+class StreamHashes:
+    """Digests of one stream of bytes fed in order by one writer at a time
+    (the upload's lock). :meth:`update` before each write, :meth:`hexdigests`
+    at commit (waits for the workers), :meth:`stop` at abort."""
+
+    def __init__(self, algorithms: Iterable[str]) -> None:
+        self._hashers = {a: hashlib.new(a) for a in algorithms}
+        #: Bytes hashed inline so far; None once the stream is handed off.
+        self._inline: int | None = 0
+        self._batch: list[bytes | memoryview] = []
+        self._batch_bytes = 0
+        self._lanes: list[_Lane] | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._stopped = False
+        self._error: BaseException | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Add ``data`` (a view of a buffer the caller reuses is copied; it
+        may be reused once this returns). Blocks while the upload's queued
+        bytes are at :data:`QUEUED_BYTES`."""
+        if not self._hashers or self._stopped:
+            return
+        if self._inline is not None:
+            if self._inline + len(data) <= INLINE_BYTES:
+                for hasher in self._hashers.values():
+                    hasher.update(data)
+                self._inline += len(data)
+                return
+            self._inline = None  # from here on every byte goes through the batches, in order
+        self._batch.append(_immutable(data))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def hexdigests(self) -> dict[str, str]:
+        """Algorithm → hex digest of everything given to :meth:`update`, once
+        the workers are done with it. Raises what a digest raised (never for
+        bytes)."""
+        self._flush()
+        if self._lanes is not None:
+            with self._cond:
+                self._cond.wait_for(lambda: not any(lane.running for lane in self._lanes or ()))
+            if self._error is not None:
+                raise self._error
+        return {a: h.hexdigest() for a, h in self._hashers.items()}
+
+    def stop(self) -> None:
+        """Drop what waits to be hashed and wait for the batches being hashed
+        (at most one per digest); nothing of this stream runs afterwards.
+        Never raises."""
+        self._batch, self._batch_bytes = [], 0
+        with self._cond:
+            self._stopped = True
+            for lane in self._lanes or ():
+                lane.queue.clear()
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: not any(lane.running for lane in self._lanes or ()))
+
+    def _flush(self) -> None:
+        batch, size = self._batch, self._batch_bytes
+        if not batch:
+            return
+        self._batch, self._batch_bytes = [], 0
+        if self._lanes is None:
+            self._lanes = [_Lane(h) for h in self._hashers.values()]
+        lanes = self._lanes
+        start = []
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopped or all(
+                not lane.queued or lane.queued + size <= QUEUED_BYTES for lane in lanes))
+            if self._stopped:
+                return
+            for lane in lanes:
+                lane.queue.append((batch, size))
+                lane.queued += size
+                if not lane.running:
+                    lane.running = True
+                    start.append(lane)
+        for lane in start:
+            try:
+                _executor().submit(self._run, lane)
+            except RuntimeError:  # the interpreter is shutting down: hash here
+                self._run(lane)
+
+    def _run(self, lane: _Lane) -> None:
+        """A worker: hash ``lane``'s batches in order until none is left."""
+        done = 0
+        while True:
+            with self._cond:
+                if done:
+                    lane.queued -= done
+                    self._cond.notify_all()
+                if self._stopped or self._error is not None or not lane.queue:
+                    lane.running = False
+                    self._cond.notify_all()
+                    return
+                batch, done = lane.queue.popleft()
+            try:
+                for data in batch:
+                    lane.hasher.update(data)
+            except BaseException as exc:  # never for bytes; the waiters must not hang
+                self._error = exc
