@@ -28,13 +28,15 @@ __all__ = ["StreamHashes", "INLINE_BYTES", "QUEUED_BYTES", "BATCH_BYTES", "THREA
 #: An upload's first bytes up to this many are hashed in the writing thread.
 INLINE_BYTES = 256 << 10
 #: Bytes gathered before they are handed to the workers (one hand-off per batch).
-BATCH_BYTES = 1 << 20
+BATCH_BYTES = 2 << 20
 #: Bytes of one upload handed off and not yet hashed by every digest; past it
 #: the writer waits.
 QUEUED_BYTES = 4 << 20
 #: The name prefix of the pool's threads.
 THREAD_PREFIX = "gateway-hash"
 _WORKERS = max(2, min(4, os.cpu_count() or 2))
+#: Batch buffers one stream may have: the queued ones and the one being gathered.
+_BUFFERS = QUEUED_BYTES // BATCH_BYTES + 1
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
@@ -52,13 +54,9 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _immutable(data: bytes | memoryview) -> bytes | memoryview:
-    """``data``, or a copy of it when it views a buffer its caller may reuse."""
-    if type(data) is bytes:
-        return data
-    if isinstance(data, memoryview) and data.readonly and type(data.obj) is bytes:
-        return data
-    return bytes(data)
+def _immutable(data: bytes | memoryview) -> bool:
+    """Whether ``data`` cannot change after the call (bytes, or a view of bytes)."""
+    return type(data) is bytes or (isinstance(data, memoryview) and data.readonly and type(data.obj) is bytes)
 
 
 class _Lane:
@@ -68,7 +66,7 @@ class _Lane:
 
     def __init__(self, hasher: Any) -> None:
         self.hasher = hasher
-        self.queue: deque[tuple[list[bytes | memoryview], int]] = deque()
+        self.queue: deque[tuple[bytes | memoryview, int, bytearray | None]] = deque()
         self.queued = 0
         self.running = False
 
@@ -82,8 +80,14 @@ class StreamHashes:
         self._hashers = {a: hashlib.new(a) for a in algorithms}
         #: Bytes hashed inline so far; None once the stream is handed off.
         self._inline: int | None = 0
-        self._batch: list[bytes | memoryview] = []
-        self._batch_bytes = 0
+        #: The batch being gathered, its bytes; the stream's buffers not in use
+        #: and how many it made (at most _BUFFERS); per buffer handed off, the
+        #: digests still to hash it.
+        self._buf: bytearray | None = None
+        self._fill = 0
+        self._free: list[bytearray] = []
+        self._made = 0
+        self._users: dict[int, int] = {}
         self._lanes: list[_Lane] | None = None
         self._cond = threading.Condition(threading.Lock())
         self._stopped = False
@@ -102,10 +106,28 @@ class StreamHashes:
                 self._inline += len(data)
                 return
             self._inline = None  # from here on every byte goes through the batches, in order
-        self._batch.append(_immutable(data))
-        self._batch_bytes += len(data)
-        if self._batch_bytes >= BATCH_BYTES:
+        if len(data) >= BATCH_BYTES and _immutable(data):  # queued as it is
             self._flush()
+            self._queue(data, None)
+            return
+        # Copied into one of the stream's few batch buffers (reused: a fresh
+        # 2 MiB every batch would cost its page faults): the caller may reuse
+        # its own, and a batch is one hand-off and one update per digest.
+        view = data if isinstance(data, memoryview) else memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        pos = 0
+        while pos < len(view):
+            if self._buf is None:
+                self._buf = self._take_buffer()
+                if self._buf is None:  # stopped
+                    return
+            n = min(len(view) - pos, BATCH_BYTES - self._fill)
+            self._buf[self._fill:self._fill + n] = view[pos:pos + n]
+            self._fill += n
+            pos += n
+            if self._fill == BATCH_BYTES:
+                self._flush()
 
     def hexdigests(self) -> dict[str, str]:
         """Algorithm → hex digest of everything given to :meth:`update`, once
@@ -123,7 +145,7 @@ class StreamHashes:
         """Drop what waits to be hashed and wait for the batches being hashed
         (at most one per digest); nothing of this stream runs afterwards.
         Never raises."""
-        self._batch, self._batch_bytes = [], 0
+        self._buf, self._fill = None, 0
         with self._cond:
             self._stopped = True
             for lane in self._lanes or ():
@@ -131,11 +153,28 @@ class StreamHashes:
             self._cond.notify_all()
             self._cond.wait_for(lambda: not any(lane.running for lane in self._lanes or ()))
 
+    def _take_buffer(self) -> bytearray | None:
+        """A free batch buffer, waiting for one while all are queued; None
+        once stopped."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopped or self._free or self._made < _BUFFERS)
+            if self._stopped:
+                return None
+            if self._free:
+                return self._free.pop()
+            self._made += 1
+        return bytearray(BATCH_BYTES)
+
     def _flush(self) -> None:
-        batch, size = self._batch, self._batch_bytes
-        if not batch:
-            return
-        self._batch, self._batch_bytes = [], 0
+        if self._buf is not None and self._fill:
+            buf, fill = self._buf, self._fill
+            self._buf, self._fill = None, 0
+            self._queue(memoryview(buf)[:fill], buf)
+
+    def _queue(self, batch: bytes | memoryview, buf: bytearray | None) -> None:
+        """Hand ``batch`` to every digest; ``buf``: the stream's buffer it
+        views, free again once all have hashed it."""
+        size = len(batch)
         if self._lanes is None:
             self._lanes = [_Lane(h) for h in self._hashers.values()]
         lanes = self._lanes
@@ -145,8 +184,10 @@ class StreamHashes:
                 not lane.queued or lane.queued + size <= QUEUED_BYTES for lane in lanes))
             if self._stopped:
                 return
+            if buf is not None:
+                self._users[id(buf)] = len(lanes)
             for lane in lanes:
-                lane.queue.append((batch, size))
+                lane.queue.append((batch, size, buf))
                 lane.queued += size
                 if not lane.running:
                     lane.running = True
@@ -159,19 +200,23 @@ class StreamHashes:
 
     def _run(self, lane: _Lane) -> None:
         """A worker: hash ``lane``'s batches in order until none is left."""
-        done = 0
+        done, buf = 0, None
         while True:
             with self._cond:
                 if done:
                     lane.queued -= done
+                    if buf is not None:
+                        self._users[id(buf)] -= 1
+                        if not self._users[id(buf)]:
+                            del self._users[id(buf)]
+                            self._free.append(buf)
                     self._cond.notify_all()
                 if self._stopped or self._error is not None or not lane.queue:
                     lane.running = False
                     self._cond.notify_all()
                     return
-                batch, done = lane.queue.popleft()
+                batch, done, buf = lane.queue.popleft()
             try:
-                for data in batch:
-                    lane.hasher.update(data)
+                lane.hasher.update(batch)
             except BaseException as exc:  # never for bytes; the waiters must not hang
                 self._error = exc
