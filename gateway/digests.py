@@ -38,6 +38,7 @@ _WORKERS = max(2, min(4, os.cpu_count() or 2))
 #: Batch buffers one stream may have: the queued ones and the one being gathered.
 _BUFFERS = QUEUED_BYTES // BATCH_BYTES + 1
 
+_NO_COND = threading.Condition()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
 _pool_lock = threading.Lock()
@@ -89,7 +90,7 @@ class StreamHashes:
         self._made = 0
         self._users: dict[int, int] = {}
         self._lanes: list[_Lane] | None = None
-        self._cond = threading.Condition(threading.Lock())
+        self._cond: threading.Condition = _NO_COND  # made at the hand-off: a small upload never needs it
         self._stopped = False
         self._error: BaseException | None = None
 
@@ -106,6 +107,8 @@ class StreamHashes:
                 self._inline += len(data)
                 return
             self._inline = None  # from here on every byte goes through the batches, in order
+            self._cond = threading.Condition(threading.Lock())
+            self._lanes = [_Lane(h) for h in self._hashers.values()]
         if len(data) >= BATCH_BYTES and _immutable(data):  # queued as it is
             self._flush()
             self._queue(data, None)
@@ -146,6 +149,9 @@ class StreamHashes:
         (at most one per digest); nothing of this stream runs afterwards.
         Never raises."""
         self._buf, self._fill = None, 0
+        if self._lanes is None:
+            self._stopped = True
+            return
         with self._cond:
             self._stopped = True
             for lane in self._lanes or ():
@@ -175,9 +181,7 @@ class StreamHashes:
         """Hand ``batch`` to every digest; ``buf``: the stream's buffer it
         views, free again once all have hashed it."""
         size = len(batch)
-        if self._lanes is None:
-            self._lanes = [_Lane(h) for h in self._hashers.values()]
-        lanes = self._lanes
+        lanes = self._lanes or []
         start = []
         with self._cond:
             self._cond.wait_for(lambda: self._stopped or all(
