@@ -203,24 +203,30 @@ class StreamHashes:
                 self._run(lane)
 
     def _run(self, lane: _Lane) -> None:
-        """A worker: hash ``lane``'s batches in order until none is left."""
-        done, buf = 0, None
-        while True:
-            with self._cond:
-                if done:
-                    lane.queued -= done
-                    if buf is not None:
-                        self._users[id(buf)] -= 1
-                        if not self._users[id(buf)]:
-                            del self._users[id(buf)]
-                            self._free.append(buf)
-                    self._cond.notify_all()
-                if self._stopped or self._error is not None or not lane.queue:
-                    lane.running = False
-                    self._cond.notify_all()
-                    return
-                batch, done, buf = lane.queue.popleft()
-            try:
-                lane.hasher.update(batch)
-            except BaseException as exc:  # never for bytes; the waiters must not hang
-                self._error = exc
+        """A worker's turn on ``lane``: hash its next batch, then put the lane
+        back at the end of the pool's queue while more batches wait. One
+        batch per turn: the pool has a few workers for every upload, and a
+        long upload whose writer keeps its lanes fed would otherwise hold
+        them and stall every other upload at its queued-bytes bound."""
+        with self._cond:
+            if self._stopped or self._error is not None or not lane.queue:
+                lane.running = False
+                self._cond.notify_all()
+                return
+            batch, size, buf = lane.queue.popleft()
+        try:
+            lane.hasher.update(batch)
+        except BaseException as exc:  # never for bytes; the waiters must not hang
+            self._error = exc
+        with self._cond:
+            lane.queued -= size
+            if buf is not None:
+                self._users[id(buf)] -= 1
+                if not self._users[id(buf)]:
+                    del self._users[id(buf)]
+                    self._free.append(buf)
+            self._cond.notify_all()
+        try:
+            _executor().submit(self._run, lane)
+        except RuntimeError:  # the interpreter is shutting down: the rest here (a few batches)
+            self._run(lane)

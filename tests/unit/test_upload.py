@@ -226,3 +226,48 @@ def test_digests_of_writes_of_every_size_and_kind_are_in_order():
         buf[:] = bytes(len(buf))  # the caller reuses its buffer
         i += n
     assert hashes.hexdigests() == {"sha1": hashlib.sha1(data).hexdigest(), "md5": hashlib.md5(data).hexdigest()}
+
+
+def test_long_uploads_do_not_keep_the_hashing_workers_from_another():
+    """While long uploads' writers keep their digests fed (as many digests
+    as the pool has workers), another upload's digests still get a worker:
+    it finishes with the right checksum instead of waiting at its
+    queued-bytes bound for the others to end."""
+    import hashlib
+    import os
+    import threading
+
+    from gateway import digests
+
+    longs = [digests.StreamHashes(("sha256",)) for _ in range(digests._WORKERS)]
+    other = digests.StreamHashes(("sha256",))
+    stop = threading.Event()
+
+    def feed(stream: digests.StreamHashes) -> None:
+        block = bytes(digests.BATCH_BYTES)  # whole batches, queued as they are: the fastest writer there is
+        while not stop.is_set():
+            stream.update(block)
+
+    feeders = [threading.Thread(target=feed, args=(s,), daemon=True) for s in longs]
+    for t in feeders:
+        t.start()
+    data = os.urandom(12 << 20)
+    got: dict[str, str] = {}
+
+    def upload() -> None:
+        for i in range(0, len(data), 1 << 20):
+            other.update(data[i:i + (1 << 20)])
+        got.update(other.hexdigests())
+
+    second = threading.Thread(target=upload, daemon=True)
+    try:
+        second.start()
+        second.join(60)
+        assert not second.is_alive(), "the other upload's digest never got a worker"
+        assert got == {"sha256": hashlib.sha256(data).hexdigest()}
+    finally:
+        stop.set()
+        for stream in longs:
+            stream.stop()
+        for t in feeders:
+            t.join(30)
