@@ -157,7 +157,11 @@ class Gateway:
     def _config(self, args: argparse.Namespace) -> Path:
         from gateway.auth import hash_password
 
-        base = 40000 + secrets.randbelow(20) * 1000
+        # Above Linux's default ephemeral range (32768-60999), where the front
+        # ends' own ports are, and never holding one of them (the config refuses that).
+        base = 61000 + secrets.randbelow(4) * 1000
+        while any(base <= p <= base + 999 for p in self.ports.values()):
+            base = 40000 + secrets.randbelow(20) * 1000
         sections: dict[str, dict[str, Any]] = {
             "server": {"host": "127.0.0.1", "state_dir": str(self.tmp / "var")},
             "ftp": {"port": self.ports["ftp"], "passive_ports": f"{base}-{base + 999}"},

@@ -48,7 +48,8 @@ class Context:
     host_key: Path | None = None
     moto_url: str | None = None
     s3: Any = None                      # boto3 client of the moto server
-    next_port_range: int = field(default_factory=lambda: 40000 + secrets.randbelow(150) * 100)
+    #: above Linux's default ephemeral range (32768-60999), where the servers' own ports are
+    next_port_range: int = field(default_factory=lambda: 61000 + secrets.randbelow(30) * 100)
     #: more [policy] settings of the gateway (scripts/bench/profile.py compares with and without one)
     gateway_policy: dict = field(default_factory=dict)
     bench_password: str = ""            # the system account's (vsftpd); kept across runs
@@ -62,7 +63,7 @@ class Context:
 
     def ports(self, n: int = 100) -> str:
         """A passive port range ``lo-hi`` for FTP data, not shared with
-        another server of this run (from a random base above 40000)."""
+        another server of this run (from a random base above 61000)."""
         lo = self.next_port_range
         self.next_port_range += n
         return f"{lo}-{lo + n - 1}"
