@@ -53,7 +53,7 @@ from typing import Any, Callable, Collection, Iterator
 import sqlalchemy as sa
 
 from gateway.jobs.model import Job, pending_props_root
-from gateway.jobs.schema import dav_locks, dav_props
+from gateway.jobs.schema import dav_locks, dav_props, path_below, path_children, path_subtree
 from gateway.jobs.store import write_transaction
 from gateway.namespace import is_under, normalise, to_global, to_user
 from gateway.types import Session
@@ -70,22 +70,11 @@ LOCKS_TTL_S = 0.5
 
 def _subtree(column: sa.Column, path: str, *, include_root: bool = True,
              include_children: bool = True) -> sa.ColumnElement[bool]:
-    """``column`` is ``path`` and/or lies below it. A prefix test by substr:
-    LIKE would need escaping and is case-blind on SQLite, and a range test
-    would follow PostgreSQL's locale collation."""
-    prefix = path.rstrip("/") + "/"
-    below = sa.and_(column != path, sa.func.substr(column, 1, len(prefix)) == prefix)
+    """``column`` is ``path`` and/or lies below it (a range in byte order an
+    index serves, see gateway.jobs.schema.path_below)."""
     if include_root and include_children:
-        return sa.or_(column == path, below)
-    return column == path if include_root else below
-
-
-def _children(column: sa.Column, path: str) -> sa.ColumnElement[bool]:
-    """``column`` names a direct member of folder ``path``: below it with no
-    further '/' (replace() and substr() mean the same on SQLite and PostgreSQL)."""
-    prefix = path.rstrip("/") + "/"
-    rest = sa.func.substr(column, len(prefix) + 1)
-    return sa.and_(_subtree(column, path, include_root=False), sa.func.replace(rest, "/", "") == rest)
+        return path_subtree(column, path)
+    return column == path if include_root else path_below(column, path)
 
 
 class _Snapshot:
@@ -276,7 +265,7 @@ class DavState:
         snap = self._snapshot()
         if snap is None:
             with self.engine.connect() as c:
-                where = sa.or_(dav_props.c.path == folder, _children(dav_props.c.path, folder))
+                where = sa.or_(dav_props.c.path == folder, path_children(dav_props.c.path, folder))
                 return c.execute(sa.select(dav_props.c.path).where(where).limit(1)).first() is not None
         prefix = folder.rstrip("/") + "/"
         if self._snapshot_props(snap, folder):
@@ -289,7 +278,7 @@ class DavState:
         members' properties (a PROPFIND asks for each member next)."""
         folder = posixpath.dirname(path) if path != "/" else ""
         if folder not in snap.folders:
-            snap.props.update(self._read_props(_children(dav_props.c.path, folder) if folder
+            snap.props.update(self._read_props(path_children(dav_props.c.path, folder) if folder
                                                else dav_props.c.path == "/"))
             snap.folders.add(folder)
         return snap.props.get(path, {})

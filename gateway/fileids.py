@@ -55,7 +55,7 @@ from typing import Callable, Iterable, NamedTuple, Sequence
 import sqlalchemy as sa
 
 from gateway.jobs.model import Job
-from gateway.jobs.schema import file_ids, job_items
+from gateway.jobs.schema import file_ids, job_items, path_children, path_subtree
 from gateway.jobs.store import _insert_ignore, write_transaction
 from gateway.namespace import join, parent_of
 from gateway.types import Entry
@@ -65,21 +65,9 @@ __all__ = ["FileIds", "FileId", "storage_etag", "stamp"]
 log = logging.getLogger(__name__)
 
 
-def _subtree(column: sa.Column, path: str) -> sa.ColumnElement[bool]:
-    """``column`` is ``path`` or lies below it (substr, as gateway.davstate)."""
-    if path == "/":
-        return sa.true()
-    prefix = path + "/"
-    return sa.or_(column == path, sa.func.substr(column, 1, len(prefix)) == prefix)
-
-
 def _members(column: sa.Column, folder: str) -> sa.ColumnElement[bool]:
     """``column`` is ``folder`` or one of its direct members."""
-    prefix = folder.rstrip("/") + "/"
-    rest = sa.func.substr(column, len(prefix) + 1)
-    below = sa.and_(column != folder, sa.func.substr(column, 1, len(prefix)) == prefix,
-                    sa.func.replace(rest, "/", "") == rest)
-    return sa.or_(column == folder, below)
+    return sa.or_(column == folder, path_children(column, folder))
 
 
 #: content_changed's statements on SQLite (see FileIds._content_changed_sqlite).
@@ -95,7 +83,7 @@ _SET_ETAG = "UPDATE file_ids SET etag = ?, etag_stamp = ? WHERE path = ?"
 
 def _sql_subtree(path: str) -> tuple[str, tuple[str, ...]]:
     """SQLite: a condition (and its arguments) that ``path`` is the given
-    path or lies below it, as :func:`_subtree`, by a range on the index:
+    path or lies below it, as :func:`~gateway.jobs.schema.path_subtree`, by a range on the index:
     the paths below ``/a`` are those from ``/a/`` up to ``/a0`` (``0``
     follows ``/``; SQLite compares text by its UTF-8 bytes, in code point
     order)."""
@@ -344,7 +332,7 @@ class FileIds:
         :meth:`_kept_across` would, in one BEGIN IMMEDIATE transaction,
         without SQLAlchemy's statement building (1.2 ms of CPU per file
         deleted by FTP or SFTP). A subtree is found by a range on the path's
-        index instead of ``substr`` (a scan of the table). Raises
+        index, as the portable statements find it. Raises
         sqlite3.Error (the transaction is rolled back when the connection
         goes back to the pool)."""
         raw = self.engine.raw_connection()
@@ -438,14 +426,14 @@ class FileIds:
 
     def _follow(self, c: sa.Connection, operation: str, src: str, dst: str | None) -> None:
         if operation == "delete" or dst is None:
-            c.execute(file_ids.delete().where(_subtree(file_ids.c.path, src)))
+            c.execute(file_ids.delete().where(path_subtree(file_ids.c.path, src)))
             self._bump(c, [parent_of(src)] if src != "/" else ["/"])
             return
         if src == dst:
             return
-        c.execute(file_ids.delete().where(_subtree(file_ids.c.path, dst)))
+        c.execute(file_ids.delete().where(path_subtree(file_ids.c.path, dst)))
         if operation == "move":
-            c.execute(file_ids.update().where(_subtree(file_ids.c.path, src)).values(
+            c.execute(file_ids.update().where(path_subtree(file_ids.c.path, src)).values(
                 path=sa.literal(dst) + sa.func.substr(file_ids.c.path, len(src) + 1)))
             self._bump(c, [parent_of(src), dst])
         else:  # the copies get new ids when asked, and the checksums now
@@ -453,7 +441,8 @@ class FileIds:
             c.execute(file_ids.insert().from_select(
                 ["path", "version", "checksum", "checksum_size"],
                 sa.select(moved, sa.literal(self._version()), file_ids.c.checksum, file_ids.c.checksum_size)
-                .where(_subtree(file_ids.c.path, src), file_ids.c.checksum.is_not(None))))
+                .where(path_subtree(file_ids.c.path, src), file_ids.c.checksum.is_not(None))
+                .order_by(file_ids.c.id)))  # new ids in the sources' order, whichever index found them
             self._bump(c, [dst])
 
     def _bump(self, c: sa.Connection, paths: Iterable[str]) -> None:

@@ -3,8 +3,13 @@ Alembic migration in ``migrations/versions``, never by editing an old one."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import sqlalchemy as sa
 from sqlalchemy import (Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, BigInteger)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 metadata = MetaData()
 
@@ -103,6 +108,7 @@ dav_locks = Table(
     Column("expires_at", Float, nullable=False),
 )
 Index("ix_dav_locks_root", dav_locks.c.root)
+Index("ix_dav_locks_root_bytes", dav_locks.c.root.collate("C")).ddl_if(dialect="postgresql")
 
 dav_props = Table(
     "dav_props", metadata,
@@ -110,6 +116,7 @@ dav_props = Table(
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
+Index("ix_dav_props_path_bytes", dav_props.c.path.collate("C")).ddl_if(dialect="postgresql")
 
 #: A stable id per file or folder (global path), following moves made
 #: through the gateway; ``version`` changes whenever something at or below
@@ -125,6 +132,7 @@ file_ids = Table(
     Column("etag_stamp", Text),                            # what the storage reported of the copy
     sqlite_autoincrement=True,
 )
+Index("ix_file_ids_path_bytes", file_ids.c.path.collate("C")).ddl_if(dialect="postgresql")
 
 #: Replies to REST requests sent with an Idempotency-Key, kept a day: the same
 #: key from the same user gets the first reply again (status NULL: still running).
@@ -200,3 +208,63 @@ users = Table(
     Column("require_tls", Boolean, nullable=False),
     Column("changed_at", Float, nullable=False),
 )
+
+
+# -- conditions on stored paths ------------------------------------------------
+#
+# A subtree is a range of paths in byte order: those below ``/a`` run from
+# ``/a/`` up to ``/a0`` (``0`` follows ``/``), so an index on the path serves
+# it. SQLite compares text by its bytes (BINARY) and its plain indexes on the
+# paths serve the range; PostgreSQL compares text by the database's locale
+# collation, where ``/a/x`` need not sort between ``/a/`` and ``/a0`` at all,
+# so there the comparison is made under ``COLLATE "C"`` (byte order) and
+# served by the ``..._bytes`` expression indexes above (migration 0010).
+
+
+class _InByteOrder(sa.sql.expression.ColumnElement[str]):
+    """A text column compared by its bytes: ``column COLLATE "C"`` on
+    PostgreSQL, the column itself elsewhere (SQLite's BINARY default)."""
+
+    inherit_cache = True
+    type = Text()
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: sa.ColumnElement[str]) -> None:
+        self.column = column
+
+
+@compiles(_InByteOrder)
+def _in_byte_order(element: _InByteOrder, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column, **kw)
+
+
+@compiles(_InByteOrder, "postgresql")
+def _in_byte_order_pg(element: _InByteOrder, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column.collate("C"), **kw)
+
+
+def path_below(column: sa.ColumnElement[str], path: str) -> sa.ColumnElement[bool]:
+    """``column`` lies strictly below global path ``path`` (a trailing ``/``
+    ignored): a byte-order range an index on the column serves; below ``/``
+    is every other path."""
+    prefix = path.rstrip("/") + "/"
+    if prefix == "/":
+        return column != "/"
+    ordered = _InByteOrder(column)
+    return sa.and_(ordered >= prefix, ordered < prefix[:-1] + "0")
+
+
+def path_subtree(column: sa.ColumnElement[str], path: str) -> sa.ColumnElement[bool]:
+    """``column`` is ``path`` or lies below it; ``/``: every path."""
+    if path.rstrip("/") == "":
+        return sa.true()
+    return sa.or_(column == path, path_below(column, path))
+
+
+def path_children(column: sa.ColumnElement[str], path: str) -> sa.ColumnElement[bool]:
+    """``column`` names a direct member of folder ``path``: below it (the
+    range) with no further ``/`` in the rest (replace() and substr() mean
+    the same on SQLite and PostgreSQL)."""
+    prefix = path.rstrip("/") + "/"
+    rest = sa.func.substr(column, len(prefix) + 1)
+    return sa.and_(path_below(column, path), sa.func.replace(rest, "/", "") == rest)

@@ -23,7 +23,8 @@ from sqlalchemy import event
 from gateway.bus import Change
 from gateway.errors import InvalidState, NotFound
 from gateway.jobs.model import Job, pending_props_root
-from gateway.jobs.schema import dav_props, job_items, jobs, metadata, monitor_tokens, store_secrets
+from gateway.jobs.schema import (dav_props, job_items, jobs, metadata, monitor_tokens, path_subtree,
+                                 store_secrets)
 
 __all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollback_leftovers", "write_transaction",
            "BATCH_ITEMS"]
@@ -31,7 +32,7 @@ __all__ = ["JobStore", "SchemaTooNew", "hash_token", "known_revisions", "rollbac
 log = logging.getLogger("gateway.jobs")
 
 #: The newest migration under migrations/versions (a test keeps them in step).
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 #: The PostgreSQL advisory lock key held while the schema is migrated
 #: (any constant: "gw-migr" in ASCII).
 MIGRATION_LOCK = 0x67772D6D69677220
@@ -500,9 +501,7 @@ class JobStore:
                 c.execute(monitor_tokens.delete().where(monitor_tokens.c.job_id.in_(ids)))
                 for job_id in ids:  # what an initiator set on a destination that never came
                     root = pending_props_root(job_id)
-                    c.execute(dav_props.delete().where(sa.or_(
-                        dav_props.c.path == root,
-                        sa.func.substr(dav_props.c.path, 1, len(root) + 1) == root + "/")))
+                    c.execute(dav_props.delete().where(path_subtree(dav_props.c.path, root)))
                 c.execute(jobs.delete().where(jobs.c.id.in_(ids)))
         return len(ids)
 

@@ -161,6 +161,12 @@ def test_stores_opened_at_once_migrate_one_database_once(pg_url):
         assert {s.schema_revision() for s in opened} == {SCHEMA_HEAD}
         with engine.connect() as c:
             assert c.exec_driver_sql("select count(*) from alembic_version").scalar() == 1
+            # 0010: the subtree conditions' indexes, on the paths in byte order
+            defs = c.exec_driver_sql("select indexdef from pg_indexes where right(indexname, 6) = '_bytes'")
+            assert set(defs.scalars()) == {
+                'CREATE INDEX ix_file_ids_path_bytes ON public.file_ids USING btree (path COLLATE "C")',
+                'CREATE INDEX ix_dav_props_path_bytes ON public.dav_props USING btree (path COLLATE "C")',
+                'CREATE INDEX ix_dav_locks_root_bytes ON public.dav_locks USING btree (root COLLATE "C")'}
     finally:
         for s in opened:
             s.close()
