@@ -3,6 +3,7 @@ front ends a test asks for listening on free 127.0.0.1 ports."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -12,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -82,6 +83,37 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
             return False
 
     wait_until(up, timeout, f"port {port}")
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+#: A locale collation that ignores punctuation first (ICU "shifted", as
+#: glibc's en_US does): '/a/x' sorts after '/a0' there, so a subtree range
+#: not made in byte order would miss rows.
+PG_LOCALE = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und-u-ka-shifted' LOCALE 'C.UTF-8'"
+
+
+@contextlib.contextmanager
+def pg_job_store() -> Iterator[Any]:
+    """A JobStore on a new database of this machine's PostgreSQL
+    (127.0.0.1:5432, trust) with the collation above, dropped afterwards."""
+    import sqlalchemy as sa
+
+    from gateway.jobs.store import JobStore
+
+    name = f"gw_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'CREATE DATABASE "{name}" {PG_LOCALE}')
+        store = JobStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+        try:
+            yield store
+        finally:
+            store.close()
+            with admin.connect() as c:
+                c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
 
 
 def unique_memory(prefix: str = "t") -> str:

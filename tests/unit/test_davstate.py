@@ -1,10 +1,9 @@
 """gateway.davstate: WebDAV locks and dead properties in the job store's database."""
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 
+from conftest import pg_job_store
 from gateway import errors as E
 from gateway.davstate import DavState
 from gateway.jobs.schema import dav_props
@@ -21,14 +20,6 @@ class Clock:
         return self.now
 
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-#: The PostgreSQL test databases compare text by a locale collation that
-#: ignores punctuation first (ICU "shifted", as glibc's en_US does): there
-#: '/a/x' sorts after '/a0', so a subtree range not made in byte order
-#: would miss rows.
-PG_LOCALE = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und-u-ka-shifted' LOCALE 'C.UTF-8'"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
     if request.param == "sqlite":
@@ -36,20 +27,8 @@ def store(request, tmp_path):
         yield s
         s.close()
         return
-    name = f"gw_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}" {PG_LOCALE}')
-    except sa.exc.OperationalError:
-        admin.dispose()
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    s = JobStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    yield s
-    s.close()
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
+    with pg_job_store() as s:
+        yield s
 
 
 @pytest.fixture

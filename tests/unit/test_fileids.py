@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conformance.drivers import DavDriver, FtpDriver, SftpDriver
-from conftest import PASSWORDS, unique_memory
+from conftest import PASSWORDS, pg_job_store, unique_memory
 from gateway import errors as E
 from gateway.fileids import storage_etag
 
@@ -323,32 +323,11 @@ def test_a_large_upload_keeps_the_digests_of_its_bytes(gateway_factory, protocol
     driver.close()
 
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-#: A locale collation that ignores punctuation first (ICU "shifted", as
-#: glibc's en_US does): '/a/x' sorts after '/a0' there, so a subtree range
-#: not made in byte order would miss rows.
-PG_LOCALE = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und-u-ka-shifted' LOCALE 'C.UTF-8'"
-
-
 @pytest.fixture
 def pg_store():
     """A JobStore on a new PostgreSQL database of its own, dropped after."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    from gateway.jobs.store import JobStore
-
-    name = f"gw_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}" {PG_LOCALE}')
-    store = JobStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    yield store
-    store.close()
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
+    with pg_job_store() as store:
+        yield store
 
 
 #: Names whose subtrees a prefix test or a range in the wrong order confuses:
