@@ -93,27 +93,38 @@ PG_LOCALE = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und-u-ka-shifted
 
 
 @contextlib.contextmanager
-def pg_job_store() -> Iterator[Any]:
-    """A JobStore on a new database of this machine's PostgreSQL
-    (127.0.0.1:5432, trust) with the collation above, dropped afterwards."""
+def pg_database(options: str = "") -> Iterator[str]:
+    """The SQLAlchemy URL of a new database on this machine's PostgreSQL
+    (127.0.0.1:5432, trust), made with CREATE DATABASE ``options``, dropped
+    afterwards with its connections forced out."""
     import sqlalchemy as sa
-
-    from gateway.jobs.store import JobStore
 
     name = f"gw_test_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}" {PG_LOCALE}')
-        store = JobStore(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+            c.exec_driver_sql(f'CREATE DATABASE "{name}" {options}')
         try:
-            yield store
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
         finally:
-            store.close()
             with admin.connect() as c:
                 c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
+
+
+@contextlib.contextmanager
+def pg_job_store() -> Iterator[Any]:
+    """A JobStore on a new PostgreSQL database (:func:`pg_database`) with the
+    collation above, dropped afterwards."""
+    from gateway.jobs.store import JobStore
+
+    with pg_database(PG_LOCALE) as url:
+        store = JobStore(url)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def unique_memory(prefix: str = "t") -> str:

@@ -89,6 +89,16 @@ def start_gateway(tree: Path, tmp: Path, password_hash: str) -> tuple[subprocess
     return proc, port
 
 
+def stop(procs) -> None:
+    """Terminate each server process, killing one that is not gone in 10 s."""
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def run(port: int, op: str, n: int, prefix: str, body: bytes, fresh: str = "") -> None:
     """``n`` requests; ``fresh``: PUT new files named after it (else the 200
     files of the warm-up are replaced, over and over)."""
@@ -152,12 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.hold:
                 time.sleep(args.hold)
         finally:
-            for proc, _, _ in servers.values():
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc for proc, _, _ in servers.values())
     return 0
 
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_by_side import PASSWORD, USER, cpu, start_gateway  # noqa: E402
+from side_by_side import PASSWORD, USER, cpu, start_gateway, stop  # noqa: E402
 
 BLOCK = os.urandom(1 << 20)
 
@@ -108,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"({' / '.join(f'{c:.2f}' for _, c in rounds)}) = "
                       f"{cpus[len(cpus) // 2] / args.mib * 1e6:.0f} µs/MiB", flush=True)
         finally:
-            for proc, _, _ in servers.values():
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc for proc, _, _ in servers.values())
     return 0
 
 

@@ -7,12 +7,10 @@ Store and runner level, no timing: the takeover is made by hand."""
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-import sqlalchemy as sa
 
-from conftest import unique_memory
+from conftest import pg_database, unique_memory
 from gateway.app import Gateway
 from gateway.jobs.model import Job, new_job_id
 from gateway.jobs.runner import _Lost, _Run
@@ -20,22 +18,13 @@ from gateway.jobs.store import JobStore
 from gateway.types import Session
 from gateway.users import User
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
         return
-    name = f"gw_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
+    with pg_database() as url:
+        yield url
 
 
 def _job(store: JobStore) -> Job:

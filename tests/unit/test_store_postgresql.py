@@ -3,7 +3,6 @@ the distributed mode), against the server this machine kind runs on
 127.0.0.1:5432."""
 
 import time
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -14,21 +13,12 @@ from gateway.jobs.store import SCHEMA_HEAD
 from gateway.types import Session
 from gateway.users import User
 
-from conftest import unique_memory
-
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
+from conftest import pg_database, unique_memory
 
 @pytest.fixture
 def pg_url():
-    name = f"gw_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.dispose()
+    with pg_database() as url:
+        yield url
 
 
 def test_backgrounded_move_on_postgresql_store(tmp_path, pg_url):
