@@ -94,6 +94,11 @@ class StreamHashes:
         self._stopped = False
         self._error: BaseException | None = None
 
+    @property
+    def algorithms(self) -> tuple[str, ...]:
+        """The digests computed, in the order given."""
+        return tuple(self._hashers)
+
     def update(self, data: bytes | memoryview) -> None:
         """Add ``data`` (a view of a buffer the caller reuses is copied; it
         may be reused once this returns). Blocks while the upload's queued

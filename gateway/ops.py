@@ -153,7 +153,6 @@ class Upload:
         #: for an upload that continues a file (they would cover only the new
         #: bytes). A large upload's run beside its writes (gateway.digests).
         self._hashes = StreamHashes(() if offset else ops.policy.upload_checksums)
-        self._algorithms: tuple[str, ...] = () if offset else tuple(ops.policy.upload_checksums)
         #: How many separately sent parts this upload was assembled from
         #: (gateway.chunked), for its operation log line; None: one stream.
         self.chunks: int | None = None
@@ -184,8 +183,7 @@ class Upload:
         if self._next:
             raise E.InvalidState(f"{self.path}: a checksum must be given before the content", self.path)
         self._expected = (algorithm, hexdigest.lower())
-        self._algorithms = tuple(dict.fromkeys((algorithm, "sha1", "md5", *self._algorithms)))
-        self._hashes = StreamHashes(self._algorithms)
+        self._hashes = StreamHashes(dict.fromkeys((algorithm, "sha1", "md5", *self._hashes.algorithms)))
 
     def write(self, data: bytes | memoryview) -> int:
         """Append ``data``. Raises the storage's error (the upload is then aborted)."""
