@@ -169,6 +169,20 @@ def _open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _fd_kinds(pid: int) -> dict[str, int]:
+    """What a process's descriptors are (socket, pipe, anon_inode:[eventpoll],
+    a file's folder...), counted: why a test's count is not what it expected."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = target.split(":", 1)[0] if target[:1] != "/" else os.path.dirname(target)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 def _http_status(port: int) -> str:
     """The status line of an unauthenticated REST request on a new
     connection, or "" when the connection is closed without one."""
@@ -200,19 +214,24 @@ def _fill(proc: subprocess.Popen, ports: tuple[int, ...], clients: list[socket.s
     so the last free descriptor is taken by whoever comes next, a probe as
     well as an attacker."""
     in_use = _open_fds(proc.pid)
+    attempts = failed = 0
     while True:
         assert proc.poll() is None, "the gateway exited"
         assert in_use <= most, in_use
         if in_use >= full and probe():
             return
         assert time.monotonic() < deadline, (
-            f"the gateway holds {in_use} descriptors after {len(clients)} connections, not {full}")
+            f"the gateway holds {in_use} descriptors (wanted {full} and the probe) after {len(clients)} "
+            f"connections, {failed} of {attempts} connects failed")
         for _ in range(max(1, full - in_use)):
+            # Each attempt goes to the next port, connected or not: a port
+            # whose backlog is full must not take every later attempt.
+            port = ports[attempts % len(ports)]
+            attempts += 1
             try:
-                clients.append(socket.create_connection(("127.0.0.1", ports[len(clients) % len(ports)]),
-                                                        timeout=5))
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
             except OSError:
-                pass  # counted below by what the gateway holds
+                failed += 1  # counted below by what the gateway holds
         time.sleep(0.2)  # past the guard's 50 ms recount, and the accept loops caught up
         in_use = _open_fds(proc.pid)
 
@@ -269,11 +288,15 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
         def accept_failed() -> bool:
             return b"out of descriptors" in log.read_bytes()[before:]
 
-        if reserve:  # every descriptor but the reserve, and then new connections are refused
-            _fill(proc, ports, clients, FD_LIMIT - reserve, FD_LIMIT - reserve + 8, probes_refused,
-                  time.monotonic() + 60)
-        else:  # the limit itself (less the spare the guard keeps for refusing), and accept() fails
-            _fill(proc, ports, clients, FD_LIMIT - 2, FD_LIMIT, accept_failed, time.monotonic() + 60)
+        try:
+            if reserve:  # every descriptor but the reserve, and then new connections are refused
+                _fill(proc, ports, clients, FD_LIMIT - reserve, FD_LIMIT - reserve + 8, probes_refused,
+                      time.monotonic() + 60)
+            else:  # the limit itself (less the spare the guard keeps for refusing), and accept() fails
+                _fill(proc, ports, clients, FD_LIMIT - 2, FD_LIMIT, accept_failed, time.monotonic() + 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the gateway's descriptors: {_fd_kinds(proc.pid)}; its log's end:\n"
+                                 + log.read_bytes()[before:][-3000:].decode(errors="replace")) from None
         if reserve:
             # the session opened before goes on: the reserve is for it
             ftp.storbinary("STOR during.txt", io.BytesIO(b"during the attack"))
