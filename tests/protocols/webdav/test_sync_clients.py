@@ -11,18 +11,16 @@ storage keeps them), and nothing the user did not delete is gone."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from conformance.drivers import FtpDriver, SftpDriver
-from conftest import PASSWORDS, unique_memory
+from conftest import PASSWORDS, core_tree, local_tree, unique_memory
 
 CLIENTS = ("nextcloudcmd", "owncloudcmd")
 #: The storage at the gateway's / in each run: local disk (keeps times), a
@@ -47,54 +45,6 @@ ACTIVITY = re.compile(r"Starting CSyncEnums::CSYNC_INSTRUCTION_(NEW|SYNC|CONFLIC
 TRANSFERS = {"upload", "download", "delete", "move", "copy", "mkdir"}
 
 
-@pytest.fixture
-def s3_mount():
-    """A bucket on moto's S3 server: (url, options) of a mount."""
-    import fsspec
-    from moto.server import ThreadedMotoServer
-
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "AKIDSYNC", "secret": "sync-secret"}
-    bucket = f"sync-{uuid.uuid4().hex[:8]}"  # moto's servers in one process share their buckets
-    fsspec.filesystem("s3", skip_instance_cache=True, **options).mkdir(bucket)
-    yield f"s3://{bucket}/root", options
-    server.stop()
-
-
-def _local_tree(root: Path) -> dict[str, tuple[str, int]]:
-    """{relative path: (sha256, mtime second)} of the user's files (dot
-    names are the clients' own)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
-        out[str(rel)] = (hashlib.sha256(p.read_bytes()).hexdigest(), int(p.stat().st_mtime))
-    return out
-
-
-def _server_tree(ops, session, folder: str = "/") -> dict[str, tuple[str, int | None]]:
-    """The same, read through the core, whatever the storage."""
-    out: dict[str, tuple[str, int | None]] = {}
-    for e in ops.list(session, folder):
-        path = f"{folder.rstrip('/')}/{e.name}"
-        if e.name.startswith("."):
-            continue
-        if e.is_dir:
-            out.update(_server_tree(ops, session, path))
-            continue
-        f, _ = ops.open_read(session, path)
-        with f:
-            h = hashlib.sha256()
-            while block := f.read(1 << 20):
-                h.update(block)
-        out[path[1:]] = (h.hexdigest(), None if e.mtime is None else int(e.mtime))
-    return out
-
-
 def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
     """One run of ``client``; its log. Fails the test on a non-zero exit."""
     args = [client, "-u", "alice", "-p", PASSWORDS["alice"], "--non-interactive", "--exclude",
@@ -114,7 +64,7 @@ def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
         pytest.skip(f"{client} is not installed (Debian: nextcloud-desktop-cmd / owncloud-client-cmd)")
     mounts = {"local": None,
               "slow": {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})},
-              "s3": {"/": request.getfixturevalue("s3_mount") if mount == "s3" else None}}[mount]
+              "s3": {"/": request.getfixturevalue("moto_s3")[:2] if mount == "s3" else None}}[mount]
     # [logging] audit: downloads are in the operation log too.
     r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=mounts, sections={"logging": {"audit": True}})
     ops, session = r.ops, r.session()
@@ -135,8 +85,8 @@ def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
         """Both sides hold exactly ``expected`` (nothing the user did not
         delete is gone), with the same content, and the same times where the
         storage keeps them."""
-        here = {k: v for k, v in _local_tree(local).items() if k != ignore}
-        there = {k: v for k, v in _server_tree(ops, session).items() if k != ignore}
+        here = {k: v for k, v in local_tree(local).items() if k != ignore}
+        there = {k: v for k, v in core_tree(ops, session).items() if k != ignore}
         assert set(here) == set(there) == expected
         assert {k: v[0] for k, v in here.items()} == {k: v[0] for k, v in there.items()}
         if times:
