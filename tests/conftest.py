@@ -156,6 +156,17 @@ def moto_s3():
         server.stop()
 
 
+def storage_at_root(request: Any, kind: str) -> dict[str, Any] | None:
+    """The ``mounts`` of a gateway whose / is ``kind``: "local" (disk, keeps
+    times), "slow" (a memory store behind the ``slow`` wrapper: keeps no
+    times, the gateway refuses them) or "s3" (a bucket of :func:`moto_s3`)."""
+    if kind == "local":
+        return None
+    if kind == "slow":
+        return {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})}
+    return {"/": request.getfixturevalue("moto_s3")[:2]}
+
+
 def local_tree(root: Path) -> dict[str, tuple[str, int]]:
     """{relative path: (sha256, mtime second)} of the files below ``root``;
     dot names (sync clients' journals, logs and lock files) left out."""

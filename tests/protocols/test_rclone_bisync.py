@@ -22,7 +22,7 @@ import subprocess
 import pytest
 
 from conformance.drivers import FtpDriver, SftpDriver
-from conftest import PASSWORDS, core_tree, local_tree, unique_memory
+from conftest import PASSWORDS, core_tree, local_tree, storage_at_root
 
 REMOTES = {
     "owncloud": {"type": "webdav", "vendor": "owncloud", "path": "/remote.php/webdav"},
@@ -41,15 +41,13 @@ def _bisync_rclone() -> str:
     return found
 
 
-@pytest.mark.parametrize("mount", ["local", "slow", "s3"])
+@pytest.mark.parametrize("mount", ["local", "slow", "s3"])  # conftest.storage_at_root
 @pytest.mark.parametrize("remote", list(REMOTES))
 def test_bisync_rounds(gateway_factory, tmp_path, request, op_log, remote, mount):
     rclone_bin = _bisync_rclone()
-    mounts = {"local": None,
-              "slow": {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})},
-              "s3": {"/": request.getfixturevalue("moto_s3")[:2] if mount == "s3" else None}}[mount]
     # [logging] audit: downloads are in the operation log too.
-    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=mounts, sections={"logging": {"audit": True}})
+    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=storage_at_root(request, mount),
+                        sections={"logging": {"audit": True}})
     ops, session = r.ops, r.session()
     times = r.gw.namespace.resolve("/")[0].backend.capabilities.mtimes
     spec = REMOTES[remote]

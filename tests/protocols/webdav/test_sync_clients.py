@@ -20,14 +20,12 @@ from pathlib import Path
 import pytest
 
 from conformance.drivers import FtpDriver, SftpDriver
-from conftest import PASSWORDS, core_tree, local_tree, unique_memory
+from conftest import PASSWORDS, core_tree, local_tree, storage_at_root
 
 #: The clients and the Debian packages that have them.
 PACKAGES = {"nextcloudcmd": "nextcloud-desktop-cmd", "owncloudcmd": "owncloud-client-cmd"}
 CLIENTS = tuple(PACKAGES)
-#: The storage at the gateway's / in each run: local disk (keeps times), a
-#: memory store behind the ``slow`` wrapper (keeps none: the gateway
-#: refuses them) and moto's S3.
+#: The storage at the gateway's / in each run (conftest.storage_at_root).
 MOUNTS = ("local", "slow", "s3")
 #: The chunk size the clients are told to use (they read these variables):
 #: the big file goes up in several chunks, a small one in one PUT.
@@ -63,11 +61,9 @@ def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
     assert shutil.which(client), f"{client} is not installed (scripts/test installs Debian's {PACKAGES[client]})"
-    mounts = {"local": None,
-              "slow": {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})},
-              "s3": {"/": request.getfixturevalue("moto_s3")[:2] if mount == "s3" else None}}[mount]
     # [logging] audit: downloads are in the operation log too.
-    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=mounts, sections={"logging": {"audit": True}})
+    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=storage_at_root(request, mount),
+                        sections={"logging": {"audit": True}})
     ops, session = r.ops, r.session()
     # Where the storage keeps no client times the gateway refuses them
     # (no "X-OC-MTime: accepted"): then only the contents are compared,
