@@ -177,10 +177,11 @@ def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
 
 @pytest.mark.parametrize("vendor,path", [("owncloud", "/remote.php/webdav"),
                                          ("nextcloud", "/remote.php/dav/files/alice")])
-def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vendor, path):
+def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, op_log, vendor, path):
     """rclone's owncloud and nextcloud vendors: a second copy transfers
     nothing (times kept), and ``check --checksum`` compares the SHA1 the
-    gateway verified at upload."""
+    gateway verified at upload. The nextcloud vendor sends a file bigger
+    than its chunk size through the chunked-upload collection."""
     assert shutil.which("rclone"), "rclone is not installed (scripts/test installs it)"
     r = gateway_factory(protocols=("http",))
     src = tmp_path / "src"
@@ -191,7 +192,7 @@ def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vend
                               check=True).stdout.strip()
     env = {**os.environ, "RCLONE_CONFIG_GW_TYPE": "webdav", "RCLONE_CONFIG_GW_VENDOR": vendor,
            "RCLONE_CONFIG_GW_URL": f"http://127.0.0.1:{r.port('http')}{path}", "RCLONE_CONFIG_GW_USER": "alice",
-           "RCLONE_CONFIG_GW_PASS": obscured}
+           "RCLONE_CONFIG_GW_PASS": obscured, "RCLONE_CONFIG_GW_NEXTCLOUD_CHUNK_SIZE": "100Ki"}
 
     def rclone(*args: str) -> str:
         proc = subprocess.run(["rclone", "--config", str(tmp_path / "none.conf"), "--low-level-retries", "1",
@@ -200,6 +201,8 @@ def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vend
         return proc.stdout + proc.stderr
 
     assert "Copied" in rclone("copy", str(src), "gw:up")
+    chunks = {o["paths"][0]: o.get("chunks") for o in op_log.take() if o["op"] == "upload"}
+    assert chunks == {"/up/a.txt": None, "/up/d/b.bin": 3 if vendor == "nextcloud" else None}, chunks
     again = rclone("copy", str(src), "gw:up")
     assert "Copied" not in again and "Updated" not in again, again
     checked = rclone("check", "--checksum", str(src), "gw:up")
