@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import logging
+import os
 import random
 import socket
 import subprocess

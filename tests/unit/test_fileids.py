@@ -60,7 +60,7 @@ def test_ids_follow_a_move_made_as_a_job_at_its_commit(gateway_factory):
     """The ids move at the commit, and the folders' versions (their ETags)
     change then, once: not while the job copies, which a sync client would
     take for changes to fetch."""
-    r = gateway_factory(mounts={"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 10}})},
+    r = gateway_factory(mounts={"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 20}})},
                         budget_ms=0)
     ops, s = r.ops, r.session()
     ops.mkdir(s, "/t")
