@@ -810,7 +810,7 @@ class Operations:
         return mount.backend.capabilities.mtimes
 
     def set_mtime(self, session: Session, path: str, mtime: float, cwd: str = "/") -> bool:
-        """Set a file's modification time; True. Raises NotFound,
+        """Set a file's or folder's modification time; True. Raises NotFound,
         PermissionDenied, Busy, Locked, and Unsupported where the storage keeps no
         time a client sets (never a silent success: sync clients would
         upload everything again on every run)."""
@@ -818,11 +818,15 @@ class Operations:
         self._require(session, "overwrite", u)
         try:
             self._busy([g], session=session)
-            self._stat_g(session, g)
+            entry = self._stat_g(session, g)
             self._unlocked(session, g)
             mount, bp = self.namespace.resolve(g)
-            if not (mount.backend.capabilities.mtimes and mount.backend.set_mtime(bp, mtime)):
+            if not mount.backend.capabilities.mtimes:
                 raise E.Unsupported(f"{u}: this storage does not keep modification times", u)
+            if not mount.backend.set_mtime(bp, mtime):
+                # S3 keeps files' times, not folders' (a prefix has none).
+                what = "folders'" if entry.is_dir else "this file's"
+                raise E.Unsupported(f"{u}: this storage does not keep {what} modification times", u)
             self._changes = next(self._change_counter)
             self.fileids.changed(g)
             return True

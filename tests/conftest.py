@@ -4,8 +4,10 @@ front ends a test asks for listening on free 127.0.0.1 ports."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import random
 import socket
 import subprocess
@@ -130,6 +132,75 @@ def pg_job_store() -> Iterator[Any]:
 def unique_memory(prefix: str = "t") -> str:
     """A memory:// root no other test shares (fsspec's memory store is global)."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def moto_s3():
+    """A fresh bucket on a moto S3 server of its own: (mount url, s3fs
+    options, the bucket's fsspec file system). The mount's root is
+    ``root`` inside the bucket."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"endpoint_url": f"http://{host}:{port}", "key": "AKIDTEST", "secret": "test-secret"}
+    bucket = f"t-{uuid.uuid4().hex[:8]}"  # moto's servers in one process share their buckets
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
+    fs.mkdir(bucket)
+    try:
+        yield f"s3://{bucket}/root", options, fs
+    finally:
+        server.stop()
+
+
+def storage_at_root(request: Any, kind: str) -> dict[str, Any] | None:
+    """The ``mounts`` of a gateway whose / is ``kind``: "local" (disk, keeps
+    times), "slow" (a memory store behind the ``slow`` wrapper: keeps no
+    times, the gateway refuses them) or "s3" (a bucket of :func:`moto_s3`)."""
+    if kind == "local":
+        return None
+    if kind == "slow":
+        return {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})}
+    return {"/": request.getfixturevalue("moto_s3")[:2]}
+
+
+def local_tree(root: Path) -> dict[str, tuple[str, int]]:
+    """{relative path: (sha256, mtime second)} of the files below ``root``;
+    dot names (sync clients' journals, logs and lock files) left out."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = (hashlib.sha256(p.read_bytes()).hexdigest(), int(p.stat().st_mtime))
+    return out
+
+
+def core_tree(ops: Any, session: Session, folder: str = "/") -> dict[str, tuple[str, int | None]]:
+    """The same of the gateway's ``folder``, read through the core whatever
+    the storage (the time None where it shows none)."""
+    out: dict[str, tuple[str, int | None]] = {}
+    top = folder.rstrip("/")
+
+    def walk(path: str) -> None:
+        for e in ops.list(session, path or "/"):
+            child = f"{path}/{e.name}"
+            if e.name.startswith("."):
+                continue
+            if e.is_dir:
+                walk(child)
+                continue
+            f, _ = ops.open_read(session, child)
+            with f:
+                h = hashlib.sha256()
+                while block := f.read(1 << 20):
+                    h.update(block)
+            out[child[len(top) + 1:]] = (h.hexdigest(), None if e.mtime is None else int(e.mtime))
+
+    walk(top)
+    return out
 
 
 @dataclass

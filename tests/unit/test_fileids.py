@@ -57,7 +57,11 @@ def test_ids_are_stable_and_follow_inline_moves(gateway_factory):
 
 
 def test_ids_follow_a_move_made_as_a_job_at_its_commit(gateway_factory):
-    r = gateway_factory(mounts={"/": f"memory://{unique_memory()}"}, budget_ms=0)
+    """The ids move at the commit, and the folders' versions (their ETags)
+    change then, once: not while the job copies, which a sync client would
+    take for changes to fetch."""
+    r = gateway_factory(mounts={"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 20}})},
+                        budget_ms=0)
     ops, s = r.ops, r.session()
     ops.mkdir(s, "/t")
     for i in range(5):
@@ -67,10 +71,19 @@ def test_ids_follow_a_move_made_as_a_job_at_its_commit(gateway_factory):
     before = _ids(ops, s, "/", "/t", "/t/f3")
     outcome = ops.move(s, "/t", "/u", budget_s=0)
     assert outcome.job is not None
-    r.gw.dispatcher.wait(outcome.job_id, 30)
+    seen = []
+    while True:  # the version read before the job: the commit is one transaction
+        version = _ids(ops, s, "/")["/"][1]
+        if ops.get_job(s, outcome.job_id).committed_at is not None:
+            break
+        seen.append(version)
+        time.sleep(0.01)
+    assert seen and set(seen) == {before["/"][1]}
+    committed = _ids(ops, s, "/")["/"][1]
+    assert r.gw.dispatcher.wait(outcome.job_id, 30).state == "completed"
     after = _ids(ops, s, "/", "/u", "/u/f3")
     assert after["/u"][0] == before["/t"][0] and after["/u/f3"][0] == before["/t/f3"][0]
-    assert after["/"][1] > before["/"][1]
+    assert after["/"][1] == committed > before["/"][1]  # the cleanup after the commit changes nothing
 
 
 def test_verified_checksums_are_kept_and_follow_the_file(gateway_factory):

@@ -139,19 +139,8 @@ def storage(request, tmp_path):
         root = f"davfs2-{uuid.uuid4().hex[:10]}"
         yield (f"slow::memory://{root}", {"slow": {"latency_ms": 20}}), fsspec.filesystem("memory"), f"/{root}"
     else:
-        from moto.server import ThreadedMotoServer
-
-        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        options = {"endpoint_url": f"http://{host}:{port}", "key": "davfs2-key", "secret": "davfs2-secret"}
-        fs = fsspec.filesystem("s3", skip_instance_cache=True, **options)
-        fs.mkdir("bucket")
-        try:
-            yield ("s3://bucket/store", options), fs, "bucket/store"
-        finally:
-            server.stop()
+        url, options, fs = request.getfixturevalue("moto_s3")
+        yield (url, options), fs, url.removeprefix("s3://")
 
 
 def test_a_tree_edited_through_davfs2_is_the_servers_tree(gateway_factory, storage, tmp_path):

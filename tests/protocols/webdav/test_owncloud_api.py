@@ -4,15 +4,17 @@ headers, stable ids and folder ETags, and the chunked-upload collection."""
 
 from __future__ import annotations
 
+import base64
 import ftplib
 import hashlib
+import socket
 import xml.etree.ElementTree as ET
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
-from conftest import PASSWORDS
+from conftest import PASSWORDS, wait_until
 from gateway.auth import hash_password
 
 OC = "{http://owncloud.org/ns}"
@@ -168,6 +170,17 @@ def test_chunked_upload_appears_whole_through_the_core(gw):
     with _client(gw) as c:
         assert c.request("MKCOL", up + "/t1").status_code == 201
         assert c.request("MKCOL", up + "/t1").status_code == 405
+        # A chunk whose connection drops midway is not kept: the client
+        # lists the chunks it finds and sends that one again.
+        auth = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+        kept = gw.tmp / "var" / "uploads" / "alice" / "t1"
+        with socket.create_connection(("127.0.0.1", gw.port("http"))) as raw:
+            raw.sendall(f"PUT {up}/t1/{1:016d} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+                        f"Content-Length: 1000\r\n\r\n".encode() + chunks[1][:400])
+            wait_until(lambda: list(kept.iterdir()), what="the chunk being received")
+        wait_until(lambda: not list(kept.iterdir()), what="the dropped chunk's part removed")
+        listed = c.request("PROPFIND", up + "/t1", headers={"Depth": "1"})
+        assert listed.status_code == 207 and "getcontentlength" not in listed.text, listed.text
         for i in (2, 0, 1):  # any order; assembled by name
             assert c.put(f"{up}/t1/{i:016d}", content=chunks[i]).status_code == 201
         listed = c.request("PROPFIND", up + "/t1", headers={"Depth": "1"})

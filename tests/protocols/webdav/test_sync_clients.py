@@ -11,23 +11,21 @@ storage keeps them), and nothing the user did not delete is gone."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from conformance.drivers import FtpDriver, SftpDriver
-from conftest import PASSWORDS, unique_memory
+from conftest import PASSWORDS, core_tree, local_tree, storage_at_root
 
-CLIENTS = ("nextcloudcmd", "owncloudcmd")
-#: The storage at the gateway's / in each run: local disk (keeps times), a
-#: memory store behind the ``slow`` wrapper (keeps none: the gateway
-#: refuses them) and moto's S3.
+#: The clients and the Debian packages that have them.
+PACKAGES = {"nextcloudcmd": "nextcloud-desktop-cmd", "owncloudcmd": "owncloud-client-cmd"}
+CLIENTS = tuple(PACKAGES)
+#: The storage at the gateway's / in each run (conftest.storage_at_root).
 MOUNTS = ("local", "slow", "s3")
 #: The chunk size the clients are told to use (they read these variables):
 #: the big file goes up in several chunks, a small one in one PUT.
@@ -47,54 +45,6 @@ ACTIVITY = re.compile(r"Starting CSyncEnums::CSYNC_INSTRUCTION_(NEW|SYNC|CONFLIC
 TRANSFERS = {"upload", "download", "delete", "move", "copy", "mkdir"}
 
 
-@pytest.fixture
-def s3_mount():
-    """A bucket on moto's S3 server: (url, options) of a mount."""
-    import fsspec
-    from moto.server import ThreadedMotoServer
-
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "AKIDSYNC", "secret": "sync-secret"}
-    bucket = f"sync-{uuid.uuid4().hex[:8]}"  # moto's servers in one process share their buckets
-    fsspec.filesystem("s3", skip_instance_cache=True, **options).mkdir(bucket)
-    yield f"s3://{bucket}/root", options
-    server.stop()
-
-
-def _local_tree(root: Path) -> dict[str, tuple[str, int]]:
-    """{relative path: (sha256, mtime second)} of the user's files (dot
-    names are the clients' own)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
-        out[str(rel)] = (hashlib.sha256(p.read_bytes()).hexdigest(), int(p.stat().st_mtime))
-    return out
-
-
-def _server_tree(ops, session, folder: str = "/") -> dict[str, tuple[str, int | None]]:
-    """The same, read through the core, whatever the storage."""
-    out: dict[str, tuple[str, int | None]] = {}
-    for e in ops.list(session, folder):
-        path = f"{folder.rstrip('/')}/{e.name}"
-        if e.name.startswith("."):
-            continue
-        if e.is_dir:
-            out.update(_server_tree(ops, session, path))
-            continue
-        f, _ = ops.open_read(session, path)
-        with f:
-            h = hashlib.sha256()
-            while block := f.read(1 << 20):
-                h.update(block)
-        out[path[1:]] = (h.hexdigest(), None if e.mtime is None else int(e.mtime))
-    return out
-
-
 def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
     """One run of ``client``; its log. Fails the test on a non-zero exit."""
     args = [client, "-u", "alice", "-p", PASSWORDS["alice"], "--non-interactive", "--exclude",
@@ -110,13 +60,10 @@ def _sync(client: str, local: Path, url: str, tmp: Path) -> str:
 @pytest.mark.parametrize("mount", MOUNTS)
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
-    if shutil.which(client) is None:
-        pytest.skip(f"{client} is not installed (Debian: nextcloud-desktop-cmd / owncloud-client-cmd)")
-    mounts = {"local": None,
-              "slow": {"/": (f"slow::memory://{unique_memory()}", {"slow": {"latency_ms": 5}})},
-              "s3": {"/": request.getfixturevalue("s3_mount") if mount == "s3" else None}}[mount]
+    assert shutil.which(client), f"{client} is not installed (scripts/test installs Debian's {PACKAGES[client]})"
     # [logging] audit: downloads are in the operation log too.
-    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=mounts, sections={"logging": {"audit": True}})
+    r = gateway_factory(protocols=("http", "ftp", "sftp"), mounts=storage_at_root(request, mount),
+                        sections={"logging": {"audit": True}})
     ops, session = r.ops, r.session()
     # Where the storage keeps no client times the gateway refuses them
     # (no "X-OC-MTime: accepted"): then only the contents are compared,
@@ -135,8 +82,8 @@ def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
         """Both sides hold exactly ``expected`` (nothing the user did not
         delete is gone), with the same content, and the same times where the
         storage keeps them."""
-        here = {k: v for k, v in _local_tree(local).items() if k != ignore}
-        there = {k: v for k, v in _server_tree(ops, session).items() if k != ignore}
+        here = {k: v for k, v in local_tree(local).items() if k != ignore}
+        there = {k: v for k, v in core_tree(ops, session).items() if k != ignore}
         assert set(here) == set(there) == expected
         assert {k: v[0] for k, v in here.items()} == {k: v[0] for k, v in there.items()}
         if times:
@@ -230,12 +177,12 @@ def test_sync_rounds(gateway_factory, tmp_path, request, op_log, client, mount):
 
 @pytest.mark.parametrize("vendor,path", [("owncloud", "/remote.php/webdav"),
                                          ("nextcloud", "/remote.php/dav/files/alice")])
-def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vendor, path):
+def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, op_log, vendor, path):
     """rclone's owncloud and nextcloud vendors: a second copy transfers
     nothing (times kept), and ``check --checksum`` compares the SHA1 the
-    gateway verified at upload."""
-    if shutil.which("rclone") is None:
-        pytest.skip("rclone is not installed")
+    gateway verified at upload. The nextcloud vendor sends a file bigger
+    than its chunk size through the chunked-upload collection."""
+    assert shutil.which("rclone"), "rclone is not installed (scripts/test installs it)"
     r = gateway_factory(protocols=("http",))
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
@@ -245,7 +192,7 @@ def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vend
                               check=True).stdout.strip()
     env = {**os.environ, "RCLONE_CONFIG_GW_TYPE": "webdav", "RCLONE_CONFIG_GW_VENDOR": vendor,
            "RCLONE_CONFIG_GW_URL": f"http://127.0.0.1:{r.port('http')}{path}", "RCLONE_CONFIG_GW_USER": "alice",
-           "RCLONE_CONFIG_GW_PASS": obscured}
+           "RCLONE_CONFIG_GW_PASS": obscured, "RCLONE_CONFIG_GW_NEXTCLOUD_CHUNK_SIZE": "100Ki"}
 
     def rclone(*args: str) -> str:
         proc = subprocess.run(["rclone", "--config", str(tmp_path / "none.conf"), "--low-level-retries", "1",
@@ -254,6 +201,8 @@ def test_rclone_vendors_keep_times_and_checksums(gateway_factory, tmp_path, vend
         return proc.stdout + proc.stderr
 
     assert "Copied" in rclone("copy", str(src), "gw:up")
+    chunks = {o["paths"][0]: o.get("chunks") for o in op_log.take() if o["op"] == "upload"}
+    assert chunks == {"/up/a.txt": None, "/up/d/b.bin": 3 if vendor == "nextcloud" else None}, chunks
     again = rclone("copy", str(src), "gw:up")
     assert "Copied" not in again and "Updated" not in again, again
     checked = rclone("check", "--checksum", str(src), "gw:up")
