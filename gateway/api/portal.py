@@ -112,7 +112,7 @@ class Portal:
         Raises LoginBanned, AuthenticationFailed (as ``gw.auth.login_password``)
         and PermissionDenied for a user who must use TLS on plain HTTP.
         """
-        user = self.gw.auth.login_password(name, password, remote)
+        user = self.gw.auth.login_password(name, password, remote, protocol="api")
         if user.require_tls and not tls:
             raise E.PermissionDenied(f"user {name!r} must connect over TLS (https)")
         token = secrets.token_urlsafe(32)
