@@ -390,3 +390,39 @@ def test_a_deleted_job_store_is_an_error_unless_new_store(tmp_path, caplog, caps
         "earlier job is forgotten"]
     assert (state / "jobs.db").exists()
     assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_serve_with_the_shipped_config_works_from_any_directory(tmp_path):
+    """`gateway serve` started elsewhere ($GATEWAY_CONFIG names the shipped
+    etc/gateway.toml of a checkout) keeps its state in the checkout's var/
+    and serves the checkout's data/, as it does from the checkout's root."""
+    import httpx
+
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    (checkout / "etc").mkdir(parents=True)
+    elsewhere.mkdir()
+    port = _free_port()
+    shipped = (REPO / "etc" / "gateway.toml").read_text()
+    assert 'state_dir = "../var"' in shipped and 'url = "file://../data"' in shipped
+    (checkout / "etc" / "gateway.toml").write_text(
+        shipped.replace("port = 8080\n", f"port = {port}\n").replace("[ftp]\nenabled = true", "[ftp]\nenabled = false")
+        .replace("[sftp]\nenabled = true", "[sftp]\nenabled = false"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_CONFIG": str(checkout / "etc" / "gateway.toml")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=elsewhere, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        line = proc.stdout.readline()  # printed once every front end listens
+        assert line.startswith("created user admin with password: "), (line, log.read_text()[-3000:])
+        password = line.split(":", 1)[1].strip()
+        (checkout / "data" / "here.txt").write_text("x")
+        listing = httpx.get(f"http://127.0.0.1:{port}/api/v1/fs/list", params={"path": "/"},
+                            auth=("admin", password), timeout=30)
+        assert listing.status_code == 200 and "here.txt" in listing.text
+        assert (checkout / "var" / "jobs.db").is_file() and (checkout / "var" / "users.toml").is_file()
+        assert not list(elsewhere.iterdir())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
