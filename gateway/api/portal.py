@@ -346,10 +346,12 @@ class _RedirectResource:
 class _NoChallenge:
     """A browser holding the portal cookie gets no Basic challenge with a 401
     (an expired session): it would pop the browser's own password dialog up
-    over the page, which logs in again by itself."""
+    over the page, which logs in again by itself. Nor does a script's
+    request that says so (``X-Requested-With: XMLHttpRequest``, as the
+    docs page's "Try it" sends): the page shows the 401 itself."""
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
-        if COOKIE in req.cookies:
+        if COOKIE in req.cookies or req.get_header("X-Requested-With") == "XMLHttpRequest":
             resp.delete_header("WWW-Authenticate")
 
 
