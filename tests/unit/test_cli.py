@@ -263,6 +263,10 @@ def _write(tmp_path: Path, body: str) -> Path:
     ("[[mounts]]\npath = '/'\nurl = 'sftp://u@h/x'\noptions = { password = '${GW_TEST_UNSET_VAR}' }\n",
      "mounts[0].url: mount option refers to ${GW_TEST_UNSET_VAR}, but the environment variable "
      "GW_TEST_UNSET_VAR is not set"),
+    ("[[mounts]]\npath = '/'\nurl = 'file:///etc/passwd'\n",
+     "mounts[0].url: expected a folder, got '/etc/passwd' (not a folder)"),
+    ("[[mounts]]\npath = '/'\nurl = 'file:///etc/passwd/data'\n",
+     "mounts[0].url: expected a folder, got '/etc/passwd/data' (under '/etc/passwd', not a folder)"),
     ("[ftp]\nport = 2300\n[sftp]\nport = 2300\n",
      "sftp.port: expected a port no other front end uses, got 2300 (also ftp.port)"),
     ("[ftp]\nenabled = false\n[http]\nport = 2222\n",
@@ -426,3 +430,14 @@ def test_serve_with_the_shipped_config_works_from_any_directory(tmp_path):
         proc.terminate()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_a_local_mount_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """Past check-config (as root every folder is writable): the build names the mount."""
+    from gateway.app import Gateway
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        Gateway.build({"/": "file:///proc/no-such/data"}, tmp_path / "var")
+    assert e.value.message.startswith("mount / (file:///proc/no-such/data): cannot open it: ")
+    assert "\n" not in e.value.message
