@@ -345,6 +345,9 @@ def test_prefer_respond_async_does_what_the_spec_says(api):
     prefer = {p["description"] for p in doc["paths"]["/api/v1/fs/copy"]["post"]["parameters"] if p["name"] == "Prefer"}
     assert prefer == {PREFER_ASYNC} and "a copy of a single file up to 4 MiB" in PREFER_ASYNC
     assert not [p for p in doc["paths"]["/api/v1/fs/mkdir"]["post"].get("parameters", []) if p["name"] == "Prefer"]
+    with_prefer = {(m, p) for p, ms in doc["paths"].items() for m, op in ms.items()
+                   if [x for x in op.get("parameters", []) if x["name"] == "Prefer"]}
+    assert with_prefer == {("post", f"/api/v1/fs/{op}") for op in ("copy", "move", "delete")}  # those making jobs
     c = api.client(headers={"Prefer": "respond-async"})
     c.put("/api/v1/fs/content", params={"path": "/one.bin"}, content=b"x" * 1000)
     r = c.post("/api/v1/fs/copy", json={"from": "/one.bin", "to": "/two.bin"})  # done at once: no job
