@@ -21,7 +21,7 @@ from gateway.errors import AuthenticationFailed
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # the default mount is file://./data
+    monkeypatch.chdir(tmp_path)  # the default mount is the config folder's data
     path = tmp_path / "gateway.toml"
     path.write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n")
     return path
