@@ -13,7 +13,7 @@ import secrets
 
 import falcon
 
-__all__ = ["IndexResource", "DocsResource", "DocsScriptResource", "render_docs"]
+__all__ = ["IndexResource", "DocsResource", "DocsScriptResource", "render_docs", "SCRIPT"]
 
 V1 = "/api/v1"
 
