@@ -122,8 +122,9 @@ def redact_url(url: str) -> str:
 
 def check_url(url: str, options: dict[str, Any] | None = None) -> None:
     """Check a mount's URL and options without connecting: every
-    ``${NAME}`` is set, every protocol of the chain is known, and a network
-    URL's host and port are well-formed. What :func:`open_backend` would
+    ``${NAME}`` is set, every protocol of the chain is known, a network
+    URL's host and port are well-formed, and a local folder is one or can be
+    made. What :func:`open_backend` would
     refuse before reaching the storage. Idempotent, no side effects.
 
     Raises BadRequest with a message for the operator (no secrets).
@@ -154,11 +155,31 @@ def check_url(url: str, options: dict[str, Any] | None = None) -> None:
                 raise E.BadRequest(f"malformed URL ({exc})") from None
             if protocol not in ("s3", "s3a") and not host:
                 raise E.BadRequest(f"expected a host name in {protocol}://[user@]host[:port]/path")
+    root = _local_root(url)
+    if root is not None:
+        _check_local_root(Path(root))
     known_hosts = (options or {}).get("known_hosts")
     if known_hosts and url.split("::")[-1].split("://", 1)[0] in ("sftp", "ssh"):
         from backends.hostkeys import read_known_hosts
 
         read_known_hosts(expand_env(known_hosts))
+
+
+def _check_local_root(root: Path) -> None:
+    """A local mount's folder is one, or can be made (open_backend makes it):
+    its nearest existing parent is a folder this process may write in."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise E.BadRequest(f"expected a folder, got {str(root)!r} (not a folder)")
+    parent = root.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise E.BadRequest(f"expected a folder, got {str(root)!r} (under {str(parent)!r}, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise E.BadRequest(f"expected a folder, got {str(root)!r} (missing, and {str(parent)!r} is not "
+                           "writable to make it)")
 
 
 def open_backend(url: str, options: dict[str, Any] | None = None, *, cache_ttl_s: float = 0.0,

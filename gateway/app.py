@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from backends import open_backend
+from backends.registry import redact_url
 from gateway.auth import CachedLogins
 from gateway.bus import Bus, Change, LocalBus
 from gateway.descriptors import DescriptorGuard, raise_limit
+from gateway.errors import GatewayError
 from gateway.health import Readiness
 from gateway.jobs.dispatcher import EmbeddedDispatcher
 from gateway.jobs.runner import JobRunner, RunnerSettings
@@ -123,7 +125,8 @@ class Gateway:
         ``descriptor_reserve`` descriptors (gateway.descriptors).
         ``new_store`` makes an empty SQLite job store where one existed and
         is missing (else that is a ConfigError). Raises ConfigError too when
-        another running node uses ``node``. On a PostgreSQL store the nodes
+        another running node uses ``node``, or a mount cannot be opened (a
+        local folder that cannot be made). On a PostgreSQL store the nodes
         tell each other their changes by LISTEN/NOTIFY (gateway.bus); idle
         workers look in the store every ``safety_poll_s`` besides. Not
         started: call :meth:`start`."""
@@ -135,7 +138,13 @@ class Gateway:
         for path, spec in mounts.items():
             # url, (url, options) or (url, options, {timeout_s, retries, cache_ttl_s})
             url, options, settings = (spec, {}, {}) if isinstance(spec, str) else (*spec, {})[:3]
-            table.append(Mount(normalise(path), open_backend(url, options, **settings, state_dir=state_dir)))
+            try:
+                backend = open_backend(url, options, **settings, state_dir=state_dir)
+            except GatewayError as e:  # a local folder it cannot make (remote mounts connect on first use)
+                from gateway.config import ConfigError
+
+                raise ConfigError(f"mount {path} ({redact_url(url)}): cannot open it: {e}") from None
+            table.append(Mount(normalise(path), backend))
         namespace = Namespace(table)
         store = _open_store(store_url, state_dir, new_store)
         bus = _open_bus(store)

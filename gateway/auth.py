@@ -141,12 +141,14 @@ class Authenticator:
 
     # ------------------------------------------------------------- logins
 
-    def login_password(self, name: str, password: str, remote: str) -> User:
+    def login_password(self, name: str, password: str, remote: str, *, protocol: str = "-") -> User:
         """The user ``name`` if ``password`` is theirs.
 
         Raises LoginBanned when ``remote``'s address is banned (checked first,
         the password is not tried), else AuthenticationFailed("login incorrect")
         for an unknown user, a user without a password, or a wrong password.
+        ``protocol`` (ftp, sftp, webdav, api) names the front end in a
+        failure's audit line.
         """
         addr = _address(remote)
         self._check_ban(addr)
@@ -159,13 +161,14 @@ class Authenticator:
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             ok = False
         if not ok or user is None or stored_hash is None:
-            self._failed(name, addr, "password")
+            self._failed(name, remote, "password", protocol)
         if _hasher.check_needs_rehash(stored_hash):
             self._rehash(user, password)
         log.info("login ok: user %r from %s (password)", name, addr)
         return user
 
-    def login_key(self, name: str, key: str | bytes, remote: str, *, count_failure: bool = True) -> User:
+    def login_key(self, name: str, key: str | bytes, remote: str, *, count_failure: bool = True,
+                  protocol: str = "-") -> User:
         """The user ``name`` if ``key`` is one of their authorized keys.
 
         ``key`` is an OpenSSH public key line, or its bytes, or the raw SSH
@@ -192,13 +195,13 @@ class Authenticator:
                     continue
         if not count_failure:
             raise AuthenticationFailed("login incorrect")
-        self._failed(name, addr, "key")
+        self._failed(name, remote, "key", protocol)
 
-    def record_failure(self, name: str, remote: str, method: str) -> None:
+    def record_failure(self, name: str, remote: str, method: str, *, protocol: str = "-") -> None:
         """Count one failed login from ``remote`` (e.g. an SSH connection
         that offered only unknown keys); may start a ban. Never raises."""
         try:
-            self._failed(name, _address(remote), method)
+            self._failed(name, remote, method, protocol)
         except AuthenticationFailed:
             pass
 
@@ -211,8 +214,9 @@ class Authenticator:
         if left > 0:
             raise LoginBanned(f"too many failed logins from {addr}; try again in {math.ceil(left)} s")
 
-    def _failed(self, name: str, addr: str, method: str) -> NoReturn:
-        """Count a failure from ``addr``; always raises."""
+    def _failed(self, name: str, remote: str, method: str, protocol: str) -> NoReturn:
+        """Count a failure from ``remote``'s address; always raises."""
+        addr = _address(remote)
         count, banned = self.bans.fail(addr)
         log.warning(
             "login failed: user %r from %s (%s; %d/%d in %g s)",
@@ -224,7 +228,7 @@ class Authenticator:
                 addr, self._cfg.ban_s, count, name,
             )
         if self.audit:
-            log_login(name, addr, method, "error: login incorrect")
+            log_login(name, remote or addr, method, "error: login incorrect", protocol)
         raise AuthenticationFailed("login incorrect")
 
     def _rehash(self, user: User, password: str) -> None:
@@ -397,7 +401,7 @@ class CachedLogins:
         self._cache: dict[bytes, tuple[str | None, float]] = {}
         self._lock = threading.Lock()
 
-    def login(self, name: str, password: str, remote: str) -> User:
+    def login(self, name: str, password: str, remote: str, *, protocol: str = "-") -> User:
         """As :meth:`Authenticator.login_password` (raises LoginBanned,
         AuthenticationFailed)."""
         key = hashlib.sha256(self._salt + name.encode() + b"\0" + password.encode()).digest()
@@ -409,7 +413,7 @@ class CachedLogins:
             user = self.auth.get(name)
             if user is not None and user.password_hash == hit[0]:
                 return user
-        user = self.auth.login_password(name, password, remote)
+        user = self.auth.login_password(name, password, remote, protocol=protocol)
         with self._lock:
             if len(self._cache) >= self.max_entries:
                 self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}

@@ -361,12 +361,13 @@ def _direct_handler() -> logging.StreamHandler | None:
     return None
 
 
-def log_login(user: str, address: str, method: str, result: str) -> None:
-    """Log one login attempt as an operation line (INFO on ``gateway.ops``,
-    ``op=login``, no session yet): the audit trail of ``[logging] audit``.
-    ``method`` is "password", "password (cached)" or "key"."""
+def log_login(user: str, address: str, method: str, result: str, protocol: str = "-") -> None:
+    """Log one failed login attempt as an operation line (INFO on
+    ``gateway.ops``, ``op=login``, no session: none was made) of the front
+    end ``protocol``: the audit trail of ``[logging] audit``. ``method`` is
+    "password", "key", "token" or "password without TLS"."""
     if not ops_log.isEnabledFor(logging.INFO):
         return
-    fields = {"user": user or "-", "session": "-", "protocol": "-", "op": "login", "paths": [],
+    fields = {"user": user or "-", "session": "-", "protocol": protocol, "op": "login", "paths": [],
               "result": result, "duration_ms": 0.0, "address": address or "-", "method": method}
     ops_log.info("login %s %s", user, result, extra={"op": fields})

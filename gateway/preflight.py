@@ -3,7 +3,8 @@
 :func:`check` runs after :func:`gateway.config.load_config` (which checks
 each key's type and range) and looks at what only the whole config, the
 environment and the state folder tell: mount URLs (protocol known, host and
-port well-formed, ``${NAME}`` variables set), two front ends on one port or a
+port well-formed, ``${NAME}`` variables set, a local folder one or possible
+to make), two front ends on one port or a
 front end inside FTP's passive range, TLS files readable, SFTP host keys
 readable and holding a private key,
 and a job store file that is not an SQLite database. ``gateway check-config`` and ``gateway

@@ -13,7 +13,7 @@ import falcon
 from gateway import __version__, metrics
 from gateway.api.auth import Authentication
 from gateway.api.common import JSONTooDeep
-from gateway.api.docs import DocsResource, IndexResource
+from gateway.api.docs import SCRIPT, DocsResource, DocsScriptResource, IndexResource
 from gateway.api.errors import handle_gateway_error
 from gateway.api.fs import (ContentResource, DeleteResource, ListResource, MkdirResource, StatResource,
                             TransferResource)
@@ -120,6 +120,7 @@ def make_wsgi_app(gw: Any, cfg: Any = None, closing: threading.Event | None = No
     app.add_route("/api/v1", index)
     app.add_route("/api/v1/", index)
     app.add_route("/api/v1/docs", DocsResource(document))
+    app.add_route(SCRIPT, DocsScriptResource())
     app.add_route("/healthz", HealthResource(gw))
     app.add_route("/readyz", ReadyResource(gw))
     metrics_mode = cfg.http.metrics if cfg else Http().metrics

@@ -19,6 +19,7 @@ import falcon
 
 from gateway import errors as E
 from gateway.auth import http_session_id
+from gateway.logs import log_login
 from gateway.tokens import TokenStore
 from gateway.types import Session
 
@@ -72,11 +73,13 @@ class Authentication:
                 name, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
             except (binascii.Error, UnicodeDecodeError):
                 raise E.AuthenticationFailed("malformed Basic credentials") from None
-            user = self.logins.login(name, password, remote)
+            user = self.logins.login(name, password, remote, protocol="api")
         elif kind == "bearer":
             name = self.tokens.user_for(value.strip())
             user = self.gw.auth.get(name) if name else None
             if user is None:
+                if self.gw.auth.audit:
+                    log_login("-", remote, "token", "error: unknown or revoked API token", "api")
                 raise E.AuthenticationFailed("unknown or revoked API token")
         else:
             # No credentials of its own: the portal's cookie (CSRF-checked there).

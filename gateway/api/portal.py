@@ -112,7 +112,7 @@ class Portal:
         Raises LoginBanned, AuthenticationFailed (as ``gw.auth.login_password``)
         and PermissionDenied for a user who must use TLS on plain HTTP.
         """
-        user = self.gw.auth.login_password(name, password, remote)
+        user = self.gw.auth.login_password(name, password, remote, protocol="api")
         if user.require_tls and not tls:
             raise E.PermissionDenied(f"user {name!r} must connect over TLS (https)")
         token = secrets.token_urlsafe(32)
@@ -346,10 +346,12 @@ class _RedirectResource:
 class _NoChallenge:
     """A browser holding the portal cookie gets no Basic challenge with a 401
     (an expired session): it would pop the browser's own password dialog up
-    over the page, which logs in again by itself."""
+    over the page, which logs in again by itself. Nor does a script's
+    request that says so (``X-Requested-With: XMLHttpRequest``, as the
+    docs page's "Try it" sends): the page shows the 401 itself."""
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
-        if COOKIE in req.cookies:
+        if COOKIE in req.cookies or req.get_header("X-Requested-With") == "XMLHttpRequest":
             resp.delete_header("WWW-Authenticate")
 
 

@@ -77,11 +77,11 @@ class _Authorizer:
         try:
             known = self.gw.auth.get(username)
             if plain and known is not None and known.require_tls:
-                self.gw.auth.login_password(username, password, remote)
+                self.gw.auth.login_password(username, password, remote, protocol="ftp")
                 log.warning("FTP login refused: user %r must use TLS (from %s)", username, remote)
-                self.gw.auth.record_failure(username, remote, "password without TLS")
+                self.gw.auth.record_failure(username, remote, "password without TLS", protocol="ftp")
                 raise E.AuthenticationFailed("login incorrect")
-            user = self.gw.logins.login(username, password, remote)
+            user = self.gw.logins.login(username, password, remote, protocol="ftp")
         except E.LoginBanned as exc:
             raise AuthenticationFailed(str(exc)) from None
         except E.AuthenticationFailed as exc:

@@ -141,7 +141,7 @@ class _Connection(asyncssh.SSHServer):
             h.gw.ops.logged_out(self.session, time.monotonic() - self._since)
         rejected = [name for (name, _), ok in self._keys.items() if not ok]
         if not self._logged_in and rejected:
-            self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key")
+            self._handle.gw.auth.record_failure(rejected[-1], self.remote, "key", protocol="sftp")
 
     def begin_auth(self, username: str) -> bool:
         return True
@@ -159,7 +159,8 @@ class _Connection(asyncssh.SSHServer):
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
-        return await self._login(self._handle.gw.logins.login, username, password, "password")
+        return await self._login(partial(self._handle.gw.logins.login, protocol="sftp"), username, password,
+                                 "password")
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -169,7 +170,7 @@ class _Connection(asyncssh.SSHServer):
         # its signature: count one login (or failure) per key.
         k = (username, key.public_data)
         if k not in self._keys:
-            login = partial(self._handle.gw.auth.login_key, count_failure=False)
+            login = partial(self._handle.gw.auth.login_key, count_failure=False, protocol="sftp")
             self._keys[k] = await self._login(login, username, key.public_data, "key")
         return self._keys[k]
 

@@ -63,7 +63,7 @@ class GatewayDomainController(BaseDomainController):
         on plain HTTP 403, with a one-line reason."""
         remote = environ.get("REMOTE_ADDR", "")
         try:
-            user = self.logins.login(user_name, password, remote)
+            user = self.logins.login(user_name, password, remote, protocol="webdav")
         except E.LoginBanned as exc:
             raise dav_error(exc) from None
         except E.AuthenticationFailed:

@@ -286,7 +286,7 @@ def _basic_login(environ: dict, logins: Any) -> Any:
     except ValueError:
         return None
     try:
-        user = logins.login(name, password, environ.get("REMOTE_ADDR", ""))
+        user = logins.login(name, password, environ.get("REMOTE_ADDR", ""), protocol="webdav")
     except E.AuthenticationFailed:
         return None
     if user.require_tls and environ.get("wsgi.url_scheme") != "https":

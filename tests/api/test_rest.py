@@ -1,10 +1,13 @@
 """The REST API driven over HTTP (httpx) against a running gateway."""
 
+import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+import gateway.api
 from conftest import PASSWORDS, unique_memory
 
 pytestmark = pytest.mark.timeout(120)
@@ -308,12 +311,31 @@ def test_api_index_and_docs_are_public_and_list_every_operation(api):
     doc = httpx.get(api.base + "/api/v1/openapi.json").json()
     r = httpx.get(api.base + "/api/v1/docs")
     assert r.status_code == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
-    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': nothing runs
-    assert "<script" not in r.text and "http://" not in r.text and "https://" not in r.text  # no CDN
+    # One script, from the package, named by a nonce; nothing from elsewhere (no CDN).
+    nonce = re.search(r"script-src 'nonce-([\w-]+)'", r.headers["content-security-policy"])[1]
+    assert re.findall(r"<script[^>]*>", r.text) == [f'<script src="/api/v1/docs/try.js" nonce="{nonce}">']
+    assert "connect-src 'self'" in r.headers["content-security-policy"]
+    assert "http://" not in r.text and "https://" not in r.text
+    script = httpx.get(api.base + "/api/v1/docs/try.js")
+    assert script.status_code == 200 and script.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert script.content == (Path(gateway.api.__file__).parent / "static" / "docs" / "try.js").read_bytes()
+    assert "http://" not in script.text and "https://" not in script.text
+    assert httpx.get(api.base + "/api/v1/docs").headers["content-security-policy"] != r.headers[
+        "content-security-policy"]  # a new nonce each time
+    # Its script's requests get a 401 without a Basic challenge (no browser password dialog).
+    anonymous = httpx.get(api.base + "/api/v1/fs/list", params={"path": "/"})
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
+    scripted = httpx.get(api.base + "/api/v1/fs/list", params={"path": "/"},
+                         headers={"X-Requested-With": "XMLHttpRequest"})
+    assert scripted.status_code == 401 and "www-authenticate" not in scripted.headers
     for path, methods in doc["paths"].items():
         for method, op in methods.items():
             assert f'id="{op["operationId"]}"' in r.text
             assert f"<code>{path}</code>" in r.text
+            assert f'<form class="try" data-method="{method.upper()}" data-path="{path}">' in r.text
+    # A body to fill in: the required fields and those with a default.
+    assert '<textarea name="body" rows="3" cols="60">{&quot;from&quot;: &quot;&quot;, &quot;to&quot;: &quot;&quot;, ' \
+           '&quot;overwrite&quot;: false}</textarea>' in r.text
 
 
 def test_prefer_respond_async_does_what_the_spec_says(api):
@@ -323,6 +345,9 @@ def test_prefer_respond_async_does_what_the_spec_says(api):
     prefer = {p["description"] for p in doc["paths"]["/api/v1/fs/copy"]["post"]["parameters"] if p["name"] == "Prefer"}
     assert prefer == {PREFER_ASYNC} and "a copy of a single file up to 4 MiB" in PREFER_ASYNC
     assert not [p for p in doc["paths"]["/api/v1/fs/mkdir"]["post"].get("parameters", []) if p["name"] == "Prefer"]
+    with_prefer = {(m, p) for p, ms in doc["paths"].items() for m, op in ms.items()
+                   if [x for x in op.get("parameters", []) if x["name"] == "Prefer"]}
+    assert with_prefer == {("post", f"/api/v1/fs/{op}") for op in ("copy", "move", "delete")}  # those making jobs
     c = api.client(headers={"Prefer": "respond-async"})
     c.put("/api/v1/fs/content", params={"path": "/one.bin"}, content=b"x" * 1000)
     r = c.post("/api/v1/fs/copy", json={"from": "/one.bin", "to": "/two.bin"})  # done at once: no job

@@ -21,7 +21,7 @@ from gateway.errors import AuthenticationFailed
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)  # the default mount is file://./data
+    monkeypatch.chdir(tmp_path)  # the default mount is the config folder's data
     path = tmp_path / "gateway.toml"
     path.write_text(f"[server]\nstate_dir = '{tmp_path / 'var'}'\n")
     return path
@@ -263,6 +263,10 @@ def _write(tmp_path: Path, body: str) -> Path:
     ("[[mounts]]\npath = '/'\nurl = 'sftp://u@h/x'\noptions = { password = '${GW_TEST_UNSET_VAR}' }\n",
      "mounts[0].url: mount option refers to ${GW_TEST_UNSET_VAR}, but the environment variable "
      "GW_TEST_UNSET_VAR is not set"),
+    ("[[mounts]]\npath = '/'\nurl = 'file:///etc/passwd'\n",
+     "mounts[0].url: expected a folder, got '/etc/passwd' (not a folder)"),
+    ("[[mounts]]\npath = '/'\nurl = 'file:///etc/passwd/data'\n",
+     "mounts[0].url: expected a folder, got '/etc/passwd/data' (under '/etc/passwd', not a folder)"),
     ("[ftp]\nport = 2300\n[sftp]\nport = 2300\n",
      "sftp.port: expected a port no other front end uses, got 2300 (also ftp.port)"),
     ("[ftp]\nenabled = false\n[http]\nport = 2222\n",
@@ -390,3 +394,50 @@ def test_a_deleted_job_store_is_an_error_unless_new_store(tmp_path, caplog, caps
         "earlier job is forgotten"]
     assert (state / "jobs.db").exists()
     assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_serve_with_the_shipped_config_works_from_any_directory(tmp_path):
+    """`gateway serve` started elsewhere ($GATEWAY_CONFIG names the shipped
+    etc/gateway.toml of a checkout) keeps its state in the checkout's var/
+    and serves the checkout's data/, as it does from the checkout's root."""
+    import httpx
+
+    checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
+    (checkout / "etc").mkdir(parents=True)
+    elsewhere.mkdir()
+    port = _free_port()
+    shipped = (REPO / "etc" / "gateway.toml").read_text()
+    assert 'state_dir = "../var"' in shipped and 'url = "file://../data"' in shipped
+    (checkout / "etc" / "gateway.toml").write_text(
+        shipped.replace("port = 8080\n", f"port = {port}\n").replace("[ftp]\nenabled = true", "[ftp]\nenabled = false")
+        .replace("[sftp]\nenabled = true", "[sftp]\nenabled = false"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATEWAY_CONFIG": str(checkout / "etc" / "gateway.toml")}
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=elsewhere, env=env,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        line = proc.stdout.readline()  # printed once every front end listens
+        assert line.startswith("created user admin with password: "), (line, log.read_text()[-3000:])
+        password = line.split(":", 1)[1].strip()
+        (checkout / "data" / "here.txt").write_text("x")
+        listing = httpx.get(f"http://127.0.0.1:{port}/api/v1/fs/list", params={"path": "/"},
+                            auth=("admin", password), timeout=30)
+        assert listing.status_code == 200 and "here.txt" in listing.text
+        assert (checkout / "var" / "jobs.db").is_file() and (checkout / "var" / "users.toml").is_file()
+        assert not list(elsewhere.iterdir())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
+def test_a_local_mount_folder_that_cannot_be_made_is_one_line(tmp_path):
+    """Past check-config (as root every folder is writable): the build names the mount."""
+    from gateway.app import Gateway
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        Gateway.build({"/": "file:///proc/no-such/data"}, tmp_path / "var")
+    assert e.value.message.startswith("mount / (file:///proc/no-such/data): cannot open it: ")
+    assert "\n" not in e.value.message

@@ -141,6 +141,11 @@ def test_repeat_window_and_burst_are_kept():
 
 
 def test_audit_logs_logins_logouts_listings_and_downloads(gateway_factory, caplog):
+    """Every front end (FTP, SFTP, WebDAV, REST; the portal in
+    tests/e2e/test_portal_session.py) logs each login, failed login, logout,
+    listing and download as one line with user, session, protocol, address,
+    path and, for a download, its bytes."""
+    import asyncio
     import ftplib
 
     import asyncssh
@@ -150,10 +155,34 @@ def test_audit_logs_logins_logouts_listings_and_downloads(gateway_factory, caplo
 
     r = gateway_factory(protocols=("ftp", "sftp", "http"), sections={"logging": {"audit": True}})
     (r.data / "a.txt").write_bytes(b"x" * 1000)
+    alice = ("alice", PASSWORDS["alice"])
+    base = f"http://127.0.0.1:{r.port('http')}"
+
+    def sftp_logout_logged() -> None:  # the SSH session's end is logged as its connection closes
+        deadline = time.monotonic() + 10
+        while not any(getattr(rec, "op", {}).get("op") == "logout" and rec.op["protocol"] == "sftp"
+                      for rec in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    async def sftp_round() -> None:
+        with pytest.raises(asyncssh.PermissionDenied):
+            await asyncssh.connect("127.0.0.1", r.port("sftp"), username="bob", password="wrong",
+                                   known_hosts=None, client_keys=None)
+        async with asyncssh.connect("127.0.0.1", r.port("sftp"), username="bob", password=PASSWORDS["bob"],
+                                    known_hosts=None, client_keys=None) as conn:
+            async with conn.start_sftp_client() as sftp:
+                assert "a.txt" in await sftp.listdir("/")
+                async with sftp.open("/a.txt", "rb") as f:
+                    assert len(await f.read()) == 1000
+
     with caplog.at_level("INFO", logger="gateway.ops"):
         with ftplib.FTP() as ftp:
             ftp.connect("127.0.0.1", r.port("ftp"), timeout=30)
-            ftp.login("alice", PASSWORDS["alice"])
+            with pytest.raises(ftplib.error_perm):
+                ftp.login("alice", "wrong")
+        with ftplib.FTP() as ftp:
+            ftp.connect("127.0.0.1", r.port("ftp"), timeout=30)
+            ftp.login(*alice)
             assert "a.txt" in ftp.nlst("/")
             got = io.BytesIO()
             ftp.retrbinary("RETR /a.txt", got.write)
@@ -161,35 +190,39 @@ def test_audit_logs_logins_logouts_listings_and_downloads(gateway_factory, caplo
             with pytest.raises(ftplib.error_perm):
                 ftp.retrbinary("RETR /none.txt", got.write)
             ftp.quit()
-        url = f"http://127.0.0.1:{r.port('http')}/api/v1/fs/content"
-        for _ in range(2):  # one login cache serves every protocol
-            assert httpx.get(url, params={"path": "/a.txt"}, auth=("alice", PASSWORDS["alice"]),
-                             timeout=30).content == b"x" * 1000
+        url = f"{base}/api/v1/fs/content"
+        for _ in range(2):  # one login cache serves every protocol: a line for each request all the same
+            assert httpx.get(url, params={"path": "/a.txt"}, auth=alice, timeout=30).content == b"x" * 1000
         assert httpx.get(url, params={"path": "/a.txt"}, auth=("alice", "wrong"), timeout=30).status_code == 401
-
-        async def sftp_round() -> None:
-            async with asyncssh.connect("127.0.0.1", r.port("sftp"), username="bob", password=PASSWORDS["bob"],
-                                        known_hosts=None) as conn:
-                async with conn.start_sftp_client() as sftp:
-                    assert "a.txt" in await sftp.listdir("/")
-
-        import asyncio
+        assert httpx.get(url, params={"path": "/a.txt"}, headers={"Authorization": "Bearer nope"},
+                         timeout=30).status_code == 401
+        listing = httpx.request("PROPFIND", f"{base}/dav/", headers={"Depth": "1"}, auth=alice, timeout=30)
+        assert listing.status_code == 207 and "a.txt" in listing.text
+        assert httpx.get(f"{base}/dav/a.txt", auth=alice, timeout=30).content == b"x" * 1000
+        assert httpx.get(f"{base}/dav/a.txt", auth=("alice", "wrong"), timeout=30).status_code == 401
         asyncio.run(sftp_round())
-        deadline = time.monotonic() + 10  # the SSH session's end is logged as its connection closes
-        while not any(getattr(rec, "op", {}).get("op") == "logout" and rec.op["protocol"] == "sftp"
-                      for rec in caplog.records) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        sftp_logout_logged()
     ops = [rec.op for rec in caplog.records if rec.name == "gateway.ops" and hasattr(rec, "op")]
-    sessions = [(o["protocol"], o["op"], o["user"], o.get("method"), o["result"], o["address"].split(":")[0])
-                for o in ops if o["op"] in ("login", "logout")]
-    assert sessions == [("ftp", "login", "alice", "password", "ok", "127.0.0.1"),
-                        ("ftp", "logout", "alice", None, "ok", "127.0.0.1"),
-                        ("api", "login", "alice", "password", "ok", "127.0.0.1"),
-                        ("api", "login", "alice", "password", "ok", "127.0.0.1"),
-                        ("-", "login", "alice", "password", "error: login incorrect", "127.0.0.1"),
-                        ("sftp", "login", "bob", "password", "ok", "127.0.0.1"),
-                        ("sftp", "logout", "bob", None, "ok", "127.0.0.1")]
-    ftp_lines = [o for o in ops if o["protocol"] == "ftp"]
+    for o in ops:  # every line names all of these
+        assert {"user", "session", "protocol", "op", "paths", "result", "address"} <= set(o), o
+        assert o["address"].startswith("127.0.0.1") and o["protocol"] in ("ftp", "sftp", "webdav", "api"), o
+        assert (o["session"] == "-") == (o["op"] == "login" and o["result"] != "ok"), o  # a failure made none
+    sessions = [(o["protocol"], o["op"], o["user"], o.get("method"), o["result"]) for o in ops
+                if o["op"] in ("login", "logout")]
+    assert sessions == [("ftp", "login", "alice", "password", "error: login incorrect"),
+                        ("ftp", "login", "alice", "password", "ok"),
+                        ("ftp", "logout", "alice", None, "ok"),
+                        ("api", "login", "alice", "password", "ok"),
+                        ("api", "login", "alice", "password", "ok"),
+                        ("api", "login", "alice", "password", "error: login incorrect"),
+                        ("api", "login", "-", "token", "error: unknown or revoked API token"),
+                        ("webdav", "login", "alice", "password", "ok"),
+                        ("webdav", "login", "alice", "password", "ok"),
+                        ("webdav", "login", "alice", "password", "error: login incorrect"),
+                        ("sftp", "login", "bob", "password", "error: login incorrect"),
+                        ("sftp", "login", "bob", "password", "ok"),
+                        ("sftp", "logout", "bob", None, "ok")]
+    ftp_lines = [o for o in ops if o["protocol"] == "ftp" and o["result"] == "ok"]
     assert len({o["session"] for o in ftp_lines}) == 1  # login, reads and logout name one session
     reads = [(o["protocol"], o["op"], o["paths"], o["result"], o.get("bytes")) for o in ops
              if o["op"] in ("list", "download")]
@@ -197,8 +230,8 @@ def test_audit_logs_logins_logouts_listings_and_downloads(gateway_factory, caplo
     assert reads[1] == ("ftp", "download", ["/a.txt"], "ok", 1000)
     assert reads[2][:2] == ("ftp", "download") and reads[2][3].startswith("error: /none.txt: no such")
     assert reads[3:5] == [("api", "download", ["/a.txt"], "ok", 1000)] * 2
-    assert reads[5][:3] == ("sftp", "list", ["/"])
-    assert all(o["address"].startswith("127.0.0.1") and o["session"] != "-" for o in ops if o["protocol"] != "-")
+    assert reads[5:] == [("webdav", "list", ["/"], "ok", None), ("webdav", "download", ["/a.txt"], "ok", 1000),
+                         ("sftp", "list", ["/"], "ok", None), ("sftp", "download", ["/a.txt"], "ok", 1000)]
 
 
 def test_no_audit_lines_by_default(gateway_factory, caplog):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,16 @@ def _use_the_gateway(ports: dict[str, int], password: str) -> None:
 PYTHONS = ["python3", "3.12", "3.13"]
 
 
+def test_the_supported_pythons_are_declared_and_each_tested():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+                if c.startswith("Programming Language :: Python :: 3.")]
+    assert project["requires-python"] == ">=3.11" and declared == ["3.11", "3.12", "3.13"]
+    assert set(declared) - {"3.11"} <= set(PYTHONS)  # 3.11: Debian 12's python3, the line as written
+
+
 @dataclass
 class _Install:
     """The README's install line running in a fresh checkout copy."""
@@ -234,10 +245,16 @@ def test_the_install_command_verbatim_in_a_fresh_checkout(installs, tmp_path, py
     """The README's line, run as written in a copy of the repository with
     the system interpreter and no site packages, gives a serving gateway
     that FTP, SFTP, WebDAV and REST clients use; so does the same line with
-    ``python3`` replaced by each other supported Python."""
+    ``python3`` replaced by each other supported Python (found on PATH or
+    in pyenv's versions; one missing is a warning and a skip, a failure
+    with GATEWAY_TEST_ALL_PYTHONS=1)."""
     install = installs[python]
-    if isinstance(install, str):
-        pytest.skip(install)
+    if isinstance(install, str):  # said aloud: a warning in the summary, or a failure when all are wanted
+        message = f"{install}: the README's install line is NOT tested with it (pyenv install {python})"
+        if os.environ.get("GATEWAY_TEST_ALL_PYTHONS") == "1":
+            pytest.fail(message)
+        warnings.warn(pytest.PytestWarning(message))
+        pytest.skip(message)
     proc, ports = install.proc, install.ports
     deadline = time.monotonic() + 800
     while True:
@@ -255,7 +272,7 @@ def test_the_install_command_verbatim_in_a_fresh_checkout(installs, tmp_path, py
                            capture_output=True, text=True, env=install.env, timeout=60, cwd=tmp_path)
     found = probe.stdout.split()
     assert found[:2] == [str(install.checkout / "gateway" / "__init__.py"), "True"]
-    assert python == "python3" or found[2] == python
+    assert found[2] == python if python != "python3" else found[2] in ("3.11", "3.12", "3.13")
     # The password is printed once every front end listens.
     marker = "created user admin with password:"
     while not any(marker in x for x in install.lines):
