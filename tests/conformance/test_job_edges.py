@@ -229,8 +229,10 @@ def test_cancel_of_a_retrying_copy_on_s3_leaves_the_bucket_as_it_was(tmp_path):
         server.stop()
 
 
-@pytest.mark.parametrize("proto", ["ftp", "sftp", "rest"])
+@pytest.mark.parametrize("proto", ["ftp", "sftp", "webdav", "rest"])
 def test_cancel_after_commit_is_refused_and_the_job_completes(gw, connect, proto):
+    """A cancel that comes after the commit is refused (FTP 450, REST 409,
+    ssh's exit status) saying the job is finishing, and the move completes."""
     base = uuid.uuid4().hex[:6]
     src, dst = f"/a/{base}", f"/b/{base}"
     tree(gw, src, n=30)
@@ -240,8 +242,9 @@ def test_cancel_after_commit_is_refused_and_the_job_completes(gw, connect, proto
     try:
         job_id = start_move(gw, connect, proto, src, dst)
         wait_until(lambda: gw.gw.store.get(job_id).committed, what="the commit")
-        with pytest.raises(ProtoError, match="committed, finishing"):
+        with pytest.raises(ProtoError, match="committed, finishing") as refused:
             job_command(gw, connect, proto, "cancel", job_id)
+        assert refused.value.detail.startswith({"ftp": "450", "sftp": "cancel: "}.get(proto, "409")), refused.value
     finally:
         fa.latency_s = 0.002
     done = gw.ops.wait_job(gw.session("admin"), job_id, 60)
