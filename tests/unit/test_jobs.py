@@ -740,6 +740,17 @@ def test_the_same_operation_sent_again_attaches_to_its_job(gw):
     assert names(gw.ops, a) == ["moved"]
 
 
+def test_a_request_that_may_not_overwrite_does_not_attach_to_a_job_replacing_its_destination(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a, n=10)
+    gw.ops.mkdir(a, "/old")
+    first = gw.ops.move(a, "/tree", "/old", overwrite=True, budget_s=0)
+    with pytest.raises(E.Busy, match=first.job_id):
+        gw.ops.move(Session(ALICE, "webdav"), "/tree", "/old", budget_s=0)
+    assert gw.ops.move(Session(ALICE, "webdav"), "/tree", "/old", overwrite=True, budget_s=0).job_id == first.job_id
+    wait(gw, first.job_id)
+
+
 def test_busy_names_the_path_that_collides_and_the_job(gw):
     a, _ = sessions()
     make_tree(gw.ops, a)
