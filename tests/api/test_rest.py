@@ -152,7 +152,8 @@ def test_jobs_cancel_stop_409_and_visibility(api):
         time.sleep(0.02)
     r = c.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 409 and r.json()["state"] == "running"
-    assert c.post(f"/api/v1/jobs/{job_id}/stop").status_code == 200
+    r = c.post(f"/api/v1/jobs/{job_id}/stop")  # replies once stopped, with the state it left
+    assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
     m = follow(c, f"/api/v1/monitor/{api.ops.monitor_token(api.gw.store.get(job_id))}")
     assert m.status_code == 200 and m.json()["status"] == "stopped" and m.json()["error"]
     assert c.post(f"/api/v1/jobs/{job_id}/stop").status_code == 409

@@ -214,7 +214,8 @@ def test_backgrounded_rename_and_site_stop(gateway_factory):
     with pytest.raises(ftplib.error_temp) as ei:
         other.storbinary("STOR /slow/other/new", io.BytesIO(b"x"))
     assert str(ei.value).startswith("450") and job_id in str(ei.value)
-    assert me.sendcmd(f"SITE STOP {job_id}").startswith("200")
+    reply = me.sendcmd(f"SITE STOP {job_id}")  # once stopped and rolled back (or 5 s), with its state
+    assert reply.startswith(f"200 {job_id} ItemMove /slow/other -> /slow/gone stopped "), reply
     assert r.gw.dispatcher.wait(job_id, 30).state == "stopped"
     assert sorted(n.rsplit("/", 1)[-1] for n in other.nlst("/slow")) == ["moved", "other"]
     assert len(other.nlst("/slow/other")) == 200
