@@ -482,8 +482,13 @@ class Operations:
 
         owned = [p for p in (job.src, job.dst) if p]
         hit = shown(next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0]))
-        raise E.Busy(f"{hit}: busy, in use by job {job.id} ({job.operation} {' -> '.join(map(shown, owned))}); "
-                     "try again when it is done", hit)
+        what = f"job {job.id} ({job.operation} {' -> '.join(map(shown, owned))})"
+        if job.phase == "rollback":
+            left = ("the folder waits in the trash until it can be put back" if job.via_trash
+                    else "what it wrote stays hidden until it can be removed")
+            raise E.Busy(f"{hit}: busy: {what} ended {job.state}, and {left} (retried by itself while the "
+                         "storage refuses); try again later", hit)
+        raise E.Busy(f"{hit}: busy, in use by {what}; try again when it is done", hit)
 
     def _unlocked(self, session: Session, g: str, *, tree: bool = False, member: bool = False) -> None:
         """Raises Locked when a WebDAV lock that ``session`` does not hold

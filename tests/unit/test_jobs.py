@@ -388,12 +388,15 @@ def test_a_rollback_that_cannot_reach_storage_keeps_the_partial_copy_hidden(tmp_
         dst.fs.fail_glob = "*"  # the destination storage goes away
         job = wait(g, out.job_id)
         assert job.state == "failed" and job.phase == "rollback"
-        with pytest.raises(E.Busy):  # the half-copied destination stays reserved by the job
-            g.ops.mkdir(a, "/b/tree")
+        with pytest.raises(E.Busy, match="ended failed, and what it wrote stays hidden until it can be removed"):
+            g.ops.mkdir(a, "/b/tree")  # the half-copied destination stays reserved by the job
+        up = g.ops.open_write(b, "/a/tree/new")  # the source is anyone's again
+        up.write(b"new")
+        up.commit()
         dst.fs.fail_glob = None  # ... and comes back with the partial copy on it
         for s in (a, b):
             assert names(g.ops, s, "/b") == []
-            assert count(g.ops, s, "/a/tree") == 40
+            assert count(g.ops, s, "/a/tree") == 41
         deadline = time.monotonic() + 20
         while g.store.get(out.job_id).phase == "rollback":
             assert time.monotonic() < deadline, "the watchdog should finish the rollback"
