@@ -838,13 +838,17 @@ class Operations:
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
-    def check_change(self, session: Session, path: str) -> None:
+    def check_change(self, session: Session, path: str, *, properties: bool = False) -> None:
         """Whether ``session`` may change the existing ``path`` now (what a
-        WebDAV LOCK announces): raises PermissionDenied without
-        ``overwrite`` there, Busy when a job owns the path."""
+        WebDAV LOCK announces), or with ``properties`` its dead properties
+        (a PROPPATCH: see :meth:`set_property`): raises PermissionDenied
+        without ``overwrite`` there, Busy when a job owns the path."""
         u, g = self._paths(session, path)
         self._require(session, "overwrite", u)
-        self._busy([g], session=session)
+        if properties:
+            self._property_key(session, g)
+        else:
+            self._busy([g], session=session)
 
     def set_property(self, session: Session, path: str, name: str, value: str | None, *,
                      dry_run: bool = False) -> None:
