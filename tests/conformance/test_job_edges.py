@@ -6,7 +6,7 @@ attaches to its job, and a monitor polled through a 2 GiB move and a
 restart.
 
 Faults are injected with the ``slow::`` wrapper's ``fail_glob`` and, for S3,
-by stopping moto's server. What the tests already cover elsewhere is not
+by stopping moto's server (or holding its deletes, to keep a move in cleanup). What the tests already cover elsewhere is not
 repeated here: FTP SIZE/MDTM freshness (tests/protocols/ftp), locks and
 FTP and SFTP renames and deletes (tests/conformance/test_locks.py,
 tests/protocols/webdav), the
@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -192,16 +193,20 @@ def _s3():
     return S3
 
 
-def test_cancel_of_a_retrying_copy_on_s3_leaves_the_bucket_as_it_was(tmp_path):
+def test_on_s3_a_cancel_undoes_a_retrying_copy_and_a_move_attaches_its_retry_and_cannot_be_cancelled(tmp_path):
     """The same on S3 (moto): the server goes away part-way, the copy waits
     for its retry, the server comes back, a REST cancel removes every object
-    the copy wrote."""
+    the copy wrote. Then a move, sent again on a new connection, attaches
+    (the same job and monitor URL); a cancel after its commit is refused, and
+    it completes, its monitor never going back, with exactly the keys moved."""
     server = _s3()(tmp_path / "s3").start()
     r = None
     try:
         area = server.area()
         for i in range(60):
             area.put(f"src/f{i:03}", b"%03d" % i * 100)
+        for i in range(3):
+            area.put(f"few/g{i}", b"g%d" % i * 1000)
         before = {k: hashlib.sha256(area.read(k)).hexdigest() for k in area.files()}
         r = start_gateway(tmp_path, ("http",), budget_ms=100,
                           mounts={"/": f"file://{tmp_path / 'data'}",
@@ -223,7 +228,35 @@ def test_cancel_of_a_retrying_copy_on_s3_leaves_the_bucket_as_it_was(tmp_path):
             assert resp.status_code == 200 and resp.json()["state"] == "cancelled", resp.text
             assert {k: hashlib.sha256(area.read(k)).hexdigest() for k in area.files()} == before
             assert c.post("/api/v1/fs/mkdir", json={"path": "/s3/dst"}).status_code == 201  # free
+
+            server.deletes_wait = threading.Event()  # the move's cleanup waits for the test
+            move = {"from": "/s3/few", "to": "/s3/moved"}
+            first = c.post("/api/v1/fs/move", json=move, headers=ASYNC)
+            with http(r, session="reconnected") as again:
+                second = again.post("/api/v1/fs/move", json=move, headers=ASYNC)
+            assert first.status_code == second.status_code == 202, (first.text, second.text)
+            assert second.json()["id"] == first.json()["id"] and second.headers["location"] == first.headers["location"]
+            job_id, seen = first.json()["id"], []
+
+            def committed():
+                seen.append(c.get(first.headers["location"]).json()["percentageComplete"])
+                return r.gw.store.get(job_id).committed
+
+            wait_until(committed, what="the commit", step=0.01)
+            resp = c.post(f"/api/v1/jobs/{job_id}/cancel")
+            assert resp.status_code == 409 and "committed, finishing" in resp.json()["error"], resp.text
+            server.deletes_wait.set()
+            assert r.ops.wait_job(r.session("admin"), job_id, 60).state == "completed"
+            seen.append(c.get(first.headers["location"]).json()["percentageComplete"])
+            assert seen == sorted(seen) and seen[-1] == 100.0, seen
+            job = c.get(f"/api/v1/jobs/{job_id}").json()
+            assert job["bytesDone"] == job["bytesTotal"] == 6000 and job["attempts"] == 1
+            moved = {k.replace("few/", "moved/"): v for k, v in before.items() if k.startswith("few/")}
+            assert {k: hashlib.sha256(area.read(k)).hexdigest() for k in area.files()} == {
+                **{k: v for k, v in before.items() if not k.startswith("few/")}, **moved}
     finally:
+        if server.deletes_wait is not None:
+            server.deletes_wait.set()
         if r is not None:
             r.close()
         server.stop()
