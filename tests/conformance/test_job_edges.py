@@ -520,6 +520,54 @@ def test_kill_9_in_cleanup_then_storage_failing_releases_every_path_and_says_wha
         gw.kill(signal.SIGTERM)
 
 
+def test_on_s3_kill_9_in_cleanup_then_deletes_refused_releases_every_path_and_says_what_is_left(tmp_path):
+    """The same on S3 (moto): the move's cleanup is held at its first
+    delete and the gateway killed there; after the restart the server
+    refuses every delete: the job ends failed, its paths free, and its
+    listing says what was left."""
+    server = _s3()(tmp_path / "s3").start()
+    gw = None
+    try:
+        area = server.area()
+        for i in range(30):
+            area.put(f"tree/x{i:03}", b"%03d" % i * 50)
+        mounts = {"/": f"file://{tmp_path / 'data'}", "/s3": (area.url, area.options, {"retries": 0})}
+        jobs = {"max_attempts": 2, "step_retries": 0, "retry_backoff_ms": 50, "heartbeat_s": 0.1}
+        gw = Served(tmp_path, "ftp", mounts=mounts, budget_ms=100, sections={"jobs": jobs})
+        server.deletes_wait = threading.Event()
+        gw.start()
+        reply = gw.ftp().rename("/s3/tree", "/s3/moved")
+        job_id = re.search(r"job (\S+)", reply)[1]
+        store = gw.store()
+        wait_until(lambda: any(m == "POST" and q.startswith("delete") for m, q in server.requests),
+                   what="the cleanup's first delete")
+        assert store.get(job_id).committed
+        gw.kill()  # kill -9 in cleanup
+        server.refuse_deletes = True  # the held delete too
+        server.deletes_wait.set()
+        gw.start()
+        job = wait_until(lambda: (j := store.get(job_id)).terminal and j, what="the job's end")
+        store.close()
+        assert (job.state, job.phase) == ("failed", "done"), job
+        assert re.fullmatch(r"31 item\(s\), 4500 bytes, of the source were not removed and show again under "
+                            r"/s3/tree: remove them by hand", job.leftovers or ""), job.leftovers
+        ftp = gw.ftp("admin")
+        line = ftp.sendcmd(f"SITE JOB {job_id}")
+        assert "failed" in line and f"[left: {job.leftovers}]" in line, line
+        ftp.quit()
+        ftp = gw.ftp()
+        ftp.storbinary("STOR /s3/moved/new.txt", io.BytesIO(b"new"))  # neither path is busy any more
+        ftp.storbinary("STOR /s3/tree/new.txt", io.BytesIO(b"new"))
+        assert len(ftp.nlst("/s3/moved")) == len(ftp.nlst("/s3/tree")) == 31
+        ftp.quit()
+    finally:
+        if server.deletes_wait is not None:
+            server.deletes_wait.set()
+        if gw is not None and gw.proc is not None:
+            gw.kill(signal.SIGTERM)
+        server.stop()
+
+
 def _scratch(tmp: Path, size: int) -> Path:
     """A folder for ``size`` bytes of copies: in memory (/dev/shm) when it
     has room to spare (writing them costs no disk time), else on ``tmp``'s
