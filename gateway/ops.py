@@ -461,25 +461,34 @@ class Operations:
         log_op(session, op, paths, result, seconds, **extra)
 
     def _busy(self, write: builtins.list[str], read: builtins.list[str] | tuple[()] = (),
-              session: Session | None = None, same: tuple[str, str, str | None] | None = None) -> Job | None:
+              session: Session | None = None,
+              same: tuple[str, str, str | None, bool] | None = None) -> Job | None:
         """Raises Busy, naming the path that collides and the job, when an
         active job owns a path this operation would change (``write``) or
         needs unchanged (``read``). Returns that job instead when it is this
-        very operation (``same``: operation, global source and destination)
-        of this user, not yet ended: a client's retry attaches to it."""
+        very operation (``same``: operation, global source and destination,
+        and whether it may overwrite) of this user, not yet ended: a
+        client's retry attaches to it. A job replacing its destination is
+        not the retry of a request that may not overwrite."""
         job = self.view.conflict(write, read)
         if job is None:
             return None
         if (same is not None and session is not None and job.owner == session.user.name
-                and (job.operation, job.src, job.dst) == same and job.phase in ("prepare", "cleanup")):
+                and (job.operation, job.src, job.dst) == same[:3] and (same[3] or not job.overwrite)
+                and job.phase in ("prepare", "cleanup")):
             return job
         def shown(g: str) -> str:
             return self._user(session, g) if session and is_under(g, session.user.home) else g
 
         owned = [p for p in (job.src, job.dst) if p]
         hit = shown(next((p for p in [*write, *read] if any(overlaps(p, o) for o in owned)), write[0]))
-        raise E.Busy(f"{hit}: busy, in use by job {job.id} ({job.operation} {' -> '.join(map(shown, owned))}); "
-                     "try again when it is done", hit)
+        what = f"job {job.id} ({job.operation} {' -> '.join(map(shown, owned))})"
+        if job.phase == "rollback":
+            left = ("the folder waits in the trash until it can be put back" if job.via_trash
+                    else "what it wrote stays hidden until it can be removed")
+            raise E.Busy(f"{hit}: busy: {what} ended {job.state}, and {left} (retried by itself while the "
+                         "storage refuses); try again later", hit)
+        raise E.Busy(f"{hit}: busy, in use by {what}; try again when it is done", hit)
 
     def _unlocked(self, session: Session, g: str, *, tree: bool = False, member: bool = False) -> None:
         """Raises Locked when a WebDAV lock that ``session`` does not hold
@@ -833,13 +842,17 @@ class Operations:
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
-    def check_change(self, session: Session, path: str) -> None:
+    def check_change(self, session: Session, path: str, *, properties: bool = False) -> None:
         """Whether ``session`` may change the existing ``path`` now (what a
-        WebDAV LOCK announces): raises PermissionDenied without
-        ``overwrite`` there, Busy when a job owns the path."""
+        WebDAV LOCK announces), or with ``properties`` its dead properties
+        (a PROPPATCH: see :meth:`set_property`): raises PermissionDenied
+        without ``overwrite`` there, Busy when a job owns the path."""
         u, g = self._paths(session, path)
         self._require(session, "overwrite", u)
-        self._busy([g], session=session)
+        if properties:
+            self._property_key(session, g)
+        else:
+            self._busy([g], session=session)
 
     def set_property(self, session: Session, path: str, name: str, value: str | None, *,
                      dry_run: bool = False) -> None:
@@ -935,7 +948,7 @@ class Operations:
             if g == "/" or g == session.user.home:
                 raise E.PermissionDenied(f"{u}: the home folder cannot be deleted", u)
             self._protect_mounts(g, u)
-            attached = self._busy([g], session=session, same=("delete", g, None))
+            attached = self._busy([g], session=session, same=("delete", g, None, True))
             if attached is not None:
                 outcome = self._await(session, attached, budget_s, started)
                 self._log(session, "delete", [u], self._result(outcome), started, job=outcome.job_id)
@@ -1000,7 +1013,7 @@ class Operations:
                 self._require_tree(session, "download", su)
             self._require_tree(session, perm, du)
             attached = self._busy([sg, dg] if op == "move" else [dg], [sg] if op == "copy" else [],
-                                  session=session, same=(op, sg, dg))
+                                  session=session, same=(op, sg, dg, overwrite))
             if attached is not None:
                 outcome = self._await(session, attached, budget_s, started)
                 self._log(session, op, [su, du], self._result(outcome), started, job=outcome.job_id)

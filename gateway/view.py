@@ -102,14 +102,20 @@ class View:
 
     def conflict(self, write: list[str], read: list[str] | tuple[()] = ()) -> Job | None:
         """The active job owning a path this operation would change
-        (``write``) or needs unchanged (``read``), if any."""
+        (``write``) or needs unchanged (``read``), if any. A job that ended
+        before commit with its rollback pending owns only what the rollback
+        has yet to remove (the partial destination) or put back (a folder in
+        the trash)."""
         for j in self.overlays():
-            owned_w = [p for p in (j.dst, j.stage) if p]
             owned_r: list[str] = []
-            if j.operation == "copy":
-                owned_r.append(j.src)
-            elif not (j.via_trash and j.committed):  # a committed trash delete owns only its trash
-                owned_w.append(j.src)
+            if j.phase == "rollback":
+                owned_w = [j.src] if j.via_trash else [p for p in (j.stage,) if p]
+            else:
+                owned_w = [p for p in (j.dst, j.stage) if p]
+                if j.operation == "copy":
+                    owned_r.append(j.src)
+                elif not (j.via_trash and j.committed):  # a committed trash delete owns only its trash
+                    owned_w.append(j.src)
             if any(overlaps(p, o) for p in write for o in owned_w + owned_r):
                 return j
             if any(overlaps(p, o) for p in read for o in owned_w):

@@ -365,24 +365,24 @@ class _GatewayMixin:
         if job is not None:
             self.respond(f"200 {_job_line(self.gw.ops.public_job(self.session, job))}")
 
-    def _job_action(self, call, arg: str, verb: str) -> None:
+    def _job_action(self, call, arg: str) -> None:
+        """The job's line as the action left it (a stop or cancel replies
+        once what the job wrote is removed, or says what is left)."""
         job = self._core(call, self.session, arg.strip())
         if job is not None:
-            self.respond(f"200 Job {job.id} {verb}.")
+            self.respond(f"200 {_job_line(self.gw.ops.public_job(self.session, job))}")
 
     def ftp_SITE_CANCEL(self, arg: str) -> None:
-        self._job_action(self.gw.ops.cancel_job, arg, "cancelled")
+        self._job_action(self.gw.ops.cancel_job, arg)
 
     def ftp_SITE_STOP(self, arg: str) -> None:
-        self._job_action(self.gw.ops.stop_job, arg, "is stopping; what it wrote is being removed")
+        self._job_action(self.gw.ops.stop_job, arg)
 
     def ftp_SITE_RETRY(self, arg: str) -> None:
-        self._job_action(self.gw.ops.retry_job, arg, "queued to run again now")
+        self._job_action(self.gw.ops.retry_job, arg)
 
     def ftp_SITE_ABANDON(self, arg: str) -> None:
-        job = self._core(self.gw.ops.abandon_job, self.session, arg.strip())
-        if job is not None:
-            self.respond(f"200 {_job_line(self.gw.ops.public_job(self.session, job))}")
+        self._job_action(self.gw.ops.abandon_job, arg)
 
     # -- checksums ---------------------------------------------------------------------
     def _hash(self, path: str, algo: str) -> str | None:

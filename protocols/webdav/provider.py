@@ -177,6 +177,11 @@ class GatewayProvider(DAVProvider):
         if environ.get(UPLOADS_KEY):
             with translated(environ):
                 return handle_upload_request(self, environ, start_response)
+        if method == "PROPPATCH" and SESSION_KEY in environ:
+            # A write: on a path a job owns it is refused whole (423), as a
+            # PUT is, not answered 207 with each property's refusal.
+            with translated(environ):
+                self.ops.check_change(environ[SESSION_KEY], environ["PATH_INFO"], properties=True)
         if method == "PUT":
             if environ.get("HTTP_OC_CHUNKED"):
                 raise GatewayDAVError(400, "old-style chunked uploads (OC-Chunked) are not supported; "

@@ -155,7 +155,8 @@ def test_jobs_cancel_stop_409_and_visibility(api):
         time.sleep(0.02)
     r = c.post(f"/api/v1/jobs/{job_id}/cancel")
     assert r.status_code == 409 and r.json()["state"] == "running"
-    assert c.post(f"/api/v1/jobs/{job_id}/stop").status_code == 200
+    r = c.post(f"/api/v1/jobs/{job_id}/stop")  # replies once stopped, with the state it left
+    assert r.status_code == 200 and r.json()["state"] == "stopped", r.text
     m = follow(c, f"/api/v1/monitor/{api.ops.monitor_token(api.gw.store.get(job_id))}")
     assert m.status_code == 200 and m.json()["status"] == "stopped" and m.json()["error"]
     assert c.post(f"/api/v1/jobs/{job_id}/stop").status_code == 409
@@ -260,7 +261,7 @@ def test_event_streams_are_bounded_and_end_at_shutdown(gateway_factory):
 def test_idempotency_key_replays_the_first_reply(api):
     """The same Idempotency-Key from the same user gets the first reply (one
     job, not a busy error); a different request under it is 422; another
-    user's key is theirs alone."""
+    user's key is theirs alone; after a day the key is free again."""
     slow_tree(api)
     c = api.client()
     key = {"Idempotency-Key": "4f3c9c2e-move-1"}
@@ -284,6 +285,12 @@ def test_idempotency_key_replays_the_first_reply(api):
     assert c.post("/api/v1/fs/mkdir", json={"path": "/slow/m"}).status_code == 409
     bob = api.client("bob").post("/api/v1/fs/mkdir", json={"path": "/slow/b"}, headers={"Idempotency-Key": "k2"})
     assert bob.status_code == 201
+    # A key is kept a day: then it is free for a new request.
+    from gateway.jobs.schema import idempotency_keys as kept
+
+    with api.gw.store.engine.begin() as conn:
+        conn.execute(kept.update().values(created_at=kept.c.created_at - 86401))
+    assert c.post("/api/v1/fs/mkdir", json={"path": "/slow/m2"}, headers={"Idempotency-Key": "k2"}).status_code == 201
 
 
 def test_a_move_sent_again_without_a_key_attaches_to_its_job(api):

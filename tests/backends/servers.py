@@ -210,7 +210,8 @@ class S3(Server):
     also cuts open keep-alive connections, so the gateway really loses the
     server; ``latency_s`` delays every request, as a distant region would;
     ``requests`` records (method, query) of each; with ``refuse_deletes`` a
-    DeleteObjects answers AccessDenied for every key and deletes none."""
+    DeleteObjects answers AccessDenied for every key and deletes none; while
+    ``deletes_wait`` (a threading.Event) is not set, deletes wait for it."""
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
@@ -225,6 +226,7 @@ class S3(Server):
         self.latency_s = 0.0
         self.requests: list[tuple[str, str]] = []
         self.refuse_deletes = False
+        self.deletes_wait: threading.Event | None = None
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
     @property
@@ -268,7 +270,10 @@ class S3(Server):
                 time.sleep(self.latency_s)
             method, query = environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")
             self.requests.append((method, query))
-            if self.refuse_deletes and method == "POST" and query.split("&")[0] in ("delete", "delete="):
+            deleting = method == "DELETE" or (method == "POST" and query.split("&")[0] in ("delete", "delete="))
+            if deleting and self.deletes_wait is not None:
+                self.deletes_wait.wait(30)
+            if self.refuse_deletes and deleting and method == "POST":
                 return _refused_delete(environ, start_response)
             return moto_app(environ, start_response)
 

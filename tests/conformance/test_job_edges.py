@@ -2,12 +2,14 @@
 cancel of a retrying job, cancel after commit, stalled jobs an admin
 retries or abandons, a kill -9 in cleanup with storage failing after the
 restart, the initiator's PROPPATCH during a move, a retried request that
-attaches to its job, and a monitor polled through a restart.
+attaches to its job, and a monitor polled through a 2 GiB move and a
+restart.
 
 Faults are injected with the ``slow::`` wrapper's ``fail_glob`` and, for S3,
-by stopping moto's server. What the tests already cover elsewhere is not
-repeated here: FTP SIZE/MDTM freshness (tests/protocols/ftp), locks dropped
-by FTP and SFTP renames and deletes (tests/protocols/webdav), the
+by stopping moto's server (or holding its deletes, to keep a move in cleanup). What the tests already cover elsewhere is not
+repeated here: FTP SIZE/MDTM freshness (tests/protocols/ftp), locks and
+FTP and SFTP renames and deletes (tests/conformance/test_locks.py,
+tests/protocols/webdav), the
 Idempotency-Key replay (tests/api/test_rest.py)."""
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -172,7 +177,7 @@ def test_cancel_of_a_retrying_job_with_progress_leaves_the_tree_as_it_was(gw, co
         assert job.items_done >= 5 and on_storage(gw, f"{dst}/x001")  # it wrote part of the tree
     finally:
         fb.fail_glob = None
-    job_command(gw, connect, proto, "cancel", job_id)
+    assert "cancelled" in job_command(gw, connect, proto, "cancel", job_id)  # the state it left
     job = gw.gw.store.get(job_id)
     assert (job.state, job.phase) == ("cancelled", "prepare")
     assert (manifest(gw, "/a"), manifest(gw, "/b")) == before
@@ -188,16 +193,20 @@ def _s3():
     return S3
 
 
-def test_cancel_of_a_retrying_copy_on_s3_leaves_the_bucket_as_it_was(tmp_path):
+def test_on_s3_a_cancel_undoes_a_retrying_copy_and_a_move_attaches_its_retry_and_cannot_be_cancelled(tmp_path):
     """The same on S3 (moto): the server goes away part-way, the copy waits
     for its retry, the server comes back, a REST cancel removes every object
-    the copy wrote."""
+    the copy wrote. Then a move, sent again on a new connection, attaches
+    (the same job and monitor URL); a cancel after its commit is refused, and
+    it completes, its monitor never going back, with exactly the keys moved."""
     server = _s3()(tmp_path / "s3").start()
     r = None
     try:
         area = server.area()
         for i in range(60):
             area.put(f"src/f{i:03}", b"%03d" % i * 100)
+        for i in range(3):
+            area.put(f"few/g{i}", b"g%d" % i * 1000)
         before = {k: hashlib.sha256(area.read(k)).hexdigest() for k in area.files()}
         r = start_gateway(tmp_path, ("http",), budget_ms=100,
                           mounts={"/": f"file://{tmp_path / 'data'}",
@@ -219,14 +228,44 @@ def test_cancel_of_a_retrying_copy_on_s3_leaves_the_bucket_as_it_was(tmp_path):
             assert resp.status_code == 200 and resp.json()["state"] == "cancelled", resp.text
             assert {k: hashlib.sha256(area.read(k)).hexdigest() for k in area.files()} == before
             assert c.post("/api/v1/fs/mkdir", json={"path": "/s3/dst"}).status_code == 201  # free
+
+            server.deletes_wait = threading.Event()  # the move's cleanup waits for the test
+            move = {"from": "/s3/few", "to": "/s3/moved"}
+            first = c.post("/api/v1/fs/move", json=move, headers=ASYNC)
+            with http(r, session="reconnected") as again:
+                second = again.post("/api/v1/fs/move", json=move, headers=ASYNC)
+            assert first.status_code == second.status_code == 202, (first.text, second.text)
+            assert second.json()["id"] == first.json()["id"] and second.headers["location"] == first.headers["location"]
+            job_id, seen = first.json()["id"], []
+
+            def committed():
+                seen.append(c.get(first.headers["location"]).json()["percentageComplete"])
+                return r.gw.store.get(job_id).committed
+
+            wait_until(committed, what="the commit", step=0.01)
+            resp = c.post(f"/api/v1/jobs/{job_id}/cancel")
+            assert resp.status_code == 409 and "committed, finishing" in resp.json()["error"], resp.text
+            server.deletes_wait.set()
+            assert r.ops.wait_job(r.session("admin"), job_id, 60).state == "completed"
+            seen.append(c.get(first.headers["location"]).json()["percentageComplete"])
+            assert seen == sorted(seen) and seen[-1] == 100.0, seen
+            job = c.get(f"/api/v1/jobs/{job_id}").json()
+            assert job["bytesDone"] == job["bytesTotal"] == 6000 and job["attempts"] == 1
+            moved = {k.replace("few/", "moved/"): v for k, v in before.items() if k.startswith("few/")}
+            assert {k: hashlib.sha256(area.read(k)).hexdigest() for k in area.files()} == {
+                **{k: v for k, v in before.items() if not k.startswith("few/")}, **moved}
     finally:
+        if server.deletes_wait is not None:
+            server.deletes_wait.set()
         if r is not None:
             r.close()
         server.stop()
 
 
-@pytest.mark.parametrize("proto", ["ftp", "sftp", "rest"])
+@pytest.mark.parametrize("proto", ["ftp", "sftp", "webdav", "rest"])
 def test_cancel_after_commit_is_refused_and_the_job_completes(gw, connect, proto):
+    """A cancel that comes after the commit is refused (FTP 450, REST 409,
+    ssh's exit status) saying the job is finishing, and the move completes."""
     base = uuid.uuid4().hex[:6]
     src, dst = f"/a/{base}", f"/b/{base}"
     tree(gw, src, n=30)
@@ -236,8 +275,9 @@ def test_cancel_after_commit_is_refused_and_the_job_completes(gw, connect, proto
     try:
         job_id = start_move(gw, connect, proto, src, dst)
         wait_until(lambda: gw.gw.store.get(job_id).committed, what="the commit")
-        with pytest.raises(ProtoError, match="committed, finishing"):
+        with pytest.raises(ProtoError, match="committed, finishing") as refused:
             job_command(gw, connect, proto, "cancel", job_id)
+        assert refused.value.detail.startswith({"ftp": "450", "sftp": "cancel: "}.get(proto, "409")), refused.value
     finally:
         fa.latency_s = 0.002
     done = gw.ops.wait_job(gw.session("admin"), job_id, 60)
@@ -324,7 +364,7 @@ def test_the_initiators_proppatch_during_a_move_survives_the_commit(gw):
             r = mover.request("PROPPATCH", f"/dav{path}", content=prop.format(colour).encode())
             assert r.status_code == 207 and "200 OK" in r.text, r.text
         r = other.request("PROPPATCH", f"/dav{src}/x001", content=prop.format("green").encode())
-        assert r.status_code == 423 or "423" in r.text, r.text
+        assert r.status_code == 423 and "busy, in use by job" in r.text, r.text
         body = b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>'
         # The initiator reads what it set (and what the source had) on the projected destination.
         r = mover.request("PROPFIND", f"/dav{dst}/x001", content=body, headers={"Depth": "0"})
@@ -480,44 +520,122 @@ def test_kill_9_in_cleanup_then_storage_failing_releases_every_path_and_says_wha
         gw.kill(signal.SIGTERM)
 
 
-def test_a_monitor_polled_through_a_move_and_a_restart_never_goes_back_and_ends_exact(tmp_path):
-    """A REST client polls the monitor URL every 50 ms while the gateway is
-    stopped (SIGTERM) and started again mid-move: the percentage never
-    decreases, ends at exactly 100, and bytesDone ends equal to bytesTotal."""
-    for i in range(24):
-        p = tmp_path / "A" / "big" / f"f{i:02}"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(os.urandom(1 << 18))
-    gw = Served(tmp_path, "http", mounts=_disk_mounts(tmp_path, latency_ms=5, bytes_per_s=4e6),
-                budget_ms=100).start()
+def test_on_s3_kill_9_in_cleanup_then_deletes_refused_releases_every_path_and_says_what_is_left(tmp_path):
+    """The same on S3 (moto): the move's cleanup is held at its first
+    delete and the gateway killed there; after the restart the server
+    refuses every delete: the job ends failed, its paths free, and its
+    listing says what was left."""
+    server = _s3()(tmp_path / "s3").start()
+    gw = None
     try:
-        base = f"http://127.0.0.1:{gw.cfg.http.port}"
-        with httpx.Client(base_url=base, auth=("alice", PASSWORDS["alice"]), timeout=10) as c:
-            r = c.post("/api/v1/fs/move", json={"from": "/a/big", "to": "/b/big"}, headers=ASYNC)
-            assert r.status_code == 202, r.text
-            monitor, job_id = r.headers["location"], r.json()["id"]
-            seen: list[float] = []
-            restarted = False
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                try:
-                    m = httpx.get(base + monitor, timeout=5)
-                except httpx.TransportError:  # down for the restart
-                    time.sleep(0.05)
-                    continue
-                seen.append(m.json()["percentageComplete"])
-                if m.status_code == 303:
-                    break
-                assert m.status_code == 202, m.text
-                if not restarted and seen[-1] >= 20:
-                    gw.kill(signal.SIGTERM)
-                    gw.start()
-                    restarted = True
-                time.sleep(0.05)
-            assert restarted and m.status_code == 303, seen
-            assert seen == sorted(seen) and seen[-1] == 100.0, seen
-            job = c.get(f"/api/v1/jobs/{job_id}").json()
-            assert job["state"] == "completed" and job["attempts"] >= 2
-            assert job["bytesDone"] == job["bytesTotal"] == 24 << 18
+        area = server.area()
+        for i in range(30):
+            area.put(f"tree/x{i:03}", b"%03d" % i * 50)
+        mounts = {"/": f"file://{tmp_path / 'data'}", "/s3": (area.url, area.options, {"retries": 0})}
+        jobs = {"max_attempts": 2, "step_retries": 0, "retry_backoff_ms": 50, "heartbeat_s": 0.1}
+        gw = Served(tmp_path, "ftp", mounts=mounts, budget_ms=100, sections={"jobs": jobs})
+        server.deletes_wait = threading.Event()
+        gw.start()
+        reply = gw.ftp().rename("/s3/tree", "/s3/moved")
+        job_id = re.search(r"job (\S+)", reply)[1]
+        store = gw.store()
+        wait_until(lambda: any(m == "POST" and q.startswith("delete") for m, q in server.requests),
+                   what="the cleanup's first delete")
+        assert store.get(job_id).committed
+        gw.kill()  # kill -9 in cleanup
+        server.refuse_deletes = True  # the held delete too
+        server.deletes_wait.set()
+        gw.start()
+        job = wait_until(lambda: (j := store.get(job_id)).terminal and j, what="the job's end")
+        store.close()
+        assert (job.state, job.phase) == ("failed", "done"), job
+        assert re.fullmatch(r"31 item\(s\), 4500 bytes, of the source were not removed and show again under "
+                            r"/s3/tree: remove them by hand", job.leftovers or ""), job.leftovers
+        ftp = gw.ftp("admin")
+        line = ftp.sendcmd(f"SITE JOB {job_id}")
+        assert "failed" in line and f"[left: {job.leftovers}]" in line, line
+        ftp.quit()
+        ftp = gw.ftp()
+        ftp.storbinary("STOR /s3/moved/new.txt", io.BytesIO(b"new"))  # neither path is busy any more
+        ftp.storbinary("STOR /s3/tree/new.txt", io.BytesIO(b"new"))
+        assert len(ftp.nlst("/s3/moved")) == len(ftp.nlst("/s3/tree")) == 31
+        ftp.quit()
     finally:
-        gw.kill(signal.SIGTERM)
+        if server.deletes_wait is not None:
+            server.deletes_wait.set()
+        if gw is not None and gw.proc is not None:
+            gw.kill(signal.SIGTERM)
+        server.stop()
+
+
+def _scratch(tmp: Path, size: int) -> Path:
+    """A folder for ``size`` bytes of copies: in memory (/dev/shm) when it
+    has room to spare (writing them costs no disk time), else on ``tmp``'s
+    disk."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 3 * size:
+        return Path(tempfile.mkdtemp(prefix="edges-", dir=shm))
+    return Path(tempfile.mkdtemp(prefix="edges-", dir=tmp))
+
+
+def test_a_monitor_polled_through_a_2_gib_move_and_a_restart_never_goes_back_and_ends_exact(tmp_path):
+    """A REST client polls the monitor URL (and the job) every 50 ms while a
+    2 GiB move runs in a ``gateway serve`` process that is stopped (SIGTERM)
+    and started again mid-copy: the percentage never decreases, bytesDone
+    never passes bytesTotal, and the move ends at exactly 100 with bytesDone
+    equal to bytesTotal (the copy the restart cut short is not counted
+    twice). The sources are sparse files, so only the copies take room."""
+    files, size = 8, 256 << 20
+    scratch = _scratch(tmp_path, files * size)
+    try:
+        (scratch / "A" / "big").mkdir(parents=True)
+        for i in range(files):
+            with open(scratch / "A" / "big" / f"f{i}", "wb") as f:
+                f.truncate(size)
+        (scratch / "B").mkdir()
+        # /b writes at most 500 MB/s (about 4 s for the move), so the restart comes well before its end
+        mounts = {"/": f"file://{tmp_path / 'data'}", "/a": f"file://{scratch / 'A'}",
+                  "/b": (f"slow::file://{scratch / 'B'}", {"slow": {"bytes_per_s": 5e8}})}
+        gw = Served(tmp_path, "http", mounts=mounts, budget_ms=100, sections={"jobs": {"heartbeat_s": 0.1}}).start()
+        try:
+            _poll_through_a_restart(gw, files * size)
+        finally:
+            gw.kill(signal.SIGTERM)
+        assert sorted(p.stat().st_size for p in (scratch / "B" / "big").iterdir()) == [size] * files
+        assert not (scratch / "A" / "big").exists()
+    finally:
+        shutil.rmtree(scratch)
+
+
+def _poll_through_a_restart(gw: Served, total: int) -> None:
+    base = f"http://127.0.0.1:{gw.cfg.http.port}"
+    with httpx.Client(base_url=base, auth=("alice", PASSWORDS["alice"]), timeout=10) as c:
+        r = c.post("/api/v1/fs/move", json={"from": "/a/big", "to": "/b/big"}, headers=ASYNC)
+        assert r.status_code == 202, r.text
+        monitor, job_id = r.headers["location"], r.json()["id"]
+        seen: list[float] = []
+        restarted = False
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                m = httpx.get(base + monitor, timeout=5)
+                job = c.get(f"/api/v1/jobs/{job_id}").json()
+            except httpx.TransportError:  # down for the restart
+                time.sleep(0.05)
+                continue
+            seen.append(m.json()["percentageComplete"])
+            assert job["bytesDone"] <= job["bytesTotal"] and job["itemsDone"] <= job["itemsTotal"], job
+            if m.status_code == 303:
+                break
+            assert m.status_code == 202, m.text
+            assert m.json()["sizeKnown"] or seen[-1] == 0, m.text  # no percentage made up before the total
+            if not restarted and seen[-1] >= 20:
+                gw.kill(signal.SIGTERM)
+                gw.start()
+                restarted = True
+            time.sleep(0.05)
+        assert restarted and m.status_code == 303, seen
+        assert seen == sorted(seen) and seen[-1] == 100.0, seen
+        job = c.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["state"] == "completed" and job["attempts"] >= 2, job
+        assert job["bytesDone"] == job["bytesTotal"] == total

@@ -75,7 +75,10 @@ def test_a_webdav_lock_refuses_other_protocols_until_unlocked(gw, dav):
     assert dav.put("/tree/a.txt", content=b"a").status_code == 201
     assert dav.put("/free.txt", content=b"free").status_code == 201
     assert dav.put("/shared.txt", content=b"shared").status_code == 201
+    assert dav.request("MKCOL", "/box").status_code == 201
+    assert dav.put("/box/c.txt", content=b"c").status_code == 201
     doc = lock(dav, "/doc.txt")
+    member = lock(dav, "/box/c.txt")  # a file's lock bars moving or deleting its folder
     tree = lock(dav, "/tree/", depth="infinity")
     shared = lock(dav, "/shared.txt", scope="shared")
     before = snapshot(gw)
@@ -94,6 +97,8 @@ def test_a_webdav_lock_refuses_other_protocols_until_unlocked(gw, dav):
             refused(d, d.rename, "/tree", "/tree2")
             refused(d, d.delete, "/tree/a.txt")
             refused(d, d.rmtree, "/tree")
+            refused(d, d.rename, "/box", "/box2")
+            refused(d, d.rmtree, "/box")
             if not isinstance(d, RestDriver):
                 refused(d, set_time, d, "/doc.txt")
             assert d.get("/doc.txt") == b"original"  # a lock bars changes, not reads
@@ -110,7 +115,8 @@ def test_a_webdav_lock_refuses_other_protocols_until_unlocked(gw, dav):
         assert r.status_code == 201, r.text
         assert gw.data.joinpath("doc.txt").read_bytes() == b"edited"
 
-        for token, path in ((doc, "/doc.txt"), (tree, "/tree/"), (shared, "/shared.txt")):
+        for token, path in ((doc, "/doc.txt"), (tree, "/tree/"), (shared, "/shared.txt"),
+                            (member, "/box/c.txt")):
             assert dav.request("UNLOCK", path, headers={"Lock-Token": token}).status_code == 204
         for i, d in enumerate(clients):
             d.put("/doc.txt", f"by {d.name}".encode())

@@ -388,12 +388,15 @@ def test_a_rollback_that_cannot_reach_storage_keeps_the_partial_copy_hidden(tmp_
         dst.fs.fail_glob = "*"  # the destination storage goes away
         job = wait(g, out.job_id)
         assert job.state == "failed" and job.phase == "rollback"
-        with pytest.raises(E.Busy):  # the half-copied destination stays reserved by the job
-            g.ops.mkdir(a, "/b/tree")
+        with pytest.raises(E.Busy, match="ended failed, and what it wrote stays hidden until it can be removed"):
+            g.ops.mkdir(a, "/b/tree")  # the half-copied destination stays reserved by the job
+        up = g.ops.open_write(b, "/a/tree/new")  # the source is anyone's again
+        up.write(b"new")
+        up.commit()
         dst.fs.fail_glob = None  # ... and comes back with the partial copy on it
         for s in (a, b):
             assert names(g.ops, s, "/b") == []
-            assert count(g.ops, s, "/a/tree") == 40
+            assert count(g.ops, s, "/a/tree") == 41
         deadline = time.monotonic() + 20
         while g.store.get(out.job_id).phase == "rollback":
             assert time.monotonic() < deadline, "the watchdog should finish the rollback"
@@ -738,6 +741,17 @@ def test_the_same_operation_sent_again_attaches_to_its_job(gw):
     assert done.job_id == first.job_id and not done.backgrounded and done.entry is not None
     assert [j.id for j in gw.ops.list_jobs(a)] == [first.job_id]
     assert names(gw.ops, a) == ["moved"]
+
+
+def test_a_request_that_may_not_overwrite_does_not_attach_to_a_job_replacing_its_destination(gw):
+    a, _ = sessions()
+    make_tree(gw.ops, a, n=10)
+    gw.ops.mkdir(a, "/old")
+    first = gw.ops.move(a, "/tree", "/old", overwrite=True, budget_s=0)
+    with pytest.raises(E.Busy, match=first.job_id):
+        gw.ops.move(Session(ALICE, "webdav"), "/tree", "/old", budget_s=0)
+    assert gw.ops.move(Session(ALICE, "webdav"), "/tree", "/old", overwrite=True, budget_s=0).job_id == first.job_id
+    wait(gw, first.job_id)
 
 
 def test_busy_names_the_path_that_collides_and_the_job(gw):

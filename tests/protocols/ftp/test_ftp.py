@@ -214,7 +214,8 @@ def test_backgrounded_rename_and_site_stop(gateway_factory):
     with pytest.raises(ftplib.error_temp) as ei:
         other.storbinary("STOR /slow/other/new", io.BytesIO(b"x"))
     assert str(ei.value).startswith("450") and job_id in str(ei.value)
-    assert me.sendcmd(f"SITE STOP {job_id}").startswith("200")
+    reply = me.sendcmd(f"SITE STOP {job_id}")  # once stopped and rolled back (or 5 s), with its state
+    assert reply.startswith(f"200 {job_id} ItemMove /slow/other -> /slow/gone stopped "), reply
     assert r.gw.dispatcher.wait(job_id, 30).state == "stopped"
     assert sorted(n.rsplit("/", 1)[-1] for n in other.nlst("/slow")) == ["moved", "other"]
     assert len(other.nlst("/slow/other")) == 200
@@ -345,8 +346,8 @@ def test_a_clear_data_connection_is_refused_even_after_prot_p(gateway_factory):
 
 def test_sizes_after_a_listing_follow_later_changes(ftp_gw):
     """A LIST's entries answer the SIZE/MDTM that clients send right after
-    it, but not once any session changed the file through the gateway:
-    APPE must continue the file as it is now."""
+    it, but not once any session changed the file through the gateway (over
+    FTP or any other protocol): APPE must continue the file as it is now."""
     ftp, other = connect(ftp_gw), connect(ftp_gw)
     ftp.storbinary("STOR a.txt", io.BytesIO(b"hello"))
     ftp.retrlines("LIST", lambda line: None)
@@ -362,6 +363,17 @@ def test_sizes_after_a_listing_follow_later_changes(ftp_gw):
     assert ftp.size("a.txt") == 1  # at once, not after the listing's time
     ftp.storbinary("APPE a.txt", io.BytesIO(b"y"))
     assert (ftp_gw.data / "a.txt").read_bytes() == b"xy"
+    ftp.retrlines("LIST", lambda line: None)
+    ftp.voidcmd("TYPE I")
+    web = ftp_gw.session("alice", "http")  # the core, as a WebDAV or REST session calls it
+    up = ftp_gw.ops.open_write(web, "/a.txt")
+    up.write(b"z" * 100_000)
+    up.commit()
+    assert ftp.size("a.txt") == 100_000
+    ftp.retrlines("LIST", lambda line: None)
+    ftp.voidcmd("TYPE I")
+    ftp_gw.ops.set_mtime(web, "/a.txt", 1_500_000_000)
+    assert ftp.sendcmd("MDTM a.txt") == "213 20170714024000"
     ftp.retrlines("LIST", lambda line: None)
     ftp.voidcmd("TYPE I")
     other.delete("a.txt")
