@@ -105,17 +105,21 @@ def gateway_options(options: dict[str, Any], copy_concurrency: int) -> dict[str,
     return out
 
 
-def s3_options(options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def s3_options(options: dict[str, Any], timeout_s: float, copy_concurrency: int) -> dict[str, Any]:
     """s3fs options with the mount's timeout. Retries belong to the mount
     (Backend.retries, and the job runner's step retries), so botocore's are
     off (and s3fs's: see the registry); fsspec's listing cache is off too
-    (the mount keeps its own, invalidated by the gateway's writes)."""
+    (the mount keeps its own, invalidated by the gateway's writes). The
+    connection pool holds a job's ``copy_concurrency`` copies and a
+    listing's HEADs at once (botocore's default of 10 would queue copies
+    past the tenth)."""
     opts = dict(options)
     opts["use_listings_cache"] = False
     opts["skip_instance_cache"] = True
     config = dict(opts.get("config_kwargs") or {})
     config.setdefault("connect_timeout", timeout_s)
     config.setdefault("read_timeout", timeout_s)
+    config.setdefault("max_pool_connections", copy_concurrency + _HEADS_AT_ONCE)
     config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
     opts["config_kwargs"] = config
     return opts

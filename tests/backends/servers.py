@@ -209,7 +209,8 @@ class S3(Server):
     """moto's S3 in this process (objects under ``bucket/mnt/``). ``stop()``
     also cuts open keep-alive connections, so the gateway really loses the
     server; ``latency_s`` delays every request, as a distant region would;
-    ``requests`` records (method, query) of each; with ``refuse_deletes`` a
+    ``requests`` records (method, query) of each; ``most_copies`` is the
+    most CopyObject requests it has held at once; with ``refuse_deletes`` a
     DeleteObjects answers AccessDenied for every key and deletes none."""
 
     def __init__(self, tmp: Path) -> None:
@@ -224,6 +225,9 @@ class S3(Server):
         self._conns: set[socket.socket] = set()
         self.latency_s = 0.0
         self.requests: list[tuple[str, str]] = []
+        self.most_copies = 0
+        self._copies = 0
+        self._copies_lock = threading.Lock()
         self.refuse_deletes = False
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
@@ -264,6 +268,19 @@ class S3(Server):
         moto_app = DomainDispatcherApplication(create_backend_app)
 
         def app(environ, start_response):
+            copy = environ["REQUEST_METHOD"] == "PUT" and "HTTP_X_AMZ_COPY_SOURCE" in environ
+            if copy:
+                with self._copies_lock:
+                    self._copies += 1
+                    self.most_copies = max(self.most_copies, self._copies)
+            try:
+                return answer(environ, start_response)
+            finally:
+                if copy:
+                    with self._copies_lock:
+                        self._copies -= 1
+
+        def answer(environ, start_response):
             if self.latency_s:
                 time.sleep(self.latency_s)
             method, query = environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")

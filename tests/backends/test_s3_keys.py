@@ -199,6 +199,25 @@ def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3
     assert keys() == {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
 
 
+@pytest.mark.parametrize("options,most", [({}, 16), ({"copy_concurrency": 4}, 4)])
+def test_a_job_runs_copy_concurrency_copies_at_once(s3, options, most):
+    """Server-side copies of a job go ``copy_concurrency`` at once (16 by
+    default), as counted by the server: not fewer (the connection pool
+    holds them all) and not more."""
+    r, server, area, keys = s3(budget_ms=50, **options)
+    ops, s = r.ops, r.session("alice")
+    tree = {f"src/f{i:02}" for i in range(64)}
+    _put_many(server, area, tree)
+    server.latency_s = 0.05  # each copy takes a while: the job keeps as many in flight as it may
+    server.most_copies = 0
+    try:
+        _done(r, s, ops.copy(s, "/m/src", "/m/dst", budget_s=0))
+    finally:
+        server.latency_s = 0.0
+    assert server.most_copies == most
+    assert keys() == tree | {k.replace("src/", "dst/", 1) for k in tree}
+
+
 def test_with_directory_markers_every_folder_made_keeps_one(s3):
     r, server, area, keys = s3(budget_ms=50, directory_markers=True)
     ops, s = r.ops, r.session("alice")
