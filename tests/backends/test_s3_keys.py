@@ -365,10 +365,13 @@ def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, ga
 
 
 @pytest.mark.timeout(240)
-def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
+@pytest.mark.parametrize("op,latency_s", [("move", 0.05), ("copy", 0.05), ("delete", 0.5)])
+def test_a_job_killed_and_resumed_leaves_exact_keys(op, latency_s, servers, tmp_path):
     """SIGKILL the gateway (tests/unit/crash_gateway.py) twice during a
-    400-object rename on S3, start it again: the bucket ends with exactly
-    the renamed keys, the empty folder's marker included, nothing else."""
+    400-object rename, copy or delete on S3, start it again: the bucket
+    ends with exactly the keys the operation leaves, the empty folder's
+    marker included, nothing else. (A delete is a few requests, each made
+    slower so that the kills land inside it.)"""
     import json
     import random
     import signal
@@ -382,13 +385,14 @@ def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
     _put_many(server, area, tree)
     script = Path(__file__).parents[1] / "unit" / "crash_gateway.py"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]),
-           "CRASH_MOUNTS": json.dumps({"/a": [area.url, area.options]}), "CRASH_MOVE": "/a/tree /a/renamed"}
+           "CRASH_MOUNTS": json.dumps({"/a": [area.url, area.options]}), "CRASH_MOVE": "/a/tree /a/renamed",
+           "CRASH_OP": op}
 
     def spawn(submit=False):
         args = [sys.executable, str(script), str(tmp_path / "var"), "-", "-"] + (["--submit"] if submit else [])
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
-    server.latency_s = 0.05  # a distant region: the kills land mid-rename
+    server.latency_s = latency_s  # a distant region: the kills land mid-job
     try:
         proc = spawn(submit=True)
         line = proc.stdout.readline()
@@ -411,9 +415,11 @@ def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
     job = store.get(line.split()[1])
     store.close()
     assert job.state == "completed" and job.attempts >= 2, (job.state, job.attempts, job.error)
-    assert set(server.keys(area.name)) == {k.replace("tree/", "renamed/", 1) for k in tree}
-    assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
-    assert server.read(f"{area.name}/renamed/hollow/") == b""
+    renamed = {k.replace("tree/", "renamed/", 1) for k in tree}
+    assert set(server.keys(area.name)) == {"move": renamed, "copy": tree | renamed, "delete": set()}[op]
+    if op != "delete":
+        assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
+        assert server.read(f"{area.name}/renamed/hollow/") == b""
 
 
 @pytest.mark.parametrize("option,value,said", [
