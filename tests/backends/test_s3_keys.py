@@ -159,7 +159,7 @@ def test_a_folder_emptied_file_by_file_stays_until_it_is_removed(s3):
     assert keys() == {"g/c", "g/v/w", "t/", "u/"}
 
 
-def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3):
+def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3, tmp_path):
     r, server, area, keys = s3(budget_ms=50)
     ops, s, admin = r.ops, r.session("alice"), r.session("admin")
     tree = {f"tree/d{i % 3}/f{i:02}.txt" for i in range(60)}
@@ -196,7 +196,21 @@ def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3
 
     out = ops.delete(s, "/m/target", recursive=True, budget_s=0)
     _done(r, s, out)
-    assert keys() == {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+    again = {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+    assert keys() == again
+
+    # a file too big to copy inline between mounts is a job too: into an empty folder
+    # (its marker goes), and out of one (it stays, as its marker)
+    (tmp_path / "big.bin").write_bytes(os.urandom(5 << 20))
+    ops.mkdir(s, "/m/in")
+    out = ops.copy(s, "/big.bin", "/m/in/big.bin", budget_s=0)
+    assert out.backgrounded
+    _done(r, s, out)
+    assert keys() == again | {"in/big.bin"}
+    out = ops.move(s, "/m/in/big.bin", "/big2.bin", budget_s=0)
+    assert out.backgrounded
+    _done(r, s, out)
+    assert keys() == again | {"in/"}
 
 
 @pytest.mark.parametrize("options,most", [({}, 16), ({"copy_concurrency": 4}, 4)])
