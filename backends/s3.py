@@ -393,7 +393,11 @@ class S3Backend(Backend):
             if temp_key is None:
                 self.filled(path)
 
-        return Writer(f, commit, None, self._io)
+        def abort(fh: Any) -> None:
+            fh.discard()  # AbortMultipartUpload of the parts sent so far
+            fh.closed = True  # else fsspec's __del__ flushes the discarded file and fails
+
+        return Writer(f, commit, abort, self._io)
 
     def set_mtime(self, path: str, mtime: float) -> bool:
         """Rewrite the object's ``mtime`` metadata (a CopyObject onto itself

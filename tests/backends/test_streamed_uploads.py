@@ -6,6 +6,7 @@ size."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import signal
@@ -127,3 +128,27 @@ def test_an_aborted_upload_leaves_nothing_and_spooling_can_be_chosen(servers, ga
     assert spooled.files() == {}  # spooled: nothing sent before the commit
     up.commit()
     assert spooled.files() == {"whole.bin": 3 * PIECE}
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_an_aborted_s3_upload_leaves_no_parts_behind(servers, gateway_factory, tmp_path):
+    """The parts an S3 upload already sent are dropped with it
+    (AbortMultipartUpload): no key, no unfinished upload the bucket would
+    keep (and bill) until a lifecycle rule removes it."""
+    server = servers("s3")
+    area = server.area()
+    r = gateway_factory(mounts={"/": f"file://{tmp_path}", "/m": mount_spec(area)})
+    s = r.session("alice")
+
+    def unfinished():
+        return server.client().list_multipart_uploads(Bucket=server.bucket,
+                                                      Prefix=f"{server.prefix}/{area.name}/").get("Uploads", [])
+
+    up = r.ops.open_write(s, "/m/cut.bin")
+    for _ in range(12):
+        up.write(b"c" * PIECE)
+    assert _received(server, area) >= 10 * PIECE and len(unfinished()) == 1
+    up.abort()
+    del up
+    gc.collect()  # the dropped file is closed as well: nothing left to send when it goes
+    assert unfinished() == [] and server.keys(area.name) == {}
