@@ -14,7 +14,8 @@ console does).
 A copy inside the mount is CopyObject (server-side; past S3's 5 GiB limit a
 multipart UploadPartCopy), ``copy_concurrency`` of them at once in a job
 (default 16); deletes go 1,000 keys per DeleteObjects. Uploads stream in
-parts of 5 MiB (memory per upload: about one part). Modification times are
+parts of 5 MiB (memory per upload: a few parts). A multipart copy or
+upload that fails or is dropped is aborted: its parts are not left behind. Modification times are
 kept in the ``mtime`` user metadata (``X-Amz-Meta-Mtime``, seconds with a
 fraction, as rclone writes and reads them): set by an upload (its time) or
 by a client (SETSTAT, MFMT, X-OC-Mtime: a CopyObject of the object onto
@@ -426,12 +427,36 @@ class S3Backend(Backend):
             if replace is None:
                 h = self._head(src)
                 replace = {"Metadata": h.metadata, **({"ContentType": h.content_type} if h.content_type else {})}
-            sync(self.fs.loop, self.fs._copy_managed, src, dst, size, block=COPY_PART, **replace)
+            sync(self.fs.loop, self._copy_parts, src, dst, size, replace)
             return
         sb, sk = self._split(src)
         db, dk = self._split(dst)
         extra = {"MetadataDirective": "REPLACE", **replace} if replace is not None else {}
         self._call("copy_object", Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **extra)
+
+    async def _copy_parts(self, src: str, dst: str, size: int, create: dict[str, Any]) -> None:
+        """Multipart UploadPartCopy in parts of :data:`COPY_PART`, one after
+        the other (as s3fs's ``_copy_managed``); a copy that fails is
+        aborted, so its parts are not left in the bucket (and billed)."""
+        sb, sk = self._split(src)
+        db, dk = self._split(dst)
+        call = self.fs._call_s3
+        upload = (await call("create_multipart_upload", Bucket=db, Key=dk, **create))["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PART), 1):
+                out = await call("upload_part_copy", Bucket=db, Key=dk, UploadId=upload, PartNumber=number,
+                                 CopySource={"Bucket": sb, "Key": sk},
+                                 CopySourceRange=f"bytes={start}-{min(start + COPY_PART, size) - 1}")
+                parts.append({"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]})
+            await call("complete_multipart_upload", Bucket=db, Key=dk, UploadId=upload,
+                       MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                await call("abort_multipart_upload", Bucket=db, Key=dk, UploadId=upload)
+            except Exception:  # noqa: BLE001 - the server may be gone: the copy's own error is the one to raise
+                pass
+            raise
 
     def copy_file(self, src: str, dst: str, size: int | None = None) -> int:
         """CopyObject; ``size`` (a job knows it from its journal) saves a

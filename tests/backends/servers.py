@@ -211,7 +211,8 @@ class S3(Server):
     server; ``latency_s`` delays every request, as a distant region would;
     ``requests`` records (method, query) of each; ``most_copies`` is the
     most CopyObject requests it has held at once; with ``refuse_deletes`` a
-    DeleteObjects answers AccessDenied for every key and deletes none."""
+    DeleteObjects answers AccessDenied for every key and deletes none; with
+    ``refuse_part`` an UploadPartCopy of that part number answers 500."""
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
@@ -229,6 +230,7 @@ class S3(Server):
         self._copies = 0
         self._copies_lock = threading.Lock()
         self.refuse_deletes = False
+        self.refuse_part: int | None = None
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
     @property
@@ -287,6 +289,12 @@ class S3(Server):
             self.requests.append((method, query))
             if self.refuse_deletes and method == "POST" and query.split("&")[0] in ("delete", "delete="):
                 return _refused_delete(environ, start_response)
+            if self.refuse_part is not None and "HTTP_X_AMZ_COPY_SOURCE" in environ and \
+                    f"partNumber={self.refuse_part}" in query.split("&"):
+                reply = b"<Error><Code>InternalError</Code><Message>refused by the test</Message></Error>"
+                start_response("500 Internal Server Error", [("Content-Type", "application/xml"),
+                                                             ("Content-Length", str(len(reply)))])
+                return [reply]
             return moto_app(environ, start_response)
 
         self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)

@@ -335,6 +335,15 @@ def test_times_and_checksums_come_from_the_object(s3, monkeypatch):
     assert server.etag(f"{area.name}/big2.bin").endswith("-3")
     assert server.read(f"{area.name}/big2.bin") == big
     assert ops.stat(s, "/m/big2.bin").mtime == 1_500_000_000
+    # a copy in parts that fails leaves no parts behind (AbortMultipartUpload)
+    server.refuse_part = 2
+    try:
+        with pytest.raises(E.GatewayError):
+            _done(r, s, ops.copy(s, "/m/big.bin", "/m/big3.bin"))
+    finally:
+        server.refuse_part = None
+    assert client.list_multipart_uploads(Bucket=server.bucket).get("Uploads", []) == []
+    assert "big3.bin" not in keys()
 
 
 def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, gateway_factory, tmp_path):
