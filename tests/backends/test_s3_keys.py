@@ -245,8 +245,11 @@ def test_with_directory_markers_every_folder_made_keeps_one(s3):
     _done(r, s, ops.copy(s, "/m/src", "/m/made/copy", budget_s=0))
     assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f", "made/copy/", "made/copy/a.txt",
                       "made/copy/sub/", "made/copy/sub/b.txt"}
+    _done(r, s, ops.move(s, "/m/made/copy", "/m/moved", budget_s=0))
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f", "moved/", "moved/a.txt", "moved/sub/",
+                      "moved/sub/b.txt"}
     _done(r, s, ops.delete(s, "/m/made", recursive=True, budget_s=0))
-    assert keys() == {"src/a.txt", "src/sub/b.txt"}
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "moved/", "moved/a.txt", "moved/sub/", "moved/sub/b.txt"}
 
 
 def _put_many(server, area, keys):
