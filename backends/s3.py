@@ -15,12 +15,12 @@ A copy inside the mount is CopyObject (server-side; past S3's 5 GiB limit a
 multipart UploadPartCopy), ``copy_concurrency`` of them at once in a job
 (default 16); deletes go 1,000 keys per DeleteObjects. Uploads stream in
 parts of 5 MiB (memory per upload: a few parts). A multipart copy or
-upload that fails or is dropped is aborted: its parts are not left behind. Modification times are
-kept in the ``mtime`` user metadata (``X-Amz-Meta-Mtime``, seconds with a
-fraction, as rclone writes and reads them): set by an upload (its time) or
-by a client (SETSTAT, MFMT, X-OC-Mtime: a CopyObject of the object onto
-itself), carried by copies and moves; an object without it shows its
-LastModified. Listings read the metadata with one HEAD per object not
+upload that fails or is dropped is aborted: its parts are not left behind.
+Modification times are kept in the ``mtime`` user metadata
+(``X-Amz-Meta-Mtime``, seconds with a fraction, as rclone writes and reads
+them): set by an upload (its time) or by a client (SETSTAT, MFMT,
+X-OC-Mtime: a CopyObject of the object onto itself), carried by copies
+and moves; an object without it shows its LastModified. Listings read the metadata with one HEAD per object not
 seen before (kept per ETag and date; ``listing_mtimes = false`` shows
 LastModified in listings instead and reads the metadata on a stat only).
 Checksums without reading data: the ETag of a single-part object is its
