@@ -215,7 +215,7 @@ def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3
     assert keys() == again | {"in/"}
 
 
-@pytest.mark.parametrize("options,most", [({}, 16), ({"copy_concurrency": 4}, 4)])
+@pytest.mark.parametrize("options,most", [({}, 16), ({"copy_concurrency": 4}, 4)], ids=["default", "set-to-4"])
 def test_a_job_runs_copy_concurrency_copies_at_once(s3, options, most):
     """Server-side copies of a job go ``copy_concurrency`` at once (16 by
     default), as counted by the server: not fewer (the connection pool
