@@ -209,10 +209,8 @@ class S3(Server):
     """moto's S3 in this process (objects under ``bucket/mnt/``). ``stop()``
     also cuts open keep-alive connections, so the gateway really loses the
     server; ``latency_s`` delays every request, as a distant region would;
-    ``requests`` records (method, query) of each; ``most_copies`` is the
-    most CopyObject requests it has held at once; with ``refuse_deletes`` a
-    DeleteObjects answers AccessDenied for every key and deletes none; with
-    ``refuse_part`` an UploadPartCopy of that part number answers 500."""
+    ``requests`` records (method, query) of each; with ``refuse_deletes`` a
+    DeleteObjects answers AccessDenied for every key and deletes none."""
 
     def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
@@ -224,13 +222,15 @@ class S3(Server):
         self._server = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
-        self.latency_s = 0.0
-        self.requests: list[tuple[str, str]] = []
+        #: the most CopyObject requests (UploadPartCopy too) held at once;
+        #: an UploadPartCopy of part ``refuse_part`` answers 500
         self.most_copies = 0
+        self.refuse_part: int | None = None
         self._copies = 0
         self._copies_lock = threading.Lock()
+        self.latency_s = 0.0
+        self.requests: list[tuple[str, str]] = []
         self.refuse_deletes = False
-        self.refuse_part: int | None = None
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
     @property
@@ -270,34 +270,33 @@ class S3(Server):
         moto_app = DomainDispatcherApplication(create_backend_app)
 
         def app(environ, start_response):
-            copy = environ["REQUEST_METHOD"] == "PUT" and "HTTP_X_AMZ_COPY_SOURCE" in environ
-            if copy:
-                with self._copies_lock:
-                    self._copies += 1
-                    self.most_copies = max(self.most_copies, self._copies)
-            try:
-                return answer(environ, start_response)
-            finally:
-                if copy:
-                    with self._copies_lock:
-                        self._copies -= 1
-
-        def answer(environ, start_response):
             if self.latency_s:
                 time.sleep(self.latency_s)
             method, query = environ["REQUEST_METHOD"], environ.get("QUERY_STRING", "")
             self.requests.append((method, query))
             if self.refuse_deletes and method == "POST" and query.split("&")[0] in ("delete", "delete="):
                 return _refused_delete(environ, start_response)
-            if self.refuse_part is not None and "HTTP_X_AMZ_COPY_SOURCE" in environ and \
-                    f"partNumber={self.refuse_part}" in query.split("&"):
+            return moto_app(environ, start_response)
+
+        def copies_counted(environ, start_response):
+            if "HTTP_X_AMZ_COPY_SOURCE" not in environ:
+                return app(environ, start_response)
+            if self.refuse_part is not None and \
+                    f"partNumber={self.refuse_part}" in environ.get("QUERY_STRING", "").split("&"):
                 reply = b"<Error><Code>InternalError</Code><Message>refused by the test</Message></Error>"
                 start_response("500 Internal Server Error", [("Content-Type", "application/xml"),
                                                              ("Content-Length", str(len(reply)))])
                 return [reply]
-            return moto_app(environ, start_response)
+            with self._copies_lock:
+                self._copies += 1
+                self.most_copies = max(self.most_copies, self._copies)
+            try:
+                return app(environ, start_response)
+            finally:
+                with self._copies_lock:
+                    self._copies -= 1
 
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)
+        self._server = make_server("127.0.0.1", self.port, copies_counted, threaded=True, request_handler=Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         wait_port(self.port)
