@@ -273,7 +273,7 @@ def _s3(url: str, options: dict[str, Any], caps, timeout_s: float, settings: dic
     own = gateway_options(options, caps.copy_fan_out)
     caps = replace(caps, copy_fan_out=own.pop("copy_concurrency"))
     fsspec = _fsspec()
-    fs, root = _connected(lambda: fsspec.core.url_to_fs(url, **s3_options(options, timeout_s)))
+    fs, root = _connected(lambda: fsspec.core.url_to_fs(url, **s3_options(options, timeout_s, caps.copy_fan_out)))
     fs.retries = 1  # a class attribute in s3fs, not an option
     count_requests(fs)
     return S3Backend(fs, root, "s3", caps, **own, **settings)

@@ -14,12 +14,13 @@ console does).
 A copy inside the mount is CopyObject (server-side; past S3's 5 GiB limit a
 multipart UploadPartCopy), ``copy_concurrency`` of them at once in a job
 (default 16); deletes go 1,000 keys per DeleteObjects. Uploads stream in
-parts of 5 MiB (memory per upload: about one part). Modification times are
-kept in the ``mtime`` user metadata (``X-Amz-Meta-Mtime``, seconds with a
-fraction, as rclone writes and reads them): set by an upload (its time) or
-by a client (SETSTAT, MFMT, X-OC-Mtime: a CopyObject of the object onto
-itself), carried by copies and moves; an object without it shows its
-LastModified. Listings read the metadata with one HEAD per object not
+parts of 5 MiB (memory per upload: a few parts). A multipart copy or
+upload that fails or is dropped is aborted: its parts are not left behind.
+Modification times are kept in the ``mtime`` user metadata
+(``X-Amz-Meta-Mtime``, seconds with a fraction, as rclone writes and reads
+them): set by an upload (its time) or by a client (SETSTAT, MFMT,
+X-OC-Mtime: a CopyObject of the object onto itself), carried by copies
+and moves; an object without it shows its LastModified. Listings read the metadata with one HEAD per object not
 seen before (kept per ETag and date; ``listing_mtimes = false`` shows
 LastModified in listings instead and reads the metadata on a stat only).
 Checksums without reading data: the ETag of a single-part object is its
@@ -105,17 +106,21 @@ def gateway_options(options: dict[str, Any], copy_concurrency: int) -> dict[str,
     return out
 
 
-def s3_options(options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def s3_options(options: dict[str, Any], timeout_s: float, copy_concurrency: int) -> dict[str, Any]:
     """s3fs options with the mount's timeout. Retries belong to the mount
     (Backend.retries, and the job runner's step retries), so botocore's are
     off (and s3fs's: see the registry); fsspec's listing cache is off too
-    (the mount keeps its own, invalidated by the gateway's writes)."""
+    (the mount keeps its own, invalidated by the gateway's writes). The
+    connection pool holds a job's ``copy_concurrency`` copies and a
+    listing's HEADs at once (botocore's default of 10 would queue copies
+    past the tenth)."""
     opts = dict(options)
     opts["use_listings_cache"] = False
     opts["skip_instance_cache"] = True
     config = dict(opts.get("config_kwargs") or {})
     config.setdefault("connect_timeout", timeout_s)
     config.setdefault("read_timeout", timeout_s)
+    config.setdefault("max_pool_connections", copy_concurrency + _HEADS_AT_ONCE)
     config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
     opts["config_kwargs"] = config
     return opts
@@ -389,7 +394,11 @@ class S3Backend(Backend):
             if temp_key is None:
                 self.filled(path)
 
-        return Writer(f, commit, None, self._io)
+        def abort(fh: Any) -> None:
+            fh.discard()  # AbortMultipartUpload of the parts sent so far
+            fh.closed = True  # else fsspec's __del__ flushes the discarded file and fails
+
+        return Writer(f, commit, abort, self._io)
 
     def set_mtime(self, path: str, mtime: float) -> bool:
         """Rewrite the object's ``mtime`` metadata (a CopyObject onto itself
@@ -418,12 +427,36 @@ class S3Backend(Backend):
             if replace is None:
                 h = self._head(src)
                 replace = {"Metadata": h.metadata, **({"ContentType": h.content_type} if h.content_type else {})}
-            sync(self.fs.loop, self.fs._copy_managed, src, dst, size, block=COPY_PART, **replace)
+            sync(self.fs.loop, self._copy_parts, src, dst, size, replace)
             return
         sb, sk = self._split(src)
         db, dk = self._split(dst)
         extra = {"MetadataDirective": "REPLACE", **replace} if replace is not None else {}
         self._call("copy_object", Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **extra)
+
+    async def _copy_parts(self, src: str, dst: str, size: int, create: dict[str, Any]) -> None:
+        """Multipart UploadPartCopy in parts of :data:`COPY_PART`, one after
+        the other (as s3fs's ``_copy_managed``); a copy that fails is
+        aborted, so its parts are not left in the bucket (and billed)."""
+        sb, sk = self._split(src)
+        db, dk = self._split(dst)
+        call = self.fs._call_s3
+        upload = (await call("create_multipart_upload", Bucket=db, Key=dk, **create))["UploadId"]
+        try:
+            parts = []
+            for number, start in enumerate(range(0, size, COPY_PART), 1):
+                out = await call("upload_part_copy", Bucket=db, Key=dk, UploadId=upload, PartNumber=number,
+                                 CopySource={"Bucket": sb, "Key": sk},
+                                 CopySourceRange=f"bytes={start}-{min(start + COPY_PART, size) - 1}")
+                parts.append({"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]})
+            await call("complete_multipart_upload", Bucket=db, Key=dk, UploadId=upload,
+                       MultipartUpload={"Parts": parts})
+        except BaseException:
+            try:
+                await call("abort_multipart_upload", Bucket=db, Key=dk, UploadId=upload)
+            except Exception:  # noqa: BLE001 - the server may be gone: the copy's own error is the one to raise
+                pass
+            raise
 
     def copy_file(self, src: str, dst: str, size: int | None = None) -> int:
         """CopyObject; ``size`` (a job knows it from its journal) saves a

@@ -4,13 +4,15 @@ gateway code trees (e.g. main and a branch) side by side with ``rclone
 moveto`` on the same moto server. Also counts the keys left in the bucket
 (folder markers a rename should not add).
 
-    python scripts/bench/s3_requests.py [--objects 2000] [--tree label=PATH ...]
+    python scripts/bench/s3_requests.py [--objects 2000] [--latency-ms 0] [--tree label=PATH ...]
 
 Each tree runs in its own process (``PYTHONPATH=PATH``), building the
 gateway from that tree with one S3 mount and moving ``/m/src`` to
 ``/m/dst`` through the core (the same job an FTP RNTO or SFTP rename
-starts). moto runs in its own process behind a counter of requests. One run
-each: a benchmark, not a test (see RESULTS.md)."""
+starts). moto runs in its own process behind a counter of requests;
+``--latency-ms`` delays each request as a distant region would (a local
+moto on a busy machine is bound by its own CPU, not by how many requests
+are in flight). One run each: a benchmark, not a test (see RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -47,8 +49,9 @@ def _operation(environ: dict) -> str:
             "POST": "Multipart"}.get(method, method)
 
 
-def serve_moto(port: int) -> None:
-    """moto's S3 with ``GET /__counts`` ({operation: n}) and ``POST /__reset``."""
+def serve_moto(port: int, latency_s: float = 0.0) -> None:
+    """moto's S3 with ``GET /__counts`` ({operation: n}) and ``POST /__reset``;
+    each S3 request waits ``latency_s`` first."""
     from moto.server import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -65,6 +68,8 @@ def serve_moto(port: int) -> None:
             start_response("204 No Content", [])
             return [b""]
         counts[_operation(environ)] += 1
+        if latency_s:
+            time.sleep(latency_s)
         return moto_app(environ, start_response)
 
     class Quiet(WSGIRequestHandler):
@@ -129,6 +134,7 @@ def _populate(client, prefix: str, n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--objects", type=int, default=2000)
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="delay of each S3 request")
     ap.add_argument("--tree", action="append", default=[], help="label=PATH of a gateway checkout")
     args = ap.parse_args()
     trees = [t.split("=", 1) for t in args.tree] or [["this", str(ROOT)]]
@@ -137,7 +143,7 @@ def main() -> int:
 
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    moto = subprocess.Popen([sys.executable, __file__, "--serve-moto", str(port)])
+    moto = subprocess.Popen([sys.executable, __file__, "--serve-moto", str(port), str(args.latency_ms / 1000)])
     rows = []
     try:
         for _ in range(100):
@@ -180,7 +186,8 @@ def main() -> int:
         moto.wait(10)
 
     n = args.objects
-    print(f"| rename of {n:,} objects on S3 (moto) | done s | requests | by operation | keys after | markers |")
+    where = f"moto, {args.latency_ms:g} ms a request" if args.latency_ms else "moto"
+    print(f"| rename of {n:,} objects on S3 ({where}) | done s | requests | by operation | keys after | markers |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, seconds, counts, keys in rows:
         ops = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
@@ -192,8 +199,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--serve-moto":
-        serve_moto(int(sys.argv[2]))
+    if len(sys.argv) > 3 and sys.argv[1] == "--serve-moto":
+        serve_moto(int(sys.argv[2]), float(sys.argv[3]))
     elif len(sys.argv) > 4 and sys.argv[1] == "--run-gateway":
         run_gateway(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

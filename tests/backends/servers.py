@@ -223,6 +223,12 @@ class S3(Server):
         self._server = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
+        #: the most CopyObject requests (UploadPartCopy too) held at once;
+        #: an UploadPartCopy of part ``refuse_part`` answers 500
+        self.most_copies = 0
+        self.refuse_part: int | None = None
+        self._copies = 0
+        self._copies_lock = threading.Lock()
         self.latency_s = 0.0
         self.requests: list[tuple[str, str]] = []
         self.refuse_deletes = False
@@ -277,7 +283,25 @@ class S3(Server):
                 return _refused_delete(environ, start_response)
             return moto_app(environ, start_response)
 
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True, request_handler=Handler)
+        def copies_counted(environ, start_response):
+            if "HTTP_X_AMZ_COPY_SOURCE" not in environ:
+                return app(environ, start_response)
+            if self.refuse_part is not None and \
+                    f"partNumber={self.refuse_part}" in environ.get("QUERY_STRING", "").split("&"):
+                reply = b"<Error><Code>InternalError</Code><Message>refused by the test</Message></Error>"
+                start_response("500 Internal Server Error", [("Content-Type", "application/xml"),
+                                                             ("Content-Length", str(len(reply)))])
+                return [reply]
+            with self._copies_lock:
+                self._copies += 1
+                self.most_copies = max(self.most_copies, self._copies)
+            try:
+                return app(environ, start_response)
+            finally:
+                with self._copies_lock:
+                    self._copies -= 1
+
+        self._server = make_server("127.0.0.1", self.port, copies_counted, threaded=True, request_handler=Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         wait_port(self.port)

@@ -1,9 +1,11 @@
 """S3 leaves the bucket exactly as a user expects: after every kind of
 operation (file and folder move, copy, delete, mkdir/rmdir, done at once or
-backgrounded, stopped) the test lists the bucket itself and compares the
-exact key set; a folder marker stands only for an empty folder (or for
-every folder with ``directory_markers = true``). Deletes go 1,000 keys per
-DeleteObjects, counted by the gateway's own storage request metric."""
+backgrounded, stopped, killed with SIGKILL and resumed) the test lists the
+bucket itself and compares the exact key set; a folder marker stands only
+for an empty folder (or for every folder with ``directory_markers =
+true``). Deletes go 1,000 keys per DeleteObjects, counted by the gateway's
+own storage request metric; a job's server-side copies go
+``copy_concurrency`` at once, counted by the server."""
 
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ def test_a_folder_emptied_file_by_file_stays_until_it_is_removed(s3):
     assert keys() == {"g/c", "g/v/w", "t/", "u/"}
 
 
-def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3):
+def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3, tmp_path):
     r, server, area, keys = s3(budget_ms=50)
     ops, s, admin = r.ops, r.session("alice"), r.session("admin")
     tree = {f"tree/d{i % 3}/f{i:02}.txt" for i in range(60)}
@@ -196,7 +198,40 @@ def test_backgrounded_jobs_leave_exact_keys_and_a_stopped_one_changes_nothing(s3
 
     out = ops.delete(s, "/m/target", recursive=True, budget_s=0)
     _done(r, s, out)
-    assert keys() == {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+    again = {k.replace("tree/", "again/", 1) for k in tree} | {"again/hollow/"}
+    assert keys() == again
+
+    # a file too big to copy inline between mounts is a job too: into an empty folder
+    # (its marker goes), and out of one (it stays, as its marker)
+    (tmp_path / "big.bin").write_bytes(os.urandom(5 << 20))
+    ops.mkdir(s, "/m/in")
+    out = ops.copy(s, "/big.bin", "/m/in/big.bin", budget_s=0)
+    assert out.backgrounded
+    _done(r, s, out)
+    assert keys() == again | {"in/big.bin"}
+    out = ops.move(s, "/m/in/big.bin", "/big2.bin", budget_s=0)
+    assert out.backgrounded
+    _done(r, s, out)
+    assert keys() == again | {"in/"}
+
+
+@pytest.mark.parametrize("options,most", [({}, 16), ({"copy_concurrency": 4}, 4)], ids=["default", "set-to-4"])
+def test_a_job_runs_copy_concurrency_copies_at_once(s3, options, most):
+    """Server-side copies of a job go ``copy_concurrency`` at once (16 by
+    default), as counted by the server: not fewer (the connection pool
+    holds them all) and not more."""
+    r, server, area, keys = s3(budget_ms=50, **options)
+    ops, s = r.ops, r.session("alice")
+    tree = {f"src/f{i:02}" for i in range(64)}
+    _put_many(server, area, tree)
+    server.latency_s = 0.05  # each copy takes a while: the job keeps as many in flight as it may
+    server.most_copies = 0
+    try:
+        _done(r, s, ops.copy(s, "/m/src", "/m/dst", budget_s=0))
+    finally:
+        server.latency_s = 0.0
+    assert server.most_copies == most
+    assert keys() == tree | {k.replace("src/", "dst/", 1) for k in tree}
 
 
 def test_with_directory_markers_every_folder_made_keeps_one(s3):
@@ -210,8 +245,11 @@ def test_with_directory_markers_every_folder_made_keeps_one(s3):
     _done(r, s, ops.copy(s, "/m/src", "/m/made/copy", budget_s=0))
     assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f", "made/copy/", "made/copy/a.txt",
                       "made/copy/sub/", "made/copy/sub/b.txt"}
+    _done(r, s, ops.move(s, "/m/made/copy", "/m/moved", budget_s=0))
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "made/", "made/f", "moved/", "moved/a.txt", "moved/sub/",
+                      "moved/sub/b.txt"}
     _done(r, s, ops.delete(s, "/m/made", recursive=True, budget_s=0))
-    assert keys() == {"src/a.txt", "src/sub/b.txt"}
+    assert keys() == {"src/a.txt", "src/sub/b.txt", "moved/", "moved/a.txt", "moved/sub/", "moved/sub/b.txt"}
 
 
 def _put_many(server, area, keys):
@@ -294,16 +332,21 @@ def test_times_and_checksums_come_from_the_object(s3, monkeypatch):
     monkeypatch.setattr(backends.s3, "COPY_LIMIT", 6 << 20)
     monkeypatch.setattr(backends.s3, "COPY_PART", 5 << 20)
     big = os.urandom((11 << 20) + 7)
-    up = ops.open_write(s, "/m/big.bin")
-    for i in range(0, len(big), 1 << 20):
-        up.write(big[i:i + (1 << 20)])
-        assert up._writer._f.buffer.tell() <= backends.s3.UPLOAD_PART + (1 << 20)  # one part in memory
-    up.commit()
+    _put(r, s, "/m/big.bin", big)  # in parts (bounded memory: tests/backends/test_streamed_uploads.py)
     assert ops.set_mtime(s, "/m/big.bin", 1_500_000_000)
     _done(r, s, ops.copy(s, "/m/big.bin", "/m/big2.bin"))
     assert server.etag(f"{area.name}/big2.bin").endswith("-3")
     assert server.read(f"{area.name}/big2.bin") == big
     assert ops.stat(s, "/m/big2.bin").mtime == 1_500_000_000
+    # a copy in parts that fails leaves no parts behind (AbortMultipartUpload)
+    server.refuse_part = 2
+    try:
+        with pytest.raises(E.GatewayError):
+            _done(r, s, ops.copy(s, "/m/big.bin", "/m/big3.bin"))
+    finally:
+        server.refuse_part = None
+    assert client.list_multipart_uploads(Bucket=server.bucket).get("Uploads", []) == []
+    assert "big3.bin" not in keys()
 
 
 def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, gateway_factory, tmp_path):
@@ -346,10 +389,13 @@ def test_times_set_through_sftp_and_webdav_are_the_ones_rclone_reads(servers, ga
 
 
 @pytest.mark.timeout(240)
-def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
+@pytest.mark.parametrize("op,latency_s", [("move", 0.05), ("copy", 0.05), ("delete", 0.5)])
+def test_a_job_killed_and_resumed_leaves_exact_keys(op, latency_s, servers, tmp_path):
     """SIGKILL the gateway (tests/unit/crash_gateway.py) twice during a
-    400-object rename on S3, start it again: the bucket ends with exactly
-    the renamed keys, the empty folder's marker included, nothing else."""
+    400-object rename, copy or delete on S3, start it again: the bucket
+    ends with exactly the keys the operation leaves, the empty folder's
+    marker included, nothing else. (A delete is a few requests, each made
+    slower so that the kills land inside it.)"""
     import json
     import random
     import signal
@@ -363,13 +409,14 @@ def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
     _put_many(server, area, tree)
     script = Path(__file__).parents[1] / "unit" / "crash_gateway.py"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]),
-           "CRASH_MOUNTS": json.dumps({"/a": [area.url, area.options]}), "CRASH_MOVE": "/a/tree /a/renamed"}
+           "CRASH_MOUNTS": json.dumps({"/a": [area.url, area.options]}), "CRASH_MOVE": "/a/tree /a/renamed",
+           "CRASH_OP": op}
 
     def spawn(submit=False):
         args = [sys.executable, str(script), str(tmp_path / "var"), "-", "-"] + (["--submit"] if submit else [])
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
 
-    server.latency_s = 0.05  # a distant region: the kills land mid-rename
+    server.latency_s = latency_s  # a distant region: the kills land mid-job
     try:
         proc = spawn(submit=True)
         line = proc.stdout.readline()
@@ -392,9 +439,11 @@ def test_a_rename_killed_and_resumed_leaves_exact_keys(servers, tmp_path):
     job = store.get(line.split()[1])
     store.close()
     assert job.state == "completed" and job.attempts >= 2, (job.state, job.attempts, job.error)
-    assert set(server.keys(area.name)) == {k.replace("tree/", "renamed/", 1) for k in tree}
-    assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
-    assert server.read(f"{area.name}/renamed/hollow/") == b""
+    renamed = {k.replace("tree/", "renamed/", 1) for k in tree}
+    assert set(server.keys(area.name)) == {"move": renamed, "copy": tree | renamed, "delete": set()}[op]
+    if op != "delete":
+        assert server.read(f"{area.name}/renamed/d1/f001") == b"tree/d1/f001"
+        assert server.read(f"{area.name}/renamed/hollow/") == b""
 
 
 @pytest.mark.parametrize("option,value,said", [

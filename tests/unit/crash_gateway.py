@@ -1,8 +1,9 @@
 """A gateway process for the crash test: mounts two slow:: local folders,
 optionally submits a move of /a/tree to /b/tree, and runs until no job is
 left. The test SIGKILLs it at random points and starts it again.
-``CRASH_MOUNTS`` (JSON {path: [url, options]}) and ``CRASH_MOVE`` ("from
-to") in the environment replace the mounts and the move (the S3 test)."""
+``CRASH_MOUNTS`` (JSON {path: [url, options]}), ``CRASH_MOVE`` ("from
+to") and ``CRASH_OP`` (move, copy, or delete of "from") in the environment
+replace the mounts and the move (the S3 tests)."""
 
 import json
 import os
@@ -22,7 +23,11 @@ def main(state: str, a: str, b: str, submit: bool) -> int:
     src, dst = os.environ.get("CRASH_MOVE", "/a/tree /b/tree").split()
     gw = Gateway.build(mounts, state, node="crash-node", heartbeat_s=0.05).start()
     if submit:
-        out = gw.ops.move(Session(User("alice"), "ftp"), src, dst, budget_s=0)
+        session, op = Session(User("alice"), "ftp"), os.environ.get("CRASH_OP", "move")
+        if op == "delete":
+            out = gw.ops.delete(session, src, recursive=True, budget_s=0)
+        else:
+            out = getattr(gw.ops, op)(session, src, dst, budget_s=0)
         print("SUBMITTED", out.job_id, flush=True)
     while gw.store.list(state="queued") or gw.store.list(state="running"):
         time.sleep(0.05)
