@@ -26,10 +26,36 @@ PASSWORDS = {"alice": "alice-secret-pw", "bob": "bob-secret-pw", "admin": "admin
 _HASHES: dict[str, str] = {}
 
 
+#: Where test servers listen: below the kernel's ephemeral ports (32768 and
+#: up, /proc/sys/net/ipv4/ip_local_port_range), which every outgoing
+#: connection takes from. A port the kernel picked (bind to 0) is in that
+#: range, so between the pick and the server's bind any client socket of any
+#: test (the descriptor test opens 200) could take it: "address already in
+#: use" at start, seen in full runs. 20000-20010 is a passive range a CLI test
+#: names; RabbitMQ's 25672 is in use on this machine kind.
+_PORTS = range(21000, 32000)
+_HANDED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A 127.0.0.1 port nothing listens on now, not handed out before by this
+    process, and each xdist worker's from its own residue class, so two
+    workers never pick the same one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port % count != index % count or port in _HANDED or port == 25672:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def _hash(name: str) -> str:

@@ -28,17 +28,13 @@ from typing import Any
 
 import pytest
 
+from conftest import free_port
+
 __all__ = ["Server", "Area", "Local", "Memory", "S3", "SFTP", "FTP", "FTPS", "VSFTPD", "VSFTPDS", "WebDAV", "WebDAVS", "KINDS", "ALL_KINDS", "REMOTE_KINDS",
            "servers", "fresh_server", "mount_spec", "free_port", "wait_port"]
 
 USER = "gwtest"
 PASSWORD = "srv-pw-4c1f7d2a9e"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, up: bool = True, timeout: float = 10.0) -> None:

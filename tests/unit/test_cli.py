@@ -13,6 +13,7 @@ import asyncssh
 import pytest
 
 import gateway
+from conftest import free_port
 from gateway.auth import Authenticator
 from gateway.cli import main
 from gateway.config import load_config
@@ -301,7 +302,7 @@ def test_check_config_bind_names_a_taken_port(tmp_path, capsys, front_end):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {s: port if s == front_end else _free_port() for s in ("ftp", "sftp", "http")}
+        ports = {s: port if s == front_end else free_port() for s in ("ftp", "sftp", "http")}
         path = _write(tmp_path, "".join(f"[{s}]\nport = {p}\n" for s, p in ports.items())
                       .replace("[sftp]", "passive_ports = '20000-20010'\n[sftp]"))  # no ephemeral port in it
         assert main(["check-config", "--config", str(path)]) == 0  # without --bind, ports are not tried
@@ -330,12 +331,6 @@ def _serve_proc(config: Path, timeout: float = 120) -> subprocess.CompletedProce
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("front_end", ["ftp", "sftp", "http"])
 def test_serve_names_a_taken_port_in_one_line(tmp_path, front_end):
     with socket.socket() as taken:
@@ -356,7 +351,7 @@ def test_serve_names_a_taken_port_in_one_line(tmp_path, front_end):
 
 def test_serve_names_a_corrupt_job_store_in_one_line(tmp_path, monkeypatch):
     # Past check-config's header test: an SQLite header on a damaged file.
-    path = _write(tmp_path, f"[ftp]\nenabled = false\n[sftp]\nenabled = false\n[http]\nport = {_free_port()}\n")
+    path = _write(tmp_path, f"[ftp]\nenabled = false\n[sftp]\nenabled = false\n[http]\nport = {free_port()}\n")
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "jobs.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
     out = _serve_proc(path)
@@ -405,7 +400,7 @@ def test_serve_with_the_shipped_config_works_from_any_directory(tmp_path):
     checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
     (checkout / "etc").mkdir(parents=True)
     elsewhere.mkdir()
-    port = _free_port()
+    port = free_port()
     shipped = (REPO / "etc" / "gateway.toml").read_text()
     assert 'state_dir = "../var"' in shipped and 'url = "file://../data"' in shipped
     (checkout / "etc" / "gateway.toml").write_text(

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import free_port
 from gateway.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,14 +87,6 @@ def test_the_install_command_uses_a_project_venv():
     line = _install_line()
     assert line == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/gateway serve"
     assert "/.venv/" in (ROOT / ".gitignore").read_text()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _interpreter(version: str) -> str | None:
@@ -206,7 +199,7 @@ def _start_install(tmp: Path, python: str) -> _Install | str:
         line = line.replace("python3 -m venv", f"{interpreter} -m venv", 1)
     checkout = tmp / "checkout"
     _copy_checkout(checkout)
-    ports = {s: _free_port() for s in ("ftp", "sftp", "http")}
+    ports = {s: free_port() for s in ("ftp", "sftp", "http")}
     config = (checkout / "etc" / "gateway.toml").read_text()
     for section, default in (("ftp", 2121), ("sftp", 2222), ("http", 8080)):
         config = config.replace(f"port = {default}\n", f"port = {ports[section]}\n", 1)

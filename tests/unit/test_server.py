@@ -10,16 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import free_port
 from gateway.auth import Authenticator
 from gateway.config import load_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
