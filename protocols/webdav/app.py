@@ -40,7 +40,8 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
     logfilter.install()  # listings are sent chunked on purpose: not an error
     state = gw.ops.davstate
     uploads = ChunkedUploads(Path(cfg.server.state_dir) / "uploads")
-    provider = GatewayProvider(gw.ops, state, uploads, propfind_infinity=cfg.http.propfind_infinity)
+    provider = GatewayProvider(gw.ops, state, uploads, propfind_infinity=cfg.http.propfind_infinity,
+                               fast_paths=cfg.http.webdav_fast_paths)
     app = WsgiDAVApp({
         "provider_mapping": {"/": provider},
         "mount_path": MOUNT_PATH,
@@ -98,10 +99,17 @@ class _FolderBrowser(WsgiDavDirBrowser):
         return super().__call__(environ, start_response)
 
 
+#: Methods whose 201 has no body: wsgidav gives its HTML status page (with
+#: a time in it), the gateway's own replies give none.
+_EMPTY_CREATED = ("PUT", "MKCOL", "COPY", "MOVE")
+_NO_BODY_KEY = "gateway.no_body"
+
+
 def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider) -> Callable:
-    """Two slips of wsgidav's replies: statuses it has no text for read
-    '202 Status' (give them their standard reason phrase), and the folder
-    browser's trailing-slash redirect forgets the mount path; and it would
+    """Three slips of wsgidav's replies: statuses it has no text for read
+    '202 Status' (give them their standard reason phrase), the folder
+    browser's trailing-slash redirect forgets the mount path, and a 201
+    carries an HTML page (sent without it, as the fast paths do); and it would
     close the connection after a reply sent chunked. Each request
     reads locks and properties from one snapshot (DavState.request) and
     notes when it arrived (its sync budget counts from then) and through
@@ -123,6 +131,10 @@ def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider)
             code, _, text = status.partition(" ")
             if text == "Status" and code.isdigit():
                 status = reason(int(code))
+            if code == "201" and environ["REQUEST_METHOD"] in _EMPTY_CREATED:
+                headers = [(k, "0" if k.lower() == "content-length" else v) for k, v in headers
+                           if k.lower() != "content-type"]
+                environ[_NO_BODY_KEY] = True
             if code == "301":  # only the folder browser redirects, to a path below the mount
                 headers = [(k, mount + v if k.lower() == "location" and v.startswith("/") else v)
                            for k, v in headers]
@@ -131,6 +143,8 @@ def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider)
             return start_response(status, headers, exc_info)
 
         with state.request():  # wsgidav does its work while its reply is iterated
-            yield from app(environ, start)
+            for chunk in app(environ, start):
+                if not environ.get(_NO_BODY_KEY):
+                    yield chunk
 
     return wrapped

@@ -37,8 +37,8 @@ def fast_get(provider: Any, environ: dict, start_response: Callable, block_size:
         return None
     try:
         reader, entry = provider.ops.open_read(environ[SESSION_KEY], path)
-    except (E.IsADirectory, E.NotFound):
-        return None  # wsgidav's folder page, or its 404
+    except E.GatewayError:
+        return None  # wsgidav's folder page, or its wording of the refusal
     headers = [("Content-Length", str(entry.size))]
     if entry.mtime is not None:
         headers.append(("Last-Modified", http_date(math.floor(entry.mtime))))

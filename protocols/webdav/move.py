@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
+from gateway import errors as E
+
 __all__ = ["fast_move"]
 
 
@@ -31,7 +33,10 @@ def fast_move(provider: Any, environ: dict, start_response: Callable, mount_path
             or "HTTP_TRANSFER_ENCODING" in environ or src == "/" or dst == "/"
             or dst == src or dst.startswith(src + "/")):
         return None
-    replaced = move(src, dst, overwrite == "T")
+    try:
+        replaced = move(src, dst, overwrite == "T")
+    except E.GatewayError:
+        return None  # nothing moved: wsgidav's own checks word the refusal
     start_response("204 No Content" if replaced else "201 Created", [("Content-Length", "0")])
     return iter(())
 

@@ -14,7 +14,10 @@ While no lock exists anywhere and the request has no conditional header, a
 PROPFIND, a MOVE and a PUT are answered without wsgidav's resource lookups
 (``propfind``, ``move`` and ``put`` modules), and a GET of a file without
 conditional header or Range at any time (``get``: locks do not bar reads);
-anything they do not take goes to wsgidav unchanged.
+anything they do not take goes to wsgidav unchanged, and so does a request
+the core refuses before anything changed (wsgidav words that refusal). Their
+replies are wsgidav's, byte for byte (tests/protocols/webdav/
+test_webdav_fast_paths.py); ``[http] webdav_fast_paths = false`` turns them off.
 
 Locks and dead properties are keyed by *global* path (``get_ref_url``), so
 they follow the resource whichever user's home it is reached through. The
@@ -99,7 +102,7 @@ class GatewayProvider(DAVProvider):
     who asks (see ``auth.GatewayDomainController``)."""
 
     def __init__(self, ops: Operations, state: DavState, uploads: ChunkedUploads, *,
-                 propfind_infinity: bool = False) -> None:
+                 propfind_infinity: bool = False, fast_paths: bool = True) -> None:
         self._local = threading.local()
         super().__init__()
         self.ops = ops
@@ -107,6 +110,8 @@ class GatewayProvider(DAVProvider):
         #: The sync clients' chunked uploads (protocols.webdav.chunking).
         self.uploads = uploads
         self.propfind_infinity = propfind_infinity
+        #: ``[http] webdav_fast_paths``: false hands every request to wsgidav.
+        self.fast_paths = fast_paths
 
     # wsgidav reads the mount path (hrefs, Destination headers) from the
     # provider; one provider serves /dav and the sync-API mounts
@@ -184,6 +189,8 @@ class GatewayProvider(DAVProvider):
             start_response = self._put_reply(environ, start_response)
         elif method == "GET" and environ.get(OC_KEY):
             start_response = self._get_reply(environ, start_response)
+        if not self.fast_paths:
+            return default_handler(environ, start_response)
         if method == "GET" and not any(h in environ for h in _CONDITIONS):
             with translated(environ):
                 reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
