@@ -57,6 +57,7 @@ from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, US
                                        parse_checksum, upload_headers)
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
+from protocols.webdav.tree import fast_delete, fast_mkcol
 
 __all__ = ["GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
 
@@ -73,6 +74,11 @@ _MTIME_KEY = "gateway.mtime_kept"
 
 #: Properties whose PROPPATCH sets the modification time.
 _TIME_PROPS = ("{DAV:}getlastmodified", "{DAV:}lastmodified")
+
+#: The methods answered without wsgidav while nothing is locked; the ones
+#: that also serve the sync-API mounts (whose replies carry more headers).
+_FAST = ("PROPFIND", "PUT", "MOVE", "COPY", "MKCOL", "DELETE")
+_FAST_OC = ("PROPFIND", "PUT", "MOVE")
 
 #: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
 _CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
@@ -197,15 +203,19 @@ class GatewayProvider(DAVProvider):
                                  partial(self.etag_of, environ, environ["PATH_INFO"]))
             if reply is not None:
                 return reply
-        elif method in ("PROPFIND", "MOVE", "PUT") and self._plain(environ):
+        elif method in _FAST and self._plain(environ) and (method in _FAST_OC or not environ.get(OC_KEY)):
             with translated(environ):
                 if method == "PROPFIND":
                     reply = fast_propfind(self, environ, start_response, _etag)
                 elif method == "PUT":
                     reply = fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
+                elif method == "MKCOL":
+                    reply = fast_mkcol(environ, start_response, partial(self.ops.mkdir, environ[SESSION_KEY]))
+                elif method == "DELETE":
+                    reply = fast_delete(environ, start_response, partial(self._delete, environ))
                 else:
-                    reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
-                                      partial(self._move, environ))
+                    reply = fast_move(environ, start_response, self.mount_path + self.share_path,
+                                      partial(self._move if method == "MOVE" else self._copy, environ))
             if reply is not None:
                 return reply
         return default_handler(environ, start_response)
@@ -280,6 +290,20 @@ class GatewayProvider(DAVProvider):
         checks cannot change the answer, so the gateway's fast paths may give it."""
         return (not any(h in environ for h in _CONDITIONS)
                 and not self.state.locks("/", include_root=True, include_children=True))
+
+    def _delete(self, environ: dict, path: str) -> None:
+        """Raises the core's errors, or the 202 of a delete the client lets run on."""
+        session = environ[SESSION_KEY]
+        outcome = self.ops.delete(session, path, recursive=True, budget_s=_budget(self.ops, session, environ))
+        _raise_accepted(self.ops, outcome, environ)
+
+    def _copy(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
+        """Whether the copy replaced an existing destination; raises the
+        core's errors, or the 202 of a copy the client lets run on."""
+        session = environ[SESSION_KEY]
+        outcome = self.ops.copy(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
+        _raise_accepted(self.ops, outcome, environ)
+        return outcome.replaced
 
     def _move(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
         """Whether the move replaced an existing destination; raises the
