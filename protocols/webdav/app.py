@@ -19,6 +19,7 @@ from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
 from protocols.webdav import logfilter
 from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
+from protocols.webdav.get import ENTRY_KEY
 from protocols.webdav.locks import LockStorage
 from protocols.webdav.owncloud import MOUNT_KEY
 from protocols.webdav.propfind import CHUNKED_KEY
@@ -86,14 +87,15 @@ class _FolderBrowser(WsgiDavDirBrowser):
     """wsgidav's HTML folder listing, asked only for GET and HEAD of a
     folder: it looks the path up first, which would cost every other request
     one more stat, and a file's GET the building of a wsgidav resource (a
-    tenth of a small download's time); the core's stat tells a folder."""
+    tenth of a small download's time); the core's stat tells a folder, and
+    is kept for a file's HEAD (protocols.webdav.get)."""
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
             return self.next_app(environ, start_response)
         provider = environ["wsgidav.provider"]
         if isinstance(provider, GatewayProvider):
-            entry = provider.entry_of(environ["PATH_INFO"], environ)
+            entry = environ[ENTRY_KEY] = provider.entry_of(environ["PATH_INFO"], environ)
             if entry is None or not entry.is_dir:
                 return self.next_app(environ, start_response)
         return super().__call__(environ, start_response)

@@ -11,9 +11,11 @@ already shows the outcome) unless the client asked for asynchronous replies
 the operation: 202 with the job's monitor URL.
 
 While no lock exists anywhere and the request has no conditional header, a
-PROPFIND, a MOVE and a PUT are answered without wsgidav's resource lookups
-(``propfind``, ``move`` and ``put`` modules), and a GET of a file without
-conditional header or Range at any time (``get``: locks do not bar reads);
+PROPFIND, a PUT, a MOVE or COPY, and a MKCOL or DELETE are answered without
+wsgidav's resource lookups (``propfind``, ``put``, ``move`` and ``tree``
+modules; on the sync-API mounts only the first three), and a GET or HEAD of
+a file without conditional header or Range at any time (``get``: locks do
+not bar reads);
 anything they do not take goes to wsgidav unchanged, and so does a request
 the core refuses before anything changed (wsgidav words that refusal). Their
 replies are wsgidav's, byte for byte (tests/protocols/webdav/
@@ -197,7 +199,7 @@ class GatewayProvider(DAVProvider):
             start_response = self._get_reply(environ, start_response)
         if not self.fast_paths:
             return default_handler(environ, start_response)
-        if method == "GET" and not any(h in environ for h in _CONDITIONS):
+        if method in ("GET", "HEAD") and not any(h in environ for h in _CONDITIONS):
             with translated(environ):
                 reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
                                  partial(self.etag_of, environ, environ["PATH_INFO"]))
