@@ -17,6 +17,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
+from protocols.webdav.dispatch import Dispatcher
 from protocols.webdav import logfilter
 from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
 from protocols.webdav.get import ENTRY_KEY
@@ -80,7 +81,8 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "verbose": 1,
         "logging": {"enable": False},
     })
-    return _fix_status_lines(app, state, provider)
+    front = Dispatcher(app, provider, gw.logins, gw.ops) if cfg.http.webdav_fast_paths else app
+    return _fix_status_lines(front, state, provider)
 
 
 class _FolderBrowser(WsgiDavDirBrowser):

@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from functools import partial
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import quote
 
 from wsgidav import util
@@ -61,7 +61,7 @@ from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
 from protocols.webdav.tree import fast_delete, fast_mkcol
 
-__all__ = ["GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
+__all__ = ["CONDITIONS", "GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
 
 #: Where the REST API serves a job's monitor (DESIGN.md, REST API).
 MONITOR_PATH = "/api/v1/monitor/"
@@ -83,7 +83,7 @@ _FAST = ("PROPFIND", "PUT", "MOVE", "COPY", "MKCOL", "DELETE")
 _FAST_OC = ("PROPFIND", "PUT", "MOVE")
 
 #: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
-_CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
                "HTTP_IF_UNMODIFIED_SINCE")
 
 
@@ -197,30 +197,32 @@ class GatewayProvider(DAVProvider):
             start_response = self._put_reply(environ, start_response)
         elif method == "GET" and environ.get(OC_KEY):
             start_response = self._get_reply(environ, start_response)
-        if not self.fast_paths:
-            return default_handler(environ, start_response)
-        if method in ("GET", "HEAD") and not any(h in environ for h in _CONDITIONS):
+        reply = self.fast_reply(environ, start_response) if self.fast_paths else None
+        return default_handler(environ, start_response) if reply is None else reply
+
+    def fast_reply(self, environ: dict, start_response: Callable) -> Iterator[bytes] | None:
+        """The gateway's own reply to a plain request (see the module
+        docstring), or None when wsgidav must answer. Raises DAVErrors."""
+        method = environ["REQUEST_METHOD"]
+        if method in ("GET", "HEAD"):
+            if any(h in environ for h in CONDITIONS):
+                return None
             with translated(environ):
-                reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
-                                 partial(self.etag_of, environ, environ["PATH_INFO"]))
-            if reply is not None:
-                return reply
-        elif method in _FAST and self._plain(environ) and (method in _FAST_OC or not environ.get(OC_KEY)):
-            with translated(environ):
-                if method == "PROPFIND":
-                    reply = fast_propfind(self, environ, start_response, _etag)
-                elif method == "PUT":
-                    reply = fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
-                elif method == "MKCOL":
-                    reply = fast_mkcol(environ, start_response, partial(self.ops.mkdir, environ[SESSION_KEY]))
-                elif method == "DELETE":
-                    reply = fast_delete(environ, start_response, partial(self._delete, environ))
-                else:
-                    reply = fast_move(environ, start_response, self.mount_path + self.share_path,
-                                      partial(self._move if method == "MOVE" else self._copy, environ))
-            if reply is not None:
-                return reply
-        return default_handler(environ, start_response)
+                return fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
+                                partial(self.etag_of, environ, environ["PATH_INFO"]))
+        if method not in _FAST or not self._plain(environ) or (method not in _FAST_OC and environ.get(OC_KEY)):
+            return None
+        with translated(environ):
+            if method == "PROPFIND":
+                return fast_propfind(self, environ, start_response, _etag)
+            if method == "PUT":
+                return fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
+            if method == "MKCOL":
+                return fast_mkcol(environ, start_response, partial(self.ops.mkdir, environ[SESSION_KEY]))
+            if method == "DELETE":
+                return fast_delete(environ, start_response, partial(self._delete, environ))
+            return fast_move(environ, start_response, self.mount_path + self.share_path,
+                             partial(self._move if method == "MOVE" else self._copy, environ))
 
     def etag_of(self, environ: dict, path: str, entry: Entry | None) -> str | None:
         """The ETag of file ``path`` (``entry``: the storage's report): on
@@ -290,7 +292,7 @@ class GatewayProvider(DAVProvider):
     def _plain(self, environ: dict) -> bool:
         """No lock anywhere and no conditional header: wsgidav's lock and If
         checks cannot change the answer, so the gateway's fast paths may give it."""
-        return (not any(h in environ for h in _CONDITIONS)
+        return (not any(h in environ for h in CONDITIONS)
                 and not self.state.locks("/", include_root=True, include_children=True))
 
     def _delete(self, environ: dict, path: str) -> None:
