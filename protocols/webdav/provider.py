@@ -15,11 +15,12 @@ PROPFIND, a PUT, a MOVE or COPY, and a MKCOL or DELETE are answered without
 wsgidav's resource lookups (``propfind``, ``put``, ``move`` and ``tree``
 modules; on the sync-API mounts only the first three), and a GET or HEAD of
 a file without conditional header or Range at any time (``get``: locks do
-not bar reads);
-anything they do not take goes to wsgidav unchanged, and so does a request
-the core refuses before anything changed (wsgidav words that refusal). Their
-replies are wsgidav's, byte for byte (tests/protocols/webdav/
-test_webdav_fast_paths.py); ``[http] webdav_fast_paths = false`` turns them off.
+not bar reads); anything they do not take goes to wsgidav unchanged, and so
+does a request the core refuses before anything changed (wsgidav words that
+refusal). Their replies are wsgidav's, byte for byte (tests/protocols/webdav/
+test_webdav_fast_paths.py); ``[http] webdav_fast_paths = false`` turns them
+off. protocols.webdav.dispatch asks them (:meth:`GatewayProvider.fast_reply`)
+before wsgidav's layers when the login cache knows the client.
 
 Locks and dead properties are keyed by *global* path (``get_ref_url``), so
 they follow the resource whichever user's home it is reached through. The
@@ -84,7 +85,7 @@ _FAST_OC = ("PROPFIND", "PUT", "MOVE")
 
 #: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
 CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
-               "HTTP_IF_UNMODIFIED_SINCE")
+              "HTTP_IF_UNMODIFIED_SINCE")
 
 
 def _wants_async(environ: dict) -> bool:
@@ -222,7 +223,7 @@ class GatewayProvider(DAVProvider):
             if method == "DELETE":
                 return fast_delete(environ, start_response, partial(self._delete, environ))
             return fast_move(environ, start_response, self.mount_path + self.share_path,
-                             partial(self._move if method == "MOVE" else self._copy, environ))
+                             partial(self._move, environ, method))
 
     def etag_of(self, environ: dict, path: str, entry: Entry | None) -> str | None:
         """The ETag of file ``path`` (``entry``: the storage's report): on
@@ -301,19 +302,12 @@ class GatewayProvider(DAVProvider):
         outcome = self.ops.delete(session, path, recursive=True, budget_s=_budget(self.ops, session, environ))
         _raise_accepted(self.ops, outcome, environ)
 
-    def _copy(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
-        """Whether the copy replaced an existing destination; raises the
-        core's errors, or the 202 of a copy the client lets run on."""
+    def _move(self, environ: dict, method: str, src: str, dst: str, overwrite: bool) -> bool:
+        """Whether the MOVE or COPY replaced an existing destination; raises
+        the core's errors, or the 202 of one the client lets run on."""
         session = environ[SESSION_KEY]
-        outcome = self.ops.copy(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
-        _raise_accepted(self.ops, outcome, environ)
-        return outcome.replaced
-
-    def _move(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
-        """Whether the move replaced an existing destination; raises the
-        core's errors, or the 202 of a move the client lets run on."""
-        session = environ[SESSION_KEY]
-        outcome = self.ops.move(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
+        run = self.ops.move if method == "MOVE" else self.ops.copy
+        outcome = run(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
         _raise_accepted(self.ops, outcome, environ)
         return outcome.replaced
 
