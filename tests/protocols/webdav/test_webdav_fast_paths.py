@@ -17,7 +17,7 @@ import re
 import pytest
 
 from gateway.auth import hash_password
-from conftest import PASSWORDS, unique_memory
+from conftest import PASSWORDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -79,21 +79,18 @@ class Server:
             headers["Authorization"] = "Basic " + base64.b64encode(secret).decode()
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
-            if isinstance(body, list):  # chunked
-                conn.putrequest(method, path, skip_accept_encoding=True)
-                for k, v in {**headers, "Transfer-Encoding": "chunked"}.items():
-                    conn.putheader(k, v)
-                conn.endheaders()
-                for chunk in body:
-                    conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            conn.putrequest(method, path, skip_accept_encoding=True)
+            if isinstance(body, list):  # sent chunked
+                headers["Transfer-Encoding"] = "chunked"
+            elif body is not None:
+                headers["Content-Length"] = str(len(body))
+            for k, v in headers.items():
+                conn.putheader(k, v)
+            conn.endheaders(None if isinstance(body, list) else body)
+            for chunk in body if isinstance(body, list) else ():
+                conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            if isinstance(body, list):
                 conn.send(b"0\r\n\r\n")
-            else:
-                conn.putrequest(method, path, skip_accept_encoding=True)
-                for k, v in headers.items():
-                    conn.putheader(k, v)
-                if body is not None:
-                    conn.putheader("Content-Length", str(len(body)))
-                conn.endheaders(body)
             r = conn.getresponse()
             data = r.read()
         finally:
