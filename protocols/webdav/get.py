@@ -7,8 +7,8 @@ conditional header, no Range) of a file is answered here from the one core
 call that opens it, with the headers wsgidav gives (and the ones every reply
 with a user's file carries, see gateway.webcontent). Anything else (a folder's
 page, ranges, conditions) goes to wsgidav unchanged. A HEAD is answered the
-same from the entry the folder browser found (see protocols.webdav.app). Locks do not
-matter to a read, so no lock is looked up.
+same from the entry the folder browser found (see protocols.webdav.app).
+Locks do not matter to a read, so no lock is looked up.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ client listing a folder (empty body, ``allprop`` or a ``prop`` list), on
 resources with no locks and no dead properties; for those this module writes
 the same multistatus wsgidav would, byte for byte (its ElementTree's ``ns0``
 prefixes and `` />``), member by member, from one listing: whole with its
-length up to 256 members, in chunks beyond. Anything else (``propname``, Depth infinity, a dead property on a
-listed resource, a body that does not parse) goes to wsgidav unchanged, as
-does any request the provider finds locks or conditional headers on.
+length up to 256 members, in chunks beyond. Anything else (``propname``,
+Depth infinity, a dead property on a listed resource, a body that does not
+parse) goes to wsgidav unchanged, as does any request the provider finds
+locks or conditional headers on.
 """
 
 from __future__ import annotations
@@ -205,7 +206,8 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         for name in live:
             value: str | None
             if name == "resourcetype":
-                found.append("<ns0:resourcetype><ns0:collection /></ns0:resourcetype>" if is_dir else "<ns0:resourcetype />")
+                found.append("<ns0:resourcetype><ns0:collection /></ns0:resourcetype>" if is_dir
+                             else "<ns0:resourcetype />")
                 continue
             if name == "supportedlock":
                 found.append(_SUPPORTED_LOCK)
