@@ -110,10 +110,11 @@ _NO_BODY_KEY = "gateway.no_body"
 
 
 def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider) -> Callable:
-    """Three slips of wsgidav's replies: statuses it has no text for read
+    """Four slips of wsgidav's replies: statuses it has no text for read
     '202 Status' (give them their standard reason phrase), the folder
-    browser's trailing-slash redirect forgets the mount path, and a 201
-    carries an HTML page (sent without it, as the fast paths do); and it would
+    browser's trailing-slash redirect forgets the mount path, a 201 carries
+    an HTML page (sent without it, as the fast paths do), and an error's
+    text went out after the head of a reply to HEAD; and it would
     close the connection after a reply sent chunked. Each request
     reads locks and properties from one snapshot (DavState.request) and
     notes when it arrived (its sync budget counts from then) and through
@@ -139,6 +140,8 @@ def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider)
                 headers = [(k, "0" if k.lower() == "content-length" else v) for k, v in headers
                            if k.lower() != "content-type"]
                 environ[_NO_BODY_KEY] = True
+            elif environ["REQUEST_METHOD"] == "HEAD":  # an error's text too: the server sends what it is given,
+                environ[_NO_BODY_KEY] = True  # and the next reply on the connection would start with it
             if code == "301":  # only the folder browser redirects, to a path below the mount
                 headers = [(k, mount + v if k.lower() == "location" and v.startswith("/") else v)
                            for k, v in headers]

@@ -61,6 +61,8 @@ class Server:
         self.port = running.port("http")
         self.names: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
+        #: One kept-alive connection for every request, else one each.
+        self.conn: http.client.HTTPConnection | None = None
 
     def name(self, value: str) -> str:
         return self.names.setdefault(value, f"~v{len(self.names)}~")
@@ -77,7 +79,7 @@ class Server:
         if user is not None:
             secret = f"{user}:{password or PASSWORD[user]}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(secret).decode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn = self.conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         try:
             conn.putrequest(method, path, skip_accept_encoding=True)
             if isinstance(body, list):  # sent chunked
@@ -94,7 +96,8 @@ class Server:
             r = conn.getresponse()
             data = r.read()
         finally:
-            conn.close()
+            if conn is not self.conn:
+                conn.close()
         kept = []
         for k, v in r.getheaders():
             k = k.lower()
@@ -362,6 +365,22 @@ def test_plain_requests_answer_as_wsgidav(servers):
     fast, plain = servers
     _compare(fast, plain, CORPUS)
     assert _tree(fast.running.data) == _tree(plain.running.data)
+
+
+def test_a_kept_alive_connection_is_answered_as_by_wsgidav(servers):
+    """The same requests one after another on one connection per server:
+    neither closes it where the other keeps it (a Connection header would
+    differ, and a closed connection fails the next request)."""
+    fast, plain = servers
+    for server in servers:
+        server.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    kept = [(m, p, k) for m, p, k in CORPUS if k.get("user", "alice") == "alice" and "password" not in k]
+    try:
+        statuses = _compare(fast, plain, kept)
+    finally:
+        for server in servers:
+            server.conn.close()
+    assert 201 in statuses and 207 in statuses and 404 in statuses
 
 
 def test_busy_paths_answer_as_wsgidav(servers):
