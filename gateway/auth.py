@@ -404,15 +404,10 @@ class CachedLogins:
     def login(self, name: str, password: str, remote: str, *, protocol: str = "-") -> User:
         """As :meth:`Authenticator.login_password` (raises LoginBanned,
         AuthenticationFailed)."""
-        key = hashlib.sha256(self._salt + name.encode() + b"\0" + password.encode()).digest()
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-        if hit is not None and hit[1] >= now:
-            self.auth._check_ban(_address(remote))
-            user = self.auth.get(name)
-            if user is not None and user.password_hash == hit[0]:
-                return user
+        user = self.remembered(name, password, remote)
+        if user is not None:
+            return user
+        key, now = self._key(name, password), time.monotonic()
         user = self.auth.login_password(name, password, remote, protocol=protocol)
         with self._lock:
             if len(self._cache) >= self.max_entries:
@@ -421,6 +416,21 @@ class CachedLogins:
                     self._cache.clear()
             self._cache[key] = (user.password_hash, now + self.ttl_s)
         return user
+
+    def remembered(self, name: str, password: str, remote: str) -> User | None:
+        """The user of a login remembered for this name and password (raises
+        LoginBanned), else None: nothing checked or counted, which is
+        :meth:`login`'s to do."""
+        with self._lock:
+            hit = self._cache.get(self._key(name, password))
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        self.auth._check_ban(_address(remote))
+        user = self.auth.get(name)
+        return user if user is not None and user.password_hash == hit[0] else None
+
+    def _key(self, name: str, password: str) -> bytes:
+        return hashlib.sha256(self._salt + name.encode() + b"\0" + password.encode()).digest()
 
     def clear(self) -> None:
         """Forget every remembered login (users changed on another node)."""

@@ -385,6 +385,9 @@ class Http(_Model):
     keyfile: OptFsPath = None
     threads: PositiveInt = 32
     propfind_infinity: Bool = False
+    #: WebDAV's plain requests answered by the gateway itself instead of
+    #: wsgidav's stack (same replies); false rules them out when a client misbehaves
+    webdav_fast_paths: Bool = True
     #: bytes (name and value) of one WebDAV dead property, and of all of one file's or folder's
     max_property_bytes: PositiveInt = 64 << 10
     max_resource_property_bytes: PositiveInt = 1 << 20

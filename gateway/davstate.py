@@ -278,8 +278,9 @@ class DavState:
         members' properties (a PROPFIND asks for each member next)."""
         folder = posixpath.dirname(path) if path != "/" else ""
         if folder not in snap.folders:
-            snap.props.update(self._read_props(path_children(dav_props.c.path, folder) if folder
-                                               else dav_props.c.path == "/"))
+            if self._may_have_props():  # else not even the query's expression (a PROPFIND's largest cost)
+                snap.props.update(self._read_props(path_children(dav_props.c.path, folder) if folder
+                                                   else dav_props.c.path == "/"))
             snap.folders.add(folder)
         return snap.props.get(path, {})
 

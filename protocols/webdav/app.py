@@ -17,8 +17,10 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from gateway.chunked import ChunkedUploads
 from gateway.davstate import DavState
 from protocols.webdav.auth import GatewayDomainController
+from protocols.webdav.dispatch import Dispatcher
 from protocols.webdav import logfilter
 from protocols.webdav.errors import GatewayDAVError, TextErrors, reason
+from protocols.webdav.get import ENTRY_KEY
 from protocols.webdav.locks import LockStorage
 from protocols.webdav.owncloud import MOUNT_KEY
 from protocols.webdav.propfind import CHUNKED_KEY
@@ -40,7 +42,8 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
     logfilter.install()  # listings are sent chunked on purpose: not an error
     state = gw.ops.davstate
     uploads = ChunkedUploads(Path(cfg.server.state_dir) / "uploads")
-    provider = GatewayProvider(gw.ops, state, uploads, propfind_infinity=cfg.http.propfind_infinity)
+    provider = GatewayProvider(gw.ops, state, uploads, propfind_infinity=cfg.http.propfind_infinity,
+                               fast_paths=cfg.http.webdav_fast_paths)
     app = WsgiDAVApp({
         "provider_mapping": {"/": provider},
         "mount_path": MOUNT_PATH,
@@ -78,30 +81,40 @@ def make_dav_app(gw: Any, cfg: Any) -> Callable:
         "verbose": 1,
         "logging": {"enable": False},
     })
-    return _fix_status_lines(app, state, provider)
+    front = Dispatcher(app, provider, gw.logins, gw.ops) if cfg.http.webdav_fast_paths else app
+    return _fix_status_lines(front, state, provider)
 
 
 class _FolderBrowser(WsgiDavDirBrowser):
     """wsgidav's HTML folder listing, asked only for GET and HEAD of a
     folder: it looks the path up first, which would cost every other request
     one more stat, and a file's GET the building of a wsgidav resource (a
-    tenth of a small download's time); the core's stat tells a folder."""
+    tenth of a small download's time); the core's stat tells a folder, and
+    is kept for a file's HEAD (protocols.webdav.get)."""
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
             return self.next_app(environ, start_response)
         provider = environ["wsgidav.provider"]
         if isinstance(provider, GatewayProvider):
-            entry = provider.entry_of(environ["PATH_INFO"], environ)
+            entry = environ[ENTRY_KEY] = provider.entry_of(environ["PATH_INFO"], environ)
             if entry is None or not entry.is_dir:
                 return self.next_app(environ, start_response)
         return super().__call__(environ, start_response)
 
 
+#: Methods whose 201 has no body: wsgidav gives its HTML status page (with
+#: a time in it), the gateway's own replies give none.
+_EMPTY_CREATED = ("PUT", "MKCOL", "COPY", "MOVE")
+_NO_BODY_KEY = "gateway.no_body"
+
+
 def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider) -> Callable:
-    """Two slips of wsgidav's replies: statuses it has no text for read
-    '202 Status' (give them their standard reason phrase), and the folder
-    browser's trailing-slash redirect forgets the mount path; and it would
+    """Four slips of wsgidav's replies: statuses it has no text for read
+    '202 Status' (give them their standard reason phrase), the folder
+    browser's trailing-slash redirect forgets the mount path, a 201 carries
+    an HTML page (sent without it, as the fast paths do), and an error's
+    text went out after the head of a reply to HEAD; and it would
     close the connection after a reply sent chunked. Each request
     reads locks and properties from one snapshot (DavState.request) and
     notes when it arrived (its sync budget counts from then) and through
@@ -123,6 +136,12 @@ def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider)
             code, _, text = status.partition(" ")
             if text == "Status" and code.isdigit():
                 status = reason(int(code))
+            if code == "201" and environ["REQUEST_METHOD"] in _EMPTY_CREATED:
+                headers = [(k, "0" if k.lower() == "content-length" else v) for k, v in headers
+                           if k.lower() != "content-type"]
+                environ[_NO_BODY_KEY] = True
+            elif environ["REQUEST_METHOD"] == "HEAD":  # an error's text too: the server sends what it is given,
+                environ[_NO_BODY_KEY] = True  # and the next reply on the connection would start with it
             if code == "301":  # only the folder browser redirects, to a path below the mount
                 headers = [(k, mount + v if k.lower() == "location" and v.startswith("/") else v)
                            for k, v in headers]
@@ -131,6 +150,8 @@ def _fix_status_lines(app: Callable, state: DavState, provider: GatewayProvider)
             return start_response(status, headers, exc_info)
 
         with state.request():  # wsgidav does its work while its reply is iterated
-            yield from app(environ, start)
+            for chunk in app(environ, start):
+                if not environ.get(_NO_BODY_KEY):
+                    yield chunk
 
     return wrapped

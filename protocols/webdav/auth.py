@@ -13,10 +13,12 @@ from gateway.auth import http_session_id
 from gateway.types import Session
 from protocols.webdav.errors import dav_error, GatewayDAVError
 
-__all__ = ["GatewayDomainController", "SESSION_KEY", "session_id"]
+__all__ = ["GatewayDomainController", "REALM", "SESSION_KEY", "session_id"]
 
 #: Where the authenticated request's :class:`Session` is kept in the environ.
 SESSION_KEY = "gateway.session"
+#: The realm of the Basic challenge.
+REALM = "gateway"
 _SESSION_HEADER = "Gateway-Session"
 
 
@@ -49,7 +51,7 @@ class GatewayDomainController(BaseDomainController):
         return "GatewayDomainController()"
 
     def get_domain_realm(self, path_info: str, environ: dict | None) -> str:
-        return "gateway"
+        return REALM
 
     def require_authentication(self, realm: str, environ: dict | None) -> bool:
         return True
@@ -60,7 +62,11 @@ class GatewayDomainController(BaseDomainController):
     def basic_auth_user(self, realm: str, user_name: str, password: str, environ: dict) -> bool:
         """True (with the session in ``environ``) for a good password; False
         asks again (401). A banned address gets 429, a user who must use TLS
-        on plain HTTP 403, with a one-line reason."""
+        on plain HTTP 403, with a one-line reason. A request the dispatcher
+        (protocols.webdav.dispatch) authenticated and then handed over keeps
+        its session (its login is not checked or logged twice)."""
+        if SESSION_KEY in environ:
+            return True
         remote = environ.get("REMOTE_ADDR", "")
         try:
             user = self.logins.login(user_name, password, remote, protocol="webdav")

@@ -12,7 +12,7 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from gateway import errors as E
 
-__all__ = ["STATUS", "GatewayDAVError", "TextErrors", "status_for", "dav_error", "translated", "reason"]
+__all__ = ["STATUS", "GatewayDAVError", "TextErrors", "as_text", "status_for", "dav_error", "translated", "reason"]
 
 #: Gateway error → HTTP status; a dict value picks by request method (None:
 #: any other method). Looked up along the MRO (``gateway.errors.lookup``).
@@ -89,7 +89,13 @@ class TextErrors(BaseMiddleware):
         try:
             yield from self.next_app(environ, start_response)
         except DAVError as e:
-            if isinstance(e, GatewayDAVError) or e.err_condition is not None:
-                raise
-            message = e.context_info or ERROR_RESPONSES.get(e.value) or HTTPStatus(e.value).phrase
-            raise GatewayDAVError(e.value, str(message), add_headers=e.add_headers) from None
+            raise as_text(e) from None
+
+
+def as_text(e: DAVError) -> DAVError:
+    """``e`` with the one line of text of :class:`GatewayDAVError` (one with
+    an XML precondition body as it is)."""
+    if isinstance(e, GatewayDAVError) or e.err_condition is not None:
+        return e
+    message = e.context_info or ERROR_RESPONSES.get(e.value) or HTTPStatus(e.value).phrase
+    return GatewayDAVError(e.value, str(message), add_headers=e.add_headers)

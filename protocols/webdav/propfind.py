@@ -5,10 +5,12 @@ and an ElementTree node per member, then serialising the whole multistatus
 in memory: 20,000 members took ~4 s and ~100 MiB. Most PROPFINDs are a
 client listing a folder (empty body, ``allprop`` or a ``prop`` list), on
 resources with no locks and no dead properties; for those this module writes
-the same multistatus wsgidav would, member by member, from one listing, in
-chunks. Anything else (``propname``, Depth infinity, a dead property on a
-listed resource, a body that does not parse) goes to wsgidav unchanged, as
-does any request the provider finds locks or conditional headers on.
+the same multistatus wsgidav would, byte for byte (its ElementTree's ``ns0``
+prefixes and `` />``), member by member, from one listing: whole with its
+length up to 256 members, in chunks beyond. Anything else (``propname``,
+Depth infinity, a dead property on a listed resource, a body that does not
+parse) goes to wsgidav unchanged, as does any request the provider finds
+locks or conditional headers on.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ __all__ = ["CHUNKED_KEY", "fast_propfind"]
 CHUNKED_KEY = "gateway.chunked"
 
 #: What wsgidav says for ``{DAV:}supportedlock`` (exclusive and shared write locks).
-_SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope>"
-                   "<D:locktype><D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope>"
-                   "<D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>"
-                   "</D:supportedlock>")
+_SUPPORTED_LOCK = ("<ns0:supportedlock><ns0:lockentry><ns0:lockscope><ns0:exclusive /></ns0:lockscope>"
+                   "<ns0:locktype><ns0:write /></ns0:locktype></ns0:lockentry><ns0:lockentry><ns0:lockscope>"
+                   "<ns0:shared /></ns0:lockscope><ns0:locktype><ns0:write /></ns0:locktype></ns0:lockentry>"
+                   "</ns0:supportedlock>")
 
-_LOCK_PROPS = "<D:lockdiscovery/>" + _SUPPORTED_LOCK
-_OK = "<D:status>HTTP/1.1 200 OK</D:status>"
+_LOCK_PROPS = "<ns0:lockdiscovery />" + _SUPPORTED_LOCK
+_OK = "<ns0:status>HTTP/1.1 200 OK</ns0:status>"
 
 #: The live properties answered here, in wsgidav's allprop order.
 _LIVE = tuple(("DAV:", name) for name in (
@@ -91,6 +93,17 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
                   environ, start_response, oc)
 
 
+def _displayname(name: str) -> str:
+    return f"<ns0:displayname>{name}</ns0:displayname>" if name else "<ns0:displayname />"
+
+
+def _named(text: str, named: dict[str, str]) -> str:
+    """``text`` with the namespace placeholders replaced by their prefixes."""
+    for placeholder, prefix in named.items():
+        text = text.replace(placeholder, prefix)
+    return text
+
+
 def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
     """The (namespace, name) pairs asked for (:data:`_LIVE` for allprop), or
     None when wsgidav must answer."""
@@ -129,13 +142,14 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
            names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable, environ: dict,
            start_response: Callable, oc: OcProps | None) -> Iterator[bytes]:
     # Named properties outside DAV: are dead ones, and none of these resources
-    # has one: each is a 404, its namespace declared per response as wsgidav
-    # does; the sync clients' ownCloud ones are live (``oc``).
+    # has one: each is a 404; the sync clients' ownCloud ones are live
+    # (``oc``). Written as wsgidav's ElementTree writes them: DAV: is ns0,
+    # the others ns1, ns2, ... in their order of first appearance, all
+    # declared on the root (placeholders until the first response is written).
     prefixes: dict[str, str] = {}
     for ns, _ in names:
         if ns != "DAV:" and ns not in prefixes:
-            prefixes[ns] = f"NS{len(prefixes) + 1}"
-    declare = "".join(f" xmlns:{p}={quoteattr(ns)}" for ns, p in prefixes.items())
+            prefixes[ns] = f"\0{len(prefixes)}\0"
     others = [(ns, local) for ns, local in names if ns != "DAV:"]
     live = [local for ns, local in names if ns == "DAV:"]
     types: dict[str, str] = {}
@@ -165,23 +179,24 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
     def allprop_response(path: str, entry: Entry, href: str) -> str:
         """allprop: wsgidav's live properties, in its order."""
         modified = lastmod(entry, path)
-        modified = "" if modified is None else f"<D:getlastmodified>{modified}</D:getlastmodified>"
+        modified = "" if modified is None else f"<ns0:getlastmodified>{modified}</ns0:getlastmodified>"
         raw = path.rstrip("/").rsplit("/", 1)[-1]
         name = raw if _PLAIN(raw) else escape(raw)
+        typed = path.rsplit("/", 1)[-1]  # as wsgidav: a file asked for as "f.txt/" has no known type
         if entry.is_dir:
             du = usage.get(path)
-            quota = ("" if du is None else f"<D:quota-used-bytes>{du[0]}</D:quota-used-bytes>"
-                     f"<D:quota-available-bytes>{du[1]}</D:quota-available-bytes>")
-            tag = "" if oc is None else f"<D:getetag>{oc.folder_etag(path)}</D:getetag>"
-            return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop>"
-                    f"<D:resourcetype><D:collection/></D:resourcetype>{quota}{modified}{tag}"
-                    f"<D:displayname>{name}</D:displayname>{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
+            quota = ("" if du is None else f"<ns0:quota-used-bytes>{du[0]}</ns0:quota-used-bytes>"
+                     f"<ns0:quota-available-bytes>{du[1]}</ns0:quota-available-bytes>")
+            tag = "" if oc is None else f"<ns0:getetag>{oc.folder_etag(path)}</ns0:getetag>"
+            return (f"<ns0:response><ns0:href>{href}</ns0:href><ns0:propstat><ns0:prop>"
+                    f"<ns0:resourcetype><ns0:collection /></ns0:resourcetype>{quota}{modified}{tag}"
+                    f"{_displayname(name)}{_LOCK_PROPS}</ns0:prop>{_OK}</ns0:propstat></ns0:response>")
         etag = file_etag(path, entry)
-        etag = "" if etag is None else f"<D:getetag>{escape(etag)}</D:getetag>"
-        return (f"<D:response><D:href>{href}</D:href><D:propstat><D:prop><D:resourcetype/>"
-                f"<D:getcontentlength>{entry.size}</D:getcontentlength>"
-                f"<D:getcontenttype>{content_type(raw)}</D:getcontenttype>{modified}"
-                f"<D:displayname>{name}</D:displayname>{etag}{_LOCK_PROPS}</D:prop>{_OK}</D:propstat></D:response>")
+        etag = "" if etag is None else f"<ns0:getetag>{escape(etag)}</ns0:getetag>"
+        return (f"<ns0:response><ns0:href>{href}</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype />"
+                f"<ns0:getcontentlength>{entry.size}</ns0:getcontentlength>"
+                f"<ns0:getcontenttype>{content_type(typed)}</ns0:getcontenttype>{modified}"
+                f"{_displayname(name)}{etag}{_LOCK_PROPS}</ns0:prop>{_OK}</ns0:propstat></ns0:response>")
 
     def response(path: str, entry: Entry, href: str) -> str:
         """A ``prop`` list: each name found (200) or not (404), as wsgidav
@@ -191,13 +206,14 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         for name in live:
             value: str | None
             if name == "resourcetype":
-                found.append("<D:resourcetype><D:collection/></D:resourcetype>" if is_dir else "<D:resourcetype/>")
+                found.append("<ns0:resourcetype><ns0:collection /></ns0:resourcetype>" if is_dir
+                             else "<ns0:resourcetype />")
                 continue
             if name == "supportedlock":
                 found.append(_SUPPORTED_LOCK)
                 continue
             if name == "lockdiscovery":
-                found.append("<D:lockdiscovery/>")
+                found.append("<ns0:lockdiscovery />")
                 continue
             if name == "getcontentlength":
                 value = None if is_dir else str(entry.size)
@@ -205,7 +221,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                 value = None if is_dir else content_type(path.rsplit("/", 1)[-1])
             elif name in ("quota-used-bytes", "quota-available-bytes"):
                 if not is_dir:
-                    found.append(f"<D:{name}/>")
+                    found.append(f"<ns0:{name} />")
                     continue
                 du = usage.get(path)
                 value = None if du is None else str(du[0] if name == "quota-used-bytes" else du[1])
@@ -221,24 +237,26 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                     value = None if value is None else escape(value)
             else:
                 value = None
-            if value is not None:
-                found.append(f"<D:{name}>{value}</D:{name}>")
+            if value:
+                found.append(f"<ns0:{name}>{value}</ns0:{name}>")
+            elif value is not None:
+                found.append(f"<ns0:{name} />")
             else:
-                missing.append(f"<D:{name}/>")
+                missing.append(f"<ns0:{name} />")
         for ns, name in others:
             tag = f"{prefixes[ns]}:{name}"
             value = oc.value(path, entry, name) if oc is not None and ns == OC_NS else None
             if value is None:
-                missing.append(f"<{tag}/>")
+                missing.append(f"<{tag} />")
             else:
-                found.append(f"<{tag}>{value}</{tag}>")
-        out = [f"<D:response{declare}><D:href>{href}</D:href>"]
+                found.append(f"<{tag}>{value}</{tag}>" if value else f"<{tag} />")
+        out = [f"<ns0:response><ns0:href>{href}</ns0:href>"]
         if found:
-            out.append(f"<D:propstat><D:prop>{''.join(found)}</D:prop>{_OK}</D:propstat>")
+            out.append(f"<ns0:propstat><ns0:prop>{''.join(found)}</ns0:prop>{_OK}</ns0:propstat>")
         if missing:
-            out.append(f"<D:propstat><D:prop>{''.join(missing)}</D:prop>"
-                       "<D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
-        out.append("</D:response>")
+            out.append(f"<ns0:propstat><ns0:prop>{''.join(missing)}</ns0:prop>"
+                       "<ns0:status>HTTP/1.1 404 Not Found</ns0:status></ns0:propstat>")
+        out.append("</ns0:response>")
         return "".join(out)
 
     one = allprop_response if names is _LIVE else response
@@ -253,12 +271,24 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         """Sent as it is written: the listing, the one part that can fail,
         is done. Without a Content-Length the reply goes chunked and the
         connection stays open."""
-        yield b'<?xml version="1.0" encoding="utf-8" ?>\n<D:multistatus xmlns:D="DAV:">' + one(*first).encode()
+        text = one(*first)
+        declare, named = "", {}
+        if prefixes:
+            order = sorted(prefixes.values(), key=lambda p: (text.find(p) % (len(text) + 1), p))
+            named = {p: f"ns{i + 1}" for i, p in enumerate(order)}
+            declare = "".join(f" xmlns:{named[p]}={quoteattr(ns)}" for ns, p in sorted(
+                prefixes.items(), key=lambda item: named[item[1]]))
+        yield (b'<?xml version="1.0" encoding="utf-8" ?>\n<ns0:multistatus xmlns:ns0="DAV:"'
+               + declare.encode() + b">" + _named(text, named).encode())
         for i in range(0, len(members), _CHUNK):
-            yield "".join(members_of(members[i:i + _CHUNK])).encode()
-        yield b"</D:multistatus>"
+            yield _named("".join(members_of(members[i:i + _CHUNK])), named).encode()
+        yield b"</ns0:multistatus>"
 
-    environ[CHUNKED_KEY] = True
-    start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
-                                        ("Date", util.get_rfc1123_time())])
-    return body()
+    headers = [("Content-Type", "application/xml; charset=utf-8"), ("Date", util.get_rfc1123_time())]
+    if len(members) > _CHUNK:
+        environ[CHUNKED_KEY] = True
+        start_response("207 Multi-Status", headers)
+        return body()
+    whole = b"".join(body())  # one chunk: sent with its length, as wsgidav sends it
+    start_response("207 Multi-Status", [*headers, ("Content-Length", str(len(whole)))])
+    return iter((whole,))

@@ -11,10 +11,16 @@ already shows the outcome) unless the client asked for asynchronous replies
 the operation: 202 with the job's monitor URL.
 
 While no lock exists anywhere and the request has no conditional header, a
-PROPFIND, a MOVE and a PUT are answered without wsgidav's resource lookups
-(``propfind``, ``move`` and ``put`` modules), and a GET of a file without
-conditional header or Range at any time (``get``: locks do not bar reads);
-anything they do not take goes to wsgidav unchanged.
+PROPFIND, a PUT, a MOVE or COPY, and a MKCOL or DELETE are answered without
+wsgidav's resource lookups (``propfind``, ``put``, ``move`` and ``tree``
+modules; on the sync-API mounts only the first three), and a GET or HEAD of
+a file without conditional header or Range at any time (``get``: locks do
+not bar reads); anything they do not take goes to wsgidav unchanged, and so
+does a request the core refuses before anything changed (wsgidav words that
+refusal). Their replies are wsgidav's, byte for byte (tests/protocols/webdav/
+test_webdav_fast_paths.py); ``[http] webdav_fast_paths = false`` turns them
+off. protocols.webdav.dispatch asks them (:meth:`GatewayProvider.fast_reply`)
+before wsgidav's layers when the login cache knows the client.
 
 Locks and dead properties are keyed by *global* path (``get_ref_url``), so
 they follow the resource whichever user's home it is reached through. The
@@ -28,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from functools import partial
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import quote
 
 from wsgidav import util
@@ -54,8 +60,9 @@ from protocols.webdav.owncloud import (MOUNT_KEY, OC_KEY, OC_NS, UPLOADS_KEY, US
                                        parse_checksum, upload_headers)
 from protocols.webdav.propfind import fast_propfind
 from protocols.webdav.put import fast_put
+from protocols.webdav.tree import fast_delete, fast_mkcol
 
-__all__ = ["GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
+__all__ = ["CONDITIONS", "GatewayProvider", "MONITOR_PATH", "STARTED_KEY"]
 
 #: Where the REST API serves a job's monitor (DESIGN.md, REST API).
 MONITOR_PATH = "/api/v1/monitor/"
@@ -71,9 +78,14 @@ _MTIME_KEY = "gateway.mtime_kept"
 #: Properties whose PROPPATCH sets the modification time.
 _TIME_PROPS = ("{DAV:}getlastmodified", "{DAV:}lastmodified")
 
+#: The methods answered without wsgidav while nothing is locked; the ones
+#: that also serve the sync-API mounts (whose replies carry more headers).
+_FAST = ("PROPFIND", "PUT", "MOVE", "COPY", "MKCOL", "DELETE")
+_FAST_OC = ("PROPFIND", "PUT", "MOVE")
+
 #: Conditional request headers (RFC 4918 10.4, RFC 9110 13): wsgidav evaluates them.
-_CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
-               "HTTP_IF_UNMODIFIED_SINCE")
+CONDITIONS = ("HTTP_IF", "HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE",
+              "HTTP_IF_UNMODIFIED_SINCE")
 
 
 def _wants_async(environ: dict) -> bool:
@@ -99,7 +111,7 @@ class GatewayProvider(DAVProvider):
     who asks (see ``auth.GatewayDomainController``)."""
 
     def __init__(self, ops: Operations, state: DavState, uploads: ChunkedUploads, *,
-                 propfind_infinity: bool = False) -> None:
+                 propfind_infinity: bool = False, fast_paths: bool = True) -> None:
         self._local = threading.local()
         super().__init__()
         self.ops = ops
@@ -107,6 +119,8 @@ class GatewayProvider(DAVProvider):
         #: The sync clients' chunked uploads (protocols.webdav.chunking).
         self.uploads = uploads
         self.propfind_infinity = propfind_infinity
+        #: ``[http] webdav_fast_paths``: false hands every request to wsgidav.
+        self.fast_paths = fast_paths
 
     # wsgidav reads the mount path (hrefs, Destination headers) from the
     # provider; one provider serves /dav and the sync-API mounts
@@ -189,24 +203,32 @@ class GatewayProvider(DAVProvider):
             start_response = self._put_reply(environ, start_response)
         elif method == "GET" and environ.get(OC_KEY):
             start_response = self._get_reply(environ, start_response)
-        if method == "GET" and not any(h in environ for h in _CONDITIONS):
+        reply = self.fast_reply(environ, start_response) if self.fast_paths else None
+        return default_handler(environ, start_response) if reply is None else reply
+
+    def fast_reply(self, environ: dict, start_response: Callable) -> Iterator[bytes] | None:
+        """The gateway's own reply to a plain request (see the module
+        docstring), or None when wsgidav must answer. Raises DAVErrors."""
+        method = environ["REQUEST_METHOD"]
+        if method in ("GET", "HEAD"):
+            if any(h in environ for h in CONDITIONS):
+                return None
             with translated(environ):
-                reply = fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
-                                 partial(self.etag_of, environ, environ["PATH_INFO"]))
-            if reply is not None:
-                return reply
-        elif method in ("PROPFIND", "MOVE", "PUT") and self._plain(environ):
-            with translated(environ):
-                if method == "PROPFIND":
-                    reply = fast_propfind(self, environ, start_response, _etag)
-                elif method == "PUT":
-                    reply = fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
-                else:
-                    reply = fast_move(self, environ, start_response, self.mount_path + self.share_path,
-                                      partial(self._move, environ))
-            if reply is not None:
-                return reply
-        return default_handler(environ, start_response)
+                return fast_get(self, environ, start_response, environ["wsgidav.config"]["block_size"],
+                                partial(self.etag_of, environ, environ["PATH_INFO"]))
+        if method not in _FAST or not self._plain(environ) or (method not in _FAST_OC and environ.get(OC_KEY)):
+            return None
+        with translated(environ):
+            if method == "PROPFIND":
+                return fast_propfind(self, environ, start_response, _etag)
+            if method == "PUT":
+                return fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
+            if method == "MKCOL":
+                return fast_mkcol(environ, start_response, partial(self.ops.mkdir, environ[SESSION_KEY]))
+            if method == "DELETE":
+                return fast_delete(environ, start_response, partial(self._delete, environ))
+            return fast_move(environ, start_response, self.mount_path + self.share_path,
+                             partial(self._move, environ, method))
 
     def etag_of(self, environ: dict, path: str, entry: Entry | None) -> str | None:
         """The ETag of file ``path`` (``entry``: the storage's report): on
@@ -276,14 +298,21 @@ class GatewayProvider(DAVProvider):
     def _plain(self, environ: dict) -> bool:
         """No lock anywhere and no conditional header: wsgidav's lock and If
         checks cannot change the answer, so the gateway's fast paths may give it."""
-        return (not any(h in environ for h in _CONDITIONS)
+        return (not any(h in environ for h in CONDITIONS)
                 and not self.state.locks("/", include_root=True, include_children=True))
 
-    def _move(self, environ: dict, src: str, dst: str, overwrite: bool) -> bool:
-        """Whether the move replaced an existing destination; raises the
-        core's errors, or the 202 of a move the client lets run on."""
+    def _delete(self, environ: dict, path: str) -> None:
+        """Raises the core's errors, or the 202 of a delete the client lets run on."""
         session = environ[SESSION_KEY]
-        outcome = self.ops.move(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
+        outcome = self.ops.delete(session, path, recursive=True, budget_s=_budget(self.ops, session, environ))
+        _raise_accepted(self.ops, outcome, environ)
+
+    def _move(self, environ: dict, method: str, src: str, dst: str, overwrite: bool) -> bool:
+        """Whether the MOVE or COPY replaced an existing destination; raises
+        the core's errors, or the 202 of one the client lets run on."""
+        session = environ[SESSION_KEY]
+        run = self.ops.move if method == "MOVE" else self.ops.copy
+        outcome = run(session, src, dst, overwrite=overwrite, budget_s=_budget(self.ops, session, environ))
         _raise_accepted(self.ops, outcome, environ)
         return outcome.replaced
 

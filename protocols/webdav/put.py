@@ -44,7 +44,10 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
     # As wsgidav's own PUT: no LOCK on the file is granted while its body arrives.
     with provider.lock_manager.write_transaction(url=quote(provider.state.key(session, path)), token_list=[],
                                                  principal=environ["wsgidav.user_name"]):
-        upload = ops.open_write(session, path)
+        try:
+            upload = ops.open_write(session, path)
+        except E.GatewayError:
+            return None  # wsgidav's own checks word the refusal
         try:
             checksum = parse_checksum(environ)
             if checksum is not None:

@@ -1,14 +1,16 @@
 """CPU per small WebDAV request of two (or more) gateway trees, side by side.
 
     python scripts/bench/side_by_side.py --tree base=/tmp/base --tree new=. \
-        [--op put|get] [--n 1000] [--rounds 3] [--floor]
+        [--op put|get|head|propfind0|propfind1|mkcol|delete|move|copy] [--n 1000] [--rounds 3] [--floor]
 
 Each tree runs as its own gateway process (its own temporary config, state
 dir and local mount) at the same time; the rounds are interleaved (round r:
 tree 1, tree 2, ..., then round r+1) so machine load hits them alike. One
 client (Python http.client, one kept-alive connection, Basic auth) sends
-``--n`` requests of 4 KiB per round (PUTs replace 200 files over and over, or
-with ``--fresh`` each make a new file); the CPU is the gateway process's
+``--n`` requests per round on files of 4 KiB (PUTs replace 200 files over and
+over, or with ``--fresh`` each make a new file; PROPFIND Depth 0 of one such
+file or Depth 1 of a folder of ten; DELETE and MOVE of files PUT before the
+round, untimed; COPY to a new name); the CPU is the gateway process's
 utime+stime from /proc/PID/stat before and after the round. ``--floor`` adds
 an empty WSGI app on cheroot (reads the body, answers 201) as the floor.
 A benchmark, not a test: it prints µs of CPU per request.
@@ -99,29 +101,68 @@ def stop(procs) -> None:
             proc.kill()
 
 
-def run(port: int, op: str, n: int, prefix: str, body: bytes, fresh: str = "") -> None:
-    """``n`` requests; ``fresh``: PUT new files named after it (else the 200
-    files of the warm-up are replaced, over and over)."""
+#: The requests ``--op`` can time (each of 4 KiB files or small folders).
+OPS = ("put", "get", "head", "propfind0", "propfind1", "mkcol", "delete", "move", "copy")
+
+
+def _conn(port: int) -> tuple[http.client.HTTPConnection, dict]:
     auth = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": auth}
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=30), {"Authorization": auth}
+
+
+def _send(conn: http.client.HTTPConnection, method: str, path: str, headers: dict, body: bytes | None = None
+          ) -> None:
+    conn.request(method, path, body=body, headers=headers)
+    r = conn.getresponse()
+    r.read()
+    if r.status >= 300:
+        raise SystemExit(f"{method} {path}: {r.status} {r.reason}")
+
+
+def setup(port: int, op: str, n: int, prefix: str, body: bytes, tag: str) -> None:
+    """What round ``tag`` of ``op`` needs and does not time: the files a
+    DELETE or MOVE takes away, the small folder a PROPFIND lists."""
+    conn, headers = _conn(port)
+    if op in ("delete", "move"):
+        for i in range(n):
+            _send(conn, "PUT", f"{prefix}/{tag}{op}{i}.bin", headers, body)
+    elif op == "propfind1" and tag == "r0-":
+        _send(conn, "MKCOL", f"{prefix}/small", headers)
+        for i in range(10):
+            _send(conn, "PUT", f"{prefix}/small/s{i}.bin", headers, body)
+    conn.close()
+
+
+def run(port: int, op: str, n: int, prefix: str, body: bytes, tag: str = "", fresh: bool = False) -> None:
+    """``n`` requests of ``op``; ``fresh``: PUT new files named after
+    ``tag`` (else the 200 files of the warm-up are replaced, over and over)."""
+    conn, headers = _conn(port)
     for i in range(n):
-        name = f"{prefix}/{fresh}{i}.bin" if fresh else f"{prefix}/f{i % 200}.bin"
+        name = f"{prefix}/f{i % 200}.bin"
         if op == "put":
-            conn.request("PUT", name, body=body, headers=headers)
+            _send(conn, "PUT", f"{prefix}/{tag}{i}.bin" if fresh else name, headers, body)
+        elif op in ("get", "head"):
+            _send(conn, op.upper(), name, headers)
+        elif op == "propfind0":
+            _send(conn, "PROPFIND", name, {**headers, "Depth": "0"})
+        elif op == "propfind1":
+            _send(conn, "PROPFIND", f"{prefix}/small/" if prefix else "/", {**headers, "Depth": "1"})
+        elif op == "mkcol":
+            _send(conn, "MKCOL", f"{prefix}/{tag}d{i}", headers)
+        elif op == "delete":
+            _send(conn, "DELETE", f"{prefix}/{tag}{op}{i}.bin", headers)
+        elif op == "move":
+            _send(conn, "MOVE", f"{prefix}/{tag}{op}{i}.bin",
+                  {**headers, "Destination": f"http://127.0.0.1:{port}{prefix}/{tag}moved{i}.bin"})
         else:
-            conn.request("GET", name, headers=headers)
-        r = conn.getresponse()
-        r.read()
-        if r.status >= 300:
-            raise SystemExit(f"{op} {name}: {r.status} {r.reason}")
+            _send(conn, "COPY", name, {**headers, "Destination": f"http://127.0.0.1:{port}{prefix}/{tag}c{i}.bin"})
     conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tree", action="append", required=True, help="name=path of a gateway source tree")
-    p.add_argument("--op", choices=("put", "get"), default="put")
+    p.add_argument("--op", choices=OPS, default="put")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--floor", action="store_true", help="also an empty WSGI app on cheroot")
@@ -150,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
             for r in range(args.rounds):
                 for name, (proc, port, prefix) in servers.items():
+                    setup(port, args.op, args.n, prefix, body, f"r{r}-")
                     user, system = cpu(proc.pid)
-                    run(port, args.op, args.n, prefix, body, f"r{r}-" if args.fresh else "")
+                    run(port, args.op, args.n, prefix, body, f"r{r}-", args.fresh)
                     user2, system2 = cpu(proc.pid)
                     results[name].append(((user2 - user) / args.n * 1e6, (system2 - system) / args.n * 1e6))
             for name, rounds in results.items():
