@@ -509,8 +509,6 @@ class FileIds:
         each file whose copy the runner stamped (see the module's doc)."""
         if not self._may_have_rows():
             return
-        if job.dst is not None and job.operation in ("move", "copy"):
-            self._adding_rows(job.dst)
         kept = self._kept_by_job(c, job) if job.operation == "move" and job.dst else {}
         self._follow(c, job.operation, job.src, job.dst)
         if kept:

@@ -11,8 +11,9 @@ over FTP (ftplib) or SFTP (asyncssh), one logged-in connection per round:
 - ``dele``: FTP DELE of ``--n`` 4 KiB files of one folder, made on the
   mount's disk before the round (as the benchmark's folder delete: files
   the gateway never saw); ``sftp-remove``: the same by SFTP remove;
-- ``stor``: FTP STOR of ``--n`` new 4 KiB files (passive data connection
-  each, as lftp's mput); ``sftp-put``: SFTP open, write, close of each;
+- ``stor``: FTP STOR of ``--n`` new 4 KiB files, each followed by MFMT
+  (a passive data connection each, as lftp's mput); ``sftp-put``: SFTP
+  open, write, close of each;
 - ``sftp-get``: SFTP open, fstat, read (to EOF), close of ``--n`` 4 KiB
   files (as OpenSSH's get).
 
@@ -128,8 +129,9 @@ def run(gw: Gateway, op: str, folder: str, n: int, body: bytes) -> tuple[float, 
     for i in range(n):
         if op == "dele":
             ftp.delete(f"{folder}/f{i}.bin")
-        else:
+        else:  # then its time, as lftp's mput sends it
             ftp.storbinary(f"STOR {folder}/f{i}.bin", io.BytesIO(body))
+            ftp.sendcmd(f"MFMT 20240102030405 {folder}/f{i}.bin")
     spent = _cpu_since(gw, before)
     ftp.quit()
     return spent
