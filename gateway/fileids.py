@@ -61,7 +61,7 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import sqlalchemy as sa
 
@@ -189,6 +189,14 @@ class FileIds:
         #: found clean before that is not remembered). Under ``_lock``.
         self._clean: list[str] = []
         self._rows_added = 0
+        #: Sole writer: one pooled connection kept for the transactions made
+        #: through the driver (a checkout and check-in cost half of one),
+        #: used under ``_raw_lock`` (SQLite runs one writer at a time anyway)
+        #: and given back when the engine is disposed.
+        self._raw: Any = None
+        self._raw_lock = threading.Lock()
+        if self._sole_writer:
+            sa.event.listen(engine, "engine_disposed", self._give_back)
 
     def _version(self) -> int:
         """A new version, larger than any given before by this process."""
@@ -379,8 +387,8 @@ class FileIds:
         sequence unless a row is inserted), in one BEGIN IMMEDIATE
         transaction, without SQLAlchemy's statement building and execution
         (700 of 800 µs of CPU per upload; 60 through the driver). Raises
-        sqlite3.Error (the transaction is rolled back when the connection
-        goes back to the pool)."""
+        sqlite3.Error (the transaction is rolled back, see
+        :meth:`_sqlite_transaction`)."""
         version = self._version()
         ancestors = _lineage(path)[1:]
 
@@ -398,18 +406,27 @@ class FileIds:
         """``write`` in one BEGIN IMMEDIATE transaction through the driver
         (sole writer); then those of ``folders`` found clean in it are
         remembered (see the module's doc). Raises sqlite3.Error (the
-        transaction is rolled back when the connection goes back to the
-        pool)."""
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            write(cur)
-            found = self._found_clean(cur, folders)
-            cur.execute("COMMIT")
-        finally:
-            raw.close()
+        transaction is rolled back: its connection is closed)."""
+        with self._raw_lock:
+            if self._raw is None:
+                self._raw = self.engine.raw_connection()
+            cur = self._raw.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                write(cur)
+                found = self._found_clean(cur, folders)
+                cur.execute("COMMIT")
+            except BaseException:
+                raw, self._raw = self._raw, None
+                raw.invalidate()  # closed, rolling back whatever it held; the next transaction takes another
+                raise
         self._remember_clean(found)
+
+    def _give_back(self, engine: sa.Engine) -> None:
+        with self._raw_lock:
+            raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
 
     def follow(self, operation: str, src: str, dst: str | None, before: Entry | None = None,
                after: Entry | None = None) -> None:
@@ -447,8 +464,8 @@ class FileIds:
         without SQLAlchemy's statement building (1.2 ms of CPU per file
         deleted by FTP or SFTP). A subtree is found by a range on the path's
         index, as the portable statements find it. Raises
-        sqlite3.Error (the transaction is rolled back when the connection
-        goes back to the pool)."""
+        sqlite3.Error (the transaction is rolled back, see
+        :meth:`_sqlite_transaction`)."""
         if operation == "delete" or dst is None:
             def write(cur: sqlite3.Cursor) -> None:
                 _sql_delete_subtree(cur, src)
