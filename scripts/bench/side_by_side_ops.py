@@ -1,7 +1,7 @@
 """CPU per small FTP or SFTP operation of two (or more) gateway trees, side by side.
 
     python scripts/bench/side_by_side_ops.py --tree base=/tmp/base --tree new=. \
-        --op dele|stor|sftp-remove|sftp-get|sftp-put [--n 1000] [--rounds 3]
+        --op dele|stor|sftp-remove|sftp-get|sftp-put [--n 1000] [--rounds 3] [--keep DIR]
 
 The same setup as ``side_by_side.py`` (each tree its own gateway process,
 temporary config, state dir and local mount, all running at once; rounds
