@@ -393,6 +393,16 @@ class Backend:
 
         return _Reader(self._idempotent(call), self._io)  # type: ignore[return-value]
 
+    def open_with_entry(self, path: str, offset: int = 0) -> tuple[BinaryIO | None, Entry]:
+        """(the file ``path`` opened as :meth:`open_read` opens it, its
+        entry as :meth:`info` gives it), or (None, the entry) for a folder,
+        with as few storage calls as the storage allows (a download needs
+        both). Raises NotFound."""
+        entry = self.info(path)
+        if entry.is_dir:
+            return None, entry
+        return self.open_read(path, offset), entry
+
     def checksum(self, path: str, algorithm: str) -> str | None:
         """The storage's own hash of the file, or None when it keeps none for
         ``algorithm`` (the caller then hashes the content)."""
@@ -532,6 +542,16 @@ class Backend:
                 raise
         finally:
             self.invalidate(path)
+
+    def remove_if_file(self, path: str) -> Entry:
+        """The entry of ``path`` as :meth:`info` gives it, and, when it is a
+        file, the file removed as :meth:`remove` removes it (a folder is
+        left as it is), with as few storage calls as the storage allows.
+        Raises NotFound, or the storage's error."""
+        entry = self.info(path)
+        if not entry.is_dir:
+            self.remove(path)
+        return entry
 
     def remove_many(self, paths: list[str], folders: Iterable[str] = ()) -> None:
         """Delete the files ``paths`` (ones already gone are fine), in calls of

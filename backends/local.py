@@ -179,9 +179,7 @@ class LocalBackend(Backend):
 
     def info(self, path: str) -> Entry:
         with translated():
-            st = self._stat(path)
-        is_dir = _stat.S_ISDIR(st.st_mode)
-        return Entry(os.path.basename(path), path, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None, st.st_mode)
+            return _entry(path, self._stat(path))
 
     def iterdir(self, path: str, shown_as: str | None = None) -> Iterator[Entry]:
         prefix = (path if shown_as is None else shown_as).rstrip("/") + "/"
@@ -228,6 +226,42 @@ class LocalBackend(Backend):
             if offset:
                 f.seek(offset)
         return f
+
+    def open_with_entry(self, path: str, offset: int = 0) -> tuple[BinaryIO | None, Entry]:
+        """One checked look-up: the object's stat and its opening are made
+        through the same descriptor."""
+        with translated():
+            checked = self._open_checked(path)
+            try:
+                st = os.fstat(checked)
+                if _stat.S_ISDIR(st.st_mode):
+                    return None, _entry(path, st)
+                fd = os.open(f"/proc/self/fd/{checked}", os.O_RDONLY | os.O_CLOEXEC)
+            finally:
+                os.close(checked)
+            try:
+                f = os.fdopen(fd, "rb")  # noqa: SIM115 - the caller closes it
+            except BaseException:
+                os.close(fd)
+                raise
+            if offset:
+                f.seek(offset)
+        return f, _entry(path, st)
+
+    def remove_if_file(self, path: str) -> Entry:
+        """One checked look-up of the folder: the member's stat and its
+        removal are made through the folder's descriptor. A symbolic link
+        is taken as :meth:`info` takes it (the object it leads to, checked),
+        then removed itself as :meth:`remove` removes it."""
+        with translated(), self._folder_of(path) as (folder, name):
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            if _stat.S_ISLNK(st.st_mode):
+                st = self._stat(path)
+            if _stat.S_ISDIR(st.st_mode):
+                return _entry(path, st)
+            os.unlink(name, dir_fd=folder)
+        self.invalidate(path)
+        return _entry(path, st)
 
     @contextmanager
     def _folder_of(self, path: str) -> Iterator[tuple[int, str]]:
@@ -468,6 +502,11 @@ class LocalBackend(Backend):
         except OSError:
             return None
         return u.total, u.free
+
+
+def _entry(path: str, st: os.stat_result) -> Entry:
+    is_dir = _stat.S_ISDIR(st.st_mode)
+    return Entry(os.path.basename(path), path, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None, st.st_mode)
 
 
 def _has_twin(path: str, root: str) -> bool:

@@ -38,7 +38,17 @@ so they survive restarts and every node sees the same:
 Changes made directly on the storage, behind the gateway's back, change no
 version. Until somebody asks for an id or an upload keeps a checksum the
 table is empty and a change costs no write (on SQLite, where this process
-is the only writer, that is known without a query).
+is the only writer, that is known without a query). There, too, a folder
+the table is found not to touch (no row at or below it, none at any folder
+above it: files never uploaded or listed by a sync client through the
+gateway) is remembered as *clean*, so deleting its files (FTP ``DELE``,
+SFTP ``remove`` loops), making folders or setting times in it, or moving
+between such folders costs no transaction. A folder is found clean by the
+transaction of a change made in it, under the database's write lock; every
+transaction that may add a row (an id given, an upload's checksum kept, a
+move or copy, a job's commit) forgets, before it commits, each clean folder
+the new rows lie in or above, so what was remembered holds at every instant
+whoever made the change (any protocol, session or thread of the process).
 
 Thread-safe. Database errors after an operation are logged, not raised: the
 operation is done whatever happens here.
@@ -46,11 +56,12 @@ operation is done whatever happens here.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import sqlalchemy as sa
 
@@ -90,6 +101,12 @@ def _sql_subtree(path: str) -> tuple[str, tuple[str, ...]]:
     if path == "/":
         return "1", ()
     return "(path = ? OR (path >= ? AND path < ?))", (path, path + "/", path + "0")
+
+
+#: At most this many clean folders are remembered (a few hundred KiB); past it, the list starts again.
+_CLEAN_FOLDERS = 4096
+#: An id given to more paths at once than this forgets every clean folder (no walk per path).
+_DIRTY_ONE_BY_ONE = 64
 
 
 def _sql_delete_subtree(cur: sqlite3.Cursor, path: str) -> None:
@@ -167,6 +184,19 @@ class FileIds:
         #: Whether the table may hold a row (None: not asked yet); kept only
         #: for a sole writer.
         self._seen: bool | None = None
+        #: Sole writer: the clean folders (see the module's doc), sorted,
+        #: and how many times a transaction may have added rows (a folder
+        #: found clean before that is not remembered). Under ``_lock``.
+        self._clean: list[str] = []
+        self._rows_added = 0
+        #: Sole writer: one pooled connection kept for the transactions made
+        #: through the driver (a checkout and check-in cost half of one),
+        #: used under ``_raw_lock`` (SQLite runs one writer at a time anyway)
+        #: and given back when the engine is disposed.
+        self._raw: Any = None
+        self._raw_lock = threading.Lock()
+        if self._sole_writer:
+            sa.event.listen(engine, "engine_disposed", self._give_back)
 
     def _version(self) -> int:
         """A new version, larger than any given before by this process."""
@@ -183,6 +213,76 @@ class FileIds:
                     self._seen = c.execute(sa.select(file_ids.c.id).limit(1)).first() is not None
             return self._seen
 
+    # -- clean folders (sole writer) -----------------------------------------------
+
+    def _is_clean(self, folder: str) -> bool:
+        """Whether no row lies at or below global path ``folder`` nor at any
+        folder above it (known without a query, see the module's doc)."""
+        if not self._sole_writer:
+            return False
+        with self._lock:
+            clean = self._clean
+            i = bisect.bisect_left(clean, folder)
+            return i < len(clean) and clean[i] == folder
+
+    def _adding_rows(self, *paths: str) -> None:
+        """Rows may be added at or below each of ``paths`` by the write
+        transaction the caller holds: no folder they lie in or above is
+        clean any more. Call before the transaction commits."""
+        with self._lock:
+            self._rows_added += 1
+            clean = self._clean
+            if not clean:
+                return
+            if len(paths) > _DIRTY_ONE_BY_ONE or "/" in paths:
+                clean.clear()
+                return
+            for path in paths:
+                for folder in _lineage(path):
+                    i = bisect.bisect_left(clean, folder)
+                    if i < len(clean) and clean[i] == folder:
+                        del clean[i]
+                del clean[bisect.bisect_left(clean, path + "/"):bisect.bisect_left(clean, path + "0")]
+
+    def _found_clean(self, cur: sqlite3.Cursor, folders: Sequence[str]) -> tuple[list[str], int]:
+        """Those of ``folders`` that are clean now, read inside the write
+        transaction ``cur`` holds (after its own changes), and the count of
+        row-adding transactions they were read at: pass both to
+        :meth:`_remember_clean` once that transaction has committed."""
+        if not folders:
+            return [], 0
+        with self._lock:
+            added = self._rows_added
+        found = []
+        for folder in dict.fromkeys(folders):
+            if folder == "/":
+                below: tuple[str, tuple[str, ...]] = ("SELECT 1 FROM file_ids LIMIT 1", ())
+            else:
+                below = ("SELECT 1 FROM file_ids WHERE path >= ? AND path < ? LIMIT 1", (folder + "/", folder + "0"))
+            lineage = _lineage(folder)
+            if (cur.execute(*below).fetchone() is None and cur.execute(
+                    f"SELECT 1 FROM file_ids WHERE path IN ({', '.join('?' * len(lineage))}) LIMIT 1",
+                    lineage).fetchone() is None):
+                found.append(folder)
+        return found, added
+
+    def _remember_clean(self, found: tuple[list[str], int]) -> None:
+        """Keep the folders :meth:`_found_clean` answered, unless a
+        transaction may have added rows since it read them."""
+        folders, added = found
+        if not folders:
+            return
+        with self._lock:
+            if added != self._rows_added:
+                return
+            clean = self._clean
+            for folder in folders:
+                if len(clean) >= _CLEAN_FOLDERS:
+                    clean.clear()
+                i = bisect.bisect_left(clean, folder)
+                if i == len(clean) or clean[i] != folder:
+                    clean.insert(i, folder)
+
     # -- reads ---------------------------------------------------------------------
 
     def ids(self, paths: Sequence[str], folder: str | None = None) -> list[FileId]:
@@ -198,6 +298,7 @@ class FileIds:
                 self._seen = True
             version = self._version()
             with write_transaction(self.engine) as c:
+                self._adding_rows(*missing)
                 _insert_ignore(c, file_ids, [{"path": p, "version": version} for p in missing])
             found.update(self._read(missing, None))
         return [found[p] for p in paths]
@@ -246,19 +347,22 @@ class FileIds:
     def changed(self, *paths: str) -> None:
         """Something at each global path changed (content, time, a new
         file or folder): those paths and their ancestors get a new version."""
-        if not self._may_have_rows():
+        if not self._may_have_rows() or all(self._is_clean(parent_of(p)) for p in paths):
             return
         try:
+            if self._sole_writer:
+                self._sqlite_transaction(lambda cur: self._bump_sqlite(cur, paths), [parent_of(p) for p in paths])
+                return
             with write_transaction(self.engine) as c:
                 self._bump(c, paths)
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
             log.warning("file versions of %s not updated: %s", ", ".join(paths), exc)
 
     def content_changed(self, path: str, checksum: str | None = None, size: int | None = None) -> None:
         """Global path ``path`` has a new content (an upload committed):
         as :meth:`changed`, and its checksum is now ``checksum`` (of
         ``size`` bytes), or none."""
-        if checksum is None and not self._may_have_rows():
+        if checksum is None and (not self._may_have_rows() or self._is_clean(parent_of(path))):
             return
         try:
             if checksum is not None:
@@ -283,21 +387,45 @@ class FileIds:
         sequence unless a row is inserted), in one BEGIN IMMEDIATE
         transaction, without SQLAlchemy's statement building and execution
         (700 of 800 µs of CPU per upload; 60 through the driver). Raises
-        sqlite3.Error (the transaction is rolled back when the connection
-        goes back to the pool)."""
+        sqlite3.Error (the transaction is rolled back, see
+        :meth:`_sqlite_transaction`)."""
         version = self._version()
         ancestors = _lineage(path)[1:]
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+
+        def write(cur: sqlite3.Cursor) -> None:
             cur.execute(_SET_CONTENT, (version, checksum, size if checksum is not None else None, path))
             if cur.rowcount == 0 and checksum is not None:
+                self._adding_rows(path)
                 cur.execute(_INSERT_CONTENT, (path, version, checksum, size))
             if ancestors:
                 cur.execute(_BUMP % ", ".join("?" * len(ancestors)), (version, *ancestors))
-            cur.execute("COMMIT")
-        finally:
+
+        self._sqlite_transaction(write, [parent_of(path)] if checksum is None else [])
+
+    def _sqlite_transaction(self, write: Callable[[sqlite3.Cursor], None], folders: Sequence[str]) -> None:
+        """``write`` in one BEGIN IMMEDIATE transaction through the driver
+        (sole writer); then those of ``folders`` found clean in it are
+        remembered (see the module's doc). Raises sqlite3.Error (the
+        transaction is rolled back: its connection is closed)."""
+        with self._raw_lock:
+            if self._raw is None:
+                self._raw = self.engine.raw_connection()
+            cur = self._raw.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                write(cur)
+                found = self._found_clean(cur, folders)
+                cur.execute("COMMIT")
+            except BaseException:
+                raw, self._raw = self._raw, None
+                raw.invalidate()  # closed, rolling back whatever it held; the next transaction takes another
+                raise
+        self._remember_clean(found)
+
+    def _give_back(self, engine: sa.Engine) -> None:
+        with self._raw_lock:
+            raw, self._raw = self._raw, None
+        if raw is not None:
             raw.close()
 
     def follow(self, operation: str, src: str, dst: str | None, before: Entry | None = None,
@@ -309,6 +437,9 @@ class FileIds:
         ``src`` before and at ``dst`` after; when its ETag changed on the
         way (a move by copy) the one it had is kept for the copy."""
         if not self._may_have_rows():
+            return
+        # Nothing is written where no row lies at, below or above either place.
+        if self._is_clean(parent_of(src)) and (dst is None or self._is_clean(parent_of(dst))) and src != "/":
             return
         try:
             if self._sole_writer:
@@ -333,40 +464,44 @@ class FileIds:
         without SQLAlchemy's statement building (1.2 ms of CPU per file
         deleted by FTP or SFTP). A subtree is found by a range on the path's
         index, as the portable statements find it. Raises
-        sqlite3.Error (the transaction is rolled back when the connection
-        goes back to the pool)."""
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            if operation == "delete" or dst is None:
+        sqlite3.Error (the transaction is rolled back, see
+        :meth:`_sqlite_transaction`)."""
+        if operation == "delete" or dst is None:
+            def write(cur: sqlite3.Cursor) -> None:
                 _sql_delete_subtree(cur, src)
                 self._bump_sqlite(cur, [parent_of(src)] if src != "/" else ["/"])
-            elif src != dst:
-                kept = None
-                if operation == "move" and before is not None and after is not None and not before.is_dir:
-                    row = cur.execute(_SELECT_ETAG, (src,)).fetchone()
-                    if row is not None:
-                        served = FileId(0, 0, etag=row[0], etag_stamp=row[1]).served_etag(before)
-                        kept = None if served == storage_etag(after) else served
-                _sql_delete_subtree(cur, dst)
-                where, args = _sql_subtree(src)
-                if operation == "move":
-                    cur.execute(f"UPDATE file_ids SET path = ? || substr(path, ?) WHERE {where}",
-                                (dst, len(src) + 1, *args))
-                    self._bump_sqlite(cur, [parent_of(src), dst])
-                else:
-                    cur.execute("INSERT INTO file_ids (path, version, checksum, checksum_size) "
-                                f"SELECT ? || substr(path, ?), ?, checksum, checksum_size FROM file_ids "
-                                f"WHERE ({where}) AND checksum IS NOT NULL ORDER BY id",  # ids as a scan gives them
-                                (dst, len(src) + 1, self._version(), *args))
-                    self._bump_sqlite(cur, [dst])
-                if kept is not None:
-                    assert after is not None
-                    cur.execute(_SET_ETAG, (kept, stamp(after), dst))
-            cur.execute("COMMIT")
-        finally:
-            raw.close()
+
+            self._sqlite_transaction(write, [parent_of(src)] if src != "/" else [])
+            return
+        if src == dst:
+            return
+
+        def transfer(cur: sqlite3.Cursor) -> None:
+            assert dst is not None
+            kept = None
+            if operation == "move" and before is not None and after is not None and not before.is_dir:
+                row = cur.execute(_SELECT_ETAG, (src,)).fetchone()
+                if row is not None:
+                    served = FileId(0, 0, etag=row[0], etag_stamp=row[1]).served_etag(before)
+                    kept = None if served == storage_etag(after) else served
+            self._adding_rows(dst)
+            _sql_delete_subtree(cur, dst)
+            where, args = _sql_subtree(src)
+            if operation == "move":
+                cur.execute(f"UPDATE file_ids SET path = ? || substr(path, ?) WHERE {where}",
+                            (dst, len(src) + 1, *args))
+                self._bump_sqlite(cur, [parent_of(src), dst])
+            else:
+                cur.execute("INSERT INTO file_ids (path, version, checksum, checksum_size) "
+                            f"SELECT ? || substr(path, ?), ?, checksum, checksum_size FROM file_ids "
+                            f"WHERE ({where}) AND checksum IS NOT NULL ORDER BY id",  # ids as a scan gives them
+                            (dst, len(src) + 1, self._version(), *args))
+                self._bump_sqlite(cur, [dst])
+            if kept is not None:
+                assert after is not None
+                cur.execute(_SET_ETAG, (kept, stamp(after), dst))
+
+        self._sqlite_transaction(transfer, [])
 
     def _bump_sqlite(self, cur: sqlite3.Cursor, paths: Iterable[str]) -> None:
         """:meth:`_bump` through the driver."""
@@ -431,6 +566,7 @@ class FileIds:
             return
         if src == dst:
             return
+        self._adding_rows(dst)
         c.execute(file_ids.delete().where(path_subtree(file_ids.c.path, dst)))
         if operation == "move":
             c.execute(file_ids.update().where(path_subtree(file_ids.c.path, src)).values(

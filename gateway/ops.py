@@ -496,10 +496,7 @@ class Operations:
         change of everything below it too (delete, move, replace); ``member``,
         a change of its folder's members as well (``g`` created, removed,
         moved in or out). An in-memory lookup while nothing is locked."""
-        principal, tokens = session.user.name, session.lock_tokens
-        found = self.davstate.barring(g, tree=tree, principal=principal, tokens=tokens)
-        if found is None and member and g != "/":
-            found = self.davstate.barring(parent_of(g), principal=principal, tokens=tokens)
+        found = self._barring(session, g, tree=tree, member=member)
         if found is None:
             return
         root, lock = found
@@ -511,6 +508,15 @@ class Operations:
         raise E.Locked(f"{u}: locked by WebDAV lock of {lock.get('principal') or '?'} "
                        f"({lock.get('scope', 'exclusive')} on {on}{depth}) until {until}; "
                        "only its owner may change it before it is unlocked", u)
+
+    def _barring(self, session: Session, g: str, *, tree: bool = False,
+                 member: bool = False) -> tuple[str, dict[str, Any]] | None:
+        """(root, lock) of the lock that :meth:`_unlocked` would refuse with, or None."""
+        principal, tokens = session.user.name, session.lock_tokens
+        found = self.davstate.barring(g, tree=tree, principal=principal, tokens=tokens)
+        if found is None and member and g != "/":
+            found = self.davstate.barring(parent_of(g), principal=principal, tokens=tokens)
+        return found
 
     def _physical(self, g: str) -> Entry:
         """Stat a global path on its storage (no overlay). Raises NotFound."""
@@ -569,6 +575,16 @@ class Operations:
             if m.backend.exists(bp):
                 return m, bp
         return self.namespace.resolve(sources[-1])
+
+    def _plain(self, session: Session, g: str) -> tuple[Mount, str] | None:
+        """(mount, backend path) of global path ``g`` when ``session`` sees
+        it where it is stored (no job's overlay applies) and it is neither a
+        mount point nor a virtual folder: one storage call may then both
+        look at it and act on it. None otherwise."""
+        if self.view.sources(session.id, g) != [g] or self.namespace.is_mount_point(g):
+            return None
+        mount = self.namespace.mount_for(g)
+        return None if mount is None else (mount, mount.backend_path(g))
 
     def _file(self, session: Session, u: str, g: str) -> tuple[Entry, Mount, str]:
         """A file the user may download: (entry, mount, backend path) of where
@@ -671,10 +687,19 @@ class Operations:
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
         try:
-            entry, mount, bp = self._file(session, u, g)
-            if offset and not mount.backend.capabilities.ranges:
-                raise E.Unsupported(f"{u}: this storage cannot read from an offset", u)
-            f = mount.backend.open_read(bp, offset)
+            plain = self._plain(session, g)
+            if plain is not None and (not offset or plain[0].backend.capabilities.ranges):
+                # The entry from the look-up that opens the file (one on the local disk).
+                self._require(session, "download", u)
+                opened, entry = plain[0].backend.open_with_entry(plain[1], offset)
+                if opened is None:
+                    raise E.IsADirectory(f"{u}: is a folder", u)
+                f = opened
+            else:
+                entry, mount, bp = self._file(session, u, g)
+                if offset and not mount.backend.capabilities.ranges:
+                    raise E.Unsupported(f"{u}: this storage cannot read from an offset", u)
+                f = mount.backend.open_read(bp, offset)
         except E.GatewayError as exc:
             exc = self._at(exc, u)
             self._audit(session, "download", u, f"error: {exc}", started)
@@ -953,15 +978,25 @@ class Operations:
                 outcome = self._await(session, attached, budget_s, started)
                 self._log(session, "delete", [u], self._result(outcome), started, job=outcome.job_id)
                 return outcome
-            entry = self._stat_g(session, g)
-            if folder is True and not entry.is_dir:
-                raise E.NotADirectory(f"{u}: not a folder", u)
-            if folder is False and entry.is_dir:
-                raise E.IsADirectory(f"{u}: is a folder", u)
-            self._unlocked(session, g, tree=True, member=True)
-            mount, bp = self.namespace.resolve(g)
+            plain = self._plain(session, g) if folder is False else None
+            if plain is not None and self._barring(session, g, tree=True, member=True) is None:
+                # A file (FTP DELE, SFTP remove) that nothing but the storage
+                # can refuse: looked at and removed by one storage call.
+                mount, bp = plain
+                entry = mount.backend.remove_if_file(bp)
+                if entry.is_dir:
+                    raise E.IsADirectory(f"{u}: is a folder", u)
+            else:
+                entry = self._stat_g(session, g)
+                if folder is True and not entry.is_dir:
+                    raise E.NotADirectory(f"{u}: not a folder", u)
+                if folder is False and entry.is_dir:
+                    raise E.IsADirectory(f"{u}: is a folder", u)
+                self._unlocked(session, g, tree=True, member=True)
+                mount, bp = self.namespace.resolve(g)
+                if not entry.is_dir:
+                    mount.backend.remove(bp)
             if not entry.is_dir:
-                mount.backend.remove(bp)
                 keep_parent(mount.backend, bp)
                 self._follow("delete", g, None)
                 outcome = Outcome(entry.renamed(u))

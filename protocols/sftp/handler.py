@@ -77,10 +77,18 @@ _COPY_BLOCK = MAX_IO_LEN
 
 #: A call made on the event loop (see GatewaySFTPServer._quick) that takes
 #: longer than this means the disk is struggling: every call of the listener
-#: then goes to the worker pool for SLOW_DISK_PAUSE_S. The time the thread
-#: spent waiting for a CPU (other processes' load, see :class:`RunQueueWait`)
-#: is not counted: the pool would not be faster then, only cost more CPU.
+#: then goes to the worker pool for a pause (:meth:`Context.disk_stalled`).
+#: The time the thread spent waiting for a CPU (other processes' load, see
+#: :class:`RunQueueWait`) is not counted: the pool would not be faster then,
+#: only cost more CPU.
 SLOW_INLINE_S = 0.01
+#: The pause after a stall that follows a quiet spell: a disk that stalls
+#: now and then (a journal commit on a busy disk) costs seconds of worker
+#: hops (each 0.1-0.3 ms of CPU, a small download's four calls 0.3 ms),
+#: not a minute of them. Each stall within SLOW_DISK_PAUSE_S of the end of
+#: the last pause doubles it, up to SLOW_DISK_PAUSE_S: a disk that stays
+#: slow keeps the calls off the loop.
+SLOW_DISK_FIRST_PAUSE_S = 2.0
 SLOW_DISK_PAUSE_S = 60.0
 
 
@@ -131,6 +139,17 @@ class Context:
     #: Until then (time.monotonic()), no core call is made on the event loop.
     pool_only_until: float = 0.0
     disk_was_slow: bool = False
+    #: The last pause (seconds).
+    pause_s: float = 0.0
+
+    def disk_stalled(self, now: float) -> float:
+        """A call on the event loop stalled at ``now`` (time.monotonic()):
+        calls go to the worker pool for the pause this returns (see
+        SLOW_DISK_FIRST_PAUSE_S)."""
+        recurring = self.pool_only_until and now - self.pool_only_until < SLOW_DISK_PAUSE_S
+        self.pause_s = min(SLOW_DISK_PAUSE_S, self.pause_s * 2) if recurring else SLOW_DISK_FIRST_PAUSE_S
+        self.pool_only_until = now + self.pause_s
+        return self.pause_s
 
 
 @dataclass
@@ -330,8 +349,9 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         is made on the event loop: the hop to a worker thread and back costs
         0.1-0.3 ms, the largest part of a small request. Elsewhere, or while
         the disk is slow (one such call took over SLOW_INLINE_S, not counting
-        the time it waited for a CPU), it goes to
-        the worker pool like any call."""
+        the time it waited for a CPU: for a pause, see
+        :meth:`Context.disk_stalled`), it goes to the worker pool like any
+        call."""
         ctx = self.ctx
         if time.monotonic() < ctx.pool_only_until or not self.ops.on_local_disk(self.session, path):
             return await call(ctx, fn, *args, **kwargs)
@@ -343,12 +363,12 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
         finally:
             took = time.monotonic() - started
             if took > SLOW_INLINE_S and took - (RunQueueWait.seconds() - waited) > SLOW_INLINE_S:
-                ctx.pool_only_until = time.monotonic() + SLOW_DISK_PAUSE_S
-                # A warning the first time; a disk that stays slow says so at INFO once a minute.
+                pause = ctx.disk_stalled(time.monotonic())
+                # A warning the first time; a disk that stays slow says so at INFO, once a pause.
                 log.log(logging.INFO if ctx.disk_was_slow else logging.WARNING,
                         "sftp: %s on %s took %.0f ms on the local disk (a slow disk, or a process too busy to "
                         "run it); core calls go to worker threads for the next %.0f s",
-                        getattr(fn, "__name__", fn), path, took * 1000, SLOW_DISK_PAUSE_S)
+                        getattr(fn, "__name__", fn), path, took * 1000, pause)
                 ctx.disk_was_slow = True
 
     @staticmethod

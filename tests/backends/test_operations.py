@@ -131,8 +131,14 @@ def test_every_core_operation(mounted):
         shown = ops.stat(s, "/m/moved/a.bin").mtime
         assert shown == 1_600_000_000 or (kind.startswith("vsftpd") and shown == 1_600_000_000 // 86400 * 86400)
 
-    # delete a file, an empty folder and a tree
+    # delete a file, an empty folder and a tree; a file as FTP DELE and SFTP remove ask (it must be one)
     ops.delete(s, "/m/c.bin")
+    _upload(r, s, "/m/e.bin", b"e")
+    assert ops.delete(s, "/m/e.bin", folder=False).entry.size == 1
+    with pytest.raises(E.IsADirectory):
+        ops.delete(s, "/m/docs", folder=False)
+    with pytest.raises(E.NotFound):
+        ops.delete(s, "/m/e.bin", folder=False)
     ops.mkdir(s, "/m/empty")
     ops.delete(s, "/m/empty", folder=True)
     _done(r, s, ops.delete(s, "/m/moved", recursive=True))

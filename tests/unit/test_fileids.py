@@ -8,6 +8,7 @@ import hashlib
 import os
 import time
 
+import httpx
 import pytest
 
 from conformance.drivers import DavDriver, FtpDriver, SftpDriver
@@ -429,3 +430,86 @@ def test_subtree_statements_use_the_byte_order_indexes_on_postgresql(pg_store):
                 plan = "\n".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params))
                 assert index in plan and "Seq Scan" not in plan, plan
         c.rollback()
+
+
+def _on_disk(r, folder, *names):
+    """Files made on the storage directly: the gateway gave them no id."""
+    (r.data / folder.strip("/")).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (r.data / folder.strip("/") / name).write_bytes(b"x")
+
+
+def test_deletes_where_no_id_lies_write_nothing_until_any_session_adds_one(gateway_factory):
+    """Where no file or folder at, below or above a folder has an id or a
+    kept checksum, an FTP DELE or SFTP remove there changes no row and is
+    remembered so (no transaction per file: gateway.fileids). Any row added
+    there afterwards, by another protocol or session (a sync client's
+    PROPFIND, an upload keeping its checksum, a move or copy in, a job's
+    commit), is seen by the very next delete: its id goes, the folder's
+    version changes."""
+    r = gateway_factory(protocols=("ftp", "sftp", "http"))  # local disk at /, slow memory at /slow
+    ops, s = r.ops, r.session()
+    fids = ops.fileids
+    ops.open_write(s, "/elsewhere.txt").commit()  # the table has a row (its checksum), not near /d*
+    ftp = FtpDriver(r.port("ftp"), "alice", PASSWORDS["alice"])
+    sftp = SftpDriver(r.port("sftp"), "alice", PASSWORDS["alice"])
+    dav = DavDriver(r.port("http"), "alice", PASSWORDS["alice"])
+    try:
+        # A sync client's PROPFIND gives ids to the folder and its members.
+        _on_disk(r, "/d1", "a", "b", "c")
+        ftp.delete("/d1/a")
+        assert fids._is_clean("/d1")
+        with httpx.Client(auth=("alice", PASSWORDS["alice"]), timeout=60) as c:
+            res = c.request("PROPFIND", f"http://127.0.0.1:{r.port('http')}/remote.php/dav/files/alice/d1/",
+                            headers={"Depth": "1"})
+            assert res.status_code == 207
+        version = fids.ids(["/d1"])[0].version
+        assert fids.having_ids(["/d1/b", "/d1/c"]) == {"/d1/b", "/d1/c"}
+        sftp.delete("/d1/b")
+        assert fids.having_ids(["/d1/b", "/d1/c"]) == {"/d1/c"}
+        assert fids.ids(["/d1"])[0].version > version
+
+        # An upload through WebDAV keeps its checksum in a folder found clean by SFTP.
+        _on_disk(r, "/d2", "a")
+        sftp.delete("/d2/a")
+        assert fids._is_clean("/d2")
+        dav.put("/d2/new.txt", b"new")
+        assert fids.having_ids(["/d2/new.txt"]) == {"/d2/new.txt"}
+        ftp.delete("/d2/new.txt")
+        assert fids.having_ids(["/d2/new.txt"]) == set()
+
+        # A file with a row moved and copied in (inline), and a folder of them moved in as a job.
+        _on_disk(r, "/d3", "a", "b")
+        ftp.delete("/d3/a")
+        sftp.delete("/d3/b")
+        assert fids._is_clean("/d3")
+        dav.put("/m.txt", b"m")
+        ftp.rename("/m.txt", "/d3/m.txt")
+        dav.copy("/elsewhere.txt", "/d3/e.txt")
+        assert fids.having_ids(["/d3/m.txt", "/d3/e.txt"]) == {"/d3/m.txt", "/d3/e.txt"}
+        sftp.delete("/d3/m.txt")
+        ftp.delete("/d3/e.txt")
+        assert fids.having_ids(["/d3/m.txt", "/d3/e.txt"]) == set()
+
+        _on_disk(r, "/d4/t", "a")
+        ftp.delete("/d4/t/a")
+        assert fids._is_clean("/d4/t")
+        ops.mkdir(s, "/slow/t")
+        ops.open_write(s, "/slow/t/f.txt").commit()
+        outcome = ops.move(s, "/slow/t", "/d4/t", overwrite=True, budget_s=0)
+        assert outcome.job is not None and r.gw.dispatcher.wait(outcome.job_id, 60).state == "completed"
+        assert fids.having_ids(["/d4/t/f.txt"]) == {"/d4/t/f.txt"}
+        print("CLEAN", fids._clean, ops.view.overlays())
+        sftp.delete("/d4/t/f.txt")
+        assert fids.having_ids(["/d4/t/f.txt"]) == set()
+
+        # Above the folder: an id given to an ancestor later makes its version move again.
+        _on_disk(r, "/d5/sub", "a", "b")
+        ftp.delete("/d5/sub/a")
+        assert fids._is_clean("/d5/sub")
+        top = fids.ids(["/d5"])[0].version
+        ftp.delete("/d5/sub/b")
+        assert fids.ids(["/d5"])[0].version > top
+    finally:
+        for d in (ftp, sftp, dav):
+            d.close()

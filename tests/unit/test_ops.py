@@ -279,7 +279,8 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
                     lambda: read(ops, s, "/secret.txt"), lambda: read(ops, s, "/out/secret.txt"),
                     lambda: ops.mkdir(s, "/out/made"), lambda: put(ops, s, "/out/new.txt"),
                     lambda: ops.move(s, "/in/f.txt", "/out/f.txt"), lambda: ops.copy(s, "/in/f.txt", "/out/c.txt"),
-                    lambda: ops.set_mtime(s, "/secret.txt", 0)]
+                    lambda: ops.set_mtime(s, "/secret.txt", 0),
+                    lambda: ops.delete(s, "/secret.txt", folder=False)]
         for refused in refusals:
             with pytest.raises(E.PermissionDenied, match="outside the mount through a symbolic link"):
                 refused()
@@ -290,6 +291,12 @@ def test_symbolic_links_out_of_a_local_mount(tmp_path, s, follow):
             assert refused.value.path == dst
         assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
         assert (outside / "secret.txt").stat().st_mtime > 0 and (data / "in" / "f.txt").exists()
+        # a file's delete (FTP DELE, SFTP remove) takes a link inside as what it leads to, and removes the link
+        with pytest.raises(E.IsADirectory):
+            ops.delete(s, "/alias", folder=False)
+        (data / "in" / "link.txt").symlink_to("f.txt")
+        assert ops.delete(s, "/in/link.txt", folder=False).entry.size == 2
+        assert sorted(p.name for p in (data / "in").iterdir()) == ["f.txt"]
         # a folder holding such a link is deleted whole: the link goes, not what it leads to
         out = ops.delete(s, "/box", recursive=True)
         assert out.job is None or g.dispatcher.wait(out.job.id, 30).state == "completed"

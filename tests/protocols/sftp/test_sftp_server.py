@@ -172,6 +172,22 @@ def test_local_disk_calls_skip_the_thread_hop_until_the_disk_stalls(gateway_fact
     asyncio.run(go())
 
 
+def test_a_disk_that_stalls_once_pauses_the_loop_calls_briefly_one_that_stays_slow_longer():
+    """The pause after a stall: short after a quiet spell (a busy disk's
+    journal commit costs seconds of worker hops, not a minute), doubled by
+    each stall soon after the last pause, up to SLOW_DISK_PAUSE_S."""
+    from protocols.sftp.handler import SLOW_DISK_FIRST_PAUSE_S, SLOW_DISK_PAUSE_S, Context
+
+    ctx = Context(gw=None, pool=None, budget_s=1.0)  # type: ignore[arg-type]
+    now, pauses = 1000.0, []
+    for _ in range(8):  # stalls again as soon as each pause is over
+        pauses.append(ctx.disk_stalled(now))
+        now = ctx.pool_only_until + 0.1
+    assert pauses[:3] == [SLOW_DISK_FIRST_PAUSE_S, 2 * SLOW_DISK_FIRST_PAUSE_S, 4 * SLOW_DISK_FIRST_PAUSE_S]
+    assert pauses[-1] == SLOW_DISK_PAUSE_S and pauses == sorted(pauses)
+    assert ctx.disk_stalled(ctx.pool_only_until + SLOW_DISK_PAUSE_S) == SLOW_DISK_FIRST_PAUSE_S  # quiet since
+
+
 def test_asyncssh_debug_lines_are_written_only_when_asked_for(gateway_factory, caplog):
     """With debug logging off, asyncssh's per-request debug lines cost no
     formatting; with it on, an SFTP request is logged as asyncssh writes it."""
