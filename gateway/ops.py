@@ -138,7 +138,7 @@ class Upload:
         self._writer = writer
         self._start = offset
         self._next = offset
-        self._held: dict[int, bytes] = {}
+        self._held: dict[int, bytes | memoryview] = {}
         self._held_bytes = 0
         self._budget: ByteBudget | None = None
         #: offset → (length, CRC-32) of the last writes made by write_at: what
@@ -192,9 +192,10 @@ class Upload:
             self._put(data)
         return len(data)
 
-    def write_at(self, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset``; blocks ahead of the end are held until
-        the gap before them is filled. A block below the end is accepted only
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` (bytes, or a view of bytes: a held block
+        is kept as given); blocks ahead of the end are held until the gap
+        before them is filled. A block below the end is accepted only
         as an exact retransmission of one of the last writes (same offset,
         length and CRC-32). Raises BadRequest for any other rewrite of bytes
         already written and when held blocks exceed the budget, or the
@@ -236,13 +237,13 @@ class Upload:
             self._refuse(E.BackendError(f"{self.path}: the storage failed a write; upload aborted", self.path))
         self._next += len(data)
 
-    def _put_at(self, offset: int, data: bytes) -> None:
+    def _put_at(self, offset: int, data: bytes | memoryview) -> None:
         self._put(data)
         self._recent[offset] = (len(data), zlib.crc32(data))
         if len(self._recent) > _RECENT_WRITES:
             self._recent.popitem(last=False)
 
-    def _hold(self, offset: int, data: bytes) -> None:
+    def _hold(self, offset: int, data: bytes | memoryview) -> None:
         if self._budget is not None:
             try:
                 self._budget.take(len(data))

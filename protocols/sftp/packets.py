@@ -253,8 +253,17 @@ class PacketHandler(SFTPServerHandler):
     async def _process_write(self, packet: SSHPacket) -> int:
         handle = packet.get_string()
         offset = packet.get_uint64()
-        data = packet.get_string()
-        packet.check_end()
+        length = packet.get_uint32()
+        # The data as a view of the packet, not a copy: the packet lives until
+        # the write is answered anyway, and a copy doubled what the writes in
+        # flight hold (up to MAX_IN_FLIGHT_BYTES more).
+        raw = packet.get_full_payload()
+        at = len(packet.get_consumed_payload())
+        if at + length > len(raw):
+            raise PacketDecodeError("Incomplete packet")
+        if at + length < len(raw):
+            raise PacketDecodeError("Unexpected data at end of packet")
+        data = memoryview(raw)[at:]
         f = self._file_handles.get(handle)
         if f is None:
             raise asyncssh.SFTPInvalidHandle("Invalid file handle")
