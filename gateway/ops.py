@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable, Iterator, NoReturn
 
 from backends.base import Backend, Writer
 from gateway import errors as E
-from gateway import metrics
+from gateway import memory, metrics
 from gateway.budget import ByteBudget
 from gateway.davstate import DavState
 from gateway.digests import StreamHashes
@@ -266,6 +266,7 @@ class Upload:
         self._release(self._held_bytes)
         self._hashes.stop()
         self._writer.abort()
+        memory.transfer_done(self._next - self._start)
 
     def _refuse(self, exc: E.GatewayError) -> NoReturn:
         """Abort the upload for good with ``exc``, log it once, and raise it."""
@@ -301,6 +302,7 @@ class Upload:
         self._ops._log(self._session, "upload", [self.path], "ok", self._started,
                        bytes=self._next - self._start, chunks=self.chunks)
         self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
+        memory.transfer_done(self._next - self._start)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 
