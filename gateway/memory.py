@@ -4,7 +4,7 @@ glibc keeps freed heap memory in the process until ``malloc_trim``; the main
 thread trims every few seconds (``gateway.server.TRIM_EVERY_S``). A large
 upload frees its buffers when it ends, and a transfer that starts right
 after it would otherwise begin with them still resident: in the benchmark,
-the WebDAV 1 GiB upload that follows the SFTP one started 9-12 MiB higher.
+the WebDAV 1 GiB upload that follows the SFTP one started 5-12 MiB higher.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ MAX_IN_FLIGHT = 64
 #: size limits@openssh.com offers (a client sending bigger writes gets fewer
 #: at once). The writes of one file reach the storage one after the other,
 #: so more at once would only hold more memory: with 64 (16 MiB), a 1 GiB
-#: upload with OpenSSH peaked ~15 MiB higher, no faster.
+#: upload with OpenSSH peaked ~11 MiB higher, no faster.
 MAX_IN_FLIGHT_BYTES = 16 * (MAX_IO_LEN + 1024)
 
 #: Names per readdir reply, and about how many bytes they may take (OpenSSH's
