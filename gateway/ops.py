@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Callable, Iterator, NoReturn
 
 from backends.base import Backend, Writer
 from gateway import errors as E
-from gateway import metrics
+from gateway import memory, metrics
 from gateway.budget import ByteBudget
 from gateway.davstate import DavState
 from gateway.digests import StreamHashes
@@ -138,7 +138,7 @@ class Upload:
         self._writer = writer
         self._start = offset
         self._next = offset
-        self._held: dict[int, bytes] = {}
+        self._held: dict[int, bytes | memoryview] = {}
         self._held_bytes = 0
         self._budget: ByteBudget | None = None
         #: offset → (length, CRC-32) of the last writes made by write_at: what
@@ -192,9 +192,10 @@ class Upload:
             self._put(data)
         return len(data)
 
-    def write_at(self, offset: int, data: bytes) -> None:
-        """Write ``data`` at ``offset``; blocks ahead of the end are held until
-        the gap before them is filled. A block below the end is accepted only
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset`` (bytes, or a view of bytes: a held block
+        is kept as given); blocks ahead of the end are held until the gap
+        before them is filled. A block below the end is accepted only
         as an exact retransmission of one of the last writes (same offset,
         length and CRC-32). Raises BadRequest for any other rewrite of bytes
         already written and when held blocks exceed the budget, or the
@@ -236,13 +237,13 @@ class Upload:
             self._refuse(E.BackendError(f"{self.path}: the storage failed a write; upload aborted", self.path))
         self._next += len(data)
 
-    def _put_at(self, offset: int, data: bytes) -> None:
+    def _put_at(self, offset: int, data: bytes | memoryview) -> None:
         self._put(data)
         self._recent[offset] = (len(data), zlib.crc32(data))
         if len(self._recent) > _RECENT_WRITES:
             self._recent.popitem(last=False)
 
-    def _hold(self, offset: int, data: bytes) -> None:
+    def _hold(self, offset: int, data: bytes | memoryview) -> None:
         if self._budget is not None:
             try:
                 self._budget.take(len(data))
@@ -265,6 +266,7 @@ class Upload:
         self._release(self._held_bytes)
         self._hashes.stop()
         self._writer.abort()
+        memory.transfer_done(self._next - self._start)
 
     def _refuse(self, exc: E.GatewayError) -> NoReturn:
         """Abort the upload for good with ``exc``, log it once, and raise it."""
@@ -300,6 +302,7 @@ class Upload:
         self._ops._log(self._session, "upload", [self.path], "ok", self._started,
                        bytes=self._next - self._start, chunks=self.chunks)
         self._ops.fileids.content_changed(to_global(self._session.user.home, self.path), checksum, self._next)
+        memory.transfer_done(self._next - self._start)
         entry = self._writer.entry
         return entry.renamed(self.path) if entry is not None else self._ops.stat(self._session, self.path)
 

@@ -15,7 +15,9 @@ import re
 import signal
 import threading
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway import memory
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -46,28 +48,11 @@ ARENA_MAX = 2
 TRIM_EVERY_S = 5.0
 
 
-def _libc() -> Any:
-    """glibc, or None where the C library is something else."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-def malloc_trimmer() -> Callable[[], object]:
-    """glibc's ``malloc_trim(0)``, or a no-op where the C library is not glibc."""
-    libc = _libc()
-    return (lambda: libc.malloc_trim(0)) if libc is not None else (lambda: None)
-
-
 def tune_malloc() -> bool:
     """Fix glibc's mmap threshold and arena count (see MMAP_THRESHOLD,
     ARENA_MAX) before the front ends start their threads; False where the C
     library is not glibc."""
-    libc = _libc()
+    libc = memory.libc()
     # -3: M_MMAP_THRESHOLD, -8: M_ARENA_MAX
     return libc is not None and bool(libc.mallopt(-3, MMAP_THRESHOLD)) and bool(libc.mallopt(-8, ARENA_MAX))
 
@@ -135,9 +120,8 @@ def run(cfg: "Config", stop: threading.Event | None = None, new_store: bool = Fa
         if password:
             print(f"created user admin with password: {password}", flush=True)
         log.info("gateway ready (node %s, state in %s)", cfg.server.node_id, cfg.server.state_dir)
-        trim = malloc_trimmer()
         while not stop.wait(TRIM_EVERY_S):
-            trim()
+            memory.trim()
             flush_repeated()
         log.info("stopping")
         return 0

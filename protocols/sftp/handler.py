@@ -492,7 +492,7 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             f.upload = await asyncio.shield(f.opening)
         return f.upload
 
-    async def write(self, f: _File, offset: int, data: bytes) -> int:
+    async def write(self, f: _File, offset: int, data: bytes | memoryview) -> int:
         """Write ``data`` at ``offset``; returns once it is written (a block
         ahead of a gap: once the gap is filled). Raises the write's SFTP error."""
         held = await self.start_write(f, offset, data)
@@ -500,11 +500,12 @@ class GatewaySFTPServer(asyncssh.SFTPServer):
             await held
         return len(data)
 
-    async def start_write(self, f: _File, offset: int, data: bytes) -> "asyncio.Future[None] | None":
+    async def start_write(self, f: _File, offset: int,
+                          data: bytes | memoryview) -> "asyncio.Future[None] | None":
         """Write ``data`` at ``offset``: None once it is written, or, for a
         block the upload holds ahead of a gap, a future that is done when the
         gap is filled and the block written. Answering such a write only then
-        lets the client's window of requests in flight (OpenSSH: 64 of 32 KiB)
+        lets the client's window of requests in flight (OpenSSH: 64 of 256 KiB)
         bound what is held, not the reorder budget (which still refuses a
         client that sends more out of order). Raises the write's SFTP error;
         the future raises the error of the write that failed the upload, or
