@@ -269,9 +269,7 @@ def write_config(tmp: Path, *, mounts: dict[str, Any] | None = None, budget_ms: 
     ``/`` and a 20 ms ``slow::memory`` mount at ``/slow``. ``users``: name →
     extra user fields (alice, bob and admin always exist)."""
     ports = {proto: free_port() for proto in ("ftp", "sftp", "http")}
-    lo = random.randrange(40000, 59000)
-    while any(lo <= p <= lo + 60 for p in ports.values()):  # the config refuses such a range
-        lo = random.randrange(40000, 59000)
+    lo = random.randrange(40000, 59000)  # above every free_port(): the config refuses a range holding one
     base: dict[str, dict] = {
         "server": {"host": "127.0.0.1", "state_dir": str(tmp / "var")},
         "ftp": {"port": ports["ftp"], "passive_ports": f"{lo}-{lo + 60}"},

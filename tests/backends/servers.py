@@ -636,7 +636,7 @@ class VSFTPD(Server):
             shutil.chown(self.root / part, "ftp", "ftp")
 
     def start(self) -> "VSFTPD":
-        lo = random.randrange(30000, 39000)
+        lo = random.randrange(40000, 58900)  # above every free_port(), which servers bind later
         conf = self.tmp / "vsftpd.conf"
         empty = self.tmp / "vsftpd-empty"
         empty.mkdir(exist_ok=True)

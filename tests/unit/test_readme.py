@@ -5,6 +5,7 @@ and links only to files in the repository."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -203,8 +204,10 @@ def _start_install(tmp: Path, python: str) -> _Install | str:
     config = (checkout / "etc" / "gateway.toml").read_text()
     for section, default in (("ftp", 2121), ("sftp", 2222), ("http", 8080)):
         config = config.replace(f"port = {default}\n", f"port = {ports[section]}\n", 1)
-    # twenty passive ports: one alone may be held by any other program's connection (425)
-    config = config.replace('passive_ports = "60000-60100"', f'passive_ports = "{ports["ftp"] + 1}-{ports["ftp"] + 20}"')
+    # Twenty passive ports (one alone may be held by any other program's
+    # connection: 425), above the front ends' ports (free_port stays below 32000).
+    lo = random.randrange(40000, 59000)
+    config = config.replace('passive_ports = "60000-60100"', f'passive_ports = "{lo}-{lo + 19}"')
     (checkout / "etc" / "gateway.toml").write_text(config)
     # The system interpreter, not this test's environment.
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
