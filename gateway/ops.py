@@ -20,6 +20,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, BinaryIO, Callable, Iterator, NoReturn
 
 from backends.base import Backend, Writer
@@ -325,6 +326,37 @@ class Upload:
             if self._failed is None:
                 self._failed = E.InvalidState(f"{self.path}: the upload was abandoned", self.path)
             self._drop()
+
+
+class _ViewedRead:
+    """A download's file from remote storage that ends its read of the view
+    (JobStore.end_read) once, at close, or when dropped unclosed."""
+
+    def __init__(self, f: BinaryIO, ended: Callable[[], None]) -> None:
+        self._f = f
+        self._ended: Callable[[], None] | None = ended
+
+    def close(self) -> None:
+        ended, self._ended = self._ended, None
+        try:
+            self._f.close()
+        finally:
+            if ended is not None:
+                ended()
+
+    def __del__(self) -> None:
+        ended, self._ended = self._ended, None
+        if ended is not None:
+            ended()
+
+    def __enter__(self) -> "_ViewedRead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._f, attr)
 
 
 class _AuditedRead:
@@ -650,6 +682,10 @@ class Operations:
         return self._list_g(session, g, u)
 
     def _list_g(self, session: Session, g: str, u: str) -> Iterator[Entry]:
+        with self.view.reading():  # a job committing meanwhile removes nothing listed here until it ends
+            yield from self._list_entries(session, g, u)
+
+    def _list_entries(self, session: Session, g: str, u: str) -> Iterator[Entry]:
         hide, add = self.view.adjustments(session.id, g)
         mounts = self.namespace.child_mount_names(g)
         seen: set[str] = set()
@@ -689,12 +725,17 @@ class Operations:
         storage has no ranges)."""
         started = time.monotonic()
         u, g = self._paths(session, path, cwd)
+        # A job committing meanwhile removes nothing this read needs until
+        # it is closed: a remote storage reads as it goes (a local file
+        # stays readable through its descriptor, so that read ends at once).
+        token = self.store.begin_read()
         try:
             plain = self._plain(session, g)
             if plain is not None and (not offset or plain[0].backend.capabilities.ranges):
                 # The entry from the look-up that opens the file (one on the local disk).
+                mount = plain[0]
                 self._require(session, "download", u)
-                opened, entry = plain[0].backend.open_with_entry(plain[1], offset)
+                opened, entry = mount.backend.open_with_entry(plain[1], offset)
                 if opened is None:
                     raise E.IsADirectory(f"{u}: is a folder", u)
                 f = opened
@@ -704,9 +745,17 @@ class Operations:
                     raise E.Unsupported(f"{u}: this storage cannot read from an offset", u)
                 f = mount.backend.open_read(bp, offset)
         except E.GatewayError as exc:
+            self.store.end_read(token)
             exc = self._at(exc, u)
             self._audit(session, "download", u, f"error: {exc}", started)
             raise exc from None
+        except BaseException:
+            self.store.end_read(token)
+            raise
+        if mount.backend.local:
+            self.store.end_read(token)
+        else:
+            f = _ViewedRead(f, partial(self.store.end_read, token))
         if self.audit:
             f = _AuditedRead(f, lambda n: self._audit(session, "download", u, "ok", started,
                                                       bytes=n, offset=offset or None))

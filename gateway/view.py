@@ -9,8 +9,9 @@ overlay, not a million.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Callable
+from typing import Callable, Iterator
 
 from gateway.jobs.model import Job
 from gateway.jobs.store import JobStore
@@ -46,6 +47,16 @@ class View:
             with self._lock:
                 self._cache = (gen, jobs)
         return jobs
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Around a read that spans time (see JobStore.wait_for_reads):
+        entered before the read asks :meth:`sources`."""
+        token = self.store.begin_read()
+        try:
+            yield
+        finally:
+            self.store.end_read(token)
 
     @staticmethod
     def _roles(job: Job, session_id: str) -> tuple[bool, bool]:

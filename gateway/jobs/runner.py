@@ -23,6 +23,9 @@ __all__ = ["JobRunner", "RunnerSettings"]
 
 log = logging.getLogger("gateway.jobs")
 _BATCH = 256
+#: How long a committed job's cleanup waits for the reads this node began
+#: before the commit (a client's listing, a remote download) to end.
+READS_GRACE_S = 10.0
 
 
 class _Stopped(Exception):
@@ -103,6 +106,9 @@ class JobRunner:
                         raise _Stopped()
                     raise _Lost()
                 log.info("job %s committed (%s %s -> %s)", job.id, job.operation, job.src, job.dst)
+                if not self.store.wait_for_reads(self.store.generation, READS_GRACE_S):
+                    log.warning("job %s: cleanup starts while a read begun before its commit is still open "
+                                "(after %.0f s); that read may miss what the cleanup removes", job.id, READS_GRACE_S)
             r.cleanup()
             self.store.finish(job, "completed", phase="done", resource_id=job.dst or job.src)
             log.info("job %s completed: %d items, %d bytes", job.id, job.items_done, job.bytes_done)

@@ -124,6 +124,10 @@ class JobStore:
         self.on_commit: Callable[[sa.Connection, Job], None] | None = None
         self.generation = 0
         self.changed = threading.Condition()
+        #: Reads of the view under way on this node, counted by the
+        #: generation they began at (begin_read, wait_for_reads).
+        self._reads: dict[int, int] = {}
+        self._reads_ended = threading.Condition()
         self._monitor_key: bytes | None = None
         #: Tells the other nodes of every change of the view (gateway.bus);
         #: the gateway sets it for a shared store.
@@ -208,6 +212,34 @@ class JobStore:
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+
+    # -- reads in progress ---------------------------------------------------
+
+    def begin_read(self) -> int:
+        """A read that spans time starts on this node (a listing streamed to a
+        client, a download from remote storage); returns the token for
+        :meth:`end_read`. Taken before the read looks at the view."""
+        with self._reads_ended:
+            gen = self.generation
+            self._reads[gen] = self._reads.get(gen, 0) + 1
+        return gen
+
+    def end_read(self, token: int) -> None:
+        with self._reads_ended:
+            left = self._reads[token] - 1
+            if left:
+                self._reads[token] = left
+            else:
+                del self._reads[token]
+                self._reads_ended.notify_all()
+
+    def wait_for_reads(self, before: int, timeout: float) -> bool:
+        """Until every read this node began before generation ``before`` has
+        ended (True), or ``timeout`` seconds (False): a job that has just
+        committed removes no source a listing or download begun before the
+        commit is still reading, so that read shows the old tree whole."""
+        with self._reads_ended:
+            return self._reads_ended.wait_for(lambda: not self._reads or min(self._reads) >= before, timeout)
 
     # -- jobs ----------------------------------------------------------------
 

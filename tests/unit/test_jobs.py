@@ -85,7 +85,8 @@ def test_backgrounded_move_consistency(gw):
     assert names(ops, a) == ["moved"]
     assert count(ops, a, "/moved") == before
     f, _ = ops.open_read(a, "/moved/f001")
-    assert f.read() == b"B" * 10
+    with f:
+        assert f.read() == b"B" * 10
     with pytest.raises(E.NotFound):
         ops.stat(a, "/tree")
 
@@ -124,6 +125,30 @@ def test_backgrounded_move_consistency(gw):
     assert samples.count("tree") >= 3, "the other session should have seen the old tree for a while"
     assert names(ops, b) == ["moved"] and count(ops, b, "/moved") == before
     assert job.items_total == before + 1 and job.items_done == before + 1
+
+
+def test_a_listing_begun_before_a_commit_keeps_the_source_until_it_ends(gw):
+    """Another session's listing that began before a move committed reads
+    the old tree whole: the job's cleanup removes nothing of the source
+    until that listing has ended (it had removed a file in mid-listing once
+    in a full run), then finishes."""
+    a, b = sessions()
+    ops = gw.ops
+    make_tree(ops, a)
+    expected = names(ops, b, "/tree/sub")
+    listing = ops.list(b, "/tree/sub")
+    first = next(listing)  # begun, before the job exists
+    out = ops.move(a, "/tree", "/moved")
+    assert out.backgrounded
+    wait_until(lambda: gw.store.get(out.job_id).committed, what="the move's commit")
+    mount, bp = gw.namespace.resolve("/tree/sub")
+    time.sleep(0.5)  # the cleanup has had time to remove files, had it started
+    assert sorted(e.name for e in mount.backend.iterdir(bp)) == expected
+    assert sorted([first.name] + [e.name for e in listing]) == expected
+    job = wait(gw, out.job_id)
+    assert job.state == "completed"
+    assert not mount.backend.exists(bp)
+
 
 
 def test_backgrounded_delete_and_copy(gw):
