@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import socket
 import sys
 import threading
 from typing import Any
 
-from pyftpdlib.exceptions import _FileReadWriteError
+from pyftpdlib.exceptions import _FileReadWriteError, _RetryError
 from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
-from pyftpdlib.ioloop import Acceptor
+from pyftpdlib.ioloop import _ERRNOS_RETRY, Acceptor
 
 from gateway import errors as E
 from protocols.ftp.errors import reply_code
 
-__all__ = ["NoPassivePort", "GatewayPassiveDTP", "DataErrorsMixin", "transfer_reply"]
+__all__ = ["NoPassivePort", "GatewayPassiveDTP", "DataErrorsMixin", "transfer_reply", "UploadEndMixin",
+           "tls_data_mixin", "data_tls_context"]
 
 log = logging.getLogger("gateway.ftp")
 
@@ -124,3 +126,91 @@ class DataErrorsMixin:
             self.close()  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - the reply must not be lost to a second failure
             log.exception("closing a failed FTP transfer")
+
+
+class UploadEndMixin:
+    """For pyftpdlib's DTPHandler: an upload is complete only when the
+    client ends it. pyftpdlib took a reset connection (ECONNRESET, EPIPE...)
+    for the end of the file too, answered 226 and kept what had arrived;
+    here the error goes to ``handle_read``'s OSError branch: 426, nothing
+    committed. Only a clean EOF (FIN) ends an upload in clear."""
+
+    def recv(self, buffer_size: int) -> bytes:
+        try:
+            data = self.socket.recv(buffer_size)  # type: ignore[attr-defined]
+        except OSError as err:
+            if err.errno in _ERRNOS_RETRY:
+                raise _RetryError from err
+            raise
+        if not data:
+            self.handle_close()  # type: ignore[attr-defined]
+        return data
+
+
+def tls_data_mixin(SSL: Any) -> type:
+    """:class:`UploadEndMixin` for a data connection that may be protected
+    (pyOpenSSL's module as ``SSL``, imported only for a TLS listener).
+
+    Over TLS only the client's close_notify ends an upload: a TCP end
+    without it (FIN or reset) is a truncated upload, e.g. a client killed
+    mid-file. pyftpdlib answered 226 to both and kept what had arrived.
+
+    And the connection speaks TLS 1.2 (:func:`data_tls_context`): a TLS 1.3
+    server sends its session ticket after the handshake, which a client
+    that only writes never reads. lftp writes a whole file into its socket
+    buffer, sends close_notify and closes without waiting; a ticket that
+    arrives after that close (our side busy) makes the client's kernel
+    reset the connection and throw away the part of the file not yet
+    delivered. TLS 1.2 sends its ticket inside the handshake, which the
+    client reads before it sends any data."""
+
+    class TLSDataConnection(UploadEndMixin):
+        def secure_connection(self, ssl_context: Any) -> None:
+            super().secure_connection(self.cmd_channel.data_ssl_context)  # type: ignore[misc,attr-defined]
+
+        def recv(self, buffer_size: int) -> bytes:
+            if not self._ssl_requested:  # type: ignore[attr-defined]
+                return super().recv(buffer_size)
+            try:
+                return self.socket.recv(buffer_size)  # type: ignore[attr-defined]
+            except SSL.WantReadError as err:
+                self._ssl_want_read = True
+                raise _RetryError from err
+            except SSL.WantWriteError as err:
+                self._ssl_want_write = True
+                raise _RetryError from err
+            except SSL.ZeroReturnError:  # close_notify: the whole file is here
+                self.handle_close()  # type: ignore[attr-defined]
+                return b""
+            except SSL.SysCallError as err:  # reset, or (older OpenSSL) EOF
+                self._error = True  # no TLS shutdown on a broken connection
+                code = err.args[0] if err.args else -1
+                if isinstance(code, int) and code > 0:
+                    raise OSError(code, os.strerror(code)) from None
+                raise _no_close_notify() from None
+            except SSL.Error as err:  # OpenSSL 3: "unexpected eof while reading"
+                if "unexpected eof" not in str(err).lower():
+                    raise
+                self._error = True
+                raise _no_close_notify() from None
+
+    return TLSDataConnection
+
+
+def _no_close_notify() -> OSError:
+    """How a protected upload that ended without the client's close_notify
+    fails (426, see :func:`transfer_reply`)."""
+    return ConnectionAbortedError(errno.ECONNABORTED, "closed without TLS close_notify")
+
+
+def data_tls_context(SSL: Any, certfile: str, keyfile: str) -> Any:
+    """The pyOpenSSL context of protected data connections: TLS 1.2 with
+    forward-secret AEAD ciphers (why not 1.3: :func:`tls_data_mixin`)."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.use_certificate_chain_file(certfile)
+    ctx.use_privatekey_file(keyfile)
+    ctx.set_options(SSL.OP_NO_COMPRESSION)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_cipher_list(b"ECDHE+AESGCM:ECDHE+CHACHA20")
+    return ctx

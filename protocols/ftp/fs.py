@@ -92,7 +92,7 @@ class _UploadFile:
         dc = getattr(handler, "data_channel", None)
         if self._upload is None:
             return
-        if dc is not None and not dc.transfer_finished:
+        if dc is None or not dc.transfer_finished:  # no data connection (any more): nothing came
             self._upload.abort()
             return
         try:

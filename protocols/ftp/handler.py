@@ -19,7 +19,8 @@ from gateway import errors as E
 from gateway import metrics
 from gateway.ops import Outcome
 from gateway.types import Session
-from protocols.ftp.data import DataErrorsMixin, GatewayPassiveDTP, NoPassivePort
+from protocols.ftp.data import (DataErrorsMixin, GatewayPassiveDTP, NoPassivePort, UploadEndMixin, data_tls_context,
+                                tls_data_mixin)
 from protocols.ftp.errors import reply_code
 from protocols.ftp.fs import GatewayFS
 
@@ -434,11 +435,27 @@ class _DataChannel(DataErrorsMixin):
 
     def __init__(self, sock: Any, cmd_channel: Any) -> None:
         super().__init__(sock, cmd_channel)  # type: ignore[call-arg]
-        if (self.connected and cmd_channel.data_must_be_protected()  # type: ignore[attr-defined]
-                and not getattr(self, "_ssl_requested", False)):
+        if not self.connected:  # gone (reset) before it was accepted: pyftpdlib sent no reply
+            self._no_connection(cmd_channel)
+            return
+        if cmd_channel.data_must_be_protected() and not getattr(self, "_ssl_requested", False):
             metrics.refused("ftp", "prot_p_required")
             self._resp = (_PROTECT_DATA, log.info)
             self.close()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _no_connection(cmd_channel: Any) -> None:
+        """The transfer waiting for this connection, if any, fails with 425
+        (its upload is aborted) rather than waiting for a reply forever."""
+        queued = cmd_channel._in_dtp_queue or cmd_channel._out_dtp_queue
+        if queued is None:
+            return
+        file = queued[0] if cmd_channel._in_dtp_queue else queued[2]
+        cmd_channel._in_dtp_queue = cmd_channel._out_dtp_queue = None
+        if file is not None:
+            file.close()
+        cmd_channel.respond("425 Data connection was closed before the transfer began; transfer aborted.",
+                            logfun=log.info)
 
 
 #: Bytes per send (per sendfile call for a local-disk download) on a data
@@ -446,24 +463,25 @@ class _DataChannel(DataErrorsMixin):
 DATA_BLOCK = 1 << 20
 
 
-def _tls_classes() -> tuple[type, type]:
-    """pyftpdlib's FTPS control and data handlers. pyOpenSSL is imported only
-    here, for a TLS listener (see ``protocols.ftp``), and handed to
-    ``pyftpdlib.utils``, which tells TLS sockets apart by it."""
+def _tls_classes() -> tuple[type, type, type, Any]:
+    """pyftpdlib's FTPS control and data handlers, the gateway's mixin for
+    protected data connections, and pyOpenSSL's module. pyOpenSSL is
+    imported only here, for a TLS listener (see ``protocols.ftp``), and
+    handed to ``pyftpdlib.utils``, which tells TLS sockets apart by it."""
     from OpenSSL import SSL
     from pyftpdlib import utils
     from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
     from pyftpdlib.handlers.ftps.data import TLS_DTPHandler
 
     utils.SSL = SSL
-    return TLS_FTPHandler, TLS_DTPHandler
+    return TLS_FTPHandler, TLS_DTPHandler, tls_data_mixin(SSL), SSL
 
 
 def make_handler(gw: Any, cfg: Any) -> type:
     """The handler class for ``cfg.ftp`` (TLS when explicit or implicit)."""
     c = cfg.ftp
     tls = c.tls != "off"
-    base, data = (_tls_classes() if tls else (FTPHandler, DTPHandler))
+    base, data, upload_end, SSL = (_tls_classes() if tls else (FTPHandler, DTPHandler, UploadEndMixin, None))
     attrs: dict[str, Any] = {
         "gw": gw,
         "authorizer": _Authorizer(gw),
@@ -474,7 +492,7 @@ def make_handler(gw: Any, cfg: Any) -> type:
         "use_sendfile": True,  # only taken for real OS files (local-disk downloads)
         "implicit_tls": c.tls == "implicit",
         "encoding": "utf-8",
-        "dtp_handler": type("GatewayDTPHandler", (_DataChannel, data),
+        "dtp_handler": type("GatewayDTPHandler", (upload_end, _DataChannel, data),
                             {"ac_out_buffer_size": DATA_BLOCK}),
         "offers_tls": tls,
         "login_timeout": c.login_timeout_s,
@@ -484,5 +502,6 @@ def make_handler(gw: Any, cfg: Any) -> type:
         from gateway.tls import ensure_certificate
 
         cert, key = ensure_certificate(cfg.server.state_dir, c.certfile, c.keyfile)
-        attrs.update(certfile=str(cert), keyfile=str(key), ssl_context=None)
+        attrs.update(certfile=str(cert), keyfile=str(key), ssl_context=None,
+                     data_ssl_context=data_tls_context(SSL, str(cert), str(key)))
     return type("GatewayFTPHandler", (_GatewayMixin, base), attrs)

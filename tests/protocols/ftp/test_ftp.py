@@ -7,7 +7,10 @@ import io
 import os
 import socket
 import ssl
+import struct
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -258,6 +261,77 @@ def test_ftps_explicit_with_lftp_and_ftplib_and_implicit(gateway_factory, tmp_pa
     c.storbinary("STOR /i.txt", io.BytesIO(b"implicit"))
     assert c.size("/i.txt") == 8
     c.quit()
+
+
+def test_ftps_uploads_by_lftp_arrive_whole_while_the_server_is_slow(gateway_factory, tmp_path):
+    """lftp writes a file into its socket, sends close_notify and closes
+    without reading. A TLS 1.3 session ticket the server sent after that
+    close (the server busy) made lftp's kernel reset the connection and
+    drop the file's undelivered rest, and the server answered 226 to the
+    reset: lftp exited 0, a file of 114,688 of 3,000,000 bytes was kept.
+    The server is slowed here by a thread that holds the GIL (the gateway
+    runs in this process)."""
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}})
+    files = []
+    for i in range(10):
+        f = tmp_path / f"u{i}.bin"
+        f.write_bytes(os.urandom(1_000_000 + i))
+        files.append(f)
+    stop = threading.Event()
+
+    def hog() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.02)
+    hogger = threading.Thread(target=hog, daemon=True)
+    hogger.start()
+    try:
+        p = lftp(r, "; ".join(f"put {f} -o /{f.name}" for f in files),
+                 extra="set ssl:verify-certificate no; set ftp:ssl-force yes; set ftp:ssl-protect-data yes;")
+    finally:
+        stop.set()
+        hogger.join()
+        sys.setswitchinterval(interval)
+    sizes = {f.name: (r.data / f.name).stat().st_size if (r.data / f.name).exists() else None for f in files}
+    assert p.returncode == 0 and "rror" not in p.stderr, (p.stderr, sizes)
+    for f in files:
+        assert hashlib.sha256((r.data / f.name).read_bytes()).digest() == hashlib.sha256(f.read_bytes()).digest()
+
+
+def test_an_upload_the_client_did_not_end_is_never_complete(gateway_factory):
+    """A data connection reset by the client (FTP) or closed without TLS
+    close_notify (FTPS) is a cut-short upload: 426, nothing stored (pyftpdlib
+    answered 226 and kept what had arrived). The same upload ended properly
+    is stored whole."""
+    r = gateway_factory(protocols=("ftp",), sections={"ftp": {"tls": "explicit"}})
+    data = os.urandom(2_000_000)
+    plain = connect(r)
+    plain.voidcmd("TYPE I")
+    conn = plain.transfercmd("STOR reset.bin")
+    conn.sendall(data)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    conn.close()
+    with pytest.raises(ftplib.error_temp, match="^42[56] "):  # 425 when reset before the server accepted it
+        plain.voidresp()
+    assert not (r.data / "reset.bin").exists()
+    plain.quit()
+
+    ftps = ftplib.FTP_TLS(context=_tls_context())
+    ftps.connect("127.0.0.1", r.port("ftp"), timeout=30)
+    ftps.login("alice", PW)
+    ftps.prot_p()
+    ftps.voidcmd("TYPE I")
+    conn = ftps.transfercmd("STOR cut.bin")
+    conn.sendall(data)
+    conn.close()  # no unwrap: a FIN without close_notify
+    with pytest.raises(ftplib.error_temp, match="^426 .*close_notify"):
+        ftps.voidresp()
+    assert not (r.data / "cut.bin").exists()
+    ftps.storbinary("STOR whole.bin", io.BytesIO(data))  # ends with close_notify
+    assert (r.data / "whole.bin").read_bytes() == data
+    ftps.quit()
 
 
 def _tls_context() -> ssl.SSLContext:
