@@ -27,7 +27,7 @@ from wsgidav.dav_error import DAVError
 from gateway import errors as E
 from gateway.types import Session
 from protocols.webdav.auth import SESSION_KEY, REALM, session_id
-from protocols.webdav.errors import as_text
+from protocols.webdav.errors import REFUSED_KEY, as_text
 from protocols.webdav.get import ENTRY_KEY
 from protocols.webdav.owncloud import MOUNT_KEY
 from protocols.webdav.provider import CONDITIONS
@@ -87,6 +87,8 @@ class Dispatcher:
         if reply is None:
             original.update({SESSION_KEY: session, "wsgi.input": environ["wsgi.input"],
                              "CONTENT_LENGTH": environ.get("CONTENT_LENGTH", "")})
+            if REFUSED_KEY in environ:
+                original[REFUSED_KEY] = environ[REFUSED_KEY]
             return self.dav(original, start_response)
         return reply
 
