@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from gateway.auth import hash_password
+from gateway.config import UserConfig
 from conftest import PASSWORDS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -19,6 +25,7 @@ USERS = {
     "carol": {"password_hash": hash_password("carol-pw"), "permissions": ["list", "download"]},
     "lister": {"password_hash": hash_password("lister-pw"), "permissions": ["list"]},
 }
+REPO = Path(__file__).resolve().parents[3]
 PASSWORD = {**PASSWORDS, "carol": "carol-pw", "lister": "lister-pw"}
 
 
@@ -72,3 +79,92 @@ def test_a_refused_request_is_one_operation_line(gateway_factory, op_log):
     finally:
         conn.close()
     assert not wrong, "\n".join(map(repr, wrong))
+
+
+@pytest.fixture
+def kept(gateway_factory):
+    """A gateway with a stored user ``erin`` (the CLI may change her) and one
+    kept-alive connection to it."""
+    running = gateway_factory(("http",), users=USERS, sections={"auth": {"max_failures": 2}})
+    running.gw.auth.add_user(UserConfig(name="erin", password_hash=hash_password("erin-pw")))
+    (running.data / "a.txt").write_bytes(b"a\n")
+    conn = http.client.HTTPConnection("127.0.0.1", running.port("http"), timeout=30)
+    yield running, conn
+    conn.close()
+
+
+def _logins(caplog) -> int:
+    """Password checks (argon2) since the last call."""
+    n = sum(1 for r in caplog.records if r.name == "gateway.auth" and r.getMessage().startswith("login ok"))
+    caplog.clear()
+    return n
+
+
+def test_a_kept_alive_connection_checks_its_password_once(kept, caplog):
+    running, conn = kept
+    caplog.set_level(logging.INFO, "gateway.auth")
+    assert [_send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") for _ in range(3)] == [200] * 3
+    assert _logins(caplog) == 1
+    running.gw.logins.max_entries = 1  # bob's login pushes erin's out of the cache: the connection kept it
+    other = http.client.HTTPConnection("127.0.0.1", running.port("http"), timeout=30)
+    try:
+        assert _send(other, "GET", "/dav/a.txt", "bob") == 200
+        assert _logins(caplog) == 1
+        assert _send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") == 200
+        assert _logins(caplog) == 0
+        assert _send(other, "GET", "/dav/a.txt", "erin", "erin-pw") == 200  # a new connection checks it
+        assert _logins(caplog) == 1
+    finally:
+        other.close()
+
+
+def _passwd_by_cli(running, name: str, password: str) -> None:
+    """``gateway user passwd`` in its own process, as an administrator runs it."""
+    out = subprocess.run([sys.executable, "-m", "gateway.cli", "user", "passwd", name, "--password-stdin",
+                          "--config", str(running.tmp / "gateway.toml")], input=password + "\n",
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("how", ["cli", "authenticator"])
+def test_a_changed_password_holds_from_the_next_request(kept, how):
+    running, conn = kept
+    assert [_send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") for _ in range(2)] == [200, 200]
+    if how == "cli":
+        _passwd_by_cli(running, "erin", "new-pw")
+    else:
+        running.gw.auth.update_user("erin", lambda u: setattr(u, "password_hash", hash_password("new-pw")))
+    assert _send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") == 401
+    assert _send(conn, "GET", "/dav/a.txt", "erin", "new-pw") == 200
+    assert _send(conn, "GET", "/dav/a.txt", "erin", "new-pw") == 200
+
+
+def test_a_removed_user_is_refused_from_the_next_request(kept):
+    running, conn = kept
+    assert [_send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") for _ in range(2)] == [200, 200]
+    running.gw.auth.remove_user("erin")
+    assert _send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") == 401
+
+
+def test_a_banned_address_is_refused_from_the_next_request(kept):
+    running, conn = kept
+    assert [_send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") for _ in range(2)] == [200, 200]
+    other = http.client.HTTPConnection("127.0.0.1", running.port("http"), timeout=30)
+    try:  # two wrong passwords from this address (max_failures = 2) ban it
+        assert [_send(other, "GET", "/dav/a.txt", "erin", "wrong") for _ in range(2)] == [401, 401]
+    finally:
+        other.close()
+    assert _send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") == 429
+
+
+def test_a_cleared_cache_holds_from_the_next_request(kept, caplog):
+    """Another node changed the users (the bus): what the connection kept is
+    checked again."""
+    running, conn = kept
+    caplog.set_level(logging.INFO, "gateway.auth")
+    assert [_send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") for _ in range(2)] == [200, 200]
+    assert _logins(caplog) == 1
+    running.gw.logins.clear()
+    assert _send(conn, "GET", "/dav/a.txt", "erin", "erin-pw") == 200
+    assert _logins(caplog) == 1
