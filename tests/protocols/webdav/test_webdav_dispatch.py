@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 USERS = {
     "carol": {"password_hash": hash_password("carol-pw"), "permissions": ["list", "download"]},
     "lister": {"password_hash": hash_password("lister-pw"), "permissions": ["list"]},
+    "getter": {"password_hash": hash_password("getter-pw"), "permissions": ["download"]},
 }
 REPO = Path(__file__).resolve().parents[3]
-PASSWORD = {**PASSWORDS, "carol": "carol-pw", "lister": "lister-pw"}
+PASSWORD = {**PASSWORDS, "carol": "carol-pw", "lister": "lister-pw", "getter": "getter-pw"}
 
 
 def _send(conn: http.client.HTTPConnection, method: str, path: str, user: str, password: str | None = None,
@@ -44,6 +45,7 @@ def _send(conn: http.client.HTTPConnection, method: str, path: str, user: str, p
 REFUSED = [
     ("lister", "GET", "/dav/a.txt", {}, None, 403),
     ("alice", "GET", "/dav/missing.txt", {}, None, 404),
+    ("getter", "PROPFIND", "/dav/d/", {"Depth": "1"}, None, 403),
     ("carol", "PUT", "/dav/new.txt", {}, b"x", 403),
     ("alice", "PUT", "/dav/no/such.txt", {}, b"x", 409),
     ("carol", "MKCOL", "/dav/m", {}, None, 403),
