@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from gateway.config import Auth, Config
 
-__all__ = ["hash_password", "Authenticator", "CachedLogins", "http_session_id", "USERS_FILE"]
+__all__ = ["hash_password", "Authenticator", "CachedLogins", "RememberedLogin", "http_session_id", "USERS_FILE"]
 
 log = logging.getLogger("gateway.auth")
 
@@ -386,19 +386,37 @@ def _address(remote: str) -> str:
     return remote or "unknown"
 
 
+@dataclasses.dataclass(frozen=True)
+class RememberedLogin:
+    """A password login :class:`CachedLogins` remembers: the user's name, the
+    stored hash the password was checked against, until when (monotonic
+    seconds) and the cache's generation then. Holds no password."""
+
+    name: str
+    password_hash: str | None
+    until: float
+    generation: int
+
+
 class CachedLogins:
     """Password logins for protocols that send the password on every request
     (HTTP Basic). An argon2 check costs a noticeable fraction of a second, so
     a success is remembered for ``ttl_s`` — keyed by a salted digest of name
     and password, never the password — and dropped as soon as the user's
-    stored hash changes. Bans are checked on every call, cached or not."""
+    stored hash changes. Bans are checked on every call, cached or not.
+
+    A front end may keep a :class:`RememberedLogin` (:meth:`recall`) for a
+    client's next requests and ask :meth:`user_of` instead of hashing the
+    password again (HTTP: per kept-alive connection, with the header that
+    carried it); :meth:`clear` makes every kept one stale too."""
 
     def __init__(self, auth: Authenticator, ttl_s: float = 60.0, max_entries: int = 4096) -> None:
         self.auth = auth
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._salt = secrets.token_bytes(16)
-        self._cache: dict[bytes, tuple[str | None, float]] = {}
+        self._cache: dict[bytes, RememberedLogin] = {}
+        self._generation = 0
         self._lock = threading.Lock()
 
     def login(self, name: str, password: str, remote: str, *, protocol: str = "-") -> User:
@@ -407,35 +425,49 @@ class CachedLogins:
         user = self.remembered(name, password, remote)
         if user is not None:
             return user
-        key, now = self._key(name, password), time.monotonic()
+        key, now, generation = self._key(name, password), time.monotonic(), self._generation
         user = self.auth.login_password(name, password, remote, protocol=protocol)
         with self._lock:
             if len(self._cache) >= self.max_entries:
-                self._cache = {k: v for k, v in self._cache.items() if v[1] >= now}
+                self._cache = {k: v for k, v in self._cache.items() if v.until >= now}
                 if len(self._cache) >= self.max_entries:
                     self._cache.clear()
-            self._cache[key] = (user.password_hash, now + self.ttl_s)
+            self._cache[key] = RememberedLogin(name, user.password_hash, now + self.ttl_s, generation)
         return user
 
     def remembered(self, name: str, password: str, remote: str) -> User | None:
         """The user of a login remembered for this name and password (raises
         LoginBanned), else None: nothing checked or counted, which is
         :meth:`login`'s to do."""
+        login = self.recall(name, password)
+        return None if login is None else self.user_of(login, remote)
+
+    def recall(self, name: str, password: str) -> RememberedLogin | None:
+        """The login remembered for this name and password, if any (it may
+        no longer hold: ask :meth:`user_of`)."""
         with self._lock:
-            hit = self._cache.get(self._key(name, password))
-        if hit is None or hit[1] < time.monotonic():
+            return self._cache.get(self._key(name, password))
+
+    def user_of(self, login: RememberedLogin, remote: str) -> User | None:
+        """The user of ``login`` while it holds: not expired, the cache not
+        cleared since, the user's stored hash the same (a changed password or
+        a removed user shows at once). Raises LoginBanned when ``remote``'s
+        address is banned. None: :meth:`login` must check the password."""
+        if login.until < time.monotonic() or login.generation != self._generation:
             return None
         self.auth._check_ban(_address(remote))
-        user = self.auth.get(name)
-        return user if user is not None and user.password_hash == hit[0] else None
+        user = self.auth.get(login.name)
+        return user if user is not None and user.password_hash == login.password_hash else None
 
     def _key(self, name: str, password: str) -> bytes:
         return hashlib.sha256(self._salt + name.encode() + b"\0" + password.encode()).digest()
 
     def clear(self) -> None:
-        """Forget every remembered login (users changed on another node)."""
+        """Forget every remembered login, kept ones too (users changed on
+        another node)."""
         with self._lock:
             self._cache = {}
+            self._generation += 1
 
 
 def http_session_id(user: str, tag: str | None) -> str:

@@ -41,7 +41,11 @@ from cheroot.server import HTTPConnection
 from gateway import metrics
 from protocols.http_request import Request
 
-__all__ = ["Limits", "Server", "Gate", "Connection"]
+__all__ = ["CONNECTION_KEY", "Limits", "Server", "Gate", "Connection"]
+
+#: environ key: a dict the application may keep things in for the
+#: connection's later requests (gone with the connection).
+CONNECTION_KEY = "gateway.connection"
 
 log = logging.getLogger("gateway.http")
 
@@ -143,6 +147,7 @@ class Connection(HTTPConnection):
         self.requests = 0  # requests answered
         self.address: str | None = None  # counted in the gate's limits until closed
         self.working = False  # a worker thread has it (counted in the gate's share of its address)
+        self.kept: dict = {}  # the application's, for this connection's later requests (CONNECTION_KEY)
 
     def communicate(self) -> bool:
         while True:
@@ -513,6 +518,15 @@ class Gate(ConnectionManager):
             self._finish(fd, conn)
 
 
+class _Gateway(wsgi.Gateway_10):
+    """cheroot's WSGI 1.0 environ, with the connection's :data:`CONNECTION_KEY`."""
+
+    def get_environ(self) -> dict:
+        environ = super().get_environ()
+        environ[CONNECTION_KEY] = self.req.conn.kept
+        return environ
+
+
 class Server(wsgi.Server):
     """cheroot's WSGI server with a :class:`Gate` for its connections."""
 
@@ -521,6 +535,7 @@ class Server(wsgi.Server):
     def __init__(self, bind_addr: tuple[str, int], app: Any, limits: Limits, descriptors: Any = None,
                  **kwargs: Any) -> None:
         super().__init__(bind_addr, app, **kwargs)
+        self.gateway = _Gateway
         self.request_queue_size = _BACKLOG
         self.limits = limits
         #: gateway.descriptors.Descriptors: the process's descriptor reserve

@@ -25,14 +25,19 @@ from wsgidav import util
 from wsgidav.dav_error import DAVError
 
 from gateway import errors as E
+from gateway.auth import RememberedLogin
 from gateway.types import Session
+from protocols.http_conn import CONNECTION_KEY
 from protocols.webdav.auth import SESSION_KEY, REALM, session_id
-from protocols.webdav.errors import as_text
+from protocols.webdav.errors import REFUSED_KEY, as_text
 from protocols.webdav.get import ENTRY_KEY
 from protocols.webdav.owncloud import MOUNT_KEY
 from protocols.webdav.provider import CONDITIONS
 
 __all__ = ["Dispatcher"]
+
+#: CONNECTION_KEY entries: the Authorization header that authenticated, its login.
+_HEADER, _LOGIN = "webdav.authorization", "webdav.login"
 
 _METHODS = frozenset(("GET", "HEAD", "PUT", "PROPFIND", "MKCOL", "DELETE", "MOVE", "COPY"))
 
@@ -87,28 +92,50 @@ class Dispatcher:
         if reply is None:
             original.update({SESSION_KEY: session, "wsgi.input": environ["wsgi.input"],
                              "CONTENT_LENGTH": environ.get("CONTENT_LENGTH", "")})
+            if REFUSED_KEY in environ:
+                original[REFUSED_KEY] = environ[REFUSED_KEY]
             return self.dav(original, start_response)
         return reply
 
     def _session(self, environ: dict) -> tuple[str, Session] | None:
         """The name sent and the session of a request whose Basic credentials
         the login cache remembers (a user who must use TLS only over TLS);
-        None for wsgidav's authenticator to judge."""
-        method, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        None for wsgidav's authenticator to judge. A kept-alive connection
+        keeps the Authorization header that authenticated and its login, so
+        its next requests with the same header skip decoding and hashing the
+        password; whether the login still holds (ban, changed or removed
+        user, cleared cache) is asked every time."""
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        kept = environ.get(CONNECTION_KEY)
+        remote = environ.get("REMOTE_ADDR", "")
+        try:
+            user = None
+            if kept is not None and kept.get(_HEADER) == header:
+                login = kept[_LOGIN]
+                user = self.logins.user_of(login, remote)
+            if user is None:
+                login = self._recall(header)
+                user = self.logins.user_of(login, remote) if login is not None else None
+        except E.GatewayError:
+            user = None
+        if user is None or (user.require_tls and environ.get("wsgi.url_scheme") != "https"):
+            if kept is not None:
+                kept.pop(_HEADER, None)
+            return None
+        if kept is not None:
+            kept[_HEADER], kept[_LOGIN] = header, login
+        return login.name, Session(user, "webdav", remote, id=session_id(user.name, environ))
+
+    def _recall(self, header: str) -> RememberedLogin | None:
+        """The login the cache remembers for a Basic Authorization header."""
+        method, _, value = header.partition(" ")
         if method.lower() != "basic":
             return None
         try:
             name, sep, password = base64.decodebytes(value.strip().encode()).decode().partition(":")
         except (ValueError, UnicodeError):
             return None
-        remote = environ.get("REMOTE_ADDR", "")
-        try:
-            user = self.logins.remembered(name, password, remote) if sep else None
-        except E.GatewayError:
-            return None
-        if user is None or (user.require_tls and environ.get("wsgi.url_scheme") != "https"):
-            return None
-        return name, Session(user, "webdav", remote, id=session_id(user.name, environ))
+        return self.logins.recall(name, password) if sep else None
 
 
 def _error(e: DAVError, start_response: Callable) -> Iterator[bytes]:

@@ -12,7 +12,14 @@ from wsgidav.mw.base_mw import BaseMiddleware
 
 from gateway import errors as E
 
-__all__ = ["STATUS", "GatewayDAVError", "TextErrors", "as_text", "status_for", "dav_error", "translated", "reason"]
+__all__ = ["REFUSED_KEY", "STATUS", "GatewayDAVError", "TextErrors", "as_text", "status_for", "dav_error", "refused",
+           "replayed", "translated", "reason"]
+
+#: environ key: the core's refusal of the request's operation, met by a fast
+#: path that then handed the request to wsgidav (which words a refusal its
+#: own checks find). wsgidav's call of the same operation raises it again
+#: instead of asking the core twice: one request, one operation line.
+REFUSED_KEY = "gateway.refused"
 
 #: Gateway error → HTTP status; a dict value picks by request method (None:
 #: any other method). Looked up along the MRO (``gateway.errors.lookup``).
@@ -69,6 +76,20 @@ def status_for(exc: E.GatewayError, method: str | None = None) -> int:
 
 def dav_error(exc: E.GatewayError, method: str | None = None) -> GatewayDAVError:
     return GatewayDAVError(status_for(exc, method), exc.message)
+
+
+def refused(environ: dict, exc: E.GatewayError) -> None:
+    """Keep the core's refusal of a fast path's operation (nothing changed)
+    for wsgidav's answer to the same request (see :data:`REFUSED_KEY`)."""
+    environ[REFUSED_KEY] = exc
+
+
+def replayed(environ: dict) -> None:
+    """Raise the refusal a fast path kept, if any: called where wsgidav's
+    handling would ask the core for the request's operation again."""
+    exc = environ.pop(REFUSED_KEY, None)
+    if exc is not None:
+        raise exc
 
 
 @contextmanager

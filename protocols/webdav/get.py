@@ -24,6 +24,7 @@ from gateway import errors as E
 from gateway.types import Entry
 from gateway.webcontent import content_headers
 from protocols.webdav.auth import SESSION_KEY
+from protocols.webdav.errors import refused
 
 __all__ = ["ENTRY_KEY", "fast_get"]
 
@@ -47,7 +48,8 @@ def fast_get(provider: Any, environ: dict, start_response: Callable, block_size:
                 return None
         else:
             reader, entry = provider.ops.open_read(environ[SESSION_KEY], path)
-    except E.GatewayError:
+    except E.GatewayError as exc:
+        refused(environ, exc)
         return None  # wsgidav's folder page, or its wording of the refusal
     headers = [("Content-Length", str(entry.size))]
     if entry.mtime is not None:

@@ -7,7 +7,8 @@ request is plain (the provider has found no lock and no conditional header;
 no body, a Destination on this server, Depth infinity), the core's checks
 are the only ones that matter; this module hands the request to it directly.
 A request the core refuses (nothing changed) goes to wsgidav unchanged,
-which words the refusal; so does anything else.
+which words the refusal (the core's, kept: see protocols.webdav.errors.REFUSED_KEY);
+so does anything else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 from urllib.parse import unquote, urlsplit
 
+from protocols.webdav.errors import refused
 from protocols.webdav.tree import REFUSALS, bodiless
 
 __all__ = ["fast_move"]
@@ -35,7 +37,8 @@ def fast_move(environ: dict, start_response: Callable, mount_path: str,
         return None
     try:
         replaced = move(src, dst, overwrite == "T")
-    except REFUSALS:
+    except REFUSALS as exc:
+        refused(environ, exc)
         return None  # nothing changed: wsgidav's own checks word the refusal
     start_response("204 No Content" if replaced else "201 Created", [("Content-Length", "0")])
     return iter(())

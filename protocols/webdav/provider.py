@@ -17,7 +17,7 @@ modules; on the sync-API mounts only the first three), and a GET or HEAD of
 a file without conditional header or Range at any time (``get``: locks do
 not bar reads); anything they do not take goes to wsgidav unchanged, and so
 does a request the core refuses before anything changed (wsgidav words that
-refusal). Their replies are wsgidav's, byte for byte (tests/protocols/webdav/
+refusal; the core's, kept, is not asked for twice: errors.REFUSED_KEY). Their replies are wsgidav's, byte for byte (tests/protocols/webdav/
 test_webdav_fast_paths.py); ``[http] webdav_fast_paths = false`` turns them
 off. protocols.webdav.dispatch asks them (:meth:`GatewayProvider.fast_reply`)
 before wsgidav's layers when the login cache knows the client.
@@ -50,7 +50,7 @@ from gateway.ops import Operations, Outcome, Upload
 from gateway.types import Entry, Session
 from gateway.webcontent import content_headers
 from protocols.webdav.auth import SESSION_KEY
-from protocols.webdav.errors import GatewayDAVError, translated
+from protocols.webdav.errors import REFUSED_KEY, GatewayDAVError, replayed, translated
 from protocols.webdav.props import key_of
 from protocols.webdav.get import fast_get
 from protocols.webdav.locks import GatewayLockManager
@@ -203,7 +203,8 @@ class GatewayProvider(DAVProvider):
             start_response = self._put_reply(environ, start_response)
         elif method == "GET" and environ.get(OC_KEY):
             start_response = self._get_reply(environ, start_response)
-        reply = self.fast_reply(environ, start_response) if self.fast_paths else None
+        # A request whose fast path the core refused (the dispatcher's try) is not tried again.
+        reply = self.fast_reply(environ, start_response) if self.fast_paths and REFUSED_KEY not in environ else None
         return default_handler(environ, start_response) if reply is None else reply
 
     def fast_reply(self, environ: dict, start_response: Callable) -> Iterator[bytes] | None:
@@ -445,12 +446,14 @@ class _Resource:
     def handle_delete(self) -> bool | list:
         self._check_locks_below()
         with translated(self.environ):
+            replayed(self.environ)
             outcome = self.ops.delete(self.session, self.path, recursive=True, budget_s=self._budget())
         self.provider.lock_manager.remove_all_locks_from_url(self.get_ref_url(), recursive=True)
         return self._reply(outcome, replaced=True)
 
     def handle_move(self, dest_path: str) -> bool | list:
         with translated(self.environ):
+            replayed(self.environ)
             outcome = self.ops.move(self.session, self.path, dest_path, overwrite=self._overwrite(),
                                     budget_s=self._budget())
         # RFC 4918 7.5: a moved resource leaves its locks behind.
@@ -459,6 +462,7 @@ class _Resource:
 
     def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool | list:
         with translated(self.environ):
+            replayed(self.environ)
             if self.is_collection and not depth_infinity:
                 # Depth: 0 copies the folder itself, without its members.
                 replaced = self._exists(dest_path)
@@ -534,6 +538,7 @@ class _File(_Resource, DAVNonCollection):
 
     def begin_write(self, *, content_type: str | None = None) -> "_Writer":
         with translated(self.environ):
+            replayed(self.environ)
             self._upload = self.ops.open_write(self.session, self.path)
             checksum = parse_checksum(self.environ)
             if checksum is not None:
@@ -584,6 +589,7 @@ class _Folder(_Resource, DAVCollection):
 
     def create_collection(self, name: str) -> None:
         with translated(self.environ):
+            replayed(self.environ)
             self.ops.mkdir(self.session, _member(self.path, name))
 
     def _disk_usage(self) -> tuple[int, int] | None:
@@ -640,6 +646,7 @@ class _Reader:
     def _open(self) -> BinaryIO:
         res = self._res
         with translated(res.environ):
+            replayed(res.environ)
             try:
                 return res.ops.open_read(res.session, res.path, self._offset)[0]
             except E.Unsupported:

@@ -23,6 +23,7 @@ from cheroot.server import KnownLengthRFile
 from gateway import errors as E
 from gateway.ops import Upload
 from protocols.webdav.auth import SESSION_KEY
+from protocols.webdav.errors import refused
 from protocols.webdav.owncloud import parse_checksum
 
 __all__ = ["fast_put"]
@@ -46,7 +47,8 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
                                                  principal=environ["wsgidav.user_name"]):
         try:
             upload = ops.open_write(session, path)
-        except E.GatewayError:
+        except E.GatewayError as exc:
+            refused(environ, exc)
             return None  # wsgidav's own checks word the refusal
         try:
             checksum = parse_checksum(environ)

@@ -7,7 +7,8 @@ has found no lock and no conditional header; no body, no Depth but the one
 wsgidav takes for any resource, no X-OC-Mtime), the core's checks are the
 only ones that matter: these hand the request to the core directly. A
 request the core refuses (nothing changed) goes to wsgidav unchanged, which
-words the refusal; so does anything else.
+words the refusal (the core's, kept: see protocols.webdav.errors.REFUSED_KEY);
+so does anything else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from gateway import errors as E
+from protocols.webdav.errors import refused
 
 __all__ = ["REFUSALS", "fast_delete", "fast_mkcol", "bodiless"]
 
@@ -39,7 +41,8 @@ def fast_mkcol(environ: dict, start_response: Callable, mkdir: Callable[[str], o
         return None
     try:
         mkdir(path)
-    except E.GatewayError:
+    except E.GatewayError as exc:
+        refused(environ, exc)
         return None
     start_response("201 Created", [("Content-Length", "0")])
     return iter(())
@@ -55,7 +58,8 @@ def fast_delete(environ: dict, start_response: Callable, delete: Callable[[str],
         return None
     try:
         delete(path)
-    except REFUSALS:
+    except REFUSALS as exc:
+        refused(environ, exc)
         return None
     start_response("204 No Content", [("Content-Length", "0")])
     return iter(())

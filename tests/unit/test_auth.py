@@ -10,7 +10,7 @@ import asyncssh
 import pytest
 from argon2 import PasswordHasher
 
-from gateway.auth import Authenticator, hash_password
+from gateway.auth import Authenticator, CachedLogins, hash_password
 from gateway.config import Auth, UserConfig, parse_config
 from gateway.errors import AlreadyExists, AuthenticationFailed, LoginBanned
 from gateway.users import PERMISSIONS, User
@@ -246,3 +246,30 @@ def test_key_probes_do_not_ban_but_a_failed_connection_counts_once(tmp_path, key
     auth.record_failure("alice", "192.0.2.9:5", "key")
     auth.record_failure("alice", "192.0.2.9:6", "key")
     assert auth.is_banned("192.0.2.9")
+
+
+def test_a_kept_login_holds_until_the_user_changes_or_the_cache_clears(tmp_path, alice_hash):
+    """CachedLogins.recall gives what a front end keeps (an HTTP connection);
+    user_of says whether it still holds, at every request."""
+    auth = make(tmp_path, [], max_failures=1)
+    auth.add_user(UserConfig(name="alice", password_hash=alice_hash))
+    logins = CachedLogins(auth)
+    assert logins.recall("alice", "correct horse") is None
+    logins.login("alice", "correct horse", "10.0.0.1:1")
+    kept = logins.recall("alice", "correct horse")
+    assert kept is not None and kept.name == "alice" and "correct horse" not in repr(kept)
+    assert logins.user_of(kept, "10.0.0.1:2").name == "alice"
+    logins.clear()
+    assert logins.user_of(kept, "10.0.0.1:2") is None
+    logins.login("alice", "correct horse", "10.0.0.1:1")
+    kept = logins.recall("alice", "correct horse")
+    auth.update_user("alice", lambda u: setattr(u, "password_hash", hash_password("new")))
+    assert logins.user_of(kept, "10.0.0.1:2") is None
+    auth.update_user("alice", lambda u: setattr(u, "password_hash", alice_hash))
+    assert logins.user_of(kept, "10.0.0.1:2").name == "alice"  # the hash it was checked against
+    auth.record_failure("alice", "10.0.0.1:3", "password")
+    with pytest.raises(LoginBanned):
+        logins.user_of(kept, "10.0.0.1:2")
+    assert logins.user_of(kept, "10.0.0.2:2").name == "alice"
+    auth.remove_user("alice")
+    assert logins.user_of(kept, "10.0.0.2:2") is None
