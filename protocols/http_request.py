@@ -205,17 +205,16 @@ class Request(HTTPRequest):
         if len(chunk) < _DIRECT_MIN:
             super().write(chunk)
             return
-        wfile, sock = self.conn.wfile, self.conn.socket
+        wfile = self.conn.wfile
         wfile.flush()
-        if self.chunked_write:
-            head = b"%x\r\n" % len(chunk)
-            sock.sendall(head)
-            sock.sendall(chunk)
-            sock.sendall(b"\r\n")
-            wfile.bytes_written += len(head) + len(chunk) + 2
-        else:
-            sock.sendall(chunk)
-            wfile.bytes_written += len(chunk)
+        pieces = (b"%x\r\n" % len(chunk), chunk, b"\r\n") if self.chunked_write else (chunk,)
+        for piece in pieces:
+            # send(), not sendall(): the socket's timeout bounds each send, as
+            # in cheroot's writer, not the whole piece (a slow reader).
+            view = memoryview(piece)
+            while view:
+                view = view[self.conn.socket.send(view):]
+            wfile.bytes_written += len(piece)
 
     def _body_unread(self) -> bool:
         rfile = getattr(self, "rfile", None)
