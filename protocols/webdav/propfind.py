@@ -286,7 +286,8 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
             second = int(mtime)
             modified = stamps.get(second)
             if modified is None:
-                modified = stamps[second] = f"<ns0:getlastmodified>{lastmod(e, name)}</ns0:getlastmodified>"
+                text = lastmod(e, f"{folder}/{name}")
+                modified = stamps[second] = f"<ns0:getlastmodified>{text}</ns0:getlastmodified>"
             tag = etag_of(e)
             out.append(f"{head}{name}</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype /><ns0:getcontentlength>"
                        f"{e.size}</ns0:getcontentlength><ns0:getcontenttype>{content_type(name)}"
