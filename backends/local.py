@@ -190,6 +190,9 @@ class LocalBackend(Backend):
             stored = self._stored(path)
             fd = self._reopen(stored, os.O_RDONLY | os.O_DIRECTORY)
         form = name_form()
+        # Entries built by tuple.__new__: the named tuple's own __new__ is a
+        # Python function (7% of a 20,000-entry PROPFIND's py-spy samples).
+        new, is_dir = tuple.__new__, _stat.S_ISDIR
         try:
             with os.scandir(fd) as it:
                 for d in it:
@@ -206,9 +209,11 @@ class LocalBackend(Backend):
                         st = self._stat(os.path.join(stored, d.name)) if d.is_symlink() else d.stat()
                     except (FileNotFoundError, E.PermissionDenied, E.Conflict):
                         continue
-                    is_dir = _stat.S_ISDIR(st.st_mode)
-                    yield Entry(name, prefix + name, is_dir, 0 if is_dir else st.st_size, st.st_mtime, None,
-                                st.st_mode)
+                    mode = st.st_mode
+                    if is_dir(mode):
+                        yield new(Entry, (name, prefix + name, True, 0, st.st_mtime, None, mode))
+                    else:
+                        yield new(Entry, (name, prefix + name, False, st.st_size, st.st_mtime, None, mode))
         finally:
             os.close(fd)
 

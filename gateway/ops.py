@@ -698,7 +698,11 @@ class Operations:
                 continue
             mount, bp = self.namespace.resolve(s)
             try:
-                for e in mount.backend.iterdir(bp, shown_as=u):
+                listed = mount.backend.iterdir(bp, shown_as=u)
+                if not (many or hide or add or mounts):
+                    yield from listed  # nothing to leave out: the loop below costs a twentieth of a listing
+                    continue
+                for e in listed:
                     if e.name in hide or e.name in add or e.name in mounts:
                         continue
                     if many:

@@ -8,6 +8,7 @@ Each front end is a module ``protocols.<name>`` exposing
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -120,6 +121,12 @@ def run(cfg: "Config", stop: threading.Event | None = None, new_store: bool = Fa
         if password:
             print(f"created user admin with password: {password}", flush=True)
         log.info("gateway ready (node %s, state in %s)", cfg.server.node_id, cfg.server.state_dir)
+        # What exists by now (modules, the core, the front ends) lives as long
+        # as the process: left out of the collector's full passes, which
+        # walked all of it again and again (a 20,000-entry PROPFIND spent
+        # ~0.4 of its ~4 µs of CPU per entry there).
+        gc.collect()
+        gc.freeze()
         while not stop.wait(TRIM_EVERY_S):
             memory.trim()
             flush_repeated()

@@ -25,6 +25,8 @@ __all__ = ["Request", "ChunkedBody", "BadChunk"]
 DRAIN_MAX = 64 << 10
 #: The most one read of a chunked body asks of the socket's reader.
 _READ_MAX = 1 << 20
+#: Reply pieces from this size up go to the socket as they are (see Request.write).
+_DIRECT_MIN = 64 << 10
 
 
 class BadChunk(E.BadRequest):
@@ -194,6 +196,25 @@ class Request(HTTPRequest):
             self.ensure_headers_sent()
         if self.chunked_write:
             self.conn.wfile.write(b"0\r\n\r\n")
+
+    def write(self, chunk: bytes) -> None:
+        """A piece of the reply body. cheroot joins a chunk to its frame,
+        copies that into its writer's buffer and copies what is left of the
+        buffer again for each send; a large piece goes to the socket as it
+        is instead (the buffer is empty between writes: each one flushes)."""
+        if len(chunk) < _DIRECT_MIN:
+            super().write(chunk)
+            return
+        wfile = self.conn.wfile
+        wfile.flush()
+        pieces = (b"%x\r\n" % len(chunk), chunk, b"\r\n") if self.chunked_write else (chunk,)
+        for piece in pieces:
+            # send(), not sendall(): the socket's timeout bounds each send, as
+            # in cheroot's writer, not the whole piece (a slow reader).
+            view = memoryview(piece)
+            while view:
+                view = view[self.conn.socket.send(view):]
+            wfile.bytes_written += len(piece)
 
     def _body_unread(self) -> bool:
         rfile = getattr(self, "rfile", None)

@@ -54,13 +54,18 @@ _CHUNK = 256
 _SAFE = "!*'(),$-_|."
 #: Names that quote() and escape() leave as they are (most of them): skipped.
 _PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
+#: What escape() changes.
+_MARKUP = re.compile("[&<>]").search
+#: What ends a file's allprop response.
+_FILE_TAIL = f"{_LOCK_PROPS}</ns0:prop>{_OK}</ns0:propstat></ns0:response>"
 
 
 def fast_propfind(provider: Any, environ: dict, start_response: Callable,
-                  etag_of: Callable[[Entry], str | None]) -> Iterator[bytes] | None:
+                  etag_of: Callable[[Entry], str]) -> Iterator[bytes] | None:
     """The reply to a folder-listing PROPFIND, or None when wsgidav must
-    answer (the request body is left for it to read again). Raises the core's
-    errors (for the caller to translate) before anything is sent."""
+    answer (the request body is left for it to read again); ``etag_of``: a
+    file's ETag (not asked of folders). Raises the core's errors (for the
+    caller to translate) before anything is sent."""
     depth = environ.get("HTTP_DEPTH")
     if depth not in ("0", "1"):
         return None
@@ -156,10 +161,11 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
     dates: dict[int, str] = {}
 
     def content_type(name: str) -> str:
-        suffix = ".".join(name.lower().rsplit(".", 2)[1:])
-        if suffix not in types:
-            types[suffix] = util.guess_mime_type(name)
-        return types[suffix]
+        suffix = ".".join(name.lower().rsplit(".", 2)[1:]) if "." in name else ""
+        text = types.get(suffix)
+        if text is None:
+            text = types[suffix] = util.guess_mime_type(name)
+        return text
 
     def lastmod(entry: Entry, path: str) -> str | None:
         mtime = entry.mtime
@@ -260,12 +266,34 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         return "".join(out)
 
     one = allprop_response if names is _LIVE else response
+    inline = names is _LIVE and oc is None
+    head = f"<ns0:response><ns0:href>{base}"
+    stamps: dict[int, str] = {}  # <getlastmodified> by second
 
-    def members_of(chunk: list[Entry]) -> Iterator[str]:
+    def members_of(chunk: list[Entry]) -> str:
+        """The responses of ``chunk``, as one string. A file of an allprop
+        listing with a name that needs no quoting (most of a big folder's)
+        is written here, from the fragments computed once per listing, as
+        allprop_response would write it."""
+        out = []
         for e in chunk:
-            name = e.name
-            href = base + (name if _PLAIN(name) else quote(name, safe=_SAFE)) + ("/" if e.is_dir else "")
-            yield one(f"{folder}/{name}", e, href)
+            name, mtime = e.name, e.mtime
+            plain = _PLAIN(name)
+            if not (plain and inline) or e.is_dir or mtime is None:
+                href = base + (name if plain else quote(name, safe=_SAFE)) + ("/" if e.is_dir else "")
+                out.append(one(f"{folder}/{name}", e, href))
+                continue
+            second = int(mtime)
+            modified = stamps.get(second)
+            if modified is None:
+                text = lastmod(e, f"{folder}/{name}")
+                modified = stamps[second] = f"<ns0:getlastmodified>{text}</ns0:getlastmodified>"
+            tag = etag_of(e)
+            out.append(f"{head}{name}</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype /><ns0:getcontentlength>"
+                       f"{e.size}</ns0:getcontentlength><ns0:getcontenttype>{content_type(name)}"
+                       f"</ns0:getcontenttype>{modified}<ns0:displayname>{name}</ns0:displayname><ns0:getetag>"
+                       f"{escape(tag) if _MARKUP(tag) else tag}</ns0:getetag>{_FILE_TAIL}")
+        return "".join(out)
 
     def body() -> Iterator[bytes]:
         """Sent as it is written: the listing, the one part that can fail,
@@ -281,7 +309,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         yield (b'<?xml version="1.0" encoding="utf-8" ?>\n<ns0:multistatus xmlns:ns0="DAV:"'
                + declare.encode() + b">" + _named(text, named).encode())
         for i in range(0, len(members), _CHUNK):
-            yield _named("".join(members_of(members[i:i + _CHUNK])), named).encode()
+            yield _named(members_of(members[i:i + _CHUNK]), named).encode()
         yield b"</ns0:multistatus>"
 
     headers = [("Content-Type", "application/xml; charset=utf-8"), ("Date", util.get_rfc1123_time())]

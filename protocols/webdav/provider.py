@@ -221,7 +221,7 @@ class GatewayProvider(DAVProvider):
             return None
         with translated(environ):
             if method == "PROPFIND":
-                return fast_propfind(self, environ, start_response, _etag)
+                return fast_propfind(self, environ, start_response, storage_etag)
             if method == "PUT":
                 return fast_put(self, environ, start_response, environ["wsgidav.config"]["block_size"])
             if method == "MKCOL":

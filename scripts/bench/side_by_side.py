@@ -1,7 +1,8 @@
 """CPU per small WebDAV request of two (or more) gateway trees, side by side.
 
     python scripts/bench/side_by_side.py --tree base=/tmp/base --tree new=. \
-        [--op put|get|head|propfind0|propfind1|mkcol|delete|move|copy] [--n 1000] [--rounds 3] [--floor]
+        [--op put|get|head|propfind0|propfind1|list|mkcol|delete|move|copy] [--n 1000] [--rounds 3] [--floor]
+        [--entries 20000]
 
 Each tree runs as its own gateway process (its own temporary config, state
 dir and local mount) at the same time; the rounds are interleaved (round r:
@@ -10,8 +11,11 @@ client (Python http.client, one kept-alive connection, Basic auth) sends
 ``--n`` requests per round on files of 4 KiB (PUTs replace 200 files over and
 over, or with ``--fresh`` each make a new file; PROPFIND Depth 0 of one such
 file or Depth 1 of a folder of ten; DELETE and MOVE of files PUT before the
-round, untimed; COPY to a new name); the CPU is the gateway process's
-utime+stime from /proc/PID/stat before and after the round. ``--floor`` adds
+round, untimed; COPY to a new name); ``--op list`` instead sends ``--n``
+PROPFINDs (Depth 1, empty body: allprop, as the benchmark's curl sends
+them) of a folder of ``--entries`` empty files made in each mount's folder
+before the first round, and reports µs per entry. The CPU is the gateway
+process's utime+stime from /proc/PID/stat before and after the round. ``--floor`` adds
 an empty WSGI app on cheroot (reads the body, answers 201) as the floor.
 A benchmark, not a test: it prints µs of CPU per request.
 """
@@ -102,7 +106,7 @@ def stop(procs) -> None:
 
 
 #: The requests ``--op`` can time (each of 4 KiB files or small folders).
-OPS = ("put", "get", "head", "propfind0", "propfind1", "mkcol", "delete", "move", "copy")
+OPS = ("put", "get", "head", "propfind0", "propfind1", "list", "mkcol", "delete", "move", "copy")
 
 
 def _conn(port: int) -> tuple[http.client.HTTPConnection, dict]:
@@ -119,9 +123,17 @@ def _send(conn: http.client.HTTPConnection, method: str, path: str, headers: dic
         raise SystemExit(f"{method} {path}: {r.status} {r.reason}")
 
 
-def setup(port: int, op: str, n: int, prefix: str, body: bytes, tag: str) -> None:
+def setup(port: int, op: str, n: int, prefix: str, body: bytes, tag: str, root: Path | None = None,
+          entries: int = 0) -> None:
     """What round ``tag`` of ``op`` needs and does not time: the files a
-    DELETE or MOVE takes away, the small folder a PROPFIND lists."""
+    DELETE or MOVE takes away, the small folder a PROPFIND lists, the big
+    folder a ``list`` lists (made in the mount's folder ``root``)."""
+    if op == "list":
+        if tag == "r0-" and root is not None:
+            (root / "big").mkdir()
+            for i in range(entries):
+                (root / "big" / f"e{i:06d}").touch()
+        return
     conn, headers = _conn(port)
     if op in ("delete", "move"):
         for i in range(n):
@@ -147,6 +159,9 @@ def run(port: int, op: str, n: int, prefix: str, body: bytes, tag: str = "", fre
             _send(conn, "PROPFIND", name, {**headers, "Depth": "0"})
         elif op == "propfind1":
             _send(conn, "PROPFIND", f"{prefix}/small/" if prefix else "/", {**headers, "Depth": "1"})
+        elif op == "list":
+            _send(conn, "PROPFIND", f"{prefix}/big/" if prefix else "/",
+                  {**headers, "Depth": "1", "Content-Type": "application/xml"})
         elif op == "mkcol":
             _send(conn, "MKCOL", f"{prefix}/{tag}d{i}", headers)
         elif op == "delete":
@@ -166,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--floor", action="store_true", help="also an empty WSGI app on cheroot")
+    p.add_argument("--entries", type=int, default=20000, help="files of the folder --op list lists")
     p.add_argument("--fresh", action="store_true", help="PUT new files (else replace the same 200)")
     p.add_argument("--hold", type=float, default=0, help="seconds to keep the servers up after (for py-spy)")
     args = p.parse_args(argv)
@@ -179,32 +195,34 @@ def main(argv: list[str] | None = None) -> int:
             for spec in args.tree:
                 name, path = spec.split("=", 1)
                 proc, port = start_gateway(Path(path).resolve(), Path(t) / name, hash_password(PASSWORD))
-                servers[name] = (proc, port, "/dav")
+                servers[name] = (proc, port, "/dav", Path(t) / name / "root")
                 print(f"{name}: pid {proc.pid} port {port}", flush=True)
             if args.floor:
                 port = free_port()
                 proc = subprocess.Popen([sys.executable, "-c", FLOOR_APP, str(port)])
                 wait_port(port, proc)
-                servers["empty app on cheroot"] = (proc, port, "")
-            for _, port, prefix in servers.values():  # warm up; files exist for GET
+                servers["empty app on cheroot"] = (proc, port, "", None)
+            for _, port, prefix, _ in servers.values():  # warm up; files exist for GET
                 run(port, "put", 200, prefix, body)
             results: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
             for r in range(args.rounds):
-                for name, (proc, port, prefix) in servers.items():
-                    setup(port, args.op, args.n, prefix, body, f"r{r}-")
+                for name, (proc, port, prefix, root) in servers.items():
+                    setup(port, args.op, args.n, prefix, body, f"r{r}-", root, args.entries)
                     user, system = cpu(proc.pid)
                     run(port, args.op, args.n, prefix, body, f"r{r}-", args.fresh)
                     user2, system2 = cpu(proc.pid)
-                    results[name].append(((user2 - user) / args.n * 1e6, (system2 - system) / args.n * 1e6))
+                    per = args.n * (args.entries if args.op == "list" else 1)
+                    results[name].append(((user2 - user) / per * 1e6, (system2 - system) / per * 1e6))
             for name, rounds in results.items():
                 us = [u + s for u, s in rounds]
-                print(f"{args.op.upper()} {name}: " + " / ".join(f"{u:.0f}" for u in us)
-                      + f" µs CPU per request (median {sorted(us)[len(us) // 2]:.0f}; system "
-                      + " / ".join(f"{s:.0f}" for _, s in rounds) + ")", flush=True)
+                unit, digits = ("entry", 2) if args.op == "list" else ("request", 0)
+                print(f"{args.op.upper()} {name}: " + " / ".join(f"{u:.{digits}f}" for u in us)
+                      + f" µs CPU per {unit} (median {sorted(us)[len(us) // 2]:.{digits}f}; system "
+                      + " / ".join(f"{s:.{digits}f}" for _, s in rounds) + ")", flush=True)
             if args.hold:
                 time.sleep(args.hold)
         finally:
-            stop(proc for proc, _, _ in servers.values())
+            stop(proc for proc, _, _, _ in servers.values())
     return 0
 
 

@@ -405,3 +405,35 @@ def test_locked_paths_answer_as_wsgidav(servers):
 def _tree(root) -> dict:
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
             if ".gateway" not in p.parts}
+
+
+def test_a_big_listing_is_written_as_by_wsgidav(servers):
+    """A folder of more than one chunk of members (sent chunked by the fast
+    path, whole by wsgidav), allprop asked with no body and with one: the
+    same multistatus, ETags and times included (the same files, made with
+    the same times on both servers): the fast path writes most of these
+    members from fragments of its own."""
+    names = [f"f{i:03d}{ext}" for i, ext in zip(range(300), [".txt", "", ".tar.gz", ".JPG", ".md", ".bin"] * 50)]
+    names += ["x&y.txt", "sp ace.txt", "\u00fcn\u00ef.txt", "pct%41.txt", "it's (1).pdf", "dir0", "dir1"]
+    for server in servers:
+        big = server.running.data / "big"
+        big.mkdir()
+        for i, name in enumerate(names):
+            p = big / name
+            if name.startswith("dir"):
+                p.mkdir()
+            else:
+                p.write_bytes(b"x" * (i % 7))
+            os.utime(p, (SEEDED, SEEDED + i * 0.37))
+        os.utime(big, (SEEDED, SEEDED))
+    for body in (None, ALLPROP):
+        replies = []
+        for server in servers:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            auth = base64.b64encode(f"alice:{PASSWORD['alice']}".encode()).decode()
+            conn.request("PROPFIND", "/dav/big/", body=body, headers={"Depth": "1", "Authorization": "Basic " + auth})
+            r = conn.getresponse()
+            replies.append((r.status, _QUOTA.sub("n", r.read().decode())))
+            conn.close()
+        assert replies[0] == replies[1]
+        assert replies[0][0] == 207 and replies[0][1].count("<ns0:response>") == len(names) + 1
