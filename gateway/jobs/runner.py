@@ -26,6 +26,9 @@ _BATCH = 256
 #: How long a committed job's cleanup waits for the reads this node began
 #: before the commit (a client's listing, a remote download) to end.
 READS_GRACE_S = 10.0
+#: Up to how many leftovers of a failed cleanup are looked at one by one
+#: (more are reported as "at most").
+_LEFTOVERS_CHECKED = 1000
 
 
 class _Stopped(Exception):
@@ -216,8 +219,29 @@ class JobRunner:
                     "the sweep removes them") if n else None
         if not n:
             return None
-        return (f"{n} item(s), {size} bytes, of the source were not removed and show again under {job.src}: "
-                "remove them by hand")
+        exact = False
+        if n <= _LEFTOVERS_CHECKED:  # the journal may name what a killed attempt removed without noting it
+            n, size, exact = self._still_there(job, state, n)
+            if not n:
+                return None
+        return (f"{'' if exact else 'at most '}{n} item(s), {size} bytes, of the source were not removed "
+                f"and show again under {job.src}: remove them by hand")
+
+    def _still_there(self, job: Job, state: str, n: int) -> tuple[int, int, bool]:
+        """How many of the ``n`` items in ``state`` are still on the
+        source's storage, their bytes, and whether each could be looked at
+        (one that could not counts as there)."""
+        mount, root = self.namespace.resolve(job.src)
+        left = size = 0
+        exact = True
+        for _, rel, _, item_size in self.store.items(job.id, state, limit=n):
+            try:
+                there = mount.backend.exists(join(root, rel))
+            except E.GatewayError:
+                there, exact = True, False
+            if there:
+                left, size = left + 1, size + item_size
+        return left, size, exact
 
     def retry_rollbacks(self, skip: set[str] | frozenset[str] = frozenset()) -> None:
         """Finish the rollbacks that could not reach their storage (or

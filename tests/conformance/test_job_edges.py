@@ -501,11 +501,12 @@ def test_kill_9_in_cleanup_then_storage_failing_releases_every_path_and_says_wha
         job = wait_until(lambda: (j := store.get(job_id)).terminal and j, what="the job's end")
         store.close()
         assert (job.state, job.phase) == ("failed", "done"), job
-        # what the journal had not marked removed (the folder, and the files
-        # the killed attempt removed without journaling it, are counted)
+        # The storage refuses even to be looked at there, so the journal's
+        # count is a bound: it may include files the killed attempt removed
+        # without journaling it.
         left = len(list((tmp_path / "A" / "tree").iterdir()))
-        counted = re.search(r"(\d+) item\(s\), \d+ bytes, of the source were not removed and show again "
-                            r"under /a/tree", job.leftovers or "")
+        counted = re.search(r"at most (\d+) item\(s\), \d+ bytes, of the source were not removed and show "
+                            r"again under /a/tree", job.leftovers or "")
         assert counted and left < int(counted[1]) <= 81, job.leftovers
         ftp = gw.ftp("admin")
         line = ftp.sendcmd(f"SITE JOB {job_id}")

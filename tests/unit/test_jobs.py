@@ -985,3 +985,28 @@ def test_an_abandoned_attempt_stuck_in_a_storage_call_is_rolled_back_once_it_let
         g.ops.mkdir(b, "/b/tree")
     finally:
         g.close()
+
+
+def test_a_failed_cleanup_counts_what_is_still_there_not_what_the_journal_says(tmp_path):
+    """A move's journal still names as 'copied' files that a killed attempt
+    removed without noting it: the leftovers a failed cleanup reports are
+    the items still on the source's storage, looked at one by one."""
+    root, mount = local_slow(tmp_path, latency_ms=0)
+    g = build(tmp_path, mounts={"/": mount})
+    try:
+        a, _ = sessions()
+        make_tree(g.ops, a, n=10)  # /tree: 7 files and sub/ with 2: 10 items
+        job = g.store.create(Job(id="left1", queue="move", operation="move", src="/tree", dst="/moved",
+                                 owner=a.user.name, session_id=a.id, protocol=a.protocol, state="running",
+                                 heartbeat_at=time.time()))
+        rels = sorted(str(p.relative_to(root / "tree")) for p in (root / "tree").rglob("*"))
+        g.store.add_items(job, [(rel, (root / "tree" / rel).is_dir(), 10 * (root / "tree" / rel).is_file())
+                                for rel in rels])
+        ids = [item_id for item_id, *_ in g.store.items(job.id, "pending", limit=100)]
+        assert g.store.mark_items(job, ids, "copied") is not None
+        for gone in ("f001", "f002", "sub/f005"):  # removed, not journaled
+            (root / "tree" / gone).unlink()
+        assert g.dispatcher.runner.cleanup_leftovers(job) == (
+            "7 item(s), 60 bytes, of the source were not removed and show again under /tree: remove them by hand")
+    finally:
+        g.close()
