@@ -75,24 +75,27 @@ def wait_port(port: int, proc: subprocess.Popen, seconds: float = 90) -> None:
     raise SystemExit(f"server on {port} did not start")
 
 
-def start_gateway(tree: Path, tmp: Path, password_hash: str) -> tuple[subprocess.Popen, int]:
+def start_gateway(tree: Path, tmp: Path, password_hash: str) -> tuple[subprocess.Popen, dict[str, int]]:
+    """The gateway of ``tree`` serving ``tmp``/root on local disk to USER,
+    with every front end listening: (process, ports by "http", "ftp", "sftp")."""
     root, state = tmp / "root", tmp / "var"
     root.mkdir(parents=True)
-    port = free_port()
+    ports = {name: free_port() for name in ("http", "ftp", "sftp")}
     config = tmp / "gateway.toml"
     config.write_text(
         "[server]\nhost = \"127.0.0.1\"\n"
         f"state_dir = \"{state}\"\n"
-        f"[ftp]\nport = {free_port()}\n[sftp]\nport = {free_port()}\n[http]\nport = {port}\n"
-        f"[[mounts]]\npath = \"/\"\nurl = \"file://{root}\"\n"
+        + "".join(f"[{name}]\nport = {port}\n" for name, port in ports.items())
+        + f"[[mounts]]\npath = \"/\"\nurl = \"file://{root}\"\n"
         f"[[users]]\nname = \"{USER}\"\npassword_hash = \"{password_hash}\"\n"
         "[logging]\nlevel = \"INFO\"\n")
     log = open(tmp / "gateway.log", "wb")
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
                             cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port, proc)
-    return proc, port
+    for port in ports.values():
+        wait_port(port, proc)
+    return proc, ports
 
 
 def stop(procs) -> None:
@@ -194,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for spec in args.tree:
                 name, path = spec.split("=", 1)
-                proc, port = start_gateway(Path(path).resolve(), Path(t) / name, hash_password(PASSWORD))
+                proc, ports = start_gateway(Path(path).resolve(), Path(t) / name, hash_password(PASSWORD))
+                port = ports["http"]
                 servers[name] = (proc, port, "/dav", Path(t) / name / "root")
                 print(f"{name}: pid {proc.pid} port {port}", flush=True)
             if args.floor:

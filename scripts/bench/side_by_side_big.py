@@ -18,7 +18,6 @@ import base64
 import ftplib
 import http.client
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -83,9 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             for spec in args.tree:
                 name, path = spec.split("=", 1)
                 tmp = Path(t) / name
-                proc, port = start_gateway(Path(path).resolve(), tmp, hash_password(PASSWORD))
-                ftp_port = int(re.search(r"\[ftp\]\nport = (\d+)", (tmp / "gateway.toml").read_text()).group(1))
-                servers[name] = (proc, {"webdav": port, "ftp": ftp_port}, tmp / "root")
+                proc, ports = start_gateway(Path(path).resolve(), tmp, hash_password(PASSWORD))
+                servers[name] = (proc, {"webdav": ports["http"], "ftp": ports["ftp"]}, tmp / "root")
                 print(f"{name}: pid {proc.pid}", flush=True)
             results: dict[tuple[str, str], list[tuple[float, float]]] = {}
             for r in range(args.rounds):

@@ -28,38 +28,25 @@ import argparse
 import asyncio
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from ftplib import FTP
 from pathlib import Path
 
-from side_by_side import PASSWORD, USER, cpu, free_port, stop, wait_port
+from side_by_side import PASSWORD, USER, cpu, start_gateway, stop
 
 OPS = ("dele", "stor", "sftp-remove", "sftp-get", "sftp-put")
 
 
 class Gateway:
+    """A tree's gateway (side_by_side.start_gateway): its process, root, FTP and SFTP ports."""
+
     def __init__(self, name: str, tree: Path, tmp: Path, password_hash: str) -> None:
         self.name = name
         self.root = tmp / "root"
-        self.root.mkdir(parents=True)
-        self.ftp, self.sftp, http = free_port(), free_port(), free_port()
-        config = tmp / "gateway.toml"
-        config.write_text(
-            "[server]\nhost = \"127.0.0.1\"\n"
-            f"state_dir = \"{tmp / 'var'}\"\n"
-            f"[ftp]\nport = {self.ftp}\n[sftp]\nport = {self.sftp}\n[http]\nport = {http}\n"
-            f"[[mounts]]\npath = \"/\"\nurl = \"file://{self.root}\"\n"
-            f"[[users]]\nname = \"{USER}\"\npassword_hash = \"{password_hash}\"\n"
-            "[logging]\nlevel = \"INFO\"\n")
-        log = open(tmp / "gateway.log", "wb")
-        env = {**os.environ, "PYTHONPATH": str(tree)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
-                                     cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
-        for port in (http, self.ftp, self.sftp):
-            wait_port(port, self.proc)
+        self.proc, ports = start_gateway(tree, tmp, password_hash)
+        self.ftp, self.sftp = ports["ftp"], ports["sftp"]
 
 
 def _files(folder: Path, n: int, body: bytes) -> None:
