@@ -328,28 +328,31 @@ class Upload:
             self._drop()
 
 
-class _ViewedRead:
-    """A download's file from remote storage that ends its read of the view
-    (JobStore.end_read) once, at close, or when dropped unclosed."""
+class _ClosingRead:
+    """A download's file that calls ``closed()`` once, when it is closed or
+    dropped unclosed; everything else is the file's."""
 
-    def __init__(self, f: BinaryIO, ended: Callable[[], None]) -> None:
+    def __init__(self, f: BinaryIO, closed: Callable[..., None]) -> None:
         self._f = f
-        self._ended: Callable[[], None] | None = ended
+        self._closed: Callable[..., None] | None = closed
+
+    def _end(self, closed: Callable[..., None]) -> None:
+        closed()
 
     def close(self) -> None:
-        ended, self._ended = self._ended, None
+        closed, self._closed = self._closed, None
         try:
             self._f.close()
         finally:
-            if ended is not None:
-                ended()
+            if closed is not None:
+                self._end(closed)
 
     def __del__(self) -> None:
-        ended, self._ended = self._ended, None
-        if ended is not None:
-            ended()
+        closed, self._closed = self._closed, None
+        if closed is not None:
+            self._end(closed)
 
-    def __enter__(self) -> "_ViewedRead":
+    def __enter__(self) -> "_ClosingRead":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -359,15 +362,17 @@ class _ViewedRead:
         return getattr(self._f, attr)
 
 
-class _AuditedRead:
+class _AuditedRead(_ClosingRead):
     """A download's file that counts the bytes read and calls ``done(bytes)``
     once, at close. It has no ``fileno``, so nothing bypasses the count
     (FTP's sendfile is not used while auditing)."""
 
-    def __init__(self, f: BinaryIO, done: Any) -> None:
-        self._f = f
-        self._done = done
+    def __init__(self, f: BinaryIO, done: Callable[[int], None]) -> None:
+        super().__init__(f, done)
         self._bytes = 0
+
+    def _end(self, closed: Callable[..., None]) -> None:
+        closed(self._bytes)
 
     def read(self, size: int = -1) -> bytes:
         data = self._f.read(size)
@@ -381,23 +386,6 @@ class _AuditedRead:
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("fileno")
-
-    def close(self) -> None:
-        done, self._done = self._done, None
-        try:
-            self._f.close()
-        finally:
-            if done is not None:
-                done(self._bytes)
-
-    def __enter__(self) -> "_AuditedRead":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._f, attr)
 
 
 def keep_parent(backend: Backend, path: str) -> None:
@@ -759,7 +747,7 @@ class Operations:
         if mount.backend.local:
             self.store.end_read(token)
         else:
-            f = _ViewedRead(f, partial(self.store.end_read, token))
+            f = _ClosingRead(f, partial(self.store.end_read, token))  # ends the read at close
         if self.audit:
             f = _AuditedRead(f, lambda n: self._audit(session, "download", u, "ok", started,
                                                       bytes=n, offset=offset or None))

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -95,6 +96,19 @@ def wait_until(predicate: Callable[[], T], timeout: float = 30.0, what: str = "t
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(step)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM a server process still running and wait for it (30 s, then
+    SIGKILL)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PASSWORDS, wait_until, write_config
+from conftest import PASSWORDS, stop_process, wait_until, write_config
 from servers import mount_spec, servers  # noqa: F401 - servers is a fixture
 
 from gateway.config import load_config
@@ -96,12 +95,7 @@ def test_a_64_mib_upload_streams_to_the_server_in_bounded_memory(kind, servers, 
         assert r.status_code == 201, r.text
         peak = _kib(proc.pid, "VmHWM")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
     assert arrived and arrived[0] < SIZE
     assert area.files() == {"warm.txt": 1, "big.bin": SIZE}

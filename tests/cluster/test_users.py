@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from conftest import free_port, wait_until
+from conftest import free_port, stop_process, wait_until
 from pg import pg_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
@@ -69,13 +68,7 @@ class Serve:
             raise AssertionError(f"{e}\n{self.log.read_text()[-3000:]}") from None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def ftp_login(self, user: str, password: str) -> bool:
         with ftplib.FTP() as ftp:

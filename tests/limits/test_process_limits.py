@@ -24,7 +24,7 @@ import pytest
 from gateway.config import load_config
 from gateway.jobs.model import Job, new_job_id
 from gateway.sweep import Sweeper
-from tests.conftest import PASSWORDS, unique_memory, wait_for_port, wait_until, write_config
+from conftest import PASSWORDS, stop_process, unique_memory, wait_for_port, wait_until, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = time.time() - 7200
@@ -48,16 +48,6 @@ def _serve(config: Path, log: Path, preexec=None) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config)],
                                 cwd=config.parent, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=preexec,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ------------------------------------------------------------------ the sweep
@@ -84,7 +74,7 @@ def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
         data.close()
         ftp.close()
     finally:
-        _stop(proc)
+        stop_process(proc)
     (temp,) = temps
     assert temp.exists()  # kill -9: nothing removed it
     time.sleep(1.2)  # older than the grace time
@@ -97,7 +87,7 @@ def test_upload_killed_by_sigkill_is_swept_by_the_restart(tmp_path):
         assert [n.rsplit("/", 1)[-1] for n in ftp.nlst("in")] == ["ok.bin"]
         ftp.quit()
     finally:
-        _stop(proc)
+        stop_process(proc)
     text = log.read_text()
     assert f"removed abandoned temporary /in/{temp.name} (300000 bytes" in text, text[-3000:]
 
@@ -323,7 +313,7 @@ def test_descriptor_exhaustion_is_refused_cleanly_without_a_log_flood(tmp_path, 
         again.quit()
         assert _open_fds(proc.pid) < FD_LIMIT // 2
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert proc.returncode == 0
 
 

@@ -987,6 +987,31 @@ def test_an_abandoned_attempt_stuck_in_a_storage_call_is_rolled_back_once_it_let
         g.close()
 
 
+def test_a_remote_download_begun_before_a_commit_keeps_its_source_until_closed(gw):
+    """A download from remote storage (here slow::memory) reads as it goes:
+    opened before a move of its folder committed, its file stays on the
+    storage until the download is closed; then the cleanup finishes."""
+    a, b = sessions()
+    ops = gw.ops
+    make_tree(ops, a)
+    before = count(ops, b, "/tree")
+    f, _ = ops.open_read(b, "/tree/f001")
+    out = ops.move(a, "/tree", "/moved")
+    assert out.backgrounded
+    wait_until(lambda: gw.store.get(out.job_id).committed, what="the move's commit")
+    mount, bp = gw.namespace.resolve("/tree")
+
+    def stored(path):
+        return sum(1 + (stored(e.path) if e.is_dir else 0) for e in mount.backend.iterdir(path))
+
+    time.sleep(0.5)  # the cleanup has had time to remove files, had it started
+    assert stored(bp) == before
+    with f:
+        assert f.read() == b"B" * 10
+    assert wait(gw, out.job_id).state == "completed"
+    assert not mount.backend.exists(bp)
+
+
 def test_a_failed_cleanup_counts_what_is_still_there_not_what_the_journal_says(tmp_path):
     """A move's journal still names as 'copied' files that a killed attempt
     removed without noting it: the leftovers a failed cleanup reports are
