@@ -5,6 +5,7 @@
                              [--sizes full|quick|smoke] [--before WORKLOAD] [--no-upload-checksums]
                              [--out DIR]
     scripts/bench/profile.py --analyse DIR/webdav-upload_small-gil.raw
+    scripts/bench/profile.py --table DIR/*-gil.raw
     scripts/bench/profile.py --strace --protocol webdav --workload upload_small --repeat 1
 
 Starts the gateway alone, configured as ``scripts/bench/run`` configures it
@@ -35,6 +36,10 @@ qualified names such as ``Condition.wait``). Any other system call counts as
 busy for the frame that made it, so that mode sees C code outside the GIL,
 but on a loaded machine it also counts a thread waiting on the disk or
 preempted after a send.
+
+``--table`` puts several GIL profiles side by side: one column per profile,
+one row per layer, each cell the layer's share of that profile's CPU and its
+µs per operation (the form RESULTS.md uses).
 
 ``--strace`` counts the gateway's system calls per operation instead.
 The raw py-spy file and its ``.json`` (CPU, operations) stay in ``--out``.
@@ -213,6 +218,33 @@ def report(raw: Path, top: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table(raws: list[Path]) -> str:
+    """One Markdown table of several GIL profiles: a column per profile, a
+    row per layer (the kernel's first, then by the largest share in any
+    column), each cell "share (µs per operation)"."""
+    cols, cells = [], {}
+    kernel = "kernel (system time: files, sockets)"
+    for raw in raws:
+        meta = json.loads(raw.with_suffix(".json").read_text())
+        if not meta.get("gil"):
+            raise SystemExit(f"{raw}: not a --gil profile")
+        user, system, ops = meta["user_s"], meta["system_s"], meta["ops"]
+        cpu = user + system
+        per_op = cpu / ops * 1e6
+        _, busy, layers, _, _ = analyse(raw)
+        fmt = (lambda x: f"{x:,.1f}") if per_op < 100 else (lambda x: f"{x:,.0f}")
+        col = len(cols)
+        cols.append(f"{meta['protocol']} {meta['workload']} ({fmt(per_op)} µs/{meta['unit']}, {busy:,} samples)")
+        shares = {kernel: system / cpu, **{layer: n / busy * user / cpu for layer, n in layers.items()}}
+        for layer, share in shares.items():
+            cells.setdefault(layer, {})[col] = (share, f"{share:.1%} ({fmt(share * per_op)})")
+    order = sorted(cells, key=lambda k: (k != kernel, -max(s for s, _ in cells[k].values())))
+    lines = ["| layer | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for layer in order:
+        lines.append(f"| {layer} | " + " | ".join(cells[layer].get(i, (0, "–"))[1] for i in range(len(cols))) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def record(args: argparse.Namespace) -> Path:
     """Run the workload under py-spy; returns the raw file (beside it, its .json)."""
     workload = next(w for w in WORKLOADS if w.key == args.workload)
@@ -315,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strace", action="store_true",
                    help="count the gateway's system calls per operation with strace -c -f instead of profiling")
     p.add_argument("--analyse", type=Path, metavar="RAW", help="run nothing: report an earlier raw file")
+    p.add_argument("--table", type=Path, nargs="+", metavar="RAW",
+                   help="run nothing: one table of the layers of several earlier --gil raw files")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
     if args.analyse:
         raw = args.analyse
     else:
