@@ -1,0 +1,128 @@
+"""CPU and wall time of OpenSSH's ``sftp`` client against two (or more) gateway trees, side by side.
+
+    python scripts/bench/side_by_side_sftp.py --tree base=/tmp/base --tree new=. \
+        --op get-small|get-big|put-big [--n 2000] [--mib 1024] [--rounds 3] [--ssh-option Ciphers=...]
+
+The benchmark's SFTP rows use OpenSSH's ``sftp`` (scripts/bench/clients.py),
+which negotiates other algorithms than asyncssh's client in
+``side_by_side_ops.py`` (aes128-ctr with umac-64-etm against the gateway's
+offer, where asyncssh picks aes256-gcm). Each tree runs as its own gateway
+process (``side_by_side.start_gateway``), rounds interleaved; the client
+logs in with the password through ``sshpass``. The gateway's CPU is read
+from /proc by the client itself (a ``!`` shell escape of the same sftp
+session, before and after the transfer), so the login is left out:
+
+- ``get-small``: ``get -r`` of a folder of ``--n`` 4 KiB files in 10
+  subfolders (as the benchmark's small download), made on the mount's disk;
+- ``get-big`` / ``put-big``: one file of ``--mib`` MiB (the download's file
+  made once on the disk; the upload's from a local file).
+
+Prints µs of gateway CPU per file (get-small) or per MiB, and the wall time.
+A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from side_by_side import PASSWORD, USER, start_gateway, stop  # noqa: E402
+
+OPS = ("get-small", "get-big", "put-big")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_cpu(text: str) -> float:
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def session(port: int, pid: int, commands: list[str], work: Path, options: list[str]
+            ) -> tuple[float, float, int, int]:
+    """(gateway CPU s, wall s, read and write system calls) of ``commands`` in one logged-in sftp session."""
+    marks = work / "marks"
+    probe = f"!(cat /proc/{pid}/stat; date +%s.%N; grep ^sysc /proc/{pid}/io | tr '\\n' ' '; echo) >> {marks}"
+    marks.unlink(missing_ok=True)
+    argv = ["sshpass", "-p", PASSWORD, "sftp", "-q", "-P", str(port), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR",
+            *[a for o in options for a in ("-o", o)], f"{USER}@127.0.0.1"]
+    script = "\n".join([probe, *commands, probe]) + "\n"
+    r = subprocess.run(argv, input=script.encode(), cwd=work, capture_output=True, timeout=900)
+    lines = marks.read_text().splitlines() if marks.exists() else []
+    if r.returncode or len(lines) != 6:
+        raise SystemExit(f"sftp failed ({r.returncode}): {r.stderr.decode(errors='replace')[-2000:]}")
+    calls = [int(a) - int(b) for a, b in zip(lines[5].split()[1::2], lines[2].split()[1::2])]
+    return _stat_cpu(lines[3]) - _stat_cpu(lines[0]), float(lines[4]) - float(lines[1]), *calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tree", action="append", required=True, help="name=path of a gateway source tree")
+    p.add_argument("--op", choices=OPS, required=True)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--mib", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--keep", type=Path, help="a new folder for the gateways' files, kept after (logs)")
+    p.add_argument("--ssh-option", action="append", default=[], help="passed to sftp as -o (e.g. MACs=...)")
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(Path(args.tree[0].split("=", 1)[1]).resolve()))
+    from gateway.auth import hash_password
+
+    with tempfile.TemporaryDirectory(prefix="sbs-sftp-") as t:
+        tmp = args.keep or Path(t)
+        gateways = []
+        try:
+            for spec in args.tree:
+                name, path = spec.split("=", 1)
+                proc, ports = start_gateway(Path(path).resolve(), tmp / name, hash_password(PASSWORD))
+                gateways.append((name, proc, ports["sftp"], tmp / name / "root"))
+                print(f"{name}: pid {proc.pid}", flush=True)
+            big = tmp / "big.bin"
+            if args.op != "get-small":
+                with open(big, "wb") as f:
+                    block = os.urandom(1 << 20)
+                    for _ in range(args.mib):
+                        f.write(block)
+            body = os.urandom(4096)
+            for _, _, _, root in gateways:
+                if args.op == "get-small":
+                    for i in range(args.n):
+                        d = root / "small" / f"d{i % 10}"
+                        d.mkdir(parents=True, exist_ok=True)
+                        (d / f"f{i}.bin").write_bytes(body)
+                elif args.op == "get-big":
+                    os.link(big, root / "big.bin")
+            results: dict[str, list[tuple[float, float, float, float]]] = {g[0]: [] for g in gateways}
+            per = args.n if args.op == "get-small" else args.mib
+            for r in range(args.rounds):
+                for name, proc, port, root in gateways:
+                    work = tmp / f"work-{name}"
+                    work.mkdir(exist_ok=True)
+                    cmd = {"get-small": [f"get -r /small {work}/small"], "get-big": [f"get /big.bin {work}/big.bin"],
+                           "put-big": [f"put {big} /up{r}.bin"]}[args.op]
+                    cpu_s, wall, reads, writes = session(port, proc.pid, cmd, work, args.ssh_option)
+                    results[name].append((cpu_s / per * 1e6, wall, reads / per, writes / per))
+                    shutil.rmtree(work / "small", ignore_errors=True)
+                    (work / "big.bin").unlink(missing_ok=True)
+                    (root / f"up{r}.bin").unlink(missing_ok=True)
+            unit = "file" if args.op == "get-small" else "MiB"
+            for name, rounds in results.items():
+                us = sorted(r[0] for r in rounds)
+                walls = sorted(r[1] for r in rounds)
+                print(f"{args.op} {name}: " + " / ".join(f"{r[0]:.0f}" for r in rounds)
+                      + f" µs CPU per {unit} (median {us[len(us) // 2]:.0f}); wall "
+                      + " / ".join(f"{r[1]:.2f}" for r in rounds) + f" s (median {walls[len(walls) // 2]:.2f});"
+                      f" read/write calls per {unit} {rounds[-1][2]:.1f}/{rounds[-1][3]:.1f}", flush=True)
+        finally:
+            stop(g[1] for g in gateways)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
