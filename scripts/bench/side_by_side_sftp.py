@@ -17,7 +17,8 @@ session, before and after the transfer), so the login is left out:
 - ``get-big`` / ``put-big``: one file of ``--mib`` MiB (the download's file
   made once on the disk; the upload's from a local file).
 
-Prints µs of gateway CPU per file (get-small) or per MiB, and the wall time.
+Prints µs of gateway CPU per file (get-small) or per MiB, the wall time,
+and the client's CPU (sftp and its ssh, the login included).
 A benchmark, not a test.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,21 +46,24 @@ def _stat_cpu(text: str) -> float:
 
 
 def session(port: int, pid: int, commands: list[str], work: Path, options: list[str]
-            ) -> tuple[float, float, int, int]:
-    """(gateway CPU s, wall s, read and write system calls) of ``commands`` in one logged-in sftp session."""
+            ) -> tuple[float, float, float]:
+    """(gateway CPU s, wall s, the client's CPU s: sftp and ssh, login included) of ``commands`` in one
+    logged-in sftp session."""
     marks = work / "marks"
-    probe = f"!(cat /proc/{pid}/stat; date +%s.%N; grep ^sysc /proc/{pid}/io | tr '\\n' ' '; echo) >> {marks}"
+    probe = f"!(cat /proc/{pid}/stat; date +%s.%N) >> {marks}"
     marks.unlink(missing_ok=True)
     argv = ["sshpass", "-p", PASSWORD, "sftp", "-q", "-P", str(port), "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR",
             *[a for o in options for a in ("-o", o)], f"{USER}@127.0.0.1"]
     script = "\n".join([probe, *commands, probe]) + "\n"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, input=script.encode(), cwd=work, capture_output=True, timeout=900)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     lines = marks.read_text().splitlines() if marks.exists() else []
-    if r.returncode or len(lines) != 6:
+    if r.returncode or len(lines) != 4:
         raise SystemExit(f"sftp failed ({r.returncode}): {r.stderr.decode(errors='replace')[-2000:]}")
-    calls = [int(a) - int(b) for a, b in zip(lines[5].split()[1::2], lines[2].split()[1::2])]
-    return _stat_cpu(lines[3]) - _stat_cpu(lines[0]), float(lines[4]) - float(lines[1]), *calls
+    return _stat_cpu(lines[2]) - _stat_cpu(lines[0]), float(lines[3]) - float(lines[1]), client
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                         (d / f"f{i}.bin").write_bytes(body)
                 elif args.op == "get-big":
                     os.link(big, root / "big.bin")
-            results: dict[str, list[tuple[float, float, float, float]]] = {g[0]: [] for g in gateways}
+            results: dict[str, list[tuple[float, float, float]]] = {g[0]: [] for g in gateways}
             per = args.n if args.op == "get-small" else args.mib
             for r in range(args.rounds):
                 for name, proc, port, root in gateways:
@@ -106,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                     work.mkdir(exist_ok=True)
                     cmd = {"get-small": [f"get -r /small {work}/small"], "get-big": [f"get /big.bin {work}/big.bin"],
                            "put-big": [f"put {big} /up{r}.bin"]}[args.op]
-                    cpu_s, wall, reads, writes = session(port, proc.pid, cmd, work, args.ssh_option)
-                    results[name].append((cpu_s / per * 1e6, wall, reads / per, writes / per))
+                    cpu_s, wall, client = session(port, proc.pid, cmd, work, args.ssh_option)
+                    results[name].append((cpu_s / per * 1e6, wall, client / per * 1e6))
                     shutil.rmtree(work / "small", ignore_errors=True)
                     (work / "big.bin").unlink(missing_ok=True)
                     (root / f"up{r}.bin").unlink(missing_ok=True)
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.op} {name}: " + " / ".join(f"{r[0]:.0f}" for r in rounds)
                       + f" µs CPU per {unit} (median {us[len(us) // 2]:.0f}); wall "
                       + " / ".join(f"{r[1]:.2f}" for r in rounds) + f" s (median {walls[len(walls) // 2]:.2f});"
-                      f" read/write calls per {unit} {rounds[-1][2]:.1f}/{rounds[-1][3]:.1f}", flush=True)
+                      f" client CPU per {unit} (sftp, ssh; login included) "
+                      + " / ".join(f"{r[2]:.0f}" for r in rounds) + " µs", flush=True)
         finally:
             stop(g[1] for g in gateways)
     return 0
