@@ -1,7 +1,7 @@
 """CPU and wall time of OpenSSH's ``sftp`` client against two (or more) gateway trees, side by side.
 
     python scripts/bench/side_by_side_sftp.py --tree base=/tmp/base --tree new=. \
-        --op get-small|get-big|put-big [--n 2000] [--mib 1024] [--rounds 3] [--ssh-option Ciphers=...]
+        --op get-small|rm-folder|get-big|put-big [--n 2000] [--mib 1024] [--rounds 3] [--ssh-option Ciphers=...]
 
 The benchmark's SFTP rows use OpenSSH's ``sftp`` (scripts/bench/clients.py),
 which negotiates other algorithms than asyncssh's client in
@@ -14,6 +14,8 @@ session, before and after the transfer), so the login is left out:
 
 - ``get-small``: ``get -r`` of a folder of ``--n`` 4 KiB files in 10
   subfolders (as the benchmark's small download), made on the mount's disk;
+- ``rm-folder``: ``rm`` of a folder's ``--n`` 4 KiB files (a glob) and
+  ``rmdir`` (as the benchmark's folder delete), made on the mount's disk;
 - ``get-big`` / ``put-big``: one file of ``--mib`` MiB (the download's file
   made once on the disk; the upload's from a local file).
 
@@ -36,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from side_by_side import PASSWORD, USER, start_gateway, stop  # noqa: E402
 
-OPS = ("get-small", "get-big", "put-big")
+OPS = ("get-small", "rm-folder", "get-big", "put-big")
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 gateways.append((name, proc, ports["sftp"], tmp / name / "root"))
                 print(f"{name}: pid {proc.pid}", flush=True)
             big = tmp / "big.bin"
-            if args.op != "get-small":
+            if args.op in ("get-big", "put-big"):
                 with open(big, "wb") as f:
                     block = os.urandom(1 << 20)
                     for _ in range(args.mib):
@@ -101,22 +103,30 @@ def main(argv: list[str] | None = None) -> int:
                         d = root / "small" / f"d{i % 10}"
                         d.mkdir(parents=True, exist_ok=True)
                         (d / f"f{i}.bin").write_bytes(body)
+                elif args.op == "rm-folder":
+                    pass  # made before each round
                 elif args.op == "get-big":
                     os.link(big, root / "big.bin")
             results: dict[str, list[tuple[float, float, float]]] = {g[0]: [] for g in gateways}
-            per = args.n if args.op == "get-small" else args.mib
+            small = args.op in ("get-small", "rm-folder")
+            per = args.n if small else args.mib
             for r in range(args.rounds):
                 for name, proc, port, root in gateways:
+                    if args.op == "rm-folder":
+                        (root / f"del{r}").mkdir()
+                        for i in range(args.n):
+                            (root / f"del{r}" / f"f{i}.bin").write_bytes(body)
                     work = tmp / f"work-{name}"
                     work.mkdir(exist_ok=True)
                     cmd = {"get-small": [f"get -r /small {work}/small"], "get-big": [f"get /big.bin {work}/big.bin"],
-                           "put-big": [f"put {big} /up{r}.bin"]}[args.op]
+                           "put-big": [f"put {big} /up{r}.bin"],
+                           "rm-folder": [f"rm /del{r}/*", f"rmdir /del{r}"]}[args.op]
                     cpu_s, wall, client = session(port, proc.pid, cmd, work, args.ssh_option)
                     results[name].append((cpu_s / per * 1e6, wall, client / per * 1e6))
                     shutil.rmtree(work / "small", ignore_errors=True)
                     (work / "big.bin").unlink(missing_ok=True)
                     (root / f"up{r}.bin").unlink(missing_ok=True)
-            unit = "file" if args.op == "get-small" else "MiB"
+            unit = "file" if small else "MiB"
             for name, rounds in results.items():
                 us = sorted(r[0] for r in rounds)
                 walls = sorted(r[1] for r in rounds)
