@@ -161,3 +161,26 @@ def test_openssh_negotiates_aes(gateway_factory, tmp_path):
     p = sftp_batch(r.port("sftp"), "alice", ["ls /"], tmp_path, verbose=True)
     negotiated = re.findall(r"kex: \S+ cipher: (\S+)", p.stderr)
     assert len(negotiated) == 2 and all(c.startswith("aes") for c in negotiated), negotiated
+
+
+def test_the_algorithms_offered_and_what_each_client_gets(gateway_factory, tmp_path):
+    """What the gateway offers (protocols.sftp.ssh.CIPHERS) and what clients
+    negotiate from it (the client's order wins): OpenSSH's defaults give
+    aes128-ctr with umac-64-etm (the benchmark's client); a client of the
+    paramiko era (CTR, HMAC-SHA2) and one asking for GCM (rclone's Go
+    library, asyncssh) get theirs; chacha20-poly1305 and CBC are refused."""
+    from protocols.sftp.ssh import CIPHERS
+
+    assert CIPHERS == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+    port = gateway_factory(protocols=("sftp",)).port("sftp")
+
+    def negotiated(*options: str) -> set[tuple[str, str]]:
+        p = sftp_batch(port, "alice", ["ls /"], tmp_path, verbose=True, options=options)
+        return set(re.findall(r"kex: \S+ cipher: (\S+) MAC: (\S+)", p.stderr))
+
+    assert negotiated() == {("aes128-ctr", "umac-64-etm@openssh.com")}
+    assert negotiated("-c", "aes256-ctr", "-o", "MACs=hmac-sha2-256") == {("aes256-ctr", "hmac-sha2-256")}
+    assert negotiated("-c", "aes128-gcm@openssh.com") == {("aes128-gcm@openssh.com", "<implicit>")}
+    for refused in ("chacha20-poly1305@openssh.com", "aes128-cbc"):
+        p = sftp_batch(port, "alice", ["ls /"], tmp_path, check=False, verbose=True, options=("-c", refused))
+        assert p.returncode != 0 and f"no matching cipher found. Their offer: {','.join(CIPHERS)}" in p.stderr, p.stderr
