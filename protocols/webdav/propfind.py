@@ -7,23 +7,45 @@ client listing a folder (empty body, ``allprop`` or a ``prop`` list), on
 resources with no locks and no dead properties; for those this module writes
 the same multistatus wsgidav would, byte for byte (its ElementTree's ``ns0``
 prefixes and `` />``), member by member, from one listing: whole with its
-length up to 256 members, in chunks beyond. Anything else (``propname``,
+length up to 256 members, in chunks beyond, streamed (below). Anything else (``propname``,
 Depth infinity, a dead property on a listed resource, a body that does not
 parse) goes to wsgidav unchanged, as does any request the provider finds
 locks or conditional headers on.
+
+Streamed: a listing of more than 256 members is sent as the storage lists
+it, 256 members a chunk, so the client parses while the gateway lists and
+formats (and the gateway holds one chunk, not the listing). The first 257
+members are read before the status goes out: a listing that fails there
+(folder gone, no permission, storage unavailable) is answered with its
+error status, as before. Once the 207's head is sent, a failure of the
+storage (or of the disk usage of a member folder) can no longer change the
+status: the error is logged (``gateway.webdav``, WARNING) and the connection
+is closed without the reply's last chunk (``protocols.http_request.ReplyCut``),
+so a client sees an incomplete reply (curl: "transfer closed with outstanding
+read data remaining"; Python's http.client: IncompleteRead) and never a 207
+that looks complete but lacks members; the body also lacks its closing
+``</ns0:multistatus>``, so even a client that ignores the framing (HTTP/1.0,
+read to the close) fails to parse it. A listing with the sync clients'
+properties (``oc``) is read whole first, as its file ids are looked up in
+one query.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
+from itertools import islice
+from functools import partial
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 from wsgidav import util
 
+from gateway import errors as E
 from gateway.types import Entry
+from protocols.http_request import ReplyCut
 from protocols.webdav.owncloud import OC_KEY, OC_NS, OcProps
 
 __all__ = ["CHUNKED_KEY", "fast_propfind"]
@@ -56,6 +78,8 @@ _SAFE = "!*'(),$-_|."
 _PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
 #: What escape() changes.
 _MARKUP = re.compile("[&<>]").search
+log = logging.getLogger("gateway.webdav")
+
 #: What ends a file's allprop response.
 _FILE_TAIL = f"{_LOCK_PROPS}</ns0:prop>{_OK}</ns0:propstat></ns0:response>"
 
@@ -78,15 +102,34 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
         return None
     key = res._key()
     href = res.get_href()
-    members = res._entries() if depth == "1" and res.is_collection else []
-    if (state.props(key) if depth == "0" else state.any_props(key)) or \
-            provider.ops.projects_properties(res.session, key):
-        return None
+    members: list[Entry] = []
+    rest: Iterator[Entry] | None = None  # the members after ``members``, listed as the reply is sent
+    if depth == "1" and res.is_collection:
+        listed = res._listed()
+        try:
+            members = list(islice(listed, _CHUNK + 1))  # errors here get their status
+            if len(members) <= _CHUNK or environ.get(OC_KEY):
+                members += listed
+            else:
+                rest = listed
+        finally:
+            if rest is None:
+                listed.close()
+    try:
+        if (state.props(key) if depth == "0" else state.any_props(key)) or \
+                provider.ops.projects_properties(res.session, key):
+            if rest is not None:
+                rest.close()
+            return None
+    except BaseException:
+        if rest is not None:
+            rest.close()
+        raise
     folder = res.path.rstrip("/")
-    usage: dict[str, tuple[int, int] | None] = {}
+    usage: dict[str, tuple[int, int] | None] | None = None
     if {"quota-used-bytes", "quota-available-bytes"} & {local for ns, local in names if ns == "DAV:"}:
+        usage = {}
         paths = [res.path] if res.is_collection else []
-        paths += [f"{folder}/{e.name}" for e in members if e.is_dir]
         for path in paths:
             du = provider.ops.disk_usage(res.session, path)
             usage[path] = (du[0] - du[1], du[1]) if du else None
@@ -94,8 +137,8 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
     if environ.get(OC_KEY):
         paths = [res.path] + [f"{folder}/{e.name}" for e in members]
         oc = OcProps(provider.ops, res.session, paths, res.path if members else None)
-    return _reply((res.path, res.entry, href), folder, href.rstrip("/") + "/", members, names, usage, etag_of,
-                  environ, start_response, oc)
+    return _reply((res.path, res.entry, href), folder, href.rstrip("/") + "/", members, rest, names, usage,
+                  partial(provider.ops.disk_usage, res.session), etag_of, environ, start_response, oc)
 
 
 def _displayname(name: str) -> str:
@@ -143,9 +186,12 @@ def _requested(environ: dict) -> tuple[tuple[str, str], ...] | None:
     return tuple(names)
 
 
-def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[Entry],
-           names: tuple[tuple[str, str], ...], usage: dict, etag_of: Callable, environ: dict,
-           start_response: Callable, oc: OcProps | None) -> Iterator[bytes]:
+def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[Entry], rest: Iterator[Entry] | None,
+           names: tuple[tuple[str, str], ...], usage: dict | None, disk_usage: Callable, etag_of: Callable,
+           environ: dict, start_response: Callable, oc: OcProps | None) -> Iterator[bytes]:
+    """The reply: ``members``, then ``rest`` (None: none) read as it is
+    sent; ``usage``: the disk usage by path, filled in for each member
+    folder before its chunk is written (None: not asked)."""
     # Named properties outside DAV: are dead ones, and none of these resources
     # has one: each is a 404; the sync clients' ownCloud ones are live
     # (``oc``). Written as wsgidav's ElementTree writes them: DAV: is ns0,
@@ -190,7 +236,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         name = raw if _PLAIN(raw) else escape(raw)
         typed = path.rsplit("/", 1)[-1]  # as wsgidav: a file asked for as "f.txt/" has no known type
         if entry.is_dir:
-            du = usage.get(path)
+            du = usage.get(path) if usage else None
             quota = ("" if du is None else f"<ns0:quota-used-bytes>{du[0]}</ns0:quota-used-bytes>"
                      f"<ns0:quota-available-bytes>{du[1]}</ns0:quota-available-bytes>")
             tag = "" if oc is None else f"<ns0:getetag>{oc.folder_etag(path)}</ns0:getetag>"
@@ -229,7 +275,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                 if not is_dir:
                     found.append(f"<ns0:{name} />")
                     continue
-                du = usage.get(path)
+                du = usage.get(path) if usage else None
                 value = None if du is None else str(du[0] if name == "quota-used-bytes" else du[1])
             elif name == "getlastmodified":
                 value = lastmod(entry, path)
@@ -295,10 +341,33 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                        f"{escape(tag) if _MARKUP(tag) else tag}</ns0:getetag>{_FILE_TAIL}")
         return "".join(out)
 
-    def body() -> Iterator[bytes]:
-        """Sent as it is written: the listing, the one part that can fail,
-        is done. Without a Content-Length the reply goes chunked and the
-        connection stays open."""
+    def used(chunk: list[Entry]) -> None:
+        """The disk usage of ``chunk``'s folders, into ``usage``."""
+        for e in chunk:
+            if e.is_dir:
+                path = f"{folder}/{e.name}"
+                du = disk_usage(path)
+                usage[path] = (du[0] - du[1], du[1]) if du else None
+
+    def chunks() -> Iterator[list[Entry]]:
+        """``members`` then ``rest``, :data:`_CHUNK` at a time, each with its
+        folders' disk usage. Raises the storage's errors."""
+        pending = members
+        while True:
+            if rest is not None and len(pending) < _CHUNK:
+                pending = pending + list(islice(rest, _CHUNK - len(pending)))
+            if not pending:
+                return
+            chunk, pending = pending[:_CHUNK], pending[_CHUNK:]
+            if usage is not None:
+                used(chunk)
+            yield chunk
+
+    def body(cut: bool) -> Iterator[bytes]:
+        """Sent as it is written. Without a Content-Length the reply goes
+        chunked and the connection stays open; with ``cut``, a failure of
+        the listing is a cut connection (see the module's docstring), else
+        it is raised (the whole reply is made before its status goes out)."""
         text = one(*first)
         declare, named = "", {}
         if prefixes:
@@ -308,15 +377,35 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
                 prefixes.items(), key=lambda item: named[item[1]]))
         yield (b'<?xml version="1.0" encoding="utf-8" ?>\n<ns0:multistatus xmlns:ns0="DAV:"'
                + declare.encode() + b">" + _named(text, named).encode())
-        for i in range(0, len(members), _CHUNK):
-            yield _named(members_of(members[i:i + _CHUNK]), named).encode()
+        listed = chunks()
+        written = 0
+        while True:
+            try:
+                chunk = next(listed, None)
+            except (E.GatewayError, OSError) as exc:
+                if not cut:
+                    raise
+                log.warning("PROPFIND %s: the listing failed after %d members were sent (%s); "
+                            "the reply is cut", first[0], written, exc)
+                raise ReplyCut(f"PROPFIND {first[0]}: the listing failed after {written} members") from exc
+            if chunk is None:
+                break
+            yield _named(members_of(chunk), named).encode()
+            written += len(chunk)
         yield b"</ns0:multistatus>"
+
+    def streamed() -> Iterator[bytes]:
+        try:
+            yield from body(True)
+        finally:  # the listing's read ends (view.reading) even when the client goes away
+            if rest is not None:
+                rest.close()
 
     headers = [("Content-Type", "application/xml; charset=utf-8"), ("Date", util.get_rfc1123_time())]
     if len(members) > _CHUNK:
         environ[CHUNKED_KEY] = True
         start_response("207 Multi-Status", headers)
-        return body()
-    whole = b"".join(body())  # one chunk: sent with its length, as wsgidav sends it
+        return streamed()
+    whole = b"".join(body(False))  # one chunk: sent with its length, as wsgidav sends it
     start_response("207 Multi-Status", [*headers, ("Content-Length", str(len(whole)))])
     return iter((whole,))
