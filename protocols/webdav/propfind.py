@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import logging
+import mimetypes
 import re
 from itertools import islice
 from functools import partial
@@ -44,6 +45,7 @@ from xml.sax.saxutils import escape, quoteattr
 from wsgidav import util
 
 from gateway import errors as E
+from gateway.fileids import storage_etag
 from gateway.types import Entry
 from protocols.http_request import ReplyCut
 from protocols.webdav.owncloud import OC_KEY, OC_NS, OcProps
@@ -80,6 +82,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
 _MARKUP = re.compile("[&<>]").search
 log = logging.getLogger("gateway.webdav")
 
+#: Suffixes after which mimetypes looks at the one before too (lowered).
+_ENCODED = frozenset(k.lower() for k in (*mimetypes.encodings_map, *mimetypes.suffix_map))
 #: What ends a file's allprop response.
 _FILE_TAIL = f"{_LOCK_PROPS}</ns0:prop>{_OK}</ns0:propstat></ns0:response>"
 
@@ -207,10 +211,22 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
     dates: dict[int, str] = {}
 
     def content_type(name: str) -> str:
-        suffix = ".".join(name.lower().rsplit(".", 2)[1:]) if "." in name else ""
+        """wsgidav's ``guess_mime_type(name)``, kept by the name's last
+        suffix as spelled (mimetypes looks ``.TXT`` up apart from ``.txt``
+        first), by its last two after an encoding suffix (``x.tar.gz`` is a
+        tar, ``x.TAR.GZ`` a gzip, ``x.gz`` neither), asked each time of a
+        name that starts with a dot (``.txt`` has no suffix for mimetypes)
+        or holds a colon (a URL scheme to it)."""
+        dot = name.rfind(".")
+        suffix = name[dot:] if dot >= 0 else ""
+        if suffix.lower() in _ENCODED:
+            before = name.rfind(".", 0, dot)
+            suffix = name[before:] if before > 0 else "/" + suffix  # no name holds a slash
         text = types.get(suffix)
-        if text is None:
-            text = types[suffix] = util.guess_mime_type(name)
+        if text is None or name[:1] == "." or ":" in name:
+            text = util.guess_mime_type(name)
+            if name[:1] != "." and ":" not in name:
+                types[suffix] = text
         return text
 
     def lastmod(entry: Entry, path: str) -> str | None:
@@ -316,29 +332,42 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
     head = f"<ns0:response><ns0:href>{base}"
     stamps: dict[int, str] = {}  # <getlastmodified> by second
 
+    derived = etag_of is storage_etag  # a file without the storage's own tag: "%x-%x" of time and size
+
     def members_of(chunk: list[Entry]) -> str:
         """The responses of ``chunk``, as one string. A file of an allprop
         listing with a name that needs no quoting (most of a big folder's)
         is written here, from the fragments computed once per listing, as
-        allprop_response would write it."""
+        allprop_response would write it: its content type looked up by its
+        last suffix as spelled (see content_type), its derived ETag (hex
+        digits and a dash: nothing to escape) made here."""
         out = []
+        append = out.append
         for e in chunk:
-            name, mtime = e.name, e.mtime
-            plain = _PLAIN(name)
-            if not (plain and inline) or e.is_dir or mtime is None:
-                href = base + (name if plain else quote(name, safe=_SAFE)) + ("/" if e.is_dir else "")
-                out.append(one(f"{folder}/{name}", e, href))
+            name, _, is_dir, size, mtime, tag, _ = e
+            if is_dir or mtime is None or not inline or not _PLAIN(name):
+                plain = _PLAIN(name)
+                href = base + (name if plain else quote(name, safe=_SAFE)) + ("/" if is_dir else "")
+                append(one(f"{folder}/{name}", e, href))
                 continue
             second = int(mtime)
             modified = stamps.get(second)
             if modified is None:
                 text = lastmod(e, f"{folder}/{name}")
                 modified = stamps[second] = f"<ns0:getlastmodified>{text}</ns0:getlastmodified>"
-            tag = etag_of(e)
-            out.append(f"{head}{name}</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype /><ns0:getcontentlength>"
-                       f"{e.size}</ns0:getcontentlength><ns0:getcontenttype>{content_type(name)}"
-                       f"</ns0:getcontenttype>{modified}<ns0:displayname>{name}</ns0:displayname><ns0:getetag>"
-                       f"{escape(tag) if _MARKUP(tag) else tag}</ns0:getetag>{_FILE_TAIL}")
+            if tag is None and derived:
+                tag = "%x-%x" % (int(mtime * 1_000_000), size)
+            else:
+                tag = etag_of(e)
+                if _MARKUP(tag):
+                    tag = escape(tag)
+            dot = name.rfind(".")
+            kind = types.get(name[dot:] if dot >= 0 else "")
+            if kind is None or name[0] == ".":  # (see content_type)
+                kind = content_type(name)
+            append(f"{head}{name}</ns0:href><ns0:propstat><ns0:prop><ns0:resourcetype /><ns0:getcontentlength>"
+                   f"{size}</ns0:getcontentlength><ns0:getcontenttype>{kind}</ns0:getcontenttype>{modified}"
+                   f"<ns0:displayname>{name}</ns0:displayname><ns0:getetag>{tag}</ns0:getetag>{_FILE_TAIL}")
         return "".join(out)
 
     def used(chunk: list[Entry]) -> None:
