@@ -78,6 +78,9 @@ _CHUNK = 256
 _SAFE = "!*'(),$-_|."
 #: Names that quote() and escape() leave as they are (most of them): skipped.
 _PLAIN = re.compile(r"[A-Za-z0-9_.!*'(),$|-]*").fullmatch
+#: A character of a name that is not plain (no match: plain; faster than
+#: _PLAIN, which makes a match object for every plain name).
+_UNPLAIN = re.compile(r"[^A-Za-z0-9_.!*'(),$|-]").search
 #: What escape() changes.
 _MARKUP = re.compile("[&<>]").search
 log = logging.getLogger("gateway.webdav")
@@ -345,7 +348,7 @@ def _reply(first: tuple[str, Entry, str], folder: str, base: str, members: list[
         append = out.append
         for e in chunk:
             name, _, is_dir, size, mtime, tag, _ = e
-            if is_dir or mtime is None or not inline or not _PLAIN(name):
+            if is_dir or mtime is None or not inline or _UNPLAIN(name):
                 plain = _PLAIN(name)
                 href = base + (name if plain else quote(name, safe=_SAFE)) + ("/" if is_dir else "")
                 append(one(f"{folder}/{name}", e, href))
