@@ -36,8 +36,8 @@ import io
 import logging
 import mimetypes
 import re
-from itertools import islice
 from functools import partial
+from itertools import islice
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
@@ -103,7 +103,6 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
     names = _requested(environ)
     if names is None:
         return None
-    state = provider.state
     res = provider.get_resource_inst(environ["PATH_INFO"], environ)
     if res is None:
         return None
@@ -123,23 +122,30 @@ def fast_propfind(provider: Any, environ: dict, start_response: Callable,
             if rest is None:
                 listed.close()
     try:
-        if (state.props(key) if depth == "0" else state.any_props(key)) or \
-                provider.ops.projects_properties(res.session, key):
-            if rest is not None:
-                rest.close()
-            return None
-    except BaseException:
+        return _answer(provider, environ, start_response, etag_of, names, res, key, href, members, rest)
+    except BaseException:  # the listing's read of the view ends now, not when the generator is collected
         if rest is not None:
             rest.close()
         raise
+
+
+def _answer(provider: Any, environ: dict, start_response: Callable, etag_of: Callable,
+            names: tuple[tuple[str, str], ...], res: Any, key: str, href: str, members: list[Entry],
+            rest: Iterator[Entry] | None) -> Iterator[bytes] | None:
+    """fast_propfind's reply once the listing has begun (``rest``: its
+    members after ``members``, closed when this returns None)."""
+    if (provider.state.props(key) if environ.get("HTTP_DEPTH") == "0" else provider.state.any_props(key)) or \
+            provider.ops.projects_properties(res.session, key):
+        if rest is not None:
+            rest.close()
+        return None
     folder = res.path.rstrip("/")
     usage: dict[str, tuple[int, int] | None] | None = None
     if {"quota-used-bytes", "quota-available-bytes"} & {local for ns, local in names if ns == "DAV:"}:
-        usage = {}
-        paths = [res.path] if res.is_collection else []
-        for path in paths:
-            du = provider.ops.disk_usage(res.session, path)
-            usage[path] = (du[0] - du[1], du[1]) if du else None
+        usage = {}  # the member folders': as their chunk is written
+        if res.is_collection:
+            du = provider.ops.disk_usage(res.session, res.path)
+            usage[res.path] = (du[0] - du[1], du[1]) if du else None
     oc = None
     if environ.get(OC_KEY):
         paths = [res.path] + [f"{folder}/{e.name}" for e in members]
