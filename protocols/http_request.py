@@ -9,6 +9,7 @@ it reads the reply rather than a reset)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -18,7 +19,9 @@ from cheroot.server import HeaderReader, HTTPRequest, SizeCheckWrapper
 from gateway import errors as E
 from gateway import metrics
 
-__all__ = ["Request", "ChunkedBody", "BadChunk"]
+log = logging.getLogger("gateway.http")
+
+__all__ = ["Request", "ChunkedBody", "BadChunk", "ReplyCut"]
 
 #: A reply leaves at most this much of an unread request body to be read and
 #: dropped before the next request; more, and the connection is closed.
@@ -27,6 +30,18 @@ DRAIN_MAX = 64 << 10
 _READ_MAX = 1 << 20
 #: Reply pieces from this size up go to the socket as they are (see Request.write).
 _DIRECT_MIN = 64 << 10
+
+
+class ReplyCut(BaseException):
+    """Raised by an application while its reply's body is being sent (its
+    status and headers already gone) when the rest cannot be produced: the
+    connection is closed there, without the reply's end (a chunked reply's
+    last chunk, or the rest of a Content-Length), so the client sees an
+    incomplete reply and never one that looks complete. The application logs
+    why; the server only notes the cut. Not an Exception: wsgidav's
+    ErrorPrinter turns any Exception into an error reply, whose second
+    start_response fails once the head is out (the same cut, with a
+    traceback logged as a server error)."""
 
 
 class BadChunk(E.BadRequest):
@@ -187,6 +202,13 @@ class Request(HTTPRequest):
         return True
 
     def respond(self) -> None:
+        try:
+            self._respond()
+        except ReplyCut as exc:  # no last chunk: the connection closes mid-reply (see ReplyCut)
+            self.close_connection = True
+            log.info("reply cut after its head: %s", exc)
+
+    def _respond(self) -> None:
         if not self.chunked_read:
             super().respond()
             return

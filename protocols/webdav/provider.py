@@ -561,6 +561,13 @@ class _Folder(_Resource, DAVCollection):
         with translated(self.environ):
             return list(self.ops.list(self.session, self.path))
 
+    def _listed(self) -> Iterator[Entry]:
+        """The members as the core lists them (a generator, to be closed),
+        for a reply that sends them as they come. Raises DAVErrors (the
+        folder's: at once; the listing's: on the first ``next``, untranslated)."""
+        with translated(self.environ):
+            return self.ops.list(self.session, self.path)
+
     def get_etag(self) -> str | None:
         """Sync clients skip a folder whose ETag they saw last time: on
         their mounts it changes whenever something below changes."""

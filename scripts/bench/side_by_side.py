@@ -15,7 +15,8 @@ round, untimed; COPY to a new name); ``--op list`` instead sends ``--n``
 PROPFINDs (Depth 1, empty body: allprop, as the benchmark's curl sends
 them) of a folder of ``--entries`` empty files made in each mount's folder
 before the first round, and reports µs per entry. The CPU is the gateway
-process's utime+stime from /proc/PID/stat before and after the round. ``--floor`` adds
+process's utime+stime from /proc/PID/stat before and after the round; the
+wall time per request is the client's, its reading of the reply included. ``--floor`` adds
 an empty WSGI app on cheroot (reads the body, answers 201) as the floor.
 A benchmark, not a test: it prints µs of CPU per request.
 """
@@ -213,16 +214,22 @@ def main(argv: list[str] | None = None) -> int:
                 for name, (proc, port, prefix, root) in servers.items():
                     setup(port, args.op, args.n, prefix, body, f"r{r}-", root, args.entries)
                     user, system = cpu(proc.pid)
+                    started = time.monotonic()
                     run(port, args.op, args.n, prefix, body, f"r{r}-", args.fresh)
+                    wall = time.monotonic() - started
                     user2, system2 = cpu(proc.pid)
                     per = args.n * (args.entries if args.op == "list" else 1)
-                    results[name].append(((user2 - user) / per * 1e6, (system2 - system) / per * 1e6))
+                    results[name].append(((user2 - user) / per * 1e6, (system2 - system) / per * 1e6,
+                                          wall / args.n * 1e3))
             for name, rounds in results.items():
-                us = [u + s for u, s in rounds]
+                us = [u + s for u, s, _ in rounds]
+                walls = sorted(w for _, _, w in rounds)
                 unit, digits = ("entry", 2) if args.op == "list" else ("request", 0)
                 print(f"{args.op.upper()} {name}: " + " / ".join(f"{u:.{digits}f}" for u in us)
                       + f" µs CPU per {unit} (median {sorted(us)[len(us) // 2]:.{digits}f}; system "
-                      + " / ".join(f"{s:.{digits}f}" for _, s in rounds) + ")", flush=True)
+                      + " / ".join(f"{s:.{digits}f}" for _, s, _ in rounds)
+                      + f"); wall per request, client's read included: median {walls[len(walls) // 2]:.2f} ms"
+                      + f" (min {walls[0]:.2f})", flush=True)
             if args.hold:
                 time.sleep(args.hold)
         finally:

@@ -415,6 +415,9 @@ def test_a_big_listing_is_written_as_by_wsgidav(servers):
     members from fragments of its own."""
     names = [f"f{i:03d}{ext}" for i, ext in zip(range(300), [".txt", "", ".tar.gz", ".JPG", ".md", ".bin"] * 50)]
     names += ["x&y.txt", "sp ace.txt", "\u00fcn\u00ef.txt", "pct%41.txt", "it's (1).pdf", "dir0", "dir1"]
+    # Content types that depend on more than the lowered suffix (mimetypes: no suffix for a name
+    # that starts with a dot; an encoding suffix is case-sensitive and looks at the suffix before).
+    names += [".txt", "arc.tar.gz", "arc.TAR.GZ", "one.gz", "up.TXT", "c:d.txt"]
     for server in servers:
         big = server.running.data / "big"
         big.mkdir()
