@@ -13,12 +13,13 @@ import re
 from typing import Any
 
 from cheroot import errors as cheroot_errors
+from cheroot.makefile import StreamWriter
 from cheroot.server import HeaderReader, HTTPRequest, SizeCheckWrapper
 
 from gateway import errors as E
 from gateway import metrics
 
-__all__ = ["Request", "ChunkedBody", "BadChunk"]
+__all__ = ["Request", "ReplyWriter", "ChunkedBody", "BadChunk"]
 
 #: A reply leaves at most this much of an unread request body to be read and
 #: dropped before the next request; more, and the connection is closed.
@@ -27,6 +28,26 @@ DRAIN_MAX = 64 << 10
 _READ_MAX = 1 << 20
 #: Reply pieces from this size up go to the socket as they are (see Request.write).
 _DIRECT_MIN = 64 << 10
+
+
+class ReplyWriter(StreamWriter):
+    """cheroot's socket writer, which sends each write at once. A reply's
+    head written while ``holding`` waits in the buffer and goes out with the
+    next write (the body's first piece, or the reply's end in
+    :meth:`Request.respond`): a small reply is one send, so one segment and
+    one wake-up of the client instead of two (curl read the head, went back
+    to poll, then was woken again for the body)."""
+
+    holding = False
+
+    def write(self, val: Any, *args: Any, **kwargs: Any) -> int:
+        if not self.holding:
+            return super().write(val, *args, **kwargs)
+        with self._write_lock:
+            self._checkClosed()
+            self._write_buf.extend(val)
+        self.bytes_written += len(val)
+        return len(val)
 
 
 class BadChunk(E.BadRequest):
@@ -187,15 +208,20 @@ class Request(HTTPRequest):
         return True
 
     def respond(self) -> None:
-        if not self.chunked_read:
-            super().respond()
-            return
-        self.rfile = ChunkedBody(self.conn.rfile)
-        self.server.gateway(self).respond()
-        if self.ready:
-            self.ensure_headers_sent()
-        if self.chunked_write:
-            self.conn.wfile.write(b"0\r\n\r\n")
+        try:
+            if not self.chunked_read:
+                super().respond()
+                return
+            self.rfile = ChunkedBody(self.conn.rfile)
+            self.server.gateway(self).respond()
+            if self.ready:
+                self.ensure_headers_sent()
+            if self.chunked_write:
+                self.conn.wfile.write(b"0\r\n\r\n")
+        finally:
+            wfile = self.conn.wfile
+            if wfile._write_buf:  # a head held for a body that did not come (HEAD, 204, an error)
+                wfile.flush()
 
     def write(self, chunk: bytes) -> None:
         """A piece of the reply body. cheroot joins a chunk to its frame,
@@ -228,7 +254,12 @@ class Request(HTTPRequest):
         if self._body_unread():  # cheroot would read all of it into memory first
             self.close_connection = True
             self.conn.discard_on_close = True
-        super().send_headers()
+        wfile = self.conn.wfile
+        wfile.holding = True  # sent with the body's first piece (ReplyWriter)
+        try:
+            super().send_headers()
+        finally:
+            wfile.holding = False
 
     def simple_response(self, status: Any, msg: Any = "") -> None:
         """cheroot's one-line replies (400, 408, 413, 414, 431, ...), always
