@@ -39,7 +39,7 @@ from cheroot.makefile import MakeFile, StreamReader
 from cheroot.server import HTTPConnection
 
 from gateway import metrics
-from protocols.http_request import Request
+from protocols.http_request import ReplyWriter, Request
 
 __all__ = ["CONNECTION_KEY", "Limits", "Server", "Gate", "Connection"]
 
@@ -101,10 +101,18 @@ class _Reader(StreamReader):
 
 
 def _makefile(sock: Any, mode: str = "r", bufsize: int = io.DEFAULT_BUFFER_SIZE) -> Any:
-    """cheroot's MakeFile, the reader being :class:`_Reader`."""
+    """cheroot's MakeFile, the reader being :class:`_Reader`, the writer
+    protocols.http_request's ReplyWriter."""
     if "r" in mode:
         return _Reader(sock, mode, bufsize)
-    return MakeFile(sock, mode, bufsize)
+    return ReplyWriter(sock, mode, bufsize)
+
+
+def _tls_makefile(sock: Any, mode: str = "r", bufsize: int = io.DEFAULT_BUFFER_SIZE) -> Any:
+    """The TLS adapter's reader (cheroot's) and a ReplyWriter."""
+    if "r" in mode:
+        return MakeFile(sock, mode, bufsize)
+    return ReplyWriter(sock, mode, bufsize)
 
 
 @dataclass(frozen=True)
@@ -370,7 +378,7 @@ class Gate(ConnectionManager):
             adapter = self.server.ssl_adapter
             if adapter is not None:
                 sock = adapter.context.wrap_socket(sock, do_handshake_on_connect=False, server_side=True)
-                makefile = adapter.makefile
+                makefile = _tls_makefile
             conn = self.server.ConnectionClass(self.server, sock, makefile)
         except OSError:
             sock.close()

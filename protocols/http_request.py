@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from cheroot import errors as cheroot_errors
+from cheroot.makefile import StreamWriter
 from cheroot.server import HeaderReader, HTTPRequest, SizeCheckWrapper
 
 from gateway import errors as E
@@ -21,7 +22,7 @@ from gateway import metrics
 
 log = logging.getLogger("gateway.http")
 
-__all__ = ["Request", "ChunkedBody", "BadChunk", "ReplyCut"]
+__all__ = ["Request", "ReplyWriter", "ChunkedBody", "BadChunk", "ReplyCut"]
 
 #: A reply leaves at most this much of an unread request body to be read and
 #: dropped before the next request; more, and the connection is closed.
@@ -42,6 +43,26 @@ class ReplyCut(BaseException):
     ErrorPrinter turns any Exception into an error reply, whose second
     start_response fails once the head is out (the same cut, with a
     traceback logged as a server error)."""
+
+
+class ReplyWriter(StreamWriter):
+    """cheroot's socket writer, which sends each write at once. A reply's
+    head written while ``holding`` waits in the buffer and goes out with the
+    next write (the body's first piece, or the reply's end in
+    :meth:`Request.respond`): a small reply is one send, so one segment and
+    one wake-up of the client instead of two (curl read the head, went back
+    to poll, then was woken again for the body)."""
+
+    holding = False
+
+    def write(self, val: Any, *args: Any, **kwargs: Any) -> int:
+        if not self.holding:
+            return super().write(val, *args, **kwargs)
+        with self._write_lock:
+            self._checkClosed()
+            self._write_buf.extend(val)
+        self.bytes_written += len(val)
+        return len(val)
 
 
 class BadChunk(E.BadRequest):
@@ -207,6 +228,10 @@ class Request(HTTPRequest):
         except ReplyCut as exc:  # no last chunk: the connection closes mid-reply (see ReplyCut)
             self.close_connection = True
             log.info("reply cut after its head: %s", exc)
+        finally:
+            wfile = self.conn.wfile
+            if wfile._write_buf:  # a head held for a body that did not come (HEAD, 204, an error)
+                wfile.flush()
 
     def _respond(self) -> None:
         if not self.chunked_read:
@@ -250,7 +275,12 @@ class Request(HTTPRequest):
         if self._body_unread():  # cheroot would read all of it into memory first
             self.close_connection = True
             self.conn.discard_on_close = True
-        super().send_headers()
+        wfile = self.conn.wfile
+        wfile.holding = True  # sent with the body's first piece (ReplyWriter)
+        try:
+            super().send_headers()
+        finally:
+            wfile.holding = False
 
     def simple_response(self, status: Any, msg: Any = "") -> None:
         """cheroot's one-line replies (400, 408, 413, 414, 431, ...), always
