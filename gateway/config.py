@@ -23,7 +23,6 @@ import base64
 import binascii
 import difflib
 import os
-import posixpath
 import re
 import socket
 import struct
