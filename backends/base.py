@@ -318,6 +318,15 @@ class Backend:
                 return e
         raise E.NotFound("no such file or folder")
 
+    def info_or_folder(self, path: str) -> tuple[Entry | None, Entry | None]:
+        """``(entry, None)`` when ``path`` exists, else ``(None, its folder's
+        entry)``: what an upload looks at before it creates a file. Raises
+        what :meth:`info` of either raises (NotFound: neither exists)."""
+        try:
+            return self.info(path), None
+        except E.NotFound:
+            return None, self.info(posixpath.dirname(path.rstrip("/")) or "/")
+
     def exists(self, path: str) -> bool:
         try:
             self.info(path)

@@ -176,17 +176,31 @@ class DavState:
         with self._tx() as c:
             return c.execute(dav_locks.delete().where(dav_locks.c.token == token)).rowcount > 0
 
+    def _kept_locks(self) -> list[tuple[str, str]] | None:
+        """(root, data json) of the unexpired locks as :meth:`locks` reads
+        them without a query of its own (the request's snapshot, or the
+        kept list on SQLite); None where it would query."""
+        snap = self._snapshot()
+        if snap is None and not self._shared:
+            return None
+        if snap is not None and snap.locks is not None:
+            return snap.locks
+        now = self.clock()
+        every = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
+        if snap is not None:
+            snap.locks = every
+        return every
+
+    def lock_free(self) -> bool:
+        """Whether :meth:`locks` would find no lock anywhere, known without
+        a query (False where that would take one): a write's check of
+        every folder above it can then be skipped."""
+        return self._kept_locks() == []
+
     def locks(self, root: str, *, include_root: bool = True, include_children: bool = False) -> list[dict[str, Any]]:
         """Data of the unexpired locks whose root is ``root`` and/or below it."""
-        snap = self._snapshot()
-        if snap is not None or self._shared:  # outside a request (a delete by FTP or SFTP): the kept list
-            if snap is not None and snap.locks is not None:
-                every = snap.locks
-            else:
-                now = self.clock()
-                every = [(key, data) for key, data, expires_at in self._every_lock() if expires_at >= now]
-                if snap is not None:
-                    snap.locks = every
+        every = self._kept_locks()  # outside a request (a delete by FTP or SFTP): the kept list
+        if every is not None:
             prefix = root.rstrip("/") + "/"
             return [json.loads(data) for key, data in every
                     if (include_root and key == root)

@@ -74,13 +74,26 @@ class _Lane:
         self.running = False
 
 
+#: An empty hasher per algorithm, copied for each stream: a copy costs a
+#: third of ``hashlib.new``, which looks the algorithm up in OpenSSL each time.
+_EMPTY: dict[str, Any] = {}
+
+
+def _fresh(algorithm: str) -> Any:
+    """A new hashlib object of ``algorithm`` (as ``hashlib.new``)."""
+    empty = _EMPTY.get(algorithm)
+    if empty is None:
+        empty = _EMPTY.setdefault(algorithm, hashlib.new(algorithm))
+    return empty.copy()
+
+
 class StreamHashes:
     """Digests of one stream of bytes fed in order by one writer at a time
     (the upload's lock). :meth:`update` before each write, :meth:`hexdigests`
     at commit (waits for the workers), :meth:`stop` at abort."""
 
     def __init__(self, algorithms: Iterable[str]) -> None:
-        self._hashers = {a: hashlib.new(a) for a in algorithms}
+        self._hashers = {a: _fresh(a) for a in algorithms}
         #: Bytes hashed inline so far; None once the stream is handed off.
         self._inline: int | None = 0
         #: The batch being gathered, its bytes; the stream's buffers not in use

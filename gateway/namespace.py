@@ -55,6 +55,12 @@ def normalise(path: str | bytes, cwd: str = "/") -> str:
     component over 255 bytes, a path over 4096 bytes, a component that starts
     with the reserved prefix ``.gw-``.
     """
+    # Already in normal form (the usual case: every request's path is
+    # normalised more than once): ASCII is the same in every Unicode form,
+    # and no part is empty, ".", "..", reserved or too long.
+    if (path.__class__ is str and path.isascii() and path[:1] == "/" and len(path) <= MAX_NAME_BYTES
+            and path[-1] != "/" and "//" not in path and "/." not in path and "\x00" not in path):
+        return path
     if isinstance(path, bytes):
         try:
             path = path.decode("utf-8")
@@ -114,7 +120,11 @@ def overlaps(a: str, b: str) -> bool:
 
 
 def parent_of(path: str) -> str:
-    return posixpath.dirname(path) or "/"
+    i = path.rfind("/")
+    if i <= 0:
+        return "/"
+    head = path[:i]
+    return head if head[-1] != "/" else posixpath.dirname(path) or "/"  # "//": as posixpath strips it
 
 
 def name_of(path: str) -> str:

@@ -609,6 +609,28 @@ class Operations:
         mount = self.namespace.mount_for(g)
         return None if mount is None else (mount, mount.backend_path(g))
 
+    def _probe_write(self, session: Session, g: str) -> tuple[Entry | None, Entry] | None:
+        """(the file's entry, None) or (None, its folder's entry) when ``g``
+        and its folder are both stored where this session sees them, on one
+        mount: one storage call answers what :meth:`_exists` and
+        :meth:`_parent_dir` would. None when that does not apply or the
+        storage raised (the caller then asks the long way, for its errors)."""
+        if g == "/":
+            return None
+        here = self._plain(session, g)
+        if here is None:
+            return None
+        up = self._plain(session, parent_of(g))
+        if up is None or up[0] is not here[0] or self.namespace.is_virtual_dir(parent_of(g)):
+            return None
+        try:
+            found, folder = here[0].backend.info_or_folder(here[1])
+        except E.GatewayError:
+            return None
+        if found is not None:
+            return found.renamed(g), None  # type: ignore[return-value]
+        return None, folder  # type: ignore[return-value]
+
     def _file(self, session: Session, u: str, g: str) -> tuple[Entry, Mount, str]:
         """A file the user may download: (entry, mount, backend path) of where
         this session reads it. Raises PermissionDenied, NotFound, IsADirectory."""
@@ -831,13 +853,19 @@ class Operations:
             # A file the view shows at g has a folder above it: the parent's
             # stat is needed only when there is none (or a folder, or an
             # error), and is then made first, so its errors come first as ever.
-            try:
-                existing = self._exists(session, g)
-            except E.GatewayError:
-                self._parent_dir(session, g, u)
-                raise
-            if existing is None or existing.is_dir:
-                self._parent_dir(session, g, u)
+            # Where both are stored as seen on one mount, the storage looks at
+            # both in one call; any error there is found again the long way.
+            probe = self._probe_write(session, g)
+            if probe is not None and (probe[1].is_dir if probe[0] is None else not probe[0].is_dir):
+                existing = probe[0]
+            else:
+                try:
+                    existing = self._exists(session, g)
+                except E.GatewayError:
+                    self._parent_dir(session, g, u)
+                    raise
+                if existing is None or existing.is_dir:
+                    self._parent_dir(session, g, u)
             if existing is not None:
                 if existing.is_dir:
                     raise E.IsADirectory(f"{u}: is a folder", u)

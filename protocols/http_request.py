@@ -9,8 +9,11 @@ it reads the reply rather than a reset)."""
 
 from __future__ import annotations
 
+import email.utils
+import functools
 import logging
 import re
+import time
 from typing import Any
 
 from cheroot import errors as cheroot_errors
@@ -63,6 +66,12 @@ class ReplyWriter(StreamWriter):
             self._write_buf.extend(val)
         self.bytes_written += len(val)
         return len(val)
+
+
+@functools.lru_cache(maxsize=4)
+def _date(second: int) -> bytes:
+    """cheroot's Date header value for ``second``."""
+    return email.utils.formatdate(second, usegmt=True).encode("ISO-8859-1")
 
 
 class BadChunk(E.BadRequest):
@@ -270,8 +279,15 @@ class Request(HTTPRequest):
         return getattr(rfile, "remaining", 0) > DRAIN_MAX
 
     def send_headers(self) -> None:
-        if any(k.lower() == b"connection" and v.lower() == b"close" for k, v in self.outheaders):
-            self.close_connection = True
+        dated = False
+        for k, v in self.outheaders:
+            low = k.lower()
+            if low == b"connection" and v.lower() == b"close":
+                self.close_connection = True
+            elif low == b"date":
+                dated = True
+        if not dated:  # what cheroot would add, made once a second (email.utils.formatdate: 4 µs)
+            self.outheaders.append((b"Date", _date(int(time.time()))))
         if self._body_unread():  # cheroot would read all of it into memory first
             self.close_connection = True
             self.conn.discard_on_close = True

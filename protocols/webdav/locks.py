@@ -13,7 +13,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-from wsgidav.dav_error import DAVErrorCondition
+from wsgidav.dav_error import PRECONDITION_CODE_LockConflict, DAVErrorCondition
 from wsgidav.lock_man.lock_manager import LockManager, generate_lock_token, normalize_lock_root, validate_lock
 
 from gateway.davstate import DavState
@@ -113,6 +113,9 @@ class GatewayLockManager(LockManager):
     so both checks agree on every request."""
 
     def _get_write_conflicts(self, url: str, depth: str, token_list: list, principal: str) -> DAVErrorCondition:
+        state = getattr(self.storage, "state", None)
+        if state is not None and state.lock_free():  # what the walk over every folder above url would find
+            return DAVErrorCondition(PRECONDITION_CODE_LockConflict)
         conflicts = super()._get_write_conflicts(url, "0", token_list, principal)
         if depth == "infinity":
             for lock in self.storage.get_lock_list(url, include_root=False, include_children=True,

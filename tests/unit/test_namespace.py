@@ -87,3 +87,34 @@ def test_virtual_folders_without_root_mount():
     assert ns.is_virtual_dir("/") and ns.is_virtual_dir("/a")
     assert not ns.is_virtual_dir("/a/b")
     assert ns.child_mount_names("/") == ["a"]
+
+
+def _outcome(path, cwd="/"):
+    try:
+        return normalise(path, cwd)
+    except BadRequest as exc:
+        return ("refused", str(exc))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(path=st.one_of(paths, st.text(alphabet="/.ag-w\x00é", max_size=300)), cwd=paths)
+def test_a_path_already_normal_is_answered_as_the_long_way(path, cwd):
+    # A leading "//" takes normalise's long way (a short cut only takes paths
+    # that need no change): both must agree, refusals included.
+    if not path.startswith("/"):
+        path = "/" + path
+    assert _outcome(path, cwd) == _outcome("/" + path, cwd)
+
+
+@pytest.mark.parametrize("path", ["/a" * 127 + "/", "/" + "n" * 254, "/" + "n" * 255, "/" + "n" * 256,
+                                  "/.hidden", "/a/.gw-x", "/a\x00", "/a/./b", "/a/../b", "/a//b"])
+def test_normalise_near_the_short_cut_edges(path):
+    assert _outcome(path) == _outcome("/" + path)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(path=st.one_of(paths, st.text(alphabet="/a.", max_size=12)))
+def test_parent_of_is_posix_dirname(path):
+    from gateway.namespace import parent_of
+
+    assert parent_of(path) == (posixpath.dirname(path) or "/")

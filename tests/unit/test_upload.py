@@ -271,3 +271,56 @@ def test_long_uploads_do_not_keep_the_hashing_workers_from_another():
             stream.stop()
         for t in feeders:
             t.join(30)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_local_look_up_before_an_upload_answers_as_info_of_the_file_and_its_folder(tmp_path, follow):
+    """``info_or_folder`` (one descriptor for a missing file's folder) agrees
+    with ``info`` of the file, then of its folder, in every case: a file, a
+    folder, a missing file, a missing folder, links inside and outside."""
+    from backends.base import Backend
+    from backends.registry import open_backend
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "in").mkdir(parents=True)
+    outside.mkdir()
+    (data / "in" / "f.txt").write_bytes(b"ok")
+    (data / "alias").symlink_to("in")
+    (data / "out").symlink_to(outside)
+    (data / "in" / "gone").symlink_to("nothing")
+    b = open_backend(f"file://{data}", {"follow_links": follow})
+
+    def outcome(call):
+        try:
+            return call()
+        except E.GatewayError as exc:
+            return type(exc)
+
+    for rel in ("in/f.txt", "in", "in/new.txt", "alias/new.txt", "alias/f.txt", "nope/new.txt",
+                "in/f.txt/x", "out/new.txt", "out", "in/gone", "new.txt"):
+        path = b.join(rel)
+        assert outcome(lambda: b.info_or_folder(path)) == outcome(lambda: Backend.info_or_folder(b, path)), rel
+
+
+def test_a_local_upload_whose_folder_moved_meanwhile_is_not_placed_in_it(tmp_path):
+    """The upload's folder descriptor is kept, but the file is placed by it only
+    while the folder is where it was checked: moved away on the host, the
+    commit looks the path up again (and fails: no folder there now); the
+    temporary goes in either case."""
+    from backends.registry import open_backend
+
+    data = tmp_path / "data"
+    (data / "in").mkdir(parents=True)
+    b = open_backend(f"file://{data}")
+    w = b.open_write(b.join("in/new.txt"))
+    w.write(b"content")
+    (data / "in").rename(data / "moved")
+    with pytest.raises(E.NotFound):
+        w.commit()
+    assert list((data / "moved").iterdir()) == [] and not (data / "in").exists()
+    # and where it stays, it is placed
+    (data / "in").mkdir()
+    w = b.open_write(b.join("in/new.txt"))
+    w.write(b"content")
+    w.commit()
+    assert (data / "in" / "new.txt").read_bytes() == b"content" and len(list((data / "in").iterdir())) == 1
