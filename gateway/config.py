@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from gateway import ssh_algorithms as ssh_algs
 from gateway.users import PERMISSIONS, User
 
 __all__ = [
@@ -269,6 +270,28 @@ def _check_store(v: Any) -> str:
     raise _fail("expected \"sqlite\" or a URL like \"postgresql://user@host/db\"")
 
 
+_SSH_WHAT = {"ciphers": "cipher", "macs": "MAC", "kex_algorithms": "key exchange"}
+_SSH_NAMES = {"ciphers": ssh_algs.CIPHERS, "macs": ssh_algs.MACS, "kex_algorithms": ssh_algs.KEX_ALGORITHMS}
+
+
+def _ssh_algorithm_check(option: str) -> Callable[[Any], str]:
+    """One name of ``[sftp] <option>``: known to asyncssh and not refused
+    (see gateway.ssh_algorithms)."""
+    what, names = _SSH_WHAT[option], _SSH_NAMES[option]
+
+    def check(v: Any) -> str:
+        if not isinstance(v, str):
+            raise _fail(f"expected a {what} name")
+        reason = ssh_algs.refusal(option, v)
+        if reason:
+            raise _fail(reason)
+        if v not in names:
+            raise _fail(f"expected a {what} asyncssh supports: {', '.join(names)}")
+        return v
+
+    return check
+
+
 Port = Annotated[int, BeforeValidator(_int_check(1, 65535))]
 Bool = Annotated[bool, BeforeValidator(_check_bool)]
 Str = Annotated[str, BeforeValidator(_check_str)]
@@ -286,12 +309,15 @@ PositiveFloat = Annotated[float, BeforeValidator(_number_check(0, strict=True))]
 NonNegativeFloat = Annotated[float, BeforeValidator(_number_check(0))]
 
 
-def _unique(items: list, key: Callable[[Any], str], what: str, field: str, list_name: str) -> list:
+def _unique(items: list, key: Callable[[Any], str], what: str, field: str | None, list_name: str) -> list:
+    """``items`` when no two have the same ``key``; else the error names the
+    second one's ``field`` (the item itself when None)."""
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         k = key(item)
         if k in seen:
-            raise _fail(f"duplicate {what} {k!r} (also {list_name}[{seen[k]}])", subloc=(i, field), show_input=False)
+            subloc = (i,) if field is None else (i, field)
+            raise _fail(f"duplicate {what} {k!r} (also {list_name}[{seen[k]}])", subloc=subloc, show_input=False)
         seen[k] = i
     return items
 
@@ -371,6 +397,23 @@ class Sftp(_Model):
     #: bytes of out-of-order writes held in memory, per connection and in all
     max_reorder_bytes_per_session: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 16 << 20
     max_reorder_bytes: Annotated[int, BeforeValidator(_int_check(1 << 20))] = 256 << 20
+    #: the SSH algorithms offered (asyncssh's names; see gateway.ssh_algorithms
+    #: for the defaults and what is refused). The client's order picks among
+    #: them: OpenSSH gets AES-GCM (cheaper on both sides) only when no CTR is offered.
+    ciphers: list[Annotated[str, BeforeValidator(_ssh_algorithm_check("ciphers"))]] = Field(
+        default_factory=lambda: list(ssh_algs.DEFAULT_CIPHERS))
+    macs: list[Annotated[str, BeforeValidator(_ssh_algorithm_check("macs"))]] = Field(
+        default_factory=lambda: list(ssh_algs.DEFAULT_MACS))
+    kex_algorithms: list[Annotated[str, BeforeValidator(_ssh_algorithm_check("kex_algorithms"))]] = Field(
+        default_factory=lambda: list(ssh_algs.DEFAULT_KEX_ALGORITHMS))
+
+    @field_validator("ciphers", "macs", "kex_algorithms")
+    @classmethod
+    def _algorithms_offered(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        what = _SSH_WHAT[info.field_name or ""]
+        if not v:
+            raise _fail(f"expected at least one {what} (none would refuse every client)", show_input=False)
+        return _unique(v, lambda name: name, what, None, f"sftp.{info.field_name}")
 
 
 class Http(_Model):

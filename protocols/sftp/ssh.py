@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import asyncssh
 from asyncssh.logging import SSHLogger
-from asyncssh.mac import _UMAC
+from asyncssh.mac import _UMAC, get_mac_algs
 from asyncssh.constants import MSG_IGNORE
+from asyncssh.encryption import get_encryption_algs
+from asyncssh.kex import get_kex_algs
 from asyncssh.packet import SSHPacketLogger, String, UInt64
 from asyncssh.stream import SSHServerStreamSession
 
@@ -27,6 +29,7 @@ from gateway import errors as E
 from gateway import metrics
 from gateway.budget import ByteBudget
 from gateway.slots import Slot
+from gateway.ssh_algorithms import DEFAULT_CIPHERS, DEFAULT_KEX_ALGORITHMS, DEFAULT_MACS
 from gateway.types import Session
 from protocols.sftp.commands import execute
 from protocols.sftp.handler import Context, GatewaySFTPServer, SessionLimits
@@ -35,7 +38,7 @@ from protocols.sftp.packets import PacketHandler
 if TYPE_CHECKING:
     from protocols.sftp.server import SftpHandle
 
-__all__ = ["listen", "read_host_keys", "write_new_key", "CIPHERS"]
+__all__ = ["listen", "read_host_keys", "write_new_key"]
 
 log = logging.getLogger("gateway.sftp")
 
@@ -110,14 +113,15 @@ def _without_cbc_ignores(conn: asyncssh.SSHServerConnection) -> None:
     §9.3.1's countermeasure for CBC, whose next IV an attacker knows. It
     doubles the packets the server encrypts, MACs, logs and writes (a second
     ``send`` each: a small SFTP download's five replies are ten). The
-    ciphers offered (CIPHERS) have no CBC: with CTR or GCM the IGNORE
-    protects nothing, so it is skipped (the client ignores it by definition:
-    nothing else changes on the wire). Should a CBC cipher ever be
-    negotiated, it is sent as before."""
+    ciphers offered (``[sftp] ciphers``, which refuses CBC) have no CBC: with
+    CTR, GCM or chacha20-poly1305 the IGNORE protects nothing, so it is
+    skipped (the client ignores it by definition: nothing else changes on
+    the wire). Should a CBC cipher ever be negotiated (``seed-cbc@ssh.com``
+    too), it is sent as before."""
     send = conn.send_packet
 
     def send_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:
-        if pkttype == MSG_IGNORE and args == _EMPTY and not conn.get_extra_info("send_cipher", "").endswith("-cbc"):
+        if pkttype == MSG_IGNORE and args == _EMPTY and "-cbc" not in conn.get_extra_info("send_cipher", ""):
             return
         send(pkttype, *args, handler=handler)
 
@@ -147,20 +151,34 @@ def write_new_key(path: Path) -> None:
 
 async def listen(handle: "SftpHandle", sock: socket.socket, key_paths: Sequence[Path]) -> asyncssh.SSHAcceptor:
     """asyncssh serving ``handle``'s connections on the listening ``sock``
-    with the host keys in ``key_paths``. Raises ValueError naming an
-    unreadable key."""
+    with the host keys in ``key_paths`` and the algorithms of ``[sftp]``.
+    Raises ValueError naming an unreadable key, or an algorithm option none
+    of whose names this installation can run."""
     keys = read_host_keys(key_paths)
+    s = handle.cfg.sftp
+    algs = {"encryption_algs": _offer("ciphers", s.ciphers, get_encryption_algs(), DEFAULT_CIPHERS),
+            "mac_algs": _offer("macs", s.macs, get_mac_algs(), DEFAULT_MACS),
+            "kex_algs": _offer("kex_algorithms", s.kex_algorithms, get_kex_algs(), DEFAULT_KEX_ALGORITHMS)}
     handle.ctx = Context(handle.gw, handle.pool, handle.cfg.policy.budget_s("sftp"))
     return await asyncssh.listen(sock=sock, server_factory=lambda: _Connection(handle), server_host_keys=keys,
-                                 encoding=None, encryption_algs=CIPHERS, login_timeout=handle.cfg.sftp.login_timeout_s)
+                                 encoding=None, login_timeout=s.login_timeout_s, **algs)
 
 
-#: The ciphers offered: AES-GCM and AES-CTR, which OpenSSL runs with AES-NI.
-#: chacha20-poly1305 is left out on purpose: OpenSSH prefers it, but asyncssh
-#: builds a cipher object per packet for it, so a 300 MB download took 4.5 s
-#: with it and 2.6-3.0 s with aes128-ctr or aes128-gcm on the bench machine.
-#: Every SSH client in use speaks AES-CTR or AES-GCM.
-CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
+def _offer(option: str, names: list[str], available: Sequence[bytes], default: list[str]) -> list[str]:
+    """The ``names`` of ``[sftp] <option>`` this installation's asyncssh can
+    run (``available``), in their order. The config accepts every name
+    asyncssh has; some need a library that may be missing (UMAC libnettle,
+    ML-KEM and sntrup761 theirs): those are left out, as asyncssh leaves
+    them out of its own defaults, with a warning when the admin chose the
+    list. Raises ValueError when none is left."""
+    have = {a.decode("ascii") for a in available}
+    offer = [n for n in names if n in have]
+    if not offer:
+        raise ValueError(f"sftp.{option}: none of {', '.join(names)} is available in this installation")
+    if len(offer) < len(names) and names != default:
+        log.warning("sftp.%s: not available in this installation, not offered: %s", option,
+                    ", ".join(n for n in names if n not in have))
+    return offer
 
 
 class _Connection(asyncssh.SSHServer):

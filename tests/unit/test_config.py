@@ -217,6 +217,31 @@ def test_the_light_key_check_accepts_what_asyncssh_accepts():
         ("[[users]]\nname = 'a'\n[[users]]\nname = 'a'", "users[1].name: duplicate user name 'a' (also users[0])"),
         ("[logging]\nformat = 'xml'", "logging.format: expected one of 'text', 'json', got 'xml'"),
         ("[http]\nmetrics = 'open'", "http.metrics: expected one of 'public', 'authenticated', 'off', got 'open'"),
+        ("[sftp]\nciphers = ['aes128-gcm@openssh.com', 'aes128-cbc']",
+         "sftp.ciphers[1]: expected AES-GCM or AES-CTR, not a CBC cipher (the gateway skips asyncssh's "
+         "countermeasure for CBC, an SSH_MSG_IGNORE before every packet), got 'aes128-cbc'"),
+        ("[sftp]\nciphers = ['3des-cbc']", "sftp.ciphers[0]: expected AES-GCM or AES-CTR, not a CBC cipher (the "
+         "gateway skips asyncssh's countermeasure for CBC, an SSH_MSG_IGNORE before every packet), got '3des-cbc'"),
+        ("[sftp]\nciphers = ['none']", "sftp.ciphers[0]: expected a cipher, not none (no encryption), got 'none'"),
+        ("[sftp]\nciphers = ['arcfour256']",
+         "sftp.ciphers[0]: expected AES-GCM or AES-CTR, not RC4 (arcfour: broken), got 'arcfour256'"),
+        ("[sftp]\nciphers = ['aes128-gcm']",
+         "sftp.ciphers[0]: expected a cipher asyncssh supports: chacha20-poly1305@openssh.com, "
+         "aes256-gcm@openssh.com, aes128-gcm@openssh.com, aes256-ctr, aes192-ctr, aes128-ctr, got 'aes128-gcm'"),
+        ("[sftp]\nciphers = []", "sftp.ciphers: expected at least one cipher (none would refuse every client)"),
+        ("[sftp]\nciphers = 'aes128-ctr'", "sftp.ciphers: expected a list, got 'aes128-ctr'"),
+        ("[sftp]\nciphers = ['aes128-ctr', 'aes256-ctr', 'aes128-ctr']",
+         "sftp.ciphers[2]: duplicate cipher 'aes128-ctr' (also sftp.ciphers[0])"),
+        ("[sftp]\nmacs = ['hmac-md5-etm@openssh.com']", "sftp.macs[0]: expected a MAC without MD5 or a tag cut to "
+         "96 bits (weak), e.g. hmac-sha2-256-etm@openssh.com, got 'hmac-md5-etm@openssh.com'"),
+        ("[sftp]\nmacs = ['none']", "sftp.macs[0]: expected a MAC, not none (no integrity check), got 'none'"),
+        ("[sftp]\nmacs = []", "sftp.macs: expected at least one MAC (none would refuse every client)"),
+        ("[sftp]\nkex_algorithms = ['diffie-hellman-group1-sha1']",
+         "sftp.kex_algorithms[0]: expected a key exchange RFC 9142 allows (not SHA-1 with 1024 bits or a "
+         "negotiated group), got 'diffie-hellman-group1-sha1'"),
+        ("[sftp]\nkex_algorithms = ['gss-curve25519-sha256']",
+         "sftp.kex_algorithms[0]: expected a key exchange without GSS-API (it needs Kerberos, which the gateway "
+         "does not set up), got 'gss-curve25519-sha256'"),
         ("[ftp]\nport = 0\ntls = 'on'",
          "ftp.port: expected an integer between 1 and 65535, got 0 (and 1 more problem)"),
     ],
@@ -258,6 +283,55 @@ def test_check_config_exit_codes(tmp_path, capsys, monkeypatch):
     assert err == f"{bad}: ftp.port: expected an integer between 1 and 65535, got 'abc'\n"
 
     assert main(["check-config", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_check_config_names_a_refused_ssh_algorithm(tmp_path, capsys):
+    bad = write(tmp_path, f"[server]\nstate_dir = '{tmp_path / 'var'}'\n[sftp]\nmacs = ['hmac-sha2-256', 'umac-32']\n")
+    assert main(["check-config", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{bad}: sftp.macs[1]: expected a MAC asyncssh supports: umac-64-etm@openssh.com, ")
+    assert err.endswith(", got 'umac-32'\n")
+    good = write(tmp_path, f"[server]\nstate_dir = '{tmp_path / 'var'}'\n[sftp]\nciphers = ['aes128-gcm@openssh.com']\n"
+                           "macs = ['hmac-sha2-256-etm@openssh.com']\nkex_algorithms = ['curve25519-sha256']\n", "good.toml")
+    assert main(["check-config", "--config", str(good)]) == 0
+
+
+def test_the_ssh_algorithm_names_are_asyncssh_s():
+    """gateway.ssh_algorithms writes asyncssh's names out (the config never
+    imports asyncssh): each is one asyncssh registers, each default list is
+    what the gateway offered before the options (ciphers: AES only; MACs and
+    key exchanges: asyncssh's defaults, less GSS-API, where this
+    installation has them), and what is refused is refused for a reason."""
+    from asyncssh.encryption import get_default_encryption_algs, get_encryption_algs
+    from asyncssh.kex import get_default_kex_algs, get_kex_algs
+    from asyncssh.mac import get_default_mac_algs, get_mac_algs
+
+    from gateway import ssh_algorithms as algs
+
+    names = lambda algs_: [a.decode() for a in algs_]  # noqa: E731
+    supported = {"ciphers": names(get_encryption_algs()), "macs": names(get_mac_algs()),
+                 "kex_algorithms": names(get_kex_algs())}
+    accepted = {"ciphers": algs.CIPHERS, "macs": algs.MACS, "kex_algorithms": algs.KEX_ALGORITHMS}
+    # Not registered here: these need liboqs.
+    optional = {"sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com"}
+    for option, known in supported.items():
+        assert set(accepted[option]) - optional <= set(known), option
+        for name in accepted[option]:
+            assert algs.refusal(option, name) is None, name
+        # Everything asyncssh has here is either accepted or refused with a reason.
+        assert all(n in accepted[option] or algs.refusal(option, n) for n in known), option
+    assert algs.DEFAULT_CIPHERS == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr",
+                                    "aes256-ctr"]
+    assert set(algs.DEFAULT_CIPHERS) < set(names(get_default_encryption_algs()))
+    assert algs.DEFAULT_MACS == names(get_default_mac_algs())
+    assert [a for a in algs.DEFAULT_KEX_ALGORITHMS if a in supported["kex_algorithms"]] == [
+        a for a in names(get_default_kex_algs()) if not a.startswith("gss-")]
+    for refused in ("aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc", "blowfish-cbc", "cast128-cbc",
+                    "seed-cbc@ssh.com", "arcfour", "arcfour128", "arcfour256"):
+        assert refused in supported["ciphers"] and algs.refusal("ciphers", refused), refused
+    cfg = parse_config({})
+    assert (cfg.sftp.ciphers, cfg.sftp.macs, cfg.sftp.kex_algorithms) == (
+        algs.DEFAULT_CIPHERS, algs.DEFAULT_MACS, algs.DEFAULT_KEX_ALGORITHMS)
 
 
 def test_check_config_also_checks_the_users_file(tmp_path, capsys):

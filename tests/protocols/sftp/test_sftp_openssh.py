@@ -164,12 +164,12 @@ def test_openssh_negotiates_aes(gateway_factory, tmp_path):
 
 
 def test_the_algorithms_offered_and_what_each_client_gets(gateway_factory, tmp_path):
-    """What the gateway offers (protocols.sftp.ssh.CIPHERS) and what clients
+    """What the gateway offers by default ([sftp] ciphers) and what clients
     negotiate from it (the client's order wins): OpenSSH's defaults give
     aes128-ctr with umac-64-etm (the benchmark's client); a client of the
     paramiko era (CTR, HMAC-SHA2) and one asking for GCM (rclone's Go
     library, asyncssh) get theirs; chacha20-poly1305 and CBC are refused."""
-    from protocols.sftp.ssh import CIPHERS
+    from gateway.ssh_algorithms import DEFAULT_CIPHERS as CIPHERS
 
     assert CIPHERS == ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"]
     port = gateway_factory(protocols=("sftp",)).port("sftp")
@@ -184,3 +184,32 @@ def test_the_algorithms_offered_and_what_each_client_gets(gateway_factory, tmp_p
     for refused in ("chacha20-poly1305@openssh.com", "aes128-cbc"):
         p = sftp_batch(port, "alice", ["ls /"], tmp_path, check=False, verbose=True, options=("-c", refused))
         assert p.returncode != 0 and f"no matching cipher found. Their offer: {','.join(CIPHERS)}" in p.stderr, p.stderr
+
+
+def test_an_admin_offering_only_gcm_gets_it_from_openssh(gateway_factory, tmp_path, payload):
+    """[sftp] ciphers = ["aes128-gcm@openssh.com"]: OpenSSH's client, whose
+    own order puts CTR first, negotiates GCM both ways and transfers; a
+    client offering only CTR is refused by SSH's negotiation."""
+    r = gateway_factory(protocols=("sftp",), sections={"sftp": {"ciphers": ["aes128-gcm@openssh.com"],
+                                                                 "macs": ["hmac-sha2-256-etm@openssh.com"]}})
+    (tmp_path / "up.bin").write_bytes(payload)
+    p = sftp_batch(r.port("sftp"), "alice", ["put up.bin /up.bin", "get /up.bin down.bin"], tmp_path, verbose=True)
+    assert re.findall(r"kex: (\S+) cipher: (\S+) MAC: (\S+)", p.stderr) == [
+        ("server->client", "aes128-gcm@openssh.com", "<implicit>"),
+        ("client->server", "aes128-gcm@openssh.com", "<implicit>")]
+    assert (r.data / "up.bin").read_bytes() == payload and (tmp_path / "down.bin").read_bytes() == payload
+
+    p = sftp_batch(r.port("sftp"), "alice", ["ls /"], tmp_path, check=False, verbose=True,
+                   options=("-o", "Ciphers=aes128-ctr"))
+    assert p.returncode != 0 and "no matching cipher found. Their offer: aes128-gcm@openssh.com" in p.stderr, p.stderr
+    # MACs and key exchanges are chosen the same way (a MAC matters only without GCM).
+    r2 = gateway_factory(protocols=("sftp",), sections={"sftp": {
+        "ciphers": ["aes256-ctr"], "macs": ["hmac-sha2-512-etm@openssh.com"],
+        "kex_algorithms": ["ecdh-sha2-nistp256"]}})
+    p = sftp_batch(r2.port("sftp"), "alice", ["ls /"], tmp_path, verbose=True)
+    negotiated = set(re.findall(r"kex: \S+ cipher: (\S+) MAC: (\S+)", p.stderr))
+    assert negotiated == {("aes256-ctr", "hmac-sha2-512-etm@openssh.com")}
+    assert "kex: algorithm: ecdh-sha2-nistp256" in p.stderr
+    p = sftp_batch(r2.port("sftp"), "alice", ["ls /"], tmp_path, check=False, verbose=True,
+                   options=("-o", "MACs=umac-64-etm@openssh.com"))
+    assert p.returncode != 0 and "no matching MAC found" in p.stderr, p.stderr

@@ -49,7 +49,8 @@ class _FakeConnection:
 
 
 @pytest.mark.parametrize("cipher, kept", [("aes128-ctr", False), ("aes256-gcm@openssh.com", False),
-                                          ("aes128-cbc", True), ("", False)])
+                                          ("chacha20-poly1305@openssh.com", False), ("aes128-cbc", True),
+                                          ("seed-cbc@ssh.com", True), ("", False)])
 def test_asyncssh_ignore_before_each_packet_is_sent_only_with_cbc(cipher, kept):
     conn = _FakeConnection(cipher)
     sftp_ssh._without_cbc_ignores(conn)
@@ -101,3 +102,20 @@ def test_packets_are_logged_at_debug_level_3(gw, caplog, monkeypatch):
 def test_packets_are_neither_logged_nor_formatted_below_debug_level_3(gw, caplog, monkeypatch):
     lines, formatted = _transfer(gw, 2, caplog, monkeypatch)
     assert lines == [] and formatted == 0
+
+
+def test_algorithms_this_installation_lacks_are_left_out_of_the_offer(caplog):
+    """The config takes every name asyncssh has; one whose library is
+    missing here (UMAC without libnettle, say) is not offered: silently for
+    the default list, as asyncssh's own defaults do, with a warning for an
+    admin's list; none left stops the listener with the option named."""
+    available = [b"hmac-sha2-256", b"hmac-sha1"]
+    default = ["umac-64@openssh.com", "hmac-sha2-256", "hmac-sha1"]
+    with caplog.at_level(logging.WARNING, logger="gateway.sftp"):
+        assert sftp_ssh._offer("macs", default, available, default) == ["hmac-sha2-256", "hmac-sha1"]
+        assert not caplog.records
+        assert sftp_ssh._offer("macs", ["hmac-sha1", "umac-64@openssh.com"], available, default) == ["hmac-sha1"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "sftp.macs: not available in this installation, not offered: umac-64@openssh.com"]
+    with pytest.raises(ValueError, match=r"^sftp.macs: none of umac-64@openssh.com is available in this installation$"):
+        sftp_ssh._offer("macs", ["umac-64@openssh.com"], available, default)
