@@ -325,7 +325,8 @@ def test_the_ssh_algorithm_names_are_asyncssh_s():
     assert set(algs.DEFAULT_CIPHERS) < set(names(get_default_encryption_algs()))
     assert algs.DEFAULT_MACS == names(get_default_mac_algs())
     assert [a for a in algs.DEFAULT_KEX_ALGORITHMS if a in supported["kex_algorithms"]] == [
-        a for a in names(get_default_kex_algs()) if not a.startswith("gss-")]
+        a for a in names(get_default_kex_algs()) if not a.startswith("gss-") and a != "diffie-hellman-group14-sha1"]
+    assert algs.refusal("kex_algorithms", "diffie-hellman-group14-sha1") is None  # not offered, but allowed
     for refused in ("aes128-cbc", "aes192-cbc", "aes256-cbc", "3des-cbc", "blowfish-cbc", "cast128-cbc",
                     "seed-cbc@ssh.com", "arcfour", "arcfour128", "arcfour256"):
         assert refused in supported["ciphers"] and algs.refusal("ciphers", refused), refused
