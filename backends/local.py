@@ -136,11 +136,6 @@ class LocalBackend(Backend):
         stat'ed, opened or listed through it is the object checked. The
         caller closes it. Raises PermissionDenied, Conflict, or the OSError
         of a missing path (its folder checked first)."""
-        return self._checked(path)[0]
-
-    def _checked(self, path: str) -> tuple[int, str | None]:
-        """As :meth:`_open_checked`, with where the descriptor resolved
-        (None where links are followed: nothing was resolved)."""
         # Homes are fenced by name in the gateway's form, whatever the spelling on disk.
         named = path if path.isascii() else unicodedata.normalize(name_form(), path)
         path = self._stored(path)
@@ -153,7 +148,9 @@ class LocalBackend(Backend):
                 if self._fences:
                     self._fenced(named, real)
             raise
-        return fd, (None if self.follow_links else self._vetted(fd, named))
+        if not self.follow_links:
+            self._vetted(fd, named)
+        return fd
 
     def _vetted(self, fd: int, named: str) -> str:
         """Where descriptor ``fd`` of path ``named`` resolves, once found
@@ -319,23 +316,18 @@ class LocalBackend(Backend):
         part, for a call relative to it (``dir_fd``). The mount's own folder
         is reached through its parent, which lies outside and is not checked.
         Raises PermissionDenied, or the OSError of a missing folder."""
-        fd, name, _ = self._open_folder(path)
-        try:
-            yield fd, name
-        finally:
-            os.close(fd)
-
-    def _open_folder(self, path: str) -> tuple[int, str, str | None]:
-        """As :meth:`_folder_of`, and where the folder resolved (None where
-        nothing was resolved); the caller closes the descriptor."""
         path = self._stored(path.rstrip("/") or "/")
         parent, name = os.path.split(path)
         if not name:
             raise E.PermissionDenied("the storage's root folder cannot be changed")
         if path == (self.root or "/"):
-            return os.open(parent, os.O_PATH), name, None
-        fd, real = self._checked(parent)
-        return fd, name, real
+            fd = os.open(parent, os.O_PATH)
+        else:
+            fd = self._open_checked(parent)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
 
     def _create_temp(self, path: str, temp_key: str | None) -> tuple[int, str, str]:
         """A new descriptor open for writing a temporary beside ``path``, the
@@ -378,63 +370,30 @@ class LocalBackend(Backend):
     def open_write(self, path: str, offset: int = 0, temp_key: str | None = None) -> Writer:
         if offset:
             return self._open_continue(path, offset)
-        # The folder's checked descriptor is kept until the upload ends: the
-        # temporary is made, placed or removed through it. It is placed so
-        # only while the folder is still where it was checked (one readlink);
-        # else the path is looked up again, as a new call would.
         with translated():
-            tmp = os.path.basename(self._temp_name(path, temp_key))
-            folder, name, real = self._open_folder(path)
-            held = _Descriptor(folder)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(tmp, flags, 0o666, dir_fd=folder)
-            except BaseException:
-                held.close()
-                raise
-            where = self._temp_path(path, tmp)
-            self._writing.add(where)
+            fd, tmp, where = self._create_temp(path, temp_key)
             f = os.fdopen(fd, "wb")  # noqa: SIM115 - the Writer closes it
-        if real is None or not path.isascii():
-            held.close()  # placed by name (a spelling may have appeared meanwhile)
 
         def commit(fh: BinaryIO) -> Entry:
             try:
                 fh.flush()
                 st = os.fstat(fh.fileno())  # what the caller would stat next, without a walk of the path
                 fh.close()
-                if held.fd >= 0 and os.readlink(f"/proc/self/fd/{held.fd}") == real:
-                    os.replace(tmp, name, src_dir_fd=held.fd, dst_dir_fd=held.fd)
-                    self._writing.discard(where)
-                    self.invalidate(path)
-                else:
-                    self._place(tmp, path, where)
+                self._place(tmp, path, where)
             except BaseException:
                 with suppress(OSError):
                     fh.close()
-                self._drop_held(held, tmp, path, where)
+                self._drop_temp(tmp, path, where)
                 raise
-            finally:
-                held.close()
             return Entry(os.path.basename(path), path, False, st.st_size, st.st_mtime, None, st.st_mode)
 
         def abort(fh: BinaryIO) -> None:
             try:
                 fh.close()
             finally:
-                self._drop_held(held, tmp, path, where)
-                held.close()
+                self._drop_temp(tmp, path, where)
 
         return Writer(f, commit, abort)
-
-    def _drop_held(self, held: _Descriptor, tmp: str, path: str, where: str) -> None:
-        """:meth:`_drop_temp`, through the folder's kept descriptor while it is open."""
-        if held.fd < 0:
-            self._drop_temp(tmp, path, where)
-            return
-        self._writing.discard(where)
-        with suppress(OSError):
-            os.unlink(tmp, dir_fd=held.fd)
 
     def _open_continue(self, path: str, offset: int) -> Writer:
         size = self.info(path).size
@@ -590,24 +549,6 @@ class LocalBackend(Backend):
         except OSError:
             return None
         return u.total, u.free
-
-
-class _Descriptor:
-    """A descriptor closed once: by :meth:`close`, or when dropped unclosed."""
-
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __del__(self) -> None:
-        with suppress(OSError):
-            self.close()
 
 
 def _entry(path: str, st: os.stat_result) -> Entry:
