@@ -5,8 +5,9 @@
 
 Installs what the selected protocols need (apt-get, PyPI), starts every
 server on 127.0.0.1 high ports with its own temporary config, runs each
-workload ``--repeat`` times per server (round-robin), prints a Markdown table
-on stdout and writes the JSON of every run. Everything started is stopped on
+workload ``--repeat`` times per server (round-robin, each round starting one
+server later), prints a Markdown table on stdout and writes the JSON of every
+run. Everything started is stopped on
 exit, Ctrl-C or SIGTERM. Exit code: 0 when every run worked or was not
 supported, 1 when a run failed, 130 when interrupted.
 """
@@ -117,7 +118,8 @@ def document(doc: dict, cells: list[Cell]) -> str:
              f"- date: {doc['date']}, {doc['elapsed_s']:.0f} s; `scripts/bench/run {' '.join(doc['argv'])}`",
              f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['os']}, Linux {m['kernel']}",
              "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"- sizes: {doc['sizes']}; {doc['repeat']} runs per workload and server, round-robin; the gateway "
+             f"- sizes: {doc['sizes']}; {doc['repeat']} runs per workload and server, round-robin (each round "
+             f"starts one server later); the gateway "
              f"runs its default config with `policy.sync_budget_ms = {doc['budget_ms']}`",
              "- idle RSS before the first workload: " + ", ".join(
                  f"{k} {b / 2**20:.0f} MiB" for k, b in doc["idle_rss_bytes"].items()),
@@ -159,7 +161,10 @@ def run(args: argparse.Namespace) -> int:
                    for ep in eps}
             cells += row.values()
             for i in range(args.repeat):
-                for ep in eps:
+                # Each round starts one server later: the first run after the fixtures were written (or
+                # after the previous workload) is no longer always the gateway's.
+                k = i % len(eps) if eps else 0
+                for ep in eps[k:] + eps[:k]:
                     cell = row[id(ep)]
                     if cell.note or any("unsupported" in r for r in cell.runs):
                         continue
