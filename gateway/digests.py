@@ -152,6 +152,27 @@ class StreamHashes:
             if self._fill == BATCH_BYTES:
                 self._flush()
 
+    def lend(self) -> bytearray | None:
+        """One of the stream's batch buffers (:data:`BATCH_BYTES`) for the
+        caller to fill and give back with :meth:`update_lent`: the bytes are
+        then hashed from it, not copied. None while the stream hashes inline
+        (or computes nothing, or is stopped): use :meth:`update`. Blocks
+        while all the stream's buffers are queued."""
+        if self._inline is not None or not self._hashers or self._stopped:
+            return None
+        self._flush()
+        return self._take_buffer()
+
+    def update_lent(self, buf: bytearray, n: int) -> None:
+        """Add the first ``n`` bytes of ``buf``, a buffer :meth:`lend`
+        answered; the caller must not change it afterwards."""
+        if n:
+            self._queue(memoryview(buf)[:n], buf)
+        else:
+            with self._cond:
+                self._free.append(buf)
+                self._cond.notify_all()
+
     def hexdigests(self) -> dict[str, str]:
         """Algorithm → hex digest of everything given to :meth:`update`, once
         the workers are done with it. Raises what a digest raised (never for

@@ -222,6 +222,21 @@ class Upload:
                                           f"written (the upload is at {self._next}); not supported", self.path))
             # else: a retransmission of a block already written
 
+    def lend(self) -> bytearray | None:
+        """A buffer to fill with the next bytes and give to :meth:`write_lent`
+        (their digests then read it where it is, no copy), or None: use
+        :meth:`write`. Only for :meth:`write`'s appends."""
+        return self._hashes.lend()
+
+    def write_lent(self, buf: bytearray, n: int) -> int:
+        """Append the first ``n`` bytes of ``buf``, which :meth:`lend`
+        answered (not to be changed afterwards). As :meth:`write`."""
+        with self._lock:
+            self._check()
+            self._hashes.update_lent(buf, n)
+            self._store(memoryview(buf)[:n])
+        return n
+
     def _check(self) -> None:
         if self._failed is not None:
             raise type(self._failed)(self._failed.message, self._failed.path)
@@ -230,6 +245,9 @@ class Upload:
         # Handed to the digests first: a large upload's are computed by other
         # threads while this one writes (the write failing aborts them).
         self._hashes.update(data)
+        self._store(data)
+
+    def _store(self, data: bytes | memoryview) -> None:
         try:
             self._writer.write(data)
         except E.GatewayError as exc:

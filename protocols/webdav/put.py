@@ -89,13 +89,27 @@ def _receive(body: Any, length: int, upload: Upload, block_size: int) -> None:
             data = rfile.read1(left)
             upload.write(data)
             left -= len(data)
-        buf = memoryview(bytearray(min(left, block_size)))
+        # Each block filled whole before it is written: one write and one
+        # hand-off to the digests per block, not one per segment the socket
+        # gives; into a buffer the digests lend where they can (no copy).
+        own: memoryview | None = None
+        readinto = rfile.raw.readinto
         while left:
-            n = rfile.raw.readinto(buf[:min(left, len(buf))])
-            if not n:
+            lent = upload.lend()
+            buf = memoryview(lent) if lent is not None else own or memoryview(bytearray(min(left, block_size)))
+            want = min(left, len(buf))
+            got = 0
+            while got < want and (n := readinto(buf[got:want])):
+                got += n
+            if lent is not None:
+                upload.write_lent(lent, got)
+            else:
+                own = buf
+                if got:
+                    upload.write(buf[:got])
+            left -= got
+            if got < want:
                 break
-            upload.write(buf[:n])
-            left -= n
         rfile.bytes_read += length - left
         body.remaining = left
     if left:
