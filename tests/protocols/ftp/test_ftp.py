@@ -524,3 +524,52 @@ def test_connection_limits_idle_timeout_and_masquerade_address(gateway_factory):
     finally:
         for f in (first, second, other):
             f.close()
+
+
+def _reply(ftp, cmd: str) -> str:
+    try:
+        return ftp.sendcmd(cmd)
+    except ftplib.all_errors as exc:
+        return str(exc)
+
+
+def test_mfmt_replies_pinned(gateway_factory):
+    """MFMT's replies, in the order they are decided: time string length,
+    the file looked up (missing, a folder: "not retrievable"), the time
+    string parsed, then permission, a job, and the time set and read back."""
+    r = _slow_gateway(gateway_factory, n=40)
+    r2 = gateway_factory(protocols=("ftp",), users={"alice": {"path_permissions": {"/ro": ["list", "download"]}}})
+    s = r2.session("alice")
+    r2.ops.mkdir(s, "/d")
+    (r2.data / "ro").mkdir()
+    r2.ops.open_write(s, "/a.txt").commit()
+    slow, ftp = connect(r), connect(r2)
+    ok = _reply(ftp, "MFMT 20170714024000 /a.txt")
+    assert ok == "213 Modify=20170714024000; /a.txt.", ok
+    assert _reply(ftp, "MDTM /a.txt") == "213 20170714024000"
+    assert _reply(ftp, "MFMT 2017 /a.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    assert _reply(ftp, "MFMT 2017 /missing") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    missing = _reply(ftp, "MFMT 20170714024000 /missing")
+    assert missing == "550 /missing is not retrievable", missing
+    assert _reply(ftp, "MFMT 2017071402400x /missing") == missing
+    assert _reply(ftp, "MFMT 20170714024000 /d") == "550 /d is not retrievable"
+    assert _reply(ftp, "MFMT 2017071402400x /a.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    assert _reply(ftp, "MFMT 20171314024000 /a.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    # no overwrite permission: refused after the look-up, before the time is set
+    (r2.data / "ro" / "f.txt").write_bytes(b"f")
+    denied = _reply(ftp, "MFMT 20170714024000 /ro/f.txt")
+    assert denied.startswith("550 /ro/f.txt: permission denied (overwrite not allowed)"), denied
+    assert _reply(ftp, "MFMT 2017071402400x /ro/f.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    assert _reply(ftp, "MFMT 20170714024000 /ro") == "550 /ro is not retrievable"
+    denied_missing = _reply(ftp, "MFMT 20170714024000 /ro/nothing")
+    assert denied_missing == "550 /ro/nothing is not retrievable", denied_missing
+    # a busy path under a job (a background rename of a slow tree)
+    ftp = slow
+    reply = ftp.sendcmd("RNFR /slow/tree") and ftp.sendcmd("RNTO /slow/moved")
+    assert "running in background as job" in reply, reply
+    job_id = reply.rsplit(" ", 1)[1]
+    busy = _reply(ftp, "MFMT 20170714024000 /slow/moved/f001")
+    assert busy.startswith("450 /slow/moved/f001: busy, in use by job " + job_id), busy
+    busy_missing = _reply(ftp, "MFMT 20170714024000 /slow/moved/nothing")
+    assert busy_missing == "550 /slow/moved/nothing is not retrievable", busy_missing
+    r.gw.dispatcher.wait(job_id, 60)
