@@ -573,3 +573,23 @@ def test_mfmt_replies_pinned(gateway_factory):
     busy_missing = _reply(ftp, "MFMT 20170714024000 /slow/moved/nothing")
     assert busy_missing == "550 /slow/moved/nothing is not retrievable", busy_missing
     r.gw.dispatcher.wait(job_id, 60)
+
+
+def test_mfmt_time_parses_as_strptime():
+    from datetime import datetime
+
+    from protocols.ftp.handler import _mfmt_time
+
+    def outcome(parse, t):
+        try:
+            return parse(t)
+        except ValueError:
+            return "ValueError"
+
+    cases = ["20170714024000", "00000101000000", "20170230000000", "20160229000000", "20171301000000",
+             "20170100000000", "20170101240000", "20170101006000", "20170101000060", "20170101000061",
+             "201707 1024000", "２０17071402400０", "99991231235959", "1970010100000a", "+0170714024000"]
+    cases += [f"{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}" for y in (1, 2024) for mo in (0, 2, 12, 13)
+              for d in (0, 29, 31, 32) for h in (0, 23, 24) for mi in (0, 59, 60) for s in (0, 59, 60, 61)]
+    for t in cases:
+        assert outcome(_mfmt_time, t) == outcome(lambda v: datetime.strptime(v, "%Y%m%d%H%M%S"), t), t
