@@ -537,7 +537,7 @@ def test_mfmt_replies_pinned(gateway_factory):
     """MFMT's replies, in the order they are decided: time string length,
     the file looked up (missing, a folder: "not retrievable"), the time
     string parsed, then permission, a job, and the time set and read back."""
-    r = _slow_gateway(gateway_factory, n=40)
+    r = _slow_gateway(gateway_factory)
     r2 = gateway_factory(protocols=("ftp",), users={"alice": {"path_permissions": {"/ro": ["list", "download"]}}})
     s = r2.session("alice")
     r2.ops.mkdir(s, "/d")
