@@ -686,6 +686,17 @@ class Backend:
         self.invalidate(path)
         return True
 
+    def set_mtime_checked(self, path: str, mtime: float, checks: Callable[[Entry], None]) -> Entry | None:
+        """Look ``path`` up, call ``checks`` with what was found (it may
+        raise: nothing is changed then), set its modification time and
+        return its entry as stored after; None where the storage keeps no
+        such time (:meth:`set_mtime` is false). Here: :meth:`info`,
+        :meth:`set_mtime`, :meth:`info`; a subclass may do it in one look-up."""
+        checks(self.info(path))
+        if not self.set_mtime(path, mtime):
+            return None
+        return self.info(path)
+
     # -- the gateway's own names -----------------------------------------------
 
     def temporaries(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Entry]:

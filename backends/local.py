@@ -505,6 +505,20 @@ class LocalBackend(Backend):
         self.invalidate(path)
         return True
 
+    def set_mtime_checked(self, path: str, mtime: float, checks: Callable[[Entry], None]) -> Entry | None:
+        """As :meth:`Backend.set_mtime_checked`, through one checked
+        descriptor: stat'ed, checked, its time set, stat'ed again."""
+        with translated():
+            fd = self._open_checked(path)
+            try:
+                checks(_entry(path, os.fstat(fd)))
+                os.utime(f"/proc/self/fd/{fd}", (mtime, mtime))
+                after = _entry(path, os.fstat(fd))
+            finally:
+                os.close(fd)
+        self.invalidate(path)
+        return after
+
     def temporaries(self, stop: Callable[[], bool] = lambda: False) -> Iterator[Entry]:
         """As :meth:`Backend.temporaries`, through the os module; symbolic
         links are not followed (a link with a temporary's name is one)."""

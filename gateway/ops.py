@@ -957,6 +957,52 @@ class Operations:
         except E.GatewayError as exc:
             raise self._at(exc, u) from None
 
+    def set_file_mtime(self, session: Session, path: str, mtime: float, cwd: str = "/", *,
+                       found: Callable[[Entry], None] | None = None) -> Entry:
+        """As :meth:`set_mtime`, for a command that first asks whether the
+        path is a file (FTP's MFMT), and answers with the time as stored:
+        the path is looked up once, ``found`` (when given) is called with
+        what was found, a folder is refused (IsADirectory), then come
+        :meth:`set_mtime`'s checks (overwrite, jobs, locks, the storage's
+        support) and the time set. Returns the entry as stored after. An
+        error raised before ``found`` is called is the look-up's (BadRequest,
+        NotFound). On a local mount: one checked open for all of it."""
+        u, g = self._paths(session, path, cwd)
+        seen: list[Entry] = []
+
+        def checks(entry: Entry) -> None:
+            entry = entry.renamed(u)
+            seen.append(entry)
+            if found is not None:
+                found(entry)
+            if entry.is_dir:
+                raise E.IsADirectory(f"{u}: is a folder, not a file", u)
+            self._require(session, "overwrite", u)
+            self._busy([g], session=session)
+            self._unlocked(session, g)
+            if not mount.backend.capabilities.mtimes:
+                raise E.Unsupported(f"{u}: this storage does not keep modification times", u)
+
+        try:
+            ns = self.namespace
+            direct = (not ns.is_virtual_dir(g) and not ns.is_mount_point(g)
+                      and self.view.sources(session.id, g) == [g])
+            if direct:  # the path is its storage's: the backend looks it up once, checks run on what it found
+                mount, bp = ns.resolve(g)
+                after = mount.backend.set_mtime_checked(bp, mtime, checks)
+            else:  # a job's overlay or a mount point: as set_mtime, then the time read back
+                entry = self._stat_g(session, g)
+                mount, bp = ns.resolve(g)
+                checks(entry)
+                after = self._stat_g(session, g) if mount.backend.set_mtime(bp, mtime) else None
+            if after is None:
+                raise E.Unsupported(f"{u}: this storage does not keep this file's modification times", u)
+            self._changes = next(self._change_counter)
+            self.fileids.changed(g)
+            return after.renamed(u)
+        except E.GatewayError as exc:
+            raise self._at(exc, u) from None
+
     def check_change(self, session: Session, path: str, *, properties: bool = False) -> None:
         """Whether ``session`` may change the existing ``path`` now (what a
         WebDAV LOCK announces), or with ``properties`` its dead properties

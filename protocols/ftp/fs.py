@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import stat as _stat
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pyftpdlib.filesystems import AbstractedFS, FilesystemError
 
@@ -258,6 +258,10 @@ class GatewayFS(AbstractedFS):
 
     def utime(self, path: str, timeval: float) -> None:
         self._changed(self.ops.set_mtime, self.session, path, timeval)
+
+    def set_file_mtime(self, path: str, timeval: float, found: Callable[[Entry], None]) -> Entry:
+        """MFMT's one core call (see ``GatewayHandler.ftp_MFMT``)."""
+        return self._changed(self.ops.set_file_mtime, self.session, path, timeval, found=found)
 
     def chmod(self, path: str, mode: int) -> None:
         self.cmd_channel.pending_code = 504

@@ -91,9 +91,20 @@ def test_every_core_operation(mounted):
         assert ops.stat(s, "/m/docs/a.bin").mtime == 1_600_000_000
         if area.server.root is not None:  # the time on the server itself, not a cache
             assert (area.server.root / area.name / "docs/a.bin").stat().st_mtime == 1_600_000_000
+        # FTP's MFMT: looked up once, a folder refused, the time as stored returned
+        seen = []
+        after = ops.set_file_mtime(s, "/m/docs/a.bin", 1_600_000_100, found=seen.append)
+        assert after.path == "/m/docs/a.bin" and after.mtime == 1_600_000_100 and not after.is_dir
+        assert [e.path for e in seen] == ["/m/docs/a.bin"]
+        assert ops.stat(s, "/m/docs/a.bin").mtime == 1_600_000_100
+        with pytest.raises(E.IsADirectory):
+            ops.set_file_mtime(s, "/m/docs", 1_600_000_000)
+        assert ops.set_mtime(s, "/m/docs/a.bin", 1_600_000_000)
     else:
         with pytest.raises(E.Unsupported, match="does not keep modification times"):
             ops.set_mtime(s, "/m/docs/a.bin", 1_600_000_000)
+        with pytest.raises(E.Unsupported, match="does not keep modification times"):
+            ops.set_file_mtime(s, "/m/docs/a.bin", 1_600_000_000)
     # free space, where the storage tells
     if kind in ("file", "sftp"):
         total, free = ops.disk_usage(s, "/m")

@@ -524,3 +524,72 @@ def test_connection_limits_idle_timeout_and_masquerade_address(gateway_factory):
     finally:
         for f in (first, second, other):
             f.close()
+
+
+def _reply(ftp, cmd: str) -> str:
+    try:
+        return ftp.sendcmd(cmd)
+    except ftplib.all_errors as exc:
+        return str(exc)
+
+
+def test_mfmt_replies_pinned(gateway_factory):
+    """MFMT's replies, in the order they are decided: time string length,
+    the file looked up (missing, a folder: "not retrievable"), the time
+    string parsed, then permission, a job, and the time set and read back."""
+    r = _slow_gateway(gateway_factory)
+    r2 = gateway_factory(protocols=("ftp",), users={"alice": {"path_permissions": {"/ro": ["list", "download"]}}})
+    s = r2.session("alice")
+    r2.ops.mkdir(s, "/d")
+    (r2.data / "ro").mkdir()
+    r2.ops.open_write(s, "/a.txt").commit()
+    slow, ftp = connect(r), connect(r2)
+    ok = _reply(ftp, "MFMT 20170714024000 /a.txt")
+    assert ok == "213 Modify=20170714024000; /a.txt.", ok
+    assert _reply(ftp, "MDTM /a.txt") == "213 20170714024000"
+    assert _reply(ftp, "MFMT 2017 /a.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    assert _reply(ftp, "MFMT 2017 /missing") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    missing = _reply(ftp, "MFMT 20170714024000 /missing")
+    assert missing == "550 /missing is not retrievable", missing
+    assert _reply(ftp, "MFMT 2017071402400x /missing") == missing
+    assert _reply(ftp, "MFMT 20170714024000 /d") == "550 /d is not retrievable"
+    assert _reply(ftp, "MFMT 2017071402400x /a.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    assert _reply(ftp, "MFMT 20171314024000 /a.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    # no overwrite permission: refused after the look-up, before the time is set
+    (r2.data / "ro" / "f.txt").write_bytes(b"f")
+    denied = _reply(ftp, "MFMT 20170714024000 /ro/f.txt")
+    assert denied.startswith("550 /ro/f.txt: permission denied (overwrite not allowed)"), denied
+    assert _reply(ftp, "MFMT 2017071402400x /ro/f.txt") == "550 Invalid time format; expected: YYYYMMDDHHMMSS."
+    assert _reply(ftp, "MFMT 20170714024000 /ro") == "550 /ro is not retrievable"
+    denied_missing = _reply(ftp, "MFMT 20170714024000 /ro/nothing")
+    assert denied_missing == "550 /ro/nothing is not retrievable", denied_missing
+    # a busy path under a job (a background rename of a slow tree)
+    ftp = slow
+    reply = ftp.sendcmd("RNFR /slow/tree") and ftp.sendcmd("RNTO /slow/moved")
+    assert "running in background as job" in reply, reply
+    job_id = reply.rsplit(" ", 1)[1]
+    busy = _reply(ftp, "MFMT 20170714024000 /slow/moved/f001")
+    assert busy.startswith("450 /slow/moved/f001: busy, in use by job " + job_id), busy
+    busy_missing = _reply(ftp, "MFMT 20170714024000 /slow/moved/nothing")
+    assert busy_missing == "550 /slow/moved/nothing is not retrievable", busy_missing
+    r.gw.dispatcher.wait(job_id, 60)
+
+
+def test_mfmt_time_parses_as_strptime():
+    from datetime import datetime
+
+    from protocols.ftp.handler import _mfmt_time
+
+    def outcome(parse, t):
+        try:
+            return parse(t)
+        except ValueError:
+            return "ValueError"
+
+    cases = ["20170714024000", "00000101000000", "20170230000000", "20160229000000", "20171301000000",
+             "20170100000000", "20170101240000", "20170101006000", "20170101000060", "20170101000061",
+             "201707 1024000", "２０17071402400０", "99991231235959", "1970010100000a", "+0170714024000"]
+    cases += [f"{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}" for y in (1, 2024) for mo in (0, 2, 12, 13)
+              for d in (0, 29, 31, 32) for h in (0, 23, 24) for mi in (0, 59, 60) for s in (0, 59, 60, 61)]
+    for t in cases:
+        assert outcome(_mfmt_time, t) == outcome(lambda v: datetime.strptime(v, "%Y%m%d%H%M%S"), t), t
