@@ -594,7 +594,15 @@ class FTPS(_TestCA, FTP):
         return {**super().options, "tls": True, "tls_ca_file": str(self.ca_file)}
 
     def _handler_class(self) -> type:
-        from pyftpdlib.handlers import TLS_FTPHandler
+        # From its own module, as the gateway takes it: ``pyftpdlib.handlers``
+        # has no TLS_FTPHandler once imported without pyOpenSSL, as the
+        # gateway's plain FTP front end imports it (protocols/ftp/__init__.py)
+        # in this process when a test started one first.
+        from OpenSSL import SSL
+        from pyftpdlib import utils
+        from pyftpdlib.handlers.ftps.control import TLS_FTPHandler
+
+        utils.SSL = SSL
 
         cert, key = self._tls()
         return type("TLSHandler", (TLS_FTPHandler,), {"certfile": str(cert), "keyfile": str(key),
