@@ -968,11 +968,9 @@ class Operations:
         error raised before ``found`` is called is the look-up's (BadRequest,
         NotFound). On a local mount: one checked open for all of it."""
         u, g = self._paths(session, path, cwd)
-        seen: list[Entry] = []
 
         def checks(entry: Entry) -> None:
             entry = entry.renamed(u)
-            seen.append(entry)
             if found is not None:
                 found(entry)
             if entry.is_dir:
