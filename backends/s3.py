@@ -12,8 +12,9 @@ none inside it, so the bucket holds exactly the keys a user expects. With
 console does).
 
 A copy inside the mount is CopyObject (server-side; past S3's 5 GiB limit a
-multipart UploadPartCopy), ``copy_concurrency`` of them at once in a job
-(default 16); deletes go 1,000 keys per DeleteObjects. Uploads stream in
+multipart UploadPartCopy), ``copy_concurrency`` copy requests at once on the
+mount (default 16: a job's copies, and the parts of a big file's copy, share
+them); deletes go 1,000 keys per DeleteObjects. Uploads stream in
 parts of 5 MiB (memory per upload: a few parts). A multipart copy or
 upload that fails or is dropped is aborted: its parts are not left behind.
 Modification times are kept in the ``mtime`` user metadata
@@ -173,6 +174,8 @@ class S3Backend(Backend):
         self._heads: OrderedDict[str, _Head] = OrderedDict()
         #: folder path → whether it has a marker, as last seen by this process
         self._marked: OrderedDict[str, bool] = OrderedDict()
+        #: copy requests in flight (see :meth:`_copy_slot`), made on the loop at first use
+        self._copy_slots: asyncio.Semaphore | None = None
 
     # -- keys and small memories ---------------------------------------------------
 
@@ -432,26 +435,45 @@ class S3Backend(Backend):
         sb, sk = self._split(src)
         db, dk = self._split(dst)
         extra = {"MetadataDirective": "REPLACE", **replace} if replace is not None else {}
-        self._call("copy_object", Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk}, **extra)
+        sync(self.fs.loop, self._copy_request, "copy_object", Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk},
+             **extra)
+
+    async def _copy_request(self, method: str, **kwargs: Any) -> Any:
+        """A CopyObject or UploadPartCopy, once one of the mount's
+        ``copy_concurrency`` slots is free: a job's copies (each in its own
+        thread) and the parts of a big file's copy share them, so no more go
+        at once than the connection pool holds (a request waiting for a
+        connection would count the wait against its connect timeout)."""
+        if self._copy_slots is None:  # on the loop: no other coroutine runs meanwhile
+            self._copy_slots = asyncio.Semaphore(self.capabilities.copy_fan_out)
+        async with self._copy_slots:
+            return await self.fs._call_s3(method, **kwargs)
 
     async def _copy_parts(self, src: str, dst: str, size: int, create: dict[str, Any]) -> None:
-        """Multipart UploadPartCopy in parts of :data:`COPY_PART`, one after
-        the other (as s3fs's ``_copy_managed``); a copy that fails is
-        aborted, so its parts are not left in the bucket (and billed)."""
+        """Multipart UploadPartCopy in parts of :data:`COPY_PART`, as many at
+        once as the mount's copy slots allow (a 20 GiB file is 40 parts); a
+        copy that fails is aborted, so its parts are not left in the bucket
+        (and billed)."""
         sb, sk = self._split(src)
         db, dk = self._split(dst)
         call = self.fs._call_s3
         upload = (await call("create_multipart_upload", Bucket=db, Key=dk, **create))["UploadId"]
+
+        async def part(number: int, start: int) -> dict[str, Any]:
+            out = await self._copy_request("upload_part_copy", Bucket=db, Key=dk, UploadId=upload,
+                                           PartNumber=number, CopySource={"Bucket": sb, "Key": sk},
+                                           CopySourceRange=f"bytes={start}-{min(start + COPY_PART, size) - 1}")
+            return {"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]}
+
+        tasks = [asyncio.ensure_future(part(n, start)) for n, start in enumerate(range(0, size, COPY_PART), 1)]
         try:
-            parts = []
-            for number, start in enumerate(range(0, size, COPY_PART), 1):
-                out = await call("upload_part_copy", Bucket=db, Key=dk, UploadId=upload, PartNumber=number,
-                                 CopySource={"Bucket": sb, "Key": sk},
-                                 CopySourceRange=f"bytes={start}-{min(start + COPY_PART, size) - 1}")
-                parts.append({"PartNumber": number, "ETag": out["CopyPartResult"]["ETag"]})
+            parts = await asyncio.gather(*tasks)
             await call("complete_multipart_upload", Bucket=db, Key=dk, UploadId=upload,
-                       MultipartUpload={"Parts": parts})
+                       MultipartUpload={"Parts": list(parts)})
         except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # none still copying when the upload is aborted
             try:
                 await call("abort_multipart_upload", Bucket=db, Key=dk, UploadId=upload)
             except Exception:  # noqa: BLE001 - the server may be gone: the copy's own error is the one to raise

@@ -234,6 +234,29 @@ def test_a_job_runs_copy_concurrency_copies_at_once(s3, options, most):
     assert keys() == tree | {k.replace("src/", "dst/", 1) for k in tree}
 
 
+def test_a_big_files_parts_are_copied_copy_concurrency_at_once(s3, monkeypatch):
+    """A copy past S3's CopyObject limit goes in parts, as many at once as
+    the mount's copy_concurrency (counted at the server), not one after the
+    other; the copy is the same bytes (limits lowered to test it)."""
+    import backends.s3
+
+    monkeypatch.setattr(backends.s3, "COPY_LIMIT", 6 << 20)
+    monkeypatch.setattr(backends.s3, "COPY_PART", 5 << 20)  # S3's smallest part (but the last)
+    r, server, area, keys = s3(budget_ms=50, copy_concurrency=3)
+    ops, s = r.ops, r.session("alice")
+    big = os.urandom((20 << 20) + 5)  # 5 parts
+    area.put("big.bin", big)
+    server.latency_s = 0.05  # each part takes a while: the copy keeps as many in flight as it may
+    server.most_copies = 0
+    try:
+        _done(r, s, ops.copy(s, "/m/big.bin", "/m/big2.bin", budget_s=0))
+    finally:
+        server.latency_s = 0.0
+    assert server.most_copies == 3
+    assert server.etag(f"{area.name}/big2.bin").endswith("-5")
+    assert server.read(f"{area.name}/big2.bin") == big
+
+
 def test_with_directory_markers_every_folder_made_keeps_one(s3):
     r, server, area, keys = s3(budget_ms=50, directory_markers=True)
     ops, s = r.ops, r.session("alice")
