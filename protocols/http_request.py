@@ -18,7 +18,7 @@ from typing import Any
 
 from cheroot import errors as cheroot_errors
 from cheroot.makefile import StreamWriter
-from cheroot.server import HeaderReader, HTTPRequest, SizeCheckWrapper
+from cheroot.server import HeaderReader, HTTPRequest, KnownLengthRFile, SizeCheckWrapper
 
 from gateway import errors as E
 from gateway import metrics
@@ -176,11 +176,49 @@ class _LineCounter:
 
 
 class _CountingHeaderReader(HeaderReader):
+    """cheroot's head reader, counting lines; it takes ``Expect:
+    100-continue`` out of the head cheroot looks at (cheroot answers it at
+    once) and notes it in ``expect_continue``: :class:`Request` answers it
+    when the body is first read."""
+
+    expect_continue = False
+
     def __init__(self, most: int) -> None:
         self.most = most
 
     def __call__(self, rfile: Any, hdict: dict | None = None) -> dict:
-        return super().__call__(_LineCounter(rfile, self.most), hdict)
+        head = super().__call__(_LineCounter(rfile, self.most), hdict)
+        if head.get(b"Expect", b"").lower() == b"100-continue":
+            del head[b"Expect"]
+            self.expect_continue = True
+        return head
+
+
+class _ContinueFirst:
+    """The connection's reader as a request body reads it: "100 Continue"
+    goes out before the first read (RFC 9110 §10.1.1). Until then the client
+    waits with its body, so a request refused before the body is read (a
+    login, a permission, a lock, a quota) is answered without the body being
+    sent (cheroot sent "100 Continue" as soon as the head was read)."""
+
+    def __init__(self, rfile: Any, request: "Request") -> None:
+        self._rfile, self._request = rfile, request
+
+    def _go(self) -> None:
+        request, self._request = self._request, None
+        if request is not None:
+            request.continue_now()
+
+    def read(self, *args: Any) -> bytes:
+        self._go()
+        return self._rfile.read(*args)
+
+    def readline(self, *args: Any) -> bytes:
+        self._go()
+        return self._rfile.readline(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
 
 
 class Request(HTTPRequest):
@@ -217,12 +255,20 @@ class Request(HTTPRequest):
             return
         self.ready = True
 
+    #: Expect: 100-continue not answered yet (see _ContinueFirst)
+    continue_pending = False
+
     def read_request_headers(self) -> bool:
         """cheroot's, and a Content-Length that is not a whole number (cheroot
         took ``-1`` as "read to the end", into memory) or that comes with a
-        chunked body (a request smuggling pattern) is a 400."""
+        chunked body (a request smuggling pattern) is a 400. ``Expect:
+        100-continue`` is answered when the body is first read (the
+        application still sees the header)."""
         if not super().read_request_headers():
             return False
+        if self.header_reader.expect_continue:
+            self.inheaders[b"Expect"] = b"100-continue"
+            self.continue_pending = True
         length = self.inheaders.get(b"Content-Length")
         if length is not None and not (length.isdigit() and not self.chunked_read):
             metrics.refused("http", "bad_content_length")
@@ -243,10 +289,17 @@ class Request(HTTPRequest):
                 wfile.flush()
 
     def _respond(self) -> None:
-        if not self.chunked_read:
-            super().respond()
-            return
-        self.rfile = ChunkedBody(self.conn.rfile)
+        source = _ContinueFirst(self.conn.rfile, self) if self.continue_pending else self.conn.rfile
+        if self.chunked_read:
+            self.rfile = ChunkedBody(source)
+        else:  # as cheroot's respond(), with the body read from source
+            length = int(self.inheaders.get(b"Content-Length", 0))
+            most = self.server.max_request_body_size
+            if most and most < length:
+                self.simple_response("413 Request Entity Too Large",
+                                     "The entity sent with the request exceeds the maximum allowed bytes.")
+                return
+            self.rfile = KnownLengthRFile(source, length)
         self.server.gateway(self).respond()
         if self.ready:
             self.ensure_headers_sent()
@@ -272,7 +325,16 @@ class Request(HTTPRequest):
                 view = view[self.conn.socket.send(view):]
             wfile.bytes_written += len(piece)
 
+    def continue_now(self) -> None:
+        """Send "100 Continue" where the client waits for it (before the
+        body's first read, and only before the reply's head)."""
+        if self.continue_pending and not self.sent_headers:
+            self.conn.wfile.write(b"%s 100 Continue\r\n\r\n" % self.server.protocol.encode("ascii"))
+        self.continue_pending = False
+
     def _body_unread(self) -> bool:
+        if self.continue_pending:  # the client waits to send its body: none of it may be read
+            return self.chunked_read or int(self.inheaders.get(b"Content-Length", 0) or 0) > 0
         rfile = getattr(self, "rfile", None)
         if isinstance(rfile, ChunkedBody):
             return not rfile.closed
