@@ -445,7 +445,7 @@ class S3Backend(Backend):
         at once than the connection pool holds (a request waiting for a
         connection would count the wait against its connect timeout)."""
         if self._copy_slots is None:  # on the loop: no other coroutine runs meanwhile
-            self._copy_slots = asyncio.Semaphore(self.capabilities.copy_fan_out)
+            self._copy_slots = asyncio.Semaphore(max(1, self.capabilities.copy_fan_out))
         async with self._copy_slots:
             return await self.fs._call_s3(method, **kwargs)
 
