@@ -859,8 +859,12 @@ class Operations:
 
     # -- writes ---------------------------------------------------------------------
 
-    def open_write(self, session: Session, path: str, offset: int = 0, cwd: str = "/") -> Upload:
+    def open_write(self, session: Session, path: str, offset: int = 0, cwd: str = "/", *,
+                   checked: Callable[[], None] | None = None) -> Upload:
         """Start an upload (``offset`` > 0 continues the existing file: resume).
+        ``checked``, when given, is called once every check has passed,
+        before the storage is touched (an HTTP client waiting with its body
+        is told to send it: its sending and the storage's work overlap).
         Raises PermissionDenied, MissingParent, NotADirectory, IsADirectory,
         Busy, Locked (a WebDAV lock this session does not hold), Unsupported."""
         started = time.monotonic()
@@ -895,6 +899,8 @@ class Operations:
             if self.namespace.is_mount_point(g) or self.namespace.is_virtual_dir(g):
                 raise E.IsADirectory(f"{u}: is a folder", u)
             mount, bp = self.namespace.resolve(g)
+            if checked is not None:
+                checked()
             writer = mount.backend.open_write(bp, offset)
         except E.GatewayError as exc:
             self._log(session, "upload", [u], f"error: {exc}", started)

@@ -41,11 +41,14 @@ from cheroot.server import HTTPConnection
 from gateway import metrics
 from protocols.http_request import ReplyWriter, Request
 
-__all__ = ["CONNECTION_KEY", "Limits", "Server", "Gate", "Connection"]
+__all__ = ["CONNECTION_KEY", "CONTINUE_KEY", "Limits", "Server", "Gate", "Connection"]
 
 #: environ key: a dict the application may keep things in for the
 #: connection's later requests (gone with the connection).
 CONNECTION_KEY = "gateway.connection"
+#: environ key of a callable that sends "100 Continue" now to a client that
+#: waits for it (Request.continue_now); else it is sent at the body's first read
+CONTINUE_KEY = "gateway.continue"
 
 log = logging.getLogger("gateway.http")
 
@@ -527,11 +530,13 @@ class Gate(ConnectionManager):
 
 
 class _Gateway(wsgi.Gateway_10):
-    """cheroot's WSGI 1.0 environ, with the connection's :data:`CONNECTION_KEY`."""
+    """cheroot's WSGI 1.0 environ, with the connection's :data:`CONNECTION_KEY`
+    and the request's :data:`CONTINUE_KEY`."""
 
     def get_environ(self) -> dict:
         environ = super().get_environ()
         environ[CONNECTION_KEY] = self.req.conn.kept
+        environ[CONTINUE_KEY] = self.req.continue_now
         return environ
 
 

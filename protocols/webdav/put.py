@@ -22,6 +22,7 @@ from cheroot.server import KnownLengthRFile
 
 from gateway import errors as E
 from gateway.ops import Upload
+from protocols.http_conn import CONTINUE_KEY
 from protocols.webdav.auth import SESSION_KEY
 from protocols.webdav.errors import refused
 from protocols.webdav.owncloud import parse_checksum
@@ -46,7 +47,8 @@ def fast_put(provider: Any, environ: dict, start_response: Callable, block_size:
     with provider.lock_manager.write_transaction(url=quote(provider.state.key(session, path)), token_list=[],
                                                  principal=environ["wsgidav.user_name"]):
         try:
-            upload = ops.open_write(session, path)
+            # Told to continue (Expect: 100-continue) once the core's checks pass.
+            upload = ops.open_write(session, path, checked=environ.get(CONTINUE_KEY))
         except E.GatewayError as exc:
             refused(environ, exc)
             return None  # wsgidav's own checks word the refusal
