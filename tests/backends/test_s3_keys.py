@@ -224,13 +224,7 @@ def test_a_job_runs_copy_concurrency_copies_at_once(s3, options, most):
     ops, s = r.ops, r.session("alice")
     tree = {f"src/f{i:02}" for i in range(64)}
     _put_many(server, area, tree)
-    server.latency_s = 0.05  # each copy takes a while: the job keeps as many in flight as it may
-    server.most_copies = 0
-    try:
-        _done(r, s, ops.copy(s, "/m/src", "/m/dst", budget_s=0))
-    finally:
-        server.latency_s = 0.0
-    assert server.most_copies == most
+    assert _copies_at_once(server, lambda: _done(r, s, ops.copy(s, "/m/src", "/m/dst", budget_s=0))) == most
     assert keys() == tree | {k.replace("src/", "dst/", 1) for k in tree}
 
 
@@ -246,13 +240,7 @@ def test_a_big_files_parts_are_copied_copy_concurrency_at_once(s3, monkeypatch):
     ops, s = r.ops, r.session("alice")
     big = os.urandom((20 << 20) + 5)  # 5 parts
     area.put("big.bin", big)
-    server.latency_s = 0.05  # each part takes a while: the copy keeps as many in flight as it may
-    server.most_copies = 0
-    try:
-        _done(r, s, ops.copy(s, "/m/big.bin", "/m/big2.bin", budget_s=0))
-    finally:
-        server.latency_s = 0.0
-    assert server.most_copies == 3
+    assert _copies_at_once(server, lambda: _done(r, s, ops.copy(s, "/m/big.bin", "/m/big2.bin", budget_s=0))) == 3
     assert server.etag(f"{area.name}/big2.bin").endswith("-5")
     assert server.read(f"{area.name}/big2.bin") == big
 
@@ -273,6 +261,19 @@ def test_with_directory_markers_every_folder_made_keeps_one(s3):
                       "moved/sub/b.txt"}
     _done(r, s, ops.delete(s, "/m/made", recursive=True, budget_s=0))
     assert keys() == {"src/a.txt", "src/sub/b.txt", "moved/", "moved/a.txt", "moved/sub/", "moved/sub/b.txt"}
+
+
+def _copies_at_once(server, copy) -> int:
+    """The most copy requests (CopyObject, UploadPartCopy) the server had in
+    flight at once while ``copy()`` ran, each made to take 50 ms: a copy
+    then keeps as many in flight as it may."""
+    server.latency_s = 0.05
+    server.most_copies = 0
+    try:
+        copy()
+    finally:
+        server.latency_s = 0.0
+    return server.most_copies
 
 
 def _put_many(server, area, keys):
