@@ -88,6 +88,9 @@ _NAMED: dict[str, type[E.GatewayError]] = {
     "aiohttp.ClientConnectionError": E.BackendUnavailable,
     # a server whose TLS certificate is not trusted is refused, not retried
     "ssl.SSLCertVerificationError": E.PermissionDenied,
+    # a TLS connection (FTPS) the server dropped mid-record or closed: as EOFError
+    "ssl.SSLEOFError": E.BackendUnavailable,
+    "ssl.SSLZeroReturnError": E.BackendUnavailable,
     # webdav4's client (used directly for COPY/MOVE)
     "webdav4.ResourceNotFound": E.NotFound,
     "webdav4.ResourceConflict": E.MissingParent,

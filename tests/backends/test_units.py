@@ -4,6 +4,7 @@ table and ``${NAME}`` expansion."""
 from __future__ import annotations
 
 import ftplib
+import ssl
 import time
 
 import asyncssh
@@ -55,6 +56,8 @@ def test_listing_cache_is_bounded():
     (ftplib.error_temp("421 Service not available"), E.BackendUnavailable),
     (ftplib.error_temp("452 Insufficient storage"), E.QuotaExceeded),
     (EOFError(), E.BackendUnavailable),
+    (ssl.SSLEOFError(8, "EOF occurred in violation of protocol"), E.BackendUnavailable),  # FTPS server gone
+    (ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed (EOF)"), E.BackendUnavailable),
     (asyncssh.SFTPNoSuchFile("x"), E.NotFound),
     (asyncssh.SFTPPermissionDenied("x"), E.PermissionDenied),
     (asyncssh.SFTPFailure("x"), E.BackendError),
